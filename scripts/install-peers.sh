@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Tandem's tests talk to (real NBD clients, drbd-utils as the
+# config and metadata oracle, fio, network tools). Root; idempotent; only installs what is missing.
+set -euo pipefail
+PKGS=(
+  drbd-utils util-linux xxd              # drbdadm/drbdmeta oracles, losetup
+  nbdkit libnbd-bin qemu-utils fio       # NBD peers: nbdinfo nbdcopy nbdfuse, qemu-io/qemu-img, fio
+  fuse3 e2fsprogs                        # nbdfuse -> loop -> ext4
+  iproute2 nftables iptables iperf3      # namespaces, fault injection, transport baseline
+)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-peers: all test peers present"
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-peers: missing ${missing[*]}; run as root (apt-get install) to install them" >&2
+  exit 1
+fi
+echo "install-peers: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -o DPkg::Lock::Timeout=600 >/dev/null
+apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=600 "${missing[@]}" >/dev/null
+echo "install-peers: done"

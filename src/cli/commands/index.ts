@@ -1,0 +1,7 @@
+// Every `tandem` subcommand registers itself here, one line per module.
+import type { Command } from 'commander';
+import { registerDemo } from './demo.js';
+
+export function registerCommands(program: Command): void {
+  registerDemo(program);
+}
