@@ -96,3 +96,39 @@ export async function preallocate(
     await fh.close();
   }
 }
+
+const VERIFY_CHUNK_BYTES = 64 * 1024;
+
+/**
+ * Compares `samples` random 64 KiB chunks (plus the first and the last) of two files: a cheap
+ * proof that a sync really moved the bytes, so a copy that "finished" early cannot pass as fast.
+ */
+export async function filesMatchSampled(
+  a: string,
+  b: string,
+  sizeBytes: number,
+  samples: number,
+): Promise<boolean> {
+  const fa = await open(a, 'r');
+  const fb = await open(b, 'r');
+  try {
+    const last = Math.max(0, sizeBytes - VERIFY_CHUNK_BYTES);
+    const offsets = [0, last];
+    for (let i = 0; i < samples; i++) offsets.push(Math.floor((Math.random() * last) / 512) * 512);
+    const ba = Buffer.alloc(VERIFY_CHUNK_BYTES);
+    const bb = Buffer.alloc(VERIFY_CHUNK_BYTES);
+    for (const off of offsets) {
+      const ra = await fa.read(ba, 0, VERIFY_CHUNK_BYTES, off);
+      const rb = await fb.read(bb, 0, VERIFY_CHUNK_BYTES, off);
+      if (
+        ra.bytesRead !== rb.bytesRead ||
+        !ba.subarray(0, ra.bytesRead).equals(bb.subarray(0, rb.bytesRead))
+      )
+        return false;
+    }
+    return true;
+  } finally {
+    await fa.close();
+    await fb.close();
+  }
+}

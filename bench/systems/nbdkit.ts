@@ -6,9 +6,18 @@ import { readFile } from 'node:fs/promises';
 import type { Children, ChildHandle } from '../children.js';
 import { measureProcesses, realProcFs } from '../proc.js';
 import type { RunningSystem, StartContext, SyncMeasurement, System } from '../types.js';
-import { freePort, peerEnv, pidfileHolds, preallocate, waitFor } from '../util.js';
+import {
+  filesMatchSampled,
+  freePort,
+  peerEnv,
+  pidfileHolds,
+  preallocate,
+  waitFor,
+} from '../util.js';
 import { commandWorks } from './probe.js';
 
+/** Random chunks compared between source and copy after a sync. */
+export const SYNC_VERIFY_SAMPLES = 64;
 /** How long a server may take to bind its socket. */
 const SERVER_READY_TIMEOUT_MS = 15_000;
 /** Upper bound on one full copy (1 GiB at a pessimistic 20 MB/s). */
@@ -103,6 +112,8 @@ export const nbdkitSystem: System = {
         () =>
           runTimed(ctx.children, 'nbdcopy', 'nbdcopy', [a.uri, b.uri], SYNC_TIMEOUT_MS, ctx.runDir),
       );
+      if (!(await filesMatchSampled(src, dst, ctx.fileSizeBytes, SYNC_VERIFY_SAMPLES)))
+        throw new Error('nbdcopy finished but the copy differs from the source');
       return {
         bytes: ctx.fileSizeBytes,
         seconds: m.seconds,

@@ -7,8 +7,15 @@ import type { ChildHandle } from '../children.js';
 import { QmpClient, parseBlockJobs } from '../qmp.js';
 import { measureProcesses, realProcFs } from '../proc.js';
 import type { RunningSystem, StartContext, SyncMeasurement, System } from '../types.js';
-import { freePort, peerEnv, pidfileHolds, preallocate, waitFor } from '../util.js';
-import { startNbdkitFile, SYNC_TIMEOUT_MS } from './nbdkit.js';
+import {
+  filesMatchSampled,
+  freePort,
+  peerEnv,
+  pidfileHolds,
+  preallocate,
+  waitFor,
+} from '../util.js';
+import { startNbdkitFile, SYNC_TIMEOUT_MS, SYNC_VERIFY_SAMPLES } from './nbdkit.js';
 import { commandWorks } from './probe.js';
 
 const SERVER_READY_TIMEOUT_MS = 15_000;
@@ -19,6 +26,8 @@ interface Launched {
   readonly peer: ChildHandle;
   readonly qmp: QmpClient;
   readonly uri: string;
+  readonly src: string;
+  readonly replica: string;
   readonly commandLine: string;
   stop(): Promise<void>;
 }
@@ -72,6 +81,8 @@ async function launch(ctx: StartContext, srcFill: 'zero' | 'random'): Promise<La
       peer: peer.child,
       qmp,
       uri: `nbd://127.0.0.1:${port}/vol`,
+      src,
+      replica: tgt,
       commandLine: `qemu-storage-daemon ${args.join(' ')}`,
       stop,
     };
@@ -151,6 +162,8 @@ export const qsdMirrorSystem: System = {
         () => [l.qsd.pid, l.peer.pid],
         () => mirrorUntilReady(l, SYNC_TIMEOUT_MS),
       );
+      if (!(await filesMatchSampled(l.src, l.replica, ctx.fileSizeBytes, SYNC_VERIFY_SAMPLES)))
+        throw new Error('mirror reported ready but the replica differs from the source');
       return {
         bytes: ctx.fileSizeBytes,
         seconds: m.seconds,
