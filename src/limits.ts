@@ -37,3 +37,11 @@ export const CONFIG_NODE_ID_MAX = 31;
 export const CONFIG_MINOR_MAX = 1048575;
 /** Highest volume number in a resource (DRBD: 0..65534). */
 export const CONFIG_VOLUME_MAX = 65534;
+
+// --- daemon control socket -----------------------------------------------------------------
+/** Longest request or reply line on the control socket. */
+export const CONTROL_LINE_BYTES_MAX = 1 * MIB;
+/** Clients connected to the control socket at once (events streams included). */
+export const CONTROL_CLIENTS_MAX = 64;
+/** Events buffered for one slow `events` client before it is disconnected. */
+export const CONTROL_EVENTS_QUEUED_MAX = 10_000;
