@@ -67,6 +67,8 @@ interface RawVolume {
   metaDisk?: MetaDiskSpec;
   diskOptions: MutableOptions;
   location: SourceLocation;
+  /** Fields whose statement was wrong (already reported): not reported again as missing. */
+  bad: Set<string>;
 }
 
 /** Volumes written at one level (resource or host): explicit `volume N`, or the implicit volume 0. */
@@ -82,6 +84,8 @@ interface RawHost {
   address: Address | null;
   volumes: RawVolumes;
   location: SourceLocation;
+  /** The address statement was wrong (already reported). */
+  badAddress: boolean;
 }
 
 interface RawEndpoint {
@@ -150,6 +154,7 @@ class Interpreter {
   private readonly resources: ResourceConfig[] = [];
   private readonly resourceAt = new Map<string, SourceLocation>();
   private readonly seenOption = new Map<object, Map<string, SourceLocation>>();
+  private readonly badAddress = new WeakSet<HostConfig>();
 
   constructor(
     private readonly fs: ConfigFs | null,
@@ -609,7 +614,7 @@ class Interpreter {
       this.error(numTok.location, `volume ${n} is defined twice here`);
       return;
     }
-    const v: RawVolume = { diskOptions: {}, location: s.keyword.location };
+    const v: RawVolume = { diskOptions: {}, location: s.keyword.location, bad: new Set() };
     into.explicit.set(n, v);
     for (const f of s.body ?? []) {
       if (f.keyword.text === 'disk' && f.body !== null) {
@@ -623,6 +628,23 @@ class Interpreter {
   }
 
   private volumeField(s: Statement, v: RawVolume): void {
+    const before = this.errorCount();
+    this.volumeFieldInner(s, v);
+    if (this.errorCount() > before) {
+      const field = (k: string): string => (k === 'flexible-meta-disk' ? 'meta-disk' : k);
+      v.bad.add(field(s.keyword.text));
+      // `device /dev/drbd0 disk /dev/loop0;` swallowed the disk statement: do not also call it missing.
+      for (const a of s.args) if (VOLUME_KEYWORDS.includes(a.text)) v.bad.add(field(a.text));
+    }
+  }
+
+  private errorCount(): number {
+    let n = 0;
+    for (const d of this.diagnostics) if (d.severity === 'error') n++;
+    return n;
+  }
+
+  private volumeFieldInner(s: Statement, v: RawVolume): void {
     const kw = s.keyword.text;
     const twice = (): boolean => {
       this.error(s.keyword.location, `'${kw}' is set twice for this volume`);
@@ -648,34 +670,49 @@ class Interpreter {
         );
       }
     } else if (kw === 'meta-disk' || kw === 'flexible-meta-disk') {
-      if (!this.expectStatement(s, 1, kw === 'meta-disk' ? 2 : 1, "'internal' or a path")) return;
+      if (!this.expectStatement(s, 1, kw === 'meta-disk' ? 4 : 1, "'internal' or a path")) return;
       if (v.metaDisk) return void twice();
       const p = s.args[0] as Token;
       if (p.text === 'internal') {
         if (s.args[1]) this.error(s.args[1].location, "'meta-disk internal' takes no index", "';'");
-        v.metaDisk = { kind: 'internal' };
+        else v.metaDisk = { kind: 'internal' };
         return;
       }
-      if (!p.text.startsWith('/')) {
+      // The index is written `PATH [N]`, `PATH[N]` or `PATH [ N ]`.
+      const rest = s.args.slice(1);
+      if (rest.length > 0 && !/^\[[^\]]*\]$/.test(rest.map((a) => a.text).join(''))) {
+        const at = rest[0] as Token;
         this.error(
-          p.location,
-          `meta-disk '${printable(p.text)}' is not an absolute path`,
-          "'internal' or an absolute path",
+          at.location,
+          `unexpected '${printable(at.text)}' after the meta-disk path`,
+          "'[INDEX]' or ';'",
         );
         return;
       }
-      const idxTok = s.args[1];
-      if (kw === 'flexible-meta-disk' || !idxTok) {
-        v.metaDisk = { kind: 'flexible', path: p.text };
+      const joined = s.args.map((a) => a.text).join('');
+      const m = /^(.*?)(?:\[([^\]]*)\])?$/.exec(joined);
+      const path = m?.[1] ?? joined;
+      const indexText = m?.[2];
+      if (!path.startsWith('/') || /[[\]]/.test(path)) {
+        const at = s.args.find((a) => /[[\]]/.test(a.text) || !a.text.startsWith('/')) ?? p;
+        this.error(
+          at.location,
+          `meta-disk '${printable(joined)}' is not 'internal', a path or a path with an index`,
+          "'internal', PATH or PATH [INDEX]",
+        );
         return;
       }
-      const text = idxTok.text.replace(/^\[(.*)\]$/, '$1');
-      if (text === 'flexible' || text === 'flex-external') {
-        v.metaDisk = { kind: 'flexible', path: p.text };
+      if (indexText === undefined) {
+        v.metaDisk = { kind: 'flexible', path };
         return;
       }
-      const idx = this.integer({ ...idxTok, text }, 0, 255, 'meta-disk index');
-      if (idx !== undefined) v.metaDisk = { kind: 'external', path: p.text, index: idx };
+      if (indexText === 'flexible' || indexText === 'flex-external') {
+        v.metaDisk = { kind: 'flexible', path };
+        return;
+      }
+      const idxTok = s.args.find((a) => a.text.includes(indexText)) ?? p;
+      const idx = this.integer({ ...idxTok, text: indexText }, 0, 255, 'meta-disk index');
+      if (idx !== undefined) v.metaDisk = { kind: 'external', path, index: idx };
     }
   }
 
@@ -793,6 +830,7 @@ class Interpreter {
     floating: boolean,
   ): RawHost {
     const h: RawHost = {
+      badAddress: false,
       name,
       floating,
       nodeId: null,
@@ -826,6 +864,7 @@ class Interpreter {
           continue;
         }
         h.address = this.address(f.args, f.keyword, f.end) ?? null;
+        h.badAddress = h.address === null;
       } else if (VOLUME_KEYWORDS.includes(kw) && !(kw === 'disk' && f.body !== null)) {
         this.volumeField(f, implicitVolume(h.volumes, f.keyword.location));
       } else if (kw === 'volume') {
@@ -1009,6 +1048,7 @@ class Interpreter {
         location: h.location,
       };
       hosts.push(host);
+      if (h.badAddress) this.badAddress.add(host);
       byName.set(h.name, host);
     }
     if (hosts.length === 0)
@@ -1098,15 +1138,16 @@ class Interpreter {
       const disk = pick('disk');
       const metaDisk = pick('metaDisk');
       const where = `volume ${n} of resource '${res}' on host '${h.name}'`;
-      if (!device)
+      const bad = (f: string): boolean => parts.some((p) => p.bad.has(f));
+      if (!device && !bad('device'))
         this.error(
           h.location,
           `${where} has no device`,
           "'device ...;' in the resource, the host or the volume",
         );
-      if (disk === undefined)
+      if (disk === undefined && !bad('disk'))
         this.error(h.location, `${where} has no disk`, "'disk PATH;' or 'disk none;'");
-      if (disk !== null && disk !== undefined && !metaDisk) {
+      if (disk !== null && disk !== undefined && !metaDisk && !bad('meta-disk')) {
         this.error(
           h.location,
           `${where} has no meta-disk`,
@@ -1152,6 +1193,7 @@ class Interpreter {
     ): PathConfig['endpoints'][0] | undefined => {
       if (ep.address) return { host: h.name, address: ep.address };
       if (!h.address) {
+        if (this.badAddress.has(h)) return undefined;
         this.error(
           ep.location,
           `no address for host '${h.name}': neither its 'on' section nor this connection gives one`,
@@ -1215,6 +1257,7 @@ class Interpreter {
         if (p1 && p2) paths.push({ endpoints: [p1, p2] });
       }
       if (pairNames === null) {
+        if (c.paths.length > 0 || c.hosts.length > 0) continue; // the hosts were reported already
         this.error(
           c.location,
           "a connection needs two 'host' statements or at least one 'path'",
@@ -1278,7 +1321,7 @@ class Interpreter {
           pairs.set(pairKey(a.name, b.name), implicit.location);
           const paths: PathConfig[] = [];
           for (const h of [a, b]) {
-            if (!h.address)
+            if (!h.address && !this.badAddress.has(h))
               this.error(
                 h.location,
                 `host '${h.name}' has no address and no connection gives one`,
@@ -1371,7 +1414,7 @@ function hasInclude(st: Statement): boolean {
 }
 
 function implicitVolume(v: RawVolumes, location: SourceLocation): RawVolume {
-  v.implicit ??= { diskOptions: {}, location };
+  v.implicit ??= { diskOptions: {}, location, bad: new Set() };
   return v.implicit;
 }
 
