@@ -5,7 +5,7 @@ import { open, readFile, stat, type FileHandle } from 'node:fs/promises';
 import { constants } from 'node:fs';
 import { SECTOR_BYTES, STORE_IO_IN_FLIGHT_MAX, STORE_ZERO_CHUNK_BYTES } from '../limits.js';
 import { DiskIoError, InvalidRequestError } from '../util/errors.js';
-import { checkOpen, checkRange, chunks, totalLength } from './request.js';
+import { checkOpen, checkRange, chunks, settle, totalLength } from './request.js';
 import type { BlockStore, Extent, WriteOptions, ZeroOptions } from './types.js';
 
 export interface FileStoreOptions {
@@ -165,20 +165,17 @@ export class FileStore implements BlockStore {
     }
     const results = await Promise.allSettled(writes);
     const failed = results.find((r) => r.status === 'rejected');
-    if (failed) throw (failed).reason;
+    if (failed) throw failed.reason;
     if (opts.fua === true) await this.flush();
   }
 
   // SEEK_DATA/SEEK_HOLE are not reachable from Node: report one allocated data extent.
   extents(offsetBytes: number, lengthBytes: number): Promise<readonly Extent[]> {
-    try {
+    return settle(() => {
       checkOpen(this.name, this.closed);
       checkRange(this.name, this.sizeBytes, offsetBytes, lengthBytes);
-    } catch (e) {
-      return Promise.reject(e);
-    }
-    if (lengthBytes === 0) return Promise.resolve([]);
-    return Promise.resolve([{ offsetBytes, lengthBytes, zero: false, hole: false }]);
+      return lengthBytes === 0 ? [] : [{ offsetBytes, lengthBytes, zero: false, hole: false }];
+    });
   }
 
   close(): Promise<void> {
@@ -212,10 +209,7 @@ export class FileStore implements BlockStore {
       const at = offsetBytes + done;
       let n: number;
       try {
-        ({ bytesWritten: n } = await this.handle.writev(
-          rest,
-          at,
-        ));
+        ({ bytesWritten: n } = await this.handle.writev(rest, at));
       } catch (e) {
         throw ioError(`${this.name}: write of ${length} bytes at ${offsetBytes} failed`, at, e);
       }

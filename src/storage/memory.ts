@@ -5,7 +5,7 @@ import { SECTOR_BYTES } from '../limits.js';
 import { assert } from '../util/assert.js';
 import { DiskIoError } from '../util/errors.js';
 import type { Random } from '../util/prng.js';
-import { checkOpen, checkRange, chunks, totalLength } from './request.js';
+import { checkOpen, checkRange, chunks, settle, totalLength } from './request.js';
 import type { BlockStore, Extent, WriteOptions, ZeroOptions } from './types.js';
 
 export type StoreOp = 'read' | 'write' | 'flush';
@@ -204,14 +204,5 @@ export class MemoryStore implements BlockStore {
         errno,
       );
     }
-  }
-}
-
-/** Runs a synchronous body as a promise, so validation errors reject instead of throwing. */
-function settle<T>(body: () => T): Promise<T> {
-  try {
-    return Promise.resolve(body());
-  } catch (e) {
-    return Promise.reject(e instanceof Error ? e : new Error(String(e)));
   }
 }

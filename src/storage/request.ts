@@ -41,3 +41,12 @@ export function chunks(data: Uint8Array | readonly Uint8Array[]): readonly Uint8
 export function checkOpen(storeName: string, closed: boolean): void {
   if (closed) throw new InvalidRequestError(`${storeName}: store is closed`);
 }
+
+/** Runs a synchronous body as a promise, so validation errors reject instead of throwing. */
+export function settle<T>(body: () => T): Promise<T> {
+  try {
+    return Promise.resolve(body());
+  } catch (e) {
+    return Promise.reject(e instanceof Error ? e : new Error(String(e)));
+  }
+}
