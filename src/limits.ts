@@ -14,6 +14,12 @@ export const GIB = 1024 * MIB;
 export const BITMAP_BLOCK_BYTES = 4 * KIB;
 /** Positional I/Os a block store keeps in flight at once; more wait in a queue. */
 export const STORE_IO_IN_FLIGHT_MAX = 64;
+/** Size of one zero-filled write when a store zeroes a range without punching a hole. */
+export const STORE_ZERO_CHUNK_BYTES = 1 * MIB;
+/** Activity-log slots ("al-extents", 4 MiB each): DRBD's default, minimum and maximum. */
+export const AL_EXTENTS_DEFAULT = 1237;
+export const AL_EXTENTS_MIN = 7;
+export const AL_EXTENTS_MAX = 65534;
 
 // --- nbd ---------------------------------------------------------------------------------
 /** Largest READ/WRITE payload an NBD client may send or ask for (NBD block size maximum). */
