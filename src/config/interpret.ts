@@ -190,6 +190,11 @@ class Interpreter {
         this.commonSection(st.body ?? []);
       } else if (kw === 'resource') {
         this.resource(st);
+      } else if (kw.startsWith('require-drbd-module-version-')) {
+        this.warning(
+          st.keyword.location,
+          `'${kw}' is accepted and ignored: Tandem does not use the DRBD kernel module`,
+        );
       } else if (kw === 'skip') {
         // drbdadm's `skip { ... }` comments out a whole block.
         if (st.body === null) this.error(st.keyword.location, "'skip' needs a section", "'{'");
@@ -745,10 +750,10 @@ class Interpreter {
       this.error(a0.location, r.error, r.expected);
       return undefined;
     }
-    if (!a0.text.startsWith('/')) {
+    if (!/^(\/dev\/)?drbd/.test(a0.text)) {
       this.error(
         a0.location,
-        `device '${printable(a0.text)}' is neither a /dev path nor an NBD URI`,
+        `device '${printable(a0.text)}' is neither a DRBD device (/dev/drbd...) nor an NBD URI`,
         '/dev/drbdN, minor N, nbd://HOST:PORT/NAME or nbd+unix:///NAME?socket=PATH',
       );
       return undefined;
@@ -769,9 +774,9 @@ class Interpreter {
         return undefined;
       }
       const minor = this.integer(mt, 0, CONFIG_MINOR_MAX, 'minor');
-      return minor === undefined ? undefined : { kind: 'drbd', path: a0.text, minor };
+      return minor === undefined ? undefined : { kind: 'drbd', path: devPath(a0.text), minor };
     }
-    const m = /^\/dev\/drbd([0-9]+)$/.exec(a0.text);
+    const m = /^(?:\/dev\/)?drbd([0-9]+)$/.exec(a0.text);
     if (!m) {
       this.error(
         a0.location,
@@ -785,7 +790,7 @@ class Interpreter {
       this.error(a0.location, `minor ${m[1]} is out of range`, `0..${CONFIG_MINOR_MAX}`);
       return undefined;
     }
-    return { kind: 'drbd', path: a0.text, minor };
+    return { kind: 'drbd', path: devPath(a0.text), minor };
   }
 
   private integer(t: Token, min: number, max: number, what: string): number | undefined {
@@ -808,7 +813,7 @@ class Interpreter {
       }
       const addr = this.address(s.args, s.keyword, s.keyword.location);
       if (!addr) return undefined;
-      return this.hostBody(s, addr.ip, addr, true);
+      return this.hostBody(s, formatAddress(addr).replace(/^\S+ /, ''), addr, true);
     }
     if (!this.expectSection(s, 1, 'a host name')) return undefined;
     const nameTok = s.args[0] as Token;
@@ -914,6 +919,15 @@ class Interpreter {
       return undefined;
     }
     const at = rest[0] as Token;
+    if (at.kind === 'string') {
+      // drbdadm reads an address only as a bare word.
+      this.error(
+        at.location,
+        `an address is written without quotes: '${printable(at.text)}'`,
+        'ADDRESS:PORT',
+      );
+      return undefined;
+    }
     const r = parseAddress(at.text, family);
     if (r.ok) return r.address;
     this.error(at.location, r.error, r.expected);
@@ -1103,6 +1117,11 @@ class Interpreter {
       mesh: mesh ? { hosts: mesh.hosts.map((t) => t.text), net: mesh.net } : null,
       sections,
       ownSections: own,
+      volumeDiskOverrides: Object.fromEntries(
+        [...volumes.explicit]
+          .filter(([, v]) => Object.keys(v.diskOptions).length > 0)
+          .map(([n, v]) => [n, v.diskOptions]),
+      ),
     };
   }
 
@@ -1558,4 +1577,9 @@ function decodeName(s: string): string | null {
   } catch {
     return null;
   }
+}
+
+/** drbdadm lets `/dev/` be left out of a device path. */
+function devPath(p: string): string {
+  return p.startsWith('/') ? p : `/dev/${p}`;
 }
