@@ -28,6 +28,22 @@ export const NBD_PAYLOAD_BYTES_MAX = 32 * MIB;
 assert(BITMAP_BLOCK_BYTES % SECTOR_BYTES === 0, 'bitmap block is whole sectors');
 assert(NBD_PAYLOAD_BYTES_MAX % BITMAP_BLOCK_BYTES === 0, 'NBD payload max is whole bitmap blocks');
 
+// --- config ------------------------------------------------------------------------------
+/** Deepest nesting of `{ }` sections in drbd.conf (DRBD needs 4: resource/connection/path/...). */
+export const CONFIG_NESTING_MAX = 16;
+/** Largest configuration file read, entry or included. */
+export const CONFIG_FILE_BYTES_MAX = 4 * MIB;
+/** Deepest chain of `include` (a file including itself is caught before this). */
+export const CONFIG_INCLUDE_DEPTH_MAX = 16;
+/** Files read for one configuration, entry and includes together. */
+export const CONFIG_FILES_MAX = 1024;
+/** Highest DRBD node-id (DRBD 9 supports 32 nodes: 0..31). */
+export const CONFIG_NODE_ID_MAX = 31;
+/** Highest DRBD minor number (DRBD's MINORMASK). */
+export const CONFIG_MINOR_MAX = 1048575;
+/** Highest volume number in a resource (DRBD: 0..65534). */
+export const CONFIG_VOLUME_MAX = 65534;
+
 // --- daemon control socket -----------------------------------------------------------------
 /** Longest request or reply line on the control socket. */
 export const CONTROL_LINE_BYTES_MAX = 1 * MIB;
