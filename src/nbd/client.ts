@@ -185,6 +185,7 @@ export class NbdClient {
   private readonly queue: ByteQueue;
   private closeWaiters: (() => void)[] = [];
   private readonly scratch = Buffer.allocUnsafe(20);
+  private idleWaiters: (() => void)[] = [];
   private rx:
     | { kind: 'header' }
     | { kind: 'simple-data'; handle: number; p: Pending }
@@ -398,22 +399,9 @@ export class NbdClient {
   /** Soft disconnect: waits for in-flight commands, sends NBD_CMD_DISC, waits for the close. */
   async disconnect(): Promise<void> {
     if (this.closedError !== undefined) return;
-    await Promise.allSettled(
-      [...this.pending.values()].map(
-        (p) =>
-          new Promise((res) => {
-            const { resolve, reject } = p;
-            p.resolve = (x) => {
-              resolve(x);
-              res(undefined);
-            };
-            p.reject = (e) => {
-              reject(e);
-              res(undefined);
-            };
-          }),
-      ),
-    );
+    while (this.pending.size > 0 && this.closedError === undefined) {
+      await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+    }
     if (this.closedError !== undefined) return;
     this.socket.write(
       encodeRequest({
@@ -448,6 +436,13 @@ export class NbdClient {
     this.socket.destroy();
     const w = this.closeWaiters;
     this.closeWaiters = [];
+    for (const f of w) f();
+    this.wakeIdle();
+  }
+
+  private wakeIdle(): void {
+    const w = this.idleWaiters;
+    this.idleWaiters = [];
     for (const f of w) f();
   }
 
@@ -603,6 +598,7 @@ export class NbdClient {
 
   private settle(handle: number, p: Pending): void {
     this.pending.delete(handle);
+    if (this.pending.size === 0) this.wakeIdle();
     if (p.errno !== 0) {
       p.reject(
         new NbdCommandError(
