@@ -36,11 +36,18 @@ export const NBD_CLOSE_TIMEOUT_MS = 5_000;
 export const NBD_STRING_BYTES_MAX = 4096;
 /** Extent descriptors in one BLOCK_STATUS reply. */
 export const NBD_BLOCK_STATUS_EXTENTS_MAX = 4096;
-
-assert(BITMAP_BLOCK_BYTES % SECTOR_BYTES === 0, 'bitmap block is whole sectors');
-assert(NBD_PAYLOAD_BYTES_MAX % BITMAP_BLOCK_BYTES === 0, 'NBD payload max is whole bitmap blocks');
 assert(
   NBD_CONN_IN_FLIGHT_BYTES_MAX >= NBD_PAYLOAD_BYTES_MAX,
   'one full-size request fits in flight',
 );
 assert(NBD_OPTION_BYTES_MAX >= 2 * NBD_STRING_BYTES_MAX + 16, 'an option holds a name and a query');
+
+assert(BITMAP_BLOCK_BYTES % SECTOR_BYTES === 0, 'bitmap block is whole sectors');
+assert(NBD_PAYLOAD_BYTES_MAX % BITMAP_BLOCK_BYTES === 0, 'NBD payload max is whole bitmap blocks');
+// --- daemon control socket -----------------------------------------------------------------
+/** Longest request or reply line on the control socket. */
+export const CONTROL_LINE_BYTES_MAX = 1 * MIB;
+/** Clients connected to the control socket at once (events streams included). */
+export const CONTROL_CLIENTS_MAX = 64;
+/** Events buffered for one slow `events` client before it is disconnected. */
+export const CONTROL_EVENTS_QUEUED_MAX = 10_000;
