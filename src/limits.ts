@@ -66,3 +66,11 @@ assert(
   TRANSPORT_STREAM_HIGH_WATER_BYTES < TRANSPORT_STREAM_QUEUE_BYTES_MAX,
   'high water below hard bound',
 );
+
+// --- daemon control socket -----------------------------------------------------------------
+/** Longest request or reply line on the control socket. */
+export const CONTROL_LINE_BYTES_MAX = 1 * MIB;
+/** Clients connected to the control socket at once (events streams included). */
+export const CONTROL_CLIENTS_MAX = 64;
+/** Events buffered for one slow `events` client before it is disconnected. */
+export const CONTROL_EVENTS_QUEUED_MAX = 10_000;
