@@ -183,3 +183,9 @@ export interface Transport {
   /** Closes every listener and destroys every channel of this transport. */
   close(): Promise<void>;
 }
+
+/** The logging a transport or the connection manager needs; a pino logger fits. */
+export interface Log {
+  info(fields: object, message: string): void;
+  warn(fields: object, message: string): void;
+}
