@@ -40,6 +40,9 @@ export const TCP_SETUP_TIMEOUT_MS = 5_000;
 export const TCP_PENDING_SOCKETS_MAX = 256;
 
 // --- connection manager ------------------------------------------------------------------
+/** Wire protocol versions this build speaks (the hello's range). */
+export const CM_PROTOCOL_VERSION_MIN = 1;
+export const CM_PROTOCOL_VERSION_MAX = 1;
 /** Time a new channel has to finish the handshake (hello, auth, addresses). */
 export const CM_HANDSHAKE_TIMEOUT_MS = 5_000;
 /** Bytes of the random auth challenge each side sends (DRBD uses 64). */
