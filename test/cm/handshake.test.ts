@@ -1,7 +1,6 @@
 // Connection manager over the memory transport: handshake, authentication, version
 // negotiation, refusals with logged reasons, path order and connect-int backoff.
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { test } from 'node:test';
 import {
   MSG_HELLO,
