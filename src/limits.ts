@@ -14,6 +14,12 @@ export const GIB = 1024 * MIB;
 export const BITMAP_BLOCK_BYTES = 4 * KIB;
 /** Positional I/Os a block store keeps in flight at once; more wait in a queue. */
 export const STORE_IO_IN_FLIGHT_MAX = 64;
+/** Size of one zero-filled write when a store zeroes a range without punching a hole. */
+export const STORE_ZERO_CHUNK_BYTES = 1 * MIB;
+/** Activity-log slots ("al-extents", 4 MiB each): DRBD's default, minimum and maximum. */
+export const AL_EXTENTS_DEFAULT = 1237;
+export const AL_EXTENTS_MIN = 7;
+export const AL_EXTENTS_MAX = 65534;
 
 // --- nbd ---------------------------------------------------------------------------------
 /** Largest READ/WRITE payload an NBD client may send or ask for (NBD block size maximum). */
@@ -69,6 +75,22 @@ assert(
   TRANSPORT_STREAM_HIGH_WATER_BYTES < TRANSPORT_STREAM_QUEUE_BYTES_MAX,
   'high water below hard bound',
 );
+
+// --- config ------------------------------------------------------------------------------
+/** Deepest nesting of `{ }` sections in drbd.conf (DRBD needs 4: resource/connection/path/...). */
+export const CONFIG_NESTING_MAX = 16;
+/** Largest configuration file read, entry or included. */
+export const CONFIG_FILE_BYTES_MAX = 4 * MIB;
+/** Deepest chain of `include` (a file including itself is caught before this). */
+export const CONFIG_INCLUDE_DEPTH_MAX = 16;
+/** Files read for one configuration, entry and includes together. */
+export const CONFIG_FILES_MAX = 1024;
+/** Highest DRBD node-id (DRBD 9 supports 32 nodes: 0..31). */
+export const CONFIG_NODE_ID_MAX = 31;
+/** Highest DRBD minor number (DRBD's MINORMASK). */
+export const CONFIG_MINOR_MAX = 1048575;
+/** Highest volume number in a resource (DRBD: 0..65534). */
+export const CONFIG_VOLUME_MAX = 65534;
 
 // --- daemon control socket -----------------------------------------------------------------
 /** Longest request or reply line on the control socket. */
