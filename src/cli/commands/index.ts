@@ -2,8 +2,10 @@
 import type { Command } from 'commander';
 import { registerAdmin } from './admin.js';
 import { registerDemo } from './demo.js';
+import { registerDump } from './dump.js';
 
 export function registerCommands(program: Command): void {
   registerAdmin(program);
   registerDemo(program);
+  registerDump(program);
 }
