@@ -84,6 +84,7 @@ async function hostInfo(storageDir: string): Promise<Record<string, string>> {
     'qemu-storage-daemon': qsd,
     nbdcopy: libnbd,
     'storage filesystem': fs,
+    'libuv env (Tandem children inherit it)': `UV_THREADPOOL_SIZE=${process.env['UV_THREADPOOL_SIZE'] ?? 'unset'} UV_USE_IO_URING=${process.env['UV_USE_IO_URING'] ?? 'unset'}`,
     'load average at start': loadavg()
       .map((x) => x.toFixed(2))
       .join(' '),
