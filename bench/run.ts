@@ -14,7 +14,8 @@ import { runBenchmark } from './runner.js';
 import { nbdkitSystem } from './systems/nbdkit.js';
 import { commandOutput } from './systems/probe.js';
 import { qsdMirrorSystem } from './systems/qsd-mirror.js';
-import { tandemPairSystems, tandemStandaloneSystem } from './systems/tandem.js';
+import { tandemStandaloneSystem } from './systems/tandem.js';
+import { tandemPairSystems } from './systems/tandem-pair.js';
 import type { SampleWorkloadId, System } from './types.js';
 
 const MIB = 2 ** 20;

@@ -1,6 +1,5 @@
-// Tandem's systems: standalone (one node: the NBD server exporting a file through FileStore, in
-// a child process) and two nodes replicating over TCP with protocol C, B or A. A system whose
-// layer is not on main yet says so in the report; none ever yields a number it did not measure.
+// Tandem standalone: one node, the NBD server exporting a file through FileStore, in a child
+// process of its own (bench/tandem-export.ts) so /proc accounts for it like for the peers.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -63,22 +62,3 @@ export const tandemStandaloneSystem: System = {
     }
   },
 };
-
-function notYet(id: string, label: string, reason: string): System {
-  return {
-    id,
-    label,
-    kind: 'tandem',
-    probe: (): Promise<Availability> => Promise.resolve({ available: false, reason }),
-    start: (_ctx: StartContext): Promise<RunningSystem> =>
-      Promise.reject(new Error(`${id}: ${reason}`)),
-  };
-}
-
-export const tandemPairSystems: readonly System[] = (['C', 'B', 'A'] as const).map((p) =>
-  notYet(
-    `tandem-${p}`,
-    `Tandem, two nodes, protocol ${p} over TCP loopback`,
-    'not available yet: needs tandemd (the node daemon) on main',
-  ),
-);
