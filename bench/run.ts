@@ -53,6 +53,7 @@ interface Cli {
   workloads?: string[];
   dir: string;
   out: string;
+  cpuProf?: string;
 }
 
 const packageRoot = resolve(fileURLToPath(new URL('../..', import.meta.url)));
@@ -144,10 +145,10 @@ async function main(cli: Cli): Promise<number> {
   process.once('SIGTERM', onSignal);
   process.once('exit', cleanup);
 
-  const perStart = workloads.length * (runtimeSec + 2);
+  const fioSeconds = rounds * runnable.length * workloads.length * (runtimeSec + 1);
   log(
     `${runnable.length} system(s), ${rounds} round(s), ${workloads.length} workload(s) of ${runtimeSec} s` +
-      `${sync ? ' + initial sync' : ''}: about ${Math.ceil((rounds * runnable.length * perStart) / 60)} min of fio`,
+      `${sync ? ' + initial sync' : ''}: at least ${fioSeconds} s of fio, plus setup`,
   );
   const startedAt = new Date();
   const host = await hostInfo(storageRoot);
@@ -163,6 +164,8 @@ async function main(cli: Cli): Promise<number> {
       runRoot,
       children,
       log,
+      nodeArgs:
+        cli.cpuProf === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${resolve(cli.cpuProf)}`],
       aborted: () => aborted,
     });
     await children.stopAll();
@@ -232,6 +235,10 @@ const program = new Command('bench')
     list,
   )
   .option('--dir <dir>', 'directory on the storage under test', '/var/tmp')
+  .option(
+    '--cpu-prof <dir>',
+    "run Tandem's processes with node --cpu-prof, writing .cpuprofile files to <dir>",
+  )
   .option('--out <dir>', 'results directory (relative to the package root)', 'bench/results')
   .action(async (opts: Cli) => {
     process.exitCode = await main(opts);

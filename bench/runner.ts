@@ -27,6 +27,8 @@ export interface RunOptions {
   readonly runRoot: string;
   readonly children: Children;
   readonly log: (line: string) => void;
+  /** Extra Node.js flags for Tandem's processes. */
+  readonly nodeArgs: readonly string[];
   /** Checked between steps; a stopped run ends after the current step. */
   readonly aborted: () => boolean;
 }
@@ -48,6 +50,7 @@ async function freshContext(o: RunOptions, tag: string, sizeBytes: number): Prom
     fileSizeBytes: sizeBytes,
     children: o.children,
     log: o.log,
+    nodeArgs: o.nodeArgs,
   };
 }
 

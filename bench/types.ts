@@ -16,6 +16,8 @@ export interface StartContext {
   /** Spawns and tracks child processes so that every one is killed on failure or Ctrl-C. */
   readonly children: Children;
   readonly log: (line: string) => void;
+  /** Extra Node.js flags for Tandem's own processes (e.g. --cpu-prof for profiling runs). */
+  readonly nodeArgs: readonly string[];
 }
 
 /** A started system: fio talks to `uri`; CPU and peak RSS are read from `pids()` via /proc. */

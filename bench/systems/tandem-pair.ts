@@ -159,6 +159,7 @@ async function launchPair(
     for (const n of nodes) {
       const control = join(ctx.runDir, `${n.name}.sock`);
       const d = await ctx.children.start(`tandemd-${n.name}`, process.execPath, [
+        ...ctx.nodeArgs,
         daemonScript,
         '--config',
         config,

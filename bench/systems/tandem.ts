@@ -32,7 +32,7 @@ export const tandemStandaloneSystem: System = {
     const child = await ctx.children.start(
       'tandem-export',
       process.execPath,
-      [exportScript, file, 'vol'],
+      [...ctx.nodeArgs, exportScript, file, 'vol'],
       { onStdoutLine: (l) => announce(l) },
     );
     try {
