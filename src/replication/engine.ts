@@ -174,6 +174,8 @@ export interface EngineState {
   readonly rsLocks: Map<number, number>;
   readonly lockWaiters: (() => void)[];
   pendingPromote: PendingPromote | null;
+  /** A Primary attached a disk that is not yet UpToDate (it syncs from a peer). */
+  attachedAsPrimary: boolean;
   appIoThisTick: number;
   out: Action[];
 }
@@ -219,6 +221,7 @@ export function createEngine(cfg: EngineConfig, boot: BootState | null): StepRes
     rsLocks: new Map(),
     lockWaiters: [],
     pendingPromote: null,
+    attachedAsPrimary: false,
     appIoThisTick: 0,
     out: [],
   };
@@ -356,6 +359,7 @@ function setRole(s: EngineState, r: Role): void {
 function setDisk(s: EngineState, d: DiskState): void {
   if (s.disk === d) return;
   s.disk = d;
+  if (d === 'UpToDate' || d === 'Diskless') s.attachedAsPrimary = false;
   emit(s, { type: 'stateChange', change: { what: 'disk', disk: d } });
 }
 
@@ -712,10 +716,12 @@ function maybeCompleteWrite(s: EngineState, w: WriteReq): void {
   }
   if (w.copies > 0) {
     emit(s, { type: 'complete', reqId: w.reqId, ok: true });
-    // Later writes may depend on this one: they belong to a later epoch.
+    // Later writes may depend on this one: close its epoch now (DRBD sends the barrier as
+    // soon as the sender is idle, so the peer acknowledges and flushes promptly).
     for (const id of w.replicatedTo) {
       const p = s.peers.get(id);
-      if (p !== undefined && p.tl.has(w.seq)) p.closeEpoch = true;
+      const t = p?.tl.get(w.seq);
+      if (p !== undefined && t !== undefined && t.epoch === p.epoch && p.epochWrites > 0) closeEpochNow(s, p);
     }
   } else emit(s, { type: 'complete', reqId: w.reqId, ok: false, errno: 'EIO' });
   pumpQueue(s);
@@ -921,10 +927,14 @@ function onIoError(s: EngineState, what: Io): void {
 /** on-io-error detach / admin detach: go Diskless and keep serving through the peers. */
 function detach(s: EngineState): void {
   if (!hasDisk(s)) return;
+  // Record that this copy stops following the data (if the disk still takes writes): after a
+  // restart it is Outdated and cannot be promoted without --force.
+  s.wasUpToDate = false;
+  persist(s);
   setDisk(s, 'Failed');
   setDisk(s, 'Diskless');
   // Outstanding local I/O is abandoned: its completion will be ignored.
-  const abandoned = [...s.ios.entries()];
+  const abandoned = [...s.ios.values()];
   s.ios.clear();
   s.al.length = 0;
   s.alWrites.clear();
@@ -938,28 +948,46 @@ function detach(s: EngineState): void {
     if (p.rs !== null) stopResync(s, p);
     if (p.sync !== null) p.sync = null;
     if (p.repl !== 'Off' && p.conn === 'Connected') setRepl(s, p, 'Established');
-    p.rxDraining = false;
-    p.rxFlushing = false;
-    p.rxInflight = 0;
-    p.rxQueue.length = 0;
   }
   broadcastState(s);
-  for (const [, what] of abandoned) {
-    if (what.kind === 'clientRead') startRead(s, what.reqId, what.offsetBytes, what.lengthBytes);
-    if (what.kind === 'clientFlush') {
-      const f = s.flushes.get(what.reqId);
-      if (f !== undefined) {
-        f.localPending = false;
-        maybeCompleteFlush(s, f);
+  for (const what of abandoned) {
+    switch (what.kind) {
+      case 'clientRead':
+        startRead(s, what.reqId, what.offsetBytes, what.lengthBytes);
+        break;
+      case 'clientFlush': {
+        const f = s.flushes.get(what.reqId);
+        if (f !== undefined) {
+          f.localPending = false;
+          maybeCompleteFlush(s, f);
+        }
+        break;
       }
-    }
-    if (what.kind === 'peerWrite' || what.kind === 'peerRead' || what.kind === 'rsRead') {
-      const p = s.peers.get(what.peer);
-      if (p !== undefined && p.inc === what.inc) {
-        if (what.kind === 'peerWrite') send(s, p, 'control', { kind: 'NegAck', seq: what.seq });
+      case 'peerWrite':
+        peerWriteDone(s, what, false);
+        break;
+      case 'epochFlush': {
+        const p = s.peers.get(what.peer);
+        if (p !== undefined && p.inc === what.inc) {
+          p.rxFlushing = false;
+          maybeFinishRxEpoch(s, p);
+        }
+        break;
+      }
+      case 'peerRead':
+      case 'rsRead': {
+        const p = s.peers.get(what.peer);
+        if (p === undefined || p.inc !== what.inc) break;
         if (what.kind === 'peerRead') send(s, p, 'data', { kind: 'DataReply', id: what.id, ok: false, data: new Uint8Array(0) });
-        if (what.kind === 'rsRead') send(s, p, 'control', { kind: 'RsNegAck', id: what.id, start: what.start, count: what.count });
+        else send(s, p, 'control', { kind: 'RsNegAck', id: what.id, start: what.start, count: what.count });
+        break;
       }
+      case 'clientWrite':
+      case 'rsCsumRead':
+      case 'rsWrite':
+      case 'ovLocalRead':
+      case 'ovPeerRead':
+        break;
     }
   }
   for (const w of [...s.writes.values()]) maybeCompleteWrite(s, w);
@@ -1149,6 +1177,9 @@ function newCurrentUuidCmd(s: EngineState, cmdId: number, clearBitmap: boolean):
 
 function attach(s: EngineState, cmdId: number, boot: BootState): void {
   if (hasDisk(s)) return reply(s, cmdId, false, 'a disk is already attached');
+  if (s.role === 'Primary' && ![...s.peers.values()].some((p) => isConnectedSettled(p) && p.disk === 'UpToDate'))
+    return reply(s, cmdId, false, 'a Primary attaches only while connected to an UpToDate peer');
+  s.attachedAsPrimary = s.role === 'Primary';
   setDisk(s, 'Attaching');
   loadBoot(s, boot);
   if (s.disk === 'UpToDate') setDisk(s, 'Outdated'); // it missed writes while away; peers decide
@@ -1248,6 +1279,14 @@ function onHandshake(s: EngineState, p: Peer, h: HandshakePacket): void {
   // Equal generations but one side never finished a sync: the consistent side is the source.
   if (result === 0 && s.disk === 'Inconsistent' && h.disk !== 'Inconsistent') result = -1;
   if (result === 0 && h.disk === 'Inconsistent' && s.disk !== 'Inconsistent') result = 1;
+  // Equal generations with marked blocks: writes that were never barrier-acked (e.g. a demoted
+  // Primary lost the link before its last epoch was acknowledged). Resync exactly those.
+  const mine = bm(s, p.id).weight;
+  if (result === 0 && (mine > 0 || h.bitmapWeight > 0) && s.disk !== 'Inconsistent' && h.disk !== 'Inconsistent') {
+    if (mine > 0 && h.bitmapWeight === 0) result = 1;
+    else if (h.bitmapWeight > 0 && mine === 0) result = -1;
+    else result = s.cfg.nodeId < h.nodeId ? 1 : -1;
+  }
   const decision = describe(result);
   emit(s, { type: 'note', note: { kind: 'handshake', peer: p.id, rule: v.rule, decision } });
   if (v.splitBrain !== null) emit(s, { type: 'note', note: { kind: 'split-brain', peer: p.id, resolved: `${v.splitBrain}: ${decision}` } });
@@ -1464,7 +1503,9 @@ function onPacket(s: EngineState, peerId: number, pk: Packet): void {
         p.tl.clear();
         if (p.rs !== null) stopResync(s, p);
         setRepl(s, p, 'Established');
-        if (s.role === 'Primary' && s.disk === 'UpToDate' && (s.bitmapUuids.get(p.id) ?? 0n) === 0n) newCurrentUuid(s);
+        // DRBD: losing the peer's copy while either side is Primary starts a new generation.
+        if ((s.role === 'Primary' || pk.role === 'Primary') && s.disk === 'UpToDate' && (s.bitmapUuids.get(p.id) ?? 0n) === 0n)
+          newCurrentUuid(s);
       }
       return;
     case 'NewCurrentUuid':
@@ -1951,7 +1992,8 @@ function ovCompare(s: EngineState, p: Peer, id: number): void {
 export function checkInvariants(s: EngineState): void {
   if (s.role === 'Primary') {
     const syncTarget = [...s.peers.values()].some((p) => p.repl === 'SyncTarget' || p.sync?.role === 'target');
-    assert(s.disk === 'UpToDate' || s.disk === 'Diskless' || (s.disk === 'Inconsistent' && syncTarget), `Primary with a ${s.disk} disk`);
+    const catchingUp = (s.disk === 'Inconsistent' && syncTarget) || ((s.disk === 'Outdated' || s.disk === 'Inconsistent') && s.attachedAsPrimary);
+    assert(s.disk === 'UpToDate' || s.disk === 'Diskless' || catchingUp, `Primary with a ${s.disk} disk`);
   }
   for (const p of s.peers.values()) {
     const b = bm(s, p.id);

@@ -801,12 +801,15 @@ export class Simulation {
         this.admin(n, { cmd: 'verify', peer: n.peerId });
         return;
       }
-      case 'diskErrors':
-        if (n.engine === null) return;
+      case 'diskErrors': {
+        // Recoverable faults only (VOPR's rule): the other copy is intact, UpToDate and reachable.
+        const o = this.node(n.peerId);
+        if (n.engine === null || o.engine === null || o.detached || o.diskState !== 'UpToDate' || n.view().repl !== 'Established' || o.errorUntil > this.now) return;
         this.fault(k);
         n.errorUntil = this.now + 20 + this.rng.int(300);
         this.at(500 + this.rng.int(2000), () => this.reattach(n));
         return;
+      }
       case 'splitBrain': {
         // Promote a disconnected Secondary while a Primary exists elsewhere.
         if (n.engine === null || n.role === 'Primary' || n.view().conn === 'Connected' || n.diskState !== 'UpToDate') return;
