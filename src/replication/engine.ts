@@ -641,6 +641,9 @@ function alActivate(s: EngineState, r: BlockRange): void {
     s.al.push(e);
     s.alWrites.set(e, (s.alWrites.get(e) ?? 0) + 1);
   }
+  // An extent leaving the log is no longer covered after a crash: its bitmap bits (for peers
+  // that missed writes there) must be on disk first (DRBD writes those bitmap pages).
+  if (remove.length > 0) emit(s, { type: 'bitmapFlush' });
   if (add.length > 0 || remove.length > 0) emit(s, { type: 'alCommit', add, remove });
 }
 
@@ -1632,6 +1635,8 @@ function startPeerWrite(s: EngineState, p: Peer, pk: Extract<Packet, { kind: 'Da
   if (pk.ack === 'recv') send(s, p, 'control', { kind: 'RecvAck', seq: pk.seq });
   const range = blockRangeOf(pk.offsetBytes, pk.lengthBytes);
   touchForResync(s, range, pk.offsetBytes, pk.lengthBytes);
+  // A Diskless Primary writes through us: its own disk, when it comes back, lacks this.
+  if (p.disk === 'Diskless' || p.disk === 'Failed') markOutOfSync(s, p.id, range);
   const go = (): void => {
     if (p.inc !== incAtArrival) return;
     if (blockedByResync(s, range)) {

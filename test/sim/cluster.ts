@@ -221,7 +221,8 @@ interface ResyncSession {
   readonly target: number;
   readonly bitsAtStart: number;
   bitsAdded: number;
-  moved: number;
+  /** Distinct blocks sent (a block re-fetched after a racing write counts once). */
+  readonly moved: Set<number>;
 }
 
 class Node {
@@ -554,14 +555,14 @@ export class Simulation {
     this.log(`${n.name} NOTE ${JSON.stringify(note)}`);
     if (note.kind === 'resync-started' && note.role === 'target') {
       this.stats.resyncs++;
-      this.sessions.set(`${note.peer}->${n.id}`, { source: note.peer, target: n.id, bitsAtStart: note.bits, bitsAdded: 0, moved: 0 });
+      this.sessions.set(`${note.peer}->${n.id}`, { source: note.peer, target: n.id, bitsAtStart: note.bits, bitsAdded: 0, moved: new Set() });
     }
     if (note.kind === 'resync-finished' && note.role === 'target') {
       const key = `${note.peer}->${n.id}`;
       const s = this.sessions.get(key);
       this.sessions.delete(key);
-      if (s !== undefined && s.moved > s.bitsAtStart + s.bitsAdded)
-        throw new Violation(`resync ${key} moved ${s.moved} blocks but only ${s.bitsAtStart}+${s.bitsAdded} were marked`);
+      if (s !== undefined && s.moved.size > s.bitsAtStart + s.bitsAdded)
+        throw new Violation(`resync ${key} moved ${s.moved.size} blocks but only ${s.bitsAtStart}+${s.bitsAdded} were marked`);
       // The target now holds the source's data: it inherits the source's obligations.
       const src = this.node(note.peer);
       n.floor = this.p.protocol === 'C' ? new Int32Array(src.floor) : new Int32Array(src.durable);
@@ -585,7 +586,7 @@ export class Simulation {
     c.lastAt[key] = when;
     if (packet.kind === 'RsReply' || packet.kind === 'RsInSync') {
       const s = this.sessions.get(`${from.id}->${to}`);
-      if (s !== undefined) s.moved += packet.count;
+      if (s !== undefined) for (let b = packet.start; b < packet.start + packet.count; b++) s.moved.add(b);
       this.stats.resyncBlocks += packet.count;
     }
     this.q.push(when, () => {
