@@ -44,6 +44,7 @@ assert(NBD_OPTION_BYTES_MAX >= 2 * NBD_STRING_BYTES_MAX + 16, 'an option holds a
 
 assert(BITMAP_BLOCK_BYTES % SECTOR_BYTES === 0, 'bitmap block is whole sectors');
 assert(NBD_PAYLOAD_BYTES_MAX % BITMAP_BLOCK_BYTES === 0, 'NBD payload max is whole bitmap blocks');
+
 // --- daemon control socket -----------------------------------------------------------------
 /** Longest request or reply line on the control socket. */
 export const CONTROL_LINE_BYTES_MAX = 1 * MIB;
