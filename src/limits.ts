@@ -24,6 +24,29 @@ export const AL_EXTENTS_MAX = 65534;
 // --- nbd ---------------------------------------------------------------------------------
 /** Largest READ/WRITE payload an NBD client may send or ask for (NBD block size maximum). */
 export const NBD_PAYLOAD_BYTES_MAX = 32 * MIB;
+/** Requests one NBD connection may have in flight; the server stops reading beyond this. */
+export const NBD_CONN_REQUESTS_IN_FLIGHT_MAX = 128;
+/** Payload bytes (write data and read replies) one NBD connection may hold at once. */
+export const NBD_CONN_IN_FLIGHT_BYTES_MAX = 64 * MIB;
+/** Bytes of one handshake option's data; larger options are skipped with ERR_TOO_BIG. */
+export const NBD_OPTION_BYTES_MAX = 64 * KIB;
+/** Options one connection may send before it must enter transmission or be closed. */
+export const NBD_OPTIONS_PER_CONN_MAX = 1024;
+/** Time a client has from connect to the end of the handshake. */
+export const NBD_HANDSHAKE_TIMEOUT_MS = 30_000;
+/** Connections one NBD server accepts at once (all exports together); more are closed. */
+export const NBD_CONNECTIONS_MAX = 256;
+/** Time close() gives connections to finish in-flight requests before they are dropped. */
+export const NBD_CLOSE_TIMEOUT_MS = 5_000;
+/** Export names and meta context queries (the spec's string limit). */
+export const NBD_STRING_BYTES_MAX = 4096;
+/** Extent descriptors in one BLOCK_STATUS reply. */
+export const NBD_BLOCK_STATUS_EXTENTS_MAX = 4096;
+assert(
+  NBD_CONN_IN_FLIGHT_BYTES_MAX >= NBD_PAYLOAD_BYTES_MAX,
+  'one full-size request fits in flight',
+);
+assert(NBD_OPTION_BYTES_MAX >= 2 * NBD_STRING_BYTES_MAX + 16, 'an option holds a name and a query');
 
 // --- transport ---------------------------------------------------------------------------
 /** Largest message payload a transport carries (one NBD payload plus room for its header). */
