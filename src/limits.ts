@@ -21,3 +21,11 @@ export const NBD_PAYLOAD_BYTES_MAX = 32 * MIB;
 
 assert(BITMAP_BLOCK_BYTES % SECTOR_BYTES === 0, 'bitmap block is whole sectors');
 assert(NBD_PAYLOAD_BYTES_MAX % BITMAP_BLOCK_BYTES === 0, 'NBD payload max is whole bitmap blocks');
+
+// --- daemon control socket -----------------------------------------------------------------
+/** Longest request or reply line on the control socket. */
+export const CONTROL_LINE_BYTES_MAX = 1 * MIB;
+/** Clients connected to the control socket at once (events streams included). */
+export const CONTROL_CLIENTS_MAX = 64;
+/** Events buffered for one slow `events` client before it is disconnected. */
+export const CONTROL_EVENTS_QUEUED_MAX = 10_000;

@@ -1,7 +1,9 @@
 // Every `tandem` subcommand registers itself here, one line per module.
 import type { Command } from 'commander';
+import { registerAdmin } from './admin.js';
 import { registerDemo } from './demo.js';
 
 export function registerCommands(program: Command): void {
+  registerAdmin(program);
   registerDemo(program);
 }
