@@ -19,8 +19,53 @@ export const STORE_IO_IN_FLIGHT_MAX = 64;
 /** Largest READ/WRITE payload an NBD client may send or ask for (NBD block size maximum). */
 export const NBD_PAYLOAD_BYTES_MAX = 32 * MIB;
 
+// --- transport ---------------------------------------------------------------------------
+/** Largest message payload a transport carries (one NBD payload plus room for its header). */
+export const TRANSPORT_MESSAGE_PAYLOAD_BYTES_MAX = NBD_PAYLOAD_BYTES_MAX + 64 * KIB;
+/** Default per-stream queue level at which send() reports over-high-water. */
+export const TRANSPORT_STREAM_HIGH_WATER_BYTES = 4 * MIB;
+/** Hard bound of bytes queued (in flight, not yet on the network) per stream; above is a bug. */
+export const TRANSPORT_STREAM_QUEUE_BYTES_MAX = 2 * TRANSPORT_MESSAGE_PAYLOAD_BYTES_MAX + 16 * MIB;
+/** Frame header on the wire: magic u16, type u16, payload length u32 (PROTOCOL.md). */
+export const TRANSPORT_FRAME_HEADER_BYTES = 8;
+/** Messages smaller than this are gathered into one write on DATA (coalescing). */
+export const TCP_COALESCE_MESSAGE_BYTES_MAX = 4 * KIB;
+/** Bytes the receive slab of a TCP socket holds (big reads, node-performance.md). */
+export const TCP_READ_SLAB_BYTES = 4 * MIB;
+/** TCP keepalive idle time before the first probe (DRBD uses 23 s). */
+export const TCP_KEEPALIVE_IDLE_MS = 23_000;
+/** Time a dialed socket pair has to complete the stream setup (initial frames). */
+export const TCP_SETUP_TIMEOUT_MS = 5_000;
+/** Accepted sockets waiting for their partner stream, per listener. */
+export const TCP_PENDING_SOCKETS_MAX = 256;
+
+// --- connection manager ------------------------------------------------------------------
+/** Time a new channel has to finish the handshake (hello, auth, addresses). */
+export const CM_HANDSHAKE_TIMEOUT_MS = 5_000;
+/** Bytes of the random auth challenge each side sends (DRBD uses 64). */
+export const CM_AUTH_CHALLENGE_BYTES = 64;
+/** Longest resource name in a hello (DRBD's name limit is 128). */
+export const CM_RESOURCE_NAME_BYTES_MAX = 128;
+/** Addresses one node may announce in the address exchange. */
+export const CM_ADDRESSES_MAX = 32;
+/** Longest refusal reason text on the wire. */
+export const CM_REASON_BYTES_MAX = 512;
+/** Auth failures from one address within CM_AUTH_FAILURE_WINDOW_MS before it is blocked. */
+export const CM_AUTH_FAILURES_MAX = 3;
+export const CM_AUTH_FAILURE_WINDOW_MS = 60_000;
+/** How long an address that failed auth too often is refused without a handshake. */
+export const CM_AUTH_BLOCK_MS = 30_000;
+/** Addresses remembered by the auth rate limiter. */
+export const CM_AUTH_TRACKED_ADDRESSES_MAX = 1024;
+/** Cap of the connect-int backoff. */
+export const CM_CONNECT_BACKOFF_MAX_MS = 60_000;
+
 assert(BITMAP_BLOCK_BYTES % SECTOR_BYTES === 0, 'bitmap block is whole sectors');
 assert(NBD_PAYLOAD_BYTES_MAX % BITMAP_BLOCK_BYTES === 0, 'NBD payload max is whole bitmap blocks');
+assert(
+  TRANSPORT_STREAM_HIGH_WATER_BYTES < TRANSPORT_STREAM_QUEUE_BYTES_MAX,
+  'high water below hard bound',
+);
 
 // --- daemon control socket -----------------------------------------------------------------
 /** Longest request or reply line on the control socket. */
