@@ -108,6 +108,7 @@ export async function runWorkload(
       cpuSeconds: m.cpuSeconds,
       cpuSecondsPerGiB: moved > 0 ? m.cpuSeconds / (moved / GIB) : 0,
       peakRssBytes: m.peakRssBytes,
+      rssSamplesBytes: m.rssSamplesBytes,
       fioCpuPercent: f.fioCpuPercent,
     };
   } catch (e) {
