@@ -218,10 +218,15 @@ async function launchPair(
     ctx.log(`${RESOURCE}: daemons up, bringing the resource up on both nodes`);
     for (const c of controls)
       await withTimeout('up', request(c, 'up', { resource: RESOURCE }), REQUEST_TIMEOUT_MS);
+    // Connected is not enough: promote only once replication is Established (the peers'
+    // handshake done), as a careful admin script would after `wait-connect`.
     await waitState(
       controls[0] ?? '',
-      'connected',
-      (s) => allConnected(s, RESOURCE),
+      'connected and Established',
+      (s) =>
+        allConnected(s, RESOURCE) &&
+        s.all('peer-device', RESOURCE).length > 0 &&
+        s.all('peer-device', RESOURCE).every((p) => p['replication'] === 'Established'),
       CONNECT_TIMEOUT_MS,
     );
     ctx.log(`${RESOURCE}: connected`);
