@@ -1353,6 +1353,12 @@ class Interpreter {
         else meshNames.push(h.name);
       }
       implicit = { names: meshNames, origin: 'mesh', location: mesh.location };
+    } else if (raw.length === 0 && hosts.length > 2) {
+      this.error(
+        location,
+        `resource '${res}' has ${hosts.length} hosts but no 'connection' or 'connection-mesh' section`,
+        "'connection-mesh { hosts ...; }' or 'connection { ... }' sections",
+      );
     } else if (raw.length === 0) {
       implicit = { names: hosts.map((h) => h.name), origin: 'implicit', location };
     }

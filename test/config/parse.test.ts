@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -14,6 +14,8 @@ import {
   parseAddress,
   parseConfigText,
   parseNbdUri,
+  GLOBAL_OPTIONS,
+  SECTION_OPTIONS,
   type ConfigDiagnostic,
 } from '../../src/config/index.js';
 import { dumpConfigText } from '../../src/config/dump.js';
@@ -369,4 +371,11 @@ test('tandem dump prints drbd.conf text or JSON; a bad file exits 10 with locate
   );
   const help = await run('node', [cli, 'dump', '--help']);
   assert.match(help.stdout, /--json/);
+});
+
+test('docs/CONFIG.md documents every option Tandem knows', () => {
+  const doc = readFileSync('docs/CONFIG.md', 'utf8');
+  for (const o of [...GLOBAL_OPTIONS, ...Object.values(SECTION_OPTIONS).flat()]) {
+    assert.ok(doc.includes(`| \`${o.name}\` |`), `docs/CONFIG.md lacks ${o.name}`);
+  }
 });
