@@ -74,6 +74,8 @@ class Pump {
     private readonly ch: Channel,
     finalTypes: readonly number[],
   ) {
+    // DATA the peer sends right after READY must wait for the layer above, not hit the pump.
+    ch.pauseData();
     ch.setReceiver((m) => {
       if (m.stream !== 'control') {
         this.abort(new HandshakeFailure('protocol', 'data message during the handshake'));
@@ -110,6 +112,9 @@ class Pump {
 
   done(): void {
     this.offClosed();
+    // Release the pause; DATA stays held until the layer above sets a receiver.
+    this.ch.setReceiver(null);
+    this.ch.resumeData();
   }
 }
 

@@ -251,6 +251,11 @@ export abstract class BaseChannel implements Channel {
     this.open = false;
     this.stopLiveness();
     this.unreceived.length = 0;
+    this.emit('path', {
+      path: this.path,
+      state: info.reason === 'local' ? 'closed' : 'failed',
+      ...(info.error ? { error: info.error } : {}),
+    });
     this.emit('closed', info);
   }
 

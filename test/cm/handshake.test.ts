@@ -84,6 +84,31 @@ test('two nodes connect, agree on a version, exchange addresses, then carry mess
   assert.equal(b.cm.state('r0', 0), 'StandAlone');
 });
 
+test('messages the acceptor sends the moment it is Connected reach the dialer', async () => {
+  const { a, b } = await pair();
+  // b (node 1) accepts a's dial: a has the lower id. b sends at once on both streams.
+  b.cm.on((e) => {
+    if (e.kind === 'state' && e.established) {
+      for (let i = 0; i < 20; i++)
+        e.established.channel.send(i % 2 ? 'data' : 'control', 9, [Buffer.of(i)]);
+    }
+  });
+  const ea = await a.waitEvent('connected', connected('r0', 1));
+  assert.ok(ea.kind === 'state' && ea.established);
+  const inbox = new Inbox(ea.established.channel);
+  await inbox.until(20);
+  assert.deepEqual(
+    inbox.on('control').map((m) => m.payload[0]),
+    [0, 2, 4, 6, 8, 10, 12, 14, 16, 18],
+  );
+  assert.deepEqual(
+    inbox.on('data').map((m) => m.payload[0]),
+    [1, 3, 5, 7, 9, 11, 13, 15, 17, 19],
+  );
+  await a.cm.close();
+  await b.cm.close();
+});
+
 test('matching shared secret: authenticated connection', async () => {
   const auth = { cramHmacAlg: 'sha256', sharedSecret: 'correct horse' };
   const { a, b } = await pair(auth);
