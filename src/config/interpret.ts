@@ -1419,6 +1419,21 @@ class Interpreter {
 
   /** Across resources, on each host: a DRBD minor, an NBD export, an address:port used once. */
   private checkAcrossResources(): void {
+    const names = this.resources.map((r) => r.name);
+    for (const r of this.resources) {
+      const after = r.sections.disk['resync-after'];
+      if (typeof after !== 'string') continue;
+      const target = after.split('/')[0] ?? '';
+      if (!names.includes(target) || target === r.name) {
+        this.error(
+          r.location,
+          `resource '${r.name}': resync-after names '${after}', which is ${target === r.name ? 'itself' : 'not a resource of this configuration'}`,
+          'another resource name',
+          didYouMean(target, names),
+        );
+      }
+    }
+
     const minors = new Map<string, string>();
     const exports = new Map<string, string>();
     const endpoints = new Map<string, string>();
