@@ -167,9 +167,9 @@ class Interpreter {
 
   run(text: string, file: string): TandemConfig {
     this.files.push(file);
-    const statements = this.expandIncludes(parseStatements(text, file, this.diagnostics), file, 0, [
-      file,
-    ]);
+    const statements = stripSkips(
+      this.expandIncludes(parseStatements(text, file, this.diagnostics), file, 0, [file]),
+    );
     let sawGlobal: SourceLocation | null = null;
     let sawCommon: SourceLocation | null = null;
     for (const st of statements) {
@@ -1473,6 +1473,13 @@ class Interpreter {
       }
     }
   }
+}
+
+/** drbdadm's `skip { ... }` comments out a block, at any level. */
+function stripSkips(statements: readonly Statement[]): Statement[] {
+  return statements
+    .filter((st) => !(st.keyword.text === 'skip' && st.body !== null))
+    .map((st) => (st.body === null ? st : { ...st, body: stripSkips(st.body) }));
 }
 
 function hasInclude(st: Statement): boolean {
