@@ -10,6 +10,7 @@ import { promisify } from 'node:util';
 import {
   ConfigFileError,
   hostForNode,
+  requireHostForNode,
   loadConfig,
   parseAddress,
   parseConfigText,
@@ -136,6 +137,12 @@ test('common is inherited by resources, resource-level volumes by every host, ho
     minor: 1,
   });
   assert.equal(hostForNode(config, 'r', 'gamma'), undefined);
+  assert.equal(requireHostForNode(config, 'r', 'beta').name, 'beta');
+  assert.throws(
+    () => requireHostForNode(config, 'r', 'betta'),
+    /no 'on betta' section.*did you mean 'beta'/,
+  );
+  assert.throws(() => requireHostForNode(config, 'q', 'beta'), /no resource 'q'.*did you mean 'r'/);
   assert.equal(hostForNode(config, 'nope', 'alpha'), undefined);
 });
 
