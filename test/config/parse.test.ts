@@ -386,3 +386,33 @@ test('docs/CONFIG.md documents every option Tandem knows', () => {
     assert.ok(doc.includes(`| \`${o.name}\` |`), `docs/CONFIG.md lacks ${o.name}`);
   }
 });
+
+test("Tandem's own configuration: NBD device URIs per host, multipath transport, per-volume devices", async () => {
+  const { config, warnings } = await loadConfig(
+    resolve('test/fixtures/tandem-conf/nbd-devices.conf'),
+  );
+  const alpha = requireHostForNode(config, 'r0', 'alpha');
+  assert.deepEqual(alpha.volumes[0]?.device, {
+    kind: 'nbd-unix',
+    uri: 'nbd+unix:///r0?socket=/run/tandem/alpha-r0.sock',
+    socketPath: '/run/tandem/alpha-r0.sock',
+    exportName: 'r0',
+  });
+  assert.equal(requireHostForNode(config, 'r0', 'beta').volumes[0]?.device.kind, 'nbd-tcp');
+  const r0 = config.resources[0];
+  assert.equal(r0?.sections.net['transport'], 'multipath');
+  assert.equal(r0?.sections.net['load-balance-paths'], true);
+  assert.equal(r0?.connections[0]?.paths.length, 2);
+  assert.deepEqual(
+    requireHostForNode(config, 'r1', 'beta').volumes.map(
+      (v) => v.device.kind === 'nbd-unix' && v.device.exportName,
+    ),
+    ['r1-0', 'r1-1'],
+  );
+  assert.deepEqual(
+    warnings.map((w) => w.message),
+    ["DRBD option 'usage-count' is accepted but not implemented by Tandem: it has no effect"],
+  );
+  const again = parseConfigText(dumpConfigText(config), 'dump.conf');
+  assert.deepEqual(stripLocations(again.config.resources), stripLocations(config.resources));
+});
