@@ -5,7 +5,7 @@ import { readFile } from 'node:fs/promises';
 import { isAbsolute, join, resolve, sep } from 'node:path';
 import { CONFIG_FILE_BYTES_MAX } from '../limits.js';
 import { ConfigError } from '../util/errors.js';
-import { ConfigFileError, didYouMean } from './diagnostics.js';
+import { ConfigFileError, didYouMean, sortDiagnostics } from './diagnostics.js';
 import { interpret, type ConfigFs } from './interpret.js';
 import type {
   ConfigDiagnostic,
@@ -49,7 +49,7 @@ function check(text: string, file: string, fs: ConfigFs | null): LoadedConfig {
   const diagnostics: ConfigDiagnostic[] = [];
   const config = interpret(text, file, fs, diagnostics);
   if (diagnostics.some((d) => d.severity === 'error')) throw new ConfigFileError(diagnostics);
-  return { config, warnings: diagnostics.filter((d) => d.severity === 'warning') };
+  return { config, warnings: sortDiagnostics(diagnostics.filter((d) => d.severity === 'warning')) };
 }
 
 /** The `on` section that is `node` in a resource (what --node picks), or undefined. */
