@@ -118,6 +118,14 @@ export class Bitmap {
     return -1;
   }
 
+  /** A copy of one slot's words, in order (word w holds bits 32w..32w+31, LSB first). */
+  slotWords(slot: number): Uint32Array {
+    this.checkSlot(slot);
+    const out = new Uint32Array(this.wordsPerSlot);
+    for (let w = 0; w < this.wordsPerSlot; w++) out[w] = this.words[w * this.maxPeers + slot] ?? 0;
+    return out;
+  }
+
   /** Pages changed since they were last taken for write-back. */
   get dirtyPages(): number {
     return this.dirty.size;
