@@ -60,7 +60,9 @@ export class Daemon implements ControlHandler {
   }
 
   shutdown(): Promise<void> {
-    this.stopping ??= Promise.allSettled([...this.resources.values()].map((r) => r.shutdown())).then(() => undefined);
+    this.stopping ??= Promise.allSettled(
+      [...this.resources.values()].map((r) => r.shutdown()),
+    ).then(() => undefined);
     return this.stopping;
   }
 

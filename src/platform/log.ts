@@ -1,6 +1,6 @@
 // Structured logging: one JSON object per line on stderr (pino), as a systemd service expects.
 // Layers take the small Logger interface, so tests and the simulator can pass a silent one.
-import { pino } from 'pino';
+import { pino, destination, stdTimeFunctions } from 'pino';
 
 export interface Logger {
   debug(obj: object, msg: string): void;
@@ -11,7 +11,7 @@ export interface Logger {
 }
 
 export function createLogger(bindings: Record<string, string | number>, level = 'info'): Logger {
-  return pino({ level, base: bindings, timestamp: pino.stdTimeFunctions.isoTime }, pino.destination(2));
+  return pino({ level, base: bindings, timestamp: stdTimeFunctions.isoTime }, destination(2));
 }
 
 export const silentLogger: Logger = {
