@@ -1,5 +1,6 @@
 // NBD servers shared by the resources of one daemon: one server per listening address, each
 // resource an export on it (several resources may share `nbd://127.0.0.1:PORT/`).
+import { rm } from 'node:fs/promises';
 import { NbdServer, type NbdListener } from '../nbd/server.js';
 import type { NbdExportBackend, NbdListenerSpec, NbdServerEvent } from '../nbd/types.js';
 import type { Logger } from '../platform/log.js';
@@ -72,6 +73,8 @@ export class NbdHub {
         this.log.warn({ conn: e.conn }, `NBD client: ${e.message}`);
     };
     const server = new NbdServer({ onEvent });
+    // A daemon that was killed leaves its socket file behind; the path is ours to reuse.
+    if (spec.kind === 'unix') await rm(spec.path, { force: true });
     const listener = await server.listen(spec);
     this.log.info({ address: listener.address }, 'NBD server listening');
     const h = { server, listener, sessions };
