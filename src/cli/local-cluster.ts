@@ -142,7 +142,7 @@ export class LocalCluster {
     n.process = p;
     n.log = '';
     return new Promise((resolve, reject) => {
-      p.stderr!.on('data', (c: Buffer) => {
+      p.stderr.on('data', (c: Buffer) => {
         n.log += c.toString();
         if (n.log.includes('tandemd ready')) resolve();
       });
