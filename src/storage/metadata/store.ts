@@ -35,7 +35,7 @@ import {
   encodeSuperblock,
   type Superblock,
 } from './superblock.js';
-import { AL_EXTENTS_DEFAULT, AL_EXTENTS_MAX, AL_EXTENTS_MIN } from '../../limits.js';
+import { AL_EXTENTS_DEFAULT, AL_EXTENTS_MAX } from '../../limits.js';
 
 export interface MetaPlacement {
   readonly kind: MetaDiskKind;
@@ -87,12 +87,11 @@ export function superblockOffset(
   }
 }
 
+// The format works from one slot up; the configuration enforces DRBD's minimum (AL_EXTENTS_MIN).
 function checkAlExtents(n: number, ring: number): void {
   const max = Math.min(AL_EXTENTS_MAX, AL_CONTEXT_PER_TRANSACTION * (ring - 1));
-  if (!Number.isInteger(n) || n < AL_EXTENTS_MIN || n > max) {
-    throw new MetadataError(
-      `al-extents ${n} out of range ${AL_EXTENTS_MIN}..${max} for a ${ring}-transaction AL`,
-    );
+  if (!Number.isInteger(n) || n < 1 || n > max) {
+    throw new MetadataError(`al-extents ${n} out of range 1..${max} for a ${ring}-transaction AL`);
   }
 }
 
@@ -235,7 +234,7 @@ export class MetadataStore {
     let alExtents = opts.alExtents ?? sb.alExtents;
     if (
       opts.alExtents === undefined &&
-      (alExtents < AL_EXTENTS_MIN || alExtents > AL_CONTEXT_PER_TRANSACTION * (ring - 1))
+      (alExtents < 1 || alExtents > AL_CONTEXT_PER_TRANSACTION * (ring - 1))
     ) {
       alExtents = AL_EXTENTS_DEFAULT;
     }
