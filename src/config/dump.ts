@@ -36,6 +36,15 @@ export function dumpConfigText(config: TandemConfig, resources?: readonly string
 
 function resourceLines(r: ResourceConfig): string[] {
   const out = [`# defined at ${r.location.file}:${r.location.line}`, `resource ${r.name} {`];
+  for (const [n, opts] of Object.entries(r.volumeDiskOverrides)) {
+    out.push(
+      `${INDENT}volume ${n} {`,
+      `${INDENT.repeat(2)}disk {`,
+      ...optionLines('disk', opts, 3),
+      `${INDENT.repeat(2)}}`,
+      `${INDENT}}`,
+    );
+  }
   for (const h of r.hosts) out.push(...hostLines(h));
   for (const c of r.connections) if (c.origin === 'connection') out.push(...connectionLines(c));
   if (r.mesh) {

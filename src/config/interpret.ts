@@ -86,6 +86,8 @@ interface RawHost {
   location: SourceLocation;
   /** The address statement was wrong (already reported). */
   badAddress: boolean;
+  /** The node-id statement was wrong (already reported). */
+  badNodeId: boolean;
 }
 
 interface RawEndpoint {
@@ -102,6 +104,8 @@ interface RawConnection {
   net: MutableOptions;
   disk: MutableOptions;
   location: SourceLocation;
+  /** Host statements that were wrong (already reported): counts are not checked again. */
+  badEndpoints: number;
 }
 
 const RESOURCE_KEYWORDS = [
@@ -190,6 +194,11 @@ class Interpreter {
         this.commonSection(st.body ?? []);
       } else if (kw === 'resource') {
         this.resource(st);
+      } else if (kw.startsWith('require-drbd-module-version-')) {
+        this.warning(
+          st.keyword.location,
+          `'${kw}' is accepted and ignored: Tandem does not use the DRBD kernel module`,
+        );
       } else if (kw === 'skip') {
         // drbdadm's `skip { ... }` comments out a whole block.
         if (st.body === null) this.error(st.keyword.location, "'skip' needs a section", "'{'");
@@ -745,10 +754,10 @@ class Interpreter {
       this.error(a0.location, r.error, r.expected);
       return undefined;
     }
-    if (!a0.text.startsWith('/')) {
+    if (!/^(\/dev\/)?drbd/.test(a0.text)) {
       this.error(
         a0.location,
-        `device '${printable(a0.text)}' is neither a /dev path nor an NBD URI`,
+        `device '${printable(a0.text)}' is neither a DRBD device (/dev/drbd...) nor an NBD URI`,
         '/dev/drbdN, minor N, nbd://HOST:PORT/NAME or nbd+unix:///NAME?socket=PATH',
       );
       return undefined;
@@ -769,9 +778,9 @@ class Interpreter {
         return undefined;
       }
       const minor = this.integer(mt, 0, CONFIG_MINOR_MAX, 'minor');
-      return minor === undefined ? undefined : { kind: 'drbd', path: a0.text, minor };
+      return minor === undefined ? undefined : { kind: 'drbd', path: devPath(a0.text), minor };
     }
-    const m = /^\/dev\/drbd([0-9]+)$/.exec(a0.text);
+    const m = /^(?:\/dev\/)?drbd([0-9]+)$/.exec(a0.text);
     if (!m) {
       this.error(
         a0.location,
@@ -785,7 +794,7 @@ class Interpreter {
       this.error(a0.location, `minor ${m[1]} is out of range`, `0..${CONFIG_MINOR_MAX}`);
       return undefined;
     }
-    return { kind: 'drbd', path: a0.text, minor };
+    return { kind: 'drbd', path: devPath(a0.text), minor };
   }
 
   private integer(t: Token, min: number, max: number, what: string): number | undefined {
@@ -808,7 +817,7 @@ class Interpreter {
       }
       const addr = this.address(s.args, s.keyword, s.keyword.location);
       if (!addr) return undefined;
-      return this.hostBody(s, addr.ip, addr, true);
+      return this.hostBody(s, formatAddress(addr).replace(/^\S+ /, ''), addr, true);
     }
     if (!this.expectSection(s, 1, 'a host name')) return undefined;
     const nameTok = s.args[0] as Token;
@@ -831,6 +840,7 @@ class Interpreter {
   ): RawHost {
     const h: RawHost = {
       badAddress: false,
+      badNodeId: false,
       name,
       floating,
       nodeId: null,
@@ -849,6 +859,7 @@ class Interpreter {
         }
         nodeIdSet = true;
         h.nodeId = this.integer(f.args[0] as Token, 0, CONFIG_NODE_ID_MAX, 'node-id') ?? null;
+        h.badNodeId = h.nodeId === null;
       } else if (kw === 'address') {
         if (floating) {
           this.error(
@@ -914,6 +925,15 @@ class Interpreter {
       return undefined;
     }
     const at = rest[0] as Token;
+    if (at.kind === 'string') {
+      // drbdadm reads an address only as a bare word.
+      this.error(
+        at.location,
+        `an address is written without quotes: '${printable(at.text)}'`,
+        'ADDRESS:PORT',
+      );
+      return undefined;
+    }
     const r = parseAddress(at.text, family);
     if (r.ok) return r.address;
     this.error(at.location, r.error, r.expected);
@@ -940,12 +960,14 @@ class Interpreter {
       net: {},
       disk: {},
       location: s.keyword.location,
+      badEndpoints: 0,
     };
     for (const f of s.body) {
       const kw = f.keyword.text;
       if (kw === 'host') {
         const ep = this.endpoint(f);
         if (ep) c.hosts.push(ep);
+        else c.badEndpoints++;
       } else if (kw === 'path') {
         if (!this.expectSection(f, 0)) continue;
         const endpoints: RawEndpoint[] = [];
@@ -956,6 +978,7 @@ class Interpreter {
           }
           const ep = this.endpoint(p);
           if (ep) endpoints.push(ep);
+          else c.badEndpoints++;
         }
         c.paths.push({ endpoints, location: f.keyword.location });
       } else if (kw === 'net') {
@@ -1032,6 +1055,12 @@ class Interpreter {
     rawConnections: RawConnection[],
     mesh: { hosts: Token[]; net: MutableOptions; location: SourceLocation } | null,
   ): ResourceConfig {
+    if (volumes.implicit && volumes.explicit.has(0)) {
+      this.error(
+        volumes.implicit.location,
+        "device/disk/meta-disk written both outside and inside 'volume 0'",
+      );
+    }
     const hosts: HostConfig[] = [];
     const byName = new Map<string, HostConfig>();
     for (const h of rawHosts) {
@@ -1060,8 +1089,9 @@ class Interpreter {
 
     // node-ids: all or none; none only with two hosts; unique.
     const withId = hosts.filter((h) => h.nodeId !== null);
+    const badIds = new Set(rawHosts.filter((h) => h.badNodeId).map((h) => h.name));
     if (withId.length > 0 && withId.length < hosts.length) {
-      for (const h of hosts.filter((x) => x.nodeId === null)) {
+      for (const h of hosts.filter((x) => x.nodeId === null && !badIds.has(x.name))) {
         this.error(
           h.location,
           `host '${h.name}' has no node-id while others in resource '${name}' do`,
@@ -1077,6 +1107,15 @@ class Interpreter {
         `resource '${name}' has ${hosts.length} hosts or explicit connections but no node-id`,
         "'node-id N;' in every 'on' section",
       );
+    }
+    if (withId.length === 0 && hosts.length <= 2) {
+      // DRBD 8.4 style: drbdadm numbers the hosts itself, the last `on` section 0.
+      hosts.forEach((h, i) => {
+        const numbered = { ...h, nodeId: hosts.length - 1 - i };
+        hosts[i] = numbered;
+        byName.set(h.name, numbered);
+        if (this.badAddress.has(h)) this.badAddress.add(numbered);
+      });
     }
     const ids = new Map<number, string>();
     for (const h of withId) {
@@ -1103,6 +1142,11 @@ class Interpreter {
       mesh: mesh ? { hosts: mesh.hosts.map((t) => t.text), net: mesh.net } : null,
       sections,
       ownSections: own,
+      volumeDiskOverrides: Object.fromEntries(
+        [...volumes.explicit]
+          .filter(([, v]) => Object.keys(v.diskOptions).length > 0)
+          .map(([n, v]) => [n, v.diskOptions]),
+      ),
     };
   }
 
@@ -1115,7 +1159,7 @@ class Interpreter {
     const levels = [resVols, h.volumes];
     const byNumber = new Map<number, RawVolume[]>();
     for (const level of levels) {
-      if (level.implicit && level.explicit.has(0)) {
+      if (level === h.volumes && level.implicit && level.explicit.has(0)) {
         this.error(
           level.implicit.location,
           "device/disk/meta-disk written both outside and inside 'volume 0'",
@@ -1209,6 +1253,7 @@ class Interpreter {
     const meshNet: OptionMap = mesh ? { ...resNet, ...mesh.net } : resNet;
 
     for (const c of raw) {
+      if (c.badEndpoints > 0) continue; // reported where the host statement was wrong
       let pairNames: [string, string] | null = null;
       const paths: PathConfig[] = [];
       if (c.hosts.length > 0) {
@@ -1558,4 +1603,9 @@ function decodeName(s: string): string | null {
   } catch {
     return null;
   }
+}
+
+/** drbdadm lets `/dev/` be left out of a device path. */
+function devPath(p: string): string {
+  return p.startsWith('/') ? p : `/dev/${p}`;
 }

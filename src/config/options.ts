@@ -16,8 +16,6 @@ export type OptionKind =
       readonly prefix: UnitPrefix;
       /** The native unit of the stored number, e.g. "bytes", "sectors", "KiB/s", "1/10 s", "s", "ms". */
       readonly unit: string;
-      /** Whether size suffixes (s K M G) are allowed: only for options measured in bytes. */
-      readonly suffixes: boolean;
     }
   | {
       readonly type: 'numeric-or-symbol';
@@ -54,7 +52,6 @@ const num = (
   ...(dflt === undefined ? {} : { default: dflt }),
   prefix,
   unit,
-  suffixes: unit.includes('bytes') || unit.includes('sectors') || unit.includes('KiB'),
 });
 const bool = (dflt?: boolean): OptionKind =>
   dflt === undefined ? { type: 'boolean' } : { type: 'boolean', default: dflt };
@@ -500,12 +497,7 @@ export function parseNumericValue(
         error: `unknown unit suffix '${suffix}' in '${word}'`,
         expected: 'a suffix s, K, M or G',
       };
-    if (!kind.suffixes)
-      return {
-        ok: false,
-        error: `'${word}': this option takes a plain number (unit ${kind.unit}), no size suffix`,
-        expected: `a number ${range}`,
-      };
+    // drbdadm scales by the suffix for every numeric option (`max-buffers 8k` is 8192 pages).
     value = Math.floor((value * mult) / PREFIX_BYTES[kind.prefix]);
     if (!Number.isSafeInteger(value))
       return { ok: false, error: `'${word}' is too large`, expected: `a number ${range}` };

@@ -75,7 +75,7 @@ export type SectionName = 'net' | 'disk' | 'options' | 'startup' | 'handlers';
 export type Sections = Readonly<Record<SectionName, OptionMap>>;
 
 export interface HostConfig {
-  /** The `on NAME` name (a node name, matched by --node), or the address for `floating`. */
+  /** The `on NAME` name (a node name, matched by --node), or `IP:PORT` (`[IP]:PORT`) for `floating`, as drbdadm names it. */
   readonly name: string;
   readonly nodeId: number | null;
   readonly address: Address | null;
@@ -120,6 +120,8 @@ export interface ResourceConfig {
   readonly sections: Sections;
   /** Only what the resource itself wrote (what dump prints; common is printed separately). */
   readonly ownSections: Sections;
+  /** Per-volume `disk { }` options written in the resource's `volume N { }`, by volume number. */
+  readonly volumeDiskOverrides: Readonly<Record<number, OptionMap>>;
 }
 
 export interface GlobalConfig {
