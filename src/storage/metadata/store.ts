@@ -23,6 +23,7 @@ import {
   MD_BLOCK_BYTES,
   MD_EXTERNAL_SLOT_SECTORS,
   MDF,
+  MDF_PEER,
   NODE_ID_MAX,
   PEER_SLOTS,
   SUPERBLOCK_BYTES,
@@ -36,6 +37,13 @@ import {
   type Superblock,
 } from './superblock.js';
 import { AL_EXTENTS_DEFAULT, AL_EXTENTS_MAX } from '../../limits.js';
+import {
+  persistedMetaOf,
+  setRanges,
+  withPersistedMeta,
+  type BitRange,
+  type PersistedMeta,
+} from './engine-view.js';
 
 export interface MetaPlacement {
   readonly kind: MetaDiskKind;
@@ -309,6 +317,88 @@ export class MetadataStore {
       this.al.commitTransaction(plan);
       return plan;
     });
+  }
+
+  /**
+   * Executes the engine's alCommit: `remove` extents leave the AL, `add` extents enter it, in as
+   * many transactions as needed (bitmap pages of removed extents go to disk first).
+   */
+  async commitAlChange(add: readonly number[], remove: readonly number[]): Promise<void> {
+    if (!this.al.stageChange(add, remove)) {
+      throw new MetadataError(
+        `activity log: ${add.length} extents to add do not fit in al-extents ${this.al.extents}`,
+      );
+    }
+    while (this.al.pendingUpdates > 0 || this.al.transactionInFlight)
+      await this.commitAlTransaction();
+  }
+
+  /** The bitmap slot tracking peer `nodeId`, or undefined if it has none. */
+  bitmapSlotOf(nodeId: number): number | undefined {
+    const i = this.sb.peers[nodeId]?.bitmapIndex ?? -1;
+    return i >= 0 && i < this.sb.maxPeers ? i : undefined;
+  }
+
+  /**
+   * Gives every listed peer a bitmap slot (written to the superblock if anything changed), as
+   * DRBD does when it first meets a peer. Throws when there are more peers than max-peers.
+   */
+  ensurePeerSlots(nodeIds: readonly number[]): Promise<void> {
+    return this.serial(async () => {
+      const peers = [...this.sb.peers];
+      const used = new Set(peers.map((p) => p.bitmapIndex).filter((i) => i >= 0));
+      let changed = false;
+      for (const id of nodeIds) {
+        const p = peers[id];
+        if (!p || id === this.sb.nodeId)
+          throw new MetadataError(`peer node-id ${id} is not a peer slot`);
+        if (p.bitmapIndex >= 0) continue;
+        let slot = 0;
+        while (used.has(slot)) slot++;
+        if (slot >= this.sb.maxPeers) {
+          throw new MetadataError(
+            `metadata has bitmap slots for ${this.sb.maxPeers} peers (max-peers); node ${id} needs one more: recreate it with a larger --max-peers`,
+          );
+        }
+        used.add(slot);
+        peers[id] = { ...p, bitmapIndex: slot, flags: p.flags | MDF_PEER.NODE_EXISTS };
+        changed = true;
+      }
+      if (changed) await this.putSuperblock({ ...this.sb, peers });
+    });
+  }
+
+  /** Sets or clears bits of peer `nodeId`'s slot in memory (the engine's bitmapSet/Clear). */
+  changeBits(nodeId: number, ranges: readonly BitRange[], set: boolean): number {
+    const slot = this.bitmapSlotOf(nodeId);
+    if (slot === undefined) throw new MetadataError(`peer node-id ${nodeId} has no bitmap slot`);
+    let n = 0;
+    for (const r of ranges) {
+      n += set
+        ? this.bitmap.setRange(slot, r.start, r.start + r.count)
+        : this.bitmap.clearRange(slot, r.start, r.start + r.count);
+    }
+    return n;
+  }
+
+  /** Writes the engine's metadata into the superblock (persistMeta). */
+  persistMeta(meta: PersistedMeta): Promise<void> {
+    return this.updateSuperblock((sb) => withPersistedMeta(sb, meta));
+  }
+
+  /** What the engine needs at attach: its metadata, each peer's set bits, the AL's extents. */
+  bootView(): { meta: PersistedMeta; bitmaps: Record<number, BitRange[]>; alExtents: number[] } {
+    const bitmaps: Record<number, BitRange[]> = {};
+    this.sb.peers.forEach((_, nodeId) => {
+      const slot = this.bitmapSlotOf(nodeId);
+      if (slot !== undefined && nodeId !== this.sb.nodeId)
+        bitmaps[nodeId] = setRanges(this.bitmap, slot);
+    });
+    return {
+      meta: persistedMetaOf(this.sb),
+      bitmaps,
+      alExtents: [...(this.replay?.hotExtents ?? this.al.activeExtents())],
+    };
   }
 
   /** Admits a write to the extents a byte range touches; resolves once the AL covers them all. */
