@@ -107,6 +107,7 @@ export class MetadataStore {
   private sb: Superblock;
   private chain: Promise<unknown> = Promise.resolve();
   private readonly busyWaiters: (() => void)[] = [];
+  private recovered: readonly number[] = [];
 
   private constructor(
     /** The device holding the metadata. */
@@ -397,7 +398,8 @@ export class MetadataStore {
     return {
       meta: persistedMetaOf(this.sb),
       bitmaps,
-      alExtents: [...(this.replay?.hotExtents ?? this.al.activeExtents())],
+      // Unclean: what the ring holds; clean after our own recovery: what that recovery marked.
+      alExtents: [...(this.alClean ? this.recovered : (this.replay?.hotExtents ?? []))],
     };
   }
 
@@ -450,6 +452,7 @@ export class MetadataStore {
       await this.store.flush();
       this.al.reset({ restartRing: true });
       this.replay = undefined;
+      if (!wasClean) this.recovered = extents;
       await this.putSuperblock({ ...this.sb, flags: this.sb.flags | MDF.AL_CLEAN });
       return { extents: wasClean ? [] : extents, bitsSet, fullSync };
     });
