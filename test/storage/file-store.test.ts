@@ -13,6 +13,7 @@ import { promisify } from 'node:util';
 import { peerEnv, requirePeers } from '../support/peers.js';
 import { drbdmeta, parseDump } from '../support/drbdmeta.js';
 import { MetadataStore } from '../../src/storage/metadata/store.js';
+import { STORE_IO_IN_FLIGHT_MAX } from '../../src/limits.js';
 
 const run = promisify(execFile);
 
@@ -56,6 +57,22 @@ test('a read past a file that shrank is a DiskIoError at that offset', () =>
       assert.equal(e.offsetBytes, 4096);
       return true;
     });
+    await s.close();
+  }));
+
+test('requests beyond STORE_IO_IN_FLIGHT_MAX wait their turn, and all complete', () =>
+  withDir(async (dir) => {
+    const p = join(dir, 'many.img');
+    await writeFile(p, Buffer.alloc(4 * 1024 * 1024));
+    const s = await openFileStore(p);
+    const n = STORE_IO_IN_FLIGHT_MAX * 4;
+    await Promise.all(
+      Array.from({ length: n }, (_, i) => s.write(i * 4096, Buffer.alloc(4096, i & 0xff))),
+    );
+    assert.ok(s.peakInFlight <= STORE_IO_IN_FLIGHT_MAX, `peak ${s.peakInFlight}`);
+    assert.ok(s.peakInFlight > 1, 'requests did overlap');
+    const back = await Promise.all(Array.from({ length: n }, (_, i) => s.read(i * 4096, 4096)));
+    back.forEach((b, i) => assert.equal(b[100], i & 0xff));
     await s.close();
   }));
 

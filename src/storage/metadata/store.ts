@@ -304,8 +304,14 @@ export class MetadataStore {
       const plan = this.al.prepareTransaction();
       if (!plan) return undefined;
       try {
-        if (this.alClean)
-          await this.putSuperblock({ ...this.sb, flags: this.sb.flags & ~MDF.AL_CLEAN });
+        // The AL is about to hold extents: the superblock must say so (and with how many slots).
+        if (this.alClean || this.sb.alExtents !== this.al.extents) {
+          await this.putSuperblock({
+            ...this.sb,
+            flags: this.sb.flags & ~MDF.AL_CLEAN,
+            alExtents: this.al.extents,
+          });
+        }
         const pages = plan.evicted.flatMap((e) => this.bitmap.takeDirtyPagesOfExtent(e));
         await this.writeBitmapPages(pages);
         await this.store.write(this.layout.alOffsetBytes + plan.offsetBytes, plan.bytes, {
