@@ -2,6 +2,10 @@
 // server stops reading beyond that), a slow export does not block another connection, a
 // stalled handshake is dropped after its timeout, and close() answers or finishes in-flight work.
 import { test } from 'node:test';
+import { spawnSync } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import assert from 'node:assert/strict';
 import { NbdClient } from '../../src/nbd/client.js';
 import { NbdServer } from '../../src/nbd/server.js';
@@ -121,4 +125,28 @@ test('close() lets in-flight requests finish and ends every connection', async (
       exportName: 'slow',
     }),
   );
+});
+
+test('a stale Unix socket file is replaced; a live one is not stolen', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'tandem-nbd-'));
+  try {
+    const stale = join(dir, 'stale.sock');
+    // A bound socket file with nobody listening behind it, as a killed daemon leaves it.
+    const r = spawnSync('python3', [
+      '-c',
+      `import socket; socket.socket(socket.AF_UNIX).bind(${JSON.stringify(stale)})`,
+    ]);
+    assert.equal(r.status, 0, 'made a stale socket file');
+    const a = new NbdServer();
+    a.addExport('r0', storeBackend(new BufferStore(MIB)));
+    await a.listen({ kind: 'unix', path: stale });
+    const c = await NbdClient.connect({ listener: { kind: 'unix', path: stale } });
+    assert.equal(c.sizeBytes, MIB, 'the empty name reaches the only export');
+    await c.disconnect();
+    const b = new NbdServer();
+    await assert.rejects(b.listen({ kind: 'unix', path: stale }), /EADDRINUSE/);
+    await a.close();
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });
