@@ -86,6 +86,8 @@ interface RawHost {
   location: SourceLocation;
   /** The address statement was wrong (already reported). */
   badAddress: boolean;
+  /** The node-id statement was wrong (already reported). */
+  badNodeId: boolean;
 }
 
 interface RawEndpoint {
@@ -102,6 +104,8 @@ interface RawConnection {
   net: MutableOptions;
   disk: MutableOptions;
   location: SourceLocation;
+  /** Host statements that were wrong (already reported): counts are not checked again. */
+  badEndpoints: number;
 }
 
 const RESOURCE_KEYWORDS = [
@@ -836,6 +840,7 @@ class Interpreter {
   ): RawHost {
     const h: RawHost = {
       badAddress: false,
+      badNodeId: false,
       name,
       floating,
       nodeId: null,
@@ -854,6 +859,7 @@ class Interpreter {
         }
         nodeIdSet = true;
         h.nodeId = this.integer(f.args[0] as Token, 0, CONFIG_NODE_ID_MAX, 'node-id') ?? null;
+        h.badNodeId = h.nodeId === null;
       } else if (kw === 'address') {
         if (floating) {
           this.error(
@@ -954,12 +960,14 @@ class Interpreter {
       net: {},
       disk: {},
       location: s.keyword.location,
+      badEndpoints: 0,
     };
     for (const f of s.body) {
       const kw = f.keyword.text;
       if (kw === 'host') {
         const ep = this.endpoint(f);
         if (ep) c.hosts.push(ep);
+        else c.badEndpoints++;
       } else if (kw === 'path') {
         if (!this.expectSection(f, 0)) continue;
         const endpoints: RawEndpoint[] = [];
@@ -970,6 +978,7 @@ class Interpreter {
           }
           const ep = this.endpoint(p);
           if (ep) endpoints.push(ep);
+          else c.badEndpoints++;
         }
         c.paths.push({ endpoints, location: f.keyword.location });
       } else if (kw === 'net') {
@@ -1046,6 +1055,12 @@ class Interpreter {
     rawConnections: RawConnection[],
     mesh: { hosts: Token[]; net: MutableOptions; location: SourceLocation } | null,
   ): ResourceConfig {
+    if (volumes.implicit && volumes.explicit.has(0)) {
+      this.error(
+        volumes.implicit.location,
+        "device/disk/meta-disk written both outside and inside 'volume 0'",
+      );
+    }
     const hosts: HostConfig[] = [];
     const byName = new Map<string, HostConfig>();
     for (const h of rawHosts) {
@@ -1074,8 +1089,9 @@ class Interpreter {
 
     // node-ids: all or none; none only with two hosts; unique.
     const withId = hosts.filter((h) => h.nodeId !== null);
+    const badIds = new Set(rawHosts.filter((h) => h.badNodeId).map((h) => h.name));
     if (withId.length > 0 && withId.length < hosts.length) {
-      for (const h of hosts.filter((x) => x.nodeId === null)) {
+      for (const h of hosts.filter((x) => x.nodeId === null && !badIds.has(x.name))) {
         this.error(
           h.location,
           `host '${h.name}' has no node-id while others in resource '${name}' do`,
@@ -1091,6 +1107,15 @@ class Interpreter {
         `resource '${name}' has ${hosts.length} hosts or explicit connections but no node-id`,
         "'node-id N;' in every 'on' section",
       );
+    }
+    if (withId.length === 0 && hosts.length <= 2) {
+      // DRBD 8.4 style: drbdadm numbers the hosts itself, the last `on` section 0.
+      hosts.forEach((h, i) => {
+        const numbered = { ...h, nodeId: hosts.length - 1 - i };
+        hosts[i] = numbered;
+        byName.set(h.name, numbered);
+        if (this.badAddress.has(h)) this.badAddress.add(numbered);
+      });
     }
     const ids = new Map<number, string>();
     for (const h of withId) {
@@ -1134,7 +1159,7 @@ class Interpreter {
     const levels = [resVols, h.volumes];
     const byNumber = new Map<number, RawVolume[]>();
     for (const level of levels) {
-      if (level.implicit && level.explicit.has(0)) {
+      if (level === h.volumes && level.implicit && level.explicit.has(0)) {
         this.error(
           level.implicit.location,
           "device/disk/meta-disk written both outside and inside 'volume 0'",
@@ -1228,6 +1253,7 @@ class Interpreter {
     const meshNet: OptionMap = mesh ? { ...resNet, ...mesh.net } : resNet;
 
     for (const c of raw) {
+      if (c.badEndpoints > 0) continue; // reported where the host statement was wrong
       let pairNames: [string, string] | null = null;
       const paths: PathConfig[] = [];
       if (c.hosts.length > 0) {
