@@ -89,7 +89,10 @@ export class Bitmap {
   }
 
   private check(r: BlockRange): void {
-    assert(r.start >= 0 && r.count >= 0 && r.start + r.count <= this.blocks, `bitmap range ${r.start}+${r.count} out of ${this.blocks}`);
+    assert(
+      r.start >= 0 && r.count >= 0 && r.start + r.count <= this.blocks,
+      `bitmap range ${r.start}+${r.count} out of ${this.blocks}`,
+    );
   }
 }
 

@@ -94,7 +94,7 @@ export abstract class BaseChannel implements Channel {
     readonly path: PathSpec,
     readonly initiator: boolean,
     protected readonly clock: Clock,
-    protected readonly opts: ResolvedChannelOptions,
+    protected opts: ResolvedChannelOptions,
   ) {}
 
   get isOpen(): boolean {
@@ -154,6 +154,15 @@ export abstract class BaseChannel implements Channel {
   resumeData(): void {
     this.dataPausedByUser = false;
     this.syncDataPause();
+  }
+
+  configure(options: ChannelOptions): void {
+    this.opts = resolveChannelOptions({ ...this.opts, ...options });
+    // The next ping follows the new interval; a ping in flight keeps its deadline.
+    if (this.open && this.pingTimer !== null) {
+      this.pingTimer.cancel();
+      this.schedulePing();
+    }
   }
 
   stats(): ChannelStats {

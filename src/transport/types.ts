@@ -140,6 +140,12 @@ export interface Channel {
 
   stats(): ChannelStats;
 
+  /**
+   * Changes liveness and flow-control settings of this channel (e.g. the resource's net{} once
+   * the handshake named it); unset fields keep their value. Optional for implementations.
+   */
+  configure?(options: ChannelOptions): void;
+
   /** Subscribes; returns the unsubscribe function. */
   on<E extends ChannelEventName>(event: E, listener: ChannelEvents[E]): () => void;
 

@@ -1,7 +1,7 @@
 // Connection manager over the memory transport: handshake, authentication, version
 // negotiation, refusals with logged reasons, path order and connect-int backoff.
 import assert from 'node:assert/strict';
-import { test } from 'node:test';
+import { afterEach, test } from 'node:test';
 import {
   MSG_HELLO,
   MSG_REFUSE,
@@ -13,7 +13,9 @@ import { MemoryNetwork } from '../../src/transport/memory/index.js';
 import type { Channel, Endpoint, Message } from '../../src/transport/types.js';
 import { Inbox } from '../compliance/transport.suite.js';
 import { ManualClock, realClock } from '../support/clocks.js';
-import { connectBoth, connected, makeNode, refused } from './support.js';
+import { closeAllNodes, connectBoth, connected, makeNode, refused } from './support.js';
+
+afterEach(closeAllNodes);
 
 const ep = (address: string): Endpoint => ({
   transport: 'memory',
@@ -105,6 +107,27 @@ test('messages the acceptor sends the moment it is Connected reach the dialer', 
     inbox.on('data').map((m) => m.payload[0]),
     [1, 3, 5, 7, 9, 11, 13, 15, 17, 19],
   );
+  await a.cm.close();
+  await b.cm.close();
+});
+
+test("the connection's net options (ping-int, ping-timeout) apply once it is up", async () => {
+  const { a, b, net } = await pair({ pingIntMs: 30, pingTimeoutMs: 200 });
+  const ea = await a.waitEvent('connected', connected('r0', 1));
+  await b.waitEvent('connected', connected('r0', 0));
+  assert.ok(ea.kind === 'state' && ea.established);
+  const ch = ea.established.channel;
+  // The transport default would ping only every 10 s; the connection's 30 ms gives an RTT soon.
+  for (let i = 0; i < 500 && ch.stats().rttMs === null; i++)
+    await new Promise((r) => setTimeout(r, 5));
+  assert.notEqual(ch.stats().rttMs, null);
+  net.blackhole(ch);
+  const lost = await a.waitEvent(
+    'lost',
+    (e) => e.kind === 'state' && e.state === 'Connecting' && /timeout/.test(e.reason ?? ''),
+  );
+  assert.ok(lost.kind === 'state');
+  assert.match(lost.reason ?? '', /ping not answered within 200 ms/);
   await a.cm.close();
   await b.cm.close();
 });
