@@ -67,7 +67,7 @@ export class Bitmap {
     for (let b = from; b < this.blocks; b++) {
       const w = this.words[b >>> 5] ?? 0;
       if (w === 0) {
-        b = (b | 31) as number;
+        b = b | 31;
         continue;
       }
       if ((w & (1 << (b & 31))) !== 0) return b;
