@@ -117,8 +117,8 @@ export abstract class BaseChannel implements Channel {
 
   // --- Channel ---------------------------------------------------------------------------
   send(stream: StreamId, type: number, payload: readonly Buffer[]): SendStatus {
-    assert(this.open, `send on closed channel ${this.id}`);
     assert(Number.isInteger(type) && type >= 0 && type <= 0xffff, `message type ${type}`);
+    if (!this.open) return 'closed';
     let bytes = 0;
     for (const b of payload) bytes += b.length;
     assert(bytes <= TRANSPORT_MESSAGE_PAYLOAD_BYTES_MAX, `message of ${bytes} bytes too large`);

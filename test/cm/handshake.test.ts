@@ -132,6 +132,29 @@ test("the connection's net options (ping-int, ping-timeout) apply once it is up"
   await b.cm.close();
 });
 
+test('one listener serves several resources between the same nodes', async () => {
+  const { a, b } = await pair();
+  a.cm.addConnection({
+    resource: 'r1',
+    peerNodeId: 1,
+    paths: [{ peer: ep('beta') }],
+    net: { connectIntMs: 50 },
+  });
+  b.cm.addConnection({
+    resource: 'r1',
+    peerNodeId: 0,
+    paths: [{ peer: ep('alpha') }],
+    net: { connectIntMs: 50 },
+  });
+  const e0 = await a.waitEvent('r0', connected('r0', 1));
+  const e1 = await a.waitEvent('r1', connected('r1', 1));
+  await b.waitEvent('r0', connected('r0', 0));
+  await b.waitEvent('r1', connected('r1', 0));
+  assert.ok(e0.kind === 'state' && e0.established && e1.kind === 'state' && e1.established);
+  assert.notEqual(e0.established.channel, e1.established.channel);
+  assert.equal(a.transport.stats().channelsOpen, 2);
+});
+
 test('matching shared secret: authenticated connection', async () => {
   const auth = { cramHmacAlg: 'sha256', sharedSecret: 'correct horse' };
   const { a, b } = await pair(auth);
