@@ -63,6 +63,8 @@ export const TCP_COALESCE_MESSAGE_BYTES_MAX = 8 * KIB;
 export const TCP_BATCH_BYTES = 256 * KIB;
 /** Bytes the receive slab of a TCP socket holds (big reads, node-performance.md). */
 export const TCP_READ_SLAB_BYTES = 4 * MIB;
+/** A read slab whose free tail is shorter than this is replaced by a fresh one. */
+export const TCP_READ_SLAB_TAIL_MIN_BYTES = 64 * KIB;
 /** TCP keepalive idle time before the first probe (DRBD uses 23 s). */
 export const TCP_KEEPALIVE_IDLE_MS = 23_000;
 /** Time a dialed socket pair has to complete the stream setup (initial frames). */

@@ -14,11 +14,14 @@ import { ConnectionError, ProtocolError } from '../../util/errors.js';
 import { BaseChannel, type ResolvedChannelOptions } from '../channel-base.js';
 import { FRAME_MAGIC, describeFrameError, encodeFrameHeader, type FrameDecoder } from '../frame.js';
 import type { PathSpec, StreamId } from '../types.js';
+import type { SlabReader } from './slab.js';
 
 export interface TcpStreamParts {
   readonly socket: Socket;
   /** Holds any bytes read past the setup frames. */
   readonly decoder: FrameDecoder;
+  /** Set when the socket reads into a slab (`onread`); it then emits no 'data' events. */
+  readonly slab?: SlabReader;
 }
 
 const RESET_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED']);
@@ -30,6 +33,7 @@ export class TcpChannel extends BaseChannel {
   private readonly ended = { data: false, control: false };
   private dataHeld = false;
   private dataCorked = false;
+  private readonly slabs: { [S in StreamId]: SlabReader | undefined };
   /** The current batch buffer of small DATA frames; [batchStart, batchUsed) is not yet written. */
   private batch: Buffer | null = null;
   private batchStart = 0;
@@ -48,6 +52,7 @@ export class TcpChannel extends BaseChannel {
   ) {
     super(id, 'tcp', path, initiator, clock, opts);
     this.socks = { data: data.socket, control: control.socket };
+    this.slabs = { data: data.slab, control: control.slab };
     this.decoders = { data: data.decoder, control: control.decoder };
     for (const s of ['data', 'control'] as const) this.attach(s);
   }
@@ -67,10 +72,13 @@ export class TcpChannel extends BaseChannel {
     sock.removeAllListeners('error');
     sock.removeAllListeners('close');
     sock.removeAllListeners('drain');
-    sock.on('data', (chunk: Buffer) => {
+    const onChunk = (chunk: Buffer): void => {
       this.decoders[stream].push(chunk);
       this.pump(stream);
-    });
+    };
+    const slab = this.slabs[stream];
+    if (slab) slab.sink = onChunk;
+    else sock.on('data', onChunk);
     sock.on('drain', () => this.checkDrain(stream));
     sock.on('end', () => this.onEnd(stream));
     sock.on('error', (e: NodeJS.ErrnoException) => {
