@@ -57,10 +57,14 @@ export const TRANSPORT_STREAM_HIGH_WATER_BYTES = 4 * MIB;
 export const TRANSPORT_STREAM_QUEUE_BYTES_MAX = 2 * TRANSPORT_MESSAGE_PAYLOAD_BYTES_MAX + 16 * MIB;
 /** Frame header on the wire: magic u16, type u16, payload length u32 (PROTOCOL.md). */
 export const TRANSPORT_FRAME_HEADER_BYTES = 8;
-/** Messages smaller than this are gathered into one write on DATA (coalescing). */
-export const TCP_COALESCE_MESSAGE_BYTES_MAX = 4 * KIB;
+/** DATA payloads up to this size are copied into a shared batch buffer (coalescing). */
+export const TCP_COALESCE_MESSAGE_BYTES_MAX = 8 * KIB;
+/** Size of one DATA batch buffer for coalesced small messages. */
+export const TCP_BATCH_BYTES = 256 * KIB;
 /** Bytes the receive slab of a TCP socket holds (big reads, node-performance.md). */
 export const TCP_READ_SLAB_BYTES = 4 * MIB;
+/** A read slab whose free tail is shorter than this is replaced by a fresh one. */
+export const TCP_READ_SLAB_TAIL_MIN_BYTES = 64 * KIB;
 /** TCP keepalive idle time before the first probe (DRBD uses 23 s). */
 export const TCP_KEEPALIVE_IDLE_MS = 23_000;
 /** Time a dialed socket pair has to complete the stream setup (initial frames). */
