@@ -526,8 +526,19 @@ function pumpQueue(s: EngineState): void {
   }
 }
 
+/** Some reachable copy holds all the data (DRBD fails I/O without access to good data). */
+function hasGoodData(s: EngineState): boolean {
+  if (s.disk === 'UpToDate') return true;
+  for (const p of s.peers.values()) if (isConnectedSettled(p) && p.disk === 'UpToDate') return true;
+  return false;
+}
+
 function startRequest(s: EngineState, req: ClientRequest): void {
   s.appIoThisTick++;
+  if (!hasGoodData(s)) {
+    emit(s, { type: 'complete', reqId: req.id, ok: false, errno: 'EIO' });
+    return;
+  }
   switch (req.op) {
     case 'read':
       startRead(s, req.id, req.offsetBytes, req.lengthBytes);
@@ -1547,8 +1558,10 @@ function onPacket(s: EngineState, peerId: number, pk: Packet): void {
     case 'NegAck': {
       const w = s.writes.get(pk.seq);
       if (pk.kind === 'NegAck') {
+        // The peer's disk failed this write: its copy is no longer complete.
         const t = p.tl.get(pk.seq);
         if (t !== undefined) markOutOfSync(s, p.id, t.range);
+        if (p.disk === 'UpToDate') setPeerDisk(s, p, 'Failed');
       }
       if (w === undefined || !w.peersPending.delete(p.id)) return;
       if (pk.kind !== 'NegAck') w.copies++;
