@@ -156,7 +156,9 @@ export interface EngineState {
   crashedPrimary: boolean;
   readonly bitmaps: Map<number, Bitmap>;
   readonly al: number[]; // hot extents, least recently used first
-  readonly alWrites: Map<number, number>; // extent -> client writes in flight
+  readonly alWrites: Map<number, number>; // extent -> writes holding it hot
+  /** seq -> extents and references (the request plus each peer's transfer log entry). */
+  readonly alHolds: Map<number, { extents: readonly number[]; refs: number }>;
   readonly rng: SeededRandom;
   nextIo: number;
   nextTimer: number;
@@ -206,6 +208,7 @@ export function createEngine(cfg: EngineConfig, boot: BootState | null): StepRes
     bitmaps: new Map(),
     al: [],
     alWrites: new Map(),
+    alHolds: new Map(),
     rng: new SeededRandom(cfg.uuidSeed),
     nextIo: 1,
     nextTimer: 1,
@@ -684,6 +687,7 @@ function startWrite(s: EngineState, req: Extract<ClientRequest, { op: 'write' | 
   touchForResync(s, range, req.offsetBytes, lengthBytes);
   if (hasDisk(s)) {
     alActivate(s, range);
+    s.alHolds.set(seq, { extents: w.extents, refs: 1 });
     w.localPending = true;
     lockWrite(s, range, 1);
     const ioId = io(s, { kind: 'clientWrite', seq });
@@ -707,6 +711,10 @@ function startWrite(s: EngineState, req: Extract<ClientRequest, { op: 'write' | 
         ack,
       });
       p.tl.set(seq, { epoch: p.epoch, range });
+      // An extent stays hot until the peer acknowledged the epoch (protocol A/B may still
+      // lose the write on the way): after a crash the activity log must cover it.
+      const hold = s.alHolds.get(seq);
+      if (hold !== undefined) hold.refs++;
       p.epochWrites++;
       if (p.epochWrites >= s.cfg.maxEpochSize) p.closeEpoch = true;
       w.replicatedTo.add(p.id);
@@ -723,11 +731,7 @@ function startWrite(s: EngineState, req: Extract<ClientRequest, { op: 'write' | 
 function maybeCompleteWrite(s: EngineState, w: WriteReq): void {
   if (w.localPending || w.peersPending.size > 0) return;
   s.writes.delete(w.seq);
-  for (const e of w.extents) {
-    const n = (s.alWrites.get(e) ?? 1) - 1;
-    if (n <= 0) s.alWrites.delete(e);
-    else s.alWrites.set(e, n);
-  }
+  releaseAl(s, w.seq);
   if (w.copies > 0) {
     emit(s, { type: 'complete', reqId: w.reqId, ok: true });
     // Later writes may depend on this one: close its epoch now (DRBD sends the barrier as
@@ -739,6 +743,27 @@ function maybeCompleteWrite(s: EngineState, w: WriteReq): void {
     }
   } else emit(s, { type: 'complete', reqId: w.reqId, ok: false, errno: 'EIO' });
   pumpQueue(s);
+}
+
+function releaseAl(s: EngineState, seq: number): void {
+  const h = s.alHolds.get(seq);
+  if (h === undefined) return;
+  if (--h.refs > 0) return;
+  s.alHolds.delete(seq);
+  for (const e of h.extents) {
+    const n = (s.alWrites.get(e) ?? 1) - 1;
+    if (n <= 0) s.alWrites.delete(e);
+    else s.alWrites.set(e, n);
+  }
+}
+
+/** Drops a peer's transfer log, marking what it may lack; returns nothing. */
+function clearTl(s: EngineState, p: Peer): void {
+  for (const [seq, e] of p.tl) {
+    markOutOfSync(s, p.id, e.range);
+    releaseAl(s, seq);
+  }
+  p.tl.clear();
 }
 
 function lockWrite(s: EngineState, r: BlockRange, d: number): void {
@@ -952,6 +977,7 @@ function detach(s: EngineState): void {
   s.ios.clear();
   s.al.length = 0;
   s.alWrites.clear();
+  s.alHolds.clear();
   s.writeLocks.clear();
   s.rsLocks.clear();
   for (const w of s.writes.values()) {
@@ -1450,8 +1476,7 @@ function onClosed(s: EngineState, peerId: number, byNetwork: boolean): void {
   p.hsSent = false;
   p.sync = null;
   // Writes the peer may not have made durable (no BarrierAck yet) are out of sync now.
-  for (const e of p.tl.values()) markOutOfSync(s, p.id, e.range);
-  p.tl.clear();
+  clearTl(s, p);
   for (const w of [...s.writes.values()]) {
     if (w.peersPending.delete(p.id)) maybeCompleteWrite(s, w);
   }
@@ -1513,8 +1538,7 @@ function onPacket(s: EngineState, peerId: number, pk: Packet): void {
       setPeerDisk(s, p, pk.disk);
       if ((pk.disk === 'Diskless' || pk.disk === 'Failed') && p.repl !== 'Off') {
         // The peer lost its disk: what it had in flight is out of sync, and so is what follows.
-        for (const e of p.tl.values()) markOutOfSync(s, p.id, e.range);
-        p.tl.clear();
+        clearTl(s, p);
         if (p.rs !== null) stopResync(s, p);
         setRepl(s, p, 'Established');
         // DRBD: losing the peer's copy while either side is Primary starts a new generation.
@@ -1649,7 +1673,11 @@ function startPeerWrite(s: EngineState, p: Peer, pk: Extract<Packet, { kind: 'Da
   const range = blockRangeOf(pk.offsetBytes, pk.lengthBytes);
   touchForResync(s, range, pk.offsetBytes, pk.lengthBytes);
   // A Diskless Primary writes through us: its own disk, when it comes back, lacks this.
-  if (p.disk === 'Diskless' || p.disk === 'Failed') markOutOfSync(s, p.id, range);
+  // No activity log covers this bit on a Secondary: persist it before the data lands.
+  if (p.disk === 'Diskless' || p.disk === 'Failed') {
+    markOutOfSync(s, p.id, range);
+    emit(s, { type: 'bitmapFlush' });
+  }
   const go = (): void => {
     if (p.inc !== incAtArrival) return;
     if (blockedByResync(s, range)) {
@@ -1689,7 +1717,12 @@ function onBarrierAck(s: EngineState, p: Peer, epoch: number, setSize: number): 
     return;
   }
   for (const e of [...p.epochSizes.keys()]) if (e <= epoch) p.epochSizes.delete(e);
-  for (const [seq, t] of p.tl) if (t.epoch <= epoch) p.tl.delete(seq);
+  for (const [seq, t] of p.tl) {
+    if (t.epoch > epoch) continue;
+    p.tl.delete(seq);
+    releaseAl(s, seq);
+  }
+  pumpQueue(s);
   for (const f of [...s.flushes.values()]) {
     const e = f.barriers.get(p.id);
     if (e !== undefined && e <= epoch) {
