@@ -124,6 +124,8 @@ interface Peer {
   rxInflight: number;
   rxCount: number;
   rxFlushing: boolean;
+  /** Our disk failed with epochs unflushed: never acknowledge them (the peer marks its log). */
+  rxNoAck: boolean;
   readonly rxQueue: Packet[];
   // resync / verify
   rs: ResyncTarget | null;
@@ -261,6 +263,7 @@ function newPeer(id: number, name: string): Peer {
     rxInflight: 0,
     rxCount: 0,
     rxFlushing: false,
+    rxNoAck: false,
     rxQueue: [],
     rs: null,
     rsSourceWaiting: [],
@@ -940,14 +943,25 @@ function onIoError(s: EngineState, what: Io): void {
       if (p !== undefined && p.inc === what.inc) send(s, p, 'control', { kind: 'RsNegAck', id: what.id, start: what.start, count: what.count });
       break;
     }
+    case 'epochFlush': {
+      const p = s.peers.get(what.peer);
+      if (p !== undefined && p.inc === what.inc) {
+        p.rxFlushing = false;
+        p.rxNoAck = true;
+      }
+      break;
+    }
     case 'clientFlush':
-    case 'epochFlush':
     case 'rsCsumRead':
     case 'ovLocalRead':
     case 'ovPeerRead':
       break;
   }
   if (s.cfg.onIoError === 'detach') detach(s);
+  if (what.kind === 'epochFlush') {
+    const p = s.peers.get(what.peer);
+    if (p !== undefined && p.inc === what.inc) maybeFinishRxEpoch(s, p);
+  }
   // Requests whose local part failed complete now, through the peers if they can.
   if (what.kind === 'clientRead') startRead(s, what.reqId, what.offsetBytes, what.lengthBytes);
   if (what.kind === 'clientFlush') {
@@ -985,6 +999,7 @@ function detach(s: EngineState): void {
     w.localPending = false;
   }
   for (const p of s.peers.values()) {
+    p.rxNoAck = true;
     if (p.rs !== null) stopResync(s, p);
     if (p.sync !== null) p.sync = null;
     if (p.repl !== 'Off' && p.conn === 'Connected') setRepl(s, p, 'Established');
@@ -1226,6 +1241,7 @@ function attach(s: EngineState, cmdId: number, boot: BootState): void {
   persist(s);
   for (const p of s.peers.values()) {
     if (p.conn === 'Connected') {
+      p.rxNoAck = false;
       p.settled = false;
       p.hsSent = true;
       send(s, p, 'data', handshakePacket(s, p));
@@ -1248,6 +1264,7 @@ function onEstablished(s: EngineState, peerId: number): void {
   p.closeEpoch = false;
   p.epochSizes.clear();
   p.rxEpoch = 1;
+  p.rxNoAck = false;
   send(s, p, 'data', handshakePacket(s, p));
 }
 
@@ -1539,6 +1556,7 @@ function onPacket(s: EngineState, peerId: number, pk: Packet): void {
       if ((pk.disk === 'Diskless' || pk.disk === 'Failed') && p.repl !== 'Off') {
         // The peer lost its disk: what it had in flight is out of sync, and so is what follows.
         clearTl(s, p);
+        for (const f of [...s.flushes.values()]) if (f.barriers.delete(p.id)) maybeCompleteFlush(s, f);
         if (p.rs !== null) stopResync(s, p);
         setRepl(s, p, 'Established');
         // DRBD: losing the peer's copy while either side is Primary starts a new generation.
@@ -1696,8 +1714,8 @@ function startPeerWrite(s: EngineState, p: Peer, pk: Extract<Packet, { kind: 'Da
 
 function maybeFinishRxEpoch(s: EngineState, p: Peer): void {
   if (!p.rxDraining || p.rxInflight > 0 || p.rxFlushing) return;
-  if (!hasDisk(s)) {
-    send(s, p, 'control', { kind: 'BarrierAck', epoch: p.rxEpoch, setSize: p.rxCount });
+  if (!hasDisk(s) || p.rxNoAck) {
+    if (!p.rxNoAck) send(s, p, 'control', { kind: 'BarrierAck', epoch: p.rxEpoch, setSize: p.rxCount });
     p.rxCount = 0;
     p.rxDraining = false;
     return pumpRx(s, p);
