@@ -135,6 +135,7 @@ interface Peer {
   promoteId: number;
   readonly promoteWaiting: Map<number, { cmdId: number; force: boolean }>;
   readonly readsViaPeer: Map<number, number>; // DataRequest id -> client reqId
+  readonly readsWaiting: { id: number; offsetBytes: number; lengthBytes: number }[];
 }
 
 interface PendingPromote {
@@ -272,6 +273,7 @@ function newPeer(id: number, name: string): Peer {
     promoteId: 0,
     promoteWaiting: new Map(),
     readsViaPeer: new Map(),
+    readsWaiting: [],
   };
 }
 
@@ -814,6 +816,8 @@ function wakeLockWaiters(s: EngineState): void {
   for (const w of ws) w();
   const waiting = [...s.peers.values()].flatMap((p) => p.rsSourceWaiting.splice(0).map((r) => [p, r] as const));
   for (const [p, r] of waiting) serveRsRequest(s, p, r);
+  const reads = [...s.peers.values()].flatMap((p) => p.readsWaiting.splice(0).map((r) => [p, r] as const));
+  for (const [p, r] of reads) servePeerRead(s, p, r);
 }
 
 /** An application write is landing on these blocks: resync data requested earlier is older. */
@@ -1504,6 +1508,7 @@ function onClosed(s: EngineState, peerId: number, byNetwork: boolean): void {
   p.readsViaPeer.clear();
   if (p.rs !== null) stopResync(s, p);
   p.rsSourceWaiting.length = 0;
+  p.readsWaiting.length = 0;
   p.ov = null;
   p.rxQueue.length = 0;
   p.rxDraining = false;
@@ -1609,11 +1614,8 @@ function onPacket(s: EngineState, peerId: number, pk: Packet): void {
       if (pk.kind !== 'NegAck') w.copies++;
       return maybeCompleteWrite(s, w);
     }
-    case 'DataRequest': {
-      if (s.disk !== 'UpToDate') return send(s, p, 'data', { kind: 'DataReply', id: pk.id, ok: false, data: new Uint8Array(0) });
-      const ioId = io(s, { kind: 'peerRead', peer: p.id, inc: p.inc, id: pk.id });
-      return emit(s, { type: 'diskRead', ioId, offsetBytes: pk.offsetBytes, lengthBytes: pk.lengthBytes });
-    }
+    case 'DataRequest':
+      return servePeerRead(s, p, pk);
     case 'DataReply': {
       const reqId = p.readsViaPeer.get(pk.id);
       if (reqId === undefined) return;
@@ -1838,6 +1840,22 @@ function issueResyncRequests(s: EngineState, p: Peer): void {
   }
 }
 
+/** A read for a Diskless or syncing peer: it must see the writes that peer sent before it. */
+function servePeerRead(s: EngineState, p: Peer, r: { id: number; offsetBytes: number; lengthBytes: number }): void {
+  if (p.conn !== 'Connected') return;
+  if (s.disk !== 'UpToDate') {
+    send(s, p, 'data', { kind: 'DataReply', id: r.id, ok: false, data: new Uint8Array(0) });
+    return;
+  }
+  const range = blockRangeOf(r.offsetBytes, r.lengthBytes);
+  if (blockedByWrites(s, range) || rxQueued(s, range)) {
+    p.readsWaiting.push(r);
+    return;
+  }
+  const ioId = io(s, { kind: 'peerRead', peer: p.id, inc: p.inc, id: r.id });
+  emit(s, { type: 'diskRead', ioId, offsetBytes: r.offsetBytes, lengthBytes: r.lengthBytes });
+}
+
 function serveRsRequest(s: EngineState, p: Peer, r: { id: number; start: number; count: number; digest: Uint8Array }): void {
   if (p.inc === undefined || p.conn !== 'Connected') return;
   const range = clampRange(s, { start: r.start, count: r.count });
@@ -1939,7 +1957,7 @@ function maybeFinishResync(s: EngineState, p: Peer): void {
   const rs = p.rs;
   if (rs === null || rs.finishing || rs.inflight.size > 0 || bm(s, p.id).weight > 0) return;
   rs.finishing = true;
-  send(s, p, 'control', { kind: 'ResyncDone' });
+  send(s, p, 'data', { kind: 'ResyncDone' }); // after our Bitmap on the same stream
 }
 
 function onResyncDone(s: EngineState, p: Peer): void {
