@@ -33,12 +33,10 @@ import type {
   Role,
   Stream,
 } from './types.js';
-import { UUID_JUST_CREATED, handshakeVerdict, type UuidView } from './uuid.js';
+import { UUID_JUST_CREATED, UUID_NEW_BM_OFFSET, handshakeVerdict, type UuidView } from './uuid.js';
 
 const BLOCK = BITMAP_BLOCK_BYTES;
 const RS_BLOCKS_MAX = RESYNC_REQUEST_BYTES_MAX / BLOCK;
-/** DRBD's UUID_NEW_BM_OFFSET: a sync UUID derived from a bitmap UUID. */
-const UUID_NEW_BM_OFFSET = 1n << 48n;
 
 type Io =
   | { kind: 'clientWrite'; seq: number }
