@@ -14,13 +14,114 @@ export const GIB = 1024 * MIB;
 export const BITMAP_BLOCK_BYTES = 4 * KIB;
 /** Positional I/Os a block store keeps in flight at once; more wait in a queue. */
 export const STORE_IO_IN_FLIGHT_MAX = 64;
+/** Size of one zero-filled write when a store zeroes a range without punching a hole. */
+export const STORE_ZERO_CHUNK_BYTES = 1 * MIB;
+/** Activity-log slots ("al-extents", 4 MiB each): DRBD's default, minimum and maximum. */
+export const AL_EXTENTS_DEFAULT = 1237;
+export const AL_EXTENTS_MIN = 7;
+export const AL_EXTENTS_MAX = 65534;
 
 // --- nbd ---------------------------------------------------------------------------------
 /** Largest READ/WRITE payload an NBD client may send or ask for (NBD block size maximum). */
 export const NBD_PAYLOAD_BYTES_MAX = 32 * MIB;
+/** Requests one NBD connection may have in flight; the server stops reading beyond this. */
+export const NBD_CONN_REQUESTS_IN_FLIGHT_MAX = 128;
+/** Payload bytes (write data and read replies) one NBD connection may hold at once. */
+export const NBD_CONN_IN_FLIGHT_BYTES_MAX = 64 * MIB;
+/** Bytes of one handshake option's data; larger options are skipped with ERR_TOO_BIG. */
+export const NBD_OPTION_BYTES_MAX = 64 * KIB;
+/** Options one connection may send before it must enter transmission or be closed. */
+export const NBD_OPTIONS_PER_CONN_MAX = 1024;
+/** Time a client has from connect to the end of the handshake. */
+export const NBD_HANDSHAKE_TIMEOUT_MS = 30_000;
+/** Connections one NBD server accepts at once (all exports together); more are closed. */
+export const NBD_CONNECTIONS_MAX = 256;
+/** Time close() gives connections to finish in-flight requests before they are dropped. */
+export const NBD_CLOSE_TIMEOUT_MS = 5_000;
+/** Export names and meta context queries (the spec's string limit). */
+export const NBD_STRING_BYTES_MAX = 4096;
+/** Extent descriptors in one BLOCK_STATUS reply. */
+export const NBD_BLOCK_STATUS_EXTENTS_MAX = 4096;
+assert(
+  NBD_CONN_IN_FLIGHT_BYTES_MAX >= NBD_PAYLOAD_BYTES_MAX,
+  'one full-size request fits in flight',
+);
+assert(NBD_OPTION_BYTES_MAX >= 2 * NBD_STRING_BYTES_MAX + 16, 'an option holds a name and a query');
+
+// --- transport ---------------------------------------------------------------------------
+/** Largest message payload a transport carries (one NBD payload plus room for its header). */
+export const TRANSPORT_MESSAGE_PAYLOAD_BYTES_MAX = NBD_PAYLOAD_BYTES_MAX + 64 * KIB;
+/** Default per-stream queue level at which send() reports over-high-water. */
+export const TRANSPORT_STREAM_HIGH_WATER_BYTES = 4 * MIB;
+/** Hard bound of bytes queued (in flight, not yet on the network) per stream; above is a bug. */
+export const TRANSPORT_STREAM_QUEUE_BYTES_MAX = 2 * TRANSPORT_MESSAGE_PAYLOAD_BYTES_MAX + 16 * MIB;
+/** Frame header on the wire: magic u16, type u16, payload length u32 (PROTOCOL.md). */
+export const TRANSPORT_FRAME_HEADER_BYTES = 8;
+/** Messages smaller than this are gathered into one write on DATA (coalescing). */
+export const TCP_COALESCE_MESSAGE_BYTES_MAX = 4 * KIB;
+/** Bytes the receive slab of a TCP socket holds (big reads, node-performance.md). */
+export const TCP_READ_SLAB_BYTES = 4 * MIB;
+/** TCP keepalive idle time before the first probe (DRBD uses 23 s). */
+export const TCP_KEEPALIVE_IDLE_MS = 23_000;
+/** Time a dialed socket pair has to complete the stream setup (initial frames). */
+export const TCP_SETUP_TIMEOUT_MS = 5_000;
+/** Accepted sockets waiting for their partner stream, per listener. */
+export const TCP_PENDING_SOCKETS_MAX = 256;
+
+// --- connection manager ------------------------------------------------------------------
+/** Wire protocol versions this build speaks (the hello's range). */
+export const CM_PROTOCOL_VERSION_MIN = 1;
+export const CM_PROTOCOL_VERSION_MAX = 1;
+/** Time a new channel has to finish the handshake (hello, auth, addresses). */
+export const CM_HANDSHAKE_TIMEOUT_MS = 5_000;
+/** Bytes of the random auth challenge each side sends (DRBD uses 64). */
+export const CM_AUTH_CHALLENGE_BYTES = 64;
+/** Longest resource name in a hello (DRBD's name limit is 128). */
+export const CM_RESOURCE_NAME_BYTES_MAX = 128;
+/** Addresses one node may announce in the address exchange. */
+export const CM_ADDRESSES_MAX = 32;
+/** Longest refusal reason text on the wire. */
+export const CM_REASON_BYTES_MAX = 512;
+/** Auth failures from one address within CM_AUTH_FAILURE_WINDOW_MS before it is blocked. */
+export const CM_AUTH_FAILURES_MAX = 3;
+export const CM_AUTH_FAILURE_WINDOW_MS = 60_000;
+/** How long an address that failed auth too often is refused without a handshake. */
+export const CM_AUTH_BLOCK_MS = 30_000;
+/** Addresses remembered by the auth rate limiter. */
+export const CM_AUTH_TRACKED_ADDRESSES_MAX = 1024;
+/** Cap of the connect-int backoff. */
+export const CM_CONNECT_BACKOFF_MAX_MS = 60_000;
 
 assert(BITMAP_BLOCK_BYTES % SECTOR_BYTES === 0, 'bitmap block is whole sectors');
 assert(NBD_PAYLOAD_BYTES_MAX % BITMAP_BLOCK_BYTES === 0, 'NBD payload max is whole bitmap blocks');
+assert(
+  TRANSPORT_STREAM_HIGH_WATER_BYTES < TRANSPORT_STREAM_QUEUE_BYTES_MAX,
+  'high water below hard bound',
+);
+
+// --- config ------------------------------------------------------------------------------
+/** Deepest nesting of `{ }` sections in drbd.conf (DRBD needs 4: resource/connection/path/...). */
+export const CONFIG_NESTING_MAX = 16;
+/** Largest configuration file read, entry or included. */
+export const CONFIG_FILE_BYTES_MAX = 4 * MIB;
+/** Deepest chain of `include` (a file including itself is caught before this). */
+export const CONFIG_INCLUDE_DEPTH_MAX = 16;
+/** Files read for one configuration, entry and includes together. */
+export const CONFIG_FILES_MAX = 1024;
+/** Highest DRBD node-id (DRBD 9 supports 32 nodes: 0..31). */
+export const CONFIG_NODE_ID_MAX = 31;
+/** Highest DRBD minor number (DRBD's MINORMASK). */
+export const CONFIG_MINOR_MAX = 1048575;
+/** Highest volume number in a resource (DRBD: 0..65534). */
+export const CONFIG_VOLUME_MAX = 65534;
+
+// --- daemon control socket -----------------------------------------------------------------
+/** Longest request or reply line on the control socket. */
+export const CONTROL_LINE_BYTES_MAX = 1 * MIB;
+/** Clients connected to the control socket at once (events streams included). */
+export const CONTROL_CLIENTS_MAX = 64;
+/** Events buffered for one slow `events` client before it is disconnected. */
+export const CONTROL_EVENTS_QUEUED_MAX = 10_000;
 
 // --- replication -------------------------------------------------------------------------
 /** One activity-log extent covers this much data (DRBD: 4 MiB). */

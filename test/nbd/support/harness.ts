@@ -1,0 +1,47 @@
+// Starts an NBD server with BufferStore exports on a random loopback port and a Unix socket
+// in a fresh temp dir; stop() closes everything and removes the dir.
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { NbdServer, type NbdListener } from '../../../src/nbd/server.js';
+import { storeBackend, type StoreBackendOptions } from '../../../src/nbd/store-backend.js';
+import type { NbdServerEvent } from '../../../src/nbd/types.js';
+import { BufferStore } from './buffer-store.js';
+
+export interface Harness {
+  server: NbdServer;
+  tcp: NbdListener;
+  unix: NbdListener;
+  dir: string;
+  stores: Map<string, BufferStore>;
+  events: NbdServerEvent[];
+  stop(): Promise<void>;
+}
+
+export async function startHarness(
+  exports: { name: string; sizeBytes: number; opts?: StoreBackendOptions }[],
+): Promise<Harness> {
+  const dir = await mkdtemp(join(tmpdir(), 'tandem-nbd-'));
+  const events: NbdServerEvent[] = [];
+  const server = new NbdServer({ onEvent: (e) => events.push(e) });
+  const stores = new Map<string, BufferStore>();
+  for (const e of exports) {
+    const s = new BufferStore(e.sizeBytes);
+    stores.set(e.name, s);
+    server.addExport(e.name, storeBackend(s, e.opts ?? {}));
+  }
+  const tcp = await server.listen({ kind: 'tcp', host: '127.0.0.1', port: 0 });
+  const unix = await server.listen({ kind: 'unix', path: join(dir, 'nbd.sock') });
+  return {
+    server,
+    tcp,
+    unix,
+    dir,
+    stores,
+    events,
+    async stop() {
+      await server.close();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
