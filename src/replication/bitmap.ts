@@ -67,7 +67,7 @@ export class Bitmap {
     for (let b = from; b < this.blocks; b++) {
       const w = this.words[b >>> 5] ?? 0;
       if (w === 0) {
-        b = (b | 31) as number;
+        b = b | 31;
         continue;
       }
       if ((w & (1 << (b & 31))) !== 0) return b;
@@ -89,7 +89,10 @@ export class Bitmap {
   }
 
   private check(r: BlockRange): void {
-    assert(r.start >= 0 && r.count >= 0 && r.start + r.count <= this.blocks, `bitmap range ${r.start}+${r.count} out of ${this.blocks}`);
+    assert(
+      r.start >= 0 && r.count >= 0 && r.start + r.count <= this.blocks,
+      `bitmap range ${r.start}+${r.count} out of ${this.blocks}`,
+    );
   }
 }
 

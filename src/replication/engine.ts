@@ -42,10 +42,25 @@ type Io =
   | { kind: 'clientWrite'; seq: number }
   | { kind: 'clientRead'; reqId: number; offsetBytes: number; lengthBytes: number }
   | { kind: 'clientFlush'; reqId: number }
-  | { kind: 'peerWrite'; peer: number; inc: number; seq: number; ack: 'none' | 'recv' | 'write'; range: BlockRange }
+  | {
+      kind: 'peerWrite';
+      peer: number;
+      inc: number;
+      seq: number;
+      ack: 'none' | 'recv' | 'write';
+      range: BlockRange;
+    }
   | { kind: 'epochFlush'; peer: number; inc: number }
   | { kind: 'peerRead'; peer: number; inc: number; id: number }
-  | { kind: 'rsRead'; peer: number; inc: number; id: number; start: number; count: number; digest: Uint8Array }
+  | {
+      kind: 'rsRead';
+      peer: number;
+      inc: number;
+      id: number;
+      start: number;
+      count: number;
+      digest: Uint8Array;
+    }
   | { kind: 'rsCsumRead'; peer: number; inc: number; id: number }
   | { kind: 'rsWrite'; peer: number; inc: number; id: number; range: BlockRange }
   | { kind: 'ovLocalRead'; peer: number; inc: number; id: number }
@@ -128,7 +143,12 @@ interface Peer {
   // resync / verify
   rs: ResyncTarget | null;
   readonly rsSourceWaiting: { id: number; start: number; count: number; digest: Uint8Array }[];
-  ov: { cursor: number; readonly inflight: Map<number, VerifyReq>; found: number; nextId: number } | null;
+  ov: {
+    cursor: number;
+    readonly inflight: Map<number, VerifyReq>;
+    found: number;
+    nextId: number;
+  } | null;
   verifyMarked: boolean;
   promoteId: number;
   readonly promoteWaiting: Map<number, { cmdId: number; force: boolean }>;
@@ -288,7 +308,8 @@ function loadBoot(s: EngineState, boot: BootState): void {
     s.bitmapUuids.set(id, m.bitmapUuids[id] ?? 0n);
   }
   s.al.length = 0;
-  for (const e of boot.alExtents) if (e >= 0 && e * s.alExtentBlocks < s.blocks && !s.al.includes(e)) s.al.push(e);
+  for (const e of boot.alExtents)
+    if (e >= 0 && e * s.alExtentBlocks < s.blocks && !s.al.includes(e)) s.al.push(e);
   setDisk(s, !s.consistent ? 'Inconsistent' : s.wasUpToDate ? 'UpToDate' : 'Outdated');
   if (s.crashedPrimary) {
     // A Primary died: any write in a hot extent may have reached one disk and not another.
@@ -432,7 +453,11 @@ function metadata(s: EngineState): Metadata {
     currentUuid: s.current,
     bitmapUuids,
     historyUuids: [...s.history],
-    flags: { consistent: s.consistent, wasUpToDate: s.wasUpToDate, crashedPrimary: s.crashedPrimary },
+    flags: {
+      consistent: s.consistent,
+      wasUpToDate: s.wasUpToDate,
+      crashedPrimary: s.crashedPrimary,
+    },
   };
 }
 
@@ -464,7 +489,11 @@ function isConnectedSettled(p: Peer): boolean {
 
 /** This peer holds every write we hold: no bitmap UUID needed for it. */
 function inSyncWith(p: Peer): boolean {
-  return isConnectedSettled(p) && p.disk === 'UpToDate' && (p.repl === 'Established' || p.repl === 'VerifyS' || p.repl === 'VerifyT');
+  return (
+    isConnectedSettled(p) &&
+    p.disk === 'UpToDate' &&
+    (p.repl === 'Established' || p.repl === 'VerifyS' || p.repl === 'VerifyT')
+  );
 }
 
 /** Starts a new data generation (promotion while some peer is out of reach, or forced). */
@@ -476,7 +505,8 @@ function newCurrentUuid(s: EngineState): void {
   pushHistory(s, old);
   s.current = withRoleBit(s, randomUuid(s));
   for (const p of s.peers.values()) {
-    if (inSyncWith(p)) send(s, p, 'data', { kind: 'NewCurrentUuid', uuid: s.current, clearBitmap: false });
+    if (inSyncWith(p))
+      send(s, p, 'data', { kind: 'NewCurrentUuid', uuid: s.current, clearBitmap: false });
   }
   persist(s);
 }
@@ -494,7 +524,13 @@ function broadcastState(s: EngineState): void {
 function onRequest(s: EngineState, req: ClientRequest): void {
   if (req.op !== 'flush') {
     const len = req.op === 'write' ? req.data.length : req.lengthBytes;
-    if (req.offsetBytes < 0 || len <= 0 || req.offsetBytes + len > s.cfg.sizeBytes || req.offsetBytes % 512 !== 0 || len % 512 !== 0) {
+    if (
+      req.offsetBytes < 0 ||
+      len <= 0 ||
+      req.offsetBytes + len > s.cfg.sizeBytes ||
+      req.offsetBytes % 512 !== 0 ||
+      len % 512 !== 0
+    ) {
       emit(s, { type: 'complete', reqId: req.id, ok: false, errno: 'EINVAL' });
       return;
     }
@@ -525,7 +561,13 @@ function pumpQueue(s: EngineState): void {
     const req = s.queued[0];
     assert(req !== undefined);
     if (req.op === 'write' || req.op === 'trim' || req.op === 'zeroes') {
-      if (!alReady(s, blockRangeOf(req.offsetBytes, req.op === 'write' ? req.data.length : req.lengthBytes))) return;
+      if (
+        !alReady(
+          s,
+          blockRangeOf(req.offsetBytes, req.op === 'write' ? req.data.length : req.lengthBytes),
+        )
+      )
+        return;
     }
     s.queued.shift();
     startRequest(s, req);
@@ -563,7 +605,12 @@ function startRequest(s: EngineState, req: ClientRequest): void {
 function startRead(s: EngineState, reqId: number, offsetBytes: number, lengthBytes: number): void {
   const r = blockRangeOf(offsetBytes, lengthBytes);
   if (canReadLocally(s, r)) {
-    emit(s, { type: 'diskRead', ioId: io(s, { kind: 'clientRead', reqId, offsetBytes, lengthBytes }), offsetBytes, lengthBytes });
+    emit(s, {
+      type: 'diskRead',
+      ioId: io(s, { kind: 'clientRead', reqId, offsetBytes, lengthBytes }),
+      offsetBytes,
+      lengthBytes,
+    });
     return;
   }
   for (const p of s.peers.values()) {
@@ -584,7 +631,8 @@ function canReadLocally(s: EngineState, r: BlockRange): boolean {
   for (const p of s.peers.values()) {
     if (p.repl !== 'SyncTarget') continue;
     const b = bm(s, p.id);
-    for (let i = r.start; i < r.start + r.count; i++) if (b.test(i) || (s.rsLocks.get(i) ?? 0) > 0) return false;
+    for (let i = r.start; i < r.start + r.count; i++)
+      if (b.test(i) || (s.rsLocks.get(i) ?? 0) > 0) return false;
     return true;
   }
   return false;
@@ -664,7 +712,10 @@ function alActivate(s: EngineState, r: BlockRange): void {
   if (add.length > 0 || remove.length > 0) emit(s, { type: 'alCommit', add, remove });
 }
 
-function startWrite(s: EngineState, req: Extract<ClientRequest, { op: 'write' | 'trim' | 'zeroes' }>): void {
+function startWrite(
+  s: EngineState,
+  req: Extract<ClientRequest, { op: 'write' | 'trim' | 'zeroes' }>,
+): void {
   const lengthBytes = req.op === 'write' ? req.data.length : req.lengthBytes;
   const range = blockRangeOf(req.offsetBytes, lengthBytes);
   if (!alReady(s, range)) {
@@ -694,14 +745,30 @@ function startWrite(s: EngineState, req: Extract<ClientRequest, { op: 'write' | 
     w.localPending = true;
     lockWrite(s, range, 1);
     const ioId = io(s, { kind: 'clientWrite', seq });
-    if (req.op === 'write') emit(s, { type: 'diskWrite', ioId, offsetBytes: req.offsetBytes, data: req.data, fua: req.fua });
-    else if (req.op === 'trim') emit(s, { type: 'diskTrim', ioId, offsetBytes: req.offsetBytes, lengthBytes });
-    else emit(s, { type: 'diskZeroes', ioId, offsetBytes: req.offsetBytes, lengthBytes, fua: req.fua });
+    if (req.op === 'write')
+      emit(s, {
+        type: 'diskWrite',
+        ioId,
+        offsetBytes: req.offsetBytes,
+        data: req.data,
+        fua: req.fua,
+      });
+    else if (req.op === 'trim')
+      emit(s, { type: 'diskTrim', ioId, offsetBytes: req.offsetBytes, lengthBytes });
+    else
+      emit(s, {
+        type: 'diskZeroes',
+        ioId,
+        offsetBytes: req.offsetBytes,
+        lengthBytes,
+        fua: req.fua,
+      });
   }
   for (const p of s.peers.values()) {
     if (replicatesTo(s, p)) {
       if (p.closeEpoch) closeEpochNow(s, p);
-      const ack = req.fua || s.cfg.protocol === 'C' ? 'write' : s.cfg.protocol === 'B' ? 'recv' : 'none';
+      const ack =
+        req.fua || s.cfg.protocol === 'C' ? 'write' : s.cfg.protocol === 'B' ? 'recv' : 'none';
       send(s, p, 'data', {
         kind: 'Data',
         seq,
@@ -742,7 +809,8 @@ function maybeCompleteWrite(s: EngineState, w: WriteReq): void {
     for (const id of w.replicatedTo) {
       const p = s.peers.get(id);
       const t = p?.tl.get(w.seq);
-      if (p !== undefined && t !== undefined && t.epoch === p.epoch && p.epochWrites > 0) closeEpochNow(s, p);
+      if (p !== undefined && t !== undefined && t.epoch === p.epoch && p.epochWrites > 0)
+        closeEpochNow(s, p);
     }
   } else emit(s, { type: 'complete', reqId: w.reqId, ok: false, errno: 'EIO' });
   pumpQueue(s);
@@ -812,19 +880,32 @@ function rxQueued(s: EngineState, r: BlockRange): boolean {
 function wakeLockWaiters(s: EngineState): void {
   const ws = s.lockWaiters.splice(0);
   for (const w of ws) w();
-  const waiting = [...s.peers.values()].flatMap((p) => p.rsSourceWaiting.splice(0).map((r) => [p, r] as const));
+  const waiting = [...s.peers.values()].flatMap((p) =>
+    p.rsSourceWaiting.splice(0).map((r) => [p, r] as const),
+  );
   for (const [p, r] of waiting) serveRsRequest(s, p, r);
-  const reads = [...s.peers.values()].flatMap((p) => p.readsWaiting.splice(0).map((r) => [p, r] as const));
+  const reads = [...s.peers.values()].flatMap((p) =>
+    p.readsWaiting.splice(0).map((r) => [p, r] as const),
+  );
   for (const [p, r] of reads) servePeerRead(s, p, r);
 }
 
 /** An application write is landing on these blocks: resync data requested earlier is older. */
-function touchForResync(s: EngineState, r: BlockRange, offsetBytes: number, lengthBytes: number): void {
+function touchForResync(
+  s: EngineState,
+  r: BlockRange,
+  offsetBytes: number,
+  lengthBytes: number,
+): void {
   if (s.cfg.plantedBug === 'resync-overwrites-newer') return;
   for (const p of s.peers.values()) {
     if (p.rs === null) continue;
     for (const f of p.rs.inflight.values()) {
-      for (let b = Math.max(r.start, f.start); b < Math.min(r.start + r.count, f.start + f.count); b++) {
+      for (
+        let b = Math.max(r.start, f.start);
+        b < Math.min(r.start + r.count, f.start + f.count);
+        b++
+      ) {
         const full = offsetBytes <= b * BLOCK && offsetBytes + lengthBytes >= (b + 1) * BLOCK;
         if (full) f.touched.add(b);
         else f.partial.add(b);
@@ -881,7 +962,8 @@ function onDiskDone(s: EngineState, ev: Extract<EngineEvent, { type: 'diskDone' 
     }
     case 'peerRead': {
       const p = s.peers.get(what.peer);
-      if (p !== undefined && p.inc === what.inc) send(s, p, 'data', { kind: 'DataReply', id: what.id, ok: true, data });
+      if (p !== undefined && p.inc === what.inc)
+        send(s, p, 'data', { kind: 'DataReply', id: what.id, ok: true, data });
       return;
     }
     case 'rsRead':
@@ -892,7 +974,13 @@ function onDiskDone(s: EngineState, ev: Extract<EngineEvent, { type: 'diskDone' 
       const f = p?.rs?.inflight.get(what.id);
       if (p === undefined || p.inc !== what.inc || f === undefined) return;
       f.sent = true;
-      send(s, p, 'data', { kind: 'RsRequest', id: what.id, start: f.start, count: f.count, digest: s.cfg.digest(data) });
+      send(s, p, 'data', {
+        kind: 'RsRequest',
+        id: what.id,
+        start: f.start,
+        count: f.count,
+        digest: s.cfg.digest(data),
+      });
       return;
     }
     case 'rsWrite':
@@ -905,7 +993,11 @@ function onDiskDone(s: EngineState, ev: Extract<EngineEvent, { type: 'diskDone' 
   }
 }
 
-function peerWriteDone(s: EngineState, what: Extract<Io, { kind: 'peerWrite' }>, ok: boolean): void {
+function peerWriteDone(
+  s: EngineState,
+  what: Extract<Io, { kind: 'peerWrite' }>,
+  ok: boolean,
+): void {
   const p = s.peers.get(what.peer);
   if (p === undefined || p.inc !== what.inc) return;
   p.rxInflight--;
@@ -937,12 +1029,19 @@ function onIoError(s: EngineState, what: Io): void {
       break;
     case 'peerRead': {
       const p = s.peers.get(what.peer);
-      if (p !== undefined && p.inc === what.inc) send(s, p, 'data', { kind: 'DataReply', id: what.id, ok: false, data: new Uint8Array(0) });
+      if (p !== undefined && p.inc === what.inc)
+        send(s, p, 'data', { kind: 'DataReply', id: what.id, ok: false, data: new Uint8Array(0) });
       break;
     }
     case 'rsRead': {
       const p = s.peers.get(what.peer);
-      if (p !== undefined && p.inc === what.inc) send(s, p, 'control', { kind: 'RsNegAck', id: what.id, start: what.start, count: what.count });
+      if (p !== undefined && p.inc === what.inc)
+        send(s, p, 'control', {
+          kind: 'RsNegAck',
+          id: what.id,
+          start: what.start,
+          count: what.count,
+        });
       break;
     }
     case 'epochFlush': {
@@ -1035,8 +1134,20 @@ function detach(s: EngineState): void {
       case 'rsRead': {
         const p = s.peers.get(what.peer);
         if (p === undefined || p.inc !== what.inc) break;
-        if (what.kind === 'peerRead') send(s, p, 'data', { kind: 'DataReply', id: what.id, ok: false, data: new Uint8Array(0) });
-        else send(s, p, 'control', { kind: 'RsNegAck', id: what.id, start: what.start, count: what.count });
+        if (what.kind === 'peerRead')
+          send(s, p, 'data', {
+            kind: 'DataReply',
+            id: what.id,
+            ok: false,
+            data: new Uint8Array(0),
+          });
+        else
+          send(s, p, 'control', {
+            kind: 'RsNegAck',
+            id: what.id,
+            start: what.start,
+            count: what.count,
+          });
         break;
       }
       case 'clientWrite':
@@ -1105,7 +1216,8 @@ function onAdmin(s: EngineState, cmdId: number, c: AdminCommand): void {
       }
       if (iAmSource ? s.disk !== 'UpToDate' : p.disk !== 'UpToDate')
         return reply(s, cmdId, false, 'the sync source must be UpToDate');
-      if (!iAmSource && s.role === 'Primary') return reply(s, cmdId, false, 'a Primary cannot invalidate its own data');
+      if (!iAmSource && s.role === 'Primary')
+        return reply(s, cmdId, false, 'a Primary cannot invalidate its own data');
       send(s, p, 'data', { kind: 'StartResync', senderIsSource: iAmSource, full: true });
       beginSync(s, p, iAmSource ? 'source' : 'target', true);
       return reply(s, cmdId, true, 'full sync started');
@@ -1114,7 +1226,10 @@ function onAdmin(s: EngineState, cmdId: number, c: AdminCommand): void {
       return startVerify(s, cmdId, c.peer);
     case 'detach':
       if (!hasDisk(s)) return reply(s, cmdId, false, 'no disk attached');
-      if (s.role === 'Primary' && ![...s.peers.values()].some((p) => isConnectedSettled(p) && p.disk === 'UpToDate'))
+      if (
+        s.role === 'Primary' &&
+        ![...s.peers.values()].some((p) => isConnectedSettled(p) && p.disk === 'UpToDate')
+      )
         return reply(s, cmdId, false, 'a Primary needs an UpToDate peer to detach');
       persist(s);
       emit(s, { type: 'bitmapFlush' });
@@ -1127,12 +1242,14 @@ function onAdmin(s: EngineState, cmdId: number, c: AdminCommand): void {
 
 function promote(s: EngineState, cmdId: number, force: boolean): void {
   if (s.role === 'Primary') return reply(s, cmdId, true, 'already Primary');
-  if (s.pendingPromote !== null) return reply(s, cmdId, false, 'a promotion is already in progress');
+  if (s.pendingPromote !== null)
+    return reply(s, cmdId, false, 'a promotion is already in progress');
   const connected = [...s.peers.values()].filter((p) => isConnectedSettled(p));
   if (!s.cfg.allowTwoPrimaries && connected.some((p) => p.role === 'Primary'))
     return reply(s, cmdId, false, 'the peer is Primary and allow-two-primaries is off');
   if (s.disk === 'Diskless') {
-    if (!connected.some((p) => p.disk === 'UpToDate')) return reply(s, cmdId, false, 'no local disk and no UpToDate peer');
+    if (!connected.some((p) => p.disk === 'UpToDate'))
+      return reply(s, cmdId, false, 'no local disk and no UpToDate peer');
   } else if (s.disk !== 'UpToDate' && !force) {
     return reply(s, cmdId, false, `disk is ${s.disk}; UpToDate needed (or --force)`);
   } else if (!hasDisk(s)) return reply(s, cmdId, false, `disk is ${s.disk}`);
@@ -1172,7 +1289,9 @@ function becomePrimary(s: EngineState, cmdId: number, force: boolean): void {
     s.wasUpToDate = true;
     setDisk(s, 'UpToDate');
   }
-  const outOfReach = [...s.peers.values()].some((p) => !inSyncWith(p) && (s.bitmapUuids.get(p.id) ?? 0n) === 0n);
+  const outOfReach = [...s.peers.values()].some(
+    (p) => !inSyncWith(p) && (s.bitmapUuids.get(p.id) ?? 0n) === 0n,
+  );
   if (hasDisk(s) && (forcedUp || outOfReach)) newCurrentUuid(s);
   else {
     s.current = withRoleBit(s, s.current);
@@ -1181,7 +1300,12 @@ function becomePrimary(s: EngineState, cmdId: number, force: boolean): void {
   broadcastState(s);
   if (forcedUp) {
     for (const p of s.peers.values()) {
-      if (isConnectedSettled(p) && p.disk !== 'UpToDate' && p.disk !== 'Diskless' && p.sync === null) {
+      if (
+        isConnectedSettled(p) &&
+        p.disk !== 'UpToDate' &&
+        p.disk !== 'Diskless' &&
+        p.sync === null
+      ) {
         send(s, p, 'data', { kind: 'StartResync', senderIsSource: true, full: true });
         beginSync(s, p, 'source', true);
       }
@@ -1192,7 +1316,8 @@ function becomePrimary(s: EngineState, cmdId: number, force: boolean): void {
 
 function demote(s: EngineState, cmdId: number): void {
   if (s.role !== 'Primary') return reply(s, cmdId, true, 'already Secondary');
-  if (s.writes.size > 0 || s.flushes.size > 0 || s.queued.length > 0) return reply(s, cmdId, false, 'device is busy (I/O in flight)');
+  if (s.writes.size > 0 || s.flushes.size > 0 || s.queued.length > 0)
+    return reply(s, cmdId, false, 'device is busy (I/O in flight)');
   setRole(s, 'Secondary');
   s.crashedPrimary = false;
   s.current = withRoleBit(s, s.current);
@@ -1234,7 +1359,10 @@ function newCurrentUuidCmd(s: EngineState, cmdId: number, clearBitmap: boolean):
 
 function attach(s: EngineState, cmdId: number, boot: BootState): void {
   if (hasDisk(s)) return reply(s, cmdId, false, 'a disk is already attached');
-  if (s.role === 'Primary' && ![...s.peers.values()].some((p) => isConnectedSettled(p) && p.disk === 'UpToDate'))
+  if (
+    s.role === 'Primary' &&
+    ![...s.peers.values()].some((p) => isConnectedSettled(p) && p.disk === 'UpToDate')
+  )
     return reply(s, cmdId, false, 'a Primary attaches only while connected to an UpToDate peer');
   s.attachedAsPrimary = s.role === 'Primary';
   setDisk(s, 'Attaching');
@@ -1312,14 +1440,24 @@ function onHandshake(s: EngineState, p: Peer, h: HandshakePacket): void {
   setPeerRole(s, p, h.role);
   setPeerDisk(s, p, h.disk);
   if (h.sizeBytes !== s.cfg.sizeBytes || h.protocol !== s.cfg.protocol || h.nodeId !== p.id) {
-    emit(s, { type: 'note', note: { kind: 'handshake', peer: p.id, rule: 'incompatible', decision: 'disconnect' } });
+    emit(s, {
+      type: 'note',
+      note: { kind: 'handshake', peer: p.id, rule: 'incompatible', decision: 'disconnect' },
+    });
     return goStandAlone(s, p);
   }
-  if (s.role === 'Primary' && h.role === 'Primary' && !(s.cfg.allowTwoPrimaries && h.allowTwoPrimaries)) {
+  if (
+    s.role === 'Primary' &&
+    h.role === 'Primary' &&
+    !(s.cfg.allowTwoPrimaries && h.allowTwoPrimaries)
+  ) {
     // Both Primary without two-primaries: only a split brain can explain it.
   }
   if (!hasDisk(s) || h.disk === 'Diskless' || h.disk === 'Failed' || h.disk === 'Attaching') {
-    emit(s, { type: 'note', note: { kind: 'handshake', peer: p.id, rule: 'diskless', decision: 'no-sync' } });
+    emit(s, {
+      type: 'note',
+      note: { kind: 'handshake', peer: p.id, rule: 'diskless', decision: 'no-sync' },
+    });
     return settle(s, p, 'Established');
   }
   const peerView: UuidView = {
@@ -1341,14 +1479,23 @@ function onHandshake(s: EngineState, p: Peer, h: HandshakePacket): void {
   // Equal generations with marked blocks: writes that were never barrier-acked (e.g. a demoted
   // Primary lost the link before its last epoch was acknowledged). Resync exactly those.
   const mine = bm(s, p.id).weight;
-  if (result === 0 && (mine > 0 || h.bitmapWeight > 0) && s.disk !== 'Inconsistent' && h.disk !== 'Inconsistent') {
+  if (
+    result === 0 &&
+    (mine > 0 || h.bitmapWeight > 0) &&
+    s.disk !== 'Inconsistent' &&
+    h.disk !== 'Inconsistent'
+  ) {
     if (mine > 0 && h.bitmapWeight === 0) result = 1;
     else if (h.bitmapWeight > 0 && mine === 0) result = -1;
     else result = s.cfg.nodeId < h.nodeId ? 1 : -1;
   }
   const decision = describe(result);
   emit(s, { type: 'note', note: { kind: 'handshake', peer: p.id, rule: v.rule, decision } });
-  if (v.splitBrain !== null) emit(s, { type: 'note', note: { kind: 'split-brain', peer: p.id, resolved: `${v.splitBrain}: ${decision}` } });
+  if (v.splitBrain !== null)
+    emit(s, {
+      type: 'note',
+      note: { kind: 'split-brain', peer: p.id, resolved: `${v.splitBrain}: ${decision}` },
+    });
   p.discardMyData = false;
   switch (result) {
     case 0:
@@ -1362,11 +1509,25 @@ function onHandshake(s: EngineState, p: Peer, h: HandshakePacket): void {
       const target = result < 0;
       const violent = v.splitBrain?.includes('violently') ?? false;
       if (target && s.role === 'Primary' && s.disk === 'UpToDate' && !violent) {
-        emit(s, { type: 'note', note: { kind: 'split-brain', peer: p.id, resolved: 'refused: a Primary would become SyncTarget' } });
+        emit(s, {
+          type: 'note',
+          note: {
+            kind: 'split-brain',
+            peer: p.id,
+            resolved: 'refused: a Primary would become SyncTarget',
+          },
+        });
         return goStandAlone(s, p);
       }
-      if (!target && (h.role === 'Primary' && h.disk === 'UpToDate') && !violent) {
-        emit(s, { type: 'note', note: { kind: 'split-brain', peer: p.id, resolved: 'refused: a Primary would become SyncTarget' } });
+      if (!target && h.role === 'Primary' && h.disk === 'UpToDate' && !violent) {
+        emit(s, {
+          type: 'note',
+          note: {
+            kind: 'split-brain',
+            peer: p.id,
+            resolved: 'refused: a Primary would become SyncTarget',
+          },
+        });
         return goStandAlone(s, p);
       }
       p.settled = true;
@@ -1425,7 +1586,10 @@ function beginSync(s: EngineState, p: Peer, role: 'source' | 'target', full: boo
     persist(s);
   } else {
     const b = s.bitmapUuids.get(p.id) ?? 0n;
-    const syncUuid = b !== 0n && (b & ~1n) !== UUID_JUST_CREATED ? BigInt.asUintN(64, b + UUID_NEW_BM_OFFSET) : randomUuid(s);
+    const syncUuid =
+      b !== 0n && (b & ~1n) !== UUID_JUST_CREATED
+        ? BigInt.asUintN(64, b + UUID_NEW_BM_OFFSET)
+        : randomUuid(s);
     s.bitmapUuids.set(p.id, syncUuid);
     persist(s);
     send(s, p, 'data', { kind: 'SyncUuid', uuid: syncUuid });
@@ -1502,7 +1666,8 @@ function onClosed(s: EngineState, peerId: number, byNetwork: boolean): void {
   for (const f of [...s.flushes.values()]) {
     if (f.barriers.delete(p.id)) maybeCompleteFlush(s, f);
   }
-  for (const reqId of p.readsViaPeer.values()) emit(s, { type: 'complete', reqId, ok: false, errno: 'EIO' });
+  for (const reqId of p.readsViaPeer.values())
+    emit(s, { type: 'complete', reqId, ok: false, errno: 'EIO' });
   p.readsViaPeer.clear();
   if (p.rs !== null) stopResync(s, p);
   p.rsSourceWaiting.length = 0;
@@ -1516,7 +1681,13 @@ function onClosed(s: EngineState, peerId: number, byNetwork: boolean): void {
   setPeerRole(s, p, 'Unknown');
   if (s.pendingPromote?.waiting.has(p.id) === true) onPromoteReply(s, p, p.promoteId, true);
   // A Primary that loses a peer starts a new generation, so the peer's copy stays identifiable.
-  if (s.role === 'Primary' && hasDisk(s) && s.disk === 'UpToDate' && wasInSync && (s.bitmapUuids.get(p.id) ?? 0n) === 0n) {
+  if (
+    s.role === 'Primary' &&
+    hasDisk(s) &&
+    s.disk === 'UpToDate' &&
+    wasInSync &&
+    (s.bitmapUuids.get(p.id) ?? 0n) === 0n
+  ) {
     newCurrentUuid(s);
   }
   if (hasDisk(s)) emit(s, { type: 'bitmapFlush' });
@@ -1559,11 +1730,16 @@ function onPacket(s: EngineState, peerId: number, pk: Packet): void {
       if ((pk.disk === 'Diskless' || pk.disk === 'Failed') && p.repl !== 'Off') {
         // The peer lost its disk: what it had in flight is out of sync, and so is what follows.
         clearTl(s, p);
-        for (const f of [...s.flushes.values()]) if (f.barriers.delete(p.id)) maybeCompleteFlush(s, f);
+        for (const f of [...s.flushes.values()])
+          if (f.barriers.delete(p.id)) maybeCompleteFlush(s, f);
         if (p.rs !== null) stopResync(s, p);
         setRepl(s, p, 'Established');
         // DRBD: losing the peer's copy while either side is Primary starts a new generation.
-        if ((s.role === 'Primary' || pk.role === 'Primary') && s.disk === 'UpToDate' && (s.bitmapUuids.get(p.id) ?? 0n) === 0n)
+        if (
+          (s.role === 'Primary' || pk.role === 'Primary') &&
+          s.disk === 'UpToDate' &&
+          (s.bitmapUuids.get(p.id) ?? 0n) === 0n
+        )
           newCurrentUuid(s);
       }
       return;
@@ -1585,7 +1761,8 @@ function onPacket(s: EngineState, peerId: number, pk: Packet): void {
       return;
     case 'PromoteRequest': {
       const mine = s.pendingPromote !== null;
-      const refuse = (s.role === 'Primary' && !s.cfg.allowTwoPrimaries) || (mine && s.cfg.nodeId < p.id);
+      const refuse =
+        (s.role === 'Primary' && !s.cfg.allowTwoPrimaries) || (mine && s.cfg.nodeId < p.id);
       if (!refuse) setPeerRole(s, p, 'Primary');
       send(s, p, 'control', { kind: 'PromoteReply', id: pk.id, granted: !refuse });
       return;
@@ -1618,7 +1795,12 @@ function onPacket(s: EngineState, peerId: number, pk: Packet): void {
       const reqId = p.readsViaPeer.get(pk.id);
       if (reqId === undefined) return;
       p.readsViaPeer.delete(pk.id);
-      return emit(s, pk.ok ? { type: 'complete', reqId, ok: true, data: pk.data } : { type: 'complete', reqId, ok: false, errno: 'EIO' });
+      return emit(
+        s,
+        pk.ok
+          ? { type: 'complete', reqId, ok: true, data: pk.data }
+          : { type: 'complete', reqId, ok: false, errno: 'EIO' },
+      );
     }
     case 'RsRequest':
       return serveRsRequest(s, p, pk);
@@ -1641,9 +1823,21 @@ function onPacket(s: EngineState, peerId: number, pk: Packet): void {
       if (p.repl === 'Established' && hasDisk(s)) setRepl(s, p, 'VerifyT');
       return;
     case 'OvRequest': {
-      const ioId = io(s, { kind: 'ovPeerRead', peer: p.id, inc: p.inc, id: pk.id, start: pk.start, count: pk.count });
+      const ioId = io(s, {
+        kind: 'ovPeerRead',
+        peer: p.id,
+        inc: p.inc,
+        id: pk.id,
+        start: pk.start,
+        count: pk.count,
+      });
       const r = clampRange(s, { start: pk.start, count: pk.count });
-      return emit(s, { type: 'diskRead', ioId, offsetBytes: r.start * BLOCK, lengthBytes: r.count * BLOCK });
+      return emit(s, {
+        type: 'diskRead',
+        ioId,
+        offsetBytes: r.start * BLOCK,
+        lengthBytes: r.count * BLOCK,
+      });
     }
     case 'OvReply': {
       const q = p.ov?.inflight.get(pk.id);
@@ -1703,10 +1897,26 @@ function startPeerWrite(s: EngineState, p: Peer, pk: Extract<Packet, { kind: 'Da
       return;
     }
     lockWrite(s, range, 1);
-    const ioId = io(s, { kind: 'peerWrite', peer: p.id, inc: p.inc, seq: pk.seq, ack: pk.ack, range });
-    if (pk.op === 'write') emit(s, { type: 'diskWrite', ioId, offsetBytes: pk.offsetBytes, data: pk.data, fua: pk.fua });
-    else if (pk.op === 'trim') emit(s, { type: 'diskTrim', ioId, offsetBytes: pk.offsetBytes, lengthBytes: pk.lengthBytes });
-    else emit(s, { type: 'diskZeroes', ioId, offsetBytes: pk.offsetBytes, lengthBytes: pk.lengthBytes, fua: pk.fua });
+    const ioId = io(s, {
+      kind: 'peerWrite',
+      peer: p.id,
+      inc: p.inc,
+      seq: pk.seq,
+      ack: pk.ack,
+      range,
+    });
+    if (pk.op === 'write')
+      emit(s, { type: 'diskWrite', ioId, offsetBytes: pk.offsetBytes, data: pk.data, fua: pk.fua });
+    else if (pk.op === 'trim')
+      emit(s, { type: 'diskTrim', ioId, offsetBytes: pk.offsetBytes, lengthBytes: pk.lengthBytes });
+    else
+      emit(s, {
+        type: 'diskZeroes',
+        ioId,
+        offsetBytes: pk.offsetBytes,
+        lengthBytes: pk.lengthBytes,
+        fua: pk.fua,
+      });
   };
   const incAtArrival = p.inc;
   go();
@@ -1715,7 +1925,8 @@ function startPeerWrite(s: EngineState, p: Peer, pk: Extract<Packet, { kind: 'Da
 function maybeFinishRxEpoch(s: EngineState, p: Peer): void {
   if (!p.rxDraining || p.rxInflight > 0 || p.rxFlushing) return;
   if (!hasDisk(s) || p.rxNoAck) {
-    if (!p.rxNoAck) send(s, p, 'control', { kind: 'BarrierAck', epoch: p.rxEpoch, setSize: p.rxCount });
+    if (!p.rxNoAck)
+      send(s, p, 'control', { kind: 'BarrierAck', epoch: p.rxEpoch, setSize: p.rxCount });
     p.rxCount = 0;
     p.rxDraining = false;
     return pumpRx(s, p);
@@ -1728,7 +1939,15 @@ function maybeFinishRxEpoch(s: EngineState, p: Peer): void {
 function onBarrierAck(s: EngineState, p: Peer, epoch: number, setSize: number): void {
   const expected = p.epochSizes.get(epoch);
   if (expected !== undefined && expected !== setSize) {
-    emit(s, { type: 'note', note: { kind: 'handshake', peer: p.id, rule: 'barrier-set-size-mismatch', decision: 'disconnect' } });
+    emit(s, {
+      type: 'note',
+      note: {
+        kind: 'handshake',
+        peer: p.id,
+        rule: 'barrier-set-size-mismatch',
+        decision: 'disconnect',
+      },
+    });
     p.wantConnect = true;
     emit(s, { type: 'disconnect', peer: p.id });
     onClosed(s, p.id, true);
@@ -1792,14 +2011,21 @@ function resyncTick(s: EngineState, p: Peer): void {
   if (rs === null) return;
   let inFlightBytes = 0;
   for (const f of rs.inflight.values()) inFlightBytes += f.count * BLOCK;
-  const budget = resyncBudget(s.cfg.resync, rs, inFlightBytes, rs.doneBytesThisTick, s.appIoThisTick > 0);
+  const budget = resyncBudget(
+    s.cfg.resync,
+    rs,
+    inFlightBytes,
+    rs.doneBytesThisTick,
+    s.appIoThisTick > 0,
+  );
   s.appIoThisTick = 0;
   rs.doneBytesThisTick = 0;
   // Credit never exceeds one tick's worth plus a request, so an idle period cannot burst.
   rs.creditBytes = Math.min(rs.creditBytes + budget, budget + RESYNC_REQUEST_BYTES_MAX);
   issueResyncRequests(s, p);
   maybeFinishResync(s, p);
-  if (p.rs !== null && !p.rs.finishing) emit(s, { type: 'setTimer', timerId: rs.timerId, afterMs: RESYNC_TICK_MS });
+  if (p.rs !== null && !p.rs.finishing)
+    emit(s, { type: 'setTimer', timerId: rs.timerId, afterMs: RESYNC_TICK_MS });
 }
 
 function issueResyncRequests(s: EngineState, p: Peer): void {
@@ -1807,7 +2033,8 @@ function issueResyncRequests(s: EngineState, p: Peer): void {
   if (rs === null) return;
   const b = bm(s, p.id);
   const busy = (blk: number): boolean => {
-    for (const f of rs.inflight.values()) if (blk >= f.start && blk < f.start + f.count) return true;
+    for (const f of rs.inflight.values())
+      if (blk >= f.start && blk < f.start + f.count) return true;
     return false;
   };
   let wrapped = false;
@@ -1822,11 +2049,24 @@ function issueResyncRequests(s: EngineState, p: Peer): void {
     }
     let count = 1;
     const maxCount = Math.min(RS_BLOCKS_MAX, Math.floor(rs.creditBytes / BLOCK));
-    while (count < maxCount && start + count < s.blocks && b.test(start + count) && !busy(start + count)) count++;
+    while (
+      count < maxCount &&
+      start + count < s.blocks &&
+      b.test(start + count) &&
+      !busy(start + count)
+    )
+      count++;
     rs.cursor = start + count;
     rs.creditBytes -= count * BLOCK;
     const id = s.nextId++;
-    const f: RsInFlight = { start, count, touched: new Set(), partial: new Set(), writesPending: 0, sent: false };
+    const f: RsInFlight = {
+      start,
+      count,
+      touched: new Set(),
+      partial: new Set(),
+      writesPending: 0,
+      sent: false,
+    };
     rs.inflight.set(id, f);
     if (s.cfg.csums) {
       const ioId = io(s, { kind: 'rsCsumRead', peer: p.id, inc: p.inc, id });
@@ -1839,7 +2079,11 @@ function issueResyncRequests(s: EngineState, p: Peer): void {
 }
 
 /** A read for a Diskless or syncing peer: it must see the writes that peer sent before it. */
-function servePeerRead(s: EngineState, p: Peer, r: { id: number; offsetBytes: number; lengthBytes: number }): void {
+function servePeerRead(
+  s: EngineState,
+  p: Peer,
+  r: { id: number; offsetBytes: number; lengthBytes: number },
+): void {
   if (p.conn !== 'Connected') return;
   if (s.disk !== 'UpToDate') {
     send(s, p, 'data', { kind: 'DataReply', id: r.id, ok: false, data: new Uint8Array(0) });
@@ -1854,7 +2098,11 @@ function servePeerRead(s: EngineState, p: Peer, r: { id: number; offsetBytes: nu
   emit(s, { type: 'diskRead', ioId, offsetBytes: r.offsetBytes, lengthBytes: r.lengthBytes });
 }
 
-function serveRsRequest(s: EngineState, p: Peer, r: { id: number; start: number; count: number; digest: Uint8Array }): void {
+function serveRsRequest(
+  s: EngineState,
+  p: Peer,
+  r: { id: number; start: number; count: number; digest: Uint8Array },
+): void {
   if (p.inc === undefined || p.conn !== 'Connected') return;
   const range = clampRange(s, { start: r.start, count: r.count });
   if (!hasDisk(s) || s.disk !== 'UpToDate' || range.count === 0) {
@@ -1867,8 +2115,21 @@ function serveRsRequest(s: EngineState, p: Peer, r: { id: number; start: number;
     p.rsSourceWaiting.push(r);
     return;
   }
-  const ioId = io(s, { kind: 'rsRead', peer: p.id, inc: p.inc, id: r.id, start: range.start, count: range.count, digest: r.digest });
-  emit(s, { type: 'diskRead', ioId, offsetBytes: range.start * BLOCK, lengthBytes: range.count * BLOCK });
+  const ioId = io(s, {
+    kind: 'rsRead',
+    peer: p.id,
+    inc: p.inc,
+    id: r.id,
+    start: range.start,
+    count: range.count,
+    digest: r.digest,
+  });
+  emit(s, {
+    type: 'diskRead',
+    ioId,
+    offsetBytes: range.start * BLOCK,
+    lengthBytes: range.count * BLOCK,
+  });
 }
 
 function rsReadDone(s: EngineState, what: Extract<Io, { kind: 'rsRead' }>, data: Uint8Array): void {
@@ -1894,15 +2155,30 @@ function onRsInSync(s: EngineState, p: Peer, id: number, start: number, count: n
   if (rs === null || f === undefined) return;
   rs.inflight.delete(id);
   rs.doneBytesThisTick += count * BLOCK;
-  for (let b = start; b < start + count; b++) if (!f.partial.has(b)) markInSync(s, p.id, { start: b, count: 1 });
+  for (let b = start; b < start + count; b++)
+    if (!f.partial.has(b)) markInSync(s, p.id, { start: b, count: 1 });
   issueResyncRequests(s, p);
   maybeFinishResync(s, p);
 }
 
-function onRsReply(s: EngineState, p: Peer, id: number, start: number, count: number, data: Uint8Array): void {
+function onRsReply(
+  s: EngineState,
+  p: Peer,
+  id: number,
+  start: number,
+  count: number,
+  data: Uint8Array,
+): void {
   const rs = p.rs;
   const f = rs?.inflight.get(id);
-  if (rs === null || f === undefined || f.start !== start || f.count !== count || data.length !== count * BLOCK) return;
+  if (
+    rs === null ||
+    f === undefined ||
+    f.start !== start ||
+    f.count !== count ||
+    data.length !== count * BLOCK
+  )
+    return;
   rs.doneBytesThisTick += count * BLOCK;
   // Never overwrite newer application data: skip blocks an application write touched.
   const runs: BlockRange[] = [];
@@ -1911,7 +2187,8 @@ function onRsReply(s: EngineState, p: Peer, id: number, start: number, count: nu
     if ((s.writeLocks.get(b) ?? 0) > 0) f.partial.add(b);
     if (f.touched.has(b) || f.partial.has(b)) continue;
     const last = runs[runs.length - 1];
-    if (last !== undefined && last.start + last.count === b) runs[runs.length - 1] = { start: last.start, count: last.count + 1 };
+    if (last !== undefined && last.start + last.count === b)
+      runs[runs.length - 1] = { start: last.start, count: last.count + 1 };
     else runs.push({ start: b, count: 1 });
   }
   f.writesPending = runs.length;
@@ -1919,7 +2196,13 @@ function onRsReply(s: EngineState, p: Peer, id: number, start: number, count: nu
     lockRs(s, r, 1);
     const ioId = io(s, { kind: 'rsWrite', peer: p.id, inc: p.inc, id, range: r });
     const off = (r.start - start) * BLOCK;
-    emit(s, { type: 'diskWrite', ioId, offsetBytes: r.start * BLOCK, data: data.subarray(off, off + r.count * BLOCK), fua: false });
+    emit(s, {
+      type: 'diskWrite',
+      ioId,
+      offsetBytes: r.start * BLOCK,
+      data: data.subarray(off, off + r.count * BLOCK),
+      fua: false,
+    });
   }
   if (runs.length === 0) finishRsRequest(s, p, id);
 }
@@ -1946,7 +2229,8 @@ function finishRsRequest(s: EngineState, p: Peer, id: number): void {
     markInSync(s, p.id, { start: b, count: 1 });
     cleared.push({ start: b, count: 1 });
   }
-  for (const r of mergeRanges(cleared)) send(s, p, 'control', { kind: 'RsWriteAck', id, start: r.start, count: r.count });
+  for (const r of mergeRanges(cleared))
+    send(s, p, 'control', { kind: 'RsWriteAck', id, start: r.start, count: r.count });
   issueResyncRequests(s, p);
   maybeFinishResync(s, p);
 }
@@ -1996,7 +2280,12 @@ function startVerify(s: EngineState, cmdId: number, peerId: number): void {
   const p = s.peers.get(peerId);
   if (p === undefined) return reply(s, cmdId, false, `unknown peer ${peerId}`);
   if (!s.cfg.verify) return reply(s, cmdId, false, 'no verify-alg configured');
-  if (!isConnectedSettled(p) || p.repl !== 'Established' || s.disk !== 'UpToDate' || p.disk !== 'UpToDate')
+  if (
+    !isConnectedSettled(p) ||
+    p.repl !== 'Established' ||
+    s.disk !== 'UpToDate' ||
+    p.disk !== 'UpToDate'
+  )
     return reply(s, cmdId, false, 'verify needs an established connection between UpToDate disks');
   setRepl(s, p, 'VerifyS');
   send(s, p, 'data', { kind: 'OvStart' });
@@ -2022,13 +2311,17 @@ function issueVerify(s: EngineState, p: Peer): void {
     p.ov = null;
     send(s, p, 'data', { kind: 'OvDone' });
     setRepl(s, p, 'Established');
-    emit(s, { type: 'note', note: { kind: 'verify-finished', peer: p.id, outOfSyncBlocks: ov.found } });
+    emit(s, {
+      type: 'note',
+      note: { kind: 'verify-finished', peer: p.id, outOfSyncBlocks: ov.found },
+    });
   }
 }
 
 function blockDigests(s: EngineState, data: Uint8Array): Uint8Array {
   const parts: Uint8Array[] = [];
-  for (let o = 0; o < data.length; o += BLOCK) parts.push(s.cfg.digest(data.subarray(o, o + BLOCK)));
+  for (let o = 0; o < data.length; o += BLOCK)
+    parts.push(s.cfg.digest(data.subarray(o, o + BLOCK)));
   const n = parts.reduce((a, b) => a + b.length, 0);
   const out = new Uint8Array(n);
   let o = 0;
@@ -2039,11 +2332,21 @@ function blockDigests(s: EngineState, data: Uint8Array): Uint8Array {
   return out;
 }
 
-function ovReadDone(s: EngineState, what: Extract<Io, { kind: 'ovLocalRead' | 'ovPeerRead' }>, data: Uint8Array): void {
+function ovReadDone(
+  s: EngineState,
+  what: Extract<Io, { kind: 'ovLocalRead' | 'ovPeerRead' }>,
+  data: Uint8Array,
+): void {
   const p = s.peers.get(what.peer);
   if (p === undefined || p.inc !== what.inc) return;
   if (what.kind === 'ovPeerRead') {
-    send(s, p, 'data', { kind: 'OvReply', id: what.id, start: what.start, count: what.count, digest: blockDigests(s, data) });
+    send(s, p, 'data', {
+      kind: 'OvReply',
+      id: what.id,
+      start: what.start,
+      count: what.count,
+      digest: blockDigests(s, data),
+    });
     return;
   }
   const q = p.ov?.inflight.get(what.id);
@@ -2076,21 +2379,47 @@ function ovCompare(s: EngineState, p: Peer, id: number): void {
 /** Asserts what must hold after every step. */
 export function checkInvariants(s: EngineState): void {
   if (s.role === 'Primary') {
-    const syncTarget = [...s.peers.values()].some((p) => p.repl === 'SyncTarget' || p.sync?.role === 'target');
-    const catchingUp = (s.disk === 'Inconsistent' && syncTarget) || ((s.disk === 'Outdated' || s.disk === 'Inconsistent') && s.attachedAsPrimary);
-    assert(s.disk === 'UpToDate' || s.disk === 'Diskless' || catchingUp, `Primary with a ${s.disk} disk`);
+    const syncTarget = [...s.peers.values()].some(
+      (p) => p.repl === 'SyncTarget' || p.sync?.role === 'target',
+    );
+    const catchingUp =
+      (s.disk === 'Inconsistent' && syncTarget) ||
+      ((s.disk === 'Outdated' || s.disk === 'Inconsistent') && s.attachedAsPrimary);
+    assert(
+      s.disk === 'UpToDate' || s.disk === 'Diskless' || catchingUp,
+      `Primary with a ${s.disk} disk`,
+    );
   }
   for (const p of s.peers.values()) {
     const b = bm(s, p.id);
     assert(b.weight >= 0 && b.weight <= s.blocks, 'bitmap weight in range');
     if (p.repl === 'SyncTarget') assert(s.disk === 'Inconsistent', 'a SyncTarget is Inconsistent');
     if (p.repl === 'SyncTarget') assert(p.rs !== null, 'a SyncTarget has resync state');
-    if (p.conn !== 'Connected') assert(p.repl === 'Off' && p.rs === null && p.tl.size === 0, 'no replication state without a connection');
-    if (p.repl === 'Established' && s.disk === 'UpToDate' && p.disk === 'UpToDate' && !p.verifyMarked)
-      assert(b.weight === 0, `UpToDate and Established with ${b.weight} out-of-sync blocks (peer ${p.id})`);
-    if (p.conn === 'Connected' && p.settled && p.repl === 'Established' && p.role === 'Primary' && s.role === 'Primary')
+    if (p.conn !== 'Connected')
+      assert(
+        p.repl === 'Off' && p.rs === null && p.tl.size === 0,
+        'no replication state without a connection',
+      );
+    if (
+      p.repl === 'Established' &&
+      s.disk === 'UpToDate' &&
+      p.disk === 'UpToDate' &&
+      !p.verifyMarked
+    )
+      assert(
+        b.weight === 0,
+        `UpToDate and Established with ${b.weight} out-of-sync blocks (peer ${p.id})`,
+      );
+    if (
+      p.conn === 'Connected' &&
+      p.settled &&
+      p.repl === 'Established' &&
+      p.role === 'Primary' &&
+      s.role === 'Primary'
+    )
       assert(s.cfg.allowTwoPrimaries, 'two Primaries without allow-two-primaries');
   }
   assert(s.al.length <= s.cfg.alExtents, 'activity log within al-extents');
-  for (const [e, n] of s.alWrites) assert(n > 0 && s.al.includes(e), 'writes only into hot extents');
+  for (const [e, n] of s.alWrites)
+    assert(n > 0 && s.al.includes(e), 'writes only into hot extents');
 }

@@ -3,7 +3,8 @@
 // Block numbers count BITMAP_BLOCK_BYTES (4 KiB) blocks; extents count AL_EXTENT_BYTES (4 MiB).
 
 export type Role = 'Primary' | 'Secondary' | 'Unknown';
-export type DiskState = 'Diskless' | 'Attaching' | 'Inconsistent' | 'Outdated' | 'UpToDate' | 'Failed';
+export type DiskState =
+  'Diskless' | 'Attaching' | 'Inconsistent' | 'Outdated' | 'UpToDate' | 'Failed';
 export type ConnState = 'StandAlone' | 'Connecting' | 'Connected';
 export type ReplState =
   | 'Off'
@@ -119,7 +120,12 @@ export interface BootState {
 // --- events ---------------------------------------------------------------------------------
 
 export type ClientRequest =
-  | { readonly op: 'read'; readonly id: number; readonly offsetBytes: number; readonly lengthBytes: number }
+  | {
+      readonly op: 'read';
+      readonly id: number;
+      readonly offsetBytes: number;
+      readonly lengthBytes: number;
+    }
   | {
       readonly op: 'write';
       readonly id: number;
@@ -151,7 +157,12 @@ export type AdminCommand =
 export type EngineEvent =
   | { readonly type: 'request'; readonly req: ClientRequest }
   | { readonly type: 'packet'; readonly peer: number; readonly packet: Packet }
-  | { readonly type: 'diskDone'; readonly ioId: number; readonly ok: true; readonly data?: Uint8Array }
+  | {
+      readonly type: 'diskDone';
+      readonly ioId: number;
+      readonly ok: true;
+      readonly data?: Uint8Array;
+    }
   | { readonly type: 'diskDone'; readonly ioId: number; readonly ok: false; readonly errno: string }
   | { readonly type: 'timer'; readonly timerId: number }
   | { readonly type: 'admin'; readonly cmdId: number; readonly command: AdminCommand }
@@ -167,7 +178,12 @@ export type EngineEvent =
  * later disk write until it is durable.
  */
 export type Action =
-  | { readonly type: 'diskRead'; readonly ioId: number; readonly offsetBytes: number; readonly lengthBytes: number }
+  | {
+      readonly type: 'diskRead';
+      readonly ioId: number;
+      readonly offsetBytes: number;
+      readonly lengthBytes: number;
+    }
   | {
       readonly type: 'diskWrite';
       readonly ioId: number;
@@ -175,7 +191,12 @@ export type Action =
       readonly data: Uint8Array;
       readonly fua: boolean;
     }
-  | { readonly type: 'diskTrim'; readonly ioId: number; readonly offsetBytes: number; readonly lengthBytes: number }
+  | {
+      readonly type: 'diskTrim';
+      readonly ioId: number;
+      readonly offsetBytes: number;
+      readonly lengthBytes: number;
+    }
   | {
       readonly type: 'diskZeroes';
       readonly ioId: number;
@@ -186,21 +207,45 @@ export type Action =
   | { readonly type: 'diskFlush'; readonly ioId: number }
   | { readonly type: 'persistMeta'; readonly meta: Metadata }
   /** Activity-log transaction: these extents become hot / cold (before writes into `add`). */
-  | { readonly type: 'alCommit'; readonly add: readonly number[]; readonly remove: readonly number[] }
+  | {
+      readonly type: 'alCommit';
+      readonly add: readonly number[];
+      readonly remove: readonly number[];
+    }
   /** In-memory bitmap change of one peer slot (made durable by the next bitmapFlush). */
   | { readonly type: 'bitmapSet'; readonly peer: number; readonly ranges: readonly BlockRange[] }
   | { readonly type: 'bitmapClear'; readonly peer: number; readonly ranges: readonly BlockRange[] }
   | { readonly type: 'bitmapFlush' }
-  | { readonly type: 'send'; readonly peer: number; readonly stream: Stream; readonly packet: Packet }
+  | {
+      readonly type: 'send';
+      readonly peer: number;
+      readonly stream: Stream;
+      readonly packet: Packet;
+    }
   /** Start (or keep) trying to connect to the peer. */
   | { readonly type: 'connect'; readonly peer: number }
   /** Close the connection to the peer and stop trying. */
   | { readonly type: 'disconnect'; readonly peer: number }
-  | { readonly type: 'complete'; readonly reqId: number; readonly ok: true; readonly data?: Uint8Array }
-  | { readonly type: 'complete'; readonly reqId: number; readonly ok: false; readonly errno: string }
+  | {
+      readonly type: 'complete';
+      readonly reqId: number;
+      readonly ok: true;
+      readonly data?: Uint8Array;
+    }
+  | {
+      readonly type: 'complete';
+      readonly reqId: number;
+      readonly ok: false;
+      readonly errno: string;
+    }
   | { readonly type: 'setTimer'; readonly timerId: number; readonly afterMs: number }
   | { readonly type: 'cancelTimer'; readonly timerId: number }
-  | { readonly type: 'adminResult'; readonly cmdId: number; readonly ok: boolean; readonly message: string }
+  | {
+      readonly type: 'adminResult';
+      readonly cmdId: number;
+      readonly ok: boolean;
+      readonly message: string;
+    }
   | { readonly type: 'stateChange'; readonly change: StateChange }
   | { readonly type: 'note'; readonly note: EngineNote };
 
@@ -214,9 +259,19 @@ export type StateChange =
 
 /** Notable happenings for the event stream (drbdsetup events2 style). */
 export type EngineNote =
-  | { readonly kind: 'handshake'; readonly peer: number; readonly rule: string; readonly decision: string }
+  | {
+      readonly kind: 'handshake';
+      readonly peer: number;
+      readonly rule: string;
+      readonly decision: string;
+    }
   | { readonly kind: 'split-brain'; readonly peer: number; readonly resolved: string }
-  | { readonly kind: 'resync-started'; readonly peer: number; readonly role: 'source' | 'target'; readonly bits: number }
+  | {
+      readonly kind: 'resync-started';
+      readonly peer: number;
+      readonly role: 'source' | 'target';
+      readonly bits: number;
+    }
   | { readonly kind: 'resync-finished'; readonly peer: number; readonly role: 'source' | 'target' }
   | { readonly kind: 'verify-finished'; readonly peer: number; readonly outOfSyncBlocks: number }
   | { readonly kind: 'io-error'; readonly errno: string }
@@ -267,19 +322,72 @@ export type Packet =
   | { readonly kind: 'RecvAck'; readonly seq: number }
   | { readonly kind: 'WriteAck'; readonly seq: number }
   | { readonly kind: 'NegAck'; readonly seq: number }
-  | { readonly kind: 'DataRequest'; readonly id: number; readonly offsetBytes: number; readonly lengthBytes: number }
-  | { readonly kind: 'DataReply'; readonly id: number; readonly ok: boolean; readonly data: Uint8Array }
-  | { readonly kind: 'RsRequest'; readonly id: number; readonly start: number; readonly count: number; readonly digest: Uint8Array }
-  | { readonly kind: 'RsReply'; readonly id: number; readonly start: number; readonly count: number; readonly data: Uint8Array }
-  | { readonly kind: 'RsInSync'; readonly id: number; readonly start: number; readonly count: number }
-  | { readonly kind: 'RsNegAck'; readonly id: number; readonly start: number; readonly count: number }
-  | { readonly kind: 'RsWriteAck'; readonly id: number; readonly start: number; readonly count: number }
+  | {
+      readonly kind: 'DataRequest';
+      readonly id: number;
+      readonly offsetBytes: number;
+      readonly lengthBytes: number;
+    }
+  | {
+      readonly kind: 'DataReply';
+      readonly id: number;
+      readonly ok: boolean;
+      readonly data: Uint8Array;
+    }
+  | {
+      readonly kind: 'RsRequest';
+      readonly id: number;
+      readonly start: number;
+      readonly count: number;
+      readonly digest: Uint8Array;
+    }
+  | {
+      readonly kind: 'RsReply';
+      readonly id: number;
+      readonly start: number;
+      readonly count: number;
+      readonly data: Uint8Array;
+    }
+  | {
+      readonly kind: 'RsInSync';
+      readonly id: number;
+      readonly start: number;
+      readonly count: number;
+    }
+  | {
+      readonly kind: 'RsNegAck';
+      readonly id: number;
+      readonly start: number;
+      readonly count: number;
+    }
+  | {
+      readonly kind: 'RsWriteAck';
+      readonly id: number;
+      readonly start: number;
+      readonly count: number;
+    }
   | { readonly kind: 'ResyncDone' }
   | { readonly kind: 'ResyncDoneAck'; readonly currentUuid: bigint }
   | { readonly kind: 'OvStart' }
-  | { readonly kind: 'OvRequest'; readonly id: number; readonly start: number; readonly count: number }
-  | { readonly kind: 'OvReply'; readonly id: number; readonly start: number; readonly count: number; readonly digest: Uint8Array }
-  | { readonly kind: 'OvResult'; readonly start: number; readonly count: number; readonly inSync: boolean }
+  | {
+      readonly kind: 'OvRequest';
+      readonly id: number;
+      readonly start: number;
+      readonly count: number;
+    }
+  | {
+      readonly kind: 'OvReply';
+      readonly id: number;
+      readonly start: number;
+      readonly count: number;
+      readonly digest: Uint8Array;
+    }
+  | {
+      readonly kind: 'OvResult';
+      readonly start: number;
+      readonly count: number;
+      readonly inSync: boolean;
+    }
   | { readonly kind: 'OvDone' };
 
 export type PacketKind = Packet['kind'];

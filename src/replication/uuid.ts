@@ -44,7 +44,9 @@ const MISSED_SYNC_UUIDS_MAX = 64n;
 
 function bumpedFrom(base: bigint, bumped: bigint): boolean {
   const d = BigInt.asUintN(64, bumped - base);
-  return d !== 0n && d % UUID_NEW_BM_OFFSET === 0n && d / UUID_NEW_BM_OFFSET <= MISSED_SYNC_UUIDS_MAX;
+  return (
+    d !== 0n && d % UUID_NEW_BM_OFFSET === 0n && d / UUID_NEW_BM_OFFSET <= MISSED_SYNC_UUIDS_MAX
+  );
 }
 
 /** The node that breaks ties: both sides agree the lower node id wins (stays source). */
@@ -53,7 +55,8 @@ export const iWinTies = (me: UuidView, peer: UuidView): boolean => me.nodeId < p
 export function uuidCompare(me: UuidView, peer: UuidView): UuidDecision {
   const myC = mask(me.currentUuid);
   const peerC = mask(peer.currentUuid);
-  if (myC === UUID_JUST_CREATED && peerC === UUID_JUST_CREATED) return { result: 0, rule: 'both-just-created' };
+  if (myC === UUID_JUST_CREATED && peerC === UUID_JUST_CREATED)
+    return { result: 0, rule: 'both-just-created' };
   if (myC === UUID_JUST_CREATED) return { result: -2, rule: 'i-am-just-created' };
   if (peerC === UUID_JUST_CREATED) return { result: 2, rule: 'peer-just-created' };
   if (myC === peerC) {
@@ -71,10 +74,14 @@ export function uuidCompare(me: UuidView, peer: UuidView): UuidDecision {
   if (myB !== 0n && myB === peerC) return { result: 1, rule: 'peer-current-is-my-bitmap' };
   // A sync source bumps its bitmap UUID by UUID_NEW_BM_OFFSET each time it starts a resync;
   // if the SyncUuid packet(s) never arrived, the target's current trails by a few offsets.
-  if (peerB !== 0n && bumpedFrom(myC, peerB)) return { result: -1, rule: 'missed-sync-uuid-peer-is-source' };
-  if (myB !== 0n && bumpedFrom(peerC, myB)) return { result: 1, rule: 'missed-sync-uuid-i-am-source' };
-  if (peer.historyUuids.some((h) => mask(h) === myC)) return { result: -2, rule: 'my-current-in-peer-history' };
-  if (me.historyUuids.some((h) => mask(h) === peerC)) return { result: 2, rule: 'peer-current-in-my-history' };
+  if (peerB !== 0n && bumpedFrom(myC, peerB))
+    return { result: -1, rule: 'missed-sync-uuid-peer-is-source' };
+  if (myB !== 0n && bumpedFrom(peerC, myB))
+    return { result: 1, rule: 'missed-sync-uuid-i-am-source' };
+  if (peer.historyUuids.some((h) => mask(h) === myC))
+    return { result: -2, rule: 'my-current-in-peer-history' };
+  if (me.historyUuids.some((h) => mask(h) === peerC))
+    return { result: 2, rule: 'peer-current-in-my-history' };
   if (myB !== 0n && myB === peerB) return { result: 100, rule: 'split-brain-bitmaps-equal' };
   const mine = new Set(me.historyUuids.map(mask));
   if (peer.historyUuids.some((h) => mine.has(mask(h)) && mask(h) !== 0n))
@@ -99,7 +106,11 @@ export interface SbDecision {
 /** Applies after-sb-0pri/1pri/2pri to an auto-recoverable split brain (uuidCompare = 100). */
 export function resolveSplitBrain(p: SplitBrainPolicies, me: UuidView, peer: UuidView): SbDecision {
   const primaries = (me.role === 'Primary' ? 1 : 0) + (peer.role === 'Primary' ? 1 : 0);
-  if (primaries === 0) return { result: recover0Pri(p.afterSb0Pri, me, peer), policy: `after-sb-0pri ${p.afterSb0Pri}` };
+  if (primaries === 0)
+    return {
+      result: recover0Pri(p.afterSb0Pri, me, peer),
+      policy: `after-sb-0pri ${p.afterSb0Pri}`,
+    };
   if (primaries === 1) {
     const name = `after-sb-1pri ${p.afterSb1Pri}`;
     const secondaryLoses: SbResult = me.role === 'Primary' ? 1 : -1;

@@ -148,7 +148,10 @@ export interface WireHeader {
   readonly bodyBytes: number;
 }
 
-export type WireError = { readonly code: 'short' | 'magic' | 'version' | 'command' | 'length' | 'field'; readonly message: string };
+export type WireError = {
+  readonly code: 'short' | 'magic' | 'version' | 'command' | 'length' | 'field';
+  readonly message: string;
+};
 
 const werr = (code: WireError['code'], message: string): { ok: false; error: WireError } =>
   err({ code, message });
@@ -191,7 +194,13 @@ function fieldSize(t: FieldType, v: unknown): number {
   }
 }
 
-function writeField(b: Buffer, o: number, t: FieldType, v: unknown, payloads: Uint8Array[]): number {
+function writeField(
+  b: Buffer,
+  o: number,
+  t: FieldType,
+  v: unknown,
+  payloads: Uint8Array[],
+): number {
   if (typeof t === 'object') {
     b.writeUInt8(t.oneOf.indexOf(v as string), o);
     return o + 1;
@@ -244,7 +253,8 @@ function writeField(b: Buffer, o: number, t: FieldType, v: unknown, payloads: Ui
 
 /** Reads a header; the caller then needs bodyBytes more bytes for decodePacket. */
 export function decodeHeader(b: Uint8Array): Result<WireHeader, WireError> {
-  if (b.length < WIRE_HEADER_BYTES) return werr('short', `header needs ${WIRE_HEADER_BYTES} bytes, got ${b.length}`);
+  if (b.length < WIRE_HEADER_BYTES)
+    return werr('short', `header needs ${WIRE_HEADER_BYTES} bytes, got ${b.length}`);
   const v = new DataView(b.buffer, b.byteOffset, b.length);
   const magic = v.getUint32(0);
   if (magic !== WIRE_MAGIC) return werr('magic', `bad packet magic 0x${magic.toString(16)}`);
@@ -254,7 +264,8 @@ export function decodeHeader(b: Uint8Array): Result<WireHeader, WireError> {
   const kind = KINDS[cmd - 1];
   if (kind === undefined) return werr('command', `unknown packet command ${cmd}`);
   const bodyBytes = v.getUint32(8);
-  if (bodyBytes > WIRE_BODY_BYTES_MAX) return werr('length', `packet body ${bodyBytes} bytes exceeds ${WIRE_BODY_BYTES_MAX}`);
+  if (bodyBytes > WIRE_BODY_BYTES_MAX)
+    return werr('length', `packet body ${bodyBytes} bytes exceeds ${WIRE_BODY_BYTES_MAX}`);
   return ok({ kind, bodyBytes });
 }
 
@@ -263,7 +274,10 @@ export function decodePacket(b: Uint8Array): Result<Packet, WireError> {
   const h = decodeHeader(b);
   if (!h.ok) return h;
   if (b.length !== WIRE_HEADER_BYTES + h.value.bodyBytes)
-    return werr('length', `packet is ${b.length} bytes, header says ${WIRE_HEADER_BYTES + h.value.bodyBytes}`);
+    return werr(
+      'length',
+      `packet is ${b.length} bytes, header says ${WIRE_HEADER_BYTES + h.value.bodyBytes}`,
+    );
   const v = new DataView(b.buffer, b.byteOffset, b.length);
   const out: Record<string, unknown> = { kind: h.value.kind };
   let o = WIRE_HEADER_BYTES;
@@ -280,7 +294,8 @@ export function decodePacket(b: Uint8Array): Result<Packet, WireError> {
   }
   for (let i = 0; i < byteFields.length; i++) {
     const n = byteLens[i] ?? 0;
-    if (o + n > b.length) return werr('field', `${h.value.kind}.${byteFields[i]}: payload runs past the packet`);
+    if (o + n > b.length)
+      return werr('field', `${h.value.kind}.${byteFields[i]}: payload runs past the packet`);
     out[byteFields[i] ?? ''] = b.subarray(o, o + n);
     o += n;
   }
@@ -311,7 +326,9 @@ function readField(v: DataView, o: number, t: FieldType): Read {
     case 'num': {
       if (!need(8)) return err('truncated');
       const x = v.getBigUint64(o);
-      return x > BigInt(Number.MAX_SAFE_INTEGER) ? err(`integer ${x} too large`) : ok({ value: Number(x), next: o + 8 });
+      return x > BigInt(Number.MAX_SAFE_INTEGER)
+        ? err(`integer ${x} too large`)
+        : ok({ value: Number(x), next: o + 8 });
     }
     case 'u64':
       return need(8) ? ok({ value: v.getBigUint64(o), next: o + 8 }) : err('truncated');

@@ -23,7 +23,16 @@ function num(name: string, dflt: number): number {
 const bug = arg('--bug') as PlantedBug | undefined;
 const trace = process.argv.includes('--trace');
 const one = arg('--seed');
-const totals: SimStats = { simulatedMs: 0, writesAcked: 0, readsChecked: 0, sectorsChecked: 0, faults: {}, resyncs: 0, resyncBlocks: 0, events: 0 };
+const totals: SimStats = {
+  simulatedMs: 0,
+  writesAcked: 0,
+  readsChecked: 0,
+  sectorsChecked: 0,
+  faults: {},
+  resyncs: 0,
+  resyncBlocks: 0,
+  events: 0,
+};
 
 function add(s: SimStats): void {
   totals.simulatedMs += s.simulatedMs;
@@ -54,14 +63,21 @@ for (let seed = from; seed < from + count; seed++) {
   if (!r.ok) {
     console.log(`seed ${seed}: VIOLATION ${r.violation}`);
     console.log(`params: ${r.params}`);
-    console.log(`replay: npm run sim -- --seed ${seed} --trace${bug !== undefined ? ` --bug ${bug}` : ''}`);
+    console.log(
+      `replay: npm run sim -- --seed ${seed} --trace${bug !== undefined ? ` --bug ${bug}` : ''}`,
+    );
     process.exit(1);
   }
-  if ((seed - from + 1) % 1000 === 0) console.log(`${seed - from + 1} seeds ok (${((Date.now() - started) / 1000).toFixed(0)} s)`);
+  if ((seed - from + 1) % 1000 === 0)
+    console.log(`${seed - from + 1} seeds ok (${((Date.now() - started) / 1000).toFixed(0)} s)`);
 }
 console.log(`${count} seeds ok (seeds ${from}..${from + count - 1})`);
 console.log(`simulated hours: ${(totals.simulatedMs / 3_600_000).toFixed(2)}`);
 console.log(`faults: ${JSON.stringify(totals.faults)}`);
-console.log(`writes acknowledged and checked: ${totals.writesAcked}; reads checked: ${totals.readsChecked}; sectors checked: ${totals.sectorsChecked}`);
-console.log(`resyncs: ${totals.resyncs}; resync blocks moved: ${totals.resyncBlocks}; engine steps: ${totals.events}`);
+console.log(
+  `writes acknowledged and checked: ${totals.writesAcked}; reads checked: ${totals.readsChecked}; sectors checked: ${totals.sectorsChecked}`,
+);
+console.log(
+  `resyncs: ${totals.resyncs}; resync blocks moved: ${totals.resyncBlocks}; engine steps: ${totals.events}`,
+);
 console.log(`wall time: ${((Date.now() - started) / 1000).toFixed(1)} s`);

@@ -6,7 +6,12 @@
 import { BITMAP_BLOCK_BYTES, SECTOR_BYTES } from '../../src/limits.js';
 import { SeededRandom } from '../../src/util/prng.js';
 import { Bitmap } from '../../src/replication/bitmap.js';
-import { checkInvariants, createEngine, step, type EngineState } from '../../src/replication/engine.js';
+import {
+  checkInvariants,
+  createEngine,
+  step,
+  type EngineState,
+} from '../../src/replication/engine.js';
 import type {
   Action,
   AdminCommand,
@@ -137,7 +142,15 @@ interface Params {
   hotBlocks: number;
 }
 
-type FaultKind = 'partition' | 'disconnect' | 'crash' | 'failover' | 'verify' | 'diskErrors' | 'splitBrain' | 'delaySpike';
+type FaultKind =
+  | 'partition'
+  | 'disconnect'
+  | 'crash'
+  | 'failover'
+  | 'verify'
+  | 'diskErrors'
+  | 'splitBrain'
+  | 'delaySpike';
 
 const SIZE_BYTES = 1024 * 1024;
 const BLOCKS = SIZE_BYTES / BLOCK;
@@ -174,7 +187,14 @@ function drawParams(r: SeededRandom): Params {
     fixedRate: r.int(2) === 0,
     alExtents: 2 + r.int(5),
     initialFullSync: r.int(3) === 0,
-    afterSb0Pri: pick(['disconnect', 'discard-younger-primary', 'discard-older-primary', 'discard-zero-changes', 'discard-least-changes', 'discard-node-n2'] as const),
+    afterSb0Pri: pick([
+      'disconnect',
+      'discard-younger-primary',
+      'discard-older-primary',
+      'discard-zero-changes',
+      'discard-least-changes',
+      'discard-node-n2',
+    ] as const),
     afterSb1Pri: pick(['disconnect', 'consensus', 'discard-secondary'] as const),
     hotBlocks: 8 + r.int(BLOCKS - 8),
   };
@@ -257,7 +277,13 @@ class Node {
     };
     this.pbitmap = new Bitmap(BLOCKS);
     this.mbitmap = new Bitmap(BLOCKS);
-    this.views.set(peerId, { conn: 'StandAlone', repl: 'Off', disk: 'Diskless', role: 'Unknown', epoch: 0 });
+    this.views.set(peerId, {
+      conn: 'StandAlone',
+      repl: 'Off',
+      disk: 'Diskless',
+      role: 'Unknown',
+      epoch: 0,
+    });
   }
 
   view(): PeerView {
@@ -265,7 +291,11 @@ class Node {
   }
 
   boot(): BootState {
-    return { meta: this.meta, bitmaps: { [this.peerId]: this.pbitmap.ranges() }, alExtents: [...this.pal] };
+    return {
+      meta: this.meta,
+      bitmaps: { [this.peerId]: this.pbitmap.ranges() },
+      alExtents: [...this.pal],
+    };
   }
 }
 
@@ -304,7 +334,10 @@ export class Simulation {
   private phase: 'workload' | 'heal' | 'done' = 'workload';
   private healStart = 0;
   private readonly sessions = new Map<string, ResyncSession>();
-  private readonly flushSnaps = new Map<number, { floor: Int32Array; peers: Map<number, number> }>();
+  private readonly flushSnaps = new Map<
+    number,
+    { floor: Int32Array; peers: Map<number, number> }
+  >();
   private crashed: Node | null = null;
   private readonly cmdCallbacks = new Map<number, (ok: boolean) => void>();
 
@@ -376,11 +409,19 @@ export class Simulation {
     for (const r of n.pbitmap.ranges()) n.mbitmap.set(r);
     n.role = 'Secondary';
     n.diskState = 'Diskless';
-    n.views.set(n.peerId, { conn: 'StandAlone', repl: 'Off', disk: 'Diskless', role: 'Unknown', epoch: n.view().epoch + 1 });
+    n.views.set(n.peerId, {
+      conn: 'StandAlone',
+      repl: 'Off',
+      disk: 'Diskless',
+      role: 'Unknown',
+      epoch: n.view().epoch + 1,
+    });
     n.detached = false;
     const r = createEngine(this.config(n), n.boot());
     n.engine = r.state;
-    this.log(`${n.name} START uuid=${n.meta.currentUuid.toString(16)} crashed=${n.meta.flags.crashedPrimary}`);
+    this.log(
+      `${n.name} START uuid=${n.meta.currentUuid.toString(16)} crashed=${n.meta.flags.crashedPrimary}`,
+    );
     this.apply(n, r.actions);
     this.admin(n, { cmd: 'connect', peer: n.peerId, discardMyData: false });
   }
@@ -410,7 +451,8 @@ export class Simulation {
     const inc = n.incarnation;
     for (const a of actions) {
       if (n.engine === null || n.incarnation !== inc) return;
-      if (this.opts.trace === true && a.type !== 'send') this.log(`${n.name} -> ${describeAction(a)}`);
+      if (this.opts.trace === true && a.type !== 'send')
+        this.log(`${n.name} -> ${describeAction(a)}`);
       this.applyOne(n, a, inc);
     }
   }
@@ -428,20 +470,28 @@ export class Simulation {
       case 'diskRead':
         this.at(this.diskLatency(), () => {
           if (n.incarnation !== inc) return;
-          if (this.diskFails(n)) return this.deliver(n, { type: 'diskDone', ioId: a.ioId, ok: false, errno: 'EIO' });
-          this.deliver(n, { type: 'diskDone', ioId: a.ioId, ok: true, data: n.disk.read(a.offsetBytes, a.lengthBytes) });
+          if (this.diskFails(n))
+            return this.deliver(n, { type: 'diskDone', ioId: a.ioId, ok: false, errno: 'EIO' });
+          this.deliver(n, {
+            type: 'diskDone',
+            ioId: a.ioId,
+            ok: true,
+            data: n.disk.read(a.offsetBytes, a.lengthBytes),
+          });
         });
         return;
       case 'diskWrite':
       case 'diskTrim':
       case 'diskZeroes': {
-        const data = a.type === 'diskWrite' ? new Uint8Array(a.data) : new Uint8Array(a.lengthBytes);
+        const data =
+          a.type === 'diskWrite' ? new Uint8Array(a.data) : new Uint8Array(a.lengthBytes);
         const fua = a.type === 'diskTrim' ? false : a.fua;
         n.disk.inFlight.set(a.ioId, { offsetBytes: a.offsetBytes, data });
         this.at(this.diskLatency(), () => {
           if (n.incarnation !== inc) return;
           n.disk.inFlight.delete(a.ioId);
-          if (this.diskFails(n)) return this.deliver(n, { type: 'diskDone', ioId: a.ioId, ok: false, errno: 'EIO' });
+          if (this.diskFails(n))
+            return this.deliver(n, { type: 'diskDone', ioId: a.ioId, ok: false, errno: 'EIO' });
           n.disk.write(a.offsetBytes, data, fua);
           this.deliver(n, { type: 'diskDone', ioId: a.ioId, ok: true });
         });
@@ -451,7 +501,8 @@ export class Simulation {
         const snapshot = [...n.disk.cache.keys()];
         this.at(this.diskLatency(), () => {
           if (n.incarnation !== inc) return;
-          if (this.diskFails(n)) return this.deliver(n, { type: 'diskDone', ioId: a.ioId, ok: false, errno: 'EIO' });
+          if (this.diskFails(n))
+            return this.deliver(n, { type: 'diskDone', ioId: a.ioId, ok: false, errno: 'EIO' });
           n.disk.flush(snapshot);
           this.deliver(n, { type: 'diskDone', ioId: a.ioId, ok: true });
         });
@@ -556,14 +607,22 @@ export class Simulation {
     this.log(`${n.name} NOTE ${JSON.stringify(note)}`);
     if (note.kind === 'resync-started' && note.role === 'target') {
       this.stats.resyncs++;
-      this.sessions.set(`${note.peer}->${n.id}`, { source: note.peer, target: n.id, bitsAtStart: note.bits, bitsAdded: 0, moved: new Set() });
+      this.sessions.set(`${note.peer}->${n.id}`, {
+        source: note.peer,
+        target: n.id,
+        bitsAtStart: note.bits,
+        bitsAdded: 0,
+        moved: new Set(),
+      });
     }
     if (note.kind === 'resync-finished' && note.role === 'target') {
       const key = `${note.peer}->${n.id}`;
       const s = this.sessions.get(key);
       this.sessions.delete(key);
       if (s !== undefined && s.moved.size > s.bitsAtStart + s.bitsAdded)
-        throw new Violation(`resync ${key} moved ${s.moved.size} blocks but only ${s.bitsAtStart}+${s.bitsAdded} were marked`);
+        throw new Violation(
+          `resync ${key} moved ${s.moved.size} blocks but only ${s.bitsAtStart}+${s.bitsAdded} were marked`,
+        );
       // The target now holds the source's data: it inherits the source's obligations.
       const src = this.node(note.peer);
       n.floor = this.p.protocol === 'C' ? new Int32Array(src.floor) : new Int32Array(src.durable);
@@ -587,7 +646,8 @@ export class Simulation {
     c.lastAt[key] = when;
     if (packet.kind === 'RsReply' || packet.kind === 'RsInSync') {
       const s = this.sessions.get(`${from.id}->${to}`);
-      if (s !== undefined) for (let b = packet.start; b < packet.start + packet.count; b++) s.moved.add(b);
+      if (s !== undefined)
+        for (let b = packet.start; b < packet.start + packet.count; b++) s.moved.add(b);
       this.stats.resyncBlocks += packet.count;
     }
     this.packetsInFlight++;
@@ -641,7 +701,8 @@ export class Simulation {
   private inSyncPeers(n: Node): Map<number, number> {
     const m = new Map<number, number>();
     const v = n.view();
-    if (v.conn === 'Connected' && v.repl === 'Established' && v.disk === 'UpToDate') m.set(n.peerId, v.epoch);
+    if (v.conn === 'Connected' && v.repl === 'Established' && v.disk === 'UpToDate')
+      m.set(n.peerId, v.epoch);
     return m;
   }
 
@@ -660,13 +721,20 @@ export class Simulation {
     let req: ClientRequest;
     let stampSeq = 0;
     if (roll < this.p.flushProb) req = { op: 'flush', id };
-    else if (roll < this.p.flushProb + this.p.readProb) req = { op: 'read', id, offsetBytes: start * BLOCK, lengthBytes: count * BLOCK };
+    else if (roll < this.p.flushProb + this.p.readProb)
+      req = { op: 'read', id, offsetBytes: start * BLOCK, lengthBytes: count * BLOCK };
     else {
       for (let b = start; b < start + count; b++) if ((this.writingBlocks.get(b) ?? 0) > 0) return;
       stampSeq = this.nextStamp++;
       this.stamps.set(stampSeq, range);
       for (let b = start; b < start + count; b++) this.writingBlocks.set(b, 1);
-      req = { op: 'write', id, offsetBytes: start * BLOCK, data: stampData(stampSeq, range), fua: this.rng.next() < this.p.fuaProb };
+      req = {
+        op: 'write',
+        id,
+        offsetBytes: start * BLOCK,
+        data: stampData(stampSeq, range),
+        fua: this.rng.next() < this.p.fuaProb,
+      };
     }
     const op: ClientOp = {
       req,
@@ -678,7 +746,8 @@ export class Simulation {
       inSyncAtIssue: this.inSyncPeers(n),
     };
     this.ops.set(id, op);
-    if (req.op === 'flush') this.flushSnaps.set(id, { floor: new Int32Array(n.floor), peers: op.inSyncAtIssue });
+    if (req.op === 'flush')
+      this.flushSnaps.set(id, { floor: new Int32Array(n.floor), peers: op.inSyncAtIssue });
     this.deliver(n, { type: 'request', req });
   }
 
@@ -687,7 +756,9 @@ export class Simulation {
     if (op === undefined) throw new Violation(`${n.name} completed unknown request ${a.reqId}`);
     this.ops.delete(a.reqId);
     const req = op.req;
-    if (req.op === 'write') for (let b = op.range.start; b < op.range.start + op.range.count; b++) this.writingBlocks.delete(b);
+    if (req.op === 'write')
+      for (let b = op.range.start; b < op.range.start + op.range.count; b++)
+        this.writingBlocks.delete(b);
     if (!a.ok) {
       this.log(`${n.name} request ${a.reqId} ${req.op} failed ${a.errno}`);
       if (req.op === 'flush') this.flushSnaps.delete(a.reqId);
@@ -695,11 +766,18 @@ export class Simulation {
     }
     const stillInSync = (peer: number, epoch: number): boolean => {
       const v = n.view();
-      return v.epoch === epoch && v.conn === 'Connected' && v.repl === 'Established' && v.disk === 'UpToDate';
+      return (
+        v.epoch === epoch &&
+        v.conn === 'Connected' &&
+        v.repl === 'Established' &&
+        v.disk === 'UpToDate'
+      );
     };
     if (req.op === 'write') {
       this.stats.writesAcked++;
-      const syncPeers = [...op.inSyncAtIssue].filter(([p, e]) => stillInSync(p, e)).map(([p]) => this.node(p));
+      const syncPeers = [...op.inSyncAtIssue]
+        .filter(([p, e]) => stillInSync(p, e))
+        .map(([p]) => this.node(p));
       for (let b = op.range.start; b < op.range.start + op.range.count; b++) {
         n.floor[b] = Math.max(n.floor[b]!, op.stampSeq);
         if (req.fua) n.durable[b] = Math.max(n.durable[b]!, op.stampSeq);
@@ -714,7 +792,10 @@ export class Simulation {
       const snap = this.flushSnaps.get(a.reqId);
       this.flushSnaps.delete(a.reqId);
       if (snap !== undefined) {
-        const targets = [n, ...[...snap.peers].filter(([p, e]) => stillInSync(p, e)).map(([p]) => this.node(p))];
+        const targets = [
+          n,
+          ...[...snap.peers].filter(([p, e]) => stillInSync(p, e)).map(([p]) => this.node(p)),
+        ];
         for (const t of targets) {
           for (let b = 0; b < BLOCKS; b++) {
             t.durable[b] = Math.max(t.durable[b]!, snap.floor[b]!);
@@ -724,13 +805,26 @@ export class Simulation {
       }
     } else if (req.op === 'read') {
       this.stats.readsChecked++;
-      this.checkData(n.name, `read ${a.reqId}`, op.range, a.data ?? new Uint8Array(0), op.floorAtIssue!);
+      this.checkData(
+        n.name,
+        `read ${a.reqId}`,
+        op.range,
+        a.data ?? new Uint8Array(0),
+        op.floorAtIssue!,
+      );
     }
   }
 
   /** Every sector holds a value written to that block, no older than the floor. */
-  private checkData(who: string, what: string, range: BlockRange, data: Uint8Array, floor: Int32Array): void {
-    if (data.length !== range.count * BLOCK) throw new Violation(`${who} ${what}: ${data.length} bytes for ${range.count} blocks`);
+  private checkData(
+    who: string,
+    what: string,
+    range: BlockRange,
+    data: Uint8Array,
+    floor: Int32Array,
+  ): void {
+    if (data.length !== range.count * BLOCK)
+      throw new Violation(`${who} ${what}: ${data.length} bytes for ${range.count} blocks`);
     const v = new DataView(data.buffer, data.byteOffset, data.length);
     for (let i = 0; i < range.count; i++) {
       const b = range.start + i;
@@ -744,13 +838,17 @@ export class Simulation {
           const sec = v.getUint32(o + 12);
           const w = this.stamps.get(seq);
           if (blk !== b || sec !== s || w === undefined || b < w.start || b >= w.start + w.count)
-            throw new Violation(`${who} ${what}: block ${b} sector ${s} holds data of block ${blk} sector ${sec} (write ${seq})`);
+            throw new Violation(
+              `${who} ${what}: block ${b} sector ${s} holds data of block ${blk} sector ${sec} (write ${seq})`,
+            );
         } else if (magic !== 0 || v.getUint32(o + 4) !== 0) {
           throw new Violation(`${who} ${what}: block ${b} sector ${s} holds garbage`);
         }
         this.stats.sectorsChecked++;
         if (seq < floor[b]!)
-          throw new Violation(`${who} ${what}: block ${b} sector ${s} returned write ${seq} but write ${floor[b]} was acknowledged (lost write)`);
+          throw new Violation(
+            `${who} ${what}: block ${b} sector ${s} returned write ${seq} but write ${floor[b]} was acknowledged (lost write)`,
+          );
       }
     }
   }
@@ -788,7 +886,8 @@ export class Simulation {
         this.fault(k);
         this.admin(n, { cmd: 'disconnect', peer: n.peerId });
         this.at(50 + this.rng.int(1500), () => {
-          if (n.engine !== null && this.phase === 'workload') this.admin(n, { cmd: 'connect', peer: n.peerId, discardMyData: false });
+          if (n.engine !== null && this.phase === 'workload')
+            this.admin(n, { cmd: 'connect', peer: n.peerId, discardMyData: false });
         });
         return;
       case 'crash':
@@ -808,7 +907,15 @@ export class Simulation {
       case 'diskErrors': {
         // Recoverable faults only (VOPR's rule): the other copy is intact, UpToDate and reachable.
         const o = this.node(n.peerId);
-        if (n.engine === null || o.engine === null || o.detached || o.diskState !== 'UpToDate' || n.view().repl !== 'Established' || o.errorUntil > this.now) return;
+        if (
+          n.engine === null ||
+          o.engine === null ||
+          o.detached ||
+          o.diskState !== 'UpToDate' ||
+          n.view().repl !== 'Established' ||
+          o.errorUntil > this.now
+        )
+          return;
         this.fault(k);
         n.errorUntil = this.now + 20 + this.rng.int(300);
         this.at(500 + this.rng.int(2000), () => this.reattach(n));
@@ -816,7 +923,13 @@ export class Simulation {
       }
       case 'splitBrain': {
         // Promote a disconnected Secondary while a Primary exists elsewhere.
-        if (n.engine === null || n.role === 'Primary' || n.view().conn === 'Connected' || n.diskState !== 'UpToDate') return;
+        if (
+          n.engine === null ||
+          n.role === 'Primary' ||
+          n.view().conn === 'Connected' ||
+          n.diskState !== 'UpToDate'
+        )
+          return;
         this.fault(k);
         this.admin(n, { cmd: 'primary', force: false });
         return;
@@ -840,7 +953,9 @@ export class Simulation {
     for (const [id, op] of this.ops) {
       if (op.node !== n.id) continue;
       this.ops.delete(id);
-      if (op.req.op === 'write') for (let b = op.range.start; b < op.range.start + op.range.count; b++) this.writingBlocks.delete(b);
+      if (op.req.op === 'write')
+        for (let b = op.range.start; b < op.range.start + op.range.count; b++)
+          this.writingBlocks.delete(b);
     }
     this.crashed = n;
     if (this.conn !== null) this.closeConn(n);
@@ -848,7 +963,8 @@ export class Simulation {
     const other = this.node(n.peerId);
     if (this.phase === 'workload' && this.rng.int(2) === 0)
       this.at(10 + this.rng.int(200), () => {
-        if (other.engine !== null && other.role !== 'Primary' && other.diskState === 'UpToDate') this.admin(other, { cmd: 'primary', force: false });
+        if (other.engine !== null && other.role !== 'Primary' && other.diskState === 'UpToDate')
+          this.admin(other, { cmd: 'primary', force: false });
       });
   }
 
@@ -882,7 +998,8 @@ export class Simulation {
     this.admin(p, { cmd: 'secondary' }, (ok) => {
       if (!ok) return;
       const o = this.node(p.peerId);
-      if (o.engine !== null && o.diskState === 'UpToDate') this.admin(o, { cmd: 'primary', force: false });
+      if (o.engine !== null && o.diskState === 'UpToDate')
+        this.admin(o, { cmd: 'primary', force: false });
     });
   }
 
@@ -896,7 +1013,10 @@ export class Simulation {
 
   private healTick(): void {
     if (this.phase !== 'heal') return;
-    if (this.now - this.healStart > HEAL_BOUND_MS) throw new Violation(`liveness: not converged ${HEAL_BOUND_MS} ms after heal: ${this.describeState()}`);
+    if (this.now - this.healStart > HEAL_BOUND_MS)
+      throw new Violation(
+        `liveness: not converged ${HEAL_BOUND_MS} ms after heal: ${this.describeState()}`,
+      );
     for (const n of this.nodes) {
       if (n.engine === null) this.restart(n);
       if (n.detached) this.reattach(n);
@@ -912,16 +1032,29 @@ export class Simulation {
         const v = n.view();
         if (v.conn === 'StandAlone') {
           // Manual split-brain recovery: the Secondary (or n2) discards its data.
-          const victim = n.role !== 'Primary' && (this.node(n.peerId).role === 'Primary' || n.id === 2);
+          const victim =
+            n.role !== 'Primary' && (this.node(n.peerId).role === 'Primary' || n.id === 2);
           this.admin(n, { cmd: 'connect', peer: n.peerId, discardMyData: victim });
         }
-        if (v.conn === 'Connected' && v.repl === 'Established' && n.mbitmap.weight > 0 && n.engine !== null && n.engine.bitmaps.get(n.peerId)!.weight > 0 && this.rng.int(4) === 0) {
+        if (
+          v.conn === 'Connected' &&
+          v.repl === 'Established' &&
+          n.mbitmap.weight > 0 &&
+          n.engine !== null &&
+          n.engine.bitmaps.get(n.peerId)!.weight > 0 &&
+          this.rng.int(4) === 0
+        ) {
           // Out-of-sync blocks found by verify are resynced by a reconnect (DRBD's advice).
           this.admin(n, { cmd: 'disconnect', peer: n.peerId });
           this.admin(n, { cmd: 'connect', peer: n.peerId, discardMyData: false });
         }
       }
-      if (prim.length === 0 && a.diskState === 'Inconsistent' && b.diskState === 'Inconsistent' && a.view().conn === 'Connected')
+      if (
+        prim.length === 0 &&
+        a.diskState === 'Inconsistent' &&
+        b.diskState === 'Inconsistent' &&
+        a.view().conn === 'Connected'
+      )
         this.admin(a, { cmd: 'primary', force: true });
       if (this.converged()) {
         this.finalCheck();
@@ -941,7 +1074,8 @@ export class Simulation {
       if (v.conn !== 'Connected' || v.repl !== 'Established' || v.disk !== 'UpToDate') return false;
       if (e.bitmaps.get(n.peerId)!.weight !== 0 || n.mbitmap.weight !== 0) return false;
       if (e.writes.size > 0 || e.flushes.size > 0 || e.ios.size > 0) return false;
-      for (const peer of e.peers.values()) if (peer.tl.size > 0 || peer.rxQueue.length > 0) return false;
+      for (const peer of e.peers.values())
+        if (peer.tl.size > 0 || peer.rxQueue.length > 0) return false;
     }
     return this.packetsInFlight === 0;
   }
@@ -955,19 +1089,23 @@ export class Simulation {
       const x = da.subarray(blk * BLOCK, (blk + 1) * BLOCK);
       const y = db.subarray(blk * BLOCK, (blk + 1) * BLOCK);
       if (Buffer.compare(x, y) !== 0)
-        throw new Violation(`convergence: UpToDate replicas differ at block ${blk} (n1 write ${stampOf(x)}, n2 write ${stampOf(y)})`);
+        throw new Violation(
+          `convergence: UpToDate replicas differ at block ${blk} (n1 write ${stampOf(x)}, n2 write ${stampOf(y)})`,
+        );
     }
     this.checkData('n1', 'final data', all, da, a.floor);
     this.checkData('n2', 'final data', all, db, b.floor);
   }
 
   describeState(): string {
-    return this.nodes
-      .map((n) => {
-        const v = n.view();
-        return `${n.name}{${n.engine === null ? 'down' : `${n.role}/${n.diskState} ${v.conn}/${v.repl} peer=${v.role}/${v.disk} oos=${n.engine.bitmaps.get(n.peerId)!.weight} writes=${n.engine.writes.size}`}}`;
-      })
-      .join(' ') + ` ops=${this.ops.size}`;
+    return (
+      this.nodes
+        .map((n) => {
+          const v = n.view();
+          return `${n.name}{${n.engine === null ? 'down' : `${n.role}/${n.diskState} ${v.conn}/${v.repl} peer=${v.role}/${v.disk} oos=${n.engine.bitmaps.get(n.peerId)!.weight} writes=${n.engine.writes.size}`}}`;
+        })
+        .join(' ') + ` ops=${this.ops.size}`
+    );
   }
 
   run(): SimResult {
@@ -976,7 +1114,8 @@ export class Simulation {
       this.setup();
       while (this.phase !== 'done') {
         const item = this.q.pop();
-        if (item === undefined) throw new Violation(`liveness: simulation ran dry: ${this.describeState()}`);
+        if (item === undefined)
+          throw new Violation(`liveness: simulation ran dry: ${this.describeState()}`);
         this.now = Math.max(this.now, item.at);
         item.run();
       }
@@ -986,7 +1125,14 @@ export class Simulation {
       this.log(`VIOLATION ${violation}`);
     }
     this.stats.simulatedMs = this.now;
-    return { seed: this.opts.seed, ok: violation === null, violation, stats: this.stats, trace: this.trace, params: this.params() };
+    return {
+      seed: this.opts.seed,
+      ok: violation === null,
+      violation,
+      stats: this.stats,
+      trace: this.trace,
+      params: this.params(),
+    };
   }
 
   private setup(): void {
@@ -995,7 +1141,8 @@ export class Simulation {
     this.start(b);
     // Initial sync: a full sync from a forced Primary, or skip it for zeroed disks.
     const init = (): void => {
-      if (a.view().conn !== 'Connected' || a.view().repl !== 'Established') return this.at(10, init);
+      if (a.view().conn !== 'Connected' || a.view().repl !== 'Established')
+        return this.at(10, init);
       if (this.p.initialFullSync) this.admin(a, { cmd: 'primary', force: true });
       else {
         this.admin(a, { cmd: 'new-current-uuid', clearBitmap: true });
@@ -1043,7 +1190,10 @@ function describeEvent(ev: EngineEvent): string {
     case 'request':
       return `request ${ev.req.op} id=${ev.req.id}${ev.req.op !== 'flush' ? ` @${ev.req.offsetBytes / BLOCK}` : ''}`;
     case 'admin':
-      return `admin ${JSON.stringify(ev.command, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString(16) : v))}`.slice(0, 200);
+      return `admin ${JSON.stringify(ev.command, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString(16) : v))}`.slice(
+        0,
+        200,
+      );
     case 'timer':
       return `timer ${ev.timerId}`;
     case 'connEstablished':
@@ -1057,7 +1207,11 @@ function describePacket(p: Packet): string {
   for (const [k, v] of Object.entries(p)) {
     if (v instanceof Uint8Array) o[k] = `${v.length}B`;
     else if (typeof v === 'bigint') o[k] = v.toString(16);
-    else if (Array.isArray(v)) o[k] = v.length > 4 ? `[${v.length}]` : v.map((x: unknown) => (typeof x === 'bigint' ? x.toString(16) : x));
+    else if (Array.isArray(v))
+      o[k] =
+        v.length > 4
+          ? `[${v.length}]`
+          : v.map((x: unknown) => (typeof x === 'bigint' ? x.toString(16) : x));
     else o[k] = v;
   }
   return JSON.stringify(o);
@@ -1068,13 +1222,19 @@ function describeAction(a: Action): string {
     case 'diskWrite':
       return `diskWrite io=${a.ioId} @${a.offsetBytes / BLOCK}+${a.data.length / BLOCK}${a.fua ? ' fua' : ''}`;
     case 'persistMeta':
-      return `persistMeta current=${a.meta.currentUuid.toString(16)} bm=${Object.values(a.meta.bitmapUuids).map((u) => u.toString(16)).join(',')} flags=${JSON.stringify(a.meta.flags)}`;
+      return `persistMeta current=${a.meta.currentUuid.toString(16)} bm=${Object.values(
+        a.meta.bitmapUuids,
+      )
+        .map((u) => u.toString(16))
+        .join(',')} flags=${JSON.stringify(a.meta.flags)}`;
     case 'complete':
       return `complete req=${a.reqId} ${a.ok ? 'ok' : a.errno}`;
     case 'send':
       return `send ${describePacket(a.packet)}`;
     default:
-      return JSON.stringify(a, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString(16) : v instanceof Uint8Array ? `${v.length}B` : v));
+      return JSON.stringify(a, (_k, v: unknown) =>
+        typeof v === 'bigint' ? v.toString(16) : v instanceof Uint8Array ? `${v.length}B` : v,
+      );
   }
 }
 

@@ -20,7 +20,7 @@ export class SimDisk {
 
   read(offsetBytes: number, lengthBytes: number): Uint8Array {
     const out = new Uint8Array(lengthBytes);
-    for (let o = 0; o < lengthBytes; ) {
+    for (let o = 0; o < lengthBytes;) {
       const abs = offsetBytes + o;
       const b = Math.floor(abs / BLOCK);
       const inner = abs - b * BLOCK;
@@ -33,7 +33,7 @@ export class SimDisk {
 
   /** Applies a completed write to the cache (or straight to durable media with FUA). */
   write(offsetBytes: number, data: Uint8Array, fua: boolean): void {
-    for (let o = 0; o < data.length; ) {
+    for (let o = 0; o < data.length;) {
       const abs = offsetBytes + o;
       const b = Math.floor(abs / BLOCK);
       const inner = abs - b * BLOCK;
@@ -81,7 +81,8 @@ export class SimDisk {
       }
       torn++;
       for (let o = 0; o < w.data.length; o += SECTOR_BYTES) {
-        if (rng.int(2) === 0) this.write(w.offsetBytes + o, w.data.subarray(o, o + SECTOR_BYTES), true);
+        if (rng.int(2) === 0)
+          this.write(w.offsetBytes + o, w.data.subarray(o, o + SECTOR_BYTES), true);
       }
     }
     this.inFlight.clear();
