@@ -2184,7 +2184,8 @@ function onRsReply(
   const runs: BlockRange[] = [];
   for (let b = start; b < start + count; b++) {
     // A write in flight here arrived before the request: keep the bit and fetch it again.
-    if ((s.writeLocks.get(b) ?? 0) > 0) f.partial.add(b);
+    if ((s.writeLocks.get(b) ?? 0) > 0 && s.cfg.plantedBug !== 'resync-overwrites-newer')
+      f.partial.add(b);
     if (f.touched.has(b) || f.partial.has(b)) continue;
     const last = runs[runs.length - 1];
     if (last !== undefined && last.start + last.count === b)

@@ -50,37 +50,64 @@ test('rule equal-current: no sync; the Primary bit (bit 0) is ignored', () => {
 });
 
 test('rule i-am-crashed-primary / both-crashed-primary: the crashed Primary is source', () => {
-  const r = both(v({ nodeId: 1, currentUuid: C0, crashedPrimary: true }), v({ nodeId: 2, currentUuid: C0 }));
+  const r = both(
+    v({ nodeId: 1, currentUuid: C0, crashedPrimary: true }),
+    v({ nodeId: 2, currentUuid: C0 }),
+  );
   assert.deepEqual([r.mine, r.theirs, r.rule], [1, -1, 'i-am-crashed-primary']);
-  const t = both(v({ nodeId: 1, currentUuid: C0, crashedPrimary: true }), v({ nodeId: 2, currentUuid: C0, crashedPrimary: true }));
+  const t = both(
+    v({ nodeId: 1, currentUuid: C0, crashedPrimary: true }),
+    v({ nodeId: 2, currentUuid: C0, crashedPrimary: true }),
+  );
   assert.equal(t.rule, 'both-crashed-primary');
   assert.equal(t.mine, -t.theirs);
 });
 
 test('rule my-current-is-peer-bitmap: bitmap resync, I am target', () => {
   // The peer was Primary when we split: its bitmap UUID is our current generation.
-  const r = both(v({ nodeId: 1, currentUuid: C0 }), v({ nodeId: 2, currentUuid: C1 | 1n, bitmapUuid: C0 | 1n }));
+  const r = both(
+    v({ nodeId: 1, currentUuid: C0 }),
+    v({ nodeId: 2, currentUuid: C1 | 1n, bitmapUuid: C0 | 1n }),
+  );
   assert.deepEqual([r.mine, r.theirs, r.rule], [-1, 1, 'my-current-is-peer-bitmap']);
-  assert.equal(uuidCompare(v({ nodeId: 2, currentUuid: C1, bitmapUuid: C0 }), v({ nodeId: 1, currentUuid: C0 })).rule, 'peer-current-is-my-bitmap');
+  assert.equal(
+    uuidCompare(
+      v({ nodeId: 2, currentUuid: C1, bitmapUuid: C0 }),
+      v({ nodeId: 1, currentUuid: C0 }),
+    ).rule,
+    'peer-current-is-my-bitmap',
+  );
 });
 
 test('rule missed-sync-uuid: the source bumped its bitmap UUID but the target never heard', () => {
-  const r = both(v({ nodeId: 1, currentUuid: C0 }), v({ nodeId: 2, currentUuid: C1, bitmapUuid: C0 + 2n * UUID_NEW_BM_OFFSET }));
+  const r = both(
+    v({ nodeId: 1, currentUuid: C0 }),
+    v({ nodeId: 2, currentUuid: C1, bitmapUuid: C0 + 2n * UUID_NEW_BM_OFFSET }),
+  );
   assert.deepEqual([r.mine, r.theirs, r.rule], [-1, 1, 'missed-sync-uuid-peer-is-source']);
 });
 
 test('rule my-current-in-peer-history: full sync, I am target', () => {
-  const r = both(v({ nodeId: 1, currentUuid: C0 }), v({ nodeId: 2, currentUuid: C2, historyUuids: [C1, C0] }));
+  const r = both(
+    v({ nodeId: 1, currentUuid: C0 }),
+    v({ nodeId: 2, currentUuid: C2, historyUuids: [C1, C0] }),
+  );
   assert.deepEqual([r.mine, r.theirs, r.rule], [-2, 2, 'my-current-in-peer-history']);
 });
 
 test('rule split-brain-bitmaps-equal: both advanced from the same generation', () => {
-  const r = both(v({ nodeId: 1, currentUuid: C1, bitmapUuid: C0 }), v({ nodeId: 2, currentUuid: C2, bitmapUuid: C0 }));
+  const r = both(
+    v({ nodeId: 1, currentUuid: C1, bitmapUuid: C0 }),
+    v({ nodeId: 2, currentUuid: C2, bitmapUuid: C0 }),
+  );
   assert.deepEqual([r.mine, r.theirs, r.rule], [100, 100, 'split-brain-bitmaps-equal']);
 });
 
 test('rule split-brain-shared-history: related but not auto-recoverable', () => {
-  const r = both(v({ nodeId: 1, currentUuid: C1, historyUuids: [C0] }), v({ nodeId: 2, currentUuid: C2, historyUuids: [C0] }));
+  const r = both(
+    v({ nodeId: 1, currentUuid: C1, historyUuids: [C0] }),
+    v({ nodeId: 2, currentUuid: C2, historyUuids: [C0] }),
+  );
   assert.deepEqual([r.mine, r.theirs, r.rule], [-100, -100, 'split-brain-shared-history']);
 });
 
@@ -98,7 +125,11 @@ const pol = (o: Partial<SplitBrainPolicies>): SplitBrainPolicies => ({
   ...o,
 });
 
-function sb(p: SplitBrainPolicies, me: Partial<UuidView>, peer: Partial<UuidView>): [number, number] {
+function sb(
+  p: SplitBrainPolicies,
+  me: Partial<UuidView>,
+  peer: Partial<UuidView>,
+): [number, number] {
   const a = v({ nodeId: 1, currentUuid: C1, bitmapUuid: C0, ...me });
   const b = v({ nodeId: 2, currentUuid: C2, bitmapUuid: C0, ...peer });
   return [resolveSplitBrain(p, a, b).result, resolveSplitBrain(p, b, a).result];
@@ -156,7 +187,10 @@ test('after-sb-1pri disconnect and violently-as0p', () => {
 test('after-sb-2pri disconnect and violently-as0p', () => {
   assert.deepEqual(sb(pol({}), { role: 'Primary' }, { role: 'Primary' }), [-100, -100]);
   const p = pol({ afterSb0Pri: 'discard-least-changes', afterSb2Pri: 'violently-as0p' });
-  assert.deepEqual(sb(p, { role: 'Primary', bitmapWeight: 1 }, { role: 'Primary', bitmapWeight: 9 }), [-1, 1]);
+  assert.deepEqual(
+    sb(p, { role: 'Primary', bitmapWeight: 1 }, { role: 'Primary', bitmapWeight: 9 }),
+    [-1, 1],
+  );
 });
 
 test('connect --discard-my-data overrides an unresolved split brain (either kind)', () => {

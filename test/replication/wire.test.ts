@@ -3,7 +3,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { decodeHeader, decodePacket, encodePacket, WIRE_HEADER_BYTES } from '../../src/replication/wire.js';
+import {
+  decodeHeader,
+  decodePacket,
+  encodePacket,
+  WIRE_HEADER_BYTES,
+} from '../../src/replication/wire.js';
 import type { Packet } from '../../src/replication/types.js';
 
 const bytes = (n: number, f = 7): Uint8Array => new Uint8Array(n).fill(f);
@@ -24,15 +29,42 @@ export const samples: Packet[] = [
     bitmapWeight: 12345,
     allowTwoPrimaries: false,
   },
-  { kind: 'Bitmap', ranges: [{ start: 0, count: 3 }, { start: 100, count: 1 }], last: true },
+  {
+    kind: 'Bitmap',
+    ranges: [
+      { start: 0, count: 3 },
+      { start: 100, count: 1 },
+    ],
+    last: true,
+  },
   { kind: 'SyncUuid', uuid: 42n },
   { kind: 'StartResync', senderIsSource: true, full: false },
   { kind: 'State', role: 'Secondary', disk: 'Diskless' },
   { kind: 'NewCurrentUuid', uuid: 7n, clearBitmap: true },
   { kind: 'PromoteRequest', id: 9 },
   { kind: 'PromoteReply', id: 9, granted: false },
-  { kind: 'Data', seq: 1, epoch: 2, op: 'write', offsetBytes: 4096, lengthBytes: 4096, data: bytes(4096), fua: true, ack: 'write' },
-  { kind: 'Data', seq: 1, epoch: 2, op: 'trim', offsetBytes: 0, lengthBytes: 8192, data: new Uint8Array(0), fua: false, ack: 'none' },
+  {
+    kind: 'Data',
+    seq: 1,
+    epoch: 2,
+    op: 'write',
+    offsetBytes: 4096,
+    lengthBytes: 4096,
+    data: bytes(4096),
+    fua: true,
+    ack: 'write',
+  },
+  {
+    kind: 'Data',
+    seq: 1,
+    epoch: 2,
+    op: 'trim',
+    offsetBytes: 0,
+    lengthBytes: 8192,
+    data: new Uint8Array(0),
+    fua: false,
+    ack: 'none',
+  },
   { kind: 'Barrier', epoch: 5 },
   { kind: 'BarrierAck', epoch: 5, setSize: 3 },
   { kind: 'RecvAck', seq: 1 },
@@ -58,7 +90,8 @@ function norm(x: unknown): unknown {
   if (typeof x === 'bigint') return `n${x}`;
   if (x instanceof Uint8Array) return Array.from(x);
   if (Array.isArray(x)) return x.map(norm);
-  if (typeof x === 'object' && x !== null) return Object.fromEntries(Object.entries(x).map(([k, y]) => [k, norm(y)]));
+  if (typeof x === 'object' && x !== null)
+    return Object.fromEntries(Object.entries(x).map(([k, y]) => [k, norm(y)]));
   return x;
 }
 
@@ -83,10 +116,22 @@ test('bad magic, version, command and length are named errors', () => {
     assert.ok(!r.ok);
     return r.error.code;
   };
-  assert.equal(bad((b) => b.writeUInt32BE(0, 0)), 'magic');
-  assert.equal(bad((b) => b.writeUInt16BE(9, 4)), 'version');
-  assert.equal(bad((b) => b.writeUInt16BE(999, 6)), 'command');
-  assert.equal(bad((b) => b.writeUInt32BE(3, 8)), 'length');
+  assert.equal(
+    bad((b) => b.writeUInt32BE(0, 0)),
+    'magic',
+  );
+  assert.equal(
+    bad((b) => b.writeUInt16BE(9, 4)),
+    'version',
+  );
+  assert.equal(
+    bad((b) => b.writeUInt16BE(999, 6)),
+    'command',
+  );
+  assert.equal(
+    bad((b) => b.writeUInt32BE(3, 8)),
+    'length',
+  );
   assert.equal(decodePacket(wire.subarray(0, 5)).ok, false);
 });
 

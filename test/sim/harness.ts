@@ -3,7 +3,12 @@
 // packet, complete disk I/O, settle everything), so a test can pin an exact interleaving.
 import { BITMAP_BLOCK_BYTES } from '../../src/limits.js';
 import { Bitmap } from '../../src/replication/bitmap.js';
-import { checkInvariants, createEngine, step, type EngineState } from '../../src/replication/engine.js';
+import {
+  checkInvariants,
+  createEngine,
+  step,
+  type EngineState,
+} from '../../src/replication/engine.js';
 import type {
   Action,
   AdminCommand,
@@ -19,6 +24,7 @@ import type {
 import { UUID_JUST_CREATED } from '../../src/replication/uuid.js';
 import { decodePacket, encodePacket } from '../../src/replication/wire.js';
 import { SimDisk } from './disk.js';
+import { SeededRandom } from '../../src/util/prng.js';
 import { fnvDigest } from './cluster.js';
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
@@ -142,6 +148,11 @@ export class Pair {
   adminCmd(n: HNode, command: AdminCommand): { ok: boolean; message: string } {
     const before = n.admin.length;
     this.step(n, { type: 'admin', cmdId: this.cmd++, command });
+    // A promotion asks the peer first (two-phase): let the control packets through.
+    for (let i = 0; i < 10 && n.admin.length === before; i++) {
+      this.deliver(1, 'control');
+      this.deliver(2, 'control');
+    }
     return n.admin[before] ?? { ok: false, message: '(pending)' };
   }
 
@@ -152,7 +163,12 @@ export class Pair {
   }
 
   write(n: HNode, block: number, fill: number, blocks = 1, fua = false): number {
-    return this.request(n, { op: 'write', offsetBytes: block * BLOCK, data: new Uint8Array(blocks * BLOCK).fill(fill), fua });
+    return this.request(n, {
+      op: 'write',
+      offsetBytes: block * BLOCK,
+      data: new Uint8Array(blocks * BLOCK).fill(fill),
+      fua,
+    });
   }
 
   private apply(n: HNode, actions: readonly Action[]): void {
@@ -162,12 +178,21 @@ export class Pair {
   private applyOne(n: HNode, a: Action): void {
     switch (a.type) {
       case 'diskRead':
-        n.pendingIo.push({ ioId: a.ioId, run: () => ({ type: 'diskDone', ioId: a.ioId, ok: true, data: n.disk.read(a.offsetBytes, a.lengthBytes) }) });
+        n.pendingIo.push({
+          ioId: a.ioId,
+          run: () => ({
+            type: 'diskDone',
+            ioId: a.ioId,
+            ok: true,
+            data: n.disk.read(a.offsetBytes, a.lengthBytes),
+          }),
+        });
         return;
       case 'diskWrite':
       case 'diskZeroes':
       case 'diskTrim': {
-        const data = a.type === 'diskWrite' ? new Uint8Array(a.data) : new Uint8Array(a.lengthBytes);
+        const data =
+          a.type === 'diskWrite' ? new Uint8Array(a.data) : new Uint8Array(a.lengthBytes);
         const fua = a.type === 'diskTrim' ? false : a.fua;
         n.pendingIo.push({
           ioId: a.ioId,
@@ -217,7 +242,12 @@ export class Pair {
       case 'stateChange':
         return;
       case 'complete':
-        n.completions.set(a.reqId, a.ok ? { ok: true, ...(a.data !== undefined ? { data: a.data } : {}) } : { ok: false, errno: a.errno });
+        n.completions.set(
+          a.reqId,
+          a.ok
+            ? { ok: true, ...(a.data !== undefined ? { data: a.data } : {}) }
+            : { ok: false, errno: a.errno },
+        );
         return;
       case 'adminResult':
         n.admin.push({ ok: a.ok, message: a.message });
@@ -255,6 +285,17 @@ export class Pair {
     this.step(this.b, { type: 'connClosed', peer: 1 });
   }
 
+  /** Power loss of one node: in-flight packets vanish, the peer sees the link drop, the
+   *  node's disk keeps a seeded part of its cache, and it restarts from its metadata. */
+  crash(n: HNode, seed = 1): void {
+    this.connected = false;
+    this.links.clear();
+    const other = n === this.a ? this.b : this.a;
+    this.step(other, { type: 'connClosed', peer: n.id });
+    n.disk.crash(new SeededRandom(seed));
+    this.restart(n);
+  }
+
   /** Delivers one queued packet from `from` on `stream`; false if none. */
   deliver(from: number, stream: Stream = 'data'): boolean {
     const q = this.queue(from, stream);
@@ -282,17 +323,20 @@ export class Pair {
 
   /** Fires every resync timer (one controller tick). */
   tick(): void {
-    for (const n of [this.a, this.b]) for (const id of [...n.engine.timers.keys()]) this.step(n, { type: 'timer', timerId: id });
+    for (const n of [this.a, this.b])
+      for (const id of [...n.engine.timers.keys()]) this.step(n, { type: 'timer', timerId: id });
   }
 
   /** Runs until nothing moves: packets, disk I/O and (if `ticks`) resync timer ticks. */
   settle(ticks = 200): void {
     for (let round = 0; round < 100_000; round++) {
       let moved = false;
-      for (const from of [1, 2]) for (const st of ['control', 'data'] as const) while (this.deliver(from, st)) moved = true;
+      for (const from of [1, 2])
+        for (const st of ['control', 'data'] as const) while (this.deliver(from, st)) moved = true;
       for (const n of [this.a, this.b]) while (this.completeIo(n)) moved = true;
       if (!moved) {
-        if (ticks <= 0 || (this.a.engine.timers.size === 0 && this.b.engine.timers.size === 0)) return;
+        if (ticks <= 0 || (this.a.engine.timers.size === 0 && this.b.engine.timers.size === 0))
+          return;
         ticks--;
         this.tick();
       }
