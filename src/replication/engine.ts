@@ -1168,7 +1168,22 @@ function reply(s: EngineState, cmdId: number, ok: boolean, message: string): voi
   emit(s, { type: 'adminResult', cmdId, ok, message });
 }
 
+/** Commands that change roles, UUIDs or the disk would race the handshake's view of them. */
+const REFUSED_WHILE_HANDSHAKING: ReadonlySet<AdminCommand['cmd']> = new Set([
+  'primary',
+  'secondary',
+  'new-current-uuid',
+  'invalidate',
+  'invalidate-remote',
+  'verify',
+  'detach',
+  'attach',
+]);
+
 function onAdmin(s: EngineState, cmdId: number, c: AdminCommand): void {
+  if (REFUSED_WHILE_HANDSHAKING.has(c.cmd) && mustQueue(s)) {
+    return reply(s, cmdId, false, 'a handshake with a peer is in progress; retry');
+  }
   switch (c.cmd) {
     case 'primary':
       promote(s, cmdId, c.force);
@@ -1404,7 +1419,7 @@ function handshakePacket(s: EngineState, p: Peer): HandshakePacket {
     nodeId: s.cfg.nodeId,
     protocol: s.cfg.protocol,
     sizeBytes: s.cfg.sizeBytes,
-    role: s.pendingPromote !== null ? 'Primary' : s.role,
+    role: s.role,
     disk: s.disk,
     currentUuid: s.current,
     bitmapUuid: s.bitmapUuids.get(p.id) ?? 0n,
