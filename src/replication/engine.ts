@@ -49,6 +49,8 @@ type Io =
       seq: number;
       ack: 'none' | 'recv' | 'write';
       range: BlockRange;
+      /** Parts of one peer write still in flight (a conflict winner writes only some blocks). */
+      group: { remaining: number; failed: boolean };
     }
   | { kind: 'epochFlush'; peer: number; inc: number }
   | { kind: 'peerRead'; peer: number; inc: number; id: number }
@@ -154,6 +156,10 @@ interface Peer {
   readonly promoteWaiting: Map<number, { cmdId: number; force: boolean }>;
   readonly readsViaPeer: Map<number, number>; // DataRequest id -> client reqId
   readonly readsWaiting: { id: number; offsetBytes: number; lengthBytes: number }[];
+  /** Highest Data seq of this peer we started writing (sent back as peerSeq). */
+  rxLastSeq: number;
+  /** Our writes this peer may not have seen yet (two Primaries: conflict detection). */
+  readonly sentLog: { seq: number; range: BlockRange }[];
 }
 
 interface PendingPromote {
@@ -292,6 +298,8 @@ function newPeer(id: number, name: string): Peer {
     promoteWaiting: new Map(),
     readsViaPeer: new Map(),
     readsWaiting: [],
+    rxLastSeq: 0,
+    sentLog: [],
   };
 }
 
@@ -722,7 +730,8 @@ function startWrite(
     s.queued.push(req);
     return;
   }
-  if (blockedByResync(s, range)) {
+  // With two Primaries a peer write may be landing here: order behind it.
+  if (blockedByResync(s, range) || (s.cfg.allowTwoPrimaries && blockedByWrites(s, range))) {
     s.lockWaiters.push(() => startWrite(s, req));
     return;
   }
@@ -779,7 +788,12 @@ function startWrite(
         data: req.op === 'write' ? req.data : new Uint8Array(0),
         fua: req.fua,
         ack,
+        peerSeq: p.rxLastSeq,
       });
+      if (s.cfg.allowTwoPrimaries) {
+        p.sentLog.push({ seq, range });
+        if (p.sentLog.length > ENGINE_QUEUED_REQUESTS_MAX) p.sentLog.shift();
+      }
       p.tl.set(seq, { epoch: p.epoch, range });
       // An extent stays hot until the peer acknowledged the epoch (protocol A/B may still
       // lose the write on the way): after a crash the activity log must cover it.
@@ -998,10 +1012,12 @@ function peerWriteDone(
   what: Extract<Io, { kind: 'peerWrite' }>,
   ok: boolean,
 ): void {
+  if (!ok) what.group.failed = true;
+  if (--what.group.remaining > 0) return;
   const p = s.peers.get(what.peer);
   if (p === undefined || p.inc !== what.inc) return;
   p.rxInflight--;
-  if (!ok) send(s, p, 'control', { kind: 'NegAck', seq: what.seq });
+  if (what.group.failed) send(s, p, 'control', { kind: 'NegAck', seq: what.seq });
   else if (what.ack === 'write') send(s, p, 'control', { kind: 'WriteAck', seq: what.seq });
   maybeFinishRxEpoch(s, p);
 }
@@ -1410,6 +1426,8 @@ function onEstablished(s: EngineState, peerId: number): void {
   p.epochSizes.clear();
   p.rxEpoch = 1;
   p.rxNoAck = false;
+  p.rxLastSeq = 0;
+  p.sentLog.length = 0;
   send(s, p, 'data', handshakePacket(s, p));
 }
 
@@ -1905,36 +1923,111 @@ function startPeerWrite(s: EngineState, p: Peer, pk: Extract<Packet, { kind: 'Da
     markOutOfSync(s, p.id, range);
     emit(s, { type: 'bitmapFlush' });
   }
+  // Two Primaries: our writes the peer had not seen when it wrote this one are concurrent.
+  // The lower node id wins the overlapping blocks: the winner drops them from the peer's
+  // write, the loser applies the peer's write after its own, so both end with the winner's.
+  p.rxLastSeq = Math.max(p.rxLastSeq, pk.seq);
+  while (p.sentLog.length > 0 && (p.sentLog[0]?.seq ?? 0) <= pk.peerSeq) p.sentLog.shift();
+  const conflicting = new Set<number>();
+  if (s.role === 'Primary' && s.cfg.allowTwoPrimaries) {
+    for (const w of p.sentLog) {
+      if (w.seq <= pk.peerSeq) continue;
+      for (
+        let b = Math.max(w.range.start, range.start);
+        b < Math.min(w.range.start + w.range.count, range.start + range.count);
+        b++
+      )
+        conflicting.add(b);
+    }
+    for (const b of conflicting)
+      emit(s, { type: 'note', note: { kind: 'conflict', peer: p.id, block: b } });
+  }
+  const iWin = s.cfg.nodeId < p.id;
+  const incAtArrival = p.inc;
   const go = (): void => {
     if (p.inc !== incAtArrival) return;
-    if (blockedByResync(s, range)) {
+    const mustWait =
+      blockedByResync(s, range) || (conflicting.size > 0 && !iWin && blockedByWrites(s, range));
+    if (mustWait) {
       s.lockWaiters.push(go);
       return;
     }
-    lockWrite(s, range, 1);
-    const ioId = io(s, {
-      kind: 'peerWrite',
-      peer: p.id,
-      inc: p.inc,
-      seq: pk.seq,
-      ack: pk.ack,
-      range,
-    });
-    if (pk.op === 'write')
-      emit(s, { type: 'diskWrite', ioId, offsetBytes: pk.offsetBytes, data: pk.data, fua: pk.fua });
-    else if (pk.op === 'trim')
-      emit(s, { type: 'diskTrim', ioId, offsetBytes: pk.offsetBytes, lengthBytes: pk.lengthBytes });
-    else
-      emit(s, {
-        type: 'diskZeroes',
-        ioId,
-        offsetBytes: pk.offsetBytes,
-        lengthBytes: pk.lengthBytes,
-        fua: pk.fua,
+    const parts =
+      conflicting.size > 0 && iWin
+        ? byteRunsExcluding(pk.offsetBytes, pk.lengthBytes, conflicting)
+        : [{ offsetBytes: pk.offsetBytes, lengthBytes: pk.lengthBytes }];
+    const group = { remaining: parts.length, failed: false };
+    if (parts.length === 0) {
+      group.remaining = 1;
+      peerWriteDone(
+        s,
+        { kind: 'peerWrite', peer: p.id, inc: p.inc, seq: pk.seq, ack: pk.ack, range, group },
+        true,
+      );
+      return;
+    }
+    for (const part of parts) {
+      const r = blockRangeOf(part.offsetBytes, part.lengthBytes);
+      lockWrite(s, r, 1);
+      const ioId = io(s, {
+        kind: 'peerWrite',
+        peer: p.id,
+        inc: p.inc,
+        seq: pk.seq,
+        ack: pk.ack,
+        range: r,
+        group,
       });
+      const off = part.offsetBytes - pk.offsetBytes;
+      if (pk.op === 'write')
+        emit(s, {
+          type: 'diskWrite',
+          ioId,
+          offsetBytes: part.offsetBytes,
+          data: pk.data.subarray(off, off + part.lengthBytes),
+          fua: pk.fua,
+        });
+      else if (pk.op === 'trim')
+        emit(s, {
+          type: 'diskTrim',
+          ioId,
+          offsetBytes: part.offsetBytes,
+          lengthBytes: part.lengthBytes,
+        });
+      else
+        emit(s, {
+          type: 'diskZeroes',
+          ioId,
+          offsetBytes: part.offsetBytes,
+          lengthBytes: part.lengthBytes,
+          fua: pk.fua,
+        });
+    }
   };
-  const incAtArrival = p.inc;
   go();
+}
+
+/** The byte runs of [offset, offset+length) outside the given blocks. */
+function byteRunsExcluding(
+  offsetBytes: number,
+  lengthBytes: number,
+  blocks: ReadonlySet<number>,
+): { offsetBytes: number; lengthBytes: number }[] {
+  const out: { offsetBytes: number; lengthBytes: number }[] = [];
+  const end = offsetBytes + lengthBytes;
+  let o = offsetBytes;
+  while (o < end) {
+    const b = Math.floor(o / BLOCK);
+    const next = Math.min(end, (b + 1) * BLOCK);
+    if (!blocks.has(b)) {
+      const last = out[out.length - 1];
+      if (last !== undefined && last.offsetBytes + last.lengthBytes === o)
+        last.lengthBytes += next - o;
+      else out.push({ offsetBytes: o, lengthBytes: next - o });
+    }
+    o = next;
+  }
+  return out;
 }
 
 function maybeFinishRxEpoch(s: EngineState, p: Peer): void {

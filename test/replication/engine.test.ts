@@ -397,3 +397,26 @@ test('device size is whole bitmap blocks and requests outside it fail with EINVA
   const id = p.request(p.a, { op: 'read', offsetBytes: SIZE, lengthBytes: BLOCK });
   assert.equal(p.a.completions.get(id)?.errno, 'EINVAL');
 });
+
+test('two Primaries: concurrent writes to one block are detected and resolved identically', () => {
+  const p = Pair.initialized({ allowTwoPrimaries: true });
+  assert.equal(p.adminCmd(p.b, { cmd: 'primary', force: false }).ok, true);
+  p.settle();
+  // Both write blocks 20..21 and 21..22 at once: block 21 is written concurrently.
+  const wa = p.write(p.a, 20, 0xa1, 2);
+  const wb = p.write(p.b, 21, 0xb2, 2);
+  p.settle();
+  assert.ok(done(p.a, wa) && done(p.b, wb));
+  assert.ok(p.a.notes.some((n) => n.kind === 'conflict' && n.block === 21));
+  assert.ok(p.b.notes.some((n) => n.kind === 'conflict' && n.block === 21));
+  assert.ok(p.identical(), 'both nodes hold the same data');
+  assert.equal(blockOf(p.a, 21), 0xa1, 'the lower node id wins the overlapping block');
+  assert.equal(blockOf(p.a, 20), 0xa1);
+  assert.equal(blockOf(p.a, 22), 0xb2, "the rest of bravo's write is kept");
+  // A write issued after seeing the peer's is not a conflict: it simply wins.
+  const later = p.write(p.b, 21, 0xb3);
+  p.settle();
+  assert.ok(done(p.b, later));
+  assert.equal(blockOf(p.a, 21), 0xb3);
+  assert.ok(p.identical());
+});

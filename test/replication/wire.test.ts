@@ -53,6 +53,7 @@ export const samples: Packet[] = [
     data: bytes(4096),
     fua: true,
     ack: 'write',
+    peerSeq: 3,
   },
   {
     kind: 'Data',
@@ -64,6 +65,7 @@ export const samples: Packet[] = [
     data: new Uint8Array(0),
     fua: false,
     ack: 'none',
+    peerSeq: 0,
   },
   { kind: 'Barrier', epoch: 5 },
   { kind: 'BarrierAck', epoch: 5, setSize: 3 },
