@@ -776,8 +776,13 @@ function startWrite(
   for (const p of s.peers.values()) {
     if (replicatesTo(s, p)) {
       if (p.closeEpoch) closeEpochNow(s, p);
+      // Without an UpToDate local disk the peer's copy is the only good one: wait for it.
       const ack =
-        req.fua || s.cfg.protocol === 'C' ? 'write' : s.cfg.protocol === 'B' ? 'recv' : 'none';
+        req.fua || s.cfg.protocol === 'C' || s.disk !== 'UpToDate'
+          ? 'write'
+          : s.cfg.protocol === 'B'
+            ? 'recv'
+            : 'none';
       send(s, p, 'data', {
         kind: 'Data',
         seq,
@@ -945,7 +950,8 @@ function onDiskDone(s: EngineState, ev: Extract<EngineEvent, { type: 'diskDone' 
       const w = s.writes.get(what.seq);
       assert(w !== undefined, 'client write in flight');
       w.localPending = false;
-      w.copies++;
+      // A write into an Inconsistent disk (SyncTarget) is not yet a good copy of the data.
+      if (s.disk === 'UpToDate') w.copies++;
       lockWrite(s, w.range, -1);
       maybeCompleteWrite(s, w);
       return;
