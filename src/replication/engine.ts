@@ -49,11 +49,8 @@ type Io =
       seq: number;
       ack: 'none' | 'recv' | 'write';
       range: BlockRange;
-<<<<<<< HEAD
       /** Parts of one peer write still in flight (a conflict winner writes only some blocks). */
       group: { remaining: number; failed: boolean };
-=======
->>>>>>> main
     }
   | { kind: 'epochFlush'; peer: number; inc: number }
   | { kind: 'peerRead'; peer: number; inc: number; id: number }
@@ -779,7 +776,6 @@ function startWrite(
   for (const p of s.peers.values()) {
     if (replicatesTo(s, p)) {
       if (p.closeEpoch) closeEpochNow(s, p);
-<<<<<<< HEAD
       // Without an UpToDate local disk the peer's copy is the only good one: wait for it.
       const ack =
         req.fua || s.cfg.protocol === 'C' || s.disk !== 'UpToDate'
@@ -787,10 +783,6 @@ function startWrite(
           : s.cfg.protocol === 'B'
             ? 'recv'
             : 'none';
-=======
-      const ack =
-        req.fua || s.cfg.protocol === 'C' ? 'write' : s.cfg.protocol === 'B' ? 'recv' : 'none';
->>>>>>> main
       send(s, p, 'data', {
         kind: 'Data',
         seq,
@@ -1026,11 +1018,8 @@ function peerWriteDone(
   what: Extract<Io, { kind: 'peerWrite' }>,
   ok: boolean,
 ): void {
-<<<<<<< HEAD
   if (!ok) what.group.failed = true;
   if (--what.group.remaining > 0) return;
-=======
->>>>>>> main
   const p = s.peers.get(what.peer);
   if (p === undefined || p.inc !== what.inc) return;
   p.rxInflight--;
@@ -1075,7 +1064,6 @@ function onIoError(s: EngineState, what: Io): void {
           start: what.start,
           count: what.count,
         });
-<<<<<<< HEAD
       break;
     }
     case 'epochFlush': {
@@ -1084,8 +1072,6 @@ function onIoError(s: EngineState, what: Io): void {
         p.rxFlushing = false;
         p.rxNoAck = true;
       }
-=======
->>>>>>> main
       break;
     }
     case 'clientFlush':
@@ -1842,27 +1828,8 @@ function onPacket(s: EngineState, peerId: number, pk: Packet): void {
       if (pk.kind !== 'NegAck') w.copies++;
       return maybeCompleteWrite(s, w);
     }
-<<<<<<< HEAD
     case 'DataRequest':
       return servePeerRead(s, p, pk);
-=======
-    case 'DataRequest': {
-      if (s.disk !== 'UpToDate')
-        return send(s, p, 'data', {
-          kind: 'DataReply',
-          id: pk.id,
-          ok: false,
-          data: new Uint8Array(0),
-        });
-      const ioId = io(s, { kind: 'peerRead', peer: p.id, inc: p.inc, id: pk.id });
-      return emit(s, {
-        type: 'diskRead',
-        ioId,
-        offsetBytes: pk.offsetBytes,
-        lengthBytes: pk.lengthBytes,
-      });
-    }
->>>>>>> main
     case 'DataReply': {
       const reqId = p.readsViaPeer.get(pk.id);
       if (reqId === undefined) return;
@@ -1991,7 +1958,6 @@ function startPeerWrite(s: EngineState, p: Peer, pk: Extract<Packet, { kind: 'Da
       s.lockWaiters.push(go);
       return;
     }
-<<<<<<< HEAD
     const parts =
       conflicting.size > 0 && iWin
         ? byteRunsExcluding(pk.offsetBytes, pk.lengthBytes, conflicting)
@@ -2043,29 +2009,6 @@ function startPeerWrite(s: EngineState, p: Peer, pk: Extract<Packet, { kind: 'Da
           fua: pk.fua,
         });
     }
-=======
-    lockWrite(s, range, 1);
-    const ioId = io(s, {
-      kind: 'peerWrite',
-      peer: p.id,
-      inc: p.inc,
-      seq: pk.seq,
-      ack: pk.ack,
-      range,
-    });
-    if (pk.op === 'write')
-      emit(s, { type: 'diskWrite', ioId, offsetBytes: pk.offsetBytes, data: pk.data, fua: pk.fua });
-    else if (pk.op === 'trim')
-      emit(s, { type: 'diskTrim', ioId, offsetBytes: pk.offsetBytes, lengthBytes: pk.lengthBytes });
-    else
-      emit(s, {
-        type: 'diskZeroes',
-        ioId,
-        offsetBytes: pk.offsetBytes,
-        lengthBytes: pk.lengthBytes,
-        fua: pk.fua,
-      });
->>>>>>> main
   };
   go();
 }
@@ -2249,7 +2192,6 @@ function issueResyncRequests(s: EngineState, p: Peer): void {
   }
 }
 
-<<<<<<< HEAD
 /** A read for a Diskless or syncing peer: it must see the writes that peer sent before it. */
 function servePeerRead(
   s: EngineState,
@@ -2270,8 +2212,6 @@ function servePeerRead(
   emit(s, { type: 'diskRead', ioId, offsetBytes: r.offsetBytes, lengthBytes: r.lengthBytes });
 }
 
-=======
->>>>>>> main
 function serveRsRequest(
   s: EngineState,
   p: Peer,

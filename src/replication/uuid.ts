@@ -72,15 +72,12 @@ export function uuidCompare(me: UuidView, peer: UuidView): UuidDecision {
   const myB = mask(me.bitmapUuid);
   if (peerB !== 0n && myC === peerB) return { result: -1, rule: 'my-current-is-peer-bitmap' };
   if (myB !== 0n && myB === peerC) return { result: 1, rule: 'peer-current-is-my-bitmap' };
-<<<<<<< HEAD
   // A sync source bumps its bitmap UUID by UUID_NEW_BM_OFFSET each time it starts a resync;
   // if the SyncUuid packet(s) never arrived, the target's current trails by a few offsets.
   if (peerB !== 0n && bumpedFrom(myC, peerB))
     return { result: -1, rule: 'missed-sync-uuid-peer-is-source' };
   if (myB !== 0n && bumpedFrom(peerC, myB))
     return { result: 1, rule: 'missed-sync-uuid-i-am-source' };
-=======
->>>>>>> main
   if (peer.historyUuids.some((h) => mask(h) === myC))
     return { result: -2, rule: 'my-current-in-peer-history' };
   if (me.historyUuids.some((h) => mask(h) === peerC))
