@@ -3,8 +3,8 @@
 // split brain, resync safety, verify, csums, detach, crash recovery, rate control).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { BLOCK, Pair, SIZE, type HNode } from '../sim/harness.js';
-import { resyncBudget } from '../../src/replication/engine.js';
+import { BLOCK, Pair, SIZE, baseConfig, type HNode } from '../sim/harness.js';
+import { createEngine, resyncBudget } from '../../src/replication/engine.js';
 
 const done = (n: HNode, id: number): boolean => n.completions.get(id)?.ok === true;
 const blockOf = (n: HNode, b: number): number => n.disk.read(b * BLOCK, BLOCK)[0] ?? -1;
@@ -419,4 +419,70 @@ test('two Primaries: concurrent writes to one block are detected and resolved id
   assert.ok(done(p.b, later));
   assert.equal(blockOf(p.a, 21), 0xb3);
   assert.ok(p.identical());
+});
+
+test('trim and write-zeroes replicate like writes', () => {
+  const p = Pair.initialized();
+  p.write(p.a, 30, 0x30, 2);
+  p.settle();
+  const z = p.request(p.a, {
+    op: 'zeroes',
+    offsetBytes: 30 * BLOCK,
+    lengthBytes: BLOCK,
+    fua: false,
+  });
+  const t = p.request(p.a, { op: 'trim', offsetBytes: 31 * BLOCK, lengthBytes: BLOCK, fua: false });
+  p.settle();
+  assert.ok(done(p.a, z) && done(p.a, t));
+  assert.equal(blockOf(p.b, 30), 0);
+  assert.equal(blockOf(p.b, 31), 0);
+  assert.ok(p.identical());
+});
+
+test('a Diskless node can be promoted and serves through its UpToDate peer', () => {
+  const p = Pair.initialized();
+  p.write(p.a, 3, 0x0d);
+  p.settle();
+  p.adminCmd(p.a, { cmd: 'secondary' });
+  p.adminCmd(p.b, { cmd: 'detach' });
+  p.settle();
+  assert.equal(p.b.engine.disk, 'Diskless');
+  assert.equal(p.adminCmd(p.b, { cmd: 'primary', force: false }).ok, true);
+  p.settle();
+  const r = p.request(p.b, { op: 'read', offsetBytes: 3 * BLOCK, lengthBytes: BLOCK });
+  const w = p.write(p.b, 4, 0x0e);
+  p.settle();
+  assert.equal(p.b.completions.get(r)?.data?.[0], 0x0d);
+  assert.ok(done(p.b, w));
+  assert.equal(blockOf(p.a, 4), 0x0e);
+});
+
+test('I/O fails with EIO when no UpToDate copy is reachable', () => {
+  const p = Pair.initialized();
+  p.a.failNextIo = true;
+  p.write(p.a, 1, 1);
+  p.settle(); // alpha detached, bravo holds the data
+  p.cut();
+  const r = p.request(p.a, { op: 'read', offsetBytes: 0, lengthBytes: BLOCK });
+  const w = p.write(p.a, 2, 2);
+  assert.equal(p.a.completions.get(r)?.errno, 'EIO');
+  assert.equal(p.a.completions.get(w)?.errno, 'EIO');
+});
+
+test('admin commands that change roles or UUIDs are refused during a handshake', () => {
+  const p = Pair.initialized();
+  p.cut();
+  p.connect(); // handshake packets queued, not delivered
+  const r = p.adminCmd(p.a, { cmd: 'secondary' });
+  assert.equal(r.ok, false);
+  assert.match(r.message, /handshake/);
+  p.settle();
+  assert.equal(p.adminCmd(p.a, { cmd: 'secondary' }).ok, true);
+});
+
+test('createEngine without a disk starts Secondary/Diskless and asks for nothing on disk', () => {
+  const r = createEngine(baseConfig(1), null);
+  assert.equal(r.state.disk, 'Diskless');
+  assert.equal(r.state.role, 'Secondary');
+  assert.equal(r.actions.filter((a) => a.type.startsWith('disk') || a.type === 'persistMeta').length, 0);
 });
