@@ -484,5 +484,8 @@ test('createEngine without a disk starts Secondary/Diskless and asks for nothing
   const r = createEngine(baseConfig(1), null);
   assert.equal(r.state.disk, 'Diskless');
   assert.equal(r.state.role, 'Secondary');
-  assert.equal(r.actions.filter((a) => a.type.startsWith('disk') || a.type === 'persistMeta').length, 0);
+  assert.equal(
+    r.actions.filter((a) => a.type.startsWith('disk') || a.type === 'persistMeta').length,
+    0,
+  );
 });
