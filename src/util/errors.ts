@@ -56,3 +56,8 @@ export class ConnectionError extends TandemError {
 export class StateError extends TandemError {
   readonly code = 'TANDEM_ERR_STATE';
 }
+
+/** The fabric transport cannot run here: addon not built, libfabric or the provider missing. */
+export class FabricUnavailableError extends TandemError {
+  readonly code = 'TANDEM_ERR_FABRIC_UNAVAILABLE';
+}
