@@ -150,3 +150,41 @@ export const ENGINE_QUEUED_REQUESTS_MAX = 4096;
 assert(RESYNC_REQUEST_BYTES_MAX % BITMAP_BLOCK_BYTES === 0, 'resync request is whole blocks');
 assert(AL_EXTENT_BYTES % BITMAP_BLOCK_BYTES === 0, 'AL extent is whole bitmap blocks');
 assert(WIRE_BODY_BYTES_MAX > RESYNC_REQUEST_BYTES_MAX, 'a resync reply fits in one packet');
+// --- fabric transport (libfabric) ----------------------------------------------------------
+/** Size of each pre-registered receive and bounce buffer: the largest fabric message. */
+export const FABRIC_BUFFER_BYTES = 64 * KIB;
+export const FABRIC_BUFFER_BYTES_MIN = 4 * KIB;
+export const FABRIC_BUFFER_BYTES_MAX = 4 * MIB;
+/** Receive buffers kept posted for DATA (the peer's DATA credits). */
+export const FABRIC_DATA_CREDITS = 64;
+/** Receive buffers kept posted for CONTROL; the last one is reserved for credit updates. */
+export const FABRIC_CONTROL_CREDITS = 16;
+/** CONTROL credits at least: below this a credit update could answer a credit update forever. */
+export const FABRIC_CONTROL_CREDITS_MIN = 4;
+/** Pre-registered bounce buffers, which also bound sends in flight. */
+export const FABRIC_SEND_BUFFERS = 64;
+/** Upper bound of any of the buffer counts above. */
+export const FABRIC_BUFFERS_MAX = 4096;
+/** Payloads at or above this are sent from the caller's Buffer, registered, without a copy. */
+export const FABRIC_ZCOPY_THRESHOLD_BYTES = 8 * KIB;
+/** Longest busy-poll of the receive queue before sleeping (recv-poll). */
+export const FABRIC_RECV_POLL_US_MAX = 1_000_000;
+/** Time a fabric connect (address resolution, fi_connect, accept) has to complete. */
+export const FABRIC_CONNECT_TIMEOUT_MS = 5_000;
+/** Time a graceful close has to flush queued messages before it aborts. */
+export const FABRIC_CLOSE_TIMEOUT_MS = 5_000;
+/** Header of every fabric message (wire.ts). */
+export const FABRIC_WIRE_HEADER_BYTES = 16;
+/** Our part of the connection data (fi_connect/fi_accept): the transport handshake. */
+export const FABRIC_CONN_DATA_BYTES = 16;
+
+assert(
+  FABRIC_BUFFER_BYTES_MIN <= FABRIC_BUFFER_BYTES && FABRIC_BUFFER_BYTES <= FABRIC_BUFFER_BYTES_MAX,
+  'fabric buffer default within its bounds',
+);
+assert(FABRIC_CONTROL_CREDITS >= FABRIC_CONTROL_CREDITS_MIN, 'control credits above minimum');
+assert(
+  FABRIC_DATA_CREDITS + FABRIC_CONTROL_CREDITS <= FABRIC_BUFFERS_MAX,
+  'posted receive buffers within bound',
+);
+assert(FABRIC_ZCOPY_THRESHOLD_BYTES < FABRIC_BUFFER_BYTES, 'zero-copy threshold below a buffer');
