@@ -188,3 +188,41 @@ assert(
   'posted receive buffers within bound',
 );
 assert(FABRIC_ZCOPY_THRESHOLD_BYTES < FABRIC_BUFFER_BYTES, 'zero-copy threshold below a buffer');
+// --- multipath sessions --------------------------------------------------------------------
+/** Unacknowledged bytes a session keeps per stream for replay; send() says over-high-water at it. */
+export const MULTIPATH_REPLAY_BUFFER_BYTES = 16 * MIB;
+/** Heartbeats sent per ping-timeout on every path (failure is detected within one ping-timeout). */
+export const MULTIPATH_HEARTBEATS_PER_PING_TIMEOUT = 4;
+/** Shortest heartbeat interval, whatever ping-timeout says. */
+export const MULTIPATH_HEARTBEAT_INTERVAL_MIN_MS = 5;
+/** A receiver acknowledges at most this long after delivering, when no CONTROL traffic carries it. */
+export const MULTIPATH_ACK_DELAY_MS = 5;
+/** A receiver acknowledges at once after this many unacknowledged bytes (keeps the window open). */
+export const MULTIPATH_ACK_EVERY_BYTES = 1 * MIB;
+/** Failures of one path within a minute above which it is held down (flap hysteresis). */
+export const MULTIPATH_FLAPS_PER_MINUTE_MAX = 5;
+/** How long a flapping path is held down before it is dialed again. */
+export const MULTIPATH_HOLD_DOWN_MS = 60_000;
+/** Delay before a failed path is dialed again (doubles per failure, up to the hold-down). */
+export const MULTIPATH_REDIAL_MS = 250;
+/** Cap of that doubling for a path that is not flapping (it keeps being dialed this often). */
+export const MULTIPATH_REDIAL_MAX_MS = 2_000;
+/** Time a path has to finish its join handshake. */
+export const MULTIPATH_JOIN_TIMEOUT_MS = 5_000;
+/** Longest a failback waits for the old path's messages to be acknowledged before switching. */
+export const MULTIPATH_FAILBACK_DRAIN_MS = 2_000;
+/** Longest destroy() lingers to deliver its CLOSE notice before it drops the paths. */
+export const MULTIPATH_CLOSE_LINGER_MS = 1_000;
+/** Paths of one session (drbd.conf allows a handful per connection). */
+export const MULTIPATH_PATHS_MAX = 8;
+/** Sessions one listener keeps (live, or waiting for a path to resume). */
+export const MULTIPATH_SESSIONS_MAX = 1024;
+/** Bytes of the random session id and of each handshake nonce. */
+export const MULTIPATH_SESSION_ID_BYTES = 16;
+export const MULTIPATH_NONCE_BYTES = 32;
+
+assert(
+  MULTIPATH_REPLAY_BUFFER_BYTES + TRANSPORT_MESSAGE_PAYLOAD_BYTES_MAX <=
+    TRANSPORT_STREAM_QUEUE_BYTES_MAX,
+  'a full replay buffer plus one message fits the stream hard bound',
+);
