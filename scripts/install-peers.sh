@@ -7,6 +7,8 @@ PKGS=(
   nbdkit libnbd-bin qemu-utils fio       # NBD peers: nbdinfo nbdcopy nbdfuse, qemu-io/qemu-img, fio
   fuse3 e2fsprogs                        # nbdfuse -> loop -> ext4
   iproute2 nftables iptables iperf3      # namespaces, fault injection, transport baseline
+  libfabric-dev libfabric-bin            # fabric transport addon (native/), fi_info/fi_pingpong
+  qemu-system-common time                # bench: qemu-storage-daemon mirror peer, GNU time for nbdcopy
 )
 missing=()
 for p in "${PKGS[@]}"; do

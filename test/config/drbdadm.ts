@@ -6,6 +6,9 @@ import { peerEnv } from '../support/peers.js';
 
 /** Addresses every namespace gets (documentation ranges only, never the host's own). */
 const TEST_ADDRESSES = [
+  '127.0.0.2/32',
+  '127.0.0.3/32',
+  '127.0.0.4/32',
   'fdaa::1/128',
   'fdaa::2/128',
   'fdaa::3/128',

@@ -21,9 +21,11 @@ export class BlackholeProxy {
         [outbound, inbound],
       ] as const) {
         this.sockets.add(from);
+        // Backpressure passes through, so a receiver that stops reading stalls the sender.
         from.on('data', (b: Buffer) => {
-          if (!this.dropping) to.write(b);
+          if (!this.dropping && !to.write(b)) from.pause();
         });
+        to.on('drain', () => from.resume());
         from.on('end', () => {
           if (!this.dropping) to.end();
         });
