@@ -452,6 +452,14 @@ export class ConnectionManager {
       c.attempt = null;
     }
     c.established = est;
+    const n = c.cfg.net ?? {};
+    est.channel.configure?.({
+      ...(n.pingIntMs !== undefined ? { pingIntMs: n.pingIntMs } : {}),
+      ...(n.pingTimeoutMs !== undefined ? { pingTimeoutMs: n.pingTimeoutMs } : {}),
+      ...(n.timeoutMs !== undefined ? { timeoutMs: n.timeoutMs } : {}),
+      ...(n.koCount !== undefined ? { koCount: n.koCount } : {}),
+      ...(n.highWaterBytes !== undefined ? { highWaterBytes: n.highWaterBytes } : {}),
+    });
     est.channel.on('closed', (info) => {
       if (c.established?.channel !== est.channel) return;
       c.established = null;
