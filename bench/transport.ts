@@ -86,30 +86,31 @@ async function rtt(ch: Channel, n: number): Promise<{ p50: number; p99: number }
 }
 
 async function iperf3(): Promise<number | null> {
-  const port = randomInt(40_000, 60_000);
-  const server = spawn('iperf3', ['-s', '-1', '-p', String(port), '-B', HOST], { stdio: 'ignore' });
-  try {
-    for (let i = 0; i < 50; i++) {
-      try {
-        const { stdout } = await promisify(execFile)('iperf3', [
-          '-c',
-          HOST,
-          '-p',
-          String(port),
-          '-t',
-          String(SECONDS),
-          '-J',
-        ]);
-        const j = JSON.parse(stdout) as { end: { sum_received: { bits_per_second: number } } };
-        return j.end.sum_received.bits_per_second / 1e9;
-      } catch {
-        await new Promise((r) => setTimeout(r, 100)); // server not up yet
+  // A random high port may be taken by someone else on this shared VM: try a few.
+  for (let tries = 0; tries < 5; tries++) {
+    const port = randomInt(40_000, 60_000);
+    const server = spawn('iperf3', ['-s', '-1', '-p', String(port), '-B', HOST], {
+      stdio: 'ignore',
+    });
+    let exited = false;
+    server.on('exit', () => (exited = true));
+    try {
+      for (let i = 0; i < 50 && !exited; i++) {
+        try {
+          const { stdout } = await promisify(execFile)('iperf3', [
+            ...['-c', HOST, '-p', String(port), '-t', String(SECONDS), '-J'],
+          ]);
+          const j = JSON.parse(stdout) as { end: { sum_received: { bits_per_second: number } } };
+          return j.end.sum_received.bits_per_second / 1e9;
+        } catch {
+          await new Promise((r) => setTimeout(r, 100)); // server not up yet
+        }
       }
+    } finally {
+      server.kill();
     }
-    return null;
-  } finally {
-    server.kill();
   }
+  return null;
 }
 
 async function main(): Promise<void> {

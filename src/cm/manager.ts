@@ -68,6 +68,7 @@ class Pump {
   private readonly queue: Message[] = [];
   private waiter: { resolve: (m: Message) => void; reject: (e: Error) => void } | null = null;
   private failure: HandshakeFailure | null = null;
+  private released = false;
   private readonly offClosed: () => void;
 
   constructor(
@@ -111,6 +112,8 @@ class Pump {
   }
 
   done(): void {
+    if (this.released) return;
+    this.released = true;
     this.offClosed();
     // Release the pause; DATA stays held until the layer above sets a receiver.
     this.ch.setReceiver(null);
@@ -449,6 +452,14 @@ export class ConnectionManager {
       c.attempt = null;
     }
     c.established = est;
+    const n = c.cfg.net ?? {};
+    est.channel.configure?.({
+      ...(n.pingIntMs !== undefined ? { pingIntMs: n.pingIntMs } : {}),
+      ...(n.pingTimeoutMs !== undefined ? { pingTimeoutMs: n.pingTimeoutMs } : {}),
+      ...(n.timeoutMs !== undefined ? { timeoutMs: n.timeoutMs } : {}),
+      ...(n.koCount !== undefined ? { koCount: n.koCount } : {}),
+      ...(n.highWaterBytes !== undefined ? { highWaterBytes: n.highWaterBytes } : {}),
+    });
     est.channel.on('closed', (info) => {
       if (c.established?.channel !== est.channel) return;
       c.established = null;
@@ -579,6 +590,7 @@ export class ConnectionManager {
       const rr = decodeReady(await ConnectionManager.expect(pump, MSG_READY, 'ready'));
       if (!rr.ok || rr.value !== agreed.version)
         throw this.refuse(ch, 'protocol', 'ready with another version');
+      pump.done();
       return {
         channel: ch,
         version: agreed.version,
@@ -668,6 +680,9 @@ export class ConnectionManager {
       ch.send('control', MSG_ADDRESSES, [encodeAddresses(this.announce(c))]);
       ch.send('control', MSG_READY, [encodeReady(agreed.version)]);
       c.inbound = null;
+      // Release the channel before handing it over: done() resets the receiver, which must not
+      // undo the one the layer above sets when it sees Connected.
+      pump.done();
       this.establish(c, {
         channel: ch,
         version: agreed.version,

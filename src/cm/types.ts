@@ -5,6 +5,7 @@ import type { Clock } from '../platform/clock.js';
 import type { Random } from '../util/prng.js';
 import type {
   Channel,
+  ChannelOptions,
   Endpoint,
   Log,
   PathSpec,
@@ -41,8 +42,12 @@ export interface NodeOptions {
   readonly handshakeTimeoutMs?: number;
 }
 
-/** drbd.conf net{} options the manager itself uses (liveness is the transport's). */
-export interface ConnectionNetOptions {
+/**
+ * drbd.conf net{} options of one connection. The liveness fields (ping-int, ping-timeout,
+ * timeout, ko-count) are applied to the channel once the handshake is done; before that the
+ * transport's own settings hold.
+ */
+export interface ConnectionNetOptions extends ChannelOptions {
   /** Base delay between connection attempts. @default 10_000 (connect-int 10 s) */
   readonly connectIntMs?: number;
   /** Upper bound of the backoff. @default CM_CONNECT_BACKOFF_MAX_MS */

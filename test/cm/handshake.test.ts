@@ -1,7 +1,7 @@
 // Connection manager over the memory transport: handshake, authentication, version
 // negotiation, refusals with logged reasons, path order and connect-int backoff.
 import assert from 'node:assert/strict';
-import { test } from 'node:test';
+import { afterEach, test } from 'node:test';
 import {
   MSG_HELLO,
   MSG_REFUSE,
@@ -13,7 +13,9 @@ import { MemoryNetwork } from '../../src/transport/memory/index.js';
 import type { Channel, Endpoint, Message } from '../../src/transport/types.js';
 import { Inbox } from '../compliance/transport.suite.js';
 import { ManualClock, realClock } from '../support/clocks.js';
-import { connectBoth, connected, makeNode, refused } from './support.js';
+import { closeAllNodes, connectBoth, connected, makeNode, refused } from './support.js';
+
+afterEach(closeAllNodes);
 
 const ep = (address: string): Endpoint => ({
   transport: 'memory',
@@ -107,6 +109,50 @@ test('messages the acceptor sends the moment it is Connected reach the dialer', 
   );
   await a.cm.close();
   await b.cm.close();
+});
+
+test("the connection's net options (ping-int, ping-timeout) apply once it is up", async () => {
+  const { a, b, net } = await pair({ pingIntMs: 30, pingTimeoutMs: 200 });
+  const ea = await a.waitEvent('connected', connected('r0', 1));
+  await b.waitEvent('connected', connected('r0', 0));
+  assert.ok(ea.kind === 'state' && ea.established);
+  const ch = ea.established.channel;
+  // The transport default would ping only every 10 s; the connection's 30 ms gives an RTT soon.
+  for (let i = 0; i < 500 && ch.stats().rttMs === null; i++)
+    await new Promise((r) => setTimeout(r, 5));
+  assert.notEqual(ch.stats().rttMs, null);
+  net.blackhole(ch);
+  const lost = await a.waitEvent(
+    'lost',
+    (e) => e.kind === 'state' && e.state === 'Connecting' && /timeout/.test(e.reason ?? ''),
+  );
+  assert.ok(lost.kind === 'state');
+  assert.match(lost.reason ?? '', /ping not answered within 200 ms/);
+  await a.cm.close();
+  await b.cm.close();
+});
+
+test('one listener serves several resources between the same nodes', async () => {
+  const { a, b } = await pair();
+  a.cm.addConnection({
+    resource: 'r1',
+    peerNodeId: 1,
+    paths: [{ peer: ep('beta') }],
+    net: { connectIntMs: 50 },
+  });
+  b.cm.addConnection({
+    resource: 'r1',
+    peerNodeId: 0,
+    paths: [{ peer: ep('alpha') }],
+    net: { connectIntMs: 50 },
+  });
+  const e0 = await a.waitEvent('r0', connected('r0', 1));
+  const e1 = await a.waitEvent('r1', connected('r1', 1));
+  await b.waitEvent('r0', connected('r0', 0));
+  await b.waitEvent('r1', connected('r1', 0));
+  assert.ok(e0.kind === 'state' && e0.established && e1.kind === 'state' && e1.established);
+  assert.notEqual(e0.established.channel, e1.established.channel);
+  assert.equal(a.transport.stats().channelsOpen, 2);
 });
 
 test('matching shared secret: authenticated connection', async () => {

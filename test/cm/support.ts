@@ -21,6 +21,16 @@ export class MemoryLog implements Log {
   }
 }
 
+const live: TestNode[] = [];
+
+/** Closes every node made since the last call (use in afterEach, so a failed test cannot hang). */
+export async function closeAllNodes(): Promise<void> {
+  for (const n of live.splice(0)) {
+    await n.cm.close();
+    await n.transport.close();
+  }
+}
+
 export interface TestNode {
   readonly cm: ConnectionManager;
   readonly events: CmEvent[];
@@ -48,7 +58,7 @@ export function makeNode(
     events.push(e);
     for (const w of [...waiters]) w(e);
   });
-  return {
+  const node: TestNode = {
     cm,
     events,
     log,
@@ -69,6 +79,8 @@ export function makeNode(
       );
     },
   };
+  live.push(node);
+  return node;
 }
 
 export const connected =

@@ -3,14 +3,16 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
-import { test } from 'node:test';
+import { afterEach, test } from 'node:test';
 import { MSG_HELLO, encodeHello } from '../../src/cm/wire.js';
 import { MSG_STREAM_SETUP, encodeFrameHeader } from '../../src/transport/frame.js';
 import { tcpTransport } from '../../src/transport/tcp/index.js';
 import type { Endpoint } from '../../src/transport/types.js';
 import { SeededRandom } from '../../src/util/prng.js';
 import { realClock } from '../support/clocks.js';
-import { connectBoth, connected, makeNode, refused } from './support.js';
+import { closeAllNodes, connectBoth, connected, makeNode, refused } from './support.js';
+
+afterEach(closeAllNodes);
 
 const deps = { clock: realClock, randomBytes };
 const ep = (address: string, port = 0): Endpoint => ({

@@ -290,6 +290,7 @@ export function transportSuite(name: string, make: PairFactory): void {
         assert.equal(inbox.on('control').length, 1);
         await a.close(); // idempotent
         a.destroy();
+        assert.equal(a.send('data', 1, []), 'closed');
       });
     });
 

@@ -4,16 +4,24 @@
 // handed to the socket as they are, never concatenated.
 import type { Socket } from 'node:net';
 import type { Clock, Timer } from '../../platform/clock.js';
-import { TCP_SETUP_TIMEOUT_MS } from '../../limits.js';
+import {
+  TCP_BATCH_BYTES,
+  TCP_COALESCE_MESSAGE_BYTES_MAX,
+  TCP_SETUP_TIMEOUT_MS,
+  TRANSPORT_FRAME_HEADER_BYTES,
+} from '../../limits.js';
 import { ConnectionError, ProtocolError } from '../../util/errors.js';
 import { BaseChannel, type ResolvedChannelOptions } from '../channel-base.js';
-import { describeFrameError, encodeFrameHeader, type FrameDecoder } from '../frame.js';
+import { FRAME_MAGIC, describeFrameError, encodeFrameHeader, type FrameDecoder } from '../frame.js';
 import type { PathSpec, StreamId } from '../types.js';
+import type { SlabReader } from './slab.js';
 
 export interface TcpStreamParts {
   readonly socket: Socket;
   /** Holds any bytes read past the setup frames. */
   readonly decoder: FrameDecoder;
+  /** Set when the socket reads into a slab (`onread`); it then emits no 'data' events. */
+  readonly slab?: SlabReader;
 }
 
 const RESET_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED']);
@@ -25,6 +33,11 @@ export class TcpChannel extends BaseChannel {
   private readonly ended = { data: false, control: false };
   private dataHeld = false;
   private dataCorked = false;
+  private readonly slabs: { [S in StreamId]: SlabReader | undefined };
+  /** The current batch buffer of small DATA frames; [batchStart, batchUsed) is not yet written. */
+  private batch: Buffer | null = null;
+  private batchStart = 0;
+  private batchUsed = 0;
   private delivering = { data: false, control: false };
   private endTimer: Timer | null = null;
 
@@ -39,6 +52,7 @@ export class TcpChannel extends BaseChannel {
   ) {
     super(id, 'tcp', path, initiator, clock, opts);
     this.socks = { data: data.socket, control: control.socket };
+    this.slabs = { data: data.slab, control: control.slab };
     this.decoders = { data: data.decoder, control: control.decoder };
     for (const s of ['data', 'control'] as const) this.attach(s);
   }
@@ -58,10 +72,13 @@ export class TcpChannel extends BaseChannel {
     sock.removeAllListeners('error');
     sock.removeAllListeners('close');
     sock.removeAllListeners('drain');
-    sock.on('data', (chunk: Buffer) => {
+    const onChunk = (chunk: Buffer): void => {
       this.decoders[stream].push(chunk);
       this.pump(stream);
-    });
+    };
+    const slab = this.slabs[stream];
+    if (slab) slab.sink = onChunk;
+    else sock.on('data', onChunk);
     sock.on('drain', () => this.checkDrain(stream));
     sock.on('end', () => this.onEnd(stream));
     sock.on('error', (e: NodeJS.ErrnoException) => {
@@ -117,29 +134,65 @@ export class TcpChannel extends BaseChannel {
     const sock = this.socks[stream];
     let bytes = 0;
     for (const b of payload) bytes += b.length;
-    this.accepted[stream] += bytes + 8;
-    const tickCork = stream === 'data';
-    if (!tickCork || !this.dataCorked) sock.cork();
+    this.accepted[stream] += bytes + TRANSPORT_FRAME_HEADER_BYTES;
+    if (stream === 'control') {
+      // Urgent: out now, header and payload in one writev.
+      sock.cork();
+      sock.write(encodeFrameHeader(type, bytes));
+      for (const b of payload) if (b.length > 0) sock.write(b);
+      sock.uncork();
+      return;
+    }
+    this.scheduleDataFlush();
+    if (bytes <= TCP_COALESCE_MESSAGE_BYTES_MAX) {
+      // Small: copied into the turn's batch buffer, so many messages cost one socket write.
+      const need = bytes + TRANSPORT_FRAME_HEADER_BYTES;
+      if (this.batch === null || this.batch.length - this.batchUsed < need) {
+        this.flushBatch();
+        // The old batch may still be queued in the socket: a fresh buffer, never a reuse.
+        this.batch = Buffer.allocUnsafe(Math.max(TCP_BATCH_BYTES, need));
+        this.batchStart = this.batchUsed = 0;
+      }
+      const batch = this.batch;
+      let off = this.batchUsed;
+      off = batch.writeUInt16BE(FRAME_MAGIC, off);
+      off = batch.writeUInt16BE(type, off);
+      off = batch.writeUInt32BE(bytes, off);
+      for (const b of payload) off += b.copy(batch, off);
+      this.batchUsed = off;
+      return;
+    }
+    // Large: the payload Buffers go to the socket as they are (no copy), after any batch.
+    this.flushBatch();
     sock.write(encodeFrameHeader(type, bytes));
     for (const b of payload) if (b.length > 0) sock.write(b);
-    if (!tickCork) {
-      sock.uncork();
-    } else if (!this.dataCorked) {
-      // Everything sent on DATA in this turn leaves as one writev at the next tick.
-      this.dataCorked = true;
-      process.nextTick(() => {
-        this.dataCorked = false;
-        sock.uncork();
-      });
-    }
+  }
+
+  /** Corks DATA for the rest of this turn; at the next tick everything leaves in one writev. */
+  private scheduleDataFlush(): void {
+    if (this.dataCorked) return;
+    this.dataCorked = true;
+    this.socks.data.cork();
+    process.nextTick(() => {
+      this.dataCorked = false;
+      this.flushBatch();
+      this.socks.data.uncork();
+    });
+  }
+
+  private flushBatch(): void {
+    if (this.batch === null || this.batchUsed === this.batchStart) return;
+    this.socks.data.write(this.batch.subarray(this.batchStart, this.batchUsed));
+    this.batchStart = this.batchUsed;
   }
 
   protected queuedBytes(stream: StreamId): number {
-    return this.socks[stream].writableLength;
+    const pending = stream === 'data' ? this.batchUsed - this.batchStart : 0;
+    return this.socks[stream].writableLength + pending;
   }
 
   protected flushedBytes(stream: StreamId): number {
-    return this.accepted[stream] - this.socks[stream].writableLength;
+    return this.accepted[stream] - this.queuedBytes(stream);
   }
 
   protected pauseDataRaw(): void {

@@ -32,6 +32,7 @@ import type {
   TransportStats,
 } from '../types.js';
 import { TcpChannel, type TcpStreamParts } from './channel.js';
+import { SlabReader } from './slab.js';
 
 export interface TcpOptions extends ChannelOptions {
   /**
@@ -154,8 +155,10 @@ export class TcpTransport implements Transport {
         () => fail(new ConnectionError(`tcp: connecting to ${where} timed out`)),
         this.setupTimeoutMs,
       );
+      const slabs = { data: new SlabReader(), control: new SlabReader() };
       const open = (stream: StreamId): Socket => {
         const sock = net.connect({
+          onread: slabs[stream].onread,
           host: path.peer.address,
           port: path.peer.port,
           ...(path.local ? { localAddress: path.local.address } : {}),
@@ -172,11 +175,11 @@ export class TcpTransport implements Transport {
           for (const b of setupFrame(cookie, stream)) sock.write(b);
           sock.uncork();
         });
-        sock.on('data', (chunk: Buffer) => {
+        slabs[stream].sink = (chunk: Buffer): void => {
           decoders[stream].push(chunk);
           if (stream === 'control') onControl();
           else fail(new ProtocolError(`tcp: ${where} sent data before setup`));
-        });
+        };
         return sock;
       };
       const data = open('data');
@@ -200,8 +203,8 @@ export class TcpTransport implements Transport {
           true,
           this.deps.clock,
           this.chOpts,
-          { socket: data, decoder: decoders.data },
-          { socket: control, decoder: decoders.control },
+          { socket: data, decoder: decoders.data, slab: slabs.data },
+          { socket: control, decoder: decoders.control, slab: slabs.control },
         );
         this.track(ch);
         resolve(ch);
