@@ -133,11 +133,11 @@ test('a stale Unix socket file is replaced; a live one is not stolen', async () 
   try {
     const stale = join(dir, 'stale.sock');
     // A bound socket file with nobody listening behind it, as a killed daemon leaves it.
-    const r = spawnSync('python3', [
-      '-c',
-      `import socket; socket.socket(socket.AF_UNIX).bind(${JSON.stringify(stale)})`,
+    const r = spawnSync(process.execPath, [
+      '-e',
+      `require('node:net').createServer().listen(${JSON.stringify(stale)}, () => process.kill(process.pid, 'SIGKILL'))`,
     ]);
-    assert.equal(r.status, 0, 'made a stale socket file');
+    assert.equal(r.signal, 'SIGKILL', 'made a stale socket file');
     const a = new NbdServer();
     a.addExport('r0', storeBackend(new BufferStore(MIB)));
     await a.listen({ kind: 'unix', path: stale });
