@@ -84,10 +84,19 @@ export function parseProcStat(text: string): ProcStat | null {
   };
 }
 
+function parseStatusKiB(statusText: string, field: string): number | null {
+  const m = new RegExp(`^${field}:\\s+(\\d+)\\s+kB$`, 'm').exec(statusText);
+  return m?.[1] === undefined ? null : Number(m[1]) * 1024;
+}
+
 /** Peak resident set size (VmHWM) from /proc/PID/status, in bytes; null if absent. */
 export function parseVmHwmBytes(statusText: string): number | null {
-  const m = /^VmHWM:\s+(\d+)\s+kB$/m.exec(statusText);
-  return m?.[1] === undefined ? null : Number(m[1]) * 1024;
+  return parseStatusKiB(statusText, 'VmHWM');
+}
+
+/** Current resident set size (VmRSS) from /proc/PID/status, in bytes; null if absent. */
+export function parseVmRssBytes(statusText: string): number | null {
+  return parseStatusKiB(statusText, 'VmRSS');
 }
 
 /** Live descendants of `pid` (children of every thread, recursively), excluding `pid`. */
@@ -158,14 +167,27 @@ export function resetPeakRss(fs: ProcFs, pids: readonly number[]): boolean {
   return all;
 }
 
-/** Sum over the tree of each process's peak RSS, in bytes. */
-export function peakRssBytes(fs: ProcFs, pids: readonly number[]): number {
+function sumStatus(
+  fs: ProcFs,
+  pids: readonly number[],
+  parse: (t: string) => number | null,
+): number {
   let sum = 0;
   for (const p of processTree(fs, pids)) {
     const text = fs.read(`/proc/${p}/status`);
-    sum += (text === null ? null : parseVmHwmBytes(text)) ?? 0;
+    sum += (text === null ? null : parse(text)) ?? 0;
   }
   return sum;
+}
+
+/** Sum over the tree of each process's peak RSS, in bytes. */
+export function peakRssBytes(fs: ProcFs, pids: readonly number[]): number {
+  return sumStatus(fs, pids, parseVmHwmBytes);
+}
+
+/** Sum over the tree of each process's current RSS, in bytes. */
+export function rssBytes(fs: ProcFs, pids: readonly number[]): number {
+  return sumStatus(fs, pids, parseVmRssBytes);
 }
 
 let ticks: number | undefined;
@@ -182,16 +204,38 @@ export function clockTicksPerSec(): number {
   return ticks;
 }
 
-/** Measures CPU seconds and peak RSS of a set of processes around an async action. */
+/** How often measureProcesses samples the current RSS (to show growth under load). */
+export const RSS_SAMPLE_INTERVAL_MS = 1000;
+
+export interface Measured<T> {
+  readonly value: T;
+  readonly seconds: number;
+  readonly cpuSeconds: number;
+  readonly peakRssBytes: number;
+  /** Current RSS of the processes, sampled every RSS_SAMPLE_INTERVAL_MS during the action. */
+  readonly rssSamplesBytes: readonly number[];
+}
+
+/** Measures CPU seconds and RSS (peak and over time) of a set of processes around an action. */
 export async function measureProcesses<T>(
   fs: ProcFs,
   pids: () => readonly number[],
   action: () => Promise<T>,
-): Promise<{ value: T; cpuSeconds: number; peakRssBytes: number; seconds: number }> {
+): Promise<Measured<T>> {
   resetPeakRss(fs, pids());
   const before = cpuTicksByPid(fs, pids());
   const t0 = process.hrtime.bigint();
-  const value = await action();
+  const rssSamplesBytes: number[] = [];
+  const sampler = setInterval(
+    () => rssSamplesBytes.push(rssBytes(fs, pids())),
+    RSS_SAMPLE_INTERVAL_MS,
+  );
+  let value: T;
+  try {
+    value = await action();
+  } finally {
+    clearInterval(sampler);
+  }
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
   const after = cpuTicksByPid(fs, pids());
   return {
@@ -199,5 +243,6 @@ export async function measureProcesses<T>(
     seconds,
     cpuSeconds: cpuSecondsBetween(before, after, clockTicksPerSec()),
     peakRssBytes: peakRssBytes(fs, pids()),
+    rssSamplesBytes,
   };
 }

@@ -144,6 +144,22 @@ export function renderMarkdown(r: Report): string {
       'nbdkit row is `nbdcopy` between two nbdkit file servers (nbdcopy included in CPU and RSS).',
   );
   out.push('');
+  const memory = r.aggregates.filter((a) => a.workload === 'rw32' && a.rssFirstBytes !== null);
+  if (memory.length > 0) {
+    out.push('## Memory under 4 KiB QD32 load');
+    out.push('');
+    out.push(
+      'RSS of the system sampled once a second during the run: first and last sample (medians over rounds), and the peak.',
+    );
+    out.push('');
+    out.push('| system | RSS first sample MiB | RSS last sample MiB | peak RSS MiB |');
+    out.push('|---|---|---|---|');
+    for (const a of memory)
+      out.push(
+        `| ${a.systemId} | ${fmtMiB(a.rssFirstBytes)} | ${fmtMiB(a.rssLastBytes)} | ${fmtMiB(a.peakRssBytes)} |`,
+      );
+    out.push('');
+  }
   out.push('## Ratios, Tandem / baseline');
   out.push('');
   if (r.ratios.length === 0) {

@@ -13,6 +13,8 @@ import { peerEnv } from './util.js';
 const GIB = 2 ** 30;
 /** fio gets this long beyond its runtime to connect, finish and write its JSON. */
 const FIO_GRACE_MS = 60_000;
+/** Writing back what the previous workload left dirty may take this long at most. */
+const QUIESCE_TIMEOUT_MS = 120_000;
 
 export interface RunOptions {
   readonly rounds: number;
@@ -77,6 +79,11 @@ export async function runWorkload(
   });
   const base = { round, systemId, workload: w.id } as const;
   try {
+    // Write back what earlier workloads left dirty (syncfs of the storage's filesystem), so
+    // their writeback does not land in this workload's numbers, flush latency above all.
+    await o.children.run('sync', 'sync', ['-f', ctx.storageDir], QUIESCE_TIMEOUT_MS, {
+      env: peerEnv(),
+    });
     const m = await measureProcesses(
       realProcFs,
       () => sys.pids(),
@@ -101,6 +108,7 @@ export async function runWorkload(
       cpuSeconds: m.cpuSeconds,
       cpuSecondsPerGiB: moved > 0 ? m.cpuSeconds / (moved / GIB) : 0,
       peakRssBytes: m.peakRssBytes,
+      rssSamplesBytes: m.rssSamplesBytes,
       fioCpuPercent: f.fioCpuPercent,
     };
   } catch (e) {

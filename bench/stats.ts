@@ -34,6 +34,9 @@ export interface Aggregate {
   readonly cpuSecondsPerGiB: number | null;
   /** The highest peak over the rounds (a peak, not a median). */
   readonly peakRssBytes: number | null;
+  /** Medians of the first and the last RSS sample of each run: growth under load. */
+  readonly rssFirstBytes: number | null;
+  readonly rssLastBytes: number | null;
   readonly errors: readonly string[];
 }
 
@@ -70,6 +73,8 @@ export function aggregate(samples: readonly Sample[]): Aggregate[] {
       flushLatency: medianLatency(good.map((s) => s.flushLatency)),
       cpuSecondsPerGiB: median(good.map((s) => s.cpuSecondsPerGiB)),
       peakRssBytes: maxOf(good.map((s) => s.peakRssBytes)),
+      rssFirstBytes: median(good.map((s) => s.rssSamplesBytes?.[0])),
+      rssLastBytes: median(good.map((s) => s.rssSamplesBytes?.at(-1))),
       errors: g.filter((s) => !s.ok).map((s) => `round ${s.round}: ${s.error ?? 'failed'}`),
     });
   }

@@ -115,5 +115,7 @@ export interface Sample {
   /** CPU seconds of the system per GiB moved (read + written; = per GiB written for writes). */
   readonly cpuSecondsPerGiB?: number;
   readonly peakRssBytes?: number;
+  /** RSS of the system once a second during the run (growth under load shows here). */
+  readonly rssSamplesBytes?: readonly number[];
   readonly fioCpuPercent?: number;
 }

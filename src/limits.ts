@@ -150,3 +150,79 @@ export const ENGINE_QUEUED_REQUESTS_MAX = 4096;
 assert(RESYNC_REQUEST_BYTES_MAX % BITMAP_BLOCK_BYTES === 0, 'resync request is whole blocks');
 assert(AL_EXTENT_BYTES % BITMAP_BLOCK_BYTES === 0, 'AL extent is whole bitmap blocks');
 assert(WIRE_BODY_BYTES_MAX > RESYNC_REQUEST_BYTES_MAX, 'a resync reply fits in one packet');
+// --- fabric transport (libfabric) ----------------------------------------------------------
+/** Size of each pre-registered receive and bounce buffer: the largest fabric message. */
+export const FABRIC_BUFFER_BYTES = 64 * KIB;
+export const FABRIC_BUFFER_BYTES_MIN = 4 * KIB;
+export const FABRIC_BUFFER_BYTES_MAX = 4 * MIB;
+/** Receive buffers kept posted for DATA (the peer's DATA credits). */
+export const FABRIC_DATA_CREDITS = 64;
+/** Receive buffers kept posted for CONTROL; the last one is reserved for credit updates. */
+export const FABRIC_CONTROL_CREDITS = 16;
+/** CONTROL credits at least: below this a credit update could answer a credit update forever. */
+export const FABRIC_CONTROL_CREDITS_MIN = 4;
+/** Pre-registered bounce buffers, which also bound sends in flight. */
+export const FABRIC_SEND_BUFFERS = 64;
+/** Upper bound of any of the buffer counts above. */
+export const FABRIC_BUFFERS_MAX = 4096;
+/** Payloads at or above this are sent from the caller's Buffer, registered, without a copy. */
+export const FABRIC_ZCOPY_THRESHOLD_BYTES = 8 * KIB;
+/** Longest busy-poll of the receive queue before sleeping (recv-poll). */
+export const FABRIC_RECV_POLL_US_MAX = 1_000_000;
+/** Time a fabric connect (address resolution, fi_connect, accept) has to complete. */
+export const FABRIC_CONNECT_TIMEOUT_MS = 5_000;
+/** Time a graceful close has to flush queued messages before it aborts. */
+export const FABRIC_CLOSE_TIMEOUT_MS = 5_000;
+/** Header of every fabric message (wire.ts). */
+export const FABRIC_WIRE_HEADER_BYTES = 16;
+/** Our part of the connection data (fi_connect/fi_accept): the transport handshake. */
+export const FABRIC_CONN_DATA_BYTES = 16;
+
+assert(
+  FABRIC_BUFFER_BYTES_MIN <= FABRIC_BUFFER_BYTES && FABRIC_BUFFER_BYTES <= FABRIC_BUFFER_BYTES_MAX,
+  'fabric buffer default within its bounds',
+);
+assert(FABRIC_CONTROL_CREDITS >= FABRIC_CONTROL_CREDITS_MIN, 'control credits above minimum');
+assert(
+  FABRIC_DATA_CREDITS + FABRIC_CONTROL_CREDITS <= FABRIC_BUFFERS_MAX,
+  'posted receive buffers within bound',
+);
+assert(FABRIC_ZCOPY_THRESHOLD_BYTES < FABRIC_BUFFER_BYTES, 'zero-copy threshold below a buffer');
+// --- multipath sessions --------------------------------------------------------------------
+/** Unacknowledged bytes a session keeps per stream for replay; send() says over-high-water at it. */
+export const MULTIPATH_REPLAY_BUFFER_BYTES = 16 * MIB;
+/** Heartbeats sent per ping-timeout on every path (failure is detected within one ping-timeout). */
+export const MULTIPATH_HEARTBEATS_PER_PING_TIMEOUT = 4;
+/** Shortest heartbeat interval, whatever ping-timeout says. */
+export const MULTIPATH_HEARTBEAT_INTERVAL_MIN_MS = 5;
+/** A receiver acknowledges at most this long after delivering, when no CONTROL traffic carries it. */
+export const MULTIPATH_ACK_DELAY_MS = 5;
+/** A receiver acknowledges at once after this many unacknowledged bytes (keeps the window open). */
+export const MULTIPATH_ACK_EVERY_BYTES = 1 * MIB;
+/** Failures of one path within a minute above which it is held down (flap hysteresis). */
+export const MULTIPATH_FLAPS_PER_MINUTE_MAX = 5;
+/** How long a flapping path is held down before it is dialed again. */
+export const MULTIPATH_HOLD_DOWN_MS = 60_000;
+/** Delay before a failed path is dialed again (doubles per failure, up to the hold-down). */
+export const MULTIPATH_REDIAL_MS = 250;
+/** Cap of that doubling for a path that is not flapping (it keeps being dialed this often). */
+export const MULTIPATH_REDIAL_MAX_MS = 2_000;
+/** Time a path has to finish its join handshake. */
+export const MULTIPATH_JOIN_TIMEOUT_MS = 5_000;
+/** Longest a failback waits for the old path's messages to be acknowledged before switching. */
+export const MULTIPATH_FAILBACK_DRAIN_MS = 2_000;
+/** Longest destroy() lingers to deliver its CLOSE notice before it drops the paths. */
+export const MULTIPATH_CLOSE_LINGER_MS = 1_000;
+/** Paths of one session (drbd.conf allows a handful per connection). */
+export const MULTIPATH_PATHS_MAX = 8;
+/** Sessions one listener keeps (live, or waiting for a path to resume). */
+export const MULTIPATH_SESSIONS_MAX = 1024;
+/** Bytes of the random session id and of each handshake nonce. */
+export const MULTIPATH_SESSION_ID_BYTES = 16;
+export const MULTIPATH_NONCE_BYTES = 32;
+
+assert(
+  MULTIPATH_REPLAY_BUFFER_BYTES + TRANSPORT_MESSAGE_PAYLOAD_BYTES_MAX <=
+    TRANSPORT_STREAM_QUEUE_BYTES_MAX,
+  'a full replay buffer plus one message fits the stream hard bound',
+);

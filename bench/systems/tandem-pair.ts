@@ -1,5 +1,6 @@
 // Tandem with two nodes on one loopback: two tandemd processes (alpha Primary, beta Secondary)
-// replicating one resource over TCP with protocol C, B or A; fio drives alpha's NBD export.
+// replicating one resource with protocol C, B or A over the tcp transport (or, as they land,
+// the fabric transport's tcp provider and a two-path multipath session); fio drives alpha.
 // Both daemons are the system: CPU and RSS are summed over them. Driven through the control
 // socket with the CLI's own client, so the harness waits on events, never on sleeps.
 import { execFile } from 'node:child_process';
@@ -23,6 +24,9 @@ import { filesMatchSampled, freePort, preallocate, waitFor } from '../util.js';
 import { SYNC_TIMEOUT_MS, SYNC_VERIFY_SAMPLES } from './nbdkit.js';
 
 export type Protocol = 'A' | 'B' | 'C';
+export type PairTransport = 'tcp' | 'fabric' | 'multipath';
+/** Paths of the multipath session (each its own TCP connection on loopback). */
+const MULTIPATH_PATHS = 2;
 
 const RESOURCE = 'bench';
 /**
@@ -41,17 +45,22 @@ export interface PairNode {
   readonly name: string;
   readonly nodeId: number;
   readonly nbdPort: number;
-  readonly replicationPort: number;
+  /** One replication port per path (a single one unless the transport is multipath). */
+  readonly replicationPorts: readonly number[];
   readonly disk: string;
   readonly metaDisk: string;
 }
 
 /** The drbd.conf-syntax configuration both daemons read (each picks its `on` section). */
-export function renderPairConfig(protocol: Protocol, nodes: readonly PairNode[]): string {
+export function renderPairConfig(
+  protocol: Protocol,
+  transport: PairTransport,
+  nodes: readonly PairNode[],
+): string {
   const lines = [
     '# Written by the Tandem bench harness: two nodes on one loopback.',
     `resource ${RESOURCE} {`,
-    `  net { protocol ${protocol}; }`,
+    `  net { protocol ${protocol}; transport ${transport}; }`,
   ];
   for (const n of nodes) {
     lines.push(
@@ -60,9 +69,20 @@ export function renderPairConfig(protocol: Protocol, nodes: readonly PairNode[])
       `    device nbd://127.0.0.1:${n.nbdPort}/${RESOURCE};`,
       `    disk ${n.disk};`,
       `    meta-disk ${n.metaDisk};`,
-      `    address 127.0.0.1:${n.replicationPort};`,
-      '  }',
     );
+    if (transport !== 'multipath') lines.push(`    address 127.0.0.1:${n.replicationPorts[0]};`);
+    lines.push('  }');
+  }
+  if (transport === 'multipath') {
+    lines.push('  connection {');
+    const paths = Math.min(...nodes.map((n) => n.replicationPorts.length));
+    for (let i = 0; i < paths; i++) {
+      lines.push('    path {');
+      for (const n of nodes)
+        lines.push(`      host ${n.name} address 127.0.0.1:${n.replicationPorts[i]};`);
+      lines.push('    }');
+    }
+    lines.push('  }');
   }
   lines.push('}', '');
   return lines.join('\n');
@@ -124,6 +144,7 @@ interface Pair {
 async function launchPair(
   ctx: StartContext,
   protocol: Protocol,
+  transport: PairTransport,
   alphaFill: 'zero' | 'random',
 ): Promise<Pair> {
   const nodes: PairNode[] = [];
@@ -132,7 +153,9 @@ async function launchPair(
       name,
       nodeId: i,
       nbdPort: await freePort(),
-      replicationPort: await freePort(),
+      replicationPorts: await Promise.all(
+        Array.from({ length: transport === 'multipath' ? MULTIPATH_PATHS : 1 }, () => freePort()),
+      ),
       disk: join(ctx.storageDir, `${name}.img`),
       metaDisk: join(ctx.storageDir, `${name}.md`),
     });
@@ -142,7 +165,7 @@ async function launchPair(
     await preallocate(n.metaDisk, METADATA_FILE_BYTES, 'zero');
   }
   const config = join(ctx.runDir, 'tandem.conf');
-  await writeFile(config, renderPairConfig(protocol, nodes));
+  await writeFile(config, renderPairConfig(protocol, transport, nodes));
   const daemons: ChildHandle[] = [];
   const controls: string[] = [];
   const stop = async (): Promise<void> => {
@@ -158,16 +181,12 @@ async function launchPair(
   try {
     for (const n of nodes) {
       const control = join(ctx.runDir, `${n.name}.sock`);
-      const d = await ctx.children.start(`tandemd-${n.name}`, process.execPath, [
-        ...ctx.nodeArgs,
-        daemonScript,
-        '--config',
-        config,
-        '--node',
-        n.name,
-        '--control',
-        control,
-      ]);
+      const d = await ctx.children.start(
+        `tandemd-${n.name}`,
+        process.execPath,
+        [...ctx.nodeArgs, daemonScript, '--config', config, '--node', n.name, '--control', control],
+        { env: { ...process.env, FI_PROVIDER: 'tcp' } },
+      );
       daemons.push(d);
       controls.push(control);
       await waitFor(`tandemd ${n.name}`, () => existsSync(control), DAEMON_READY_TIMEOUT_MS, [d]);
@@ -187,17 +206,23 @@ async function launchPair(
   }
 }
 
-function pairSystem(protocol: Protocol): System {
-  const id = `tandem-${protocol}`;
+function pairSystem(protocol: Protocol, transport: PairTransport): System {
+  const id = `tandem-${protocol}${transport === 'tcp' ? '' : `-${transport}`}`;
+  const over =
+    transport === 'tcp'
+      ? 'the tcp transport'
+      : transport === 'fabric'
+        ? "the fabric transport (libfabric's tcp provider)"
+        : `a multipath session of ${MULTIPATH_PATHS} TCP paths`;
   return {
     id,
-    label: `Tandem, two nodes (tandemd alpha Primary → beta), protocol ${protocol} over TCP loopback`,
+    label: `Tandem, two nodes (tandemd alpha Primary → beta), protocol ${protocol} over ${over} on loopback`,
     kind: 'tandem',
 
     probe: () => probeDaemon(),
 
     async start(ctx: StartContext): Promise<RunningSystem> {
-      const p = await launchPair(ctx, protocol, 'zero');
+      const p = await launchPair(ctx, protocol, transport, 'zero');
       try {
         const alpha = p.controls[0] ?? '';
         // Both disks are all zeroes: declare them identical instead of syncing (DRBD's
@@ -229,7 +254,7 @@ function pairSystem(protocol: Protocol): System {
     },
 
     async initialSync(ctx: StartContext): Promise<SyncMeasurement> {
-      const p = await launchPair(ctx, protocol, 'random');
+      const p = await launchPair(ctx, protocol, transport, 'random');
       try {
         const alpha = p.controls[0] ?? '';
         const m = await measureProcesses(
@@ -295,4 +320,10 @@ async function probeDaemon(): Promise<Availability> {
   }
 }
 
-export const tandemPairSystems: readonly System[] = (['C', 'B', 'A'] as const).map(pairSystem);
+export const tandemPairSystems: readonly System[] = [
+  pairSystem('C', 'tcp'),
+  pairSystem('B', 'tcp'),
+  pairSystem('A', 'tcp'),
+  pairSystem('C', 'fabric'),
+  pairSystem('C', 'multipath'),
+];

@@ -16,6 +16,24 @@ constexpr int kSettleRounds = 64;
 constexpr uint64_t kMrAccess = FI_SEND | FI_RECV | FI_READ | FI_WRITE | FI_REMOTE_READ |
                                FI_REMOTE_WRITE;
 
+// Stable names for the errors JS tells apart (a peer that left vs. a real failure).
+const char *ErrCode(int e) {
+  switch (e) {
+    case FI_ECONNREFUSED: return "ECONNREFUSED";
+    case FI_ETIMEDOUT: return "ETIMEDOUT";
+    case FI_ECONNRESET: return "ECONNRESET";
+    case FI_ECONNABORTED: return "ECONNABORTED";
+    case FI_ENOTCONN: return "ENOTCONN";
+    case EPIPE: return "EPIPE";
+    case FI_ESHUTDOWN: return "ESHUTDOWN";
+    case FI_ETRUNC: return "ETRUNC";
+    case FI_EHOSTUNREACH: return "EHOSTUNREACH";
+    case FI_ENETUNREACH: return "ENETUNREACH";
+    case FI_ENOENT: return "ENOENT";
+    default: return "EFABRIC";
+  }
+}
+
 uint8_t *AllocRegion(size_t bytes) {
   void *p = nullptr;
   if (posix_memalign(&p, 4096, bytes) != 0) return nullptr;
@@ -67,7 +85,11 @@ bool Connection::Setup(Napi::Env env, fi_info *info, Napi::Object opts, Napi::Fu
     return false;
   }
   // Queue depths bound what we may post; never post more than the provider accepts.
-  if (info->rx_attr->size && recvCount_ > info->rx_attr->size) recvCount_ = info->rx_attr->size;
+  // The posted count is what the peer is told it may send: it must be exact, never clamped.
+  if (info->rx_attr->size && recvCount_ > info->rx_attr->size)
+    return Fail(env, "recvBuffers " + std::to_string(recvCount_) +
+                         " exceeds the provider's receive queue of " +
+                         std::to_string(info->rx_attr->size));
   if (info->tx_attr->size && sendCount_ > info->tx_attr->size) sendCount_ = info->tx_attr->size;
   if (info->ep_attr->max_msg_size && bufferBytes_ > info->ep_attr->max_msg_size)
     return Fail(env, "bufferBytes exceeds the provider's max_msg_size");
@@ -348,7 +370,9 @@ Napi::Value Connection::Send(const Napi::CallbackInfo &info) {
   }
   if (rc) {
     if (zc) Release(zc);
-    Napi::Error::New(env, FiError("fi_sendv", static_cast<int>(rc))).ThrowAsJavaScriptException();
+    Napi::Error e = Napi::Error::New(env, FiError("fi_sendv", static_cast<int>(rc)));
+    e.Set("code", Napi::String::New(env, ErrCode(static_cast<int>(-rc))));
+    e.ThrowAsJavaScriptException();
     return env.Undefined();
   }
   freeSend_.pop_back();
@@ -384,9 +408,10 @@ void Connection::Emit(const char *kind, std::initializer_list<napi_value> rest) 
   LeaveJs();
 }
 
-void Connection::EmitError(const std::string &message, const char *code) {
+void Connection::EmitError(const std::string &message, const char *code, const char *where) {
   Napi::Env env(env_);
-  Emit("error", {Napi::String::New(env, message), Napi::String::New(env, code)});
+  Emit("error", {Napi::String::New(env, message), Napi::String::New(env, code),
+                 Napi::String::New(env, where)});
 }
 
 void Connection::LeaveJs() {
@@ -415,9 +440,7 @@ void Connection::OnEq() {
         char tmp[256];
         const char *s = fi_eq_strerror(eq_, err.prov_errno, err.err_data, tmp, sizeof tmp);
         msg = std::string(fi_strerror(err.err)) + (s ? std::string(" (") + s + ")" : "");
-        if (err.err == FI_ECONNREFUSED) code = "ECONNREFUSED";
-        else if (err.err == FI_ETIMEDOUT) code = "ETIMEDOUT";
-        else if (err.err == FI_ECONNRESET) code = "ECONNRESET";
+        code = ErrCode(err.err);
       }
       EmitError(msg, code);
       RequestClose();
@@ -557,8 +580,7 @@ void Connection::HandleCqError(fid_cq *cq, bool tx) {
   const char *s = fi_cq_strerror(cq, err.prov_errno, err.err_data, tmp, sizeof tmp);
   std::string msg = std::string(tx ? "send" : "receive") + " failed: " + fi_strerror(err.err) +
                     (s ? std::string(" (") + s + ")" : "");
-  const char *code = err.err == FI_ETRUNC ? "ETRUNC" : "EFABRIC";
-  EmitError(msg, code);
+  EmitError(msg, ErrCode(err.err), tx ? "send" : "receive");
   RequestClose();
 }
 

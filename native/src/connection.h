@@ -79,7 +79,7 @@ class Connection : public Napi::ObjectWrap<Connection> {
   void Release(CachedMr *m);
 
   void Emit(const char *kind, std::initializer_list<napi_value> rest);
-  void EmitError(const std::string &message, const char *code);
+  void EmitError(const std::string &message, const char *code, const char *where = "queue");
   void RequestClose();
   void Teardown();
   void EnterJs() { ++depth_; }

@@ -68,6 +68,7 @@ class Pump {
   private readonly queue: Message[] = [];
   private waiter: { resolve: (m: Message) => void; reject: (e: Error) => void } | null = null;
   private failure: HandshakeFailure | null = null;
+  private released = false;
   private readonly offClosed: () => void;
 
   constructor(
@@ -111,6 +112,8 @@ class Pump {
   }
 
   done(): void {
+    if (this.released) return;
+    this.released = true;
     this.offClosed();
     // Release the pause; DATA stays held until the layer above sets a receiver.
     this.ch.setReceiver(null);
@@ -587,6 +590,7 @@ export class ConnectionManager {
       const rr = decodeReady(await ConnectionManager.expect(pump, MSG_READY, 'ready'));
       if (!rr.ok || rr.value !== agreed.version)
         throw this.refuse(ch, 'protocol', 'ready with another version');
+      pump.done();
       return {
         channel: ch,
         version: agreed.version,
@@ -676,6 +680,9 @@ export class ConnectionManager {
       ch.send('control', MSG_ADDRESSES, [encodeAddresses(this.announce(c))]);
       ch.send('control', MSG_READY, [encodeReady(agreed.version)]);
       c.inbound = null;
+      // Release the channel before handing it over: done() resets the receiver, which must not
+      // undo the one the layer above sets when it sees Connected.
+      pump.done();
       this.establish(c, {
         channel: ch,
         version: agreed.version,

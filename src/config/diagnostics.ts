@@ -13,12 +13,25 @@ export function formatDiagnostic(d: ConfigDiagnostic): string {
 /** The configuration has errors: the message lists every one, `diagnostics` holds them. */
 export class ConfigFileError extends ConfigError {
   constructor(readonly diagnostics: readonly ConfigDiagnostic[]) {
-    const errors = diagnostics.filter((d) => d.severity === 'error');
+    const errors = sortDiagnostics(diagnostics.filter((d) => d.severity === 'error'));
     super(
       `${errors.length} error${errors.length === 1 ? '' : 's'} in the configuration:\n` +
         errors.map(formatDiagnostic).join('\n'),
     );
   }
+}
+
+/** By file (in order of first appearance), then line and column: the order a user reads. */
+export function sortDiagnostics(ds: readonly ConfigDiagnostic[]): ConfigDiagnostic[] {
+  const fileOrder = new Map<string, number>();
+  for (const d of ds)
+    if (!fileOrder.has(d.location.file)) fileOrder.set(d.location.file, fileOrder.size);
+  return [...ds].sort(
+    (a, b) =>
+      (fileOrder.get(a.location.file) ?? 0) - (fileOrder.get(b.location.file) ?? 0) ||
+      a.location.line - b.location.line ||
+      a.location.column - b.location.column,
+  );
 }
 
 /** Levenshtein distance, bounded: stops counting past `limit`. */

@@ -167,9 +167,9 @@ class Interpreter {
 
   run(text: string, file: string): TandemConfig {
     this.files.push(file);
-    const statements = this.expandIncludes(parseStatements(text, file, this.diagnostics), file, 0, [
-      file,
-    ]);
+    const statements = stripSkips(
+      this.expandIncludes(parseStatements(text, file, this.diagnostics), file, 0, [file]),
+    );
     let sawGlobal: SourceLocation | null = null;
     let sawCommon: SourceLocation | null = null;
     for (const st of statements) {
@@ -1055,12 +1055,7 @@ class Interpreter {
     rawConnections: RawConnection[],
     mesh: { hosts: Token[]; net: MutableOptions; location: SourceLocation } | null,
   ): ResourceConfig {
-    if (volumes.implicit && volumes.explicit.has(0)) {
-      this.error(
-        volumes.implicit.location,
-        "device/disk/meta-disk written both outside and inside 'volume 0'",
-      );
-    }
+    const resLevel = this.levelVolumes(volumes);
     const hosts: HostConfig[] = [];
     const byName = new Map<string, HostConfig>();
     for (const h of rawHosts) {
@@ -1073,7 +1068,7 @@ class Interpreter {
         nodeId: h.nodeId,
         address: h.address,
         floating: h.floating,
-        volumes: this.mergeVolumes(name, h, volumes, sections.disk),
+        volumes: this.mergeVolumes(name, h, resLevel, sections.disk),
         location: h.location,
       };
       hosts.push(host);
@@ -1150,24 +1145,54 @@ class Interpreter {
     };
   }
 
+  /**
+   * One level's volumes by number. As drbdadm: fields outside any volume belong to volume 0 and
+   * may complete an explicit `volume 0`, but not set the same field twice, and may not be
+   * mixed with other explicit volumes.
+   */
+  private levelVolumes(level: RawVolumes): Map<number, RawVolume[]> {
+    const out = new Map<number, RawVolume[]>([...level.explicit].map(([n, v]) => [n, [v]]));
+    const imp = level.implicit;
+    if (!imp) return out;
+    if ([...level.explicit.keys()].some((n) => n !== 0)) {
+      this.error(
+        imp.location,
+        "device/disk/meta-disk outside a volume cannot be mixed with 'volume N' sections other than 0",
+        "all of them inside 'volume N { }'",
+      );
+      // Do not report the fields written outside as missing from every volume, too.
+      for (const v of level.explicit.values()) {
+        if (imp.device !== undefined) v.bad.add('device');
+        if (imp.disk !== undefined) v.bad.add('disk');
+        if (imp.metaDisk !== undefined) v.bad.add('meta-disk');
+      }
+      return out;
+    }
+    const v0 = level.explicit.get(0);
+    if (v0) {
+      const both = (['device', 'disk', 'metaDisk'] as const).filter(
+        (k) => imp[k] !== undefined && v0[k] !== undefined,
+      );
+      if (both.length > 0) {
+        this.error(
+          imp.location,
+          `${both.map((k) => (k === 'metaDisk' ? 'meta-disk' : k)).join(', ')} written both outside and inside 'volume 0'`,
+        );
+      }
+    }
+    out.set(0, v0 ? [imp, v0] : [imp]);
+    return out;
+  }
+
   private mergeVolumes(
     res: string,
     h: RawHost,
-    resVols: RawVolumes,
+    resLevel: Map<number, RawVolume[]>,
     resDisk: OptionMap,
   ): VolumeConfig[] {
-    const levels = [resVols, h.volumes];
     const byNumber = new Map<number, RawVolume[]>();
-    for (const level of levels) {
-      if (level === h.volumes && level.implicit && level.explicit.has(0)) {
-        this.error(
-          level.implicit.location,
-          "device/disk/meta-disk written both outside and inside 'volume 0'",
-        );
-      }
-      const entries: [number, RawVolume][] = [...level.explicit];
-      if (level.implicit && !level.explicit.has(0)) entries.push([0, level.implicit]);
-      for (const [n, v] of entries) byNumber.set(n, [...(byNumber.get(n) ?? []), v]);
+    for (const level of [resLevel, this.levelVolumes(h.volumes)]) {
+      for (const [n, vs] of level) byNumber.set(n, [...(byNumber.get(n) ?? []), ...vs]);
     }
     const out: VolumeConfig[] = [];
     for (const n of [...byNumber.keys()].sort((a, b) => a - b)) {
@@ -1353,6 +1378,12 @@ class Interpreter {
         else meshNames.push(h.name);
       }
       implicit = { names: meshNames, origin: 'mesh', location: mesh.location };
+    } else if (raw.length === 0 && hosts.length > 2) {
+      this.error(
+        location,
+        `resource '${res}' has ${hosts.length} hosts but no 'connection' or 'connection-mesh' section`,
+        "'connection-mesh { hosts ...; }' or 'connection { ... }' sections",
+      );
     } else if (raw.length === 0) {
       implicit = { names: hosts.map((h) => h.name), origin: 'implicit', location };
     }
@@ -1413,6 +1444,21 @@ class Interpreter {
 
   /** Across resources, on each host: a DRBD minor, an NBD export, an address:port used once. */
   private checkAcrossResources(): void {
+    const names = this.resources.map((r) => r.name);
+    for (const r of this.resources) {
+      const after = r.sections.disk['resync-after'];
+      if (typeof after !== 'string') continue;
+      const target = after.split('/')[0] ?? '';
+      if (!names.includes(target) || target === r.name) {
+        this.error(
+          r.location,
+          `resource '${r.name}': resync-after names '${after}', which is ${target === r.name ? 'itself' : 'not a resource of this configuration'}`,
+          'another resource name',
+          didYouMean(target, names),
+        );
+      }
+    }
+
     const minors = new Map<string, string>();
     const exports = new Map<string, string>();
     const endpoints = new Map<string, string>();
@@ -1452,6 +1498,13 @@ class Interpreter {
       }
     }
   }
+}
+
+/** drbdadm's `skip { ... }` comments out a block, at any level. */
+function stripSkips(statements: readonly Statement[]): Statement[] {
+  return statements
+    .filter((st) => !(st.keyword.text === 'skip' && st.body !== null))
+    .map((st) => (st.body === null ? st : { ...st, body: stripSkips(st.body) }));
 }
 
 function hasInclude(st: Statement): boolean {

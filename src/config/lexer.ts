@@ -46,6 +46,7 @@ export function tokenize(text: string, file: string, diagnostics: ConfigDiagnost
     }
     if (c === '"') {
       const start = here(i);
+      const open = i;
       i++;
       let value = '';
       let closed = false;
@@ -66,6 +67,12 @@ export function tokenize(text: string, file: string, diagnostics: ConfigDiagnost
         i++;
       }
       if (!closed) {
+        // Resume after the first ';' of the would-be string, so one missing quote is one error.
+        const semi = text.indexOf(';', open);
+        if (semi >= 0 && semi < i) {
+          value = text.slice(open + 1, semi);
+          i = semi;
+        }
         diagnostics.push({
           severity: 'error',
           location: start,

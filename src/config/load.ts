@@ -4,7 +4,8 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { isAbsolute, join, resolve, sep } from 'node:path';
 import { CONFIG_FILE_BYTES_MAX } from '../limits.js';
-import { ConfigFileError } from './diagnostics.js';
+import { ConfigError } from '../util/errors.js';
+import { ConfigFileError, didYouMean, sortDiagnostics } from './diagnostics.js';
 import { interpret, type ConfigFs } from './interpret.js';
 import type {
   ConfigDiagnostic,
@@ -48,7 +49,7 @@ function check(text: string, file: string, fs: ConfigFs | null): LoadedConfig {
   const diagnostics: ConfigDiagnostic[] = [];
   const config = interpret(text, file, fs, diagnostics);
   if (diagnostics.some((d) => d.severity === 'error')) throw new ConfigFileError(diagnostics);
-  return { config, warnings: diagnostics.filter((d) => d.severity === 'warning') };
+  return { config, warnings: sortDiagnostics(diagnostics.filter((d) => d.severity === 'warning')) };
 }
 
 /** The `on` section that is `node` in a resource (what --node picks), or undefined. */
@@ -58,6 +59,34 @@ export function hostForNode(
   node: string,
 ): HostConfig | undefined {
   return findResource(config, resourceName)?.hosts.find((h) => h.name === node);
+}
+
+/**
+ * The `on` section that is `node` in a resource, or a ConfigError saying which resources and
+ * hosts exist (with a did-you-mean): what the daemon and CLI use for `--node`.
+ */
+export function requireHostForNode(
+  config: TandemConfig,
+  resourceName: string,
+  node: string,
+): HostConfig {
+  const r = findResource(config, resourceName);
+  if (!r) {
+    const names = config.resources.map((x) => x.name);
+    const hint = didYouMean(resourceName, names);
+    throw new ConfigError(
+      `no resource '${resourceName}' in ${config.files[0] ?? 'the configuration'} (it has: ${names.join(', ') || 'none'})${hint ? `; did you mean '${hint}'?` : ''}`,
+    );
+  }
+  const h = r.hosts.find((x) => x.name === node);
+  if (!h) {
+    const names = r.hosts.map((x) => x.name);
+    const hint = didYouMean(node, names);
+    throw new ConfigError(
+      `resource '${resourceName}' has no 'on ${node}' section (hosts: ${names.join(', ')}); set --node or TANDEM_NODE${hint ? `; did you mean '${hint}'?` : ''}`,
+    );
+  }
+  return h;
 }
 
 export function findResource(config: TandemConfig, name: string): ResourceConfig | undefined {

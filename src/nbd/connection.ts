@@ -290,6 +290,8 @@ export class NbdConnection {
     this.state = { kind: 'stopped' };
     this.flushReplies();
     this.wire.end();
+    // Keep reading (and ignoring) so the client's FIN is seen and the socket can close.
+    this.wire.resume();
   }
 
   private send(b: Buffer): void {

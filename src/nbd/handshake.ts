@@ -231,6 +231,8 @@ export class Handshake {
     // EXPORT_NAME cannot answer with an error: the spec says close.
     if (name === undefined || backend === undefined)
       return this.fail('EXPORT_NAME: unknown export');
+    const why = backend.unavailable?.();
+    if (why !== undefined) return this.fail(`EXPORT_NAME: ${why}`);
     const flags = transmissionFlagsFor(backend, this.structured);
     const b = Buffer.alloc(this.noZeroes ? 10 : 134);
     writeU64(b, backend.sizeBytes, 0);
@@ -279,6 +281,8 @@ export class Handshake {
     if (backend === undefined) {
       return this.reply(option, NBD_REP_ERR_UNKNOWN, `no export named "${name}"`);
     }
+    const why = option === NBD_OPT_GO ? backend.unavailable?.() : undefined;
+    if (why !== undefined) return this.reply(option, NBD_REP_ERR_UNKNOWN, why);
     const flags = transmissionFlagsFor(backend, this.structured);
     const exp = Buffer.allocUnsafe(12);
     exp.writeUInt16BE(NBD_INFO_EXPORT, 0);

@@ -3,7 +3,7 @@
 // Invariants: at most NBD_CONNECTIONS_MAX connections; a handshake not finished within
 // NBD_HANDSHAKE_TIMEOUT_MS is dropped; close() ends every connection after its in-flight work.
 import { unlink } from 'node:fs/promises';
-import { createServer, type Server, type Socket } from 'node:net';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import { systemClock, type Clock, type Timer } from '../platform/clock.js';
 import { NBD_CLOSE_TIMEOUT_MS, NBD_CONNECTIONS_MAX, NBD_HANDSHAKE_TIMEOUT_MS } from '../limits.js';
 import { ConfigError } from '../util/errors.js';
@@ -65,8 +65,11 @@ export class NbdServer implements ExportDirectory {
     return this.exports.delete(name);
   }
 
+  /** The empty name is the spec's "default export": the only one, when there is just one. */
   lookup(name: string): NbdExportBackend | undefined {
-    return this.exports.get(name);
+    const b = this.exports.get(name);
+    if (b !== undefined || name !== '' || this.exports.size !== 1) return b;
+    return this.exports.values().next().value;
   }
 
   names(): readonly string[] {
@@ -81,15 +84,25 @@ export class NbdServer implements ExportDirectory {
     if (this.closing) throw new ConfigError('NBD server is closed');
     const server = createServer({ noDelay: true, pauseOnConnect: false }, (s) => this.accept(s));
     server.maxConnections = this.opts.connectionsMax ?? NBD_CONNECTIONS_MAX;
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      const done = (): void => {
-        server.off('error', reject);
-        resolve();
-      };
-      if (spec.kind === 'tcp') server.listen({ host: spec.host, port: spec.port }, done);
-      else server.listen({ path: spec.path }, done);
-    });
+    const bind = (): Promise<void> =>
+      new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        const done = (): void => {
+          server.off('error', reject);
+          resolve();
+        };
+        if (spec.kind === 'tcp') server.listen({ host: spec.host, port: spec.port }, done);
+        else server.listen({ path: spec.path }, done);
+      });
+    try {
+      await bind();
+    } catch (e) {
+      // A socket file left by a crashed daemon: replace it, but never one somebody serves on.
+      if (spec.kind !== 'unix' || (e as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw e;
+      if (await unixSocketAlive(spec.path)) throw e;
+      await unlink(spec.path);
+      await bind();
+    }
     this.listeners.add(server);
     const a = server.address();
     const port = typeof a === 'object' && a !== null ? a.port : 0;
@@ -188,6 +201,17 @@ export class NbdServer implements ExportDirectory {
     this.listeners.clear();
     for (const l of this.live.values()) l.socket.destroy();
   }
+}
+
+function unixSocketAlive(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect({ path });
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
 }
 
 function closeServer(s: Server): Promise<void> {

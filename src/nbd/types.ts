@@ -63,6 +63,11 @@ export interface NbdExportBackend {
   readonly capabilities: NbdCapabilities;
   /** Shown by NBD_OPT_LIST and NBD_INFO_DESCRIPTION. */
   readonly description?: string;
+  /**
+   * Why the export cannot be opened right now (e.g. a Secondary, as DRBD refuses to open one),
+   * or undefined when it can. NBD_OPT_GO answers NBD_REP_ERR_UNKNOWN with this text.
+   */
+  unavailable?(): string | undefined;
 
   read(offsetBytes: number, lengthBytes: number): Promise<Buffer>;
   /** `data` is the payload as received (zero-copy slices); its total length is the length. */

@@ -21,35 +21,36 @@ export class Bitmap {
 
   /** Sets the bits of a range; returns how many were newly set. */
   set(r: BlockRange): number {
-    let n = 0;
     this.check(r);
-    for (let b = r.start; b < r.start + r.count; b++) {
-      const w = b >>> 5;
-      const m = 1 << (b & 31);
-      const old = this.words[w] ?? 0;
-      if ((old & m) === 0) {
-        this.words[w] = old | m;
-        n++;
-      }
-    }
+    const n = this.apply(r, true);
     this.setBits += n;
     return n;
   }
 
   /** Clears the bits of a range; returns how many were set before. */
   clear(r: BlockRange): number {
-    let n = 0;
     this.check(r);
-    for (let b = r.start; b < r.start + r.count; b++) {
-      const w = b >>> 5;
-      const m = 1 << (b & 31);
-      const old = this.words[w] ?? 0;
-      if ((old & m) !== 0) {
-        this.words[w] = old & ~m;
-        n++;
-      }
-    }
+    const n = this.apply(r, false);
     this.setBits -= n;
+    return n;
+  }
+
+  /** Sets or clears a range a 32-bit word at a time; returns how many bits changed. */
+  private apply(r: BlockRange, on: boolean): number {
+    let n = 0;
+    let b = r.start;
+    const end = r.start + r.count;
+    while (b < end) {
+      const w = b >>> 5;
+      const lo = b & 31;
+      const hi = Math.min(32, lo + (end - b));
+      const mask = hi - lo === 32 ? 0xffff_ffff : (((1 << (hi - lo)) - 1) << lo) >>> 0;
+      const old = this.words[w] ?? 0;
+      const changed = (on ? ~old & mask : old & mask) >>> 0;
+      n += popcount(changed);
+      this.words[w] = on ? (old | mask) >>> 0 : (old & ~mask) >>> 0;
+      b += hi - lo;
+    }
     return n;
   }
 
@@ -75,15 +76,27 @@ export class Bitmap {
     return -1;
   }
 
+  /** The first clear bit at or after `from` (or `blocks` if none). */
+  nextClear(from: number): number {
+    for (let b = from; b < this.blocks; b++) {
+      const w = this.words[b >>> 5] ?? 0;
+      if (w === 0xffff_ffff) {
+        b = b | 31;
+        continue;
+      }
+      if ((w & (1 << (b & 31))) === 0) return b;
+    }
+    return this.blocks;
+  }
+
   /** All set bits as maximal runs. */
   ranges(): BlockRange[] {
     const out: BlockRange[] = [];
     let b = this.nextSet(0);
     while (b >= 0) {
-      let e = b;
-      while (e + 1 < this.blocks && this.test(e + 1)) e++;
-      out.push({ start: b, count: e - b + 1 });
-      b = this.nextSet(e + 1);
+      const e = this.nextClear(b);
+      out.push({ start: b, count: e - b });
+      b = e < this.blocks ? this.nextSet(e) : -1;
     }
     return out;
   }
@@ -107,4 +120,11 @@ export function mergeRanges(rs: readonly BlockRange[]): BlockRange[] {
     } else out.push({ start: r.start, count: r.count });
   }
   return out;
+}
+
+function popcount(x: number): number {
+  let v = x >>> 0;
+  v = v - ((v >>> 1) & 0x5555_5555);
+  v = (v & 0x3333_3333) + ((v >>> 2) & 0x3333_3333);
+  return (Math.imul((v + (v >>> 4)) & 0x0f0f_0f0f, 0x0101_0101) >>> 24) & 0xff;
 }

@@ -33,12 +33,10 @@ import type {
   Role,
   Stream,
 } from './types.js';
-import { UUID_JUST_CREATED, handshakeVerdict, type UuidView } from './uuid.js';
+import { UUID_JUST_CREATED, UUID_NEW_BM_OFFSET, handshakeVerdict, type UuidView } from './uuid.js';
 
 const BLOCK = BITMAP_BLOCK_BYTES;
 const RS_BLOCKS_MAX = RESYNC_REQUEST_BYTES_MAX / BLOCK;
-/** DRBD's UUID_NEW_BM_OFFSET: a sync UUID derived from a bitmap UUID. */
-const UUID_NEW_BM_OFFSET = 1n << 48n;
 
 type Io =
   | { kind: 'clientWrite'; seq: number }
@@ -51,6 +49,8 @@ type Io =
       seq: number;
       ack: 'none' | 'recv' | 'write';
       range: BlockRange;
+      /** Parts of one peer write still in flight (a conflict winner writes only some blocks). */
+      group: { remaining: number; failed: boolean };
     }
   | { kind: 'epochFlush'; peer: number; inc: number }
   | { kind: 'peerRead'; peer: number; inc: number; id: number }
@@ -139,6 +139,8 @@ interface Peer {
   rxInflight: number;
   rxCount: number;
   rxFlushing: boolean;
+  /** Our disk failed with epochs unflushed: never acknowledge them (the peer marks its log). */
+  rxNoAck: boolean;
   readonly rxQueue: Packet[];
   // resync / verify
   rs: ResyncTarget | null;
@@ -153,6 +155,11 @@ interface Peer {
   promoteId: number;
   readonly promoteWaiting: Map<number, { cmdId: number; force: boolean }>;
   readonly readsViaPeer: Map<number, number>; // DataRequest id -> client reqId
+  readonly readsWaiting: { id: number; offsetBytes: number; lengthBytes: number }[];
+  /** Highest Data seq of this peer we started writing (sent back as peerSeq). */
+  rxLastSeq: number;
+  /** Our writes this peer may not have seen yet (two Primaries: conflict detection). */
+  readonly sentLog: { seq: number; range: BlockRange }[];
 }
 
 interface PendingPromote {
@@ -176,7 +183,9 @@ export interface EngineState {
   crashedPrimary: boolean;
   readonly bitmaps: Map<number, Bitmap>;
   readonly al: number[]; // hot extents, least recently used first
-  readonly alWrites: Map<number, number>; // extent -> client writes in flight
+  readonly alWrites: Map<number, number>; // extent -> writes holding it hot
+  /** seq -> extents and references (the request plus each peer's transfer log entry). */
+  readonly alHolds: Map<number, { extents: readonly number[]; refs: number }>;
   readonly rng: SeededRandom;
   nextIo: number;
   nextTimer: number;
@@ -226,6 +235,7 @@ export function createEngine(cfg: EngineConfig, boot: BootState | null): StepRes
     bitmaps: new Map(),
     al: [],
     alWrites: new Map(),
+    alHolds: new Map(),
     rng: new SeededRandom(cfg.uuidSeed),
     nextIo: 1,
     nextTimer: 1,
@@ -278,6 +288,7 @@ function newPeer(id: number, name: string): Peer {
     rxInflight: 0,
     rxCount: 0,
     rxFlushing: false,
+    rxNoAck: false,
     rxQueue: [],
     rs: null,
     rsSourceWaiting: [],
@@ -286,6 +297,9 @@ function newPeer(id: number, name: string): Peer {
     promoteId: 0,
     promoteWaiting: new Map(),
     readsViaPeer: new Map(),
+    readsWaiting: [],
+    rxLastSeq: 0,
+    sentLog: [],
   };
 }
 
@@ -568,8 +582,19 @@ function pumpQueue(s: EngineState): void {
   }
 }
 
+/** Some reachable copy holds all the data (DRBD fails I/O without access to good data). */
+function hasGoodData(s: EngineState): boolean {
+  if (s.disk === 'UpToDate') return true;
+  for (const p of s.peers.values()) if (isConnectedSettled(p) && p.disk === 'UpToDate') return true;
+  return false;
+}
+
 function startRequest(s: EngineState, req: ClientRequest): void {
   s.appIoThisTick++;
+  if (!hasGoodData(s)) {
+    emit(s, { type: 'complete', reqId: req.id, ok: false, errno: 'EIO' });
+    return;
+  }
   switch (req.op) {
     case 'read':
       startRead(s, req.id, req.offsetBytes, req.lengthBytes);
@@ -705,7 +730,8 @@ function startWrite(
     s.queued.push(req);
     return;
   }
-  if (blockedByResync(s, range)) {
+  // With two Primaries a peer write may be landing here: order behind it.
+  if (blockedByResync(s, range) || (s.cfg.allowTwoPrimaries && blockedByWrites(s, range))) {
     s.lockWaiters.push(() => startWrite(s, req));
     return;
   }
@@ -724,6 +750,7 @@ function startWrite(
   touchForResync(s, range, req.offsetBytes, lengthBytes);
   if (hasDisk(s)) {
     alActivate(s, range);
+    s.alHolds.set(seq, { extents: w.extents, refs: 1 });
     w.localPending = true;
     lockWrite(s, range, 1);
     const ioId = io(s, { kind: 'clientWrite', seq });
@@ -749,8 +776,13 @@ function startWrite(
   for (const p of s.peers.values()) {
     if (replicatesTo(s, p)) {
       if (p.closeEpoch) closeEpochNow(s, p);
+      // Without an UpToDate local disk the peer's copy is the only good one: wait for it.
       const ack =
-        req.fua || s.cfg.protocol === 'C' ? 'write' : s.cfg.protocol === 'B' ? 'recv' : 'none';
+        req.fua || s.cfg.protocol === 'C' || s.disk !== 'UpToDate'
+          ? 'write'
+          : s.cfg.protocol === 'B'
+            ? 'recv'
+            : 'none';
       send(s, p, 'data', {
         kind: 'Data',
         seq,
@@ -761,8 +793,17 @@ function startWrite(
         data: req.op === 'write' ? req.data : new Uint8Array(0),
         fua: req.fua,
         ack,
+        peerSeq: p.rxLastSeq,
       });
+      if (s.cfg.allowTwoPrimaries) {
+        p.sentLog.push({ seq, range });
+        if (p.sentLog.length > ENGINE_QUEUED_REQUESTS_MAX) p.sentLog.shift();
+      }
       p.tl.set(seq, { epoch: p.epoch, range });
+      // An extent stays hot until the peer acknowledged the epoch (protocol A/B may still
+      // lose the write on the way): after a crash the activity log must cover it.
+      const hold = s.alHolds.get(seq);
+      if (hold !== undefined) hold.refs++;
       p.epochWrites++;
       if (p.epochWrites >= s.cfg.maxEpochSize) p.closeEpoch = true;
       w.replicatedTo.add(p.id);
@@ -779,11 +820,7 @@ function startWrite(
 function maybeCompleteWrite(s: EngineState, w: WriteReq): void {
   if (w.localPending || w.peersPending.size > 0) return;
   s.writes.delete(w.seq);
-  for (const e of w.extents) {
-    const n = (s.alWrites.get(e) ?? 1) - 1;
-    if (n <= 0) s.alWrites.delete(e);
-    else s.alWrites.set(e, n);
-  }
+  releaseAl(s, w.seq);
   if (w.copies > 0) {
     emit(s, { type: 'complete', reqId: w.reqId, ok: true });
     // Later writes may depend on this one: close its epoch now (DRBD sends the barrier as
@@ -796,6 +833,27 @@ function maybeCompleteWrite(s: EngineState, w: WriteReq): void {
     }
   } else emit(s, { type: 'complete', reqId: w.reqId, ok: false, errno: 'EIO' });
   pumpQueue(s);
+}
+
+function releaseAl(s: EngineState, seq: number): void {
+  const h = s.alHolds.get(seq);
+  if (h === undefined) return;
+  if (--h.refs > 0) return;
+  s.alHolds.delete(seq);
+  for (const e of h.extents) {
+    const n = (s.alWrites.get(e) ?? 1) - 1;
+    if (n <= 0) s.alWrites.delete(e);
+    else s.alWrites.set(e, n);
+  }
+}
+
+/** Drops a peer's transfer log, marking what it may lack; returns nothing. */
+function clearTl(s: EngineState, p: Peer): void {
+  for (const [seq, e] of p.tl) {
+    markOutOfSync(s, p.id, e.range);
+    releaseAl(s, seq);
+  }
+  p.tl.clear();
 }
 
 function lockWrite(s: EngineState, r: BlockRange, d: number): void {
@@ -845,6 +903,10 @@ function wakeLockWaiters(s: EngineState): void {
     p.rsSourceWaiting.splice(0).map((r) => [p, r] as const),
   );
   for (const [p, r] of waiting) serveRsRequest(s, p, r);
+  const reads = [...s.peers.values()].flatMap((p) =>
+    p.readsWaiting.splice(0).map((r) => [p, r] as const),
+  );
+  for (const [p, r] of reads) servePeerRead(s, p, r);
 }
 
 /** An application write is landing on these blocks: resync data requested earlier is older. */
@@ -888,7 +950,8 @@ function onDiskDone(s: EngineState, ev: Extract<EngineEvent, { type: 'diskDone' 
       const w = s.writes.get(what.seq);
       assert(w !== undefined, 'client write in flight');
       w.localPending = false;
-      w.copies++;
+      // A write into an Inconsistent disk (SyncTarget) is not yet a good copy of the data.
+      if (s.disk === 'UpToDate') w.copies++;
       lockWrite(s, w.range, -1);
       maybeCompleteWrite(s, w);
       return;
@@ -955,10 +1018,12 @@ function peerWriteDone(
   what: Extract<Io, { kind: 'peerWrite' }>,
   ok: boolean,
 ): void {
+  if (!ok) what.group.failed = true;
+  if (--what.group.remaining > 0) return;
   const p = s.peers.get(what.peer);
   if (p === undefined || p.inc !== what.inc) return;
   p.rxInflight--;
-  if (!ok) send(s, p, 'control', { kind: 'NegAck', seq: what.seq });
+  if (what.group.failed) send(s, p, 'control', { kind: 'NegAck', seq: what.seq });
   else if (what.ack === 'write') send(s, p, 'control', { kind: 'WriteAck', seq: what.seq });
   maybeFinishRxEpoch(s, p);
 }
@@ -1001,14 +1066,25 @@ function onIoError(s: EngineState, what: Io): void {
         });
       break;
     }
+    case 'epochFlush': {
+      const p = s.peers.get(what.peer);
+      if (p !== undefined && p.inc === what.inc) {
+        p.rxFlushing = false;
+        p.rxNoAck = true;
+      }
+      break;
+    }
     case 'clientFlush':
-    case 'epochFlush':
     case 'rsCsumRead':
     case 'ovLocalRead':
     case 'ovPeerRead':
       break;
   }
   if (s.cfg.onIoError === 'detach') detach(s);
+  if (what.kind === 'epochFlush') {
+    const p = s.peers.get(what.peer);
+    if (p !== undefined && p.inc === what.inc) maybeFinishRxEpoch(s, p);
+  }
   // Requests whose local part failed complete now, through the peers if they can.
   if (what.kind === 'clientRead') startRead(s, what.reqId, what.offsetBytes, what.lengthBytes);
   if (what.kind === 'clientFlush') {
@@ -1038,6 +1114,7 @@ function detach(s: EngineState): void {
   s.ios.clear();
   s.al.length = 0;
   s.alWrites.clear();
+  s.alHolds.clear();
   s.writeLocks.clear();
   s.rsLocks.clear();
   for (const w of s.writes.values()) {
@@ -1045,6 +1122,7 @@ function detach(s: EngineState): void {
     w.localPending = false;
   }
   for (const p of s.peers.values()) {
+    p.rxNoAck = true;
     if (p.rs !== null) stopResync(s, p);
     if (p.sync !== null) p.sync = null;
     if (p.repl !== 'Off' && p.conn === 'Connected') setRepl(s, p, 'Established');
@@ -1112,7 +1190,22 @@ function reply(s: EngineState, cmdId: number, ok: boolean, message: string): voi
   emit(s, { type: 'adminResult', cmdId, ok, message });
 }
 
+/** Commands that change roles, UUIDs or the disk would race the handshake's view of them. */
+const REFUSED_WHILE_HANDSHAKING: ReadonlySet<AdminCommand['cmd']> = new Set([
+  'primary',
+  'secondary',
+  'new-current-uuid',
+  'invalidate',
+  'invalidate-remote',
+  'verify',
+  'detach',
+  'attach',
+]);
+
 function onAdmin(s: EngineState, cmdId: number, c: AdminCommand): void {
+  if (REFUSED_WHILE_HANDSHAKING.has(c.cmd) && mustQueue(s)) {
+    return reply(s, cmdId, false, 'a handshake with a peer is in progress; retry');
+  }
   switch (c.cmd) {
     case 'primary':
       promote(s, cmdId, c.force);
@@ -1315,6 +1408,7 @@ function attach(s: EngineState, cmdId: number, boot: BootState): void {
   persist(s);
   for (const p of s.peers.values()) {
     if (p.conn === 'Connected') {
+      p.rxNoAck = false;
       p.settled = false;
       p.hsSent = true;
       send(s, p, 'data', handshakePacket(s, p));
@@ -1337,6 +1431,9 @@ function onEstablished(s: EngineState, peerId: number): void {
   p.closeEpoch = false;
   p.epochSizes.clear();
   p.rxEpoch = 1;
+  p.rxNoAck = false;
+  p.rxLastSeq = 0;
+  p.sentLog.length = 0;
   send(s, p, 'data', handshakePacket(s, p));
 }
 
@@ -1346,7 +1443,7 @@ function handshakePacket(s: EngineState, p: Peer): HandshakePacket {
     nodeId: s.cfg.nodeId,
     protocol: s.cfg.protocol,
     sizeBytes: s.cfg.sizeBytes,
-    role: s.pendingPromote !== null ? 'Primary' : s.role,
+    role: s.role,
     disk: s.disk,
     currentUuid: s.current,
     bitmapUuid: s.bitmapUuids.get(p.id) ?? 0n,
@@ -1601,8 +1698,7 @@ function onClosed(s: EngineState, peerId: number, byNetwork: boolean): void {
   p.hsSent = false;
   p.sync = null;
   // Writes the peer may not have made durable (no BarrierAck yet) are out of sync now.
-  for (const e of p.tl.values()) markOutOfSync(s, p.id, e.range);
-  p.tl.clear();
+  clearTl(s, p);
   for (const w of [...s.writes.values()]) {
     if (w.peersPending.delete(p.id)) maybeCompleteWrite(s, w);
   }
@@ -1614,6 +1710,7 @@ function onClosed(s: EngineState, peerId: number, byNetwork: boolean): void {
   p.readsViaPeer.clear();
   if (p.rs !== null) stopResync(s, p);
   p.rsSourceWaiting.length = 0;
+  p.readsWaiting.length = 0;
   p.ov = null;
   p.rxQueue.length = 0;
   p.rxDraining = false;
@@ -1671,8 +1768,9 @@ function onPacket(s: EngineState, peerId: number, pk: Packet): void {
       setPeerDisk(s, p, pk.disk);
       if ((pk.disk === 'Diskless' || pk.disk === 'Failed') && p.repl !== 'Off') {
         // The peer lost its disk: what it had in flight is out of sync, and so is what follows.
-        for (const e of p.tl.values()) markOutOfSync(s, p.id, e.range);
-        p.tl.clear();
+        clearTl(s, p);
+        for (const f of [...s.flushes.values()])
+          if (f.barriers.delete(p.id)) maybeCompleteFlush(s, f);
         if (p.rs !== null) stopResync(s, p);
         setRepl(s, p, 'Established');
         // DRBD: losing the peer's copy while either side is Primary starts a new generation.
@@ -1721,29 +1819,17 @@ function onPacket(s: EngineState, peerId: number, pk: Packet): void {
     case 'NegAck': {
       const w = s.writes.get(pk.seq);
       if (pk.kind === 'NegAck') {
+        // The peer's disk failed this write: its copy is no longer complete.
         const t = p.tl.get(pk.seq);
         if (t !== undefined) markOutOfSync(s, p.id, t.range);
+        if (p.disk === 'UpToDate') setPeerDisk(s, p, 'Failed');
       }
       if (w === undefined || !w.peersPending.delete(p.id)) return;
       if (pk.kind !== 'NegAck') w.copies++;
       return maybeCompleteWrite(s, w);
     }
-    case 'DataRequest': {
-      if (s.disk !== 'UpToDate')
-        return send(s, p, 'data', {
-          kind: 'DataReply',
-          id: pk.id,
-          ok: false,
-          data: new Uint8Array(0),
-        });
-      const ioId = io(s, { kind: 'peerRead', peer: p.id, inc: p.inc, id: pk.id });
-      return emit(s, {
-        type: 'diskRead',
-        ioId,
-        offsetBytes: pk.offsetBytes,
-        lengthBytes: pk.lengthBytes,
-      });
-    }
+    case 'DataRequest':
+      return servePeerRead(s, p, pk);
     case 'DataReply': {
       const reqId = p.readsViaPeer.get(pk.id);
       if (reqId === undefined) return;
@@ -1838,43 +1924,123 @@ function startPeerWrite(s: EngineState, p: Peer, pk: Extract<Packet, { kind: 'Da
   const range = blockRangeOf(pk.offsetBytes, pk.lengthBytes);
   touchForResync(s, range, pk.offsetBytes, pk.lengthBytes);
   // A Diskless Primary writes through us: its own disk, when it comes back, lacks this.
-  if (p.disk === 'Diskless' || p.disk === 'Failed') markOutOfSync(s, p.id, range);
+  // No activity log covers this bit on a Secondary: persist it before the data lands.
+  if (p.disk === 'Diskless' || p.disk === 'Failed') {
+    markOutOfSync(s, p.id, range);
+    emit(s, { type: 'bitmapFlush' });
+  }
+  // Two Primaries: our writes the peer had not seen when it wrote this one are concurrent.
+  // The lower node id wins the overlapping blocks: the winner drops them from the peer's
+  // write, the loser applies the peer's write after its own, so both end with the winner's.
+  p.rxLastSeq = Math.max(p.rxLastSeq, pk.seq);
+  while (p.sentLog.length > 0 && (p.sentLog[0]?.seq ?? 0) <= pk.peerSeq) p.sentLog.shift();
+  const conflicting = new Set<number>();
+  if (s.role === 'Primary' && s.cfg.allowTwoPrimaries) {
+    for (const w of p.sentLog) {
+      if (w.seq <= pk.peerSeq) continue;
+      for (
+        let b = Math.max(w.range.start, range.start);
+        b < Math.min(w.range.start + w.range.count, range.start + range.count);
+        b++
+      )
+        conflicting.add(b);
+    }
+    for (const b of conflicting)
+      emit(s, { type: 'note', note: { kind: 'conflict', peer: p.id, block: b } });
+  }
+  const iWin = s.cfg.nodeId < p.id;
+  const incAtArrival = p.inc;
   const go = (): void => {
     if (p.inc !== incAtArrival) return;
-    if (blockedByResync(s, range)) {
+    const mustWait =
+      blockedByResync(s, range) || (conflicting.size > 0 && !iWin && blockedByWrites(s, range));
+    if (mustWait) {
       s.lockWaiters.push(go);
       return;
     }
-    lockWrite(s, range, 1);
-    const ioId = io(s, {
-      kind: 'peerWrite',
-      peer: p.id,
-      inc: p.inc,
-      seq: pk.seq,
-      ack: pk.ack,
-      range,
-    });
-    if (pk.op === 'write')
-      emit(s, { type: 'diskWrite', ioId, offsetBytes: pk.offsetBytes, data: pk.data, fua: pk.fua });
-    else if (pk.op === 'trim')
-      emit(s, { type: 'diskTrim', ioId, offsetBytes: pk.offsetBytes, lengthBytes: pk.lengthBytes });
-    else
-      emit(s, {
-        type: 'diskZeroes',
-        ioId,
-        offsetBytes: pk.offsetBytes,
-        lengthBytes: pk.lengthBytes,
-        fua: pk.fua,
+    const parts =
+      conflicting.size > 0 && iWin
+        ? byteRunsExcluding(pk.offsetBytes, pk.lengthBytes, conflicting)
+        : [{ offsetBytes: pk.offsetBytes, lengthBytes: pk.lengthBytes }];
+    const group = { remaining: parts.length, failed: false };
+    if (parts.length === 0) {
+      group.remaining = 1;
+      peerWriteDone(
+        s,
+        { kind: 'peerWrite', peer: p.id, inc: p.inc, seq: pk.seq, ack: pk.ack, range, group },
+        true,
+      );
+      return;
+    }
+    for (const part of parts) {
+      const r = blockRangeOf(part.offsetBytes, part.lengthBytes);
+      lockWrite(s, r, 1);
+      const ioId = io(s, {
+        kind: 'peerWrite',
+        peer: p.id,
+        inc: p.inc,
+        seq: pk.seq,
+        ack: pk.ack,
+        range: r,
+        group,
       });
+      const off = part.offsetBytes - pk.offsetBytes;
+      if (pk.op === 'write')
+        emit(s, {
+          type: 'diskWrite',
+          ioId,
+          offsetBytes: part.offsetBytes,
+          data: pk.data.subarray(off, off + part.lengthBytes),
+          fua: pk.fua,
+        });
+      else if (pk.op === 'trim')
+        emit(s, {
+          type: 'diskTrim',
+          ioId,
+          offsetBytes: part.offsetBytes,
+          lengthBytes: part.lengthBytes,
+        });
+      else
+        emit(s, {
+          type: 'diskZeroes',
+          ioId,
+          offsetBytes: part.offsetBytes,
+          lengthBytes: part.lengthBytes,
+          fua: pk.fua,
+        });
+    }
   };
-  const incAtArrival = p.inc;
   go();
+}
+
+/** The byte runs of [offset, offset+length) outside the given blocks. */
+function byteRunsExcluding(
+  offsetBytes: number,
+  lengthBytes: number,
+  blocks: ReadonlySet<number>,
+): { offsetBytes: number; lengthBytes: number }[] {
+  const out: { offsetBytes: number; lengthBytes: number }[] = [];
+  const end = offsetBytes + lengthBytes;
+  let o = offsetBytes;
+  while (o < end) {
+    const b = Math.floor(o / BLOCK);
+    const next = Math.min(end, (b + 1) * BLOCK);
+    if (!blocks.has(b)) {
+      const last = out[out.length - 1];
+      if (last !== undefined && last.offsetBytes + last.lengthBytes === o)
+        last.lengthBytes += next - o;
+      else out.push({ offsetBytes: o, lengthBytes: next - o });
+    }
+    o = next;
+  }
+  return out;
 }
 
 function maybeFinishRxEpoch(s: EngineState, p: Peer): void {
   if (!p.rxDraining || p.rxInflight > 0 || p.rxFlushing) return;
-  if (!hasDisk(s)) {
-    send(s, p, 'control', { kind: 'BarrierAck', epoch: p.rxEpoch, setSize: p.rxCount });
+  if (!hasDisk(s) || p.rxNoAck) {
+    if (!p.rxNoAck)
+      send(s, p, 'control', { kind: 'BarrierAck', epoch: p.rxEpoch, setSize: p.rxCount });
     p.rxCount = 0;
     p.rxDraining = false;
     return pumpRx(s, p);
@@ -1902,7 +2068,12 @@ function onBarrierAck(s: EngineState, p: Peer, epoch: number, setSize: number): 
     return;
   }
   for (const e of [...p.epochSizes.keys()]) if (e <= epoch) p.epochSizes.delete(e);
-  for (const [seq, t] of p.tl) if (t.epoch <= epoch) p.tl.delete(seq);
+  for (const [seq, t] of p.tl) {
+    if (t.epoch > epoch) continue;
+    p.tl.delete(seq);
+    releaseAl(s, seq);
+  }
+  pumpQueue(s);
   for (const f of [...s.flushes.values()]) {
     const e = f.barriers.get(p.id);
     if (e !== undefined && e <= epoch) {
@@ -2021,6 +2192,26 @@ function issueResyncRequests(s: EngineState, p: Peer): void {
   }
 }
 
+/** A read for a Diskless or syncing peer: it must see the writes that peer sent before it. */
+function servePeerRead(
+  s: EngineState,
+  p: Peer,
+  r: { id: number; offsetBytes: number; lengthBytes: number },
+): void {
+  if (p.conn !== 'Connected') return;
+  if (s.disk !== 'UpToDate') {
+    send(s, p, 'data', { kind: 'DataReply', id: r.id, ok: false, data: new Uint8Array(0) });
+    return;
+  }
+  const range = blockRangeOf(r.offsetBytes, r.lengthBytes);
+  if (blockedByWrites(s, range) || rxQueued(s, range)) {
+    p.readsWaiting.push(r);
+    return;
+  }
+  const ioId = io(s, { kind: 'peerRead', peer: p.id, inc: p.inc, id: r.id });
+  emit(s, { type: 'diskRead', ioId, offsetBytes: r.offsetBytes, lengthBytes: r.lengthBytes });
+}
+
 function serveRsRequest(
   s: EngineState,
   p: Peer,
@@ -2107,7 +2298,8 @@ function onRsReply(
   const runs: BlockRange[] = [];
   for (let b = start; b < start + count; b++) {
     // A write in flight here arrived before the request: keep the bit and fetch it again.
-    if ((s.writeLocks.get(b) ?? 0) > 0) f.partial.add(b);
+    if ((s.writeLocks.get(b) ?? 0) > 0 && s.cfg.plantedBug !== 'resync-overwrites-newer')
+      f.partial.add(b);
     if (f.touched.has(b) || f.partial.has(b)) continue;
     const last = runs[runs.length - 1];
     if (last !== undefined && last.start + last.count === b)
@@ -2162,7 +2354,7 @@ function maybeFinishResync(s: EngineState, p: Peer): void {
   const rs = p.rs;
   if (rs === null || rs.finishing || rs.inflight.size > 0 || bm(s, p.id).weight > 0) return;
   rs.finishing = true;
-  send(s, p, 'control', { kind: 'ResyncDone' });
+  send(s, p, 'data', { kind: 'ResyncDone' }); // after our Bitmap on the same stream
 }
 
 function onResyncDone(s: EngineState, p: Peer): void {

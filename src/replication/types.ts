@@ -316,6 +316,8 @@ export type Packet =
       readonly data: Uint8Array;
       readonly fua: boolean;
       readonly ack: 'none' | 'recv' | 'write';
+      /** Highest Data seq the sender had received from us when it wrote this (two Primaries). */
+      readonly peerSeq: number;
     }
   | { readonly kind: 'Barrier'; readonly epoch: number }
   | { readonly kind: 'BarrierAck'; readonly epoch: number; readonly setSize: number }

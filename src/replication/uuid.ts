@@ -37,6 +37,18 @@ export interface UuidDecision {
 
 const mask = (u: bigint): bigint => u & ~1n;
 
+/** DRBD's UUID_NEW_BM_OFFSET: a sync UUID is the bitmap UUID plus this. */
+export const UUID_NEW_BM_OFFSET = 1n << 48n;
+/** How many missed sync-UUID bumps the handshake still recognises. */
+const MISSED_SYNC_UUIDS_MAX = 64n;
+
+function bumpedFrom(base: bigint, bumped: bigint): boolean {
+  const d = BigInt.asUintN(64, bumped - base);
+  return (
+    d !== 0n && d % UUID_NEW_BM_OFFSET === 0n && d / UUID_NEW_BM_OFFSET <= MISSED_SYNC_UUIDS_MAX
+  );
+}
+
 /** The node that breaks ties: both sides agree the lower node id wins (stays source). */
 export const iWinTies = (me: UuidView, peer: UuidView): boolean => me.nodeId < peer.nodeId;
 
@@ -60,6 +72,12 @@ export function uuidCompare(me: UuidView, peer: UuidView): UuidDecision {
   const myB = mask(me.bitmapUuid);
   if (peerB !== 0n && myC === peerB) return { result: -1, rule: 'my-current-is-peer-bitmap' };
   if (myB !== 0n && myB === peerC) return { result: 1, rule: 'peer-current-is-my-bitmap' };
+  // A sync source bumps its bitmap UUID by UUID_NEW_BM_OFFSET each time it starts a resync;
+  // if the SyncUuid packet(s) never arrived, the target's current trails by a few offsets.
+  if (peerB !== 0n && bumpedFrom(myC, peerB))
+    return { result: -1, rule: 'missed-sync-uuid-peer-is-source' };
+  if (myB !== 0n && bumpedFrom(peerC, myB))
+    return { result: 1, rule: 'missed-sync-uuid-i-am-source' };
   if (peer.historyUuids.some((h) => mask(h) === myC))
     return { result: -2, rule: 'my-current-in-peer-history' };
   if (me.historyUuids.some((h) => mask(h) === peerC))

@@ -71,6 +71,7 @@ const SCHEMA: Readonly<Record<PacketKind, readonly (readonly [string, FieldType]
     ['lengthBytes', 'num'],
     ['fua', 'bool'],
     ['ack', { oneOf: ['none', 'recv', 'write'] }],
+    ['peerSeq', 'num'],
     ['data', 'bytes'],
   ],
   Barrier: [['epoch', 'num']],

@@ -78,6 +78,8 @@ export class FileStore implements BlockStore {
   private closed = false;
   private closing: Promise<void> | undefined;
   private static zeroes: Buffer | undefined;
+  /** Most requests ever in flight at once (never above STORE_IO_IN_FLIGHT_MAX). */
+  peakInFlight = 0;
 
   constructor(
     readonly name: string,
@@ -226,6 +228,7 @@ export class FileStore implements BlockStore {
       await new Promise<void>((resolve) => this.waiting.push(resolve));
     } else {
       this.inFlight++;
+      this.peakInFlight = Math.max(this.peakInFlight, this.inFlight);
     }
     try {
       return await run();

@@ -51,3 +51,13 @@ export {
   type MetaPlacement,
   type AlApplyResult,
 } from './metadata/store.js';
+export {
+  withPersistedMeta,
+  persistedMetaOf,
+  setRanges,
+  type PersistedMeta,
+  type PersistedFlags,
+  type BitRange,
+} from './metadata/engine-view.js';
+export { detectSignature, type Signature } from './signatures.js';
+export { formatDumpText, dumpJson, formatGi, formatShowGi } from './metadata/dump.js';

@@ -40,6 +40,8 @@ export interface MemoryStoreOptions {
   /** Initial contents (copied); its length must be whole sectors. */
   readonly image?: Uint8Array;
   readonly name?: string;
+  /** Use `image` itself as the contents instead of a copy. @default false */
+  readonly adopt?: boolean;
 }
 
 export class MemoryStore implements BlockStore {
@@ -59,7 +61,9 @@ export class MemoryStore implements BlockStore {
     checkRange('memory', Number.MAX_SAFE_INTEGER, 0, size);
     this.sizeBytes = size;
     this.name = opts.name ?? 'memory';
-    this.image = opts.image ? Buffer.from(opts.image) : Buffer.alloc(size);
+    if (opts.image && opts.adopt === true)
+      this.image = Buffer.from(opts.image.buffer, opts.image.byteOffset, size);
+    else this.image = opts.image ? Buffer.from(opts.image) : Buffer.alloc(size);
     this.random = opts.random;
   }
 
@@ -144,29 +148,58 @@ export class MemoryStore implements BlockStore {
    * Random with even odds), makes that the store's contents with nothing pending, and returns a copy.
    */
   crash(select?: CrashSelector): Buffer {
-    const choose = select ?? this.randomSelector();
-    const unflushed = this.pending.filter((p) => !p.durable).length;
-    // Rebuild from the image at the last flush: undo every pending write, newest first.
-    const base = this.durableBase();
-    let writeIndex = 0;
-    for (const p of this.pending) {
-      const sectors = p.data.byteLength / SECTOR_BYTES;
-      const index = p.durable ? -1 : writeIndex++;
-      for (let s = 0; s < sectors; s++) {
-        if (p.durable || choose(index, s, unflushed)) {
-          p.data.copy(
-            base,
-            p.offsetBytes + s * SECTOR_BYTES,
-            s * SECTOR_BYTES,
-            (s + 1) * SECTOR_BYTES,
-          );
-        }
-      }
-    }
-    this.image = base;
+    const image = this.crashImage(select ?? this.randomSelector());
+    this.image = image;
     this.pending = [];
     this.undo = [];
-    return Buffer.from(base);
+    return Buffer.from(image);
+  }
+
+  /**
+   * What a crash now would leave, without changing the store. With `lastInFlight`, the newest
+   * write counts as still in flight (even a FUA one) and may be torn too: it is the last index.
+   * With a window, only bytes [fromBytes, toBytes) are computed (and returned).
+   */
+  crashImage(
+    select: CrashSelector,
+    opts: {
+      readonly lastInFlight?: boolean;
+      readonly fromBytes?: number;
+      readonly toBytes?: number;
+    } = {},
+  ): Buffer {
+    const from = opts.fromBytes ?? 0;
+    const to = opts.toBytes ?? this.sizeBytes;
+    const last = this.pending.length - 1;
+    const selectable = (i: number): boolean =>
+      !(this.pending[i]?.durable ?? true) || (opts.lastInFlight === true && i === last);
+    let count = 0;
+    for (let i = 0; i <= last; i++) if (selectable(i)) count++;
+    // Rebuild the window as of the last flush, then replay what survives, oldest first.
+    const base = Buffer.from(this.image.subarray(from, to));
+    for (let i = this.pending.length - 1; i >= 0; i--) {
+      const p = this.pending[i];
+      const old = this.undo[i];
+      if (p && old) copyClipped(old, p.offsetBytes, base, from);
+    }
+    let writeIndex = 0;
+    this.pending.forEach((p, i) => {
+      const sectors = p.data.byteLength / SECTOR_BYTES;
+      const index = selectable(i) ? writeIndex++ : -1;
+      for (let s = 0; s < sectors; s++) {
+        const at = p.offsetBytes + s * SECTOR_BYTES;
+        if (at + SECTOR_BYTES <= from || at >= to) continue;
+        if (index < 0 || select(index, s, count)) {
+          copyClipped(p.data.subarray(s * SECTOR_BYTES, (s + 1) * SECTOR_BYTES), at, base, from);
+        }
+      }
+    });
+    return base;
+  }
+
+  /** A store whose contents are `image` itself (not copied): for crash images in tests. */
+  static adopt(image: Buffer, opts: Omit<MemoryStoreOptions, 'image' | 'adopt'> = {}): MemoryStore {
+    return new MemoryStore(image.byteLength, { ...opts, image, adopt: true });
   }
 
   // Old contents under each pending write, newest last, so crash() can recover the flushed image.
@@ -177,16 +210,6 @@ export class MemoryStore implements BlockStore {
     this.pending.push({ offsetBytes, data, durable });
     data.copy(this.image, offsetBytes);
     this.writeCount++;
-  }
-
-  private durableBase(): Buffer {
-    const base = Buffer.from(this.image);
-    for (let i = this.pending.length - 1; i >= 0; i--) {
-      const p = this.pending[i];
-      const old = this.undo[i];
-      if (p && old) old.copy(base, p.offsetBytes);
-    }
-    return base;
   }
 
   private randomSelector(): CrashSelector {
@@ -205,4 +228,11 @@ export class MemoryStore implements BlockStore {
       );
     }
   }
+}
+
+/** Copies `src` (which belongs at `srcAt`) into `dst` (which holds bytes from `dstAt`), clipped. */
+function copyClipped(src: Buffer, srcAt: number, dst: Buffer, dstAt: number): void {
+  const start = Math.max(srcAt, dstAt);
+  const end = Math.min(srcAt + src.byteLength, dstAt + dst.byteLength);
+  if (end > start) src.copy(dst, start - dstAt, start - srcAt, end - srcAt);
 }

@@ -63,6 +63,14 @@ export interface PathEvent {
   readonly path: PathSpec;
   readonly state: PathState;
   readonly error?: Error;
+  /**
+   * Multipath sessions only: this path became the active one because the previous active path
+   * failed (failover) or because it is preferred and healed (failback); or it failed too often
+   * and is held down for a while.
+   */
+  readonly change?: 'failover' | 'failback' | 'held-down';
+  /** With failover/failback: the path that was active before. */
+  readonly from?: PathSpec;
 }
 
 export interface StreamStats {

@@ -12,6 +12,7 @@ import {
   measureProcesses,
   parseProcStat,
   parseVmHwmBytes,
+  parseVmRssBytes,
   peakRssBytes,
   realProcFs,
   resetPeakRss,
@@ -46,7 +47,8 @@ test('parseProcStat finds fields after a comm with spaces and parentheses', () =
   assert.equal(parseProcStat('garbage without parens'), null);
 });
 
-test('parseVmHwmBytes reads kB and converts to bytes', () => {
+test('parseVmRssBytes and parseVmHwmBytes read kB and convert to bytes', () => {
+  assert.equal(parseVmRssBytes('VmHWM:\t 9 kB\nVmRSS:\t    6000 kB\n'), 6000 * 1024);
   assert.equal(
     parseVmHwmBytes('Name:\tnbdkit\nVmPeak:\t  9000 kB\nVmHWM:\t    6768 kB\nVmRSS:\t 6000 kB\n'),
     6768 * 1024,
@@ -123,30 +125,40 @@ test('cpuSecondsBetween: deltas per process, newcomers in full, leavers ignored'
   assert.equal(cpuSecondsBetween(before, after, 100), 0.75);
 });
 
-test('real /proc: a busy child and its busy grandchild are both counted; peak RSS is seen', async () => {
-  const busy = 'const t=Date.now(); while (Date.now()-t < 600) {}';
+test('real /proc: CPU of a child and of the grandchild it reaped, and peak RSS', async () => {
+  // Each process spins until it has used 300 ms of its own CPU, however busy the machine is;
+  // the grandchild exits first and is reaped, so its time must show up through cutime.
+  const spin =
+    'const u=()=>{const c=process.cpuUsage();return (c.user+c.system)/1000};' +
+    'const s=u(); while (u()-s < 300) {}';
+  const grand = `process.stdin.once('data',()=>{${spin}; process.exit(0)})`;
   const script =
     `const {spawn}=require('node:child_process');` +
-    `const g=spawn(process.execPath,['-e',${JSON.stringify(busy)}],{stdio:'inherit'});` +
+    `const g=spawn(process.execPath,['-e',${JSON.stringify(grand)}],{stdio:['pipe','inherit','inherit']});` +
     `const big=Buffer.alloc(64<<20,1);` +
-    `console.log('ready '+big.length); ${busy}; g.on('exit',()=>process.exit(0));`;
-  const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    `process.stdin.once('data',()=>{g.stdin.write('go\\n'); ${spin};` +
+    ` g.on('exit',()=>{console.log('done '+big.length); setInterval(()=>{},1000)})});` +
+    `console.log('ready');`;
+  const child = spawn(process.execPath, ['-e', script], { stdio: ['pipe', 'pipe', 'inherit'] });
   const pid = child.pid;
   assert.ok(pid !== undefined);
   const exited = once(child, 'exit');
   try {
     await once(child.stdout, 'data');
-    assert.equal(descendants(realProcFs, pid).length >= 1, true, 'grandchild visible');
+    assert.equal(descendants(realProcFs, pid).length, 1, 'grandchild visible');
     const m = await measureProcesses(
       realProcFs,
       () => [pid],
-      () => new Promise((r) => setTimeout(r, 400)),
+      async () => {
+        const done = once(child.stdout, 'data');
+        child.stdin.write('go\n');
+        await done;
+      },
     );
-    // Two processes spinning for 400 ms: on a loaded 2-CPU machine they may get little CPU,
-    // so only "some, and no more than two CPUs' worth" is certain.
-    assert.ok(m.cpuSeconds > 0, `cpu ${m.cpuSeconds}`);
+    assert.ok(m.cpuSeconds >= 0.55, `cpu ${m.cpuSeconds}`);
     assert.ok(m.cpuSeconds <= 2 * m.seconds + 0.05, `cpu ${m.cpuSeconds} wall ${m.seconds}`);
     assert.ok(m.peakRssBytes >= 64 * 2 ** 20, `rss ${m.peakRssBytes}`);
+    assert.ok(m.rssSamplesBytes.every((b) => b > 0));
     assert.equal(clockTicksPerSec() > 0, true);
   } finally {
     child.kill('SIGKILL');

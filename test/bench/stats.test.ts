@@ -31,6 +31,7 @@ function s(
     latency: lat(p50),
     cpuSecondsPerGiB: mb / 100,
     peakRssBytes: round * 1000,
+    rssSamplesBytes: [round * 100, round * 200, round * 300],
   };
 }
 
@@ -54,6 +55,8 @@ test('aggregate: medians over ok rounds, highest peak RSS, failed rounds listed'
   assert.equal(a.flushLatency, null);
   assert.equal(a.cpuSecondsPerGiB, 20);
   assert.equal(a.peakRssBytes, 3000);
+  assert.equal(a.rssFirstBytes, 200);
+  assert.equal(a.rssLastBytes, 600);
   assert.deepEqual(a.errors, ['round 4: fio died']);
 });
 

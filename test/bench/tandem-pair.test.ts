@@ -7,12 +7,12 @@ import { renderPairConfig } from '../../bench/systems/tandem-pair.js';
 
 test('renderPairConfig: parsed by loadConfig as two nodes with the asked protocol', () => {
   for (const protocol of ['A', 'B', 'C'] as const) {
-    const text = renderPairConfig(protocol, [
+    const text = renderPairConfig(protocol, 'tcp', [
       {
         name: 'alpha',
         nodeId: 0,
         nbdPort: 40001,
-        replicationPort: 40002,
+        replicationPorts: [40002],
         disk: '/var/tmp/b/alpha.img',
         metaDisk: '/var/tmp/b/alpha.md',
       },
@@ -20,7 +20,7 @@ test('renderPairConfig: parsed by loadConfig as two nodes with the asked protoco
         name: 'beta',
         nodeId: 1,
         nbdPort: 40003,
-        replicationPort: 40004,
+        replicationPorts: [40004],
         disk: '/var/tmp/b/beta.img',
         metaDisk: '/var/tmp/b/beta.md',
       },
@@ -44,4 +44,41 @@ test('renderPairConfig: parsed by loadConfig as two nodes with the asked protoco
     assert.equal(v.device.kind, 'nbd-tcp');
     if (v.device.kind === 'nbd-tcp') assert.equal(v.device.port, 40001);
   }
+});
+
+test('renderPairConfig: fabric names its transport; multipath gives one connection path per port', () => {
+  const nodes = [
+    {
+      name: 'alpha',
+      nodeId: 0,
+      nbdPort: 41001,
+      replicationPorts: [41002, 41003],
+      disk: '/d/a.img',
+      metaDisk: '/d/a.md',
+    },
+    {
+      name: 'beta',
+      nodeId: 1,
+      nbdPort: 41004,
+      replicationPorts: [41005, 41006],
+      disk: '/d/b.img',
+      metaDisk: '/d/b.md',
+    },
+  ];
+  const fabric = parseConfigText(renderPairConfig('C', 'fabric', nodes), 'f.conf').config
+    .resources[0];
+  assert.equal(fabric?.sections.net['transport'], 'fabric');
+  const mp = parseConfigText(renderPairConfig('C', 'multipath', nodes), 'm.conf').config
+    .resources[0];
+  assert.ok(mp !== undefined);
+  assert.equal(mp.sections.net['transport'], 'multipath');
+  assert.equal(mp.connections.length, 1);
+  const paths = mp.connections[0]?.paths ?? [];
+  assert.deepEqual(
+    paths.map((p) => p.endpoints.map((e) => `${e.host}@${e.address.port}`)),
+    [
+      ['alpha@41002', 'beta@41005'],
+      ['alpha@41003', 'beta@41006'],
+    ],
+  );
 });

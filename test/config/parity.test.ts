@@ -2,7 +2,7 @@
 // and Tandem agree on resources, hosts, node-ids, volumes, addresses, connections, paths and
 // options; `drbdadm` reads Tandem's `dump` as the same configuration as the original; and every
 // broken file is rejected by Tandem, including those drbdadm lets through.
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -16,7 +16,7 @@ import type {
   SectionName,
   TandemConfig,
 } from '../../src/config/types.js';
-import { requirePeers } from '../support/peers.js';
+import { inCi, requirePeers } from '../support/peers.js';
 import { canUnshare, child, drbdadm, kids, parseXml, type XmlNode } from './drbdadm.js';
 
 const CORPUS = resolve('test/fixtures/drbd-conf');
@@ -26,6 +26,19 @@ const good = readdirSync(join(CORPUS, 'good'))
 const bad = readdirSync(join(CORPUS, 'bad'))
   .filter((f) => f.endsWith('.res'))
   .sort();
+
+/** drbdadm, unshare and ip are installed and this process may create namespaces (root). */
+function oracleReady(t: TestContext, skip = true): boolean {
+  const ok =
+    requirePeers(t, 'drbd-utils', 'drbdadm') &&
+    requirePeers(t, 'util-linux', 'unshare') &&
+    requirePeers(t, 'iproute2', 'ip');
+  if (!ok) return false;
+  if (canUnshare()) return true;
+  if (inCi) throw new Error('the drbdadm oracle needs root (unshare -u -n); CI=true: failing');
+  if (skip) t.skip('the drbdadm oracle needs root (unshare -u -n)');
+  return false;
+}
 
 test('the corpus has at least 25 valid and 15 broken configurations', () => {
   assert.ok(good.length >= 25, `${good.length} good files`);
@@ -209,8 +222,7 @@ function oracleOf(file: string, host: string): Map<string, View> {
 
 for (const name of good) {
   test(`parity: drbdadm and Tandem read ${name} alike`, async (t) => {
-    if (!requirePeers(t, 'drbd-utils', 'drbdadm', 'unshare')) return;
-    if (!canUnshare()) return void t.skip('needs root for unshare -u -n');
+    if (!oracleReady(t)) return;
     const file = join(CORPUS, 'good', name);
     const { config } = await loadConfig(file);
     const oracle = oracleOf(file, oracleHost(config));
@@ -228,8 +240,7 @@ for (const name of good) {
 }
 
 test("parity: drbdadm reads Tandem's dump as the same configuration as the original", async (t) => {
-  if (!requirePeers(t, 'drbd-utils', 'drbdadm', 'unshare')) return;
-  if (!canUnshare()) return void t.skip('needs root for unshare -u -n');
+  if (!oracleReady(t)) return;
   const dir = mkdtempSync(join(tmpdir(), 'tandem-dump-'));
   try {
     for (const name of good) {
@@ -261,7 +272,7 @@ function stripLocations(v: unknown): unknown {
 }
 
 test('parity: Tandem rejects every broken file, and more than drbdadm does', async (t) => {
-  const peers = requirePeers(t, 'drbd-utils', 'drbdadm', 'unshare') && canUnshare();
+  const peers = oracleReady(t, false);
   const missedByDrbdadm: string[] = [];
   for (const name of bad) {
     const file = join(CORPUS, 'bad', name);

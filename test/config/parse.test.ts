@@ -3,17 +3,20 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import {
   ConfigFileError,
   hostForNode,
+  requireHostForNode,
   loadConfig,
   parseAddress,
   parseConfigText,
   parseNbdUri,
+  GLOBAL_OPTIONS,
+  SECTION_OPTIONS,
   type ConfigDiagnostic,
 } from '../../src/config/index.js';
 import { dumpConfigText } from '../../src/config/dump.js';
@@ -134,6 +137,12 @@ test('common is inherited by resources, resource-level volumes by every host, ho
     minor: 1,
   });
   assert.equal(hostForNode(config, 'r', 'gamma'), undefined);
+  assert.equal(requireHostForNode(config, 'r', 'beta').name, 'beta');
+  assert.throws(
+    () => requireHostForNode(config, 'r', 'betta'),
+    /no 'on betta' section.*did you mean 'beta'/,
+  );
+  assert.throws(() => requireHostForNode(config, 'q', 'beta'), /no resource 'q'.*did you mean 'r'/);
   assert.equal(hostForNode(config, 'nope', 'alpha'), undefined);
 });
 
@@ -369,4 +378,41 @@ test('tandem dump prints drbd.conf text or JSON; a bad file exits 10 with locate
   );
   const help = await run('node', [cli, 'dump', '--help']);
   assert.match(help.stdout, /--json/);
+});
+
+test('docs/CONFIG.md documents every option Tandem knows', () => {
+  const doc = readFileSync('docs/CONFIG.md', 'utf8');
+  for (const o of [...GLOBAL_OPTIONS, ...Object.values(SECTION_OPTIONS).flat()]) {
+    assert.ok(doc.includes(`| \`${o.name}\` |`), `docs/CONFIG.md lacks ${o.name}`);
+  }
+});
+
+test("Tandem's own configuration: NBD device URIs per host, multipath transport, per-volume devices", async () => {
+  const { config, warnings } = await loadConfig(
+    resolve('test/fixtures/tandem-conf/nbd-devices.conf'),
+  );
+  const alpha = requireHostForNode(config, 'r0', 'alpha');
+  assert.deepEqual(alpha.volumes[0]?.device, {
+    kind: 'nbd-unix',
+    uri: 'nbd+unix:///r0?socket=/run/tandem/alpha-r0.sock',
+    socketPath: '/run/tandem/alpha-r0.sock',
+    exportName: 'r0',
+  });
+  assert.equal(requireHostForNode(config, 'r0', 'beta').volumes[0]?.device.kind, 'nbd-tcp');
+  const r0 = config.resources[0];
+  assert.equal(r0?.sections.net['transport'], 'multipath');
+  assert.equal(r0?.sections.net['load-balance-paths'], true);
+  assert.equal(r0?.connections[0]?.paths.length, 2);
+  assert.deepEqual(
+    requireHostForNode(config, 'r1', 'beta').volumes.map(
+      (v) => v.device.kind === 'nbd-unix' && v.device.exportName,
+    ),
+    ['r1-0', 'r1-1'],
+  );
+  assert.deepEqual(
+    warnings.map((w) => w.message),
+    ["DRBD option 'usage-count' is accepted but not implemented by Tandem: it has no effect"],
+  );
+  const again = parseConfigText(dumpConfigText(config), 'dump.conf');
+  assert.deepEqual(stripLocations(again.config.resources), stripLocations(config.resources));
 });

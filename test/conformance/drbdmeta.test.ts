@@ -12,6 +12,7 @@ import { openFileStore } from '../../src/storage/file.js';
 import { MetadataStore, type MetaPlacement } from '../../src/storage/metadata/store.js';
 import { MDF, MDF_PEER } from '../../src/storage/metadata/format.js';
 import type { Superblock } from '../../src/storage/metadata/superblock.js';
+import { replayActivityLog, ringBlock } from '../../src/storage/metadata/al.js';
 import { MIB, GIB } from '../../src/limits.js';
 
 interface Case {
@@ -281,58 +282,107 @@ describe('drbdmeta conformance', () => {
     });
   }
 
-  test('our AL after a simulated primary crash: drbdmeta apply-al and ours give identical images', async (t: TestContext) => {
-    if (!requirePeers(t, 'drbd-utils', 'drbdmeta')) return;
-    const c: Case = { name: 'al', kind: 'internal', dataBytes: 512 * MIB, maxPeers: 2 };
-    const f = await makeFiles(c);
-    try {
-      const store = await openFileStore(f.meta);
-      // Few AL slots, so that extents are evicted and their bitmap pages written on the way.
-      const md = await MetadataStore.create(store, { kind: 'internal', maxPeers: 2, alExtents: 7 });
-      await md.writeSuperblock({
-        ...lived(md.superblock, md.layout.dataBytes),
-        flags: MDF.CONSISTENT | MDF.PRIMARY_IND,
-      });
-      const writes = [0, 3, 4, 9, 100, 101, 7, 120, 121, 122, 123, 124, 125, 126, 3, 127].map(
-        (e) => e * 4 * MIB + 8192,
-      );
-      for (const [i, at] of writes.entries()) {
-        await md.beginWrite(at, 4096);
-        if (i % 3 === 0) md.bitmap.setRange(1, at / 4096, at / 4096 + 1);
-        md.endWrite(at, 4096);
-      }
-      assert.ok(md.al.activeExtents().length > 0);
-      await store.close(); // the crash: no markClean, the last bits are only in memory
-      const copy = join(f.dir, 'ours.img');
-      await copyFile(f.meta, copy);
-      await drbdmeta(f.meta, 'internal', 'apply-al');
-      const s2 = await openFileStore(copy);
-      const md2 = await MetadataStore.open(s2, { kind: 'internal' });
-      assert.ok(!md2.alClean);
-      const r = await md2.applyActivityLog();
-      assert.deepEqual(r.extents, md.al.activeExtents());
-      const ours = await metadataBytes(copy, md2);
-      await s2.close();
-      // Superblock and AL byte for byte. drbdmeta also sets the bits of a last, partial extent
-      // that lie past the end of the device, which our bitmap does not hold: compare decoded.
-      const theirs = await metadataBytes(f.meta, md2);
-      const head = 4096 + md2.layout.alBytes;
-      assert.ok(
-        ours.subarray(0, head).equals(theirs.subarray(0, head)),
-        'superblock and AL identical',
-      );
-      await withMd(c, f, (mdTheirs) => {
-        for (let s = 0; s < 2; s++) {
-          assert.deepEqual(mdTheirs.bitmap.slotWords(s), md2.bitmap.slotWords(s), `slot ${s}`);
+  const alCases = [
+    {
+      name: 'default ring, 7 extents (evictions)',
+      alExtents: 7,
+      alStripes: 1,
+      alStripeSize4k: 8,
+      torn: false,
+    },
+    {
+      name: '2 stripes of 64 KiB, 61 extents',
+      alExtents: 61,
+      alStripes: 2,
+      alStripeSize4k: 16,
+      torn: false,
+    },
+    {
+      name: 'default ring, newest transaction torn',
+      alExtents: 7,
+      alStripes: 1,
+      alStripeSize4k: 8,
+      torn: true,
+    },
+  ];
+  for (const ac of alCases) {
+    test(`our AL after a simulated primary crash (${ac.name}): drbdmeta apply-al and ours agree`, async (t: TestContext) => {
+      if (!requirePeers(t, 'drbd-utils', 'drbdmeta')) return;
+      const c: Case = { name: 'al', kind: 'internal', dataBytes: 512 * MIB, maxPeers: 2 };
+      const f = await makeFiles(c);
+      try {
+        const store = await openFileStore(f.meta);
+        const md = await MetadataStore.create(store, {
+          kind: 'internal',
+          maxPeers: 2,
+          alExtents: ac.alExtents,
+          alStripes: ac.alStripes,
+          alStripeSize4k: ac.alStripeSize4k,
+        });
+        await md.writeSuperblock({
+          ...lived(md.superblock, md.layout.dataBytes),
+          flags: MDF.CONSISTENT | MDF.PRIMARY_IND,
+        });
+        const writes = [0, 3, 4, 9, 100, 101, 7, 120, 121, 122, 123, 124, 125, 126, 3, 127].map(
+          (e) => e * 4 * MIB + 8192,
+        );
+        let lastPlanAt = 0;
+        for (const [i, at] of writes.entries()) {
+          const before = md.al.activeExtents().join();
+          await md.beginWrite(at, 4096);
+          if (md.al.activeExtents().join() !== before) {
+            const r = replayActivityLog(
+              await store.read(md.layout.alOffsetBytes, md.layout.alBytes),
+              ac.alStripes,
+              ac.alStripeSize4k,
+            );
+            assert.ok(r.ok);
+            lastPlanAt =
+              md.layout.alOffsetBytes +
+              ringBlock(r.value.newest?.index ?? 0, ac.alStripes, ac.alStripeSize4k) * 4096;
+          }
+          if (i % 3 === 0) md.bitmap.setRange(1, at / 4096, at / 4096 + 1);
+          md.endWrite(at, 4096);
         }
-        return Promise.resolve();
-      });
-      const d = parseDump(await drbdmeta(f.meta, 'internal', 'dump-md'));
-      assert.ok((d.flags & MDF.AL_CLEAN) !== 0);
-    } finally {
-      await rm(f.dir, { recursive: true, force: true });
-    }
-  });
+        assert.ok(md.al.activeExtents().length > 0);
+        if (ac.torn) {
+          // The crash hit the newest transaction: its second half never reached the disk.
+          await store.write(lastPlanAt + 2048, Buffer.alloc(2048));
+        }
+        await store.close(); // the crash: no markClean, the last bits are only in memory
+        const copy = join(f.dir, 'ours.img');
+        await copyFile(f.meta, copy);
+        await drbdmeta(f.meta, 'internal', 'apply-al');
+        const s2 = await openFileStore(copy);
+        const md2 = await MetadataStore.open(s2, { kind: 'internal' });
+        assert.ok(!md2.alClean);
+        const r = await md2.applyActivityLog();
+        if (!ac.torn) assert.deepEqual(r.extents, md.al.activeExtents());
+        else assert.ok(r.extents.length > 0);
+        const ours = await metadataBytes(copy, md2);
+        await s2.close();
+        // Superblock and AL byte for byte. drbdmeta also sets the bits of a last, partial extent
+        // that lie past the end of the device, which our bitmap does not hold: compare decoded.
+        const theirs = await metadataBytes(f.meta, md2);
+        const head = 4096 + md2.layout.alBytes;
+        assert.ok(
+          ours.subarray(0, head).equals(theirs.subarray(0, head)),
+          'superblock and AL identical',
+        );
+        await withMd(c, f, (mdTheirs) => {
+          for (let s = 0; s < 2; s++) {
+            assert.deepEqual(mdTheirs.bitmap.slotWords(s), md2.bitmap.slotWords(s), `slot ${s}`);
+          }
+          return Promise.resolve();
+        });
+        const d = parseDump(await drbdmeta(f.meta, 'internal', 'dump-md'));
+        assert.ok((d.flags & MDF.AL_CLEAN) !== 0);
+        assert.equal(d.alStripes, ac.alStripes);
+      } finally {
+        await rm(f.dir, { recursive: true, force: true });
+      }
+    });
+  }
 });
 
 /** The superblock, the AL ring and the part of the bitmap our layout uses. */

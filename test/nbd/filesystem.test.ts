@@ -24,7 +24,8 @@ test('ext4 through nbdfuse and a loop device survives umount, fsck -n and remoun
     t.skip('needs root for losetup and mount');
     return;
   }
-  const h = await startHarness([{ name: 'fs', sizeBytes: 96 * MIB }]);
+  // Storage's FileStore behind the export: the standalone data path as tandemd serves it.
+  const h = await startHarness([{ name: 'fs', sizeBytes: 96 * MIB, file: true }]);
   const mnt = join(h.dir, 'mnt');
   await mkdir(mnt);
   const uri = formatNbdUri({ kind: 'unix', path: h.unix.address }, 'fs');
@@ -55,7 +56,8 @@ test('ext4 through nbdfuse and a loop device survives umount, fsck -n and remoun
     await detach(att);
     attached.pop();
     // The ext4 superblock magic is in the export itself, not only in a page cache.
-    assert.equal(h.stores.get('fs')?.data.readUInt16LE(1024 + 56), 0xef53);
+    const image = await readFile(h.files.get('fs') ?? '');
+    assert.equal(image.readUInt16LE(1024 + 56), 0xef53);
 
     // A fresh nbdfuse and loop device: everything now comes from the server.
     att = await attach(h.dir, 'b', uri);

@@ -323,6 +323,7 @@ export class Simulation {
   private nextStamp = 1;
   private nextConn = 1;
   private nextToken = 1;
+  private packetsInFlight = 0;
   readonly ops = new Map<number, ClientOp>();
   /** stamp seq -> the blocks that write covered */
   readonly stamps = new Map<number, BlockRange>();
@@ -649,7 +650,9 @@ export class Simulation {
         for (let b = packet.start; b < packet.start + packet.count; b++) s.moved.add(b);
       this.stats.resyncBlocks += packet.count;
     }
+    this.packetsInFlight++;
     this.q.push(when, () => {
+      this.packetsInFlight--;
       if (this.conn?.id !== c.id) return;
       const d = decodePacket(bytes);
       if (!d.ok) throw new Violation(`wire decode failed: ${d.error.message}`);
@@ -1070,9 +1073,11 @@ export class Simulation {
       const v = n.view();
       if (v.conn !== 'Connected' || v.repl !== 'Established' || v.disk !== 'UpToDate') return false;
       if (e.bitmaps.get(n.peerId)!.weight !== 0 || n.mbitmap.weight !== 0) return false;
-      if (e.writes.size > 0 || e.flushes.size > 0) return false;
+      if (e.writes.size > 0 || e.flushes.size > 0 || e.ios.size > 0) return false;
+      for (const peer of e.peers.values())
+        if (peer.tl.size > 0 || peer.rxQueue.length > 0) return false;
     }
-    return true;
+    return this.packetsInFlight === 0;
   }
 
   private finalCheck(): void {

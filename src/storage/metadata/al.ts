@@ -286,6 +286,53 @@ export class ActivityLog {
     else this.refs.set(extent, n - 1);
   }
 
+  /** Slot changes queued for the next transaction(s). */
+  get pendingUpdates(): number {
+    return this.pending.length;
+  }
+
+  /**
+   * Queues explicit changes when the caller decides the AL's content (the replication engine's
+   * alCommit): `remove` extents leave, `add` extents get a slot (a freed one, a free one, or the
+   * coldest idle one). Returns false, changing nothing, if `add` cannot fit.
+   */
+  stageChange(add: readonly number[], remove: readonly number[]): boolean {
+    const adding = [...new Set(add)].filter((e) => !this.where.has(e));
+    const removing = [...new Set(remove)].filter((e) => this.where.has(e) && !adding.includes(e));
+    const free = this.extents - this.where.size + removing.length;
+    if (adding.length > free) return false;
+    for (const e of removing) {
+      const slot = this.where.get(e);
+      assert(slot !== undefined && !this.refs.has(e), `AL extent ${e} removed while in use`);
+      this.where.delete(e);
+      this.lru.delete(e);
+      // If e only waits in the queue, the slot's committed extent (if any) is what goes.
+      const queued = this.pending.findIndex((p) => p.slot === slot);
+      const evicted = queued >= 0 ? (this.pending[queued]?.evicted ?? AL_FREE) : e;
+      if (queued >= 0) this.pending.splice(queued, 1);
+      this.pending.push({ slot, extent: AL_FREE, evicted });
+    }
+    for (const e of adding) {
+      const reuse = this.pending.findIndex((p) => p.extent === AL_FREE);
+      const freed = reuse >= 0 ? this.pending[reuse] : undefined;
+      if (freed) {
+        this.pending[reuse] = { slot: freed.slot, extent: e, evicted: freed.evicted };
+        this.where.set(e, freed.slot);
+        continue;
+      }
+      const slot = this.freeSlot();
+      assert(slot !== undefined, 'AL capacity was checked');
+      const evicted = this.slots[slot] ?? AL_FREE;
+      if (evicted !== AL_FREE) {
+        this.where.delete(evicted);
+        this.lru.delete(evicted);
+      }
+      this.pending.push({ slot, extent: e, evicted });
+      this.where.set(e, slot);
+    }
+    return true;
+  }
+
   /** True when queued updates wait for a transaction and none is in flight. */
   get transactionDue(): boolean {
     return this.pending.length > 0 && this.inFlight === undefined;
@@ -298,8 +345,8 @@ export class ActivityLog {
   /** The next transaction for the queued updates; one at a time until committed or aborted. */
   prepareTransaction(): AlTransactionPlan | undefined {
     if (!this.transactionDue) return undefined;
-    const batch = this.pending;
-    this.pending = [];
+    const batch = this.pending.slice(0, AL_UPDATES_PER_TRANSACTION);
+    this.pending = this.pending.slice(batch.length);
     this.inFlight = batch;
     const after = Array.from(this.slots);
     for (const p of batch) after[p.slot] = p.extent;

@@ -23,6 +23,7 @@ import {
   MD_BLOCK_BYTES,
   MD_EXTERNAL_SLOT_SECTORS,
   MDF,
+  MDF_PEER,
   NODE_ID_MAX,
   PEER_SLOTS,
   SUPERBLOCK_BYTES,
@@ -35,7 +36,14 @@ import {
   encodeSuperblock,
   type Superblock,
 } from './superblock.js';
-import { AL_EXTENTS_DEFAULT, AL_EXTENTS_MAX, AL_EXTENTS_MIN } from '../../limits.js';
+import { AL_EXTENTS_DEFAULT, AL_EXTENTS_MAX } from '../../limits.js';
+import {
+  persistedMetaOf,
+  setRanges,
+  withPersistedMeta,
+  type BitRange,
+  type PersistedMeta,
+} from './engine-view.js';
 
 export interface MetaPlacement {
   readonly kind: MetaDiskKind;
@@ -87,12 +95,11 @@ export function superblockOffset(
   }
 }
 
+// The format works from one slot up; the configuration enforces DRBD's minimum (AL_EXTENTS_MIN).
 function checkAlExtents(n: number, ring: number): void {
   const max = Math.min(AL_EXTENTS_MAX, AL_CONTEXT_PER_TRANSACTION * (ring - 1));
-  if (!Number.isInteger(n) || n < AL_EXTENTS_MIN || n > max) {
-    throw new MetadataError(
-      `al-extents ${n} out of range ${AL_EXTENTS_MIN}..${max} for a ${ring}-transaction AL`,
-    );
+  if (!Number.isInteger(n) || n < 1 || n > max) {
+    throw new MetadataError(`al-extents ${n} out of range 1..${max} for a ${ring}-transaction AL`);
   }
 }
 
@@ -100,6 +107,7 @@ export class MetadataStore {
   private sb: Superblock;
   private chain: Promise<unknown> = Promise.resolve();
   private readonly busyWaiters: (() => void)[] = [];
+  private recovered: readonly number[] = [];
 
   private constructor(
     /** The device holding the metadata. */
@@ -235,7 +243,7 @@ export class MetadataStore {
     let alExtents = opts.alExtents ?? sb.alExtents;
     if (
       opts.alExtents === undefined &&
-      (alExtents < AL_EXTENTS_MIN || alExtents > AL_CONTEXT_PER_TRANSACTION * (ring - 1))
+      (alExtents < 1 || alExtents > AL_CONTEXT_PER_TRANSACTION * (ring - 1))
     ) {
       alExtents = AL_EXTENTS_DEFAULT;
     }
@@ -296,8 +304,14 @@ export class MetadataStore {
       const plan = this.al.prepareTransaction();
       if (!plan) return undefined;
       try {
-        if (this.alClean)
-          await this.putSuperblock({ ...this.sb, flags: this.sb.flags & ~MDF.AL_CLEAN });
+        // The AL is about to hold extents: the superblock must say so (and with how many slots).
+        if (this.alClean || this.sb.alExtents !== this.al.extents) {
+          await this.putSuperblock({
+            ...this.sb,
+            flags: this.sb.flags & ~MDF.AL_CLEAN,
+            alExtents: this.al.extents,
+          });
+        }
         const pages = plan.evicted.flatMap((e) => this.bitmap.takeDirtyPagesOfExtent(e));
         await this.writeBitmapPages(pages);
         await this.store.write(this.layout.alOffsetBytes + plan.offsetBytes, plan.bytes, {
@@ -310,6 +324,89 @@ export class MetadataStore {
       this.al.commitTransaction(plan);
       return plan;
     });
+  }
+
+  /**
+   * Executes the engine's alCommit: `remove` extents leave the AL, `add` extents enter it, in as
+   * many transactions as needed (bitmap pages of removed extents go to disk first).
+   */
+  async commitAlChange(add: readonly number[], remove: readonly number[]): Promise<void> {
+    if (!this.al.stageChange(add, remove)) {
+      throw new MetadataError(
+        `activity log: ${add.length} extents to add do not fit in al-extents ${this.al.extents}`,
+      );
+    }
+    while (this.al.pendingUpdates > 0 || this.al.transactionInFlight)
+      await this.commitAlTransaction();
+  }
+
+  /** The bitmap slot tracking peer `nodeId`, or undefined if it has none. */
+  bitmapSlotOf(nodeId: number): number | undefined {
+    const i = this.sb.peers[nodeId]?.bitmapIndex ?? -1;
+    return i >= 0 && i < this.sb.maxPeers ? i : undefined;
+  }
+
+  /**
+   * Gives every listed peer a bitmap slot (written to the superblock if anything changed), as
+   * DRBD does when it first meets a peer. Throws when there are more peers than max-peers.
+   */
+  ensurePeerSlots(nodeIds: readonly number[]): Promise<void> {
+    return this.serial(async () => {
+      const peers = [...this.sb.peers];
+      const used = new Set(peers.map((p) => p.bitmapIndex).filter((i) => i >= 0));
+      let changed = false;
+      for (const id of nodeIds) {
+        const p = peers[id];
+        if (!p || id === this.sb.nodeId)
+          throw new MetadataError(`peer node-id ${id} is not a peer slot`);
+        if (p.bitmapIndex >= 0) continue;
+        let slot = 0;
+        while (used.has(slot)) slot++;
+        if (slot >= this.sb.maxPeers) {
+          throw new MetadataError(
+            `metadata has bitmap slots for ${this.sb.maxPeers} peers (max-peers); node ${id} needs one more: recreate it with a larger --max-peers`,
+          );
+        }
+        used.add(slot);
+        peers[id] = { ...p, bitmapIndex: slot, flags: p.flags | MDF_PEER.NODE_EXISTS };
+        changed = true;
+      }
+      if (changed) await this.putSuperblock({ ...this.sb, peers });
+    });
+  }
+
+  /** Sets or clears bits of peer `nodeId`'s slot in memory (the engine's bitmapSet/Clear). */
+  changeBits(nodeId: number, ranges: readonly BitRange[], set: boolean): number {
+    const slot = this.bitmapSlotOf(nodeId);
+    if (slot === undefined) throw new MetadataError(`peer node-id ${nodeId} has no bitmap slot`);
+    let n = 0;
+    for (const r of ranges) {
+      n += set
+        ? this.bitmap.setRange(slot, r.start, r.start + r.count)
+        : this.bitmap.clearRange(slot, r.start, r.start + r.count);
+    }
+    return n;
+  }
+
+  /** Writes the engine's metadata into the superblock (persistMeta). */
+  persistMeta(meta: PersistedMeta): Promise<void> {
+    return this.updateSuperblock((sb) => withPersistedMeta(sb, meta));
+  }
+
+  /** What the engine needs at attach: its metadata, each peer's set bits, the AL's extents. */
+  bootView(): { meta: PersistedMeta; bitmaps: Record<number, BitRange[]>; alExtents: number[] } {
+    const bitmaps: Record<number, BitRange[]> = {};
+    this.sb.peers.forEach((_, nodeId) => {
+      const slot = this.bitmapSlotOf(nodeId);
+      if (slot !== undefined && nodeId !== this.sb.nodeId)
+        bitmaps[nodeId] = setRanges(this.bitmap, slot);
+    });
+    return {
+      meta: persistedMetaOf(this.sb),
+      bitmaps,
+      // Unclean: what the ring holds; clean after our own recovery: what that recovery marked.
+      alExtents: [...(this.alClean ? this.recovered : (this.replay?.hotExtents ?? []))],
+    };
   }
 
   /** Admits a write to the extents a byte range touches; resolves once the AL covers them all. */
@@ -361,6 +458,7 @@ export class MetadataStore {
       await this.store.flush();
       this.al.reset({ restartRing: true });
       this.replay = undefined;
+      if (!wasClean) this.recovered = extents;
       await this.putSuperblock({ ...this.sb, flags: this.sb.flags | MDF.AL_CLEAN });
       return { extents: wasClean ? [] : extents, bitsSet, fullSync };
     });

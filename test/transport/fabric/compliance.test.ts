@@ -1,0 +1,105 @@
+// The transport compliance suite over the fabric transport with libfabric's tcp and sockets
+// providers on 127.0.0.1: the same code path as verbs, minus the RDMA hardware.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { fabricTransport, FabricChannel } from '../../../src/transport/fabric/index.js';
+import { loadFabricAddon } from '../../../src/transport/fabric/addon.js';
+import type { Channel, Endpoint } from '../../../src/transport/types.js';
+import { transportSuite, waitFor } from '../../compliance/transport.suite.js';
+import { realClock } from '../../support/clocks.js';
+import { inCi } from '../../support/peers.js';
+
+const addon = loadFabricAddon();
+
+export function fabricAvailable(provider: string): string | null {
+  if (!addon.ok) return addon.error;
+  if (addon.value.getinfo({ provider, host: '127.0.0.1', port: '0', source: true }).length === 0) {
+    return `libfabric provider ${provider} missing: apt-get install libfabric1`;
+  }
+  return null;
+}
+
+function deferred<T>(): { promise: Promise<T>; resolve: (v: T) => void } {
+  let resolve: (v: T) => void = () => {};
+  const promise = new Promise<T>((r) => (resolve = r));
+  return { promise, resolve };
+}
+
+const ep = (port: number): Endpoint => ({
+  transport: 'fabric',
+  family: 'ipv4',
+  address: '127.0.0.1',
+  port,
+});
+
+for (const provider of ['tcp', 'sockets']) {
+  const missing = fabricAvailable(provider);
+  if (missing !== null) {
+    test(`fabric compliance (${provider})`, (t) => {
+      if (inCi) throw new Error(`${missing} (CI=true: the fabric transport must be tested)`);
+      t.skip(missing);
+    });
+    continue;
+  }
+  transportSuite(`fabric/${provider}`, async (channel) => {
+    const tb = fabricTransport({ provider, channel })({ clock: realClock });
+    const ta = fabricTransport({ provider, channel })({ clock: realClock });
+    let accepted: Channel | null = null;
+    const gotOne = new Promise<Channel>((resolve) => {
+      void tb
+        .listen(ep(0), (ch) => {
+          accepted = ch;
+          resolve(ch);
+        })
+        .then((l) => listener.resolve(l));
+    });
+    const listener = deferred<Awaited<ReturnType<typeof tb.listen>>>();
+    const l = await listener.promise;
+    const a = await ta.connect({ peer: l.endpoint }, { signal: AbortSignal.timeout(10_000) });
+    const b = accepted ?? (await gotOne);
+    return {
+      a,
+      b,
+      blackhole: () => {
+        assert.ok(a instanceof FabricChannel && b instanceof FabricChannel);
+        a.setBlackholed();
+        b.setBlackholed();
+      },
+      cleanup: async () => {
+        await l.close();
+        await ta.close();
+        await tb.close();
+      },
+    };
+  });
+}
+
+test('fabric: zero-copy and copied bytes are counted per connection', async (t) => {
+  const missing = fabricAvailable('tcp');
+  if (missing !== null) return t.skip(missing);
+  const tb = fabricTransport({ provider: 'tcp' })({ clock: realClock });
+  const ta = fabricTransport({ provider: 'tcp' })({ clock: realClock });
+  const accepted = deferred<Channel>();
+  const l = await tb.listen(ep(0), (ch) => accepted.resolve(ch));
+  const a = await ta.connect({ peer: l.endpoint }, { signal: AbortSignal.timeout(10_000) });
+  const b = await accepted.promise;
+  const got: Buffer[] = [];
+  b.setReceiver((m) => got.push(m.payload));
+  const big = Buffer.alloc(1024 * 1024, 0x5a);
+  a.send('data', 1, [Buffer.from('small header'), big]);
+  a.send('data', 2, [Buffer.alloc(100, 1)]);
+  await waitFor('two messages', (done) => {
+    const i = setInterval(() => got.length === 2 && done(undefined), 5);
+    return () => clearInterval(i);
+  });
+  assert.deepEqual(got[0], Buffer.concat([Buffer.from('small header'), big]));
+  const s = ta.stats();
+  assert.equal(s.connections.length, 1);
+  assert.equal(s.connections[0]?.provider, 'tcp');
+  assert.equal(s.zeroCopyBytes, big.length, 'the 1 MiB part went without a copy');
+  assert.equal(s.copiedBytes, 'small header'.length + 100);
+  a.destroy();
+  await l.close();
+  await ta.close();
+  await tb.close();
+});
