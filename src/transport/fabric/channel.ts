@@ -123,10 +123,11 @@ export class FabricChannel extends BaseChannel {
 
   /** The addon's event sink for this connection. */
   readonly onEvent = (...e: NativeConnectionEvent): void => {
-    if (!this.isOpen) return;
+    // A blackholed channel hears nothing, not even the peer leaving (a pulled cable).
+    if (!this.isOpen || this.blackholed) return;
     switch (e[0]) {
       case 'recv':
-        if (!this.blackholed) this.onMessage(e[1]);
+        this.onMessage(e[1]);
         break;
       case 'sent':
         this.onSent(e[1]);
