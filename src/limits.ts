@@ -14,10 +14,39 @@ export const GIB = 1024 * MIB;
 export const BITMAP_BLOCK_BYTES = 4 * KIB;
 /** Positional I/Os a block store keeps in flight at once; more wait in a queue. */
 export const STORE_IO_IN_FLIGHT_MAX = 64;
+/** Size of one zero-filled write when a store zeroes a range without punching a hole. */
+export const STORE_ZERO_CHUNK_BYTES = 1 * MIB;
+/** Activity-log slots ("al-extents", 4 MiB each): DRBD's default, minimum and maximum. */
+export const AL_EXTENTS_DEFAULT = 1237;
+export const AL_EXTENTS_MIN = 7;
+export const AL_EXTENTS_MAX = 65534;
 
 // --- nbd ---------------------------------------------------------------------------------
 /** Largest READ/WRITE payload an NBD client may send or ask for (NBD block size maximum). */
 export const NBD_PAYLOAD_BYTES_MAX = 32 * MIB;
+/** Requests one NBD connection may have in flight; the server stops reading beyond this. */
+export const NBD_CONN_REQUESTS_IN_FLIGHT_MAX = 128;
+/** Payload bytes (write data and read replies) one NBD connection may hold at once. */
+export const NBD_CONN_IN_FLIGHT_BYTES_MAX = 64 * MIB;
+/** Bytes of one handshake option's data; larger options are skipped with ERR_TOO_BIG. */
+export const NBD_OPTION_BYTES_MAX = 64 * KIB;
+/** Options one connection may send before it must enter transmission or be closed. */
+export const NBD_OPTIONS_PER_CONN_MAX = 1024;
+/** Time a client has from connect to the end of the handshake. */
+export const NBD_HANDSHAKE_TIMEOUT_MS = 30_000;
+/** Connections one NBD server accepts at once (all exports together); more are closed. */
+export const NBD_CONNECTIONS_MAX = 256;
+/** Time close() gives connections to finish in-flight requests before they are dropped. */
+export const NBD_CLOSE_TIMEOUT_MS = 5_000;
+/** Export names and meta context queries (the spec's string limit). */
+export const NBD_STRING_BYTES_MAX = 4096;
+/** Extent descriptors in one BLOCK_STATUS reply. */
+export const NBD_BLOCK_STATUS_EXTENTS_MAX = 4096;
+assert(
+  NBD_CONN_IN_FLIGHT_BYTES_MAX >= NBD_PAYLOAD_BYTES_MAX,
+  'one full-size request fits in flight',
+);
+assert(NBD_OPTION_BYTES_MAX >= 2 * NBD_STRING_BYTES_MAX + 16, 'an option holds a name and a query');
 
 // --- transport ---------------------------------------------------------------------------
 /** Largest message payload a transport carries (one NBD payload plus room for its header). */
@@ -28,10 +57,14 @@ export const TRANSPORT_STREAM_HIGH_WATER_BYTES = 4 * MIB;
 export const TRANSPORT_STREAM_QUEUE_BYTES_MAX = 2 * TRANSPORT_MESSAGE_PAYLOAD_BYTES_MAX + 16 * MIB;
 /** Frame header on the wire: magic u16, type u16, payload length u32 (PROTOCOL.md). */
 export const TRANSPORT_FRAME_HEADER_BYTES = 8;
-/** Messages smaller than this are gathered into one write on DATA (coalescing). */
-export const TCP_COALESCE_MESSAGE_BYTES_MAX = 4 * KIB;
+/** DATA payloads up to this size are copied into a shared batch buffer (coalescing). */
+export const TCP_COALESCE_MESSAGE_BYTES_MAX = 8 * KIB;
+/** Size of one DATA batch buffer for coalesced small messages. */
+export const TCP_BATCH_BYTES = 256 * KIB;
 /** Bytes the receive slab of a TCP socket holds (big reads, node-performance.md). */
 export const TCP_READ_SLAB_BYTES = 4 * MIB;
+/** A read slab whose free tail is shorter than this is replaced by a fresh one. */
+export const TCP_READ_SLAB_TAIL_MIN_BYTES = 64 * KIB;
 /** TCP keepalive idle time before the first probe (DRBD uses 23 s). */
 export const TCP_KEEPALIVE_IDLE_MS = 23_000;
 /** Time a dialed socket pair has to complete the stream setup (initial frames). */
@@ -40,6 +73,9 @@ export const TCP_SETUP_TIMEOUT_MS = 5_000;
 export const TCP_PENDING_SOCKETS_MAX = 256;
 
 // --- connection manager ------------------------------------------------------------------
+/** Wire protocol versions this build speaks (the hello's range). */
+export const CM_PROTOCOL_VERSION_MIN = 1;
+export const CM_PROTOCOL_VERSION_MAX = 1;
 /** Time a new channel has to finish the handshake (hello, auth, addresses). */
 export const CM_HANDSHAKE_TIMEOUT_MS = 5_000;
 /** Bytes of the random auth challenge each side sends (DRBD uses 64). */
@@ -67,6 +103,22 @@ assert(
   'high water below hard bound',
 );
 
+// --- config ------------------------------------------------------------------------------
+/** Deepest nesting of `{ }` sections in drbd.conf (DRBD needs 4: resource/connection/path/...). */
+export const CONFIG_NESTING_MAX = 16;
+/** Largest configuration file read, entry or included. */
+export const CONFIG_FILE_BYTES_MAX = 4 * MIB;
+/** Deepest chain of `include` (a file including itself is caught before this). */
+export const CONFIG_INCLUDE_DEPTH_MAX = 16;
+/** Files read for one configuration, entry and includes together. */
+export const CONFIG_FILES_MAX = 1024;
+/** Highest DRBD node-id (DRBD 9 supports 32 nodes: 0..31). */
+export const CONFIG_NODE_ID_MAX = 31;
+/** Highest DRBD minor number (DRBD's MINORMASK). */
+export const CONFIG_MINOR_MAX = 1048575;
+/** Highest volume number in a resource (DRBD: 0..65534). */
+export const CONFIG_VOLUME_MAX = 65534;
+
 // --- daemon control socket -----------------------------------------------------------------
 /** Longest request or reply line on the control socket. */
 export const CONTROL_LINE_BYTES_MAX = 1 * MIB;
@@ -75,6 +127,29 @@ export const CONTROL_CLIENTS_MAX = 64;
 /** Events buffered for one slow `events` client before it is disconnected. */
 export const CONTROL_EVENTS_QUEUED_MAX = 10_000;
 
+// --- replication -------------------------------------------------------------------------
+/** One activity-log extent covers this much data (DRBD: 4 MiB). */
+export const AL_EXTENT_BYTES = 4 * MIB;
+/** Generation UUID history entries kept in the superblock (DRBD 9 keeps 32). */
+export const UUID_HISTORY_MAX = 32;
+/** Largest packet body a peer may send (a 1 MiB resync reply plus its fields). */
+export const WIRE_BODY_BYTES_MAX = 2 * MIB;
+/** Bitmap runs in one Bitmap packet. */
+export const WIRE_RANGES_MAX = 4096;
+/** A resync request covers at most this much data (DRBD merges up to 1 MiB). */
+export const RESYNC_REQUEST_BYTES_MAX = 1 * MIB;
+/** Resync requests a target keeps in flight. */
+export const RESYNC_REQUESTS_IN_FLIGHT_MAX = 64;
+/** Interval of the resync controller and pacing tick, in milliseconds (DRBD: 100 ms). */
+export const RESYNC_TICK_MS = 100;
+/** Online-verify requests kept in flight. */
+export const VERIFY_REQUESTS_IN_FLIGHT_MAX = 16;
+/** Client requests an engine queues while a handshake or AL slot is pending. */
+export const ENGINE_QUEUED_REQUESTS_MAX = 4096;
+
+assert(RESYNC_REQUEST_BYTES_MAX % BITMAP_BLOCK_BYTES === 0, 'resync request is whole blocks');
+assert(AL_EXTENT_BYTES % BITMAP_BLOCK_BYTES === 0, 'AL extent is whole bitmap blocks');
+assert(WIRE_BODY_BYTES_MAX > RESYNC_REQUEST_BYTES_MAX, 'a resync reply fits in one packet');
 // --- fabric transport (libfabric) ----------------------------------------------------------
 /** Size of each pre-registered receive and bounce buffer: the largest fabric message. */
 export const FABRIC_BUFFER_BYTES = 64 * KIB;
@@ -113,3 +188,41 @@ assert(
   'posted receive buffers within bound',
 );
 assert(FABRIC_ZCOPY_THRESHOLD_BYTES < FABRIC_BUFFER_BYTES, 'zero-copy threshold below a buffer');
+// --- multipath sessions --------------------------------------------------------------------
+/** Unacknowledged bytes a session keeps per stream for replay; send() says over-high-water at it. */
+export const MULTIPATH_REPLAY_BUFFER_BYTES = 16 * MIB;
+/** Heartbeats sent per ping-timeout on every path (failure is detected within one ping-timeout). */
+export const MULTIPATH_HEARTBEATS_PER_PING_TIMEOUT = 4;
+/** Shortest heartbeat interval, whatever ping-timeout says. */
+export const MULTIPATH_HEARTBEAT_INTERVAL_MIN_MS = 5;
+/** A receiver acknowledges at most this long after delivering, when no CONTROL traffic carries it. */
+export const MULTIPATH_ACK_DELAY_MS = 5;
+/** A receiver acknowledges at once after this many unacknowledged bytes (keeps the window open). */
+export const MULTIPATH_ACK_EVERY_BYTES = 1 * MIB;
+/** Failures of one path within a minute above which it is held down (flap hysteresis). */
+export const MULTIPATH_FLAPS_PER_MINUTE_MAX = 5;
+/** How long a flapping path is held down before it is dialed again. */
+export const MULTIPATH_HOLD_DOWN_MS = 60_000;
+/** Delay before a failed path is dialed again (doubles per failure, up to the hold-down). */
+export const MULTIPATH_REDIAL_MS = 250;
+/** Cap of that doubling for a path that is not flapping (it keeps being dialed this often). */
+export const MULTIPATH_REDIAL_MAX_MS = 2_000;
+/** Time a path has to finish its join handshake. */
+export const MULTIPATH_JOIN_TIMEOUT_MS = 5_000;
+/** Longest a failback waits for the old path's messages to be acknowledged before switching. */
+export const MULTIPATH_FAILBACK_DRAIN_MS = 2_000;
+/** Longest destroy() lingers to deliver its CLOSE notice before it drops the paths. */
+export const MULTIPATH_CLOSE_LINGER_MS = 1_000;
+/** Paths of one session (drbd.conf allows a handful per connection). */
+export const MULTIPATH_PATHS_MAX = 8;
+/** Sessions one listener keeps (live, or waiting for a path to resume). */
+export const MULTIPATH_SESSIONS_MAX = 1024;
+/** Bytes of the random session id and of each handshake nonce. */
+export const MULTIPATH_SESSION_ID_BYTES = 16;
+export const MULTIPATH_NONCE_BYTES = 32;
+
+assert(
+  MULTIPATH_REPLAY_BUFFER_BYTES + TRANSPORT_MESSAGE_PAYLOAD_BYTES_MAX <=
+    TRANSPORT_STREAM_QUEUE_BYTES_MAX,
+  'a full replay buffer plus one message fits the stream hard bound',
+);

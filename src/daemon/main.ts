@@ -1,16 +1,71 @@
 #!/usr/bin/env node
-// `tandemd`: the node daemon. Until the daemon issue lands it validates its arguments and says
-// honestly that it cannot run resources yet, instead of pretending to.
+// `tandemd`: the node daemon. Runs in the foreground (systemd style), logs JSON to stderr,
+// manages every resource configured for this node, and listens on a control socket.
+// SIGTERM/SIGINT: graceful shutdown (finish or fail I/O in flight, write metadata, close).
+import { hostname } from 'node:os';
 import { Command } from 'commander';
+import { loadConfig, resourcesForNode, formatDiagnostic } from '../config/index.js';
+import { defaultControlPath } from '../cli/context.js';
+import { createLogger } from '../platform/log.js';
+import { startNode } from './node.js';
 
 const program = new Command('tandemd')
   .description('Tandem node daemon: runs every resource configured for this node')
-  .option('-c, --config <file>', 'configuration file', '/etc/tandem/tandem.conf')
-  .option('-n, --node <name>', 'which `on HOST` section is this node')
-  .option('--control <path>', 'control socket path')
-  .action(() => {
-    process.stderr.write('tandemd: the node daemon is not implemented yet\n');
-    process.exitCode = 2;
+  .option(
+    '-c, --config <file>',
+    'configuration file (env TANDEM_CONFIG)',
+    process.env['TANDEM_CONFIG'] ?? '/etc/tandem/tandem.conf',
+  )
+  .option(
+    '-n, --node <name>',
+    'which `on HOST` section is this node (env TANDEM_NODE; default the hostname)',
+  )
+  .option('--control <path>', 'control socket path (default /run/tandem/NODE.sock)')
+  .option('--log-level <level>', 'debug, info, warn or error', 'info')
+  .action(async (o: { config: string; node?: string; control?: string; logLevel: string }) => {
+    const node = o.node ?? process.env['TANDEM_NODE'] ?? hostname();
+    const log = createLogger({ node }, o.logLevel);
+    let loaded;
+    try {
+      loaded = await loadConfig(o.config);
+    } catch (e) {
+      process.stderr.write(`tandemd: ${(e as Error).message}\n`);
+      process.exitCode = 2;
+      return;
+    }
+    for (const w of loaded.warnings) log.warn({}, formatDiagnostic(w));
+    const resources = resourcesForNode(loaded.config, node);
+    if (resources.length === 0) {
+      process.stderr.write(
+        `tandemd: no resource in ${o.config} has an \`on ${node}\` section (use --node)\n`,
+      );
+      process.exitCode = 2;
+      return;
+    }
+    const controlPath = o.control ?? defaultControlPath(node);
+    let stopping = false;
+    const running = await startNode({
+      node,
+      resources,
+      controlPath,
+      log,
+      onShutdownRequest: () => void stop('control'),
+    });
+    async function stop(why: string): Promise<void> {
+      if (stopping) return;
+      stopping = true;
+      log.info({ why }, 'shutting down');
+      await running.stop();
+      log.info({}, 'stopped');
+      // Sockets of clients that never hang up must not keep a stopped daemon alive.
+      process.exit(process.exitCode ?? 0);
+    }
+    process.on('SIGTERM', () => void stop('SIGTERM'));
+    process.on('SIGINT', () => void stop('SIGINT'));
+    log.info({ control: controlPath, resources: resources.map((r) => r.name) }, 'tandemd ready');
   });
 
-program.parse();
+program.parseAsync().catch((e: unknown) => {
+  process.stderr.write(`tandemd: ${e instanceof Error ? e.message : String(e)}\n`);
+  process.exitCode = 1;
+});

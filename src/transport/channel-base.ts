@@ -94,7 +94,7 @@ export abstract class BaseChannel implements Channel {
     readonly path: PathSpec,
     readonly initiator: boolean,
     protected readonly clock: Clock,
-    protected readonly opts: ResolvedChannelOptions,
+    protected opts: ResolvedChannelOptions,
   ) {}
 
   get isOpen(): boolean {
@@ -117,8 +117,8 @@ export abstract class BaseChannel implements Channel {
 
   // --- Channel ---------------------------------------------------------------------------
   send(stream: StreamId, type: number, payload: readonly Buffer[]): SendStatus {
-    assert(this.open, `send on closed channel ${this.id}`);
     assert(Number.isInteger(type) && type >= 0 && type <= 0xffff, `message type ${type}`);
+    if (!this.open) return 'closed';
     let bytes = 0;
     for (const b of payload) bytes += b.length;
     assert(bytes <= TRANSPORT_MESSAGE_PAYLOAD_BYTES_MAX, `message of ${bytes} bytes too large`);
@@ -154,6 +154,15 @@ export abstract class BaseChannel implements Channel {
   resumeData(): void {
     this.dataPausedByUser = false;
     this.syncDataPause();
+  }
+
+  configure(options: ChannelOptions): void {
+    this.opts = resolveChannelOptions({ ...this.opts, ...options });
+    // The next ping follows the new interval; a ping in flight keeps its deadline.
+    if (this.open && this.pingTimer !== null) {
+      this.pingTimer.cancel();
+      this.schedulePing();
+    }
   }
 
   stats(): ChannelStats {
@@ -251,6 +260,11 @@ export abstract class BaseChannel implements Channel {
     this.open = false;
     this.stopLiveness();
     this.unreceived.length = 0;
+    this.emit('path', {
+      path: this.path,
+      state: info.reason === 'local' ? 'closed' : 'failed',
+      ...(info.error ? { error: info.error } : {}),
+    });
     this.emit('closed', info);
   }
 

@@ -48,10 +48,15 @@ export class FrameDecoder {
   private buffered = 0;
   private header: { type: number; payloadBytes: number } | null = null;
   private failed: FrameError | null = null;
-  private readonly maxPayloadBytes: number;
+  private maxPayloadBytes: number;
 
   constructor(maxPayloadBytes = TRANSPORT_MESSAGE_PAYLOAD_BYTES_MAX) {
     this.maxPayloadBytes = maxPayloadBytes;
+  }
+
+  /** Changes the largest payload accepted from now on (e.g. after a small setup frame). */
+  setMaxPayloadBytes(n: number): void {
+    this.maxPayloadBytes = n;
   }
 
   get bufferedBytes(): number {

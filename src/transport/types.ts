@@ -63,6 +63,14 @@ export interface PathEvent {
   readonly path: PathSpec;
   readonly state: PathState;
   readonly error?: Error;
+  /**
+   * Multipath sessions only: this path became the active one because the previous active path
+   * failed (failover) or because it is preferred and healed (failback); or it failed too often
+   * and is held down for a while.
+   */
+  readonly change?: 'failover' | 'failback' | 'held-down';
+  /** With failover/failback: the path that was active before. */
+  readonly from?: PathSpec;
 }
 
 export interface StreamStats {
@@ -90,8 +98,12 @@ export interface TransportStats {
   readonly bytesReceived: number;
 }
 
-/** What send() tells the caller: go on, or wait for `drain` on that stream before sending more. */
-export type SendStatus = 'ok' | 'over-high-water';
+/**
+ * What send() tells the caller: go on; wait for `drain` on that stream before sending more; or
+ * the channel is closed and the message was dropped (the `closed` event has already fired, so
+ * this only reaches a sender that had not yet noticed).
+ */
+export type SendStatus = 'ok' | 'over-high-water' | 'closed';
 
 export interface ChannelEvents {
   /** Both streams are up and usable. Channels returned by connect()/listen() are already up. */
@@ -123,8 +135,8 @@ export interface Channel {
    * Buffers are written as a scatter-gather list, never concatenated, and must not be modified
    * until the stream drains. Returns 'over-high-water' when the stream's queue is at or above
    * highWaterBytes: send no more on that stream until `drain`. Sending beyond
-   * TRANSPORT_STREAM_QUEUE_BYTES_MAX, a payload above TRANSPORT_MESSAGE_PAYLOAD_BYTES_MAX or on a
-   * closed channel is a caller bug (assertion).
+   * TRANSPORT_STREAM_QUEUE_BYTES_MAX or a payload above TRANSPORT_MESSAGE_PAYLOAD_BYTES_MAX is a
+   * caller bug (assertion).
    */
   send(stream: StreamId, type: number, payload: readonly Buffer[]): SendStatus;
 
@@ -139,6 +151,12 @@ export interface Channel {
   resumeData(): void;
 
   stats(): ChannelStats;
+
+  /**
+   * Changes liveness and flow-control settings of this channel (e.g. the resource's net{} once
+   * the handshake named it); unset fields keep their value. Optional for implementations.
+   */
+  configure?(options: ChannelOptions): void;
 
   /** Subscribes; returns the unsubscribe function. */
   on<E extends ChannelEventName>(event: E, listener: ChannelEvents[E]): () => void;
@@ -182,4 +200,10 @@ export interface Transport {
   stats(): TransportStats;
   /** Closes every listener and destroys every channel of this transport. */
   close(): Promise<void>;
+}
+
+/** The logging a transport or the connection manager needs; a pino logger fits. */
+export interface Log {
+  info(fields: object, message: string): void;
+  warn(fields: object, message: string): void;
 }

@@ -57,6 +57,17 @@ export class StateError extends TandemError {
   readonly code = 'TANDEM_ERR_STATE';
 }
 
+/** An NBD command failed with a protocol error number (NBD_EINVAL, NBD_ENOSPC, ...). */
+export class NbdCommandError extends TandemError {
+  readonly code = 'TANDEM_ERR_NBD_COMMAND';
+  constructor(
+    message: string,
+    /** The NBD error value sent or received on the wire (e.g. 22 for EINVAL). */
+    readonly nbdErrno: number,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
 /** The fabric transport cannot run here: addon not built, libfabric or the provider missing. */
 export class FabricUnavailableError extends TandemError {
   readonly code = 'TANDEM_ERR_FABRIC_UNAVAILABLE';

@@ -290,6 +290,7 @@ export function transportSuite(name: string, make: PairFactory): void {
         assert.equal(inbox.on('control').length, 1);
         await a.close(); // idempotent
         a.destroy();
+        assert.equal(a.send('data', 1, []), 'closed');
       });
     });
 
@@ -341,6 +342,22 @@ export function transportSuite(name: string, make: PairFactory): void {
         assert.equal(ia.reason, 'timeout');
         assert.equal(ib.reason, 'timeout');
         assert.match(ia.error?.message ?? '', /ping/);
+      });
+    });
+
+    test('a peer that stops taking DATA is declared dead after ko-count stalls of timeout', async () => {
+      const opts = { pingIntMs: 60_000, timeoutMs: 100, koCount: 3, highWaterBytes: 256 * 1024 };
+      await withPair(make, opts, async ({ a, b }) => {
+        new Inbox(b);
+        b.pauseData();
+        const aClosed = closedOf(a);
+        const chunk = Buffer.alloc(256 * 1024);
+        // Fill every buffer on the way so the sender's own queue holds bytes that cannot move.
+        for (let i = 0; i < 256 && a.isOpen; i++) a.send('data', 1, [chunk]);
+        assert.ok(a.stats().data.queuedBytes > 0);
+        const info = await aClosed;
+        assert.equal(info.reason, 'timeout');
+        assert.match(info.error?.message ?? '', /stopped accepting/);
       });
     });
 

@@ -2,8 +2,12 @@
 import type { Command } from 'commander';
 import { registerAdmin } from './admin.js';
 import { registerDemo } from './demo.js';
+import { registerDump } from './dump.js';
+import { registerMetadata } from './metadata.js';
 
 export function registerCommands(program: Command): void {
   registerAdmin(program);
   registerDemo(program);
+  registerDump(program);
+  registerMetadata(program);
 }

@@ -1,0 +1,329 @@
+// Tandem with two nodes on one loopback: two tandemd processes (alpha Primary, beta Secondary)
+// replicating one resource with protocol C, B or A over the tcp transport (or, as they land,
+// the fabric transport's tcp provider and a two-path multipath session); fio drives alpha.
+// Both daemons are the system: CPU and RSS are summed over them. Driven through the control
+// socket with the CLI's own client, so the harness waits on events, never on sleeps.
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { request, streamEvents } from '../../src/cli/control-client.js';
+import { EventState, allConnected, allInSync } from '../../src/cli/event-state.js';
+import type { ChildHandle } from '../children.js';
+import { measureProcesses, realProcFs } from '../proc.js';
+import type {
+  Availability,
+  RunningSystem,
+  StartContext,
+  SyncMeasurement,
+  System,
+} from '../types.js';
+import { filesMatchSampled, freePort, preallocate, waitFor } from '../util.js';
+import { SYNC_TIMEOUT_MS, SYNC_VERIFY_SAMPLES } from './nbdkit.js';
+
+export type Protocol = 'A' | 'B' | 'C';
+export type PairTransport = 'tcp' | 'fabric' | 'multipath';
+/** Paths of the multipath session (each its own TCP connection on loopback). */
+const MULTIPATH_PATHS = 2;
+
+const RESOURCE = 'bench';
+/**
+ * Size of each node's external (flexible) metadata file: superblock, activity log and a bitmap
+ * for one peer need about 1 MiB per GiB of data; this leaves room up to 32 GiB. External
+ * metadata keeps the data file, the export and the bytes a sync moves exactly fileSizeBytes.
+ */
+export const METADATA_FILE_BYTES = 64 * 2 ** 20;
+const DAEMON_READY_TIMEOUT_MS = 15_000;
+const CONNECT_TIMEOUT_MS = 30_000;
+const REQUEST_TIMEOUT_MS = 30_000;
+
+const daemonScript = fileURLToPath(new URL('../../src/daemon/main.js', import.meta.url));
+
+export interface PairNode {
+  readonly name: string;
+  readonly nodeId: number;
+  readonly nbdPort: number;
+  /** One replication port per path (a single one unless the transport is multipath). */
+  readonly replicationPorts: readonly number[];
+  readonly disk: string;
+  readonly metaDisk: string;
+}
+
+/** The drbd.conf-syntax configuration both daemons read (each picks its `on` section). */
+export function renderPairConfig(
+  protocol: Protocol,
+  transport: PairTransport,
+  nodes: readonly PairNode[],
+): string {
+  const lines = [
+    '# Written by the Tandem bench harness: two nodes on one loopback.',
+    `resource ${RESOURCE} {`,
+    `  net { protocol ${protocol}; transport ${transport}; }`,
+  ];
+  for (const n of nodes) {
+    lines.push(
+      `  on ${n.name} {`,
+      `    node-id ${n.nodeId};`,
+      `    device nbd://127.0.0.1:${n.nbdPort}/${RESOURCE};`,
+      `    disk ${n.disk};`,
+      `    meta-disk ${n.metaDisk};`,
+    );
+    if (transport !== 'multipath') lines.push(`    address 127.0.0.1:${n.replicationPorts[0]};`);
+    lines.push('  }');
+  }
+  if (transport === 'multipath') {
+    lines.push('  connection {');
+    const paths = Math.min(...nodes.map((n) => n.replicationPorts.length));
+    for (let i = 0; i < paths; i++) {
+      lines.push('    path {');
+      for (const n of nodes)
+        lines.push(`      host ${n.name} address 127.0.0.1:${n.replicationPorts[i]};`);
+      lines.push('    }');
+    }
+    lines.push('  }');
+  }
+  lines.push('}', '');
+  return lines.join('\n');
+}
+
+/** Resolves once `cond` holds on the daemon's event state; rejects after timeoutMs. */
+async function waitState(
+  controlPath: string,
+  what: string,
+  cond: (s: EventState) => boolean,
+  timeoutMs: number,
+): Promise<void> {
+  const state = new EventState();
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([
+      streamEvents(controlPath, true, (e) => {
+        state.apply(e);
+        return state.snapshotDone && cond(state);
+      }),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Error(`${RESOURCE}: not ${what} after ${timeoutMs} ms`)),
+          timeoutMs,
+        );
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function withTimeout<T>(what: string, p: Promise<T>, timeoutMs: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Error(`${what}: no reply in ${timeoutMs} ms`)),
+          timeoutMs,
+        );
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+interface Pair {
+  readonly daemons: readonly ChildHandle[];
+  readonly controls: readonly string[];
+  readonly nodes: readonly PairNode[];
+  readonly config: string;
+  stop(): Promise<void>;
+}
+
+/** Writes the config, starts both daemons, brings the resource up and waits for Connected. */
+async function launchPair(
+  ctx: StartContext,
+  protocol: Protocol,
+  transport: PairTransport,
+  alphaFill: 'zero' | 'random',
+): Promise<Pair> {
+  const nodes: PairNode[] = [];
+  for (const [i, name] of ['alpha', 'beta'].entries()) {
+    nodes.push({
+      name,
+      nodeId: i,
+      nbdPort: await freePort(),
+      replicationPorts: await Promise.all(
+        Array.from({ length: transport === 'multipath' ? MULTIPATH_PATHS : 1 }, () => freePort()),
+      ),
+      disk: join(ctx.storageDir, `${name}.img`),
+      metaDisk: join(ctx.storageDir, `${name}.md`),
+    });
+  }
+  for (const n of nodes) {
+    await preallocate(n.disk, ctx.fileSizeBytes, n.nodeId === 0 ? alphaFill : 'zero');
+    await preallocate(n.metaDisk, METADATA_FILE_BYTES, 'zero');
+  }
+  const config = join(ctx.runDir, 'tandem.conf');
+  await writeFile(config, renderPairConfig(protocol, transport, nodes));
+  const daemons: ChildHandle[] = [];
+  const controls: string[] = [];
+  const stop = async (): Promise<void> => {
+    await Promise.all(
+      controls.map((c) =>
+        withTimeout('down', request(c, 'down', { resource: RESOURCE }), REQUEST_TIMEOUT_MS).catch(
+          () => undefined,
+        ),
+      ),
+    );
+    await Promise.all(daemons.map((d) => d.stop()));
+  };
+  try {
+    for (const n of nodes) {
+      const control = join(ctx.runDir, `${n.name}.sock`);
+      const d = await ctx.children.start(
+        `tandemd-${n.name}`,
+        process.execPath,
+        [...ctx.nodeArgs, daemonScript, '--config', config, '--node', n.name, '--control', control],
+        { env: { ...process.env, FI_PROVIDER: 'tcp' } },
+      );
+      daemons.push(d);
+      controls.push(control);
+      await waitFor(`tandemd ${n.name}`, () => existsSync(control), DAEMON_READY_TIMEOUT_MS, [d]);
+    }
+    for (const c of controls)
+      await withTimeout('up', request(c, 'up', { resource: RESOURCE }), REQUEST_TIMEOUT_MS);
+    await waitState(
+      controls[0] ?? '',
+      'connected',
+      (s) => allConnected(s, RESOURCE),
+      CONNECT_TIMEOUT_MS,
+    );
+    return { daemons, controls, nodes, config, stop };
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+}
+
+function pairSystem(protocol: Protocol, transport: PairTransport): System {
+  const id = `tandem-${protocol}${transport === 'tcp' ? '' : `-${transport}`}`;
+  const over =
+    transport === 'tcp'
+      ? 'the tcp transport'
+      : transport === 'fabric'
+        ? "the fabric transport (libfabric's tcp provider)"
+        : `a multipath session of ${MULTIPATH_PATHS} TCP paths`;
+  return {
+    id,
+    label: `Tandem, two nodes (tandemd alpha Primary → beta), protocol ${protocol} over ${over} on loopback`,
+    kind: 'tandem',
+
+    probe: () => probeDaemon(),
+
+    async start(ctx: StartContext): Promise<RunningSystem> {
+      const p = await launchPair(ctx, protocol, transport, 'zero');
+      try {
+        const alpha = p.controls[0] ?? '';
+        // Both disks are all zeroes: declare them identical instead of syncing (DRBD's
+        // documented way to skip the initial sync), then promote alpha.
+        await withTimeout(
+          'new-current-uuid',
+          request(alpha, 'new-current-uuid', { resource: RESOURCE, flags: { clearBitmap: true } }),
+          REQUEST_TIMEOUT_MS,
+        );
+        await withTimeout(
+          'primary',
+          request(alpha, 'primary', { resource: RESOURCE }),
+          REQUEST_TIMEOUT_MS,
+        );
+        await waitState(alpha, 'in sync', (s) => allInSync(s, RESOURCE), SYNC_TIMEOUT_MS);
+        const n = p.nodes[0];
+        return {
+          uri: `nbd://127.0.0.1:${n?.nbdPort ?? 0}/${RESOURCE}`,
+          pids: () => p.daemons.map((d) => d.pid),
+          notes: [
+            `tandemd --config CONF --node alpha|beta; protocol ${protocol}; new-current-uuid --clear-bitmap; primary`,
+          ],
+          stop: () => p.stop(),
+        };
+      } catch (e) {
+        await p.stop();
+        throw e;
+      }
+    },
+
+    async initialSync(ctx: StartContext): Promise<SyncMeasurement> {
+      const p = await launchPair(ctx, protocol, transport, 'random');
+      try {
+        const alpha = p.controls[0] ?? '';
+        const m = await measureProcesses(
+          realProcFs,
+          () => p.daemons.map((d) => d.pid),
+          async () => {
+            await withTimeout(
+              'primary --force',
+              request(alpha, 'primary', { resource: RESOURCE, flags: { force: true } }),
+              REQUEST_TIMEOUT_MS,
+            );
+            await waitState(alpha, 'in sync', (s) => allInSync(s, RESOURCE), SYNC_TIMEOUT_MS);
+          },
+        );
+        const [a, b] = p.nodes;
+        if (a === undefined || b === undefined) throw new Error('pair without two nodes');
+        if (!(await filesMatchSampled(a.disk, b.disk, ctx.fileSizeBytes, SYNC_VERIFY_SAMPLES)))
+          throw new Error('resync reported UpToDate but the replica differs from the source');
+        return {
+          bytes: ctx.fileSizeBytes,
+          seconds: m.seconds,
+          cpuSeconds: m.cpuSeconds,
+          peakRssBytes: m.peakRssBytes,
+          method: `primary --force on alpha until UpToDate/UpToDate (protocol ${protocol})`,
+        };
+      } finally {
+        await p.stop();
+      }
+    },
+  };
+}
+
+/** The daemon on main may still be the stub that refuses to run; then say so. */
+async function probeDaemon(): Promise<Availability> {
+  if (!existsSync(daemonScript))
+    return { available: false, reason: `${daemonScript} is missing (run npm run build)` };
+  const dir = await mkdtemp(join(tmpdir(), 'tb-probe-'));
+  try {
+    const stderr = await new Promise<string>((resolve) => {
+      execFile(
+        process.execPath,
+        [
+          daemonScript,
+          '--config',
+          join(dir, 'none.conf'),
+          '--node',
+          'probe',
+          '--control',
+          join(dir, 'c.sock'),
+        ],
+        { timeout: 5000 },
+        (_e, _stdout, err) => resolve(err),
+      );
+    });
+    if (/not implemented/i.test(stderr))
+      return {
+        available: false,
+        reason: 'not available yet: needs tandemd (the daemon on main is a stub)',
+      };
+    return { available: true };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+export const tandemPairSystems: readonly System[] = [
+  pairSystem('C', 'tcp'),
+  pairSystem('B', 'tcp'),
+  pairSystem('A', 'tcp'),
+  pairSystem('C', 'fabric'),
+  pairSystem('C', 'multipath'),
+];

@@ -1,0 +1,220 @@
+// A cluster of tandemd processes on this machine's loopback, each in its own temp directory
+// with its own backing file: what `tandem demo` runs, and what the end-to-end tests drive.
+// Ports are picked free by the OS; NBD exports are Unix sockets; everything is removed by
+// destroy(), whatever state the daemons are in.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm, writeFile, truncate, open } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { TandemEvent } from '../daemon/control-protocol.js';
+import { request, streamEvents, type RequestInit } from './control-client.js';
+import type { ControlOp } from '../daemon/control-protocol.js';
+import { EventState } from './event-state.js';
+
+const here = fileURLToPath(new URL('.', import.meta.url));
+/** dist/src/cli -> dist/src/daemon/main.js and dist/src/cli/main.js */
+export const DAEMON_JS = resolve(here, '../daemon/main.js');
+export const CLI_JS = resolve(here, 'main.js');
+
+export interface LocalClusterOptions {
+  readonly resource?: string;
+  readonly nodes?: readonly string[];
+  /** Size of each backing file. */
+  readonly diskBytes: number;
+  /** Extra lines for the resource's net { } section. */
+  readonly net?: string;
+  /** Extra lines for the resource's disk { } section. */
+  readonly disk?: string;
+}
+
+export interface LocalNode {
+  readonly name: string;
+  readonly diskPath: string;
+  readonly controlPath: string;
+  readonly nbdSocket: string;
+  readonly nbdUri: string;
+  process: ChildProcess | null;
+  log: string;
+}
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const a = s.address();
+  await new Promise<void>((r) => s.close(() => r()));
+  if (typeof a !== 'object' || a === null) throw new Error('no port');
+  return a.port;
+}
+
+export class LocalCluster {
+  readonly nodes = new Map<string, LocalNode>();
+
+  private constructor(
+    readonly dir: string,
+    readonly resource: string,
+    readonly configPath: string,
+  ) {}
+
+  static async create(o: LocalClusterOptions): Promise<LocalCluster> {
+    const dir = await mkdtemp(join(tmpdir(), 'tandem-'));
+    const resource = o.resource ?? 'r0';
+    const names = o.nodes ?? ['alice', 'bob'];
+    const c = new LocalCluster(dir, resource, join(dir, 'tandem.conf'));
+    const hosts: string[] = [];
+    for (const [i, name] of names.entries()) {
+      const diskPath = join(dir, `${name}.img`);
+      await writeFile(diskPath, '');
+      await truncate(diskPath, o.diskBytes);
+      const nbdSocket = join(dir, `${name}.nbd`);
+      c.nodes.set(name, {
+        name,
+        diskPath,
+        controlPath: join(dir, `${name}.ctl`),
+        nbdSocket,
+        nbdUri: `nbd+unix:///${resource}?socket=${nbdSocket}`,
+        process: null,
+        log: '',
+      });
+      hosts.push(
+        [
+          `  on ${name} {`,
+          `    node-id ${i};`,
+          `    address 127.0.0.1:${await freePort()};`,
+          `    device "nbd+unix:///${resource}?socket=${nbdSocket}";`,
+          `    disk ${diskPath};`,
+          `    meta-disk internal;`,
+          `  }`,
+        ].join('\n'),
+      );
+    }
+    const conf = [
+      `resource ${resource} {`,
+      `  net {\n    protocol C;\n${o.net ?? ''}\n  }`,
+      `  disk {\n${o.disk ?? ''}\n  }`,
+      ...hosts,
+      `}`,
+      '',
+    ].join('\n');
+    await writeFile(c.configPath, conf);
+    return c;
+  }
+
+  node(name: string): LocalNode {
+    const n = this.nodes.get(name);
+    if (n === undefined) throw new Error(`no node ${name}`);
+    return n;
+  }
+
+  /** Runs `tandem` for a node and resolves with its stdout; rejects with its stderr. */
+  tandem(name: string, ...args: string[]): Promise<string> {
+    const n = this.node(name);
+    return new Promise((resolve, reject) => {
+      const p = spawn(
+        process.execPath,
+        [CLI_JS, '-c', this.configPath, '-n', name, '--control', n.controlPath, ...args],
+        {
+          stdio: ['ignore', 'pipe', 'pipe'],
+        },
+      );
+      let out = '';
+      let err = '';
+      p.stdout.on('data', (c: Buffer) => (out += c.toString()));
+      p.stderr.on('data', (c: Buffer) => (err += c.toString()));
+      p.on('close', (code) => {
+        if (code === 0) resolve(out);
+        else reject(new Error(`tandem ${args.join(' ')} (${name}) exited ${code}: ${err.trim()}`));
+      });
+    });
+  }
+
+  /** Starts tandemd for a node and resolves once it listens on its control socket. */
+  start(name: string): Promise<void> {
+    const n = this.node(name);
+    const p = spawn(
+      process.execPath,
+      [DAEMON_JS, '-c', this.configPath, '-n', name, '--control', n.controlPath],
+      {
+        stdio: ['ignore', 'ignore', 'pipe'],
+      },
+    );
+    n.process = p;
+    n.log = '';
+    return new Promise((resolve, reject) => {
+      p.stderr.on('data', (c: Buffer) => {
+        n.log += c.toString();
+        if (n.log.includes('tandemd ready')) resolve();
+      });
+      p.on('exit', (code, signal) => {
+        if (n.process === p) n.process = null;
+        reject(
+          new Error(`tandemd ${name} exited (${code ?? signal}) before it was ready:\n${n.log}`),
+        );
+      });
+    });
+  }
+
+  /** Sends a signal to a node's daemon and waits for it to exit. */
+  async stop(name: string, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    const p = this.node(name).process;
+    if (p === null) return;
+    const exited = new Promise<void>((r) => p.once('exit', () => r()));
+    p.kill(signal);
+    await exited;
+  }
+
+  request(name: string, op: ControlOp, init: RequestInit = {}): Promise<unknown> {
+    return request(this.node(name).controlPath, op, { resource: this.resource, ...init });
+  }
+
+  /**
+   * Waits, on the node's events stream, until `done(state)` holds; rejects after timeoutMs
+   * naming what it waited for.
+   */
+  async waitFor(
+    name: string,
+    what: string,
+    done: (s: EventState) => boolean,
+    timeoutMs = 60_000,
+  ): Promise<void> {
+    const state = new EventState();
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`${name}: not ${what} after ${timeoutMs} ms`)),
+        timeoutMs,
+      );
+    });
+    try {
+      await Promise.race([
+        streamEvents(this.node(name).controlPath, true, (e: TandemEvent) => {
+          state.apply(e);
+          return state.snapshotDone && done(state);
+        }),
+        timeout,
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** The data region of a node's backing file (metadata at the end excluded). */
+  async readData(name: string, lengthBytes: number): Promise<Buffer> {
+    const fh = await open(this.node(name).diskPath, 'r');
+    try {
+      const b = Buffer.alloc(lengthBytes);
+      await fh.read(b, 0, lengthBytes, 0);
+      return b;
+    } finally {
+      await fh.close();
+    }
+  }
+
+  async destroy(): Promise<void> {
+    for (const n of this.nodes.values()) {
+      if (n.process !== null) await this.stop(n.name, 'SIGKILL').catch(() => undefined);
+    }
+    await rm(this.dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,729 @@
+// The connection manager: listens (one listener per address, shared by all resources), dials
+// every configured peer with connect-int backoff and jitter, runs the handshake (hello, HMAC
+// challenge-response, address exchange) on CONTROL, and keeps exactly one connection per
+// (resource, peer). Crossed dials: the connection dialed by the lower node id survives.
+import { createHmac, getHashes, timingSafeEqual } from 'node:crypto';
+import {
+  CM_AUTH_BLOCK_MS,
+  CM_AUTH_CHALLENGE_BYTES,
+  CM_AUTH_FAILURE_WINDOW_MS,
+  CM_AUTH_FAILURES_MAX,
+  CM_AUTH_TRACKED_ADDRESSES_MAX,
+  CM_CONNECT_BACKOFF_MAX_MS,
+  CM_HANDSHAKE_TIMEOUT_MS,
+  CM_PROTOCOL_VERSION_MAX,
+  CM_PROTOCOL_VERSION_MIN,
+  CM_RESOURCE_NAME_BYTES_MAX,
+} from '../limits.js';
+import type { Timer } from '../platform/clock.js';
+import type { Channel, Endpoint, Listener, Message, PathSpec } from '../transport/types.js';
+import { ConfigError, ConnectionError } from '../util/errors.js';
+import type {
+  AnnouncedAddress,
+  CmDeps,
+  CmEvent,
+  CmEventListener,
+  ConnectionConfig,
+  ConnectionState,
+  Established,
+  NodeOptions,
+  RefuseCode,
+} from './types.js';
+import {
+  MSG_ADDRESSES,
+  MSG_AUTH,
+  MSG_HELLO,
+  MSG_READY,
+  MSG_REFUSE,
+  decodeAddresses,
+  decodeHello,
+  decodeReady,
+  decodeRefuse,
+  encodeAddresses,
+  encodeHello,
+  encodeReady,
+  encodeRefuse,
+  type Hello,
+} from './wire.js';
+
+/** A handshake step failed; `code` goes into the REFUSE we send (unless byPeer). */
+class HandshakeFailure extends Error {
+  constructor(
+    readonly code: RefuseCode | 'timeout' | 'closed',
+    message: string,
+    readonly byPeer = false,
+    /** We sent a REFUSE and are closing gracefully: do not destroy (it would drop the REFUSE). */
+    readonly refusing = false,
+  ) {
+    super(message);
+  }
+}
+
+function dropUnlessRefusing(ch: Channel, e: unknown): void {
+  if (!(e instanceof HandshakeFailure && e.refusing)) ch.destroy();
+}
+
+/** Hands handshake messages out one at a time; detaches itself on a final message type. */
+class Pump {
+  private readonly queue: Message[] = [];
+  private waiter: { resolve: (m: Message) => void; reject: (e: Error) => void } | null = null;
+  private failure: HandshakeFailure | null = null;
+  private released = false;
+  private readonly offClosed: () => void;
+
+  constructor(
+    private readonly ch: Channel,
+    finalTypes: readonly number[],
+  ) {
+    // DATA the peer sends right after READY must wait for the layer above, not hit the pump.
+    ch.pauseData();
+    ch.setReceiver((m) => {
+      if (m.stream !== 'control') {
+        this.abort(new HandshakeFailure('protocol', 'data message during the handshake'));
+        return;
+      }
+      // The last handshake message: later messages belong to the layer above, so stop taking
+      // them now (they queue in the channel until a receiver is set).
+      if (finalTypes.includes(m.type) || m.type === MSG_REFUSE) ch.setReceiver(null);
+      const w = this.waiter;
+      if (w) {
+        this.waiter = null;
+        w.resolve(m);
+      } else this.queue.push(m);
+    });
+    this.offClosed = ch.on('closed', (info) =>
+      this.abort(new HandshakeFailure('closed', `closed during the handshake (${info.reason})`)),
+    );
+  }
+
+  next(): Promise<Message> {
+    const m = this.queue.shift();
+    if (m) return Promise.resolve(m);
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise((resolve, reject) => (this.waiter = { resolve, reject }));
+  }
+
+  abort(e: HandshakeFailure): void {
+    if (this.failure) return;
+    this.failure = e;
+    const w = this.waiter;
+    this.waiter = null;
+    w?.reject(e);
+  }
+
+  done(): void {
+    if (this.released) return;
+    this.released = true;
+    this.offClosed();
+    // Release the pause; DATA stays held until the layer above sets a receiver.
+    this.ch.setReceiver(null);
+    this.ch.resumeData();
+  }
+}
+
+/** Counts auth failures per address and blocks an address that fails too often. */
+class AuthLimiter {
+  private readonly entries = new Map<string, { failuresMs: number[]; blockedUntilMs: number }>();
+  constructor(private readonly now: () => number) {}
+
+  blocked(address: string): boolean {
+    const e = this.entries.get(address);
+    return e !== undefined && e.blockedUntilMs > this.now();
+  }
+
+  fail(address: string): boolean {
+    const now = this.now();
+    let e = this.entries.get(address);
+    if (e === undefined) {
+      if (this.entries.size >= CM_AUTH_TRACKED_ADDRESSES_MAX) {
+        const oldest = this.entries.keys().next();
+        if (!oldest.done) this.entries.delete(oldest.value);
+      }
+      e = { failuresMs: [], blockedUntilMs: 0 };
+      this.entries.set(address, e);
+    }
+    e.failuresMs = e.failuresMs.filter((t) => now - t < CM_AUTH_FAILURE_WINDOW_MS);
+    e.failuresMs.push(now);
+    if (e.failuresMs.length >= CM_AUTH_FAILURES_MAX) {
+      e.blockedUntilMs = now + CM_AUTH_BLOCK_MS;
+      e.failuresMs = [];
+      return true;
+    }
+    return false;
+  }
+}
+
+interface Attempt {
+  readonly abort: AbortController;
+  channel: Channel | null;
+}
+
+/** One (resource, peer node) connection. */
+class Conn {
+  state: ConnectionState = 'Connecting';
+  established: Established | null = null;
+  attempt: Attempt | null = null;
+  inbound: Channel | null = null;
+  retry: Timer | null = null;
+  failures = 0;
+  readonly auth: { alg: string; secret: Buffer } | null;
+  readonly connectIntMs: number;
+  readonly connectIntMaxMs: number;
+
+  constructor(readonly cfg: ConnectionConfig) {
+    const n = cfg.net ?? {};
+    const { cramHmacAlg: alg, sharedSecret: secret } = n;
+    if ((alg === undefined) !== (secret === undefined)) {
+      throw new ConfigError(
+        `connection ${cfg.resource}/${cfg.peerNodeId}: cram-hmac-alg and shared-secret go together`,
+      );
+    }
+    if (alg !== undefined && !getHashes().includes(alg.toLowerCase())) {
+      throw new ConfigError(`cram-hmac-alg "${alg}" is not a hash this system knows`);
+    }
+    this.auth =
+      alg !== undefined && secret !== undefined
+        ? { alg: alg.toLowerCase(), secret: Buffer.from(secret, 'utf8') }
+        : null;
+    this.connectIntMs = n.connectIntMs ?? 10_000;
+    this.connectIntMaxMs = n.connectIntMaxMs ?? CM_CONNECT_BACKOFF_MAX_MS;
+  }
+
+  get key(): string {
+    return connKey(this.cfg.resource, this.cfg.peerNodeId);
+  }
+}
+
+const connKey = (resource: string, peer: number): string => `${resource}\u0000${peer}`;
+
+const remoteOf = (ch: Channel): string =>
+  ch.path.peer.family === 'ipv6'
+    ? `[${ch.path.peer.address}]:${ch.path.peer.port}`
+    : `${ch.path.peer.address}:${ch.path.peer.port}`;
+
+function hmac(alg: string, secret: Buffer, challenge: Buffer, nodeId: number): Buffer {
+  const id = Buffer.alloc(2);
+  id.writeUInt16BE(nodeId, 0);
+  return createHmac(alg, secret).update(challenge).update(id).digest();
+}
+
+function sameBytes(a: Buffer, b: Buffer): boolean {
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+export class ConnectionManager {
+  private readonly conns = new Map<string, Conn>();
+  private readonly listeners: Listener[] = [];
+  private readonly subscribers: CmEventListener[] = [];
+  private readonly limiter: AuthLimiter;
+  private readonly versionMin: number;
+  private readonly versionMax: number;
+  private readonly features: number;
+  private readonly handshakeTimeoutMs: number;
+  private closed = false;
+
+  constructor(
+    private readonly deps: CmDeps,
+    private readonly opts: NodeOptions,
+  ) {
+    this.versionMin = opts.versionMin ?? CM_PROTOCOL_VERSION_MIN;
+    this.versionMax = opts.versionMax ?? CM_PROTOCOL_VERSION_MAX;
+    this.features = opts.features ?? 0;
+    this.handshakeTimeoutMs = opts.handshakeTimeoutMs ?? CM_HANDSHAKE_TIMEOUT_MS;
+    if (this.versionMin > this.versionMax) {
+      throw new ConfigError(`protocol version range ${this.versionMin}..${this.versionMax}`);
+    }
+    this.limiter = new AuthLimiter(() => deps.clock.nowMs());
+  }
+
+  get nodeId(): number {
+    return this.opts.nodeId;
+  }
+
+  on(listener: CmEventListener): () => void {
+    this.subscribers.push(listener);
+    return () => {
+      const i = this.subscribers.indexOf(listener);
+      if (i >= 0) this.subscribers.splice(i, 1);
+    };
+  }
+
+  /** Listens on `endpoint` for every resource; returns the bound endpoint. */
+  async listen(endpoint: Endpoint): Promise<Endpoint> {
+    const t = this.opts.transports[endpoint.transport];
+    if (t === undefined) throw new ConfigError(`no ${endpoint.transport} transport to listen on`);
+    const l = await t.listen(endpoint, (ch) => void this.accept(ch));
+    this.listeners.push(l);
+    this.emit({ kind: 'listening', endpoint: l.endpoint });
+    return l.endpoint;
+  }
+
+  /** Adds a peer connection and starts connecting to it (both sides dial). */
+  addConnection(cfg: ConnectionConfig): void {
+    const nameBytes = Buffer.byteLength(cfg.resource, 'utf8');
+    if (nameBytes === 0 || nameBytes > CM_RESOURCE_NAME_BYTES_MAX) {
+      throw new ConfigError(
+        `resource name "${cfg.resource}" must be 1..${CM_RESOURCE_NAME_BYTES_MAX} bytes`,
+      );
+    }
+    if (cfg.peerNodeId === this.opts.nodeId) {
+      throw new ConfigError(`connection of ${cfg.resource} to our own node id ${cfg.peerNodeId}`);
+    }
+    if (cfg.paths.length === 0) throw new ConfigError(`connection of ${cfg.resource}: no path`);
+    for (const p of cfg.paths) {
+      if (this.opts.transports[p.peer.transport] === undefined) {
+        throw new ConfigError(`path to ${p.peer.address}: no ${p.peer.transport} transport`);
+      }
+    }
+    const c = new Conn(cfg);
+    if (this.conns.has(c.key)) {
+      throw new ConfigError(`connection ${cfg.resource} to node ${cfg.peerNodeId} exists`);
+    }
+    this.conns.set(c.key, c);
+    this.setState(c, 'Connecting', 'added');
+    this.dial(c);
+  }
+
+  /** Disconnects and forgets a connection (drbdadm disconnect / down). */
+  async removeConnection(resource: string, peerNodeId: number): Promise<void> {
+    const c = this.conns.get(connKey(resource, peerNodeId));
+    if (c === undefined) return;
+    this.conns.delete(c.key);
+    await this.shutdown(c);
+  }
+
+  state(resource: string, peerNodeId: number): ConnectionState {
+    return this.conns.get(connKey(resource, peerNodeId))?.state ?? 'StandAlone';
+  }
+
+  established(resource: string, peerNodeId: number): Established | null {
+    return this.conns.get(connKey(resource, peerNodeId))?.established ?? null;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    const all = [...this.conns.values()];
+    this.conns.clear();
+    await Promise.all(all.map((c) => this.shutdown(c)));
+    await Promise.all(this.listeners.splice(0).map((l) => l.close()));
+  }
+
+  // --- internals -----------------------------------------------------------------------------
+  private emit(e: CmEvent): void {
+    for (const s of [...this.subscribers]) s(e);
+  }
+
+  private setState(c: Conn, state: ConnectionState, reason: string, est?: Established): void {
+    c.state = state;
+    this.emit({
+      kind: 'state',
+      resource: c.cfg.resource,
+      peerNodeId: c.cfg.peerNodeId,
+      state,
+      reason,
+      ...(est ? { established: est } : {}),
+    });
+  }
+
+  private async shutdown(c: Conn): Promise<void> {
+    c.retry?.cancel();
+    c.retry = null;
+    c.attempt?.abort.abort(new ConnectionError('connection removed'));
+    c.attempt?.channel?.destroy();
+    c.attempt = null;
+    c.inbound?.destroy();
+    c.inbound = null;
+    const est = c.established;
+    c.established = null;
+    this.setState(c, 'StandAlone', 'removed');
+    if (est) await est.channel.close();
+  }
+
+  private busy(c: Conn): boolean {
+    return c.established !== null || c.attempt !== null || c.inbound !== null;
+  }
+
+  private scheduleRetry(c: Conn): void {
+    if (this.closed || this.conns.get(c.key) !== c || this.busy(c) || c.retry !== null) return;
+    const exp = Math.min(c.failures, 16);
+    const base = Math.min(c.connectIntMaxMs, c.connectIntMs * 2 ** exp);
+    // Jitter in [0.5, 1) of the base keeps two nodes from dialing in lockstep forever.
+    const delay = base * (0.5 + 0.5 * this.deps.random.next());
+    c.retry = this.deps.clock.setTimeout(() => {
+      c.retry = null;
+      this.dial(c);
+    }, delay);
+  }
+
+  private dial(c: Conn): void {
+    if (this.closed || this.conns.get(c.key) !== c || this.busy(c)) return;
+    const attempt: Attempt = { abort: new AbortController(), channel: null };
+    c.attempt = attempt;
+    void this.runAttempt(c, attempt);
+  }
+
+  private async runAttempt(c: Conn, attempt: Attempt): Promise<void> {
+    const current = (): boolean => c.attempt === attempt && !attempt.abort.signal.aborted;
+    for (const path of c.cfg.paths) {
+      if (!current()) return;
+      const transport = this.opts.transports[path.peer.transport];
+      if (transport === undefined) continue;
+      this.emitPath(c, path, 'connecting');
+      let ch: Channel;
+      try {
+        ch = await transport.connect(path, { signal: attempt.abort.signal });
+      } catch (e) {
+        this.emitPath(c, path, 'failed', (e as Error).message);
+        continue;
+      }
+      if (!current()) {
+        ch.destroy();
+        return;
+      }
+      attempt.channel = ch;
+      this.emitPath(c, path, 'established');
+      try {
+        const est = await this.dialerHandshake(c, ch, path);
+        if (!current()) {
+          ch.destroy();
+          return;
+        }
+        c.attempt = null;
+        this.establish(c, est);
+        return;
+      } catch (e) {
+        dropUnlessRefusing(ch, e);
+        if (!current()) return;
+        this.reportFailure(c, ch, e);
+        // A refusal is an answer from this peer: other paths would get the same one.
+        break;
+      }
+    }
+    if (c.attempt !== attempt) return;
+    c.attempt = null;
+    c.failures++;
+    this.scheduleRetry(c);
+  }
+
+  private emitPath(
+    c: Conn,
+    path: PathSpec,
+    state: 'connecting' | 'established' | 'failed',
+    reason?: string,
+  ): void {
+    this.emit({
+      kind: 'path',
+      resource: c.cfg.resource,
+      peerNodeId: c.cfg.peerNodeId,
+      path,
+      state,
+      ...(reason !== undefined ? { reason } : {}),
+    });
+  }
+
+  private reportFailure(c: Conn | null, ch: Channel, e: unknown, hello?: Hello): void {
+    const f = e instanceof HandshakeFailure ? e : new HandshakeFailure('protocol', String(e));
+    const resource = c?.cfg.resource ?? hello?.resource ?? null;
+    const peerNodeId = c?.cfg.peerNodeId ?? hello?.fromNodeId ?? null;
+    const remote = remoteOf(ch);
+    // The reason never contains the secret: it is built from codes and public fields only.
+    this.deps.log?.warn(
+      { resource, peerNodeId, remote, code: f.code, byPeer: f.byPeer },
+      `handshake ${f.byPeer ? 'refused by peer' : 'failed'}: ${f.message}`,
+    );
+    this.emit({
+      kind: 'refused',
+      resource,
+      peerNodeId,
+      remote,
+      code: f.code,
+      byPeer: f.byPeer,
+      reason: f.message,
+    });
+  }
+
+  private establish(c: Conn, est: Established): void {
+    c.retry?.cancel();
+    c.retry = null;
+    c.failures = 0;
+    if (c.attempt) {
+      c.attempt.abort.abort(new ConnectionError('superseded'));
+      c.attempt.channel?.destroy();
+      c.attempt = null;
+    }
+    c.established = est;
+    const n = c.cfg.net ?? {};
+    est.channel.configure?.({
+      ...(n.pingIntMs !== undefined ? { pingIntMs: n.pingIntMs } : {}),
+      ...(n.pingTimeoutMs !== undefined ? { pingTimeoutMs: n.pingTimeoutMs } : {}),
+      ...(n.timeoutMs !== undefined ? { timeoutMs: n.timeoutMs } : {}),
+      ...(n.koCount !== undefined ? { koCount: n.koCount } : {}),
+      ...(n.highWaterBytes !== undefined ? { highWaterBytes: n.highWaterBytes } : {}),
+    });
+    est.channel.on('closed', (info) => {
+      if (c.established?.channel !== est.channel) return;
+      c.established = null;
+      if (this.conns.get(c.key) !== c) return;
+      this.setState(
+        c,
+        'Connecting',
+        `connection lost (${info.reason}${info.error ? `: ${info.error.message}` : ''})`,
+      );
+      this.scheduleRetry(c);
+    });
+    this.setState(c, 'Connected', est.channel.initiator ? 'dialed' : 'accepted', est);
+  }
+
+  private refuse(ch: Channel, code: RefuseCode, reason: string): HandshakeFailure {
+    if (ch.isOpen) {
+      ch.send('control', MSG_REFUSE, [encodeRefuse({ code, reason })]);
+      void ch.close();
+    }
+    return new HandshakeFailure(code, reason, false, true);
+  }
+
+  private deadline(ch: Channel, pump: Pump): Timer {
+    return this.deps.clock.setTimeout(() => {
+      pump.abort(
+        new HandshakeFailure('timeout', `handshake not finished in ${this.handshakeTimeoutMs} ms`),
+      );
+      ch.destroy();
+    }, this.handshakeTimeoutMs);
+  }
+
+  private agree(h: Hello): { version: number } | { error: string } {
+    const version = Math.min(this.versionMax, h.versionMax);
+    if (version < Math.max(this.versionMin, h.versionMin)) {
+      return {
+        error: `incompatible versions ${this.versionMin}..${this.versionMax} vs ${h.versionMin}..${h.versionMax}`,
+      };
+    }
+    return { version };
+  }
+
+  private announce(c: Conn): AnnouncedAddress[] {
+    if (c.cfg.announce) return [...c.cfg.announce];
+    return this.listeners.map((l) => ({
+      transport: l.endpoint.transport,
+      family: l.endpoint.family,
+      address: l.endpoint.address,
+      port: l.endpoint.port,
+    }));
+  }
+
+  private static async expect(pump: Pump, type: number, what: string): Promise<Buffer> {
+    const m = await pump.next();
+    if (m.type === MSG_REFUSE) {
+      const r = decodeRefuse(m.payload);
+      if (!r.ok) throw new HandshakeFailure('protocol', `bad refusal: ${r.error}`);
+      throw new HandshakeFailure(r.value.code, r.value.reason, true);
+    }
+    if (m.type !== type) {
+      throw new HandshakeFailure(
+        'protocol',
+        `expected ${what}, got message type 0x${m.type.toString(16)}`,
+      );
+    }
+    return m.payload;
+  }
+
+  private async dialerHandshake(c: Conn, ch: Channel, path: PathSpec): Promise<Established> {
+    const pump = new Pump(ch, [MSG_READY]);
+    const timer = this.deadline(ch, pump);
+    try {
+      const myChallenge = c.auth ? this.deps.randomBytes(CM_AUTH_CHALLENGE_BYTES) : null;
+      ch.send('control', MSG_HELLO, [
+        encodeHello({
+          versionMin: this.versionMin,
+          versionMax: this.versionMax,
+          features: this.features,
+          fromNodeId: this.opts.nodeId,
+          toNodeId: c.cfg.peerNodeId,
+          resource: c.cfg.resource,
+          challenge: myChallenge,
+        }),
+      ]);
+      const hr = decodeHello(await ConnectionManager.expect(pump, MSG_HELLO, 'hello'));
+      if (!hr.ok) throw this.refuse(ch, 'protocol', hr.error);
+      const h = hr.value;
+      const agreed = this.agree(h);
+      if ('error' in agreed) throw this.refuse(ch, 'incompatible-version', agreed.error);
+      if (
+        h.resource !== c.cfg.resource ||
+        h.fromNodeId !== c.cfg.peerNodeId ||
+        h.toNodeId !== this.opts.nodeId
+      ) {
+        throw this.refuse(
+          ch,
+          'unknown-node',
+          `peer answered as ${h.resource}/node ${h.fromNodeId}`,
+        );
+      }
+      if (c.auth && myChallenge) {
+        if (h.challenge === null)
+          throw this.refuse(ch, 'auth-mismatch', 'peer does not authenticate');
+        if (sameBytes(h.challenge, myChallenge)) {
+          throw this.refuse(
+            ch,
+            'auth-failed',
+            'reflected challenge: the peer returned our own challenge',
+          );
+        }
+        ch.send('control', MSG_AUTH, [
+          hmac(c.auth.alg, c.auth.secret, h.challenge, this.opts.nodeId),
+        ]);
+        const resp = await ConnectionManager.expect(pump, MSG_AUTH, 'auth response');
+        const want = hmac(c.auth.alg, c.auth.secret, myChallenge, c.cfg.peerNodeId);
+        if (!sameBytes(resp, want)) {
+          throw this.refuse(ch, 'auth-failed', 'peer failed authentication (wrong shared-secret?)');
+        }
+      } else if (h.challenge !== null) {
+        throw this.refuse(
+          ch,
+          'auth-mismatch',
+          'peer requires authentication; no shared-secret here',
+        );
+      }
+      ch.send('control', MSG_ADDRESSES, [encodeAddresses(this.announce(c))]);
+      const ar = decodeAddresses(await ConnectionManager.expect(pump, MSG_ADDRESSES, 'addresses'));
+      if (!ar.ok) throw this.refuse(ch, 'protocol', ar.error);
+      const rr = decodeReady(await ConnectionManager.expect(pump, MSG_READY, 'ready'));
+      if (!rr.ok || rr.value !== agreed.version)
+        throw this.refuse(ch, 'protocol', 'ready with another version');
+      pump.done();
+      return {
+        channel: ch,
+        version: agreed.version,
+        features: this.features & h.features,
+        peerAddresses: ar.value,
+        path,
+      };
+    } finally {
+      timer.cancel();
+      pump.done();
+    }
+  }
+
+  private async accept(ch: Channel): Promise<void> {
+    const remote = ch.path.peer.address;
+    if (this.closed) {
+      ch.destroy();
+      return;
+    }
+    if (this.limiter.blocked(remote)) {
+      this.reportFailure(
+        null,
+        ch,
+        this.refuse(ch, 'rate-limited', 'too many failed authentications'),
+      );
+      return;
+    }
+    const pump = new Pump(ch, [MSG_ADDRESSES]);
+    const timer = this.deadline(ch, pump);
+    let hello: Hello | undefined;
+    let conn: Conn | null = null;
+    try {
+      const hr = decodeHello(await ConnectionManager.expect(pump, MSG_HELLO, 'hello'));
+      if (!hr.ok) throw this.refuse(ch, 'protocol', hr.error);
+      const h = (hello = hr.value);
+      const agreed = this.agree(h);
+      if ('error' in agreed) throw this.refuse(ch, 'incompatible-version', agreed.error);
+      const known = [...this.conns.values()].some((x) => x.cfg.resource === h.resource);
+      if (!known) throw this.refuse(ch, 'unknown-resource', `no resource "${h.resource}" here`);
+      const c = this.conns.get(connKey(h.resource, h.fromNodeId));
+      if (c === undefined || h.toNodeId !== this.opts.nodeId) {
+        throw this.refuse(
+          ch,
+          'unknown-node',
+          `resource ${h.resource} has no connection from node ${h.fromNodeId} to node ${h.toNodeId}`,
+        );
+      }
+      if ((c.auth === null) !== (h.challenge === null)) {
+        throw this.refuse(
+          ch,
+          'auth-mismatch',
+          c.auth
+            ? 'authentication required (cram-hmac-alg is set here)'
+            : 'no authentication configured here',
+        );
+      }
+      this.claimInbound(c, ch);
+      conn = c;
+      const myChallenge = c.auth ? this.deps.randomBytes(CM_AUTH_CHALLENGE_BYTES) : null;
+      ch.send('control', MSG_HELLO, [
+        encodeHello({
+          versionMin: this.versionMin,
+          versionMax: this.versionMax,
+          features: this.features,
+          fromNodeId: this.opts.nodeId,
+          toNodeId: h.fromNodeId,
+          resource: h.resource,
+          challenge: myChallenge,
+        }),
+      ]);
+      if (c.auth && myChallenge && h.challenge) {
+        ch.send('control', MSG_AUTH, [
+          hmac(c.auth.alg, c.auth.secret, h.challenge, this.opts.nodeId),
+        ]);
+        const resp = await ConnectionManager.expect(pump, MSG_AUTH, 'auth response');
+        const want = hmac(c.auth.alg, c.auth.secret, myChallenge, h.fromNodeId);
+        if (!sameBytes(resp, want)) {
+          if (this.limiter.fail(remote)) {
+            this.deps.log?.warn({ remote }, `auth: blocking ${remote} for ${CM_AUTH_BLOCK_MS} ms`);
+          }
+          throw this.refuse(ch, 'auth-failed', 'peer failed authentication (wrong shared-secret?)');
+        }
+      }
+      const ar = decodeAddresses(await ConnectionManager.expect(pump, MSG_ADDRESSES, 'addresses'));
+      if (!ar.ok) throw this.refuse(ch, 'protocol', ar.error);
+      if (c.inbound !== ch) throw new HandshakeFailure('closed', 'superseded');
+      ch.send('control', MSG_ADDRESSES, [encodeAddresses(this.announce(c))]);
+      ch.send('control', MSG_READY, [encodeReady(agreed.version)]);
+      c.inbound = null;
+      // Release the channel before handing it over: done() resets the receiver, which must not
+      // undo the one the layer above sets when it sees Connected.
+      pump.done();
+      this.establish(c, {
+        channel: ch,
+        version: agreed.version,
+        features: this.features & h.features,
+        peerAddresses: ar.value,
+        path: ch.path,
+      });
+    } catch (e) {
+      dropUnlessRefusing(ch, e);
+      if (conn !== null && conn.inbound === ch) {
+        conn.inbound = null;
+        this.scheduleRetry(conn);
+      }
+      if (!(e instanceof HandshakeFailure && e.message === 'superseded'))
+        this.reportFailure(conn, ch, e, hello);
+    } finally {
+      timer.cancel();
+      pump.done();
+    }
+  }
+
+  /**
+   * Takes an inbound channel for `c` or refuses it. Crossed dials: each side keeps the
+   * connection dialed by the lower node id, so both sides pick the same one.
+   */
+  private claimInbound(c: Conn, ch: Channel): void {
+    if (c.established !== null) {
+      throw this.refuse(ch, 'already-connected', `node ${this.opts.nodeId} is already connected`);
+    }
+    if (c.inbound !== null)
+      throw this.refuse(ch, 'crossed', 'another inbound handshake is running');
+    if (c.attempt !== null) {
+      if (this.opts.nodeId < c.cfg.peerNodeId) {
+        throw this.refuse(ch, 'crossed', 'crossed dials: the lower node id dials');
+      }
+      c.attempt.abort.abort(new ConnectionError('crossed dials: the peer (lower node id) dials'));
+      c.attempt.channel?.destroy();
+      c.attempt = null;
+    }
+    c.retry?.cancel();
+    c.retry = null;
+    c.inbound = ch;
+  }
+}

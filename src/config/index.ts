@@ -1,0 +1,14 @@
+// The configuration layer's public surface: load/parse drbd.conf-syntax files into the model.
+export type * from './types.js';
+export {
+  loadConfig,
+  parseConfigText,
+  hostForNode,
+  requireHostForNode,
+  findResource,
+  resourcesForNode,
+} from './load.js';
+export { dumpConfigText, dumpConfigJson } from './dump.js';
+export { ConfigFileError, formatDiagnostic } from './diagnostics.js';
+export { formatAddress, parseAddress, parseNbdUri, type ConfigFs } from './interpret.js';
+export { SECTION_OPTIONS, GLOBAL_OPTIONS, optionSchema, type OptionSchema } from './options.js';

@@ -1,0 +1,80 @@
+// Assembles one node: transports and the connection manager, the NBD servers, one Resource per
+// configured resource, and the control socket. stop() undoes it in reverse order.
+import type { ResourceConfig } from '../config/index.js';
+import { ConnectionManager } from '../cm/manager.js';
+import { systemClock } from '../platform/clock.js';
+import type { Logger } from '../platform/log.js';
+import { secureBytes, secureRandom } from '../platform/random.js';
+import { tcpTransport } from '../transport/tcp/index.js';
+import { ConfigError } from '../util/errors.js';
+import { ControlServer } from './control-server.js';
+import { Daemon } from './daemon.js';
+import { NbdHub } from './nbd-hub.js';
+import { Resource } from './resource.js';
+import { channelOptions, planResource } from './resource-config.js';
+
+export interface NodeInit {
+  readonly node: string;
+  readonly resources: readonly ResourceConfig[];
+  readonly controlPath: string;
+  readonly log: Logger;
+  readonly onShutdownRequest: () => void;
+}
+
+export interface RunningNode {
+  stop(): Promise<void>;
+}
+
+export async function startNode(init: NodeInit): Promise<RunningNode> {
+  const { log } = init;
+  const plans = init.resources.map((r) => planResource(r, init.node));
+  const nodeIds = new Set(plans.map((p) => p.nodeId));
+  if (nodeIds.size > 1) {
+    throw new ConfigError(
+      `${init.node} has different node-ids in different resources (${[...nodeIds].join(', ')}); Tandem needs one per node`,
+    );
+  }
+  const first = plans[0]!;
+  const tcp = tcpTransport(channelOptions(first.net))({
+    clock: systemClock,
+    randomBytes: secureBytes,
+    log,
+  });
+  const cm = new ConnectionManager(
+    { clock: systemClock, random: secureRandom, randomBytes: secureBytes, log },
+    { nodeId: first.nodeId, transports: { tcp } },
+  );
+  const listening = new Set<string>();
+  for (const p of plans) {
+    for (const e of p.listen) {
+      const key = `${e.address}:${e.port}`;
+      if (listening.has(key)) continue;
+      listening.add(key);
+      await cm.listen(e);
+      log.info({ address: key }, 'listening for peers');
+    }
+  }
+  const nbd = new NbdHub(log);
+  const daemon = new Daemon(init.onShutdownRequest);
+  for (const p of plans) {
+    daemon.add(
+      new Resource(p, {
+        node: init.node,
+        cm,
+        nbd,
+        clock: systemClock,
+        log: log.child({ resource: p.name }),
+        emit: daemon.emit,
+      }),
+    );
+  }
+  const control = await ControlServer.listen(init.controlPath, daemon);
+  return {
+    async stop() {
+      await daemon.shutdown();
+      await nbd.close();
+      await cm.close();
+      await control.close();
+    },
+  };
+}

@@ -1,0 +1,234 @@
+// Maps one resource of the drbd.conf model onto what the engine, the connection manager and the
+// NBD export need on this node. All unit conversion happens here, once: drbd.conf stores each
+// option in its native unit (KiB/s, sectors, tenths of a second), the layers below take bytes and ms.
+import { createHash } from 'node:crypto';
+import type {
+  Address,
+  DeviceSpec,
+  HostConfig,
+  OptionMap,
+  ResourceConfig,
+  VolumeConfig,
+} from '../config/index.js';
+import type { ConnectionNetOptions } from '../cm/types.js';
+import type {
+  AfterSb0Pri,
+  AfterSb1Pri,
+  AfterSb2Pri,
+  EngineConfig,
+  Protocol,
+} from '../replication/types.js';
+import type { Endpoint, PathSpec } from '../transport/types.js';
+import type { NbdListenerSpec } from '../nbd/types.js';
+import { ConfigError } from '../util/errors.js';
+
+export interface PeerPlan {
+  readonly name: string;
+  readonly nodeId: number;
+  /** Paths to this peer, in configuration order. */
+  readonly paths: readonly PathSpec[];
+  readonly net: ConnectionNetOptions;
+}
+
+export interface ResourcePlan {
+  readonly name: string;
+  readonly me: HostConfig;
+  readonly nodeId: number;
+  readonly volume: VolumeConfig;
+  readonly diskPath: string;
+  readonly metaDisk: VolumeConfig['metaDisk'];
+  readonly nbd: {
+    readonly listener: NbdListenerSpec;
+    readonly exportName: string;
+    readonly uri: string;
+  };
+  readonly peers: readonly PeerPlan[];
+  /** Where this node listens for its peers. */
+  readonly listen: readonly Endpoint[];
+  readonly net: OptionMap;
+  readonly disk: OptionMap;
+}
+
+/** Node ids: as configured, or (two hosts, DRBD 8.4 style) the position of the `on` section. */
+function nodeIdOf(r: ResourceConfig, h: HostConfig): number {
+  return h.nodeId ?? r.hosts.indexOf(h);
+}
+
+function endpointOf(a: Address): Endpoint {
+  // sdp/ssocks addresses are IP addresses too; until the fabric and multipath transports are
+  // wired into the daemon they are dialed over TCP (the doctor says so).
+  return {
+    transport: 'tcp',
+    family: a.family === 'ipv6' ? 'ipv6' : 'ipv4',
+    address: a.ip,
+    port: a.port,
+  };
+}
+
+function nbdListener(device: DeviceSpec, resource: string): ResourcePlan['nbd'] {
+  switch (device.kind) {
+    case 'nbd-tcp':
+      return {
+        listener: { kind: 'tcp', host: device.host, port: device.port },
+        exportName: device.exportName,
+        uri: device.uri,
+      };
+    case 'nbd-unix':
+      return {
+        listener: { kind: 'unix', path: device.socketPath },
+        exportName: device.exportName,
+        uri: device.uri,
+      };
+    case 'drbd':
+      throw new ConfigError(
+        `${resource}: device ${device.path ?? `minor ${device.minor}`} is a DRBD kernel device; ` +
+          `Tandem exports volumes over NBD: write device "nbd://127.0.0.1:PORT/${resource}";`,
+      );
+  }
+}
+
+export function planResource(r: ResourceConfig, node: string): ResourcePlan {
+  const me = r.hosts.find((h) => h.name === node);
+  if (me === undefined)
+    throw new ConfigError(`${r.name}: no \`on ${node}\` section (this node is ${node})`);
+  if (me.volumes.length !== 1) {
+    throw new ConfigError(
+      `${r.name}: ${me.volumes.length} volumes; Tandem runs one volume per resource for now`,
+    );
+  }
+  const volume = me.volumes[0]!;
+  if (volume.disk === null)
+    throw new ConfigError(`${r.name}: diskless nodes (disk none) are not supported yet`);
+  const nodeId = nodeIdOf(r, me);
+  const peers: PeerPlan[] = [];
+  for (const c of r.connections) {
+    const other = c.hosts[0] === node ? c.hosts[1] : c.hosts[1] === node ? c.hosts[0] : undefined;
+    if (other === undefined) continue;
+    const peerHost = r.hosts.find((h) => h.name === other);
+    if (peerHost === undefined) continue;
+    const paths: PathSpec[] = [];
+    for (const p of c.paths) {
+      const mine = p.endpoints.find((e) => e.host === node);
+      const theirs = p.endpoints.find((e) => e.host === other);
+      if (mine && theirs)
+        paths.push({
+          local: { ...endpointOf(mine.address), port: 0 },
+          peer: endpointOf(theirs.address),
+        });
+    }
+    if (paths.length === 0 && me.address !== null && peerHost.address !== null) {
+      paths.push({
+        local: { ...endpointOf(me.address), port: 0 },
+        peer: endpointOf(peerHost.address),
+      });
+    }
+    peers.push({ name: other, nodeId: nodeIdOf(r, peerHost), paths, net: cmNetOptions(c.net) });
+  }
+  const listen = new Map<string, Endpoint>();
+  for (const c of r.connections) {
+    for (const p of c.paths) {
+      for (const e of p.endpoints)
+        if (e.host === node) listen.set(`${e.address.ip}:${e.address.port}`, endpointOf(e.address));
+    }
+  }
+  if (listen.size === 0 && me.address !== null) listen.set('me', endpointOf(me.address));
+  return {
+    name: r.name,
+    me,
+    nodeId,
+    volume,
+    diskPath: volume.disk,
+    metaDisk: volume.metaDisk,
+    nbd: nbdListener(volume.device, r.name),
+    peers,
+    listen: [...listen.values()],
+    net: r.sections.net,
+    disk: { ...r.sections.disk, ...volume.diskOptions },
+  };
+}
+
+function num(m: OptionMap, key: string, dflt: number): number {
+  const v = m[key];
+  return typeof v === 'number' ? v : dflt;
+}
+function str(m: OptionMap, key: string, dflt: string): string {
+  const v = m[key];
+  return typeof v === 'string' ? v : dflt;
+}
+function bool(m: OptionMap, key: string, dflt: boolean): boolean {
+  const v = m[key];
+  return typeof v === 'boolean' ? v : dflt;
+}
+
+function cmNetOptions(net: OptionMap): ConnectionNetOptions {
+  const alg = net['cram-hmac-alg'];
+  const secret = net['shared-secret'];
+  return {
+    connectIntMs: num(net, 'connect-int', 10) * 1000,
+    ...(typeof alg === 'string' ? { cramHmacAlg: alg } : {}),
+    ...(typeof secret === 'string' ? { sharedSecret: secret } : {}),
+  };
+}
+
+/** Liveness options of the transport, from the resource's net section (ping-int s, ping-timeout/timeout ds). */
+export function channelOptions(net: OptionMap): {
+  pingIntMs: number;
+  pingTimeoutMs: number;
+  timeoutMs: number;
+  koCount: number;
+} {
+  return {
+    pingIntMs: num(net, 'ping-int', 10) * 1000,
+    pingTimeoutMs: num(net, 'ping-timeout', 5) * 100,
+    timeoutMs: num(net, 'timeout', 60) * 100,
+    koCount: num(net, 'ko-count', 7),
+  };
+}
+
+function digestFor(alg: string | undefined): (data: Uint8Array) => Uint8Array {
+  const name = alg === undefined || alg === 'crc32c' ? 'sha1' : alg;
+  try {
+    createHash(name);
+  } catch {
+    throw new ConfigError(`digest algorithm "${alg}" is not available (try sha1, sha256 or md5)`);
+  }
+  return (data) => createHash(name).update(data).digest();
+}
+
+export function engineConfig(
+  plan: ResourcePlan,
+  sizeBytes: number,
+  uuidSeed: number,
+): EngineConfig {
+  const net = plan.net;
+  const disk = plan.disk;
+  const csums = net['csums-alg'];
+  const verify = net['verify-alg'];
+  const alg = typeof csums === 'string' ? csums : typeof verify === 'string' ? verify : undefined;
+  const protocol = str(net, 'protocol', 'C');
+  return {
+    nodeId: plan.nodeId,
+    nodeName: plan.me.name,
+    sizeBytes,
+    peers: plan.peers.map((p) => ({ nodeId: p.nodeId, name: p.name })),
+    protocol: (['A', 'B', 'C'].includes(protocol) ? protocol : 'C') as Protocol,
+    allowTwoPrimaries: bool(net, 'allow-two-primaries', false),
+    afterSb0Pri: str(net, 'after-sb-0pri', 'disconnect') as AfterSb0Pri,
+    afterSb1Pri: str(net, 'after-sb-1pri', 'disconnect') as AfterSb1Pri,
+    afterSb2Pri: str(net, 'after-sb-2pri', 'disconnect') as AfterSb2Pri,
+    maxEpochSize: num(net, 'max-epoch-size', 2048),
+    alExtents: num(disk, 'al-extents', 1237),
+    onIoError: str(disk, 'on-io-error', 'detach') === 'pass_on' ? 'pass_on' : 'detach',
+    resync: {
+      resyncRateBytesPerSec: num(disk, 'resync-rate', 250) * 1024,
+      cPlanAheadTenths: num(disk, 'c-plan-ahead', 20),
+      cFillTargetBytes: num(disk, 'c-fill-target', 100) * 512,
+      cMaxRateBytesPerSec: num(disk, 'c-max-rate', 102400) * 1024,
+      cMinRateBytesPerSec: num(disk, 'c-min-rate', 250) * 1024,
+    },
+    csums: typeof csums === 'string',
+    verify: typeof verify === 'string',
+    digest: digestFor(alg),
+    uuidSeed,
+  };
+}

@@ -1,0 +1,927 @@
+// One resource on this node: the replication engine wired to the world. The engine decides;
+// this file only carries out its actions (disk I/O, metadata barriers, peer messages, timers,
+// request completions) and feeds back what happened (completions, packets, connection changes).
+// Events are processed one at a time, in arrival order, never re-entrantly.
+import { secureBytes } from '../platform/random.js';
+import type { Clock, Timer } from '../platform/clock.js';
+import type { Logger } from '../platform/log.js';
+import type { ConnectionManager } from '../cm/manager.js';
+import type { CmEvent } from '../cm/types.js';
+import { createEngine, step, type EngineState } from '../replication/engine.js';
+import { decodePacket, encodePacket } from '../replication/wire.js';
+import type {
+  Action,
+  AdminCommand,
+  ClientRequest,
+  EngineEvent,
+  Packet,
+} from '../replication/types.js';
+import type { Channel, Message, StreamId } from '../transport/types.js';
+import type { NbdExportBackend, NbdExtent } from '../nbd/types.js';
+import { BITMAP_BLOCK_BYTES, NBD_PAYLOAD_BYTES_MAX, SECTOR_BYTES } from '../limits.js';
+import { NbdCommandError, StateError, TandemError } from '../util/errors.js';
+import type { ControlRequest, TandemEvent } from './control-protocol.js';
+import type { EventSink, ResourceRuntime } from './daemon.js';
+import { LocalDisk } from './disk.js';
+import type { NbdHub } from './nbd-hub.js';
+import { engineConfig, type ResourcePlan } from './resource-config.js';
+import type {
+  ConnectionState,
+  DiskState,
+  ReplicationState,
+  ResourceStatus,
+  Role,
+} from './status.js';
+
+/** The transport message type that carries engine packets (the engine has its own header). */
+export const ENGINE_MESSAGE_TYPE = 0x0100;
+/** How often sync progress is published while a resync runs. */
+const PROGRESS_INTERVAL_MS = 500;
+
+export interface NodeServices {
+  readonly node: string;
+  readonly cm: ConnectionManager;
+  readonly nbd: NbdHub;
+  readonly clock: Clock;
+  readonly log: Logger;
+  readonly emit: EventSink;
+}
+
+interface PeerView {
+  readonly name: string;
+  conn: ConnectionState;
+  repl: ReplicationState;
+  role: Role;
+  disk: DiskState;
+  channel: Channel | null;
+  unsubscribe: (() => void)[];
+  /** Messages waiting for the stream to drain (the transport said over-high-water). */
+  readonly backlog: Record<StreamId, Buffer[][]>;
+  readonly blocked: Record<StreamId, boolean>;
+  sentBytes: number;
+  receivedBytes: number;
+  resyncBytes: number;
+  sync: {
+    totalBlocks: number;
+    startMs: number;
+    lastBlocks: number;
+    lastMs: number;
+    rate: number;
+  } | null;
+}
+
+/** Omit that keeps a union a union. */
+type WithoutId<T> = T extends unknown ? Omit<T, 'id'> : never;
+
+interface Pending<T> {
+  resolve(v: T): void;
+  reject(e: Error): void;
+}
+
+const ERRNO: Record<string, number> = {
+  EPERM: 1,
+  EIO: 5,
+  ENOMEM: 12,
+  EINVAL: 22,
+  ENOSPC: 28,
+  EROFS: 1,
+  ENOTSUP: 95,
+  ESHUTDOWN: 108,
+};
+
+export class Resource implements ResourceRuntime {
+  readonly name: string;
+  private up = false;
+  private disk: LocalDisk | null = null;
+  private engine: EngineState | null = null;
+  private role: Role = 'Secondary';
+  private diskState: DiskState = 'Diskless';
+  private readonly peers = new Map<number, PeerView>();
+  private readonly inbox: EngineEvent[] = [];
+  private stepping = false;
+  private readonly requests = new Map<number, Pending<Uint8Array | undefined>>();
+  private readonly admins = new Map<number, Pending<string>>();
+  private readonly timers = new Map<number, Timer>();
+  private nextId = 1;
+  private progressTimer: Timer | null = null;
+  private exportAddress = '';
+  private readonly offCm: () => void;
+
+  constructor(
+    private readonly plan: ResourcePlan,
+    private readonly svc: NodeServices,
+  ) {
+    this.name = plan.name;
+    for (const p of plan.peers) {
+      this.peers.set(p.nodeId, {
+        name: p.name,
+        conn: 'StandAlone',
+        repl: 'Off',
+        role: 'Unknown',
+        disk: 'DUnknown',
+        channel: null,
+        unsubscribe: [],
+        backlog: { data: [], control: [] },
+        blocked: { data: false, control: false },
+        sentBytes: 0,
+        receivedBytes: 0,
+        resyncBytes: 0,
+        sync: null,
+      });
+    }
+    this.offCm = svc.cm.on((e) => this.onCm(e));
+  }
+
+  // --- control operations ----------------------------------------------------------------
+
+  async run(req: ControlRequest): Promise<unknown> {
+    const f = req.flags ?? {};
+    switch (req.op) {
+      case 'up':
+        return this.bringUp();
+      case 'down':
+        return this.takeDown();
+      case 'attach':
+        return this.attach();
+      case 'detach':
+        return this.detach();
+      case 'connect':
+        this.requireUp();
+        return this.forEachPeer((peer) => ({
+          cmd: 'connect',
+          peer,
+          discardMyData: f['discardMyData'] === true,
+        }));
+      case 'disconnect':
+        this.requireUp();
+        return this.forEachPeer((peer) => ({ cmd: 'disconnect', peer }));
+      case 'primary':
+        this.requireUp();
+        return this.admin({ cmd: 'primary', force: f['force'] === true });
+      case 'secondary': {
+        this.requireUp();
+        const open = this.svc.nbd.openCount(this.plan.nbd.listener, this.plan.nbd.exportName);
+        if (open > 0) {
+          throw new StateError(
+            `${this.name}: cannot become Secondary: the NBD export is held open by ${open} client(s); disconnect them first`,
+          );
+        }
+        return this.admin({ cmd: 'secondary' });
+      }
+      case 'new-current-uuid':
+        this.requireUp();
+        return this.admin({ cmd: 'new-current-uuid', clearBitmap: f['clearBitmap'] === true });
+      case 'invalidate':
+        this.requireUp();
+        return this.forEachPeer((peer) => ({ cmd: 'invalidate', peer }), true);
+      case 'invalidate-remote':
+        this.requireUp();
+        return this.forEachPeer((peer) => ({ cmd: 'invalidate-remote', peer }));
+      case 'verify':
+        this.requireUp();
+        return this.forEachPeer((peer) => ({ cmd: 'verify', peer }));
+      case 'resize':
+      case 'adjust':
+        throw new StateError(
+          `${this.name}: ${req.op} is not implemented yet; run down and up to apply a new configuration`,
+        );
+      case 'status':
+      case 'events':
+      case 'shutdown':
+        throw new StateError(`${req.op} is not a resource operation`);
+    }
+  }
+
+  private requireUp(): void {
+    if (!this.up || this.engine === null)
+      throw new StateError(`${this.name}: not up; run \`tandem up ${this.name}\` first`);
+  }
+
+  private async forEachPeer(
+    make: (peer: number) => AdminCommand,
+    firstOnly = false,
+  ): Promise<unknown> {
+    const ids = [...this.peers.keys()];
+    if (ids.length === 0) throw new StateError(`${this.name}: has no peers on this node`);
+    const results: string[] = [];
+    for (const id of firstOnly ? ids.slice(0, 1) : ids) results.push(await this.admin(make(id)));
+    return results.length === 1 ? results[0] : results;
+  }
+
+  private admin(command: AdminCommand): Promise<string> {
+    const cmdId = this.nextId++;
+    return new Promise<string>((resolve, reject) => {
+      this.admins.set(cmdId, { resolve, reject });
+      this.feed({ type: 'admin', cmdId, command });
+    });
+  }
+
+  private async bringUp(): Promise<void> {
+    if (this.up) return;
+    await this.attach();
+    this.up = true;
+    this.emitEvent('change', 'resource', undefined, { up: true, role: this.role });
+    for (const id of this.peers.keys())
+      await this.admin({ cmd: 'connect', peer: id, discardMyData: false });
+  }
+
+  private async attach(): Promise<void> {
+    if (this.disk !== null) return;
+    const peerIds = [...this.peers.keys()];
+    const alExtents =
+      typeof this.plan.disk['al-extents'] === 'number' ? this.plan.disk['al-extents'] : 1237;
+    this.setDisk('Attaching');
+    let disk: LocalDisk;
+    try {
+      disk = await LocalDisk.open(
+        this.plan.diskPath,
+        this.plan.metaDisk,
+        this.plan.nodeId,
+        peerIds,
+        alExtents,
+      );
+    } catch (e) {
+      this.setDisk('Diskless');
+      throw new StateError(
+        `${this.name}: cannot attach ${this.plan.diskPath}: ${(e as Error).message}`,
+        { cause: e },
+      );
+    }
+    this.disk = disk;
+    if (disk.recoveredExtents.length > 0) {
+      this.svc.log.warn(
+        { resource: this.name, extents: disk.recoveredExtents.length },
+        'activity log applied after a crash',
+      );
+    }
+    if (this.engine === null) {
+      const seed = secureBytes(4).readUInt32BE(0);
+      const r = createEngine(engineConfig(this.plan, disk.sizeBytes, seed), disk.bootState());
+      this.engine = r.state;
+      this.execute(r.actions);
+      this.exportAddress = await this.svc.nbd.addExport(
+        this.plan.nbd.listener,
+        this.plan.nbd.exportName,
+        this.backend(),
+      );
+    } else {
+      await this.admin({ cmd: 'attach', boot: disk.bootState() });
+    }
+  }
+
+  private async detach(): Promise<void> {
+    this.requireUp();
+    if (this.disk === null) return;
+    await this.admin({ cmd: 'detach' });
+    const disk = this.disk;
+    this.disk = null;
+    await disk.close();
+  }
+
+  private async takeDown(): Promise<void> {
+    if (!this.up && this.engine === null) return;
+    if (this.role === 'Primary') {
+      const open = this.svc.nbd.openCount(this.plan.nbd.listener, this.plan.nbd.exportName);
+      if (open > 0) {
+        throw new StateError(
+          `${this.name}: cannot go down: the NBD export is held open by ${open} client(s); disconnect them first`,
+        );
+      }
+      await this.admin({ cmd: 'secondary' });
+    }
+    for (const id of this.peers.keys()) await this.admin({ cmd: 'disconnect', peer: id });
+    this.svc.nbd.removeExport(this.plan.nbd.listener, this.plan.nbd.exportName);
+    await this.release();
+    this.emitEvent('change', 'resource', undefined, { up: false });
+  }
+
+  /** Stops the engine and closes the disk cleanly (bitmap written, AL marked clean). */
+  private async release(): Promise<void> {
+    for (const t of this.timers.values()) t.cancel();
+    this.timers.clear();
+    this.progressTimer?.cancel();
+    this.progressTimer = null;
+    for (const [id, p] of this.peers) {
+      this.svc.cm.removeConnection(this.name, id).catch(() => undefined);
+      this.dropChannel(p);
+    }
+    for (const r of this.requests.values())
+      r.reject(new NbdCommandError(`${this.name} is going down`, 108));
+    this.requests.clear();
+    this.engine = null;
+    this.up = false;
+    const disk = this.disk;
+    this.disk = null;
+    if (disk !== null) await disk.close();
+    this.setDisk('Diskless');
+  }
+
+  async shutdown(): Promise<void> {
+    this.offCm();
+    if (this.engine === null) return;
+    this.svc.nbd.removeExport(this.plan.nbd.listener, this.plan.nbd.exportName);
+    // Requests the engine has not completed by now fail; writes it acknowledged are on disk (and
+    // on the peer), and the clean close below writes the bitmap and marks the AL clean.
+    await this.release();
+  }
+
+  // --- the engine loop -------------------------------------------------------------------
+
+  private feed(ev: EngineEvent): void {
+    this.inbox.push(ev);
+    if (this.stepping) return;
+    this.stepping = true;
+    try {
+      for (let e = this.inbox.shift(); e !== undefined; e = this.inbox.shift()) {
+        if (this.engine === null) {
+          this.failEvent(e);
+          continue;
+        }
+        const r = step(this.engine, e);
+        this.engine = r.state;
+        this.execute(r.actions);
+      }
+    } finally {
+      this.stepping = false;
+    }
+  }
+
+  /** An event for a resource that went down: whoever waits on it gets an answer. */
+  private failEvent(e: EngineEvent): void {
+    if (e.type === 'admin') {
+      this.admins.get(e.cmdId)?.reject(new StateError(`${this.name}: not up`));
+      this.admins.delete(e.cmdId);
+    } else if (e.type === 'request') {
+      this.requests.get(e.req.id)?.reject(new NbdCommandError(`${this.name} is down`, 108));
+      this.requests.delete(e.req.id);
+    }
+  }
+
+  private execute(actions: readonly Action[]): void {
+    for (const a of actions) this.perform(a);
+  }
+
+  private perform(a: Action): void {
+    switch (a.type) {
+      case 'diskRead':
+        return this.diskIo(a.ioId, (d) => d.data.read(a.offsetBytes, a.lengthBytes));
+      case 'diskWrite':
+        return this.diskIo(a.ioId, (d) => d.data.write(a.offsetBytes, a.data, { fua: a.fua }));
+      case 'diskTrim':
+        return this.diskIo(a.ioId, (d) => d.data.discard(a.offsetBytes, a.lengthBytes));
+      case 'diskZeroes':
+        return this.diskIo(a.ioId, (d) =>
+          d.data.writeZeroes(a.offsetBytes, a.lengthBytes, { fua: a.fua }),
+        );
+      case 'diskFlush':
+        return this.diskIo(a.ioId, (d) => d.data.flush());
+      case 'persistMeta':
+        return this.metaIo((d) => d.persistMeta(a.meta));
+      case 'alCommit':
+        return this.metaIo((d) => d.alCommit(a.add, a.remove));
+      case 'bitmapSet':
+        this.disk?.bitmapSet(a.peer, a.ranges);
+        return;
+      case 'bitmapClear':
+        this.disk?.bitmapClear(a.peer, a.ranges);
+        return;
+      case 'bitmapFlush':
+        return this.metaIo((d) => d.bitmapFlush());
+      case 'send':
+        return this.send(a.peer, a.stream, a.packet);
+      case 'connect':
+        return this.connectPeer(a.peer);
+      case 'disconnect':
+        return this.disconnectPeer(a.peer);
+      case 'complete': {
+        const p = this.requests.get(a.reqId);
+        this.requests.delete(a.reqId);
+        if (p === undefined) return;
+        if (a.ok) p.resolve(a.data);
+        else p.reject(new NbdCommandError(`${this.name}: ${a.errno}`, ERRNO[a.errno] ?? 5));
+        return;
+      }
+      case 'setTimer': {
+        this.timers.get(a.timerId)?.cancel();
+        this.timers.set(
+          a.timerId,
+          this.svc.clock.setTimeout(() => {
+            this.timers.delete(a.timerId);
+            this.feed({ type: 'timer', timerId: a.timerId });
+          }, a.afterMs),
+        );
+        return;
+      }
+      case 'cancelTimer':
+        this.timers.get(a.timerId)?.cancel();
+        this.timers.delete(a.timerId);
+        return;
+      case 'adminResult': {
+        const p = this.admins.get(a.cmdId);
+        this.admins.delete(a.cmdId);
+        if (p === undefined) return;
+        if (a.ok) p.resolve(a.message);
+        else p.reject(new StateError(`${this.name}: ${a.message}`));
+        return;
+      }
+      case 'stateChange':
+        return this.onStateChange(a.change);
+      case 'note':
+        this.svc.log.info({ resource: this.name, ...noteFields(a.note) }, `engine: ${a.note.kind}`);
+        this.emitEvent('call', 'resource', this.peerName(noteFields(a.note)['peer']), {
+          note: a.note.kind,
+          ...stringify(noteFields(a.note)),
+        });
+        if (a.note.kind === 'resync-started') this.startProgress(a.note.peer, a.note.bits);
+        if (a.note.kind === 'resync-finished') this.finishProgress(a.note.peer);
+        return;
+    }
+  }
+
+  private diskIo(ioId: number, op: (d: LocalDisk) => Promise<void | Buffer>): void {
+    const d = this.disk;
+    if (d === null) {
+      queueMicrotask(() => this.feed({ type: 'diskDone', ioId, ok: false, errno: 'ENODEV' }));
+      return;
+    }
+    d.io(() => op(d)).then(
+      (v) =>
+        this.feed(
+          v instanceof Buffer
+            ? { type: 'diskDone', ioId, ok: true, data: v }
+            : { type: 'diskDone', ioId, ok: true },
+        ),
+      (e: unknown) => {
+        this.svc.log.error({ resource: this.name, err: String(e) }, 'disk I/O failed');
+        this.feed({ type: 'diskDone', ioId, ok: false, errno: errnoOf(e) });
+      },
+    );
+  }
+
+  private metaIo(op: (d: LocalDisk) => Promise<void>): void {
+    const d = this.disk;
+    if (d === null) return;
+    op(d).catch((e: unknown) => {
+      // A metadata write that fails leaves the on-disk state unknown: stop using this disk.
+      this.svc.log.error(
+        { resource: this.name, err: String(e) },
+        'metadata write failed; detaching',
+      );
+      this.feed({ type: 'admin', cmdId: this.nextId++, command: { cmd: 'detach' } });
+    });
+  }
+
+  // --- peers -----------------------------------------------------------------------------
+
+  private connectPeer(peer: number): void {
+    const plan = this.plan.peers.find((p) => p.nodeId === peer);
+    if (plan === undefined || this.svc.cm.state(this.name, peer) !== 'StandAlone') return;
+    this.svc.cm.addConnection({
+      resource: this.name,
+      peerNodeId: peer,
+      paths: plan.paths,
+      net: plan.net,
+    });
+  }
+
+  private disconnectPeer(peer: number): void {
+    const p = this.peers.get(peer);
+    if (p !== undefined) this.dropChannel(p);
+    this.svc.cm.removeConnection(this.name, peer).catch((e: unknown) => {
+      this.svc.log.warn({ resource: this.name, peer, err: String(e) }, 'disconnect');
+    });
+  }
+
+  private onCm(e: CmEvent): void {
+    if (e.kind === 'refused') {
+      if (e.resource === this.name)
+        this.svc.log.warn({ resource: this.name, remote: e.remote, code: e.code }, e.reason);
+      return;
+    }
+    if (e.kind === 'listening' || e.resource !== this.name) return;
+    const p = this.peers.get(e.peerNodeId);
+    if (p === undefined) return;
+    if (e.kind === 'path') {
+      this.emitEvent('change', 'path', p.name, {
+        state: e.state,
+        remote: `${e.path.peer.address}:${e.path.peer.port}`,
+      });
+      return;
+    }
+    if (e.state === 'Connected' && e.established !== undefined) {
+      this.adoptChannel(e.peerNodeId, p, e.established.channel);
+    } else if (p.channel !== null) {
+      this.dropChannel(p);
+      this.feed({ type: 'connClosed', peer: e.peerNodeId });
+    }
+  }
+
+  private adoptChannel(peer: number, p: PeerView, ch: Channel): void {
+    if (p.channel !== null) {
+      this.dropChannel(p);
+      this.feed({ type: 'connClosed', peer });
+    }
+    p.channel = ch;
+    p.blocked.data = p.blocked.control = false;
+    p.unsubscribe.push(
+      ch.on('drain', (stream) => this.drain(p, stream)),
+      ch.on('closed', () => {
+        if (p.channel !== ch) return;
+        this.dropChannel(p);
+        this.feed({ type: 'connClosed', peer });
+      }),
+    );
+    this.feed({ type: 'connEstablished', peer });
+    ch.setReceiver((m) => this.onMessage(peer, p, m));
+    ch.resumeData();
+  }
+
+  private dropChannel(p: PeerView): void {
+    for (const u of p.unsubscribe) u();
+    p.unsubscribe = [];
+    p.backlog.data.length = 0;
+    p.backlog.control.length = 0;
+    const ch = p.channel;
+    p.channel = null;
+    ch?.setReceiver(null);
+  }
+
+  private onMessage(peer: number, p: PeerView, m: Message): void {
+    if (m.type !== ENGINE_MESSAGE_TYPE) return;
+    p.receivedBytes += m.payload.length;
+    const d = decodePacket(m.payload);
+    if (!d.ok) {
+      // A peer that sends garbage is broken or hostile: drop the connection, keep running.
+      this.svc.log.warn(
+        { resource: this.name, peer: p.name, err: d.error.message },
+        'bad packet from peer; disconnecting',
+      );
+      p.channel?.destroy(new Error(d.error.message));
+      return;
+    }
+    if (d.value.kind === 'RsReply') p.resyncBytes += d.value.data.length;
+    this.svc.log.debug({ peer: p.name, packet: d.value.kind, stream: m.stream }, 'received');
+    this.feed({ type: 'packet', peer, packet: d.value });
+  }
+
+  private send(peer: number, stream: StreamId, packet: Packet): void {
+    const p = this.peers.get(peer);
+    this.svc.log.debug(
+      { peer: p?.name, packet: packet.kind, stream, open: p?.channel?.isOpen ?? false },
+      'send',
+    );
+    if (p?.channel == null || !p.channel.isOpen) return;
+    const parts = encodePacket(packet);
+    for (const b of parts) p.sentBytes += b.length;
+    if (packet.kind === 'RsReply') p.resyncBytes += packet.data.length;
+    if (p.blocked[stream]) {
+      p.backlog[stream].push(parts);
+      return;
+    }
+    if (p.channel.send(stream, ENGINE_MESSAGE_TYPE, parts) === 'over-high-water')
+      p.blocked[stream] = true;
+  }
+
+  private drain(p: PeerView, stream: StreamId): void {
+    p.blocked[stream] = false;
+    const q = p.backlog[stream];
+    while (q.length > 0 && !p.blocked[stream] && p.channel?.isOpen === true) {
+      const parts = q.shift()!;
+      if (p.channel.send(stream, ENGINE_MESSAGE_TYPE, parts) === 'over-high-water')
+        p.blocked[stream] = true;
+    }
+  }
+
+  // --- state and events ------------------------------------------------------------------
+
+  private onStateChange(c: Extract<Action, { type: 'stateChange' }>['change']): void {
+    switch (c.what) {
+      case 'role':
+        this.role = c.role;
+        this.emitEvent('change', 'resource', undefined, { role: c.role });
+        return;
+      case 'disk':
+        return this.setDisk(c.disk);
+      case 'connection': {
+        const p = this.peers.get(c.peer);
+        if (p === undefined) return;
+        p.conn = c.conn;
+        if (c.conn !== 'Connected') {
+          p.role = 'Unknown';
+          p.disk = 'DUnknown';
+          p.repl = 'Off';
+        }
+        this.emitEvent('change', 'connection', p.name, { connection: c.conn, role: p.role });
+        return;
+      }
+      case 'replication': {
+        const p = this.peers.get(c.peer);
+        if (p === undefined) return;
+        p.repl = c.repl;
+        this.emitEvent('change', 'peer-device', p.name, {
+          replication: c.repl,
+          'peer-disk': p.disk,
+          'out-of-sync': this.outOfSyncBytes(c.peer),
+        });
+        return;
+      }
+      case 'peerDisk': {
+        const p = this.peers.get(c.peer);
+        if (p === undefined) return;
+        p.disk = c.disk;
+        this.emitEvent('change', 'peer-device', p.name, {
+          replication: p.repl,
+          'peer-disk': c.disk,
+          'out-of-sync': this.outOfSyncBytes(c.peer),
+        });
+        return;
+      }
+      case 'peerRole': {
+        const p = this.peers.get(c.peer);
+        if (p === undefined) return;
+        p.role = c.role;
+        this.emitEvent('change', 'connection', p.name, { connection: p.conn, role: c.role });
+        return;
+      }
+    }
+  }
+
+  private setDisk(d: DiskState): void {
+    this.diskState = d;
+    this.emitEvent('change', 'device', undefined, { disk: d, volume: 0 });
+  }
+
+  private outOfSyncBytes(peer: number): number {
+    return (this.engine?.bitmaps.get(peer)?.weight ?? 0) * BITMAP_BLOCK_BYTES;
+  }
+
+  private startProgress(peer: number, bits: number): void {
+    const p = this.peers.get(peer);
+    if (p === undefined) return;
+    const now = this.svc.clock.nowMs();
+    p.sync = {
+      totalBlocks: Math.max(bits, 1),
+      startMs: now,
+      lastBlocks: bits,
+      lastMs: now,
+      rate: 0,
+    };
+    this.publishProgress();
+  }
+
+  private finishProgress(peer: number): void {
+    const p = this.peers.get(peer);
+    if (p !== undefined) p.sync = null;
+    this.emitEvent('change', 'peer-device', p?.name, {
+      replication: p?.repl ?? 'Off',
+      'peer-disk': p?.disk ?? 'DUnknown',
+      'out-of-sync': this.outOfSyncBytes(peer),
+      done: 100,
+    });
+  }
+
+  private publishProgress(): void {
+    this.progressTimer = null;
+    let running = false;
+    const now = this.svc.clock.nowMs();
+    for (const [id, p] of this.peers) {
+      if (p.sync === null) continue;
+      running = true;
+      const left = this.engine?.bitmaps.get(id)?.weight ?? 0;
+      const dt = (now - p.sync.lastMs) / 1000;
+      if (dt > 0) {
+        const inst = (Math.max(0, p.sync.lastBlocks - left) * BITMAP_BLOCK_BYTES) / dt;
+        p.sync.rate = p.sync.rate === 0 ? inst : 0.7 * p.sync.rate + 0.3 * inst;
+      }
+      p.sync.lastBlocks = left;
+      p.sync.lastMs = now;
+      const s = this.syncProgress(id, p);
+      this.emitEvent('change', 'peer-device', p.name, {
+        replication: p.repl,
+        'peer-disk': p.disk,
+        'out-of-sync': left * BITMAP_BLOCK_BYTES,
+        done: Number(s.percent.toFixed(2)),
+        rate: Math.round(s.rateBytesPerSec),
+        ...(s.etaSec !== null ? { eta: Math.round(s.etaSec) } : {}),
+      });
+    }
+    if (running)
+      this.progressTimer = this.svc.clock.setTimeout(
+        () => this.publishProgress(),
+        PROGRESS_INTERVAL_MS,
+      );
+  }
+
+  private syncProgress(
+    id: number,
+    p: PeerView,
+  ): { percent: number; rateBytesPerSec: number; etaSec: number | null } {
+    const sync = p.sync!;
+    const left = this.engine?.bitmaps.get(id)?.weight ?? 0;
+    const percent = Math.min(100, Math.max(0, 100 * (1 - left / sync.totalBlocks)));
+    const rate = sync.rate;
+    return {
+      percent,
+      rateBytesPerSec: rate,
+      etaSec: rate > 0 ? (left * BITMAP_BLOCK_BYTES) / rate : null,
+    };
+  }
+
+  private peerName(id: unknown): string | undefined {
+    return typeof id === 'number' ? this.peers.get(id)?.name : undefined;
+  }
+
+  private emitEvent(
+    kind: TandemEvent['kind'],
+    object: TandemEvent['object'],
+    peer: string | undefined,
+    props: Record<string, string | number | boolean>,
+  ): void {
+    this.svc.emit({
+      kind,
+      object,
+      resource: this.name,
+      ...(peer !== undefined ? { peer } : {}),
+      ...(object === 'device' || object === 'peer-device' ? { volume: 0 } : {}),
+      props,
+      timeMs: Math.round(this.svc.clock.nowMs()),
+    });
+  }
+
+  snapshot(): TandemEvent[] {
+    const out: TandemEvent[] = [];
+    const t = Math.round(this.svc.clock.nowMs());
+    out.push({
+      kind: 'exists',
+      object: 'resource',
+      resource: this.name,
+      props: { up: this.up, role: this.role },
+      timeMs: t,
+    });
+    out.push({
+      kind: 'exists',
+      object: 'device',
+      resource: this.name,
+      volume: 0,
+      props: { disk: this.diskState },
+      timeMs: t,
+    });
+    for (const [id, p] of this.peers) {
+      out.push({
+        kind: 'exists',
+        object: 'connection',
+        resource: this.name,
+        peer: p.name,
+        props: { connection: p.conn, role: p.role },
+        timeMs: t,
+      });
+      out.push({
+        kind: 'exists',
+        object: 'peer-device',
+        resource: this.name,
+        peer: p.name,
+        volume: 0,
+        props: { replication: p.repl, 'peer-disk': p.disk, 'out-of-sync': this.outOfSyncBytes(id) },
+        timeMs: t,
+      });
+    }
+    return out;
+  }
+
+  status(): ResourceStatus {
+    return {
+      name: this.name,
+      up: this.up,
+      role: this.role,
+      disk: this.diskState,
+      sizeBytes: this.disk?.sizeBytes ?? 0,
+      device: this.exportUri(),
+      writable: this.up && this.role === 'Primary',
+      peers: [...this.peers].map(([id, p]) => {
+        const stats = p.channel?.stats();
+        return {
+          name: p.name,
+          nodeId: id,
+          connection: p.conn,
+          role: p.role,
+          replication: p.repl,
+          peerDisk: p.disk,
+          outOfSyncBytes: this.outOfSyncBytes(id),
+          sync: p.sync === null ? null : this.syncProgress(id, p),
+          sentBytes: p.sentBytes,
+          receivedBytes: p.receivedBytes,
+          resyncBytes: p.resyncBytes,
+          paths: this.plan.peers
+            .find((x) => x.nodeId === id)!
+            .paths.map((path) => ({
+              transport: p.channel?.path === path ? p.channel.transport : path.peer.transport,
+              local: path.local ? `${path.local.address}` : '',
+              remote: `${path.peer.address}:${path.peer.port}`,
+              established:
+                p.channel !== null &&
+                p.channel.path.peer.address === path.peer.address &&
+                p.channel.path.peer.port === path.peer.port,
+            })),
+          transport:
+            stats === undefined
+              ? {}
+              : { name: p.channel?.transport ?? '', rttMs: stats.rttMs ?? -1 },
+        };
+      }),
+    };
+  }
+
+  private exportUri(): string {
+    const n = this.plan.nbd;
+    if (n.listener.kind === 'unix') return n.uri;
+    const port =
+      this.exportAddress === '' ? n.listener.port : Number(this.exportAddress.split(':').at(-1));
+    const host = n.listener.host.includes(':') ? `[${n.listener.host}]` : n.listener.host;
+    return `nbd://${host}:${port}/${n.exportName}`;
+  }
+
+  // --- the NBD export --------------------------------------------------------------------
+
+  private backend(): NbdExportBackend {
+    const size = this.disk?.sizeBytes ?? 0;
+    const submit = (req: WithoutId<ClientRequest>): Promise<Uint8Array | undefined> => {
+      const id = this.nextId++;
+      return new Promise((resolve, reject) => {
+        this.requests.set(id, { resolve, reject });
+        this.feed({ type: 'request', req: { ...req, id } as ClientRequest });
+      });
+    };
+    return {
+      sizeBytes: size,
+      readOnly: false,
+      blockSizes: {
+        minimumBytes: SECTOR_BYTES,
+        preferredBytes: BITMAP_BLOCK_BYTES,
+        maximumBytes: NBD_PAYLOAD_BYTES_MAX,
+      },
+      capabilities: {
+        flush: true,
+        fua: true,
+        trim: true,
+        writeZeroes: true,
+        fastZero: false,
+        cache: true,
+        multiConn: true,
+        blockStatus: false,
+      },
+      description: `Tandem resource ${this.name} on ${this.svc.node}`,
+      unavailable: () => {
+        if (!this.up)
+          return `${this.name} is down on ${this.svc.node}; run \`tandem up ${this.name}\``;
+        if (this.role !== 'Primary') {
+          return `${this.name} is Secondary on ${this.svc.node}: only the Primary exports the volume (run \`tandem primary ${this.name}\`)`;
+        }
+        return undefined;
+      },
+      read: async (offsetBytes, lengthBytes) => {
+        const data = await submit({ op: 'read', offsetBytes, lengthBytes });
+        if (data === undefined) throw new NbdCommandError('read returned no data', 5);
+        return Buffer.isBuffer(data)
+          ? data
+          : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+      },
+      write: async (offsetBytes, chunks, fua) => {
+        // The engine takes one contiguous payload; most NBD writes arrive in one chunk.
+        const data = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+        await submit({ op: 'write', offsetBytes, data, fua });
+      },
+      flush: async () => {
+        await submit({ op: 'flush' });
+      },
+      trim: async (offsetBytes, lengthBytes, fua) => {
+        await submit({ op: 'trim', offsetBytes, lengthBytes, fua });
+      },
+      writeZeroes: async (offsetBytes, lengthBytes, opts) => {
+        await submit({ op: 'zeroes', offsetBytes, lengthBytes, fua: opts.fua });
+      },
+      cache: () => Promise.resolve(),
+      blockStatus: (_offsetBytes, lengthBytes): Promise<readonly NbdExtent[]> =>
+        Promise.resolve([{ lengthBytes, hole: false, zero: false }]),
+    };
+  }
+}
+
+function errnoOf(e: unknown): string {
+  if (e instanceof TandemError && 'errno' in e && typeof e.errno === 'string') return e.errno;
+  const code = (e as NodeJS.ErrnoException | undefined)?.code;
+  return typeof code === 'string' ? code : 'EIO';
+}
+
+function noteFields(n: Extract<Action, { type: 'note' }>['note']): Record<string, unknown> {
+  const { kind: _kind, ...rest } = n;
+  return rest;
+}
+
+function stringify(o: Record<string, unknown>): Record<string, string | number | boolean> {
+  const out: Record<string, string | number | boolean> = {};
+  for (const [k, v] of Object.entries(o)) {
+    if (k === 'peer') continue;
+    out[k] = typeof v === 'number' || typeof v === 'boolean' ? v : String(v);
+  }
+  return out;
+}

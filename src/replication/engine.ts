@@ -1,0 +1,2540 @@
+// The replication engine: a deterministic, sans-I/O state machine. step(state, event) mutates
+// the state and returns the actions the daemon must perform, in order. No clocks, sockets,
+// files or ambient randomness: the same events always yield the same actions.
+// Invariants (checkInvariants) hold after every step; a broken one is our bug and asserts.
+import {
+  AL_EXTENT_BYTES,
+  BITMAP_BLOCK_BYTES,
+  ENGINE_QUEUED_REQUESTS_MAX,
+  RESYNC_REQUEST_BYTES_MAX,
+  RESYNC_REQUESTS_IN_FLIGHT_MAX,
+  RESYNC_TICK_MS,
+  UUID_HISTORY_MAX,
+  VERIFY_REQUESTS_IN_FLIGHT_MAX,
+  WIRE_RANGES_MAX,
+} from '../limits.js';
+import { assert } from '../util/assert.js';
+import { SeededRandom } from '../util/prng.js';
+import { Bitmap, mergeRanges } from './bitmap.js';
+import type {
+  Action,
+  AdminCommand,
+  BlockRange,
+  BootState,
+  ClientRequest,
+  ConnState,
+  DiskState,
+  EngineConfig,
+  EngineEvent,
+  HandshakePacket,
+  Metadata,
+  Packet,
+  ReplState,
+  Role,
+  Stream,
+} from './types.js';
+import { UUID_JUST_CREATED, UUID_NEW_BM_OFFSET, handshakeVerdict, type UuidView } from './uuid.js';
+
+const BLOCK = BITMAP_BLOCK_BYTES;
+const RS_BLOCKS_MAX = RESYNC_REQUEST_BYTES_MAX / BLOCK;
+
+type Io =
+  | { kind: 'clientWrite'; seq: number }
+  | { kind: 'clientRead'; reqId: number; offsetBytes: number; lengthBytes: number }
+  | { kind: 'clientFlush'; reqId: number }
+  | {
+      kind: 'peerWrite';
+      peer: number;
+      inc: number;
+      seq: number;
+      ack: 'none' | 'recv' | 'write';
+      range: BlockRange;
+      /** Parts of one peer write still in flight (a conflict winner writes only some blocks). */
+      group: { remaining: number; failed: boolean };
+    }
+  | { kind: 'epochFlush'; peer: number; inc: number }
+  | { kind: 'peerRead'; peer: number; inc: number; id: number }
+  | {
+      kind: 'rsRead';
+      peer: number;
+      inc: number;
+      id: number;
+      start: number;
+      count: number;
+      digest: Uint8Array;
+    }
+  | { kind: 'rsCsumRead'; peer: number; inc: number; id: number }
+  | { kind: 'rsWrite'; peer: number; inc: number; id: number; range: BlockRange }
+  | { kind: 'ovLocalRead'; peer: number; inc: number; id: number }
+  | { kind: 'ovPeerRead'; peer: number; inc: number; id: number; start: number; count: number };
+
+interface WriteReq {
+  readonly reqId: number;
+  readonly seq: number;
+  readonly range: BlockRange;
+  extents: readonly number[];
+  localPending: boolean;
+  copies: number;
+  readonly peersPending: Set<number>;
+  readonly replicatedTo: Set<number>;
+}
+
+interface FlushReq {
+  readonly reqId: number;
+  localPending: boolean;
+  /** peer -> epoch whose BarrierAck we wait for */
+  readonly barriers: Map<number, number>;
+}
+
+interface RsInFlight {
+  readonly start: number;
+  readonly count: number;
+  /** Blocks an application write touched since the request was sent (fully, or partially). */
+  readonly touched: Set<number>;
+  readonly partial: Set<number>;
+  writesPending: number;
+  sent: boolean;
+}
+
+interface ResyncTarget {
+  cursor: number;
+  readonly inflight: Map<number, RsInFlight>;
+  creditBytes: number;
+  doneBytesThisTick: number;
+  readonly plan: number[];
+  planTotal: number;
+  finishing: boolean;
+  timerId: number;
+}
+
+interface VerifyReq {
+  readonly start: number;
+  readonly count: number;
+  local: Uint8Array | null;
+  remote: Uint8Array | null;
+}
+
+interface Peer {
+  readonly id: number;
+  readonly name: string;
+  inc: number; // connection incarnation: bumps on every establish/close
+  conn: ConnState;
+  repl: ReplState;
+  role: Role;
+  disk: DiskState;
+  wantConnect: boolean;
+  discardMyData: boolean;
+  hsSent: boolean;
+  settled: boolean;
+  sync: { role: 'source' | 'target'; bmSent: boolean; bmGotLast: boolean } | null;
+  // origin side
+  epoch: number;
+  epochWrites: number;
+  closeEpoch: boolean;
+  readonly epochSizes: Map<number, number>;
+  readonly tl: Map<number, { epoch: number; range: BlockRange }>;
+  // receiver side
+  rxDraining: boolean;
+  rxEpoch: number;
+  rxInflight: number;
+  rxCount: number;
+  rxFlushing: boolean;
+  /** Our disk failed with epochs unflushed: never acknowledge them (the peer marks its log). */
+  rxNoAck: boolean;
+  readonly rxQueue: Packet[];
+  // resync / verify
+  rs: ResyncTarget | null;
+  readonly rsSourceWaiting: { id: number; start: number; count: number; digest: Uint8Array }[];
+  ov: {
+    cursor: number;
+    readonly inflight: Map<number, VerifyReq>;
+    found: number;
+    nextId: number;
+  } | null;
+  verifyMarked: boolean;
+  promoteId: number;
+  readonly promoteWaiting: Map<number, { cmdId: number; force: boolean }>;
+  readonly readsViaPeer: Map<number, number>; // DataRequest id -> client reqId
+  readonly readsWaiting: { id: number; offsetBytes: number; lengthBytes: number }[];
+  /** Highest Data seq of this peer we started writing (sent back as peerSeq). */
+  rxLastSeq: number;
+  /** Our writes this peer may not have seen yet (two Primaries: conflict detection). */
+  readonly sentLog: { seq: number; range: BlockRange }[];
+}
+
+interface PendingPromote {
+  cmdId: number;
+  force: boolean;
+  waiting: Set<number>;
+  refused: boolean;
+}
+
+export interface EngineState {
+  readonly cfg: EngineConfig;
+  readonly blocks: number;
+  readonly alExtentBlocks: number;
+  role: Role;
+  disk: DiskState;
+  current: bigint;
+  readonly bitmapUuids: Map<number, bigint>;
+  history: bigint[];
+  consistent: boolean;
+  wasUpToDate: boolean;
+  crashedPrimary: boolean;
+  readonly bitmaps: Map<number, Bitmap>;
+  readonly al: number[]; // hot extents, least recently used first
+  readonly alWrites: Map<number, number>; // extent -> writes holding it hot
+  /** seq -> extents and references (the request plus each peer's transfer log entry). */
+  readonly alHolds: Map<number, { extents: readonly number[]; refs: number }>;
+  readonly rng: SeededRandom;
+  nextIo: number;
+  nextTimer: number;
+  nextSeq: number;
+  nextId: number;
+  readonly ios: Map<number, Io>;
+  readonly timers: Map<number, { peer: number; kind: 'resync' }>;
+  readonly peers: Map<number, Peer>;
+  readonly writes: Map<number, WriteReq>;
+  readonly flushes: Map<number, FlushReq>;
+  readonly queued: ClientRequest[];
+  /** Local block -> writes in flight (client or peer), to order resync reads and writes. */
+  readonly writeLocks: Map<number, number>;
+  /** Local block -> resync writes in flight. */
+  readonly rsLocks: Map<number, number>;
+  readonly lockWaiters: (() => void)[];
+  pendingPromote: PendingPromote | null;
+  /** A Primary attached a disk that is not yet UpToDate (it syncs from a peer). */
+  attachedAsPrimary: boolean;
+  appIoThisTick: number;
+  out: Action[];
+}
+
+export interface StepResult {
+  readonly state: EngineState;
+  readonly actions: Action[];
+}
+
+// --- construction ---------------------------------------------------------------------------
+
+/** A fresh engine. `boot` is the on-disk state, or null for a node started without a disk. */
+export function createEngine(cfg: EngineConfig, boot: BootState | null): StepResult {
+  assert(cfg.sizeBytes > 0 && cfg.sizeBytes % BLOCK === 0, 'size is whole bitmap blocks');
+  const blocks = cfg.sizeBytes / BLOCK;
+  const s: EngineState = {
+    cfg,
+    blocks,
+    alExtentBlocks: (cfg.alExtentBytes ?? AL_EXTENT_BYTES) / BLOCK,
+    role: 'Secondary',
+    disk: 'Diskless',
+    current: UUID_JUST_CREATED,
+    bitmapUuids: new Map(),
+    history: [],
+    consistent: false,
+    wasUpToDate: false,
+    crashedPrimary: false,
+    bitmaps: new Map(),
+    al: [],
+    alWrites: new Map(),
+    alHolds: new Map(),
+    rng: new SeededRandom(cfg.uuidSeed),
+    nextIo: 1,
+    nextTimer: 1,
+    nextSeq: 1,
+    nextId: 1,
+    ios: new Map(),
+    timers: new Map(),
+    peers: new Map(),
+    writes: new Map(),
+    flushes: new Map(),
+    queued: [],
+    writeLocks: new Map(),
+    rsLocks: new Map(),
+    lockWaiters: [],
+    pendingPromote: null,
+    attachedAsPrimary: false,
+    appIoThisTick: 0,
+    out: [],
+  };
+  for (const p of cfg.peers) {
+    s.peers.set(p.nodeId, newPeer(p.nodeId, p.name));
+    s.bitmaps.set(p.nodeId, new Bitmap(blocks));
+    s.bitmapUuids.set(p.nodeId, 0n);
+  }
+  if (boot !== null) loadBoot(s, boot);
+  return { state: s, actions: drain(s) };
+}
+
+function newPeer(id: number, name: string): Peer {
+  return {
+    id,
+    name,
+    inc: 0,
+    conn: 'StandAlone',
+    repl: 'Off',
+    role: 'Unknown',
+    disk: 'Diskless',
+    wantConnect: false,
+    discardMyData: false,
+    hsSent: false,
+    settled: false,
+    sync: null,
+    epoch: 1,
+    epochWrites: 0,
+    closeEpoch: false,
+    epochSizes: new Map(),
+    tl: new Map(),
+    rxDraining: false,
+    rxEpoch: 0,
+    rxInflight: 0,
+    rxCount: 0,
+    rxFlushing: false,
+    rxNoAck: false,
+    rxQueue: [],
+    rs: null,
+    rsSourceWaiting: [],
+    ov: null,
+    verifyMarked: false,
+    promoteId: 0,
+    promoteWaiting: new Map(),
+    readsViaPeer: new Map(),
+    readsWaiting: [],
+    rxLastSeq: 0,
+    sentLog: [],
+  };
+}
+
+function loadBoot(s: EngineState, boot: BootState): void {
+  const m = boot.meta;
+  s.current = m.currentUuid;
+  s.history = [...m.historyUuids].slice(0, UUID_HISTORY_MAX);
+  s.consistent = m.flags.consistent;
+  s.wasUpToDate = m.flags.wasUpToDate;
+  s.crashedPrimary = m.flags.crashedPrimary;
+  for (const [id, bm] of s.bitmaps) {
+    bm.clearAll();
+    for (const r of boot.bitmaps[id] ?? []) bm.set(clampRange(s, r));
+    s.bitmapUuids.set(id, m.bitmapUuids[id] ?? 0n);
+  }
+  s.al.length = 0;
+  for (const e of boot.alExtents)
+    if (e >= 0 && e * s.alExtentBlocks < s.blocks && !s.al.includes(e)) s.al.push(e);
+  setDisk(s, !s.consistent ? 'Inconsistent' : s.wasUpToDate ? 'UpToDate' : 'Outdated');
+  if (s.crashedPrimary) {
+    // A Primary died: any write in a hot extent may have reached one disk and not another.
+    const ranges = s.al.map((e) => extentRange(s, e));
+    for (const [id, bm] of s.bitmaps) {
+      for (const r of ranges) bm.set(r);
+      if (ranges.length > 0) emit(s, { type: 'bitmapSet', peer: id, ranges });
+    }
+    emit(s, { type: 'bitmapFlush' });
+  }
+}
+
+// --- public stepping ------------------------------------------------------------------------
+
+export function step(s: EngineState, ev: EngineEvent): StepResult {
+  switch (ev.type) {
+    case 'request':
+      onRequest(s, ev.req);
+      break;
+    case 'packet':
+      onPacket(s, ev.peer, ev.packet);
+      break;
+    case 'diskDone':
+      onDiskDone(s, ev);
+      break;
+    case 'timer':
+      onTimer(s, ev.timerId);
+      break;
+    case 'admin':
+      onAdmin(s, ev.cmdId, ev.command);
+      break;
+    case 'connEstablished':
+      onEstablished(s, ev.peer);
+      break;
+    case 'connClosed':
+      onClosed(s, ev.peer, true);
+      break;
+  }
+  return { state: s, actions: drain(s) };
+}
+
+function drain(s: EngineState): Action[] {
+  const a = s.out;
+  s.out = [];
+  return a;
+}
+
+function emit(s: EngineState, a: Action): void {
+  s.out.push(a);
+}
+
+function send(s: EngineState, p: Peer, stream: Stream, packet: Packet): void {
+  emit(s, { type: 'send', peer: p.id, stream, packet });
+}
+
+function io(s: EngineState, what: Io): number {
+  const id = s.nextIo++;
+  s.ios.set(id, what);
+  return id;
+}
+
+// --- small state helpers --------------------------------------------------------------------
+
+function hasDisk(s: EngineState): boolean {
+  return s.disk !== 'Diskless' && s.disk !== 'Failed' && s.disk !== 'Attaching';
+}
+
+function setRole(s: EngineState, r: Role): void {
+  if (s.role === r) return;
+  s.role = r;
+  emit(s, { type: 'stateChange', change: { what: 'role', role: r } });
+}
+
+function setDisk(s: EngineState, d: DiskState): void {
+  if (s.disk === d) return;
+  s.disk = d;
+  if (d === 'UpToDate' || d === 'Diskless') s.attachedAsPrimary = false;
+  emit(s, { type: 'stateChange', change: { what: 'disk', disk: d } });
+}
+
+function setConn(s: EngineState, p: Peer, c: ConnState): void {
+  if (p.conn === c) return;
+  p.conn = c;
+  emit(s, { type: 'stateChange', change: { what: 'connection', peer: p.id, conn: c } });
+}
+
+function setRepl(s: EngineState, p: Peer, r: ReplState): void {
+  if (p.repl === r) return;
+  p.repl = r;
+  emit(s, { type: 'stateChange', change: { what: 'replication', peer: p.id, repl: r } });
+}
+
+function setPeerDisk(s: EngineState, p: Peer, d: DiskState): void {
+  if (p.disk === d) return;
+  p.disk = d;
+  emit(s, { type: 'stateChange', change: { what: 'peerDisk', peer: p.id, disk: d } });
+}
+
+function setPeerRole(s: EngineState, p: Peer, r: Role): void {
+  if (p.role === r) return;
+  p.role = r;
+  emit(s, { type: 'stateChange', change: { what: 'peerRole', peer: p.id, role: r } });
+}
+
+function bm(s: EngineState, peer: number): Bitmap {
+  const b = s.bitmaps.get(peer);
+  assert(b !== undefined, `no bitmap slot for peer ${peer}`);
+  return b;
+}
+
+function clampRange(s: EngineState, r: BlockRange): BlockRange {
+  const start = Math.min(Math.max(0, r.start), s.blocks);
+  return { start, count: Math.max(0, Math.min(r.count, s.blocks - start)) };
+}
+
+function extentRange(s: EngineState, e: number): BlockRange {
+  return clampRange(s, { start: e * s.alExtentBlocks, count: s.alExtentBlocks });
+}
+
+function blockRangeOf(offsetBytes: number, lengthBytes: number): BlockRange {
+  const start = Math.floor(offsetBytes / BLOCK);
+  const end = Math.ceil((offsetBytes + lengthBytes) / BLOCK);
+  return { start, count: end - start };
+}
+
+function markOutOfSync(s: EngineState, peer: number, r: BlockRange): void {
+  if (!hasDisk(s) || r.count === 0) return;
+  bm(s, peer).set(r);
+  emit(s, { type: 'bitmapSet', peer, ranges: [r] });
+}
+
+function markInSync(s: EngineState, peer: number, r: BlockRange): void {
+  if (r.count === 0) return;
+  if (bm(s, peer).clear(r) > 0) emit(s, { type: 'bitmapClear', peer, ranges: [r] });
+}
+
+function metadata(s: EngineState): Metadata {
+  const bitmapUuids: Record<number, bigint> = {};
+  for (const [id, u] of s.bitmapUuids) bitmapUuids[id] = u;
+  return {
+    currentUuid: s.current,
+    bitmapUuids,
+    historyUuids: [...s.history],
+    flags: {
+      consistent: s.consistent,
+      wasUpToDate: s.wasUpToDate,
+      crashedPrimary: s.crashedPrimary,
+    },
+  };
+}
+
+function persist(s: EngineState): void {
+  if (!hasDisk(s)) return;
+  emit(s, { type: 'persistMeta', meta: metadata(s) });
+}
+
+function pushHistory(s: EngineState, u: bigint): void {
+  if (u === 0n || (u & ~1n) === UUID_JUST_CREATED) return;
+  s.history = [u, ...s.history.filter((h) => h !== u)].slice(0, UUID_HISTORY_MAX);
+}
+
+function withRoleBit(s: EngineState, u: bigint): bigint {
+  return s.role === 'Primary' ? u | 1n : u & ~1n;
+}
+
+function randomUuid(s: EngineState): bigint {
+  const hi = BigInt(s.rng.int(0x1_0000_0000));
+  const lo = BigInt(s.rng.int(0x1_0000_0000));
+  let u = ((hi << 32n) | lo) & ~1n;
+  if (u === 0n || u === UUID_JUST_CREATED) u = 0x1000n;
+  return u;
+}
+
+function isConnectedSettled(p: Peer): boolean {
+  return p.conn === 'Connected' && p.settled;
+}
+
+/** This peer holds every write we hold: no bitmap UUID needed for it. */
+function inSyncWith(p: Peer): boolean {
+  return (
+    isConnectedSettled(p) &&
+    p.disk === 'UpToDate' &&
+    (p.repl === 'Established' || p.repl === 'VerifyS' || p.repl === 'VerifyT')
+  );
+}
+
+/** Starts a new data generation (promotion while some peer is out of reach, or forced). */
+function newCurrentUuid(s: EngineState): void {
+  const old = s.current;
+  for (const p of s.peers.values()) {
+    if (!inSyncWith(p) && (s.bitmapUuids.get(p.id) ?? 0n) === 0n) s.bitmapUuids.set(p.id, old);
+  }
+  pushHistory(s, old);
+  s.current = withRoleBit(s, randomUuid(s));
+  for (const p of s.peers.values()) {
+    if (inSyncWith(p))
+      send(s, p, 'data', { kind: 'NewCurrentUuid', uuid: s.current, clearBitmap: false });
+  }
+  persist(s);
+}
+
+function sendState(s: EngineState, p: Peer): void {
+  if (p.conn === 'Connected') send(s, p, 'data', { kind: 'State', role: s.role, disk: s.disk });
+}
+
+function broadcastState(s: EngineState): void {
+  for (const p of s.peers.values()) sendState(s, p);
+}
+
+// --- client requests ------------------------------------------------------------------------
+
+function onRequest(s: EngineState, req: ClientRequest): void {
+  if (req.op !== 'flush') {
+    const len = req.op === 'write' ? req.data.length : req.lengthBytes;
+    if (
+      req.offsetBytes < 0 ||
+      len <= 0 ||
+      req.offsetBytes + len > s.cfg.sizeBytes ||
+      req.offsetBytes % 512 !== 0 ||
+      len % 512 !== 0
+    ) {
+      emit(s, { type: 'complete', reqId: req.id, ok: false, errno: 'EINVAL' });
+      return;
+    }
+  }
+  if (s.role !== 'Primary') {
+    emit(s, { type: 'complete', reqId: req.id, ok: false, errno: 'EROFS' });
+    return;
+  }
+  if (mustQueue(s) || s.queued.length > 0) {
+    if (s.queued.length >= ENGINE_QUEUED_REQUESTS_MAX) {
+      emit(s, { type: 'complete', reqId: req.id, ok: false, errno: 'EAGAIN' });
+      return;
+    }
+    s.queued.push(req);
+    return;
+  }
+  startRequest(s, req);
+}
+
+/** While a handshake is undecided, I/O waits (DRBD suspends I/O across state changes). */
+function mustQueue(s: EngineState): boolean {
+  for (const p of s.peers.values()) if (p.conn === 'Connected' && !p.settled) return true;
+  return false;
+}
+
+function pumpQueue(s: EngineState): void {
+  while (s.queued.length > 0 && !mustQueue(s)) {
+    const req = s.queued[0];
+    assert(req !== undefined);
+    if (req.op === 'write' || req.op === 'trim' || req.op === 'zeroes') {
+      if (
+        !alReady(
+          s,
+          blockRangeOf(req.offsetBytes, req.op === 'write' ? req.data.length : req.lengthBytes),
+        )
+      )
+        return;
+    }
+    s.queued.shift();
+    startRequest(s, req);
+  }
+}
+
+/** Some reachable copy holds all the data (DRBD fails I/O without access to good data). */
+function hasGoodData(s: EngineState): boolean {
+  if (s.disk === 'UpToDate') return true;
+  for (const p of s.peers.values()) if (isConnectedSettled(p) && p.disk === 'UpToDate') return true;
+  return false;
+}
+
+function startRequest(s: EngineState, req: ClientRequest): void {
+  s.appIoThisTick++;
+  if (!hasGoodData(s)) {
+    emit(s, { type: 'complete', reqId: req.id, ok: false, errno: 'EIO' });
+    return;
+  }
+  switch (req.op) {
+    case 'read':
+      startRead(s, req.id, req.offsetBytes, req.lengthBytes);
+      return;
+    case 'flush':
+      startFlush(s, req.id);
+      return;
+    case 'write':
+    case 'trim':
+    case 'zeroes':
+      startWrite(s, req);
+      return;
+  }
+}
+
+function startRead(s: EngineState, reqId: number, offsetBytes: number, lengthBytes: number): void {
+  const r = blockRangeOf(offsetBytes, lengthBytes);
+  if (canReadLocally(s, r)) {
+    emit(s, {
+      type: 'diskRead',
+      ioId: io(s, { kind: 'clientRead', reqId, offsetBytes, lengthBytes }),
+      offsetBytes,
+      lengthBytes,
+    });
+    return;
+  }
+  for (const p of s.peers.values()) {
+    if (isConnectedSettled(p) && p.disk === 'UpToDate') {
+      const id = s.nextId++;
+      p.readsViaPeer.set(id, reqId);
+      send(s, p, 'data', { kind: 'DataRequest', id, offsetBytes, lengthBytes });
+      return;
+    }
+  }
+  emit(s, { type: 'complete', reqId, ok: false, errno: 'EIO' });
+}
+
+function canReadLocally(s: EngineState, r: BlockRange): boolean {
+  if (s.disk === 'UpToDate') return true;
+  if (s.disk !== 'Inconsistent') return false;
+  // A SyncTarget serves blocks it already holds in sync; others come from the source.
+  for (const p of s.peers.values()) {
+    if (p.repl !== 'SyncTarget') continue;
+    const b = bm(s, p.id);
+    for (let i = r.start; i < r.start + r.count; i++)
+      if (b.test(i) || (s.rsLocks.get(i) ?? 0) > 0) return false;
+    return true;
+  }
+  return false;
+}
+
+function startFlush(s: EngineState, reqId: number): void {
+  const f: FlushReq = { reqId, localPending: false, barriers: new Map() };
+  if (hasDisk(s)) {
+    f.localPending = true;
+    emit(s, { type: 'diskFlush', ioId: io(s, { kind: 'clientFlush', reqId }) });
+  }
+  for (const p of s.peers.values()) {
+    if (!replicatesTo(s, p)) continue;
+    const e = closeEpochNow(s, p);
+    f.barriers.set(p.id, e);
+  }
+  s.flushes.set(reqId, f);
+  maybeCompleteFlush(s, f);
+}
+
+/** Sends the barrier that closes the peer's current epoch; returns that epoch's number. */
+function closeEpochNow(s: EngineState, p: Peer): number {
+  const e = p.epoch;
+  send(s, p, 'data', { kind: 'Barrier', epoch: e });
+  p.epochSizes.set(e, p.epochWrites);
+  p.epoch++;
+  p.epochWrites = 0;
+  p.closeEpoch = false;
+  return e;
+}
+
+function maybeCompleteFlush(s: EngineState, f: FlushReq): void {
+  if (f.localPending || f.barriers.size > 0) return;
+  s.flushes.delete(f.reqId);
+  emit(s, { type: 'complete', reqId: f.reqId, ok: true });
+}
+
+function replicatesTo(s: EngineState, p: Peer): boolean {
+  return isConnectedSettled(p) && p.disk !== 'Diskless' && p.disk !== 'Failed';
+}
+
+function extentsOf(s: EngineState, r: BlockRange): number[] {
+  const out: number[] = [];
+  const first = Math.floor(r.start / s.alExtentBlocks);
+  const last = Math.floor((r.start + r.count - 1) / s.alExtentBlocks);
+  for (let e = first; e <= last; e++) out.push(e);
+  return out;
+}
+
+/** Whether the extents of a write can be made hot now (evicting idle ones if needed). */
+function alReady(s: EngineState, r: BlockRange): boolean {
+  if (!hasDisk(s)) return true;
+  const need = extentsOf(s, r).filter((e) => !s.al.includes(e));
+  const free = s.cfg.alExtents - s.al.length;
+  const idle = s.al.filter((e) => (s.alWrites.get(e) ?? 0) === 0 && !extentsOf(s, r).includes(e));
+  return need.length <= free + idle.length;
+}
+
+function alActivate(s: EngineState, r: BlockRange): void {
+  const exts = extentsOf(s, r);
+  const add = exts.filter((e) => !s.al.includes(e));
+  const remove: number[] = [];
+  while (s.al.length + add.length > s.cfg.alExtents) {
+    const i = s.al.findIndex((e) => (s.alWrites.get(e) ?? 0) === 0 && !exts.includes(e));
+    assert(i >= 0, 'alReady checked an idle extent exists');
+    remove.push(...s.al.splice(i, 1));
+  }
+  for (const e of exts) {
+    const i = s.al.indexOf(e);
+    if (i >= 0) s.al.splice(i, 1);
+    s.al.push(e);
+    s.alWrites.set(e, (s.alWrites.get(e) ?? 0) + 1);
+  }
+  // An extent leaving the log is no longer covered after a crash: its bitmap bits (for peers
+  // that missed writes there) must be on disk first (DRBD writes those bitmap pages).
+  if (remove.length > 0) emit(s, { type: 'bitmapFlush' });
+  if (add.length > 0 || remove.length > 0) emit(s, { type: 'alCommit', add, remove });
+}
+
+function startWrite(
+  s: EngineState,
+  req: Extract<ClientRequest, { op: 'write' | 'trim' | 'zeroes' }>,
+): void {
+  const lengthBytes = req.op === 'write' ? req.data.length : req.lengthBytes;
+  const range = blockRangeOf(req.offsetBytes, lengthBytes);
+  if (!alReady(s, range)) {
+    s.queued.push(req);
+    return;
+  }
+  // With two Primaries a peer write may be landing here: order behind it.
+  if (blockedByResync(s, range) || (s.cfg.allowTwoPrimaries && blockedByWrites(s, range))) {
+    s.lockWaiters.push(() => startWrite(s, req));
+    return;
+  }
+  const seq = s.nextSeq++;
+  const w: WriteReq = {
+    reqId: req.id,
+    seq,
+    range,
+    extents: hasDisk(s) ? extentsOf(s, range) : [],
+    localPending: false,
+    copies: 0,
+    peersPending: new Set(),
+    replicatedTo: new Set(),
+  };
+  s.writes.set(seq, w);
+  touchForResync(s, range, req.offsetBytes, lengthBytes);
+  if (hasDisk(s)) {
+    alActivate(s, range);
+    s.alHolds.set(seq, { extents: w.extents, refs: 1 });
+    w.localPending = true;
+    lockWrite(s, range, 1);
+    const ioId = io(s, { kind: 'clientWrite', seq });
+    if (req.op === 'write')
+      emit(s, {
+        type: 'diskWrite',
+        ioId,
+        offsetBytes: req.offsetBytes,
+        data: req.data,
+        fua: req.fua,
+      });
+    else if (req.op === 'trim')
+      emit(s, { type: 'diskTrim', ioId, offsetBytes: req.offsetBytes, lengthBytes });
+    else
+      emit(s, {
+        type: 'diskZeroes',
+        ioId,
+        offsetBytes: req.offsetBytes,
+        lengthBytes,
+        fua: req.fua,
+      });
+  }
+  for (const p of s.peers.values()) {
+    if (replicatesTo(s, p)) {
+      if (p.closeEpoch) closeEpochNow(s, p);
+      // Without an UpToDate local disk the peer's copy is the only good one: wait for it.
+      const ack =
+        req.fua || s.cfg.protocol === 'C' || s.disk !== 'UpToDate'
+          ? 'write'
+          : s.cfg.protocol === 'B'
+            ? 'recv'
+            : 'none';
+      send(s, p, 'data', {
+        kind: 'Data',
+        seq,
+        epoch: p.epoch,
+        op: req.op,
+        offsetBytes: req.offsetBytes,
+        lengthBytes,
+        data: req.op === 'write' ? req.data : new Uint8Array(0),
+        fua: req.fua,
+        ack,
+        peerSeq: p.rxLastSeq,
+      });
+      if (s.cfg.allowTwoPrimaries) {
+        p.sentLog.push({ seq, range });
+        if (p.sentLog.length > ENGINE_QUEUED_REQUESTS_MAX) p.sentLog.shift();
+      }
+      p.tl.set(seq, { epoch: p.epoch, range });
+      // An extent stays hot until the peer acknowledged the epoch (protocol A/B may still
+      // lose the write on the way): after a crash the activity log must cover it.
+      const hold = s.alHolds.get(seq);
+      if (hold !== undefined) hold.refs++;
+      p.epochWrites++;
+      if (p.epochWrites >= s.cfg.maxEpochSize) p.closeEpoch = true;
+      w.replicatedTo.add(p.id);
+      const earlyAck = s.cfg.plantedBug === 'early-ack' && ack === 'write' && !req.fua;
+      if (ack === 'none' || earlyAck) w.copies++;
+      else w.peersPending.add(p.id);
+    } else if (!(s.cfg.plantedBug === 'no-bit-while-disconnected' && p.conn !== 'Connected')) {
+      markOutOfSync(s, p.id, range);
+    }
+  }
+  maybeCompleteWrite(s, w);
+}
+
+function maybeCompleteWrite(s: EngineState, w: WriteReq): void {
+  if (w.localPending || w.peersPending.size > 0) return;
+  s.writes.delete(w.seq);
+  releaseAl(s, w.seq);
+  if (w.copies > 0) {
+    emit(s, { type: 'complete', reqId: w.reqId, ok: true });
+    // Later writes may depend on this one: close its epoch now (DRBD sends the barrier as
+    // soon as the sender is idle, so the peer acknowledges and flushes promptly).
+    for (const id of w.replicatedTo) {
+      const p = s.peers.get(id);
+      const t = p?.tl.get(w.seq);
+      if (p !== undefined && t !== undefined && t.epoch === p.epoch && p.epochWrites > 0)
+        closeEpochNow(s, p);
+    }
+  } else emit(s, { type: 'complete', reqId: w.reqId, ok: false, errno: 'EIO' });
+  pumpQueue(s);
+}
+
+function releaseAl(s: EngineState, seq: number): void {
+  const h = s.alHolds.get(seq);
+  if (h === undefined) return;
+  if (--h.refs > 0) return;
+  s.alHolds.delete(seq);
+  for (const e of h.extents) {
+    const n = (s.alWrites.get(e) ?? 1) - 1;
+    if (n <= 0) s.alWrites.delete(e);
+    else s.alWrites.set(e, n);
+  }
+}
+
+/** Drops a peer's transfer log, marking what it may lack; returns nothing. */
+function clearTl(s: EngineState, p: Peer): void {
+  for (const [seq, e] of p.tl) {
+    markOutOfSync(s, p.id, e.range);
+    releaseAl(s, seq);
+  }
+  p.tl.clear();
+}
+
+function lockWrite(s: EngineState, r: BlockRange, d: number): void {
+  for (let b = r.start; b < r.start + r.count; b++) {
+    const n = (s.writeLocks.get(b) ?? 0) + d;
+    if (n <= 0) s.writeLocks.delete(b);
+    else s.writeLocks.set(b, n);
+  }
+  if (d < 0) wakeLockWaiters(s);
+}
+
+function lockRs(s: EngineState, r: BlockRange, d: number): void {
+  for (let b = r.start; b < r.start + r.count; b++) {
+    const n = (s.rsLocks.get(b) ?? 0) + d;
+    if (n <= 0) s.rsLocks.delete(b);
+    else s.rsLocks.set(b, n);
+  }
+  if (d < 0) wakeLockWaiters(s);
+}
+
+function blockedByResync(s: EngineState, r: BlockRange): boolean {
+  for (let b = r.start; b < r.start + r.count; b++) if ((s.rsLocks.get(b) ?? 0) > 0) return true;
+  return false;
+}
+
+function blockedByWrites(s: EngineState, r: BlockRange): boolean {
+  for (let b = r.start; b < r.start + r.count; b++) if ((s.writeLocks.get(b) ?? 0) > 0) return true;
+  return false;
+}
+
+/** A replicated write received but not yet issued (waiting for its epoch) covers the range. */
+function rxQueued(s: EngineState, r: BlockRange): boolean {
+  for (const p of s.peers.values()) {
+    for (const pk of p.rxQueue) {
+      if (pk.kind !== 'Data') continue;
+      const w = blockRangeOf(pk.offsetBytes, pk.lengthBytes);
+      if (w.start < r.start + r.count && r.start < w.start + w.count) return true;
+    }
+  }
+  return false;
+}
+
+function wakeLockWaiters(s: EngineState): void {
+  const ws = s.lockWaiters.splice(0);
+  for (const w of ws) w();
+  const waiting = [...s.peers.values()].flatMap((p) =>
+    p.rsSourceWaiting.splice(0).map((r) => [p, r] as const),
+  );
+  for (const [p, r] of waiting) serveRsRequest(s, p, r);
+  const reads = [...s.peers.values()].flatMap((p) =>
+    p.readsWaiting.splice(0).map((r) => [p, r] as const),
+  );
+  for (const [p, r] of reads) servePeerRead(s, p, r);
+}
+
+/** An application write is landing on these blocks: resync data requested earlier is older. */
+function touchForResync(
+  s: EngineState,
+  r: BlockRange,
+  offsetBytes: number,
+  lengthBytes: number,
+): void {
+  if (s.cfg.plantedBug === 'resync-overwrites-newer') return;
+  for (const p of s.peers.values()) {
+    if (p.rs === null) continue;
+    for (const f of p.rs.inflight.values()) {
+      for (
+        let b = Math.max(r.start, f.start);
+        b < Math.min(r.start + r.count, f.start + f.count);
+        b++
+      ) {
+        const full = offsetBytes <= b * BLOCK && offsetBytes + lengthBytes >= (b + 1) * BLOCK;
+        if (full) f.touched.add(b);
+        else f.partial.add(b);
+      }
+    }
+  }
+}
+
+// --- disk completions -----------------------------------------------------------------------
+
+function onDiskDone(s: EngineState, ev: Extract<EngineEvent, { type: 'diskDone' }>): void {
+  const what = s.ios.get(ev.ioId);
+  if (what === undefined) return; // an I/O of a detached disk
+  s.ios.delete(ev.ioId);
+  if (!ev.ok) {
+    emit(s, { type: 'note', note: { kind: 'io-error', errno: ev.errno } });
+    onIoError(s, what);
+    return;
+  }
+  const data = ev.data ?? new Uint8Array(0);
+  switch (what.kind) {
+    case 'clientWrite': {
+      const w = s.writes.get(what.seq);
+      assert(w !== undefined, 'client write in flight');
+      w.localPending = false;
+      // A write into an Inconsistent disk (SyncTarget) is not yet a good copy of the data.
+      if (s.disk === 'UpToDate') w.copies++;
+      lockWrite(s, w.range, -1);
+      maybeCompleteWrite(s, w);
+      return;
+    }
+    case 'clientRead':
+      emit(s, { type: 'complete', reqId: what.reqId, ok: true, data });
+      return;
+    case 'clientFlush': {
+      const f = s.flushes.get(what.reqId);
+      if (f === undefined) return;
+      f.localPending = false;
+      maybeCompleteFlush(s, f);
+      return;
+    }
+    case 'peerWrite':
+      lockWrite(s, what.range, -1);
+      peerWriteDone(s, what, true);
+      return;
+    case 'epochFlush': {
+      const p = s.peers.get(what.peer);
+      if (p === undefined || p.inc !== what.inc) return;
+      p.rxFlushing = false;
+      send(s, p, 'control', { kind: 'BarrierAck', epoch: p.rxEpoch, setSize: p.rxCount });
+      p.rxCount = 0;
+      p.rxDraining = false;
+      pumpRx(s, p);
+      return;
+    }
+    case 'peerRead': {
+      const p = s.peers.get(what.peer);
+      if (p !== undefined && p.inc === what.inc)
+        send(s, p, 'data', { kind: 'DataReply', id: what.id, ok: true, data });
+      return;
+    }
+    case 'rsRead':
+      rsReadDone(s, what, data);
+      return;
+    case 'rsCsumRead': {
+      const p = s.peers.get(what.peer);
+      const f = p?.rs?.inflight.get(what.id);
+      if (p === undefined || p.inc !== what.inc || f === undefined) return;
+      f.sent = true;
+      send(s, p, 'data', {
+        kind: 'RsRequest',
+        id: what.id,
+        start: f.start,
+        count: f.count,
+        digest: s.cfg.digest(data),
+      });
+      return;
+    }
+    case 'rsWrite':
+      rsWriteDone(s, what);
+      return;
+    case 'ovLocalRead':
+    case 'ovPeerRead':
+      ovReadDone(s, what, data);
+      return;
+  }
+}
+
+function peerWriteDone(
+  s: EngineState,
+  what: Extract<Io, { kind: 'peerWrite' }>,
+  ok: boolean,
+): void {
+  if (!ok) what.group.failed = true;
+  if (--what.group.remaining > 0) return;
+  const p = s.peers.get(what.peer);
+  if (p === undefined || p.inc !== what.inc) return;
+  p.rxInflight--;
+  if (what.group.failed) send(s, p, 'control', { kind: 'NegAck', seq: what.seq });
+  else if (what.ack === 'write') send(s, p, 'control', { kind: 'WriteAck', seq: what.seq });
+  maybeFinishRxEpoch(s, p);
+}
+
+function onIoError(s: EngineState, what: Io): void {
+  // Settle the failed I/O first, then apply on-io-error.
+  switch (what.kind) {
+    case 'clientWrite': {
+      const w = s.writes.get(what.seq);
+      if (w !== undefined) {
+        w.localPending = false;
+        lockWrite(s, w.range, -1);
+        // Peers now hold data this disk does not: the disk is no longer a full copy.
+      }
+      break;
+    }
+    case 'clientRead':
+      break;
+    case 'peerWrite':
+      lockWrite(s, what.range, -1);
+      peerWriteDone(s, what, false);
+      break;
+    case 'rsWrite':
+      lockRs(s, what.range, -1);
+      break;
+    case 'peerRead': {
+      const p = s.peers.get(what.peer);
+      if (p !== undefined && p.inc === what.inc)
+        send(s, p, 'data', { kind: 'DataReply', id: what.id, ok: false, data: new Uint8Array(0) });
+      break;
+    }
+    case 'rsRead': {
+      const p = s.peers.get(what.peer);
+      if (p !== undefined && p.inc === what.inc)
+        send(s, p, 'control', {
+          kind: 'RsNegAck',
+          id: what.id,
+          start: what.start,
+          count: what.count,
+        });
+      break;
+    }
+    case 'epochFlush': {
+      const p = s.peers.get(what.peer);
+      if (p !== undefined && p.inc === what.inc) {
+        p.rxFlushing = false;
+        p.rxNoAck = true;
+      }
+      break;
+    }
+    case 'clientFlush':
+    case 'rsCsumRead':
+    case 'ovLocalRead':
+    case 'ovPeerRead':
+      break;
+  }
+  if (s.cfg.onIoError === 'detach') detach(s);
+  if (what.kind === 'epochFlush') {
+    const p = s.peers.get(what.peer);
+    if (p !== undefined && p.inc === what.inc) maybeFinishRxEpoch(s, p);
+  }
+  // Requests whose local part failed complete now, through the peers if they can.
+  if (what.kind === 'clientRead') startRead(s, what.reqId, what.offsetBytes, what.lengthBytes);
+  if (what.kind === 'clientFlush') {
+    const f = s.flushes.get(what.reqId);
+    if (f !== undefined) {
+      f.localPending = false;
+      maybeCompleteFlush(s, f);
+    }
+  }
+  if (what.kind === 'clientWrite') {
+    const w = s.writes.get(what.seq);
+    if (w !== undefined) maybeCompleteWrite(s, w);
+  }
+}
+
+/** on-io-error detach / admin detach: go Diskless and keep serving through the peers. */
+function detach(s: EngineState): void {
+  if (!hasDisk(s)) return;
+  // Record that this copy stops following the data (if the disk still takes writes): after a
+  // restart it is Outdated and cannot be promoted without --force.
+  s.wasUpToDate = false;
+  persist(s);
+  setDisk(s, 'Failed');
+  setDisk(s, 'Diskless');
+  // Outstanding local I/O is abandoned: its completion will be ignored.
+  const abandoned = [...s.ios.values()];
+  s.ios.clear();
+  s.al.length = 0;
+  s.alWrites.clear();
+  s.alHolds.clear();
+  s.writeLocks.clear();
+  s.rsLocks.clear();
+  for (const w of s.writes.values()) {
+    w.extents = [];
+    w.localPending = false;
+  }
+  for (const p of s.peers.values()) {
+    p.rxNoAck = true;
+    if (p.rs !== null) stopResync(s, p);
+    if (p.sync !== null) p.sync = null;
+    if (p.repl !== 'Off' && p.conn === 'Connected') setRepl(s, p, 'Established');
+  }
+  broadcastState(s);
+  for (const what of abandoned) {
+    switch (what.kind) {
+      case 'clientRead':
+        startRead(s, what.reqId, what.offsetBytes, what.lengthBytes);
+        break;
+      case 'clientFlush': {
+        const f = s.flushes.get(what.reqId);
+        if (f !== undefined) {
+          f.localPending = false;
+          maybeCompleteFlush(s, f);
+        }
+        break;
+      }
+      case 'peerWrite':
+        peerWriteDone(s, what, false);
+        break;
+      case 'epochFlush': {
+        const p = s.peers.get(what.peer);
+        if (p !== undefined && p.inc === what.inc) {
+          p.rxFlushing = false;
+          maybeFinishRxEpoch(s, p);
+        }
+        break;
+      }
+      case 'peerRead':
+      case 'rsRead': {
+        const p = s.peers.get(what.peer);
+        if (p === undefined || p.inc !== what.inc) break;
+        if (what.kind === 'peerRead')
+          send(s, p, 'data', {
+            kind: 'DataReply',
+            id: what.id,
+            ok: false,
+            data: new Uint8Array(0),
+          });
+        else
+          send(s, p, 'control', {
+            kind: 'RsNegAck',
+            id: what.id,
+            start: what.start,
+            count: what.count,
+          });
+        break;
+      }
+      case 'clientWrite':
+      case 'rsCsumRead':
+      case 'rsWrite':
+      case 'ovLocalRead':
+      case 'ovPeerRead':
+        break;
+    }
+  }
+  for (const w of [...s.writes.values()]) maybeCompleteWrite(s, w);
+  s.lockWaiters.splice(0).forEach((f) => f());
+}
+
+// --- admin ----------------------------------------------------------------------------------
+
+function reply(s: EngineState, cmdId: number, ok: boolean, message: string): void {
+  emit(s, { type: 'adminResult', cmdId, ok, message });
+}
+
+/** Commands that change roles, UUIDs or the disk would race the handshake's view of them. */
+const REFUSED_WHILE_HANDSHAKING: ReadonlySet<AdminCommand['cmd']> = new Set([
+  'primary',
+  'secondary',
+  'new-current-uuid',
+  'invalidate',
+  'invalidate-remote',
+  'verify',
+  'detach',
+  'attach',
+]);
+
+function onAdmin(s: EngineState, cmdId: number, c: AdminCommand): void {
+  if (REFUSED_WHILE_HANDSHAKING.has(c.cmd) && mustQueue(s)) {
+    return reply(s, cmdId, false, 'a handshake with a peer is in progress; retry');
+  }
+  switch (c.cmd) {
+    case 'primary':
+      promote(s, cmdId, c.force);
+      return;
+    case 'secondary':
+      demote(s, cmdId);
+      return;
+    case 'connect': {
+      const p = s.peers.get(c.peer);
+      if (p === undefined) return reply(s, cmdId, false, `unknown peer ${c.peer}`);
+      p.wantConnect = true;
+      p.discardMyData = c.discardMyData;
+      if (p.conn === 'StandAlone') setConn(s, p, 'Connecting');
+      emit(s, { type: 'connect', peer: p.id });
+      return reply(s, cmdId, true, 'connecting');
+    }
+    case 'disconnect': {
+      const p = s.peers.get(c.peer);
+      if (p === undefined) return reply(s, cmdId, false, `unknown peer ${c.peer}`);
+      p.wantConnect = false;
+      emit(s, { type: 'disconnect', peer: p.id });
+      onClosed(s, p.id, false);
+      setConn(s, p, 'StandAlone');
+      return reply(s, cmdId, true, 'disconnected');
+    }
+    case 'new-current-uuid':
+      return newCurrentUuidCmd(s, cmdId, c.clearBitmap);
+    case 'invalidate':
+    case 'invalidate-remote': {
+      const p = s.peers.get(c.peer);
+      if (p === undefined) return reply(s, cmdId, false, `unknown peer ${c.peer}`);
+      if (!hasDisk(s)) return reply(s, cmdId, false, 'no local disk');
+      const iAmSource = c.cmd === 'invalidate-remote';
+      if (p.conn !== 'Connected' || !p.settled || p.repl !== 'Established' || p.sync !== null) {
+        if (c.cmd === 'invalidate' && p.conn !== 'Connected') {
+          bm(s, p.id).setAll();
+          emit(s, { type: 'bitmapSet', peer: p.id, ranges: [{ start: 0, count: s.blocks }] });
+          s.consistent = false;
+          setDisk(s, 'Inconsistent');
+          emit(s, { type: 'bitmapFlush' });
+          persist(s);
+          return reply(s, cmdId, true, 'invalidated; full sync on connect');
+        }
+        return reply(s, cmdId, false, 'needs an established connection');
+      }
+      if (iAmSource ? s.disk !== 'UpToDate' : p.disk !== 'UpToDate')
+        return reply(s, cmdId, false, 'the sync source must be UpToDate');
+      if (!iAmSource && s.role === 'Primary')
+        return reply(s, cmdId, false, 'a Primary cannot invalidate its own data');
+      send(s, p, 'data', { kind: 'StartResync', senderIsSource: iAmSource, full: true });
+      beginSync(s, p, iAmSource ? 'source' : 'target', true);
+      return reply(s, cmdId, true, 'full sync started');
+    }
+    case 'verify':
+      return startVerify(s, cmdId, c.peer);
+    case 'detach':
+      if (!hasDisk(s)) return reply(s, cmdId, false, 'no disk attached');
+      if (
+        s.role === 'Primary' &&
+        ![...s.peers.values()].some((p) => isConnectedSettled(p) && p.disk === 'UpToDate')
+      )
+        return reply(s, cmdId, false, 'a Primary needs an UpToDate peer to detach');
+      persist(s);
+      emit(s, { type: 'bitmapFlush' });
+      detach(s);
+      return reply(s, cmdId, true, 'detached');
+    case 'attach':
+      return attach(s, cmdId, c.boot);
+  }
+}
+
+function promote(s: EngineState, cmdId: number, force: boolean): void {
+  if (s.role === 'Primary') return reply(s, cmdId, true, 'already Primary');
+  if (s.pendingPromote !== null)
+    return reply(s, cmdId, false, 'a promotion is already in progress');
+  const connected = [...s.peers.values()].filter((p) => isConnectedSettled(p));
+  if (!s.cfg.allowTwoPrimaries && connected.some((p) => p.role === 'Primary'))
+    return reply(s, cmdId, false, 'the peer is Primary and allow-two-primaries is off');
+  if (s.disk === 'Diskless') {
+    if (!connected.some((p) => p.disk === 'UpToDate'))
+      return reply(s, cmdId, false, 'no local disk and no UpToDate peer');
+  } else if (s.disk !== 'UpToDate' && !force) {
+    return reply(s, cmdId, false, `disk is ${s.disk}; UpToDate needed (or --force)`);
+  } else if (!hasDisk(s)) return reply(s, cmdId, false, `disk is ${s.disk}`);
+  if (connected.some((p) => p.sync !== null && p.sync.role === 'source') && s.disk !== 'UpToDate')
+    return reply(s, cmdId, false, 'a resync into this node is running');
+  if (connected.length === 0 || s.cfg.allowTwoPrimaries) return becomePrimary(s, cmdId, force);
+  // Two-phase: every connected peer must agree that it is not (becoming) Primary.
+  const pp: PendingPromote = { cmdId, force, waiting: new Set(), refused: false };
+  for (const p of connected) {
+    p.promoteId = s.nextId++;
+    pp.waiting.add(p.id);
+    send(s, p, 'control', { kind: 'PromoteRequest', id: p.promoteId });
+  }
+  s.pendingPromote = pp;
+}
+
+function onPromoteReply(s: EngineState, p: Peer, id: number, granted: boolean): void {
+  const pp = s.pendingPromote;
+  if (pp === null || id !== p.promoteId || !pp.waiting.has(p.id)) return;
+  pp.waiting.delete(p.id);
+  if (!granted) pp.refused = true;
+  if (pp.waiting.size > 0) return;
+  s.pendingPromote = null;
+  if (pp.refused) {
+    broadcastState(s); // tells peers that granted that we stay Secondary
+    return reply(s, pp.cmdId, false, 'a peer is Primary or becoming Primary');
+  }
+  becomePrimary(s, pp.cmdId, pp.force);
+}
+
+function becomePrimary(s: EngineState, cmdId: number, force: boolean): void {
+  setRole(s, 'Primary');
+  s.crashedPrimary = true;
+  const forcedUp = force && s.disk !== 'UpToDate';
+  if (forcedUp) {
+    s.consistent = true;
+    s.wasUpToDate = true;
+    setDisk(s, 'UpToDate');
+  }
+  const outOfReach = [...s.peers.values()].some(
+    (p) => !inSyncWith(p) && (s.bitmapUuids.get(p.id) ?? 0n) === 0n,
+  );
+  if (hasDisk(s) && (forcedUp || outOfReach)) newCurrentUuid(s);
+  else {
+    s.current = withRoleBit(s, s.current);
+    persist(s);
+  }
+  broadcastState(s);
+  if (forcedUp) {
+    for (const p of s.peers.values()) {
+      if (
+        isConnectedSettled(p) &&
+        p.disk !== 'UpToDate' &&
+        p.disk !== 'Diskless' &&
+        p.sync === null
+      ) {
+        send(s, p, 'data', { kind: 'StartResync', senderIsSource: true, full: true });
+        beginSync(s, p, 'source', true);
+      }
+    }
+  }
+  reply(s, cmdId, true, forcedUp ? 'Primary (forced: new data generation)' : 'Primary');
+}
+
+function demote(s: EngineState, cmdId: number): void {
+  if (s.role !== 'Primary') return reply(s, cmdId, true, 'already Secondary');
+  if (s.writes.size > 0 || s.flushes.size > 0 || s.queued.length > 0)
+    return reply(s, cmdId, false, 'device is busy (I/O in flight)');
+  setRole(s, 'Secondary');
+  s.crashedPrimary = false;
+  s.current = withRoleBit(s, s.current);
+  persist(s);
+  emit(s, { type: 'bitmapFlush' });
+  broadcastState(s);
+  reply(s, cmdId, true, 'Secondary');
+}
+
+function newCurrentUuidCmd(s: EngineState, cmdId: number, clearBitmap: boolean): void {
+  if (!hasDisk(s)) return reply(s, cmdId, false, 'no local disk');
+  if (!clearBitmap) {
+    newCurrentUuid(s);
+    return reply(s, cmdId, true, 'new current UUID');
+  }
+  // Skip the initial sync: every connected disk is declared identical (e.g. all zeroed).
+  const connected = [...s.peers.values()].filter((p) => isConnectedSettled(p));
+  if (connected.some((p) => p.sync !== null || p.repl !== 'Established'))
+    return reply(s, cmdId, false, 'a resync is running');
+  pushHistory(s, s.current);
+  s.current = withRoleBit(s, randomUuid(s));
+  for (const p of s.peers.values()) {
+    bm(s, p.id).clearAll();
+    emit(s, { type: 'bitmapClear', peer: p.id, ranges: [{ start: 0, count: s.blocks }] });
+    s.bitmapUuids.set(p.id, isConnectedSettled(p) ? 0n : (s.history[0] ?? 0n));
+  }
+  s.consistent = true;
+  s.wasUpToDate = true;
+  setDisk(s, 'UpToDate');
+  emit(s, { type: 'bitmapFlush' });
+  persist(s);
+  for (const p of connected) {
+    send(s, p, 'data', { kind: 'NewCurrentUuid', uuid: s.current, clearBitmap: true });
+    if (p.disk !== 'Diskless') setPeerDisk(s, p, 'UpToDate');
+  }
+  broadcastState(s);
+  reply(s, cmdId, true, 'new current UUID; bitmap cleared');
+}
+
+function attach(s: EngineState, cmdId: number, boot: BootState): void {
+  if (hasDisk(s)) return reply(s, cmdId, false, 'a disk is already attached');
+  if (
+    s.role === 'Primary' &&
+    ![...s.peers.values()].some((p) => isConnectedSettled(p) && p.disk === 'UpToDate')
+  )
+    return reply(s, cmdId, false, 'a Primary attaches only while connected to an UpToDate peer');
+  s.attachedAsPrimary = s.role === 'Primary';
+  setDisk(s, 'Attaching');
+  loadBoot(s, boot);
+  if (s.disk === 'UpToDate') setDisk(s, 'Outdated'); // it missed writes while away; peers decide
+  persist(s);
+  for (const p of s.peers.values()) {
+    if (p.conn === 'Connected') {
+      p.rxNoAck = false;
+      p.settled = false;
+      p.hsSent = true;
+      send(s, p, 'data', handshakePacket(s, p));
+    }
+  }
+  reply(s, cmdId, true, 'attached');
+}
+
+// --- connection and handshake ---------------------------------------------------------------
+
+function onEstablished(s: EngineState, peerId: number): void {
+  const p = s.peers.get(peerId);
+  if (p === undefined || p.conn === 'Connected' || !p.wantConnect) return;
+  p.inc++;
+  setConn(s, p, 'Connected');
+  p.settled = false;
+  p.hsSent = true;
+  p.epoch = 1;
+  p.epochWrites = 0;
+  p.closeEpoch = false;
+  p.epochSizes.clear();
+  p.rxEpoch = 1;
+  p.rxNoAck = false;
+  p.rxLastSeq = 0;
+  p.sentLog.length = 0;
+  send(s, p, 'data', handshakePacket(s, p));
+}
+
+function handshakePacket(s: EngineState, p: Peer): HandshakePacket {
+  return {
+    kind: 'Handshake',
+    nodeId: s.cfg.nodeId,
+    protocol: s.cfg.protocol,
+    sizeBytes: s.cfg.sizeBytes,
+    role: s.role,
+    disk: s.disk,
+    currentUuid: s.current,
+    bitmapUuid: s.bitmapUuids.get(p.id) ?? 0n,
+    historyUuids: s.history,
+    crashedPrimary: s.crashedPrimary,
+    discardMyData: p.discardMyData,
+    bitmapWeight: bm(s, p.id).weight,
+    allowTwoPrimaries: s.cfg.allowTwoPrimaries,
+  };
+}
+
+function myView(s: EngineState, p: Peer): UuidView {
+  return {
+    nodeId: s.cfg.nodeId,
+    nodeName: s.cfg.nodeName,
+    role: s.role,
+    currentUuid: s.current,
+    bitmapUuid: s.bitmapUuids.get(p.id) ?? 0n,
+    historyUuids: s.history,
+    crashedPrimary: s.crashedPrimary,
+    bitmapWeight: bm(s, p.id).weight,
+    discardMyData: p.discardMyData,
+  };
+}
+
+function onHandshake(s: EngineState, p: Peer, h: HandshakePacket): void {
+  if (!p.hsSent) {
+    // The peer re-handshakes (it attached a disk): answer in kind.
+    p.settled = false;
+    send(s, p, 'data', handshakePacket(s, p));
+  }
+  p.hsSent = false;
+  setPeerRole(s, p, h.role);
+  setPeerDisk(s, p, h.disk);
+  if (h.sizeBytes !== s.cfg.sizeBytes || h.protocol !== s.cfg.protocol || h.nodeId !== p.id) {
+    emit(s, {
+      type: 'note',
+      note: { kind: 'handshake', peer: p.id, rule: 'incompatible', decision: 'disconnect' },
+    });
+    return goStandAlone(s, p);
+  }
+  if (
+    s.role === 'Primary' &&
+    h.role === 'Primary' &&
+    !(s.cfg.allowTwoPrimaries && h.allowTwoPrimaries)
+  ) {
+    // Both Primary without two-primaries: only a split brain can explain it.
+  }
+  if (!hasDisk(s) || h.disk === 'Diskless' || h.disk === 'Failed' || h.disk === 'Attaching') {
+    emit(s, {
+      type: 'note',
+      note: { kind: 'handshake', peer: p.id, rule: 'diskless', decision: 'no-sync' },
+    });
+    return settle(s, p, 'Established');
+  }
+  const peerView: UuidView = {
+    nodeId: h.nodeId,
+    nodeName: p.name,
+    role: h.role,
+    currentUuid: h.currentUuid,
+    bitmapUuid: h.bitmapUuid,
+    historyUuids: h.historyUuids,
+    crashedPrimary: h.crashedPrimary,
+    bitmapWeight: h.bitmapWeight,
+    discardMyData: h.discardMyData,
+  };
+  const v = handshakeVerdict(s.cfg, myView(s, p), peerView);
+  let result = v.result;
+  // Equal generations but one side never finished a sync: the consistent side is the source.
+  if (result === 0 && s.disk === 'Inconsistent' && h.disk !== 'Inconsistent') result = -1;
+  if (result === 0 && h.disk === 'Inconsistent' && s.disk !== 'Inconsistent') result = 1;
+  // Equal generations with marked blocks: writes that were never barrier-acked (e.g. a demoted
+  // Primary lost the link before its last epoch was acknowledged). Resync exactly those.
+  const mine = bm(s, p.id).weight;
+  if (
+    result === 0 &&
+    (mine > 0 || h.bitmapWeight > 0) &&
+    s.disk !== 'Inconsistent' &&
+    h.disk !== 'Inconsistent'
+  ) {
+    if (mine > 0 && h.bitmapWeight === 0) result = 1;
+    else if (h.bitmapWeight > 0 && mine === 0) result = -1;
+    else result = s.cfg.nodeId < h.nodeId ? 1 : -1;
+  }
+  const decision = describe(result);
+  emit(s, { type: 'note', note: { kind: 'handshake', peer: p.id, rule: v.rule, decision } });
+  if (v.splitBrain !== null)
+    emit(s, {
+      type: 'note',
+      note: { kind: 'split-brain', peer: p.id, resolved: `${v.splitBrain}: ${decision}` },
+    });
+  p.discardMyData = false;
+  switch (result) {
+    case 0:
+      if (s.disk === 'Outdated' && h.disk === 'UpToDate') setDisk(s, 'UpToDate');
+      if (h.disk === 'Outdated' && s.disk === 'UpToDate') setPeerDisk(s, p, 'UpToDate');
+      return settle(s, p, 'Established');
+    case 1:
+    case 2:
+    case -1:
+    case -2: {
+      const target = result < 0;
+      const violent = v.splitBrain?.includes('violently') ?? false;
+      if (target && s.role === 'Primary' && s.disk === 'UpToDate' && !violent) {
+        emit(s, {
+          type: 'note',
+          note: {
+            kind: 'split-brain',
+            peer: p.id,
+            resolved: 'refused: a Primary would become SyncTarget',
+          },
+        });
+        return goStandAlone(s, p);
+      }
+      if (!target && h.role === 'Primary' && h.disk === 'UpToDate' && !violent) {
+        emit(s, {
+          type: 'note',
+          note: {
+            kind: 'split-brain',
+            peer: p.id,
+            resolved: 'refused: a Primary would become SyncTarget',
+          },
+        });
+        return goStandAlone(s, p);
+      }
+      p.settled = true;
+      beginSync(s, p, target ? 'target' : 'source', Math.abs(result) === 2);
+      pumpQueue(s);
+      return;
+    }
+    default:
+      return goStandAlone(s, p);
+  }
+}
+
+function describe(r: number): string {
+  switch (r) {
+    case 0:
+      return 'no-sync';
+    case 1:
+      return 'sync-source (bitmap)';
+    case -1:
+      return 'sync-target (bitmap)';
+    case 2:
+      return 'sync-source (full)';
+    case -2:
+      return 'sync-target (full)';
+    case -1000:
+      return 'unrelated-data: disconnect';
+    default:
+      return 'split-brain: disconnect';
+  }
+}
+
+function settle(s: EngineState, p: Peer, r: ReplState): void {
+  p.settled = true;
+  setRepl(s, p, r);
+  pumpQueue(s);
+}
+
+function goStandAlone(s: EngineState, p: Peer): void {
+  p.wantConnect = false;
+  emit(s, { type: 'disconnect', peer: p.id });
+  onClosed(s, p.id, false);
+  setConn(s, p, 'StandAlone');
+}
+
+/** Decided a resync: set up the sync UUID and exchange bitmaps; the resync starts after. */
+function beginSync(s: EngineState, p: Peer, role: 'source' | 'target', full: boolean): void {
+  p.sync = { role, bmSent: false, bmGotLast: false };
+  p.verifyMarked = false;
+  if (full) {
+    bm(s, p.id).setAll();
+    emit(s, { type: 'bitmapSet', peer: p.id, ranges: [{ start: 0, count: s.blocks }] });
+  }
+  if (role === 'target') {
+    s.consistent = false;
+    setDisk(s, 'Inconsistent');
+    persist(s);
+  } else {
+    const b = s.bitmapUuids.get(p.id) ?? 0n;
+    const syncUuid =
+      b !== 0n && (b & ~1n) !== UUID_JUST_CREATED
+        ? BigInt.asUintN(64, b + UUID_NEW_BM_OFFSET)
+        : randomUuid(s);
+    s.bitmapUuids.set(p.id, syncUuid);
+    persist(s);
+    send(s, p, 'data', { kind: 'SyncUuid', uuid: syncUuid });
+    setPeerDisk(s, p, 'Inconsistent');
+  }
+  sendBitmap(s, p);
+  p.sync.bmSent = true;
+  maybeStartResync(s, p);
+}
+
+function sendBitmap(s: EngineState, p: Peer): void {
+  const rs = bm(s, p.id).ranges();
+  if (rs.length === 0) {
+    send(s, p, 'data', { kind: 'Bitmap', ranges: [], last: true });
+    return;
+  }
+  for (let i = 0; i < rs.length; i += WIRE_RANGES_MAX) {
+    const chunk = rs.slice(i, i + WIRE_RANGES_MAX);
+    send(s, p, 'data', { kind: 'Bitmap', ranges: chunk, last: i + WIRE_RANGES_MAX >= rs.length });
+  }
+}
+
+function onBitmap(s: EngineState, p: Peer, ranges: readonly BlockRange[], last: boolean): void {
+  if (p.sync === null) return;
+  const rs = ranges.map((r) => clampRange(s, r)).filter((r) => r.count > 0);
+  for (const r of rs) bm(s, p.id).set(r);
+  if (rs.length > 0) emit(s, { type: 'bitmapSet', peer: p.id, ranges: rs });
+  if (last) p.sync.bmGotLast = true;
+  maybeStartResync(s, p);
+}
+
+function maybeStartResync(s: EngineState, p: Peer): void {
+  const sy = p.sync;
+  if (sy === null || !sy.bmSent || !sy.bmGotLast) return;
+  emit(s, { type: 'bitmapFlush' });
+  p.sync = null;
+  const bits = bm(s, p.id).weight;
+  emit(s, { type: 'note', note: { kind: 'resync-started', peer: p.id, role: sy.role, bits } });
+  if (sy.role === 'source') {
+    setRepl(s, p, 'SyncSource');
+    return;
+  }
+  setRepl(s, p, 'SyncTarget');
+  const timerId = s.nextTimer++;
+  s.timers.set(timerId, { peer: p.id, kind: 'resync' });
+  p.rs = {
+    cursor: 0,
+    inflight: new Map(),
+    creditBytes: 0,
+    doneBytesThisTick: 0,
+    plan: new Array<number>(Math.max(1, s.cfg.resync.cPlanAheadTenths)).fill(0),
+    planTotal: 0,
+    finishing: false,
+    timerId,
+  };
+  resyncTick(s, p);
+}
+
+function onClosed(s: EngineState, peerId: number, byNetwork: boolean): void {
+  const p = s.peers.get(peerId);
+  if (p === undefined || p.conn !== 'Connected') return;
+  p.inc++;
+  setConn(s, p, p.wantConnect ? 'Connecting' : 'StandAlone');
+  setRepl(s, p, 'Off');
+  const wasInSync = p.settled && p.disk === 'UpToDate';
+  p.settled = false;
+  p.hsSent = false;
+  p.sync = null;
+  // Writes the peer may not have made durable (no BarrierAck yet) are out of sync now.
+  clearTl(s, p);
+  for (const w of [...s.writes.values()]) {
+    if (w.peersPending.delete(p.id)) maybeCompleteWrite(s, w);
+  }
+  for (const f of [...s.flushes.values()]) {
+    if (f.barriers.delete(p.id)) maybeCompleteFlush(s, f);
+  }
+  for (const reqId of p.readsViaPeer.values())
+    emit(s, { type: 'complete', reqId, ok: false, errno: 'EIO' });
+  p.readsViaPeer.clear();
+  if (p.rs !== null) stopResync(s, p);
+  p.rsSourceWaiting.length = 0;
+  p.readsWaiting.length = 0;
+  p.ov = null;
+  p.rxQueue.length = 0;
+  p.rxDraining = false;
+  p.rxFlushing = false;
+  p.rxInflight = 0;
+  p.rxCount = 0;
+  setPeerRole(s, p, 'Unknown');
+  if (s.pendingPromote?.waiting.has(p.id) === true) onPromoteReply(s, p, p.promoteId, true);
+  // A Primary that loses a peer starts a new generation, so the peer's copy stays identifiable.
+  if (
+    s.role === 'Primary' &&
+    hasDisk(s) &&
+    s.disk === 'UpToDate' &&
+    wasInSync &&
+    (s.bitmapUuids.get(p.id) ?? 0n) === 0n
+  ) {
+    newCurrentUuid(s);
+  }
+  if (hasDisk(s)) emit(s, { type: 'bitmapFlush' });
+  if (p.wantConnect && byNetwork) emit(s, { type: 'connect', peer: p.id });
+  pumpQueue(s);
+}
+
+function stopResync(s: EngineState, p: Peer): void {
+  const rs = p.rs;
+  if (rs === null) return;
+  s.timers.delete(rs.timerId);
+  emit(s, { type: 'cancelTimer', timerId: rs.timerId });
+  p.rs = null;
+}
+
+// --- packets --------------------------------------------------------------------------------
+
+function onPacket(s: EngineState, peerId: number, pk: Packet): void {
+  const p = s.peers.get(peerId);
+  if (p === undefined || p.conn !== 'Connected') return;
+  switch (pk.kind) {
+    case 'Handshake':
+      return onHandshake(s, p, pk);
+    case 'Bitmap':
+      return onBitmap(s, p, pk.ranges, pk.last);
+    case 'SyncUuid':
+      // I am the SyncTarget: my data becomes a partial copy of the source's sync generation.
+      pushHistory(s, s.current);
+      s.current = withRoleBit(s, pk.uuid);
+      s.bitmapUuids.set(p.id, 0n);
+      persist(s);
+      return;
+    case 'StartResync':
+      if (p.sync !== null || p.rs !== null || !hasDisk(s)) return;
+      if (!pk.senderIsSource && s.disk !== 'UpToDate') return goStandAlone(s, p);
+      return beginSync(s, p, pk.senderIsSource ? 'target' : 'source', pk.full);
+    case 'State':
+      setPeerRole(s, p, pk.role);
+      setPeerDisk(s, p, pk.disk);
+      if ((pk.disk === 'Diskless' || pk.disk === 'Failed') && p.repl !== 'Off') {
+        // The peer lost its disk: what it had in flight is out of sync, and so is what follows.
+        clearTl(s, p);
+        for (const f of [...s.flushes.values()])
+          if (f.barriers.delete(p.id)) maybeCompleteFlush(s, f);
+        if (p.rs !== null) stopResync(s, p);
+        setRepl(s, p, 'Established');
+        // DRBD: losing the peer's copy while either side is Primary starts a new generation.
+        if (
+          (s.role === 'Primary' || pk.role === 'Primary') &&
+          s.disk === 'UpToDate' &&
+          (s.bitmapUuids.get(p.id) ?? 0n) === 0n
+        )
+          newCurrentUuid(s);
+      }
+      return;
+    case 'NewCurrentUuid':
+      if (!hasDisk(s)) return;
+      if (pk.clearBitmap) {
+        bm(s, p.id).clearAll();
+        emit(s, { type: 'bitmapClear', peer: p.id, ranges: [{ start: 0, count: s.blocks }] });
+        s.bitmapUuids.set(p.id, 0n);
+        s.consistent = true;
+        s.wasUpToDate = true;
+        setDisk(s, 'UpToDate');
+        emit(s, { type: 'bitmapFlush' });
+      }
+      if (s.disk !== 'UpToDate') return;
+      pushHistory(s, s.current);
+      s.current = withRoleBit(s, pk.uuid);
+      persist(s);
+      return;
+    case 'PromoteRequest': {
+      const mine = s.pendingPromote !== null;
+      const refuse =
+        (s.role === 'Primary' && !s.cfg.allowTwoPrimaries) || (mine && s.cfg.nodeId < p.id);
+      if (!refuse) setPeerRole(s, p, 'Primary');
+      send(s, p, 'control', { kind: 'PromoteReply', id: pk.id, granted: !refuse });
+      return;
+    }
+    case 'PromoteReply':
+      return onPromoteReply(s, p, pk.id, pk.granted);
+    case 'Data':
+    case 'Barrier':
+      p.rxQueue.push(pk);
+      return pumpRx(s, p);
+    case 'BarrierAck':
+      return onBarrierAck(s, p, pk.epoch, pk.setSize);
+    case 'RecvAck':
+    case 'WriteAck':
+    case 'NegAck': {
+      const w = s.writes.get(pk.seq);
+      if (pk.kind === 'NegAck') {
+        // The peer's disk failed this write: its copy is no longer complete.
+        const t = p.tl.get(pk.seq);
+        if (t !== undefined) markOutOfSync(s, p.id, t.range);
+        if (p.disk === 'UpToDate') setPeerDisk(s, p, 'Failed');
+      }
+      if (w === undefined || !w.peersPending.delete(p.id)) return;
+      if (pk.kind !== 'NegAck') w.copies++;
+      return maybeCompleteWrite(s, w);
+    }
+    case 'DataRequest':
+      return servePeerRead(s, p, pk);
+    case 'DataReply': {
+      const reqId = p.readsViaPeer.get(pk.id);
+      if (reqId === undefined) return;
+      p.readsViaPeer.delete(pk.id);
+      return emit(
+        s,
+        pk.ok
+          ? { type: 'complete', reqId, ok: true, data: pk.data }
+          : { type: 'complete', reqId, ok: false, errno: 'EIO' },
+      );
+    }
+    case 'RsRequest':
+      return serveRsRequest(s, p, pk);
+    case 'RsReply':
+      return onRsReply(s, p, pk.id, pk.start, pk.count, pk.data);
+    case 'RsInSync':
+      return onRsInSync(s, p, pk.id, pk.start, pk.count);
+    case 'RsNegAck': {
+      const f = p.rs?.inflight.get(pk.id);
+      if (f !== undefined) p.rs?.inflight.delete(pk.id);
+      return;
+    }
+    case 'RsWriteAck':
+      return markInSync(s, p.id, clampRange(s, { start: pk.start, count: pk.count }));
+    case 'ResyncDone':
+      return onResyncDone(s, p);
+    case 'ResyncDoneAck':
+      return onResyncDoneAck(s, p, pk.currentUuid);
+    case 'OvStart':
+      if (p.repl === 'Established' && hasDisk(s)) setRepl(s, p, 'VerifyT');
+      return;
+    case 'OvRequest': {
+      const ioId = io(s, {
+        kind: 'ovPeerRead',
+        peer: p.id,
+        inc: p.inc,
+        id: pk.id,
+        start: pk.start,
+        count: pk.count,
+      });
+      const r = clampRange(s, { start: pk.start, count: pk.count });
+      return emit(s, {
+        type: 'diskRead',
+        ioId,
+        offsetBytes: r.start * BLOCK,
+        lengthBytes: r.count * BLOCK,
+      });
+    }
+    case 'OvReply': {
+      const q = p.ov?.inflight.get(pk.id);
+      if (q === undefined) return;
+      q.remote = pk.digest;
+      return ovCompare(s, p, pk.id);
+    }
+    case 'OvResult':
+      if (!pk.inSync) {
+        markOutOfSync(s, p.id, clampRange(s, { start: pk.start, count: pk.count }));
+        p.verifyMarked = true;
+      }
+      return;
+    case 'OvDone':
+      if (p.repl === 'VerifyT') setRepl(s, p, 'Established');
+      return;
+  }
+}
+
+// --- receiver: epochs and barriers ----------------------------------------------------------
+
+function pumpRx(s: EngineState, p: Peer): void {
+  while (!p.rxDraining && p.rxQueue.length > 0) {
+    const pk = p.rxQueue.shift();
+    assert(pk !== undefined);
+    if (pk.kind === 'Barrier') {
+      p.rxDraining = true;
+      p.rxEpoch = pk.epoch;
+      maybeFinishRxEpoch(s, p);
+    } else if (pk.kind === 'Data') {
+      startPeerWrite(s, p, pk);
+    }
+  }
+}
+
+function startPeerWrite(s: EngineState, p: Peer, pk: Extract<Packet, { kind: 'Data' }>): void {
+  p.rxInflight++;
+  p.rxCount++;
+  if (!hasDisk(s)) {
+    p.rxInflight--;
+    send(s, p, 'control', { kind: 'NegAck', seq: pk.seq });
+    return;
+  }
+  if (pk.ack === 'recv') send(s, p, 'control', { kind: 'RecvAck', seq: pk.seq });
+  const range = blockRangeOf(pk.offsetBytes, pk.lengthBytes);
+  touchForResync(s, range, pk.offsetBytes, pk.lengthBytes);
+  // A Diskless Primary writes through us: its own disk, when it comes back, lacks this.
+  // No activity log covers this bit on a Secondary: persist it before the data lands.
+  if (p.disk === 'Diskless' || p.disk === 'Failed') {
+    markOutOfSync(s, p.id, range);
+    emit(s, { type: 'bitmapFlush' });
+  }
+  // Two Primaries: our writes the peer had not seen when it wrote this one are concurrent.
+  // The lower node id wins the overlapping blocks: the winner drops them from the peer's
+  // write, the loser applies the peer's write after its own, so both end with the winner's.
+  p.rxLastSeq = Math.max(p.rxLastSeq, pk.seq);
+  while (p.sentLog.length > 0 && (p.sentLog[0]?.seq ?? 0) <= pk.peerSeq) p.sentLog.shift();
+  const conflicting = new Set<number>();
+  if (s.role === 'Primary' && s.cfg.allowTwoPrimaries) {
+    for (const w of p.sentLog) {
+      if (w.seq <= pk.peerSeq) continue;
+      for (
+        let b = Math.max(w.range.start, range.start);
+        b < Math.min(w.range.start + w.range.count, range.start + range.count);
+        b++
+      )
+        conflicting.add(b);
+    }
+    for (const b of conflicting)
+      emit(s, { type: 'note', note: { kind: 'conflict', peer: p.id, block: b } });
+  }
+  const iWin = s.cfg.nodeId < p.id;
+  const incAtArrival = p.inc;
+  const go = (): void => {
+    if (p.inc !== incAtArrival) return;
+    const mustWait =
+      blockedByResync(s, range) || (conflicting.size > 0 && !iWin && blockedByWrites(s, range));
+    if (mustWait) {
+      s.lockWaiters.push(go);
+      return;
+    }
+    const parts =
+      conflicting.size > 0 && iWin
+        ? byteRunsExcluding(pk.offsetBytes, pk.lengthBytes, conflicting)
+        : [{ offsetBytes: pk.offsetBytes, lengthBytes: pk.lengthBytes }];
+    const group = { remaining: parts.length, failed: false };
+    if (parts.length === 0) {
+      group.remaining = 1;
+      peerWriteDone(
+        s,
+        { kind: 'peerWrite', peer: p.id, inc: p.inc, seq: pk.seq, ack: pk.ack, range, group },
+        true,
+      );
+      return;
+    }
+    for (const part of parts) {
+      const r = blockRangeOf(part.offsetBytes, part.lengthBytes);
+      lockWrite(s, r, 1);
+      const ioId = io(s, {
+        kind: 'peerWrite',
+        peer: p.id,
+        inc: p.inc,
+        seq: pk.seq,
+        ack: pk.ack,
+        range: r,
+        group,
+      });
+      const off = part.offsetBytes - pk.offsetBytes;
+      if (pk.op === 'write')
+        emit(s, {
+          type: 'diskWrite',
+          ioId,
+          offsetBytes: part.offsetBytes,
+          data: pk.data.subarray(off, off + part.lengthBytes),
+          fua: pk.fua,
+        });
+      else if (pk.op === 'trim')
+        emit(s, {
+          type: 'diskTrim',
+          ioId,
+          offsetBytes: part.offsetBytes,
+          lengthBytes: part.lengthBytes,
+        });
+      else
+        emit(s, {
+          type: 'diskZeroes',
+          ioId,
+          offsetBytes: part.offsetBytes,
+          lengthBytes: part.lengthBytes,
+          fua: pk.fua,
+        });
+    }
+  };
+  go();
+}
+
+/** The byte runs of [offset, offset+length) outside the given blocks. */
+function byteRunsExcluding(
+  offsetBytes: number,
+  lengthBytes: number,
+  blocks: ReadonlySet<number>,
+): { offsetBytes: number; lengthBytes: number }[] {
+  const out: { offsetBytes: number; lengthBytes: number }[] = [];
+  const end = offsetBytes + lengthBytes;
+  let o = offsetBytes;
+  while (o < end) {
+    const b = Math.floor(o / BLOCK);
+    const next = Math.min(end, (b + 1) * BLOCK);
+    if (!blocks.has(b)) {
+      const last = out[out.length - 1];
+      if (last !== undefined && last.offsetBytes + last.lengthBytes === o)
+        last.lengthBytes += next - o;
+      else out.push({ offsetBytes: o, lengthBytes: next - o });
+    }
+    o = next;
+  }
+  return out;
+}
+
+function maybeFinishRxEpoch(s: EngineState, p: Peer): void {
+  if (!p.rxDraining || p.rxInflight > 0 || p.rxFlushing) return;
+  if (!hasDisk(s) || p.rxNoAck) {
+    if (!p.rxNoAck)
+      send(s, p, 'control', { kind: 'BarrierAck', epoch: p.rxEpoch, setSize: p.rxCount });
+    p.rxCount = 0;
+    p.rxDraining = false;
+    return pumpRx(s, p);
+  }
+  // Drain then flush: the epoch is durable before any write of the next one starts.
+  p.rxFlushing = true;
+  emit(s, { type: 'diskFlush', ioId: io(s, { kind: 'epochFlush', peer: p.id, inc: p.inc }) });
+}
+
+function onBarrierAck(s: EngineState, p: Peer, epoch: number, setSize: number): void {
+  const expected = p.epochSizes.get(epoch);
+  if (expected !== undefined && expected !== setSize) {
+    emit(s, {
+      type: 'note',
+      note: {
+        kind: 'handshake',
+        peer: p.id,
+        rule: 'barrier-set-size-mismatch',
+        decision: 'disconnect',
+      },
+    });
+    p.wantConnect = true;
+    emit(s, { type: 'disconnect', peer: p.id });
+    onClosed(s, p.id, true);
+    return;
+  }
+  for (const e of [...p.epochSizes.keys()]) if (e <= epoch) p.epochSizes.delete(e);
+  for (const [seq, t] of p.tl) {
+    if (t.epoch > epoch) continue;
+    p.tl.delete(seq);
+    releaseAl(s, seq);
+  }
+  pumpQueue(s);
+  for (const f of [...s.flushes.values()]) {
+    const e = f.barriers.get(p.id);
+    if (e !== undefined && e <= epoch) {
+      f.barriers.delete(p.id);
+      maybeCompleteFlush(s, f);
+    }
+  }
+}
+
+// --- resync ---------------------------------------------------------------------------------
+
+function onTimer(s: EngineState, timerId: number): void {
+  const t = s.timers.get(timerId);
+  if (t === undefined) return;
+  const p = s.peers.get(t.peer);
+  if (p === undefined || p.rs === null || p.rs.timerId !== timerId) return;
+  resyncTick(s, p);
+}
+
+/** Bytes of resync the target may request in this tick (fixed rate or DRBD's controller). */
+export function resyncBudget(
+  o: EngineConfig['resync'],
+  st: { plan: number[]; planTotal: number },
+  inFlightBytes: number,
+  doneLastTickBytes: number,
+  appBusy: boolean,
+): number {
+  const perTick = (rate: number): number => (rate * RESYNC_TICK_MS) / 1000;
+  let req: number;
+  if (o.cPlanAheadTenths <= 0) req = perTick(o.resyncRateBytesPerSec);
+  else {
+    const steps = st.plan.length;
+    const correction = o.cFillTargetBytes - inFlightBytes - st.planTotal;
+    const cps = correction / steps;
+    for (let i = 0; i < steps; i++) st.plan[i] = (st.plan[i] ?? 0) + cps;
+    st.planTotal += cps * steps;
+    const curr = st.plan.shift() ?? 0;
+    st.plan.push(0);
+    st.planTotal -= curr;
+    req = Math.max(0, doneLastTickBytes + curr);
+    req = Math.min(req, perTick(o.cMaxRateBytesPerSec));
+  }
+  if (appBusy && o.cMinRateBytesPerSec > 0) req = Math.min(req, perTick(o.cMinRateBytesPerSec));
+  return req;
+}
+
+function resyncTick(s: EngineState, p: Peer): void {
+  const rs = p.rs;
+  if (rs === null) return;
+  let inFlightBytes = 0;
+  for (const f of rs.inflight.values()) inFlightBytes += f.count * BLOCK;
+  const budget = resyncBudget(
+    s.cfg.resync,
+    rs,
+    inFlightBytes,
+    rs.doneBytesThisTick,
+    s.appIoThisTick > 0,
+  );
+  s.appIoThisTick = 0;
+  rs.doneBytesThisTick = 0;
+  // Credit never exceeds one tick's worth plus a request, so an idle period cannot burst.
+  rs.creditBytes = Math.min(rs.creditBytes + budget, budget + RESYNC_REQUEST_BYTES_MAX);
+  issueResyncRequests(s, p);
+  maybeFinishResync(s, p);
+  if (p.rs !== null && !p.rs.finishing)
+    emit(s, { type: 'setTimer', timerId: rs.timerId, afterMs: RESYNC_TICK_MS });
+}
+
+function issueResyncRequests(s: EngineState, p: Peer): void {
+  const rs = p.rs;
+  if (rs === null) return;
+  const b = bm(s, p.id);
+  const busy = (blk: number): boolean => {
+    for (const f of rs.inflight.values())
+      if (blk >= f.start && blk < f.start + f.count) return true;
+    return false;
+  };
+  let wrapped = false;
+  while (rs.inflight.size < RESYNC_REQUESTS_IN_FLIGHT_MAX && rs.creditBytes >= BLOCK) {
+    let start = b.nextSet(rs.cursor);
+    while (start >= 0 && busy(start)) start = b.nextSet(start + 1);
+    if (start < 0) {
+      if (wrapped || rs.cursor === 0) return;
+      wrapped = true;
+      rs.cursor = 0;
+      continue;
+    }
+    let count = 1;
+    const maxCount = Math.min(RS_BLOCKS_MAX, Math.floor(rs.creditBytes / BLOCK));
+    while (
+      count < maxCount &&
+      start + count < s.blocks &&
+      b.test(start + count) &&
+      !busy(start + count)
+    )
+      count++;
+    rs.cursor = start + count;
+    rs.creditBytes -= count * BLOCK;
+    const id = s.nextId++;
+    const f: RsInFlight = {
+      start,
+      count,
+      touched: new Set(),
+      partial: new Set(),
+      writesPending: 0,
+      sent: false,
+    };
+    rs.inflight.set(id, f);
+    if (s.cfg.csums) {
+      const ioId = io(s, { kind: 'rsCsumRead', peer: p.id, inc: p.inc, id });
+      emit(s, { type: 'diskRead', ioId, offsetBytes: start * BLOCK, lengthBytes: count * BLOCK });
+    } else {
+      f.sent = true;
+      send(s, p, 'data', { kind: 'RsRequest', id, start, count, digest: new Uint8Array(0) });
+    }
+  }
+}
+
+/** A read for a Diskless or syncing peer: it must see the writes that peer sent before it. */
+function servePeerRead(
+  s: EngineState,
+  p: Peer,
+  r: { id: number; offsetBytes: number; lengthBytes: number },
+): void {
+  if (p.conn !== 'Connected') return;
+  if (s.disk !== 'UpToDate') {
+    send(s, p, 'data', { kind: 'DataReply', id: r.id, ok: false, data: new Uint8Array(0) });
+    return;
+  }
+  const range = blockRangeOf(r.offsetBytes, r.lengthBytes);
+  if (blockedByWrites(s, range) || rxQueued(s, range)) {
+    p.readsWaiting.push(r);
+    return;
+  }
+  const ioId = io(s, { kind: 'peerRead', peer: p.id, inc: p.inc, id: r.id });
+  emit(s, { type: 'diskRead', ioId, offsetBytes: r.offsetBytes, lengthBytes: r.lengthBytes });
+}
+
+function serveRsRequest(
+  s: EngineState,
+  p: Peer,
+  r: { id: number; start: number; count: number; digest: Uint8Array },
+): void {
+  if (p.inc === undefined || p.conn !== 'Connected') return;
+  const range = clampRange(s, { start: r.start, count: r.count });
+  if (!hasDisk(s) || s.disk !== 'UpToDate' || range.count === 0) {
+    send(s, p, 'control', { kind: 'RsNegAck', id: r.id, start: r.start, count: r.count });
+    return;
+  }
+  // An application write in flight here would make the reply older than what the target gets
+  // through replication: read after it lands.
+  if (blockedByWrites(s, range) || rxQueued(s, range)) {
+    p.rsSourceWaiting.push(r);
+    return;
+  }
+  const ioId = io(s, {
+    kind: 'rsRead',
+    peer: p.id,
+    inc: p.inc,
+    id: r.id,
+    start: range.start,
+    count: range.count,
+    digest: r.digest,
+  });
+  emit(s, {
+    type: 'diskRead',
+    ioId,
+    offsetBytes: range.start * BLOCK,
+    lengthBytes: range.count * BLOCK,
+  });
+}
+
+function rsReadDone(s: EngineState, what: Extract<Io, { kind: 'rsRead' }>, data: Uint8Array): void {
+  const p = s.peers.get(what.peer);
+  if (p === undefined || p.inc !== what.inc) return;
+  if (s.cfg.csums && what.digest.length > 0 && equalBytes(s.cfg.digest(data), what.digest)) {
+    markInSync(s, p.id, { start: what.start, count: what.count });
+    send(s, p, 'data', { kind: 'RsInSync', id: what.id, start: what.start, count: what.count });
+    return;
+  }
+  send(s, p, 'data', { kind: 'RsReply', id: what.id, start: what.start, count: what.count, data });
+}
+
+function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+function onRsInSync(s: EngineState, p: Peer, id: number, start: number, count: number): void {
+  const rs = p.rs;
+  const f = rs?.inflight.get(id);
+  if (rs === null || f === undefined) return;
+  rs.inflight.delete(id);
+  rs.doneBytesThisTick += count * BLOCK;
+  for (let b = start; b < start + count; b++)
+    if (!f.partial.has(b)) markInSync(s, p.id, { start: b, count: 1 });
+  issueResyncRequests(s, p);
+  maybeFinishResync(s, p);
+}
+
+function onRsReply(
+  s: EngineState,
+  p: Peer,
+  id: number,
+  start: number,
+  count: number,
+  data: Uint8Array,
+): void {
+  const rs = p.rs;
+  const f = rs?.inflight.get(id);
+  if (
+    rs === null ||
+    f === undefined ||
+    f.start !== start ||
+    f.count !== count ||
+    data.length !== count * BLOCK
+  )
+    return;
+  rs.doneBytesThisTick += count * BLOCK;
+  // Never overwrite newer application data: skip blocks an application write touched.
+  const runs: BlockRange[] = [];
+  for (let b = start; b < start + count; b++) {
+    // A write in flight here arrived before the request: keep the bit and fetch it again.
+    if ((s.writeLocks.get(b) ?? 0) > 0 && s.cfg.plantedBug !== 'resync-overwrites-newer')
+      f.partial.add(b);
+    if (f.touched.has(b) || f.partial.has(b)) continue;
+    const last = runs[runs.length - 1];
+    if (last !== undefined && last.start + last.count === b)
+      runs[runs.length - 1] = { start: last.start, count: last.count + 1 };
+    else runs.push({ start: b, count: 1 });
+  }
+  f.writesPending = runs.length;
+  for (const r of runs) {
+    lockRs(s, r, 1);
+    const ioId = io(s, { kind: 'rsWrite', peer: p.id, inc: p.inc, id, range: r });
+    const off = (r.start - start) * BLOCK;
+    emit(s, {
+      type: 'diskWrite',
+      ioId,
+      offsetBytes: r.start * BLOCK,
+      data: data.subarray(off, off + r.count * BLOCK),
+      fua: false,
+    });
+  }
+  if (runs.length === 0) finishRsRequest(s, p, id);
+}
+
+function rsWriteDone(s: EngineState, what: Extract<Io, { kind: 'rsWrite' }>): void {
+  lockRs(s, what.range, -1);
+  const p = s.peers.get(what.peer);
+  if (p === undefined || p.inc !== what.inc || p.rs === null) return;
+  const f = p.rs.inflight.get(what.id);
+  if (f === undefined) return;
+  f.writesPending--;
+  if (f.writesPending <= 0) finishRsRequest(s, p, what.id);
+}
+
+function finishRsRequest(s: EngineState, p: Peer, id: number): void {
+  const rs = p.rs;
+  const f = rs?.inflight.get(id);
+  if (rs === null || f === undefined) return;
+  rs.inflight.delete(id);
+  // Data is on this disk (or a newer full-block application write is): clear those bits.
+  const cleared: BlockRange[] = [];
+  for (let b = f.start; b < f.start + f.count; b++) {
+    if (f.partial.has(b)) continue;
+    markInSync(s, p.id, { start: b, count: 1 });
+    cleared.push({ start: b, count: 1 });
+  }
+  for (const r of mergeRanges(cleared))
+    send(s, p, 'control', { kind: 'RsWriteAck', id, start: r.start, count: r.count });
+  issueResyncRequests(s, p);
+  maybeFinishResync(s, p);
+}
+
+function maybeFinishResync(s: EngineState, p: Peer): void {
+  const rs = p.rs;
+  if (rs === null || rs.finishing || rs.inflight.size > 0 || bm(s, p.id).weight > 0) return;
+  rs.finishing = true;
+  send(s, p, 'data', { kind: 'ResyncDone' }); // after our Bitmap on the same stream
+}
+
+function onResyncDone(s: EngineState, p: Peer): void {
+  if (p.repl !== 'SyncSource') return;
+  const left = bm(s, p.id).weight;
+  if (left > 0) markInSync(s, p.id, { start: 0, count: s.blocks }); // the target holds it all now
+  pushHistory(s, s.bitmapUuids.get(p.id) ?? 0n);
+  s.bitmapUuids.set(p.id, 0n);
+  s.crashedPrimary = s.role === 'Primary';
+  emit(s, { type: 'bitmapFlush' });
+  persist(s);
+  setPeerDisk(s, p, 'UpToDate');
+  setRepl(s, p, 'Established');
+  send(s, p, 'control', { kind: 'ResyncDoneAck', currentUuid: s.current });
+  emit(s, { type: 'note', note: { kind: 'resync-finished', peer: p.id, role: 'source' } });
+}
+
+function onResyncDoneAck(s: EngineState, p: Peer, uuid: bigint): void {
+  if (p.rs === null || !p.rs.finishing) return;
+  stopResync(s, p);
+  pushHistory(s, s.current);
+  s.current = withRoleBit(s, uuid);
+  s.bitmapUuids.set(p.id, 0n);
+  s.consistent = true;
+  s.wasUpToDate = true;
+  s.crashedPrimary = s.role === 'Primary';
+  setDisk(s, 'UpToDate');
+  emit(s, { type: 'bitmapFlush' });
+  persist(s);
+  setRepl(s, p, 'Established');
+  emit(s, { type: 'note', note: { kind: 'resync-finished', peer: p.id, role: 'target' } });
+  broadcastState(s);
+}
+
+// --- online verify --------------------------------------------------------------------------
+
+function startVerify(s: EngineState, cmdId: number, peerId: number): void {
+  const p = s.peers.get(peerId);
+  if (p === undefined) return reply(s, cmdId, false, `unknown peer ${peerId}`);
+  if (!s.cfg.verify) return reply(s, cmdId, false, 'no verify-alg configured');
+  if (
+    !isConnectedSettled(p) ||
+    p.repl !== 'Established' ||
+    s.disk !== 'UpToDate' ||
+    p.disk !== 'UpToDate'
+  )
+    return reply(s, cmdId, false, 'verify needs an established connection between UpToDate disks');
+  setRepl(s, p, 'VerifyS');
+  send(s, p, 'data', { kind: 'OvStart' });
+  p.ov = { cursor: 0, inflight: new Map(), found: 0, nextId: 1 };
+  issueVerify(s, p);
+  reply(s, cmdId, true, 'verify started');
+}
+
+function issueVerify(s: EngineState, p: Peer): void {
+  const ov = p.ov;
+  if (ov === null) return;
+  while (ov.inflight.size < VERIFY_REQUESTS_IN_FLIGHT_MAX && ov.cursor < s.blocks) {
+    const start = ov.cursor;
+    const count = Math.min(RS_BLOCKS_MAX, s.blocks - start);
+    ov.cursor += count;
+    const id = ov.nextId++;
+    ov.inflight.set(id, { start, count, local: null, remote: null });
+    const ioId = io(s, { kind: 'ovLocalRead', peer: p.id, inc: p.inc, id });
+    emit(s, { type: 'diskRead', ioId, offsetBytes: start * BLOCK, lengthBytes: count * BLOCK });
+    send(s, p, 'data', { kind: 'OvRequest', id, start, count });
+  }
+  if (ov.inflight.size === 0 && ov.cursor >= s.blocks) {
+    p.ov = null;
+    send(s, p, 'data', { kind: 'OvDone' });
+    setRepl(s, p, 'Established');
+    emit(s, {
+      type: 'note',
+      note: { kind: 'verify-finished', peer: p.id, outOfSyncBlocks: ov.found },
+    });
+  }
+}
+
+function blockDigests(s: EngineState, data: Uint8Array): Uint8Array {
+  const parts: Uint8Array[] = [];
+  for (let o = 0; o < data.length; o += BLOCK)
+    parts.push(s.cfg.digest(data.subarray(o, o + BLOCK)));
+  const n = parts.reduce((a, b) => a + b.length, 0);
+  const out = new Uint8Array(n);
+  let o = 0;
+  for (const x of parts) {
+    out.set(x, o);
+    o += x.length;
+  }
+  return out;
+}
+
+function ovReadDone(
+  s: EngineState,
+  what: Extract<Io, { kind: 'ovLocalRead' | 'ovPeerRead' }>,
+  data: Uint8Array,
+): void {
+  const p = s.peers.get(what.peer);
+  if (p === undefined || p.inc !== what.inc) return;
+  if (what.kind === 'ovPeerRead') {
+    send(s, p, 'data', {
+      kind: 'OvReply',
+      id: what.id,
+      start: what.start,
+      count: what.count,
+      digest: blockDigests(s, data),
+    });
+    return;
+  }
+  const q = p.ov?.inflight.get(what.id);
+  if (q === undefined) return;
+  q.local = blockDigests(s, data);
+  ovCompare(s, p, what.id);
+}
+
+function ovCompare(s: EngineState, p: Peer, id: number): void {
+  const ov = p.ov;
+  const q = ov?.inflight.get(id);
+  if (ov === null || q === undefined || q.local === null || q.remote === null) return;
+  ov.inflight.delete(id);
+  const dl = q.count > 0 ? q.local.length / q.count : 0;
+  for (let i = 0; i < q.count; i++) {
+    const a = q.local.subarray(i * dl, (i + 1) * dl);
+    const b = q.remote.subarray(i * dl, (i + 1) * dl);
+    if (!equalBytes(a, b)) {
+      ov.found++;
+      p.verifyMarked = true;
+      markOutOfSync(s, p.id, { start: q.start + i, count: 1 });
+      send(s, p, 'data', { kind: 'OvResult', start: q.start + i, count: 1, inSync: false });
+    }
+  }
+  issueVerify(s, p);
+}
+
+// --- invariants -----------------------------------------------------------------------------
+
+/** Asserts what must hold after every step. */
+export function checkInvariants(s: EngineState): void {
+  if (s.role === 'Primary') {
+    const syncTarget = [...s.peers.values()].some(
+      (p) => p.repl === 'SyncTarget' || p.sync?.role === 'target',
+    );
+    const catchingUp =
+      (s.disk === 'Inconsistent' && syncTarget) ||
+      ((s.disk === 'Outdated' || s.disk === 'Inconsistent') && s.attachedAsPrimary);
+    assert(
+      s.disk === 'UpToDate' || s.disk === 'Diskless' || catchingUp,
+      `Primary with a ${s.disk} disk`,
+    );
+  }
+  for (const p of s.peers.values()) {
+    const b = bm(s, p.id);
+    assert(b.weight >= 0 && b.weight <= s.blocks, 'bitmap weight in range');
+    if (p.repl === 'SyncTarget') assert(s.disk === 'Inconsistent', 'a SyncTarget is Inconsistent');
+    if (p.repl === 'SyncTarget') assert(p.rs !== null, 'a SyncTarget has resync state');
+    if (p.conn !== 'Connected')
+      assert(
+        p.repl === 'Off' && p.rs === null && p.tl.size === 0,
+        'no replication state without a connection',
+      );
+    if (
+      p.repl === 'Established' &&
+      s.disk === 'UpToDate' &&
+      p.disk === 'UpToDate' &&
+      !p.verifyMarked
+    )
+      assert(
+        b.weight === 0,
+        `UpToDate and Established with ${b.weight} out-of-sync blocks (peer ${p.id})`,
+      );
+    if (
+      p.conn === 'Connected' &&
+      p.settled &&
+      p.repl === 'Established' &&
+      p.role === 'Primary' &&
+      s.role === 'Primary'
+    )
+      assert(s.cfg.allowTwoPrimaries, 'two Primaries without allow-two-primaries');
+  }
+  assert(s.al.length <= s.cfg.alExtents, 'activity log within al-extents');
+  for (const [e, n] of s.alWrites)
+    assert(n > 0 && s.al.includes(e), 'writes only into hot extents');
+}

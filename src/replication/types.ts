@@ -1,0 +1,395 @@
+// The replication engine's contract: configuration, the events the daemon feeds it, the actions
+// it asks the daemon to perform, and the peer packets. Imports nothing at runtime.
+// Block numbers count BITMAP_BLOCK_BYTES (4 KiB) blocks; extents count AL_EXTENT_BYTES (4 MiB).
+
+export type Role = 'Primary' | 'Secondary' | 'Unknown';
+export type DiskState =
+  'Diskless' | 'Attaching' | 'Inconsistent' | 'Outdated' | 'UpToDate' | 'Failed';
+export type ConnState = 'StandAlone' | 'Connecting' | 'Connected';
+export type ReplState =
+  | 'Off'
+  | 'Established'
+  | 'SyncSource'
+  | 'SyncTarget'
+  | 'PausedSyncS'
+  | 'PausedSyncT'
+  | 'VerifyS'
+  | 'VerifyT';
+export type Protocol = 'A' | 'B' | 'C';
+export type Stream = 'data' | 'control';
+
+export type AfterSb0Pri =
+  | 'disconnect'
+  | 'discard-younger-primary'
+  | 'discard-older-primary'
+  | 'discard-zero-changes'
+  | 'discard-least-changes'
+  | `discard-node-${string}`;
+export type AfterSb1Pri = 'disconnect' | 'consensus' | 'violently-as0p' | 'discard-secondary';
+export type AfterSb2Pri = 'disconnect' | 'violently-as0p';
+
+/** Deliberately wrong variants the simulator must catch (test-only; never set in production). */
+export type PlantedBug = 'no-bit-while-disconnected' | 'resync-overwrites-newer' | 'early-ack';
+
+export interface ResyncRateOptions {
+  /** Fixed resync rate used when cPlanAheadTenths is 0. @default 250 KiB/s (DRBD) */
+  readonly resyncRateBytesPerSec: number;
+  /** Controller planning horizon in 0.1 s steps; 0 = fixed rate. @default 20 */
+  readonly cPlanAheadTenths: number;
+  /** Resync bytes the controller keeps in flight. @default 50 KiB */
+  readonly cFillTargetBytes: number;
+  /** Upper bound for the controller. @default 100 MiB/s */
+  readonly cMaxRateBytesPerSec: number;
+  /** Resync is throttled to this rate only while application I/O is busy. @default 250 KiB/s */
+  readonly cMinRateBytesPerSec: number;
+}
+
+export interface PeerConfig {
+  readonly nodeId: number;
+  readonly name: string;
+}
+
+export interface EngineConfig {
+  readonly nodeId: number;
+  readonly nodeName: string;
+  /** Usable data size in bytes, a multiple of BITMAP_BLOCK_BYTES. */
+  readonly sizeBytes: number;
+  readonly peers: readonly PeerConfig[];
+  /** @default 'C' */
+  readonly protocol: Protocol;
+  /** @default false */
+  readonly allowTwoPrimaries: boolean;
+  readonly afterSb0Pri: AfterSb0Pri;
+  readonly afterSb1Pri: AfterSb1Pri;
+  readonly afterSb2Pri: AfterSb2Pri;
+  /** Writes per epoch before a barrier is forced. @default 2048 */
+  readonly maxEpochSize: number;
+  /** Activity-log extents kept hot. @default 1237 */
+  readonly alExtents: number;
+  /** Bytes one AL extent covers. @default AL_EXTENT_BYTES (4 MiB, DRBD's fixed size; the simulator shrinks it) */
+  readonly alExtentBytes?: number;
+  /** @default 'detach' */
+  readonly onIoError: 'detach' | 'pass_on';
+  readonly resync: ResyncRateOptions;
+  /** csums-alg is configured: checksum-based resync skips equal blocks. */
+  readonly csums: boolean;
+  /** verify-alg is configured: online verify may run. */
+  readonly verify: boolean;
+  /** The digest used by csums-alg and verify-alg (injected: the engine is pure). */
+  readonly digest: (data: Uint8Array) => Uint8Array;
+  /** Seed for generation UUIDs (the daemon passes secure random bits at each start). */
+  readonly uuidSeed: number;
+  /** Test-only planted bug (see PlantedBug). */
+  readonly plantedBug?: PlantedBug;
+}
+
+export interface MetaFlags {
+  /** The data is consistent (not mid-resync target). */
+  readonly consistent: boolean;
+  /** The disk was UpToDate when last written. */
+  readonly wasUpToDate: boolean;
+  /** The node was Primary when the metadata was last written: a crash leaves this set. */
+  readonly crashedPrimary: boolean;
+}
+
+/** What the superblock persists (v09 fields the engine owns). UUIDs are 64-bit. */
+export interface Metadata {
+  readonly currentUuid: bigint;
+  /** Per peer node id: the bitmap UUID of that peer's slot (0n = none). */
+  readonly bitmapUuids: Readonly<Record<number, bigint>>;
+  /** Newest first, at most UUID_HISTORY_MAX. */
+  readonly historyUuids: readonly bigint[];
+  readonly flags: MetaFlags;
+}
+
+/** A run of bitmap blocks. */
+export interface BlockRange {
+  readonly start: number;
+  readonly count: number;
+}
+
+/** What the daemon loads from disk at start or attach. */
+export interface BootState {
+  readonly meta: Metadata;
+  /** Per peer node id: set bits of that slot as ranges. */
+  readonly bitmaps: Readonly<Record<number, readonly BlockRange[]>>;
+  /** Extents listed in the on-disk activity log. */
+  readonly alExtents: readonly number[];
+}
+
+// --- events ---------------------------------------------------------------------------------
+
+export type ClientRequest =
+  | {
+      readonly op: 'read';
+      readonly id: number;
+      readonly offsetBytes: number;
+      readonly lengthBytes: number;
+    }
+  | {
+      readonly op: 'write';
+      readonly id: number;
+      readonly offsetBytes: number;
+      readonly data: Uint8Array;
+      readonly fua: boolean;
+    }
+  | {
+      readonly op: 'trim' | 'zeroes';
+      readonly id: number;
+      readonly offsetBytes: number;
+      readonly lengthBytes: number;
+      readonly fua: boolean;
+    }
+  | { readonly op: 'flush'; readonly id: number };
+
+export type AdminCommand =
+  | { readonly cmd: 'primary'; readonly force: boolean }
+  | { readonly cmd: 'secondary' }
+  | { readonly cmd: 'connect'; readonly peer: number; readonly discardMyData: boolean }
+  | { readonly cmd: 'disconnect'; readonly peer: number }
+  | { readonly cmd: 'new-current-uuid'; readonly clearBitmap: boolean }
+  | { readonly cmd: 'invalidate'; readonly peer: number }
+  | { readonly cmd: 'invalidate-remote'; readonly peer: number }
+  | { readonly cmd: 'verify'; readonly peer: number }
+  | { readonly cmd: 'detach' }
+  | { readonly cmd: 'attach'; readonly boot: BootState };
+
+export type EngineEvent =
+  | { readonly type: 'request'; readonly req: ClientRequest }
+  | { readonly type: 'packet'; readonly peer: number; readonly packet: Packet }
+  | {
+      readonly type: 'diskDone';
+      readonly ioId: number;
+      readonly ok: true;
+      readonly data?: Uint8Array;
+    }
+  | { readonly type: 'diskDone'; readonly ioId: number; readonly ok: false; readonly errno: string }
+  | { readonly type: 'timer'; readonly timerId: number }
+  | { readonly type: 'admin'; readonly cmdId: number; readonly command: AdminCommand }
+  | { readonly type: 'connEstablished'; readonly peer: number }
+  | { readonly type: 'connClosed'; readonly peer: number };
+
+// --- actions --------------------------------------------------------------------------------
+
+/**
+ * Ordering contract: the daemon performs actions in order. persistMeta, alCommit and
+ * bitmapFlush are metadata barriers: each first flushes the data disk (covering every disk
+ * write that already completed), then writes its metadata durably, and the daemon issues no
+ * later disk write until it is durable.
+ */
+export type Action =
+  | {
+      readonly type: 'diskRead';
+      readonly ioId: number;
+      readonly offsetBytes: number;
+      readonly lengthBytes: number;
+    }
+  | {
+      readonly type: 'diskWrite';
+      readonly ioId: number;
+      readonly offsetBytes: number;
+      readonly data: Uint8Array;
+      readonly fua: boolean;
+    }
+  | {
+      readonly type: 'diskTrim';
+      readonly ioId: number;
+      readonly offsetBytes: number;
+      readonly lengthBytes: number;
+    }
+  | {
+      readonly type: 'diskZeroes';
+      readonly ioId: number;
+      readonly offsetBytes: number;
+      readonly lengthBytes: number;
+      readonly fua: boolean;
+    }
+  | { readonly type: 'diskFlush'; readonly ioId: number }
+  | { readonly type: 'persistMeta'; readonly meta: Metadata }
+  /** Activity-log transaction: these extents become hot / cold (before writes into `add`). */
+  | {
+      readonly type: 'alCommit';
+      readonly add: readonly number[];
+      readonly remove: readonly number[];
+    }
+  /** In-memory bitmap change of one peer slot (made durable by the next bitmapFlush). */
+  | { readonly type: 'bitmapSet'; readonly peer: number; readonly ranges: readonly BlockRange[] }
+  | { readonly type: 'bitmapClear'; readonly peer: number; readonly ranges: readonly BlockRange[] }
+  | { readonly type: 'bitmapFlush' }
+  | {
+      readonly type: 'send';
+      readonly peer: number;
+      readonly stream: Stream;
+      readonly packet: Packet;
+    }
+  /** Start (or keep) trying to connect to the peer. */
+  | { readonly type: 'connect'; readonly peer: number }
+  /** Close the connection to the peer and stop trying. */
+  | { readonly type: 'disconnect'; readonly peer: number }
+  | {
+      readonly type: 'complete';
+      readonly reqId: number;
+      readonly ok: true;
+      readonly data?: Uint8Array;
+    }
+  | {
+      readonly type: 'complete';
+      readonly reqId: number;
+      readonly ok: false;
+      readonly errno: string;
+    }
+  | { readonly type: 'setTimer'; readonly timerId: number; readonly afterMs: number }
+  | { readonly type: 'cancelTimer'; readonly timerId: number }
+  | {
+      readonly type: 'adminResult';
+      readonly cmdId: number;
+      readonly ok: boolean;
+      readonly message: string;
+    }
+  | { readonly type: 'stateChange'; readonly change: StateChange }
+  | { readonly type: 'note'; readonly note: EngineNote };
+
+export type StateChange =
+  | { readonly what: 'role'; readonly role: Role }
+  | { readonly what: 'disk'; readonly disk: DiskState }
+  | { readonly what: 'connection'; readonly peer: number; readonly conn: ConnState }
+  | { readonly what: 'replication'; readonly peer: number; readonly repl: ReplState }
+  | { readonly what: 'peerDisk'; readonly peer: number; readonly disk: DiskState }
+  | { readonly what: 'peerRole'; readonly peer: number; readonly role: Role };
+
+/** Notable happenings for the event stream (drbdsetup events2 style). */
+export type EngineNote =
+  | {
+      readonly kind: 'handshake';
+      readonly peer: number;
+      readonly rule: string;
+      readonly decision: string;
+    }
+  | { readonly kind: 'split-brain'; readonly peer: number; readonly resolved: string }
+  | {
+      readonly kind: 'resync-started';
+      readonly peer: number;
+      readonly role: 'source' | 'target';
+      readonly bits: number;
+    }
+  | { readonly kind: 'resync-finished'; readonly peer: number; readonly role: 'source' | 'target' }
+  | { readonly kind: 'verify-finished'; readonly peer: number; readonly outOfSyncBlocks: number }
+  | { readonly kind: 'io-error'; readonly errno: string }
+  | { readonly kind: 'conflict'; readonly peer: number; readonly block: number };
+
+// --- packets --------------------------------------------------------------------------------
+
+export interface HandshakePacket {
+  readonly kind: 'Handshake';
+  readonly nodeId: number;
+  readonly protocol: Protocol;
+  readonly sizeBytes: number;
+  readonly role: Role;
+  readonly disk: DiskState;
+  readonly currentUuid: bigint;
+  /** The sender's bitmap UUID for the receiver's slot. */
+  readonly bitmapUuid: bigint;
+  readonly historyUuids: readonly bigint[];
+  readonly crashedPrimary: boolean;
+  readonly discardMyData: boolean;
+  /** Bits set in the sender's slot for the receiver (changes since the split). */
+  readonly bitmapWeight: number;
+  readonly allowTwoPrimaries: boolean;
+}
+
+export type Packet =
+  | HandshakePacket
+  | { readonly kind: 'Bitmap'; readonly ranges: readonly BlockRange[]; readonly last: boolean }
+  | { readonly kind: 'SyncUuid'; readonly uuid: bigint }
+  | { readonly kind: 'StartResync'; readonly senderIsSource: boolean; readonly full: boolean }
+  | { readonly kind: 'State'; readonly role: Role; readonly disk: DiskState }
+  | { readonly kind: 'NewCurrentUuid'; readonly uuid: bigint; readonly clearBitmap: boolean }
+  | { readonly kind: 'PromoteRequest'; readonly id: number }
+  | { readonly kind: 'PromoteReply'; readonly id: number; readonly granted: boolean }
+  | {
+      readonly kind: 'Data';
+      readonly seq: number;
+      readonly epoch: number;
+      readonly op: 'write' | 'trim' | 'zeroes';
+      readonly offsetBytes: number;
+      readonly lengthBytes: number;
+      readonly data: Uint8Array;
+      readonly fua: boolean;
+      readonly ack: 'none' | 'recv' | 'write';
+      /** Highest Data seq the sender had received from us when it wrote this (two Primaries). */
+      readonly peerSeq: number;
+    }
+  | { readonly kind: 'Barrier'; readonly epoch: number }
+  | { readonly kind: 'BarrierAck'; readonly epoch: number; readonly setSize: number }
+  | { readonly kind: 'RecvAck'; readonly seq: number }
+  | { readonly kind: 'WriteAck'; readonly seq: number }
+  | { readonly kind: 'NegAck'; readonly seq: number }
+  | {
+      readonly kind: 'DataRequest';
+      readonly id: number;
+      readonly offsetBytes: number;
+      readonly lengthBytes: number;
+    }
+  | {
+      readonly kind: 'DataReply';
+      readonly id: number;
+      readonly ok: boolean;
+      readonly data: Uint8Array;
+    }
+  | {
+      readonly kind: 'RsRequest';
+      readonly id: number;
+      readonly start: number;
+      readonly count: number;
+      readonly digest: Uint8Array;
+    }
+  | {
+      readonly kind: 'RsReply';
+      readonly id: number;
+      readonly start: number;
+      readonly count: number;
+      readonly data: Uint8Array;
+    }
+  | {
+      readonly kind: 'RsInSync';
+      readonly id: number;
+      readonly start: number;
+      readonly count: number;
+    }
+  | {
+      readonly kind: 'RsNegAck';
+      readonly id: number;
+      readonly start: number;
+      readonly count: number;
+    }
+  | {
+      readonly kind: 'RsWriteAck';
+      readonly id: number;
+      readonly start: number;
+      readonly count: number;
+    }
+  | { readonly kind: 'ResyncDone' }
+  | { readonly kind: 'ResyncDoneAck'; readonly currentUuid: bigint }
+  | { readonly kind: 'OvStart' }
+  | {
+      readonly kind: 'OvRequest';
+      readonly id: number;
+      readonly start: number;
+      readonly count: number;
+    }
+  | {
+      readonly kind: 'OvReply';
+      readonly id: number;
+      readonly start: number;
+      readonly count: number;
+      readonly digest: Uint8Array;
+    }
+  | {
+      readonly kind: 'OvResult';
+      readonly start: number;
+      readonly count: number;
+      readonly inSync: boolean;
+    }
+  | { readonly kind: 'OvDone' };
+
+export type PacketKind = Packet['kind'];

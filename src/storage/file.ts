@@ -1,0 +1,255 @@
+// A BlockStore on a regular file or a block device, with positional I/O and at most
+// STORE_IO_IN_FLIGHT_MAX requests in flight. Every short or failed I/O becomes a DiskIoError
+// with the offset and errno: a partial write is never reported as success.
+import { open, readFile, stat, type FileHandle } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { SECTOR_BYTES, STORE_IO_IN_FLIGHT_MAX, STORE_ZERO_CHUNK_BYTES } from '../limits.js';
+import { DiskIoError, InvalidRequestError } from '../util/errors.js';
+import { checkOpen, checkRange, chunks, settle, totalLength } from './request.js';
+import type { BlockStore, Extent, WriteOptions, ZeroOptions } from './types.js';
+
+export interface FileStoreOptions {
+  /** Open without write access; writes then fail with InvalidRequestError. @default false */
+  readonly readOnly?: boolean;
+  /** Bypass the page cache (O_DIRECT). Callers must then pass aligned buffers. @default false */
+  readonly direct?: boolean;
+}
+
+/** Opens `path` (a regular file or a block device) as a BlockStore sized from the device. */
+export async function openFileStore(path: string, opts: FileStoreOptions = {}): Promise<FileStore> {
+  let info;
+  try {
+    info = await stat(path);
+  } catch (e) {
+    throw ioError(`${path}: cannot stat backing device`, 0, e);
+  }
+  if (!info.isFile() && !info.isBlockDevice()) {
+    throw new InvalidRequestError(`${path}: not a regular file or a block device`);
+  }
+  const flags =
+    (opts.readOnly === true ? constants.O_RDONLY : constants.O_RDWR) |
+    (opts.direct === true ? constants.O_DIRECT : 0);
+  let handle: FileHandle;
+  try {
+    handle = await open(path, flags);
+  } catch (e) {
+    throw ioError(`${path}: cannot open backing device`, 0, e);
+  }
+  try {
+    const rawBytes = info.isBlockDevice() ? await blockDeviceBytes(path, info.rdev) : info.size;
+    // A trailing partial sector cannot be addressed by sector-aligned requests.
+    const sizeBytes = rawBytes - (rawBytes % SECTOR_BYTES);
+    return new FileStore(path, handle, sizeBytes, info.isBlockDevice(), opts.readOnly === true);
+  } catch (e) {
+    await handle.close();
+    throw e;
+  }
+}
+
+// Node cannot issue BLKGETSIZE64; sysfs reports the same size in 512-byte sectors.
+async function blockDeviceBytes(path: string, rdev: number): Promise<number> {
+  const major = Math.floor(rdev / 256) & 0xfff;
+  const minor = (rdev & 0xff) | (Math.floor(rdev / 4096) & ~0xff);
+  const sysfs = `/sys/dev/block/${major}:${minor}/size`;
+  let text: string;
+  try {
+    text = await readFile(sysfs, 'utf8');
+  } catch (e) {
+    throw ioError(`${path}: cannot read the device size from ${sysfs}`, 0, e);
+  }
+  const sectors = Number(text.trim());
+  if (!Number.isSafeInteger(sectors) || sectors < 0) {
+    throw new DiskIoError(`${path}: ${sysfs} holds no size ("${text.trim()}")`, 0, 'EINVAL');
+  }
+  return sectors * SECTOR_BYTES;
+}
+
+function ioError(message: string, offsetBytes: number, cause: unknown): DiskIoError {
+  const errno = (cause as { code?: unknown } | null)?.code;
+  const code = typeof errno === 'string' ? errno : 'EIO';
+  const detail = cause instanceof Error ? cause.message : String(cause);
+  return new DiskIoError(`${message}: ${detail}`, offsetBytes, code, { cause });
+}
+
+export class FileStore implements BlockStore {
+  private inFlight = 0;
+  private readonly waiting: (() => void)[] = [];
+  private readonly idle: (() => void)[] = [];
+  private closed = false;
+  private closing: Promise<void> | undefined;
+  private static zeroes: Buffer | undefined;
+  /** Most requests ever in flight at once (never above STORE_IO_IN_FLIGHT_MAX). */
+  peakInFlight = 0;
+
+  constructor(
+    readonly name: string,
+    private readonly handle: FileHandle,
+    readonly sizeBytes: number,
+    readonly isBlockDevice: boolean,
+    private readonly readOnly: boolean,
+  ) {}
+
+  async read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+    checkOpen(this.name, this.closed);
+    checkRange(this.name, this.sizeBytes, offsetBytes, lengthBytes);
+    const buf = Buffer.allocUnsafe(lengthBytes);
+    await this.slot(async () => {
+      let done = 0;
+      while (done < lengthBytes) {
+        const at = offsetBytes + done;
+        let n: number;
+        try {
+          ({ bytesRead: n } = await this.handle.read(buf, done, lengthBytes - done, at));
+        } catch (e) {
+          throw ioError(
+            `${this.name}: read of ${lengthBytes} bytes at ${offsetBytes} failed`,
+            at,
+            e,
+          );
+        }
+        // End of file inside the store's size: the device shrank under us.
+        if (n === 0) {
+          throw new DiskIoError(
+            `${this.name}: short read at offset ${at} (device shrank?)`,
+            at,
+            'EIO',
+          );
+        }
+        done += n;
+      }
+    });
+    return buf;
+  }
+
+  async write(
+    offsetBytes: number,
+    data: Uint8Array | readonly Uint8Array[],
+    opts: WriteOptions = {},
+  ): Promise<void> {
+    checkOpen(this.name, this.closed);
+    const length = totalLength(data);
+    checkRange(this.name, this.sizeBytes, offsetBytes, length);
+    this.checkWritable();
+    await this.slot(() => this.writeAll(offsetBytes, chunks(data), length));
+    if (opts.fua === true) await this.flush();
+  }
+
+  async flush(): Promise<void> {
+    checkOpen(this.name, this.closed);
+    await this.slot(async () => {
+      try {
+        await this.handle.datasync();
+      } catch (e) {
+        throw ioError(`${this.name}: flush (fdatasync) failed`, 0, e);
+      }
+    });
+  }
+
+  // Node exposes neither fallocate(PUNCH_HOLE) nor BLKDISCARD, so discard writes zeroes: both
+  // replicas then read the same bytes, which a discard that may keep old data would not promise.
+  discard(offsetBytes: number, lengthBytes: number): Promise<void> {
+    return this.writeZeroes(offsetBytes, lengthBytes);
+  }
+
+  async writeZeroes(
+    offsetBytes: number,
+    lengthBytes: number,
+    opts: ZeroOptions = {},
+  ): Promise<void> {
+    checkOpen(this.name, this.closed);
+    checkRange(this.name, this.sizeBytes, offsetBytes, lengthBytes);
+    this.checkWritable();
+    const zero = (FileStore.zeroes ??= Buffer.alloc(STORE_ZERO_CHUNK_BYTES));
+    const writes: Promise<void>[] = [];
+    for (let at = offsetBytes; at < offsetBytes + lengthBytes; at += zero.byteLength) {
+      const n = Math.min(zero.byteLength, offsetBytes + lengthBytes - at);
+      writes.push(this.slot(() => this.writeAll(at, [zero.subarray(0, n)], n)));
+    }
+    const results = await Promise.allSettled(writes);
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    if (opts.fua === true) await this.flush();
+  }
+
+  // SEEK_DATA/SEEK_HOLE are not reachable from Node: report one allocated data extent.
+  extents(offsetBytes: number, lengthBytes: number): Promise<readonly Extent[]> {
+    return settle(() => {
+      checkOpen(this.name, this.closed);
+      checkRange(this.name, this.sizeBytes, offsetBytes, lengthBytes);
+      return lengthBytes === 0 ? [] : [{ offsetBytes, lengthBytes, zero: false, hole: false }];
+    });
+  }
+
+  close(): Promise<void> {
+    this.closing ??= this.doClose();
+    return this.closing;
+  }
+
+  private async doClose(): Promise<void> {
+    this.closed = true;
+    // Let queued and in-flight I/O finish before the descriptor goes away.
+    if (this.inFlight > 0) await new Promise<void>((resolve) => this.idle.push(resolve));
+    try {
+      if (!this.readOnly) await this.handle.datasync();
+    } finally {
+      await this.handle.close();
+    }
+  }
+
+  private checkWritable(): void {
+    if (this.readOnly) throw new InvalidRequestError(`${this.name}: opened read-only`);
+  }
+
+  private async writeAll(
+    offsetBytes: number,
+    parts: readonly Uint8Array[],
+    length: number,
+  ): Promise<void> {
+    let done = 0;
+    let rest = parts.filter((p) => p.byteLength > 0);
+    while (done < length) {
+      const at = offsetBytes + done;
+      let n: number;
+      try {
+        ({ bytesWritten: n } = await this.handle.writev(rest, at));
+      } catch (e) {
+        throw ioError(`${this.name}: write of ${length} bytes at ${offsetBytes} failed`, at, e);
+      }
+      if (n <= 0)
+        throw new DiskIoError(`${this.name}: write at offset ${at} made no progress`, at, 'EIO');
+      done += n;
+      rest = skip(rest, n);
+    }
+  }
+
+  // Bounds the requests in flight; a finished request hands its slot to the oldest waiter.
+  private async slot<T>(run: () => Promise<T>): Promise<T> {
+    if (this.inFlight >= STORE_IO_IN_FLIGHT_MAX) {
+      await new Promise<void>((resolve) => this.waiting.push(resolve));
+    } else {
+      this.inFlight++;
+      this.peakInFlight = Math.max(this.peakInFlight, this.inFlight);
+    }
+    try {
+      return await run();
+    } finally {
+      const next = this.waiting.shift();
+      if (next) next();
+      else if (--this.inFlight === 0) for (const wake of this.idle.splice(0)) wake();
+    }
+  }
+}
+
+function skip(parts: readonly Uint8Array[], n: number): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  let left = n;
+  for (const p of parts) {
+    if (left >= p.byteLength) {
+      left -= p.byteLength;
+      continue;
+    }
+    out.push(left > 0 ? p.subarray(left) : p);
+    left = 0;
+  }
+  return out;
+}

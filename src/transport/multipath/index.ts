@@ -1,0 +1,316 @@
+// The multipath transport: connectPaths() opens a session over the first reachable path (most
+// preferred first) and joins the others in the background; listen() accepts both new sessions and
+// paths joining (or resuming) a known one. SessionAcceptor is the acceptor's registry of sessions,
+// shared with the connection manager, which hands it channels whose first frame is a session hello.
+import { getHashes } from 'node:crypto';
+import {
+  MULTIPATH_JOIN_TIMEOUT_MS,
+  MULTIPATH_PATHS_MAX,
+  MULTIPATH_SESSION_ID_BYTES,
+  MULTIPATH_SESSIONS_MAX,
+} from '../../limits.js';
+import { ConfigError, ConnectionError } from '../../util/errors.js';
+import type {
+  AcceptHandler,
+  Channel,
+  Endpoint,
+  Listener,
+  Message,
+  PathSpec,
+  Transport,
+  TransportStats,
+} from '../types.js';
+import { Dialer, pathRank } from './dialer.js';
+import {
+  acceptPath,
+  initiatePath,
+  RefusedHere,
+  sendReady,
+  type HelloDecision,
+  type KeyMaterial,
+} from './handshake.js';
+import { MultipathSession } from './session.js';
+import type { MultipathDeps, MultipathOptions } from './types.js';
+
+export { MultipathSession } from './session.js';
+export type { MultipathDeps, MultipathOptions } from './types.js';
+export { MP_HELLO } from './wire.js';
+export { pathRank } from './dialer.js';
+
+function keyMaterial(opts: MultipathOptions): KeyMaterial {
+  const alg = (opts.auth?.alg ?? 'sha256').toLowerCase();
+  if (!getHashes().includes(alg)) throw new ConfigError(`hash "${alg}" is not known here`);
+  return { alg, secret: Buffer.from(opts.auth?.secret ?? '', 'utf8') };
+}
+
+/** A session we opened: the session and its dialer (to add paths later, e.g. ssocks upgrades). */
+export interface OpenedSession {
+  readonly session: MultipathSession;
+  /** Adds a path to the session (dialed now, redialed when it fails). */
+  addPath(spec: PathSpec): boolean;
+}
+
+let nextSessionNumber = 1;
+
+/**
+ * Opens a session: tries `paths` most preferred first until one opens, then joins the rest.
+ * `first`, when given, is an already connected (and authenticated) channel over paths[0]:
+ * the connection manager's handshake ran on it.
+ */
+export async function openSession(
+  deps: MultipathDeps,
+  opts: MultipathOptions,
+  paths: readonly PathSpec[],
+  o: { readonly signal: AbortSignal; readonly first?: Channel },
+): Promise<OpenedSession> {
+  if (paths.length === 0 || paths.length > MULTIPATH_PATHS_MAX) {
+    throw new ConfigError(`a session needs 1..${MULTIPATH_PATHS_MAX} paths, not ${paths.length}`);
+  }
+  const km = keyMaterial(opts);
+  const ranked = paths.map((spec, i) => ({ spec, rank: pathRank(spec, i) }));
+  const order = o.first ? ranked : [...ranked].sort((a, b) => a.rank - b.rank);
+  const sessionId = deps.randomBytes(MULTIPATH_SESSION_ID_BYTES);
+  let lastError: Error = new ConnectionError('no path to try');
+  for (const [i, p] of order.entries()) {
+    let ch: Channel | null = null;
+    try {
+      if (i === 0 && o.first) ch = o.first;
+      else {
+        const t = deps.transports[p.spec.peer.transport];
+        if (t === undefined) throw new ConfigError(`no ${p.spec.peer.transport} transport`);
+        ch = await t.connect(p.spec, { signal: o.signal });
+      }
+      const r = await initiatePath(ch, {
+        kind: 'open',
+        sessionId,
+        loadBalance: opts.loadBalancePaths ?? false,
+        rank: p.rank,
+        key: km,
+        alg: km.alg,
+        next: { data: 0, control: 0 },
+        randomBytes: deps.randomBytes,
+        clock: deps.clock,
+        timeoutMs: opts.joinTimeoutMs ?? MULTIPATH_JOIN_TIMEOUT_MS,
+      });
+      const session = new MultipathSession(
+        {
+          id: `mp-c${nextSessionNumber++}`,
+          sessionId,
+          key: r.key,
+          alg: km.alg,
+          initiator: true,
+          clock: deps.clock,
+          opts,
+        },
+        p.spec,
+      );
+      const dialer = new Dialer(session, deps, opts);
+      const link = session.attach(ch, p.spec, p.rank, r.peerNext);
+      dialer.addPath(p.spec, p.rank, link);
+      for (const q of ranked) if (q !== p) dialer.addPath(q.spec, q.rank);
+      let nextIndex = ranked.length;
+      return {
+        session,
+        addPath: (spec) => {
+          const added = dialer.addPath(spec, pathRank(spec, nextIndex));
+          if (added) nextIndex++;
+          return added;
+        },
+      };
+    } catch (e) {
+      ch?.destroy();
+      lastError = e as Error;
+      if (o.signal.aborted) throw e;
+    }
+  }
+  throw new ConnectionError(`multipath: no path opened a session: ${lastError.message}`, {
+    cause: lastError,
+  });
+}
+
+/** The acceptor's sessions by id: opens new ones, joins paths to known ones. */
+export class SessionAcceptor {
+  private readonly sessions = new Map<string, MultipathSession>();
+  private readonly km: KeyMaterial;
+
+  constructor(
+    private readonly deps: MultipathDeps,
+    private readonly opts: MultipathOptions,
+  ) {
+    this.km = keyMaterial(opts);
+  }
+
+  get size(): number {
+    return this.sessions.size;
+  }
+
+  /**
+   * Runs the session handshake on an accepted channel. `first` is its first frame when the
+   * caller already read it. Resolves with the new session for an open, null for a join.
+   */
+  async accept(ch: Channel, first: Message | null = null): Promise<MultipathSession | null> {
+    let joined: MultipathSession | null = null;
+    const decide = (h: { kind: 'open' | 'join'; sessionId: Buffer }): HelloDecision => {
+      if (h.kind === 'open') {
+        if (this.sessions.size >= MULTIPATH_SESSIONS_MAX) {
+          return { ok: false, code: 'busy', reason: 'too many sessions' };
+        }
+        if (this.sessions.has(h.sessionId.toString('hex'))) {
+          return { ok: false, code: 'protocol', reason: 'session id already in use' };
+        }
+        return { ok: true, key: this.km, next: { data: 0, control: 0 } };
+      }
+      const s = this.sessions.get(h.sessionId.toString('hex'));
+      if (s === undefined || !s.isOpen) {
+        return { ok: false, code: 'unknown-session', reason: 'no such session here' };
+      }
+      joined = s;
+      return { ok: true, key: s.key, next: s.receivedNext() };
+    };
+    try {
+      const r = await acceptPath(ch, first, {
+        alg: this.km.alg,
+        randomBytes: this.deps.randomBytes,
+        clock: this.deps.clock,
+        timeoutMs: this.opts.joinTimeoutMs ?? MULTIPATH_JOIN_TIMEOUT_MS,
+        decide,
+      });
+      const rank = r.hello.rank;
+      const target = joined as MultipathSession | null;
+      if (target !== null) {
+        sendReady(ch);
+        target.attach(ch, ch.path, rank, r.peerNext);
+        return null;
+      }
+      const id = r.hello.sessionId.toString('hex');
+      if (this.sessions.has(id)) throw new ConnectionError('session id already in use');
+      const session = new MultipathSession(
+        {
+          id: `mp-a${nextSessionNumber++}`,
+          sessionId: r.hello.sessionId,
+          key: r.key,
+          alg: this.km.alg,
+          initiator: false,
+          clock: this.deps.clock,
+          opts: { ...this.opts, loadBalancePaths: r.hello.loadBalance },
+        },
+        ch.path,
+      );
+      this.sessions.set(id, session);
+      session.on('closed', () => {
+        if (this.sessions.get(id) === session) this.sessions.delete(id);
+      });
+      sendReady(ch);
+      session.attach(ch, ch.path, rank, r.peerNext);
+      return session;
+    } catch (e) {
+      // A refusal is on its way and the channel closes gracefully: do not cut it short.
+      if (!(e instanceof RefusedHere)) ch.destroy();
+      throw e;
+    }
+  }
+
+  close(): void {
+    for (const s of [...this.sessions.values()]) s.destroy();
+    this.sessions.clear();
+  }
+}
+
+export const multipathTransport =
+  (opts: MultipathOptions = {}) =>
+  (deps: MultipathDeps): MultipathTransport =>
+    new MultipathTransport(deps, opts);
+
+export class MultipathTransport implements Transport {
+  readonly name = 'multipath' as const;
+  private readonly acceptor: SessionAcceptor;
+  private readonly sessions = new Set<MultipathSession>();
+  private readonly listeners = new Set<Listener>();
+  private opened = 0;
+  private closedBytes = { sent: 0, received: 0 };
+
+  constructor(
+    private readonly deps: MultipathDeps,
+    private readonly opts: MultipathOptions,
+  ) {
+    this.acceptor = new SessionAcceptor(deps, opts);
+  }
+
+  /** Listens on `endpoint` with the transport it names (tcp, memory, fabric). */
+  async listen(endpoint: Endpoint, onChannel: AcceptHandler): Promise<Listener> {
+    const t = this.deps.transports[endpoint.transport];
+    if (t === undefined || endpoint.transport === 'multipath') {
+      throw new ConfigError(`multipath: no ${endpoint.transport} transport to listen with`);
+    }
+    const inner = await t.listen(endpoint, (ch) => {
+      this.acceptor.accept(ch).then(
+        (s) => {
+          if (s === null) return;
+          this.track(s);
+          onChannel(s);
+        },
+        (e: unknown) =>
+          this.deps.log?.warn(
+            { remote: `${ch.path.peer.address}:${ch.path.peer.port}` },
+            `multipath: path refused: ${(e as Error).message}`,
+          ),
+      );
+    });
+    const listener: Listener = {
+      endpoint: inner.endpoint,
+      close: async () => {
+        this.listeners.delete(listener);
+        await inner.close();
+      },
+    };
+    this.listeners.add(listener);
+    return listener;
+  }
+
+  connect(path: PathSpec, o: { readonly signal: AbortSignal }): Promise<Channel> {
+    return this.connectPaths([path], o);
+  }
+
+  /** Opens a session over several paths (drbd.conf: several path sections). */
+  async connectPaths(
+    paths: readonly PathSpec[],
+    o: { readonly signal: AbortSignal },
+  ): Promise<MultipathSession> {
+    const { session } = await openSession(this.deps, this.opts, paths, o);
+    this.track(session);
+    return session;
+  }
+
+  private track(s: MultipathSession): void {
+    this.opened++;
+    this.sessions.add(s);
+    s.on('closed', () => {
+      const st = s.stats();
+      this.closedBytes.sent += st.data.bytesSent + st.control.bytesSent;
+      this.closedBytes.received += st.data.bytesReceived + st.control.bytesReceived;
+      this.sessions.delete(s);
+    });
+  }
+
+  stats(): TransportStats {
+    let sent = this.closedBytes.sent;
+    let received = this.closedBytes.received;
+    for (const c of this.sessions) {
+      const s = c.stats();
+      sent += s.data.bytesSent + s.control.bytesSent;
+      received += s.data.bytesReceived + s.control.bytesReceived;
+    }
+    return {
+      channelsOpen: this.sessions.size,
+      channelsOpened: this.opened,
+      bytesSent: sent,
+      bytesReceived: received,
+    };
+  }
+
+  async close(): Promise<void> {
+    for (const s of [...this.sessions]) s.destroy();
+    this.acceptor.close();
+    await Promise.all([...this.listeners].map((l) => l.close()));
+  }
+}

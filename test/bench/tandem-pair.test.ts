@@ -1,0 +1,84 @@
+// The two-node configuration the harness writes must be one Tandem's own config loader accepts,
+// with each node's device, disk, external metadata, address and the protocol where expected.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { parseConfigText } from '../../src/config/load.js';
+import { renderPairConfig } from '../../bench/systems/tandem-pair.js';
+
+test('renderPairConfig: parsed by loadConfig as two nodes with the asked protocol', () => {
+  for (const protocol of ['A', 'B', 'C'] as const) {
+    const text = renderPairConfig(protocol, 'tcp', [
+      {
+        name: 'alpha',
+        nodeId: 0,
+        nbdPort: 40001,
+        replicationPorts: [40002],
+        disk: '/var/tmp/b/alpha.img',
+        metaDisk: '/var/tmp/b/alpha.md',
+      },
+      {
+        name: 'beta',
+        nodeId: 1,
+        nbdPort: 40003,
+        replicationPorts: [40004],
+        disk: '/var/tmp/b/beta.img',
+        metaDisk: '/var/tmp/b/beta.md',
+      },
+    ]);
+    const { config } = parseConfigText(text, 'bench.conf');
+    const r = config.resources.find((x) => x.name === 'bench');
+    assert.ok(r !== undefined);
+    assert.equal(r.sections.net['protocol'], protocol);
+    assert.deepEqual(
+      r.hosts.map((h) => h.name),
+      ['alpha', 'beta'],
+    );
+    const alpha = r.hosts[0];
+    assert.ok(alpha !== undefined);
+    assert.equal(alpha.nodeId, 0);
+    assert.deepEqual(alpha.address, { family: 'ipv4', ip: '127.0.0.1', port: 40002 });
+    const v = alpha.volumes[0];
+    assert.ok(v !== undefined);
+    assert.equal(v.disk, '/var/tmp/b/alpha.img');
+    assert.deepEqual(v.metaDisk, { kind: 'flexible', path: '/var/tmp/b/alpha.md' });
+    assert.equal(v.device.kind, 'nbd-tcp');
+    if (v.device.kind === 'nbd-tcp') assert.equal(v.device.port, 40001);
+  }
+});
+
+test('renderPairConfig: fabric names its transport; multipath gives one connection path per port', () => {
+  const nodes = [
+    {
+      name: 'alpha',
+      nodeId: 0,
+      nbdPort: 41001,
+      replicationPorts: [41002, 41003],
+      disk: '/d/a.img',
+      metaDisk: '/d/a.md',
+    },
+    {
+      name: 'beta',
+      nodeId: 1,
+      nbdPort: 41004,
+      replicationPorts: [41005, 41006],
+      disk: '/d/b.img',
+      metaDisk: '/d/b.md',
+    },
+  ];
+  const fabric = parseConfigText(renderPairConfig('C', 'fabric', nodes), 'f.conf').config
+    .resources[0];
+  assert.equal(fabric?.sections.net['transport'], 'fabric');
+  const mp = parseConfigText(renderPairConfig('C', 'multipath', nodes), 'm.conf').config
+    .resources[0];
+  assert.ok(mp !== undefined);
+  assert.equal(mp.sections.net['transport'], 'multipath');
+  assert.equal(mp.connections.length, 1);
+  const paths = mp.connections[0]?.paths ?? [];
+  assert.deepEqual(
+    paths.map((p) => p.endpoints.map((e) => `${e.host}@${e.address.port}`)),
+    [
+      ['alpha@41002', 'beta@41005'],
+      ['alpha@41003', 'beta@41006'],
+    ],
+  );
+});

@@ -1,0 +1,107 @@
+// Runs the real drbdadm (drbd-utils) as an oracle: in a private UTS+network namespace whose
+// hostname is a host of the file and whose loopback carries the test addresses, as
+// /work/shared/probes/FINDINGS.md §1 describes. Also a tiny XML reader for `drbdadm dump-xml`.
+import { spawnSync } from 'node:child_process';
+import { peerEnv } from '../support/peers.js';
+
+/** Addresses every namespace gets (documentation ranges only, never the host's own). */
+const TEST_ADDRESSES = [
+  '127.0.0.2/32',
+  '127.0.0.3/32',
+  '127.0.0.4/32',
+  'fdaa::1/128',
+  'fdaa::2/128',
+  'fdaa::3/128',
+  'fdaa::4/128',
+  '203.0.113.1/32',
+  '203.0.113.2/32',
+  '203.0.113.3/32',
+  '198.51.100.1/32',
+  '198.51.100.2/32',
+  '198.51.100.3/32',
+];
+
+export interface DrbdadmResult {
+  readonly status: number;
+  readonly stdout: string;
+  /** stderr without drbdadm's "modinfo" noise (no kernel module on this machine). */
+  readonly stderr: string;
+}
+
+/** `drbdadm -c FILE ARGS...` as host `hostname` with the test addresses present. */
+export function drbdadm(file: string, hostname: string, args: readonly string[]): DrbdadmResult {
+  const script = [
+    'hostname "$1" && ip link set lo up || exit 99',
+    `for a in ${TEST_ADDRESSES.join(' ')}; do ip addr add "$a" dev lo 2>/dev/null; done`,
+    'shift; exec drbdadm "$@"',
+  ].join('\n');
+  const r = spawnSync(
+    'unshare',
+    ['-u', '-n', 'sh', '-c', script, 'sh', hostname, '-c', file, ...args],
+    {
+      encoding: 'utf8',
+      env: peerEnv(),
+      timeout: 20_000,
+    },
+  );
+  const stderr = (r.stderr ?? '')
+    .split('\n')
+    .filter((l) => !/modinfo/.test(l))
+    .join('\n')
+    .trim();
+  return { status: r.status ?? -1, stdout: r.stdout ?? '', stderr };
+}
+
+/** Whether this process may create namespaces (root); drbdadm's oracle needs it. */
+export function canUnshare(): boolean {
+  const r = spawnSync('unshare', ['-u', '-n', 'true'], { env: peerEnv() });
+  return r.status === 0;
+}
+
+export interface XmlNode {
+  readonly name: string;
+  readonly attrs: Record<string, string>;
+  readonly children: XmlNode[];
+  text: string;
+}
+
+/** Reads the small, regular XML drbdadm writes (no CDATA, no comments, entities &lt; &gt; &amp; &quot;). */
+export function parseXml(xml: string): XmlNode {
+  const root: XmlNode = { name: '#root', attrs: {}, children: [], text: '' };
+  const stack: XmlNode[] = [root];
+  const re = /<(\/?)([A-Za-z_][\w.-]*)((?:\s+[\w.-]+="[^"]*")*)\s*(\/?)>|([^<]+)/g;
+  for (let m = re.exec(xml); m !== null; m = re.exec(xml)) {
+    const top = stack[stack.length - 1] as XmlNode;
+    if (m[5] !== undefined) {
+      top.text += unescape(m[5]);
+      continue;
+    }
+    if (m[1] === '/') {
+      stack.pop();
+      continue;
+    }
+    const attrs: Record<string, string> = {};
+    for (const a of (m[3] ?? '').matchAll(/([\w.-]+)="([^"]*)"/g))
+      attrs[a[1] as string] = unescape(a[2] ?? '');
+    const node: XmlNode = { name: m[2] as string, attrs, children: [], text: '' };
+    top.children.push(node);
+    if (m[4] !== '/') stack.push(node);
+  }
+  return root;
+}
+
+function unescape(s: string): string {
+  return s
+    .replace(/&lt;/g, '<')
+    .replace(/&gt;/g, '>')
+    .replace(/&quot;/g, '"')
+    .replace(/&amp;/g, '&');
+}
+
+export function child(n: XmlNode, name: string): XmlNode | undefined {
+  return n.children.find((c) => c.name === name);
+}
+
+export function kids(n: XmlNode, name: string): XmlNode[] {
+  return n.children.filter((c) => c.name === name);
+}

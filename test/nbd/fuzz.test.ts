@@ -1,0 +1,188 @@
+// Property tests of the handshake and the request decoder, in process: 10,000 generated inputs
+// each, cut at random points. Properties: nothing throws; output is well-formed; feeding bytes
+// split or whole gives the same result; every well-formed request gets exactly one reply with
+// an error the spec allows; in-flight work drains to zero (no leak).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fc from 'fast-check';
+import { ByteQueue } from '../../src/nbd/byte-queue.js';
+import { NbdConnection, type NbdWire } from '../../src/nbd/connection.js';
+import { Handshake, type ExportDirectory } from '../../src/nbd/handshake.js';
+import * as P from '../../src/nbd/protocol.js';
+import { storeBackend } from '../../src/nbd/store-backend.js';
+import { BufferStore } from './support/buffer-store.js';
+import { handshakeBytes, requestStream, split, splitPoints } from './support/gen.js';
+import { parseReplies, preface } from './support/replies.js';
+
+const RUNS = 10_000;
+const MIB = 1024 * 1024;
+
+function directory(): ExportDirectory {
+  const m = new Map([
+    ['r0', storeBackend(new BufferStore(MIB))],
+    ['ro', storeBackend(new BufferStore(MIB), { readOnly: true })],
+  ]);
+  return { lookup: (n) => m.get(n), names: () => [...m.keys()] };
+}
+
+interface HandshakeRun {
+  sent: Buffer[];
+  outcome: string;
+}
+
+function runHandshake(dir: ExportDirectory, pieces: Buffer[]): HandshakeRun {
+  const q = new ByteQueue();
+  const sent: Buffer[] = [];
+  let outcome = 'waiting';
+  const hs = new Handshake(q, dir, {
+    send: (b) => {
+      assert.equal(outcome, 'waiting', 'nothing is sent after the handshake ended');
+      sent.push(Buffer.from(b));
+    },
+    close: (reason) => {
+      assert.equal(outcome, 'waiting');
+      outcome = `close:${reason}`;
+    },
+    transmit: (p) => {
+      assert.equal(outcome, 'waiting');
+      outcome = `transmit:${p.exportName}:${p.transmissionFlags}:${p.structuredReplies}:${p.baseAllocation}`;
+    },
+  });
+  for (const piece of pieces) {
+    q.push(piece);
+    hs.pump();
+  }
+  assert.equal(hs.finished, outcome !== 'waiting');
+  return { sent, outcome };
+}
+
+test(`handshake: ${RUNS} generated inputs, split anywhere, never throw and answer well-formed`, () => {
+  const dir = directory();
+  fc.assert(
+    fc.property(handshakeBytes, splitPoints(), (bytes, cuts) => {
+      const whole = runHandshake(dir, [bytes]);
+      const pieces = runHandshake(dir, split(bytes, cuts));
+      assert.deepEqual(
+        Buffer.concat(pieces.sent),
+        Buffer.concat(whole.sent),
+        'split or whole, same replies',
+      );
+      assert.equal(pieces.outcome, whole.outcome);
+      for (const [i, b] of whole.sent.entries()) {
+        const last = i === whole.sent.length - 1;
+        if (b.length >= 20 && b.readBigUInt64BE(0) === P.NBD_MAGIC_OPTION_REPLY) {
+          assert.equal(b.length, 20 + b.readUInt32BE(16), 'option reply length matches');
+          const type = b.readUInt32BE(12);
+          assert.ok(type < 5 || (type >= 0x80000001 && type <= 0x80000009), `reply type ${type}`);
+        } else {
+          // Only the EXPORT_NAME answer has no option-reply header, and it ends the handshake.
+          assert.ok(
+            last && whole.outcome.startsWith('transmit:'),
+            'raw bytes only for EXPORT_NAME',
+          );
+          assert.ok(b.length === 10 || b.length === 134);
+        }
+      }
+    }),
+    { numRuns: RUNS },
+  );
+});
+
+class FakeWire implements NbdWire {
+  out: Buffer[] = [];
+  ended = false;
+  writableNeedDrain = false;
+  write(b: Buffer): boolean {
+    assert.ok(!this.ended, 'no write after end');
+    this.out.push(Buffer.from(b));
+    return true;
+  }
+  cork(): void {}
+  uncork(): void {}
+  pause(): void {}
+  resume(): void {}
+  end(): void {
+    this.ended = true;
+  }
+  destroy(): void {
+    this.ended = true;
+  }
+}
+
+const ALLOWED_ERRNOS = new Set([
+  0,
+  P.NBD_EPERM,
+  P.NBD_EINVAL,
+  P.NBD_ENOSPC,
+  P.NBD_EOVERFLOW,
+  P.NBD_ENOTSUP,
+]);
+const settle = (): Promise<void> => new Promise((r) => setImmediate(r));
+
+test(`request decoder: ${RUNS} generated request streams, split anywhere`, async () => {
+  const dir = directory();
+  await fc.assert(
+    fc.asyncProperty(
+      requestStream(),
+      splitPoints(),
+      fc.boolean(),
+      fc.constantFrom('r0', 'ro'),
+      async (reqs, cuts, structured, name) => {
+        const wire = new FakeWire();
+        let closedReason = '';
+        const conn = new NbdConnection(wire, dir, {
+          closed: (r) => (closedReason = r),
+          entered: () => undefined,
+          protocolError: () => undefined,
+          defer: (fn) => setImmediate(fn),
+        });
+        const allGood = reqs.every((r) => r.wellFormed);
+        const disc = P.encodeRequest({
+          flags: 0,
+          type: P.NBD_CMD_DISC,
+          handleHi: 0,
+          handleLo: 0,
+          offsetBytes: 0,
+          lengthBytes: 0,
+        });
+        const stream = Buffer.concat([
+          preface(structured, name),
+          ...reqs.map((r) => r.bytes),
+          ...(allGood ? [disc] : []),
+        ]);
+        for (const piece of split(stream, cuts)) conn.onData(piece);
+        for (let i = 0; i < 4; i++) await settle();
+        assert.equal(conn.requestsInFlight, 0, 'in-flight work drains');
+        if (allGood) {
+          assert.ok(wire.ended, 'DISC ends the connection once every request is answered');
+          const reads = new Map(
+            reqs.filter((r) => r.type === P.NBD_CMD_READ).map((r) => [r.handle, r.lengthBytes]),
+          );
+          const replies = parseReplies(Buffer.concat(wire.out), structured, reads);
+          assert.equal(replies.size, reqs.length, 'one reply per request');
+          for (const r of reqs) {
+            const got = replies.get(r.handle);
+            assert.ok(got !== undefined && got.length === 1, `request ${r.handle} answered once`);
+            const [errno, data] = got[0] ?? [0, 0];
+            assert.ok(ALLOWED_ERRNOS.has(errno), `errno ${errno} allowed`);
+            if (r.type === P.NBD_CMD_READ && errno === 0) assert.equal(data, r.lengthBytes);
+            if (
+              name === 'ro' &&
+              (r.type === P.NBD_CMD_WRITE ||
+                r.type === P.NBD_CMD_TRIM ||
+                r.type === P.NBD_CMD_WRITE_ZEROES)
+            ) {
+              assert.equal(errno, P.NBD_EPERM, 'writes to a read-only export get EPERM');
+            }
+            if (r.type > P.NBD_CMD_BLOCK_STATUS)
+              assert.equal(errno, P.NBD_EINVAL, 'unknown command: EINVAL');
+          }
+        }
+        conn.onClose();
+        assert.notEqual(closedReason, '');
+        conn.onData(Buffer.alloc(100)); // data after close is ignored, not a crash
+      },
+    ),
+    { numRuns: RUNS },
+  );
+});

@@ -1,0 +1,126 @@
+// FileStore specifics: size from the file (trailing partial sector ignored), errors for what
+// cannot be opened, a short read (file shrank under us) as a DiskIoError with the offset, and a
+// real block device (a loop device) sized from sysfs.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, truncate, writeFile, mkdir } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { openFileStore } from '../../src/storage/file.js';
+import { DiskIoError, InvalidRequestError } from '../../src/util/errors.js';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { peerEnv, requirePeers } from '../support/peers.js';
+import { drbdmeta, parseDump } from '../support/drbdmeta.js';
+import { MetadataStore } from '../../src/storage/metadata/store.js';
+import { STORE_IO_IN_FLIGHT_MAX } from '../../src/limits.js';
+
+const run = promisify(execFile);
+
+async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), 'tandem-fs-'));
+  try {
+    await fn(dir);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+test('size comes from the file, rounded down to whole sectors', () =>
+  withDir(async (dir) => {
+    const p = join(dir, 'odd.img');
+    await writeFile(p, Buffer.alloc(10 * 512 + 100, 1));
+    const s = await openFileStore(p);
+    assert.equal(s.sizeBytes, 5120);
+    await s.close();
+  }));
+
+test('a missing path and a directory are refused with clear errors', () =>
+  withDir(async (dir) => {
+    await assert.rejects(openFileStore(join(dir, 'nope')), (e: unknown) => {
+      assert.ok(e instanceof DiskIoError);
+      assert.equal(e.errno, 'ENOENT');
+      return true;
+    });
+    await mkdir(join(dir, 'sub'));
+    await assert.rejects(openFileStore(join(dir, 'sub')), InvalidRequestError);
+  }));
+
+test('a read past a file that shrank is a DiskIoError at that offset', () =>
+  withDir(async (dir) => {
+    const p = join(dir, 'shrink.img');
+    await writeFile(p, Buffer.alloc(8192));
+    const s = await openFileStore(p);
+    await truncate(p, 4096);
+    await assert.rejects(s.read(4096, 512), (e: unknown) => {
+      assert.ok(e instanceof DiskIoError);
+      assert.equal(e.offsetBytes, 4096);
+      return true;
+    });
+    await s.close();
+  }));
+
+test('requests beyond STORE_IO_IN_FLIGHT_MAX wait their turn, and all complete', () =>
+  withDir(async (dir) => {
+    const p = join(dir, 'many.img');
+    await writeFile(p, Buffer.alloc(4 * 1024 * 1024));
+    const s = await openFileStore(p);
+    const n = STORE_IO_IN_FLIGHT_MAX * 4;
+    await Promise.all(
+      Array.from({ length: n }, (_, i) => s.write(i * 4096, Buffer.alloc(4096, i & 0xff))),
+    );
+    assert.ok(s.peakInFlight <= STORE_IO_IN_FLIGHT_MAX, `peak ${s.peakInFlight}`);
+    assert.ok(s.peakInFlight > 1, 'requests did overlap');
+    const back = await Promise.all(Array.from({ length: n }, (_, i) => s.read(i * 4096, 4096)));
+    back.forEach((b, i) => assert.equal(b[100], i & 0xff));
+    await s.close();
+  }));
+
+test('a read-only store refuses writes', () =>
+  withDir(async (dir) => {
+    const p = join(dir, 'ro.img');
+    await writeFile(p, Buffer.alloc(4096));
+    const s = await openFileStore(p, { readOnly: true });
+    await assert.rejects(s.write(0, Buffer.alloc(512)), InvalidRequestError);
+    assert.equal((await s.read(0, 512)).byteLength, 512);
+    await s.close();
+  }));
+
+test('a block device: size from the device, positional I/O, v09 metadata drbdmeta reads', async (t) => {
+  if (!requirePeers(t, 'util-linux', 'losetup') || !requirePeers(t, 'drbd-utils', 'drbdmeta'))
+    return;
+  if (process.getuid?.() !== 0) {
+    t.skip('loop devices need root');
+    return;
+  }
+  await withDir(async (dir) => {
+    const img = join(dir, 'loop.img');
+    await writeFile(img, '');
+    await truncate(img, 24 * 1024 * 1024 + 8192);
+    let dev: string;
+    try {
+      ({ stdout: dev } = await run('losetup', ['-f', '--show', img], { env: peerEnv() }));
+      dev = dev.trim();
+    } catch (e) {
+      t.skip(`no loop device here: ${(e as Error).message}`);
+      return;
+    }
+    try {
+      const s = await openFileStore(dev);
+      assert.equal(s.isBlockDevice, true);
+      assert.equal(s.sizeBytes, 24 * 1024 * 1024 + 8192);
+      await s.write(8192, [Buffer.alloc(512, 1), Buffer.alloc(3584, 2)], { fua: true });
+      const b = await s.read(8192, 4096);
+      assert.equal(b[0], 1);
+      assert.equal(b[4095], 2);
+      const md = await MetadataStore.create(s, { kind: 'internal', maxPeers: 2, nodeId: 1 });
+      await s.close();
+      const d = parseDump(await drbdmeta(dev, 'internal', 'dump-md'));
+      assert.equal(d.mdOffset, md.layout.mdOffsetBytes);
+      assert.equal(d.nodeId, 1);
+      assert.equal(d.maxPeers, 2);
+    } finally {
+      await run('losetup', ['-d', dev], { env: peerEnv() });
+    }
+  });
+});

@@ -1,0 +1,88 @@
+// The compliance suite against the TCP transport over IPv4 and IPv6 loopback (through a relay
+// that can blackhole the link), and TCP-specific checks: stream setup, garbage to the listener.
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { randomBytes } from 'node:crypto';
+import { test } from 'node:test';
+import { tcpTransport } from '../../src/transport/tcp/index.js';
+import type { Channel, Endpoint } from '../../src/transport/types.js';
+import { closedOf, Inbox, transportSuite } from '../compliance/transport.suite.js';
+import { realClock } from '../support/clocks.js';
+import { BlackholeProxy } from '../support/tcp-proxy.js';
+
+const deps = { clock: realClock, randomBytes };
+
+function endpoint(address: string, port = 0): Endpoint {
+  return { transport: 'tcp', family: address.includes(':') ? 'ipv6' : 'ipv4', address, port };
+}
+
+for (const host of ['127.0.0.1', '::1']) {
+  transportSuite(`tcp ${host}`, async (opts) => {
+    const ta = tcpTransport(opts)(deps);
+    const tb = tcpTransport(opts)(deps);
+    let accepted: (ch: Channel) => void = () => {};
+    const gotB = new Promise<Channel>((resolve) => (accepted = resolve));
+    const listener = await tb.listen(endpoint(host), (ch) => accepted(ch));
+    const proxy = await new BlackholeProxy(host, listener.endpoint.port).start();
+    const a = await ta.connect(
+      { peer: endpoint(host, proxy.port) },
+      { signal: AbortSignal.timeout(10_000) },
+    );
+    const b = await gotB;
+    return {
+      a,
+      b,
+      blackhole: () => proxy.blackhole(),
+      cleanup: async () => {
+        await ta.close();
+        await tb.close();
+        await proxy.stop();
+      },
+    };
+  });
+}
+
+test('tcp: a connect to a closed port is refused with ConnectionError', async () => {
+  const probe = net.createServer();
+  await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+  const a = probe.address();
+  const port = typeof a === 'object' && a ? a.port : 0;
+  await new Promise<void>((r) => probe.close(() => r()));
+  const t = tcpTransport()(deps);
+  await assert.rejects(
+    t.connect({ peer: endpoint('127.0.0.1', port) }, { signal: AbortSignal.timeout(5000) }),
+    { code: 'TANDEM_ERR_CONNECTION' },
+  );
+});
+
+test('tcp: accepted channel names the remote address; stats of the transport', async () => {
+  const ta = tcpTransport()(deps);
+  const tb = tcpTransport()(deps);
+  let b: Channel | null = null;
+  const l = await tb.listen(endpoint('::1'), (ch) => (b = ch));
+  const a = await ta.connect({ peer: l.endpoint }, { signal: AbortSignal.timeout(5000) });
+  const inbox = new Inbox(await waitAccepted(() => b));
+  a.send('data', 1, [Buffer.alloc(1000)]);
+  await inbox.until(1);
+  const bb = await waitAccepted(() => b);
+  assert.equal(bb.path.peer.family, 'ipv6');
+  assert.equal(bb.path.peer.address, '::1');
+  assert.equal(l.endpoint.family, 'ipv6');
+  assert.ok(l.endpoint.port > 0);
+  assert.equal(ta.stats().channelsOpen, 1);
+  assert.equal(ta.stats().bytesSent, 1000);
+  assert.equal(tb.stats().bytesReceived, 1000);
+  const closed = closedOf(bb);
+  await ta.close();
+  assert.equal((await closed).reason, 'by-peer');
+  await tb.close();
+});
+
+async function waitAccepted(get: () => Channel | null): Promise<Channel> {
+  for (let i = 0; i < 1000; i++) {
+    const c = get();
+    if (c) return c;
+    await new Promise((r) => setImmediate(r));
+  }
+  throw new Error('no channel accepted');
+}
