@@ -68,6 +68,8 @@ export class NbdCommandError extends TandemError {
   ) {
     super(message, options);
   }
+}
+
 /** The fabric transport cannot run here: addon not built, libfabric or the provider missing. */
 export class FabricUnavailableError extends TandemError {
   readonly code = 'TANDEM_ERR_FABRIC_UNAVAILABLE';
