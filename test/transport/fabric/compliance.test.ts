@@ -108,3 +108,18 @@ test('fabric: zero-copy and copied bytes are counted per connection', async (t) 
   await ta.close();
   await tb.close();
 });
+
+test('selecting a provider that is not here fails with what to install', (t) => {
+  if (!addon.ok) return t.skip(addon.error);
+  if (addon.value.getinfo({ provider: 'verbs' }).length > 0) return t.skip('this node has verbs');
+  assert.throws(() => fabricTransport({ provider: 'verbs' })({ clock: realClock }), {
+    code: 'TANDEM_ERR_FABRIC_UNAVAILABLE',
+    message: /provider "verbs" is not available.*install rdma-core ibverbs-providers/,
+  });
+  // Without an option or $FI_PROVIDER, a node without verbs picks tcp.
+  assert.equal(fabricTransport({})({ clock: realClock, env: {} }).provider, 'tcp');
+  assert.equal(
+    fabricTransport({})({ clock: realClock, env: { FI_PROVIDER: 'sockets' } }).provider,
+    'sockets',
+  );
+});
