@@ -477,7 +477,8 @@ void Connection::OnTx() {
   if (state_ == State::Closed) return;
   Napi::HandleScope scope{Napi::Env(env_)};
   EnterJs();
-  DrainCq(txcq_, true);
+  wakeups_++;
+  if (DrainCq(txcq_, true) == 0) emptyWakeups_++;
   Settle(txcq_, true);
   LeaveJs();
 }
@@ -486,7 +487,8 @@ void Connection::OnRx() {
   if (state_ == State::Closed) return;
   Napi::HandleScope scope{Napi::Env(env_)};
   EnterJs();
-  DrainCq(rxcq_, false);
+  wakeups_++;
+  if (DrainCq(rxcq_, false) == 0) emptyWakeups_++;
   if (recvPollUs_ > 0) {
     // recv-poll: keep reading for a while before sleeping, trading CPU for latency.
     auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(recvPollUs_);
@@ -590,7 +592,9 @@ void Connection::HandleCqError(fid_cq *cq, bool tx) {
 void Connection::RequestClose() {
   if (state_ == State::Closed) return;
   state_ = State::Closed;
-  if (ep_) fi_shutdown(ep_, 0);
+  // No fi_shutdown: fi_close disconnects too, and with the sockets provider a shutdown
+  // followed by a close makes its CM thread close the socket a second time.
+  // (Peers still see FI_SHUTDOWN.)
   eqWatch_.Stop();
   txWatch_.Stop();
   rxWatch_.Stop();
@@ -647,6 +651,8 @@ Napi::Value Connection::Stats(const Napi::CallbackInfo &info) {
   o.Set("registrations", registrations_);
   o.Set("registrationCacheHits", cacheHits_);
   o.Set("busyPolls", busyPolls_);
+  o.Set("wakeups", wakeups_);
+  o.Set("emptyWakeups", emptyWakeups_);
   o.Set("sendBuffersFree", static_cast<double>(freeSend_.size()));
   return o;
 }

@@ -125,7 +125,8 @@ class Connection : public Napi::ObjectWrap<Connection> {
   bool refed_ = false;
 
   double zeroCopyBytes_ = 0, copiedBytes_ = 0, sentMessages_ = 0, recvMessages_ = 0,
-         recvBytes_ = 0, registrations_ = 0, cacheHits_ = 0, busyPolls_ = 0;
+         recvBytes_ = 0, registrations_ = 0, cacheHits_ = 0, busyPolls_ = 0, wakeups_ = 0,
+         emptyWakeups_ = 0;
 };
 
 }  // namespace tandem

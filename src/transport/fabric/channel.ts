@@ -539,6 +539,12 @@ export class FabricChannel extends BaseChannel {
 
   private peerGone(error: Error | null): void {
     if (!this.isOpen) return;
+    if (this.ending !== null) {
+      // We are closing gracefully and the peer left too (it saw our close, or both closed at
+      // once): that completes our close rather than failing it.
+      this.finishEnd();
+      return;
+    }
     if (this.heldData.length > 0 && error === null) return; // delivered first, on resume
     this.fail('by-peer', error ?? new ConnectionError(`${this.id}: the peer closed the channel`));
   }
