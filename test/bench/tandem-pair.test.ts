@@ -29,6 +29,9 @@ test('renderPairConfig: parsed by loadConfig as two nodes with the asked protoco
     const r = config.resources.find((x) => x.name === 'bench');
     assert.ok(r !== undefined);
     assert.equal(r.sections.net['protocol'], protocol);
+    assert.equal(r.sections.net['transport'], 'tcp');
+    assert.equal(r.sections.disk['c-plan-ahead'], 0);
+    assert.equal(r.sections.disk['resync-rate'], 8388608);
     assert.deepEqual(
       r.hosts.map((h) => h.name),
       ['alpha', 'beta'],

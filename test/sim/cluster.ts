@@ -950,6 +950,13 @@ export class Simulation {
     n.wantConnect.clear();
     n.role = 'Secondary';
     n.floor = new Int32Array(n.durable);
+    // A Diskless node had no copy of its own: what this disk lost from its cache is lost to
+    // that node's clients too (a block device may lose unflushed writes on power loss).
+    for (const o of this.nodes) {
+      if (o === n || o.engine === null || o.diskState !== 'Diskless') continue;
+      o.floor = new Int32Array(n.durable);
+      o.durable = new Int32Array(n.durable);
+    }
     for (const [id, op] of this.ops) {
       if (op.node !== n.id) continue;
       this.ops.delete(id);
