@@ -188,3 +188,51 @@ test('doctor: a plain tcp resource has nothing fabric to check', () => {
     t.done();
   }
 });
+
+test('tandem doctor RES --json reads the configuration and a --sysroot tree', async () => {
+  const { execFile } = await import('node:child_process');
+  const { promisify } = await import('node:util');
+  const run = promisify(execFile);
+  // lo carries 127.0.0.1 on every machine; the fake tree makes it look like IPoIB.
+  const t = tree({
+    ...healthy,
+    'sys/class/net/lo/type': '32',
+    'sys/class/net/lo/mode': 'datagram',
+    'sys/class/net/lo/mtu': '65520',
+    'etc/tandem.conf': [
+      'resource r_ib {',
+      '  device /dev/drbd9; disk /dev/loop29; meta-disk internal;',
+      '  net { sndbuf-size 8M; }',
+      '  on alpha { node-id 0; address sdp 127.0.0.1:7811; }',
+      '  on beta  { node-id 1; address sdp 127.0.0.2:7811; }',
+      '}',
+    ].join('\n'),
+  });
+  try {
+    const args = [
+      'dist/src/cli/main.js',
+      '--config',
+      join(t.root, 'etc/tandem.conf'),
+      '--node',
+      'alpha',
+    ];
+    const r = await run('node', [...args, 'doctor', 'r_ib', '--json', '--sysroot', t.root]).catch(
+      (e: { stdout: string; code: number }) => e,
+    );
+    const report = JSON.parse(r.stdout) as ReturnType<typeof runDoctor>;
+    const status = (id: string) => report.checks.find((c) => c.id === id)?.status;
+    assert.equal(status('ipoib-address'), 'ok');
+    assert.equal(status('ipoib-interface'), 'ok');
+    assert.equal(status('ipoib-mode'), 'warn');
+    assert.equal(status('rdma-port'), 'ok');
+    const buf = report.checks.find((c) => c.id === 'socket-buffers');
+    assert.equal(buf?.status, 'warn', JSON.stringify(report.checks));
+    assert.match(buf?.fix ?? '', /wmem_max=8388608/);
+    await assert.rejects(
+      run('node', [...args, 'doctor', 'nope', '--sysroot', t.root]),
+      /no resource nope/,
+    );
+  } finally {
+    t.done();
+  }
+});
