@@ -144,11 +144,30 @@ async function withTimeout<T>(what: string, p: Promise<T>, timeoutMs: number): P
   }
 }
 
+/** A failure that says all there is to say: no daemon log lines appended. */
+class NotWiredError extends Error {}
+
 /** A failure with the last lines each daemon logged, which usually say why. */
 function withDaemonOutput(e: unknown, daemons: readonly ChildHandle[]): Error {
+  if (e instanceof NotWiredError) return e;
   const why = e instanceof Error ? e.message : String(e);
   const logs = daemons.map((d) => `${d.name}: …${d.output().slice(-800).trim()}`).join(' | ');
   return new Error(daemons.length === 0 ? why : `${why} [${logs}]`);
+}
+
+/** The transport name the Primary's status reports for its (first) peer connection. */
+async function transportInUse(controlPath: string): Promise<string> {
+  const status = await withTimeout(
+    'status',
+    request(controlPath, 'status', { resource: RESOURCE }),
+    REQUEST_TIMEOUT_MS,
+  );
+  const peers = (
+    status as { peers?: { transport?: { name?: unknown }; paths?: { transport?: unknown }[] }[] }[]
+  )[0]?.peers;
+  const peer = peers?.[0];
+  const name = peer?.transport?.name ?? peer?.paths?.[0]?.transport;
+  return typeof name === 'string' && name !== '' ? name : 'unknown';
 }
 
 interface Pair {
@@ -233,7 +252,13 @@ async function launchPair(
         s.all('peer-device', RESOURCE).every((p) => p['replication'] === 'Established'),
       CONNECT_TIMEOUT_MS,
     );
-    ctx.log(`${RESOURCE}: connected`);
+    const used = await transportInUse(controls[0] ?? '');
+    ctx.log(`${RESOURCE}: connected over ${used}`);
+    // A daemon that accepts `transport fabric` but dials TCP must not pass off TCP's numbers.
+    if (transport !== 'tcp' && used !== transport)
+      throw new NotWiredError(
+        `tandemd replicates over "${used}", not "${transport}": the ${transport} transport is not wired into the daemon yet`,
+      );
     return { daemons, controls, nodes, config, stop };
   } catch (e) {
     await stop();
