@@ -157,9 +157,10 @@ bool Connection::Setup(Napi::Env env, fi_info *info, SharedFabric fabric, Napi::
     return Fail(env, FiError("send queue wait fd", rc));
   if ((rc = GetWaitFd(&rxcq_->fid, &fd)) || rxWatch_.Start(loop, fd, [this] { OnRx(); }))
     return Fail(env, FiError("receive queue wait fd", rc));
-  // Arm the wait objects: without a first trywait some providers never signal the fd.
-  fid *fids[3] = {&eq_->fid, &txcq_->fid, &rxcq_->fid};
-  fi_trywait(fabric_, fids, 3);
+  // Arm each wait object on its own: fi_trywait over a list stops at the first queue that is
+  // not empty, leaving the others unarmed (verbs: a CQ never notified). Queues that are not
+  // empty yet are drained and re-armed when the connection comes up.
+  for (fid *f : {&eq_->fid, &txcq_->fid, &rxcq_->fid}) fi_trywait(fabric_, &f, 1);
   Ref();
   refed_ = true;
   state_ = State::Connecting;
@@ -461,6 +462,11 @@ void Connection::OnEq() {
       size_t dlen = static_cast<size_t>(rd) > hdr ? static_cast<size_t>(rd) - hdr : 0;
       if (dlen > kConnDataMax) dlen = kConnDataMax;
       Emit("connected", {Napi::Buffer<uint8_t>::Copy(Napi::Env(env_), buf + hdr, dlen)});
+      for (fid_cq *cq : {rxcq_, txcq_}) {
+        if (state_ == State::Closed) break;
+        DrainCq(cq, cq == txcq_);
+        Settle(cq, cq == txcq_);
+      }
     } else if (event == FI_SHUTDOWN) {
       // Completions already queued (the peer's last messages) are delivered first.
       DrainCq(rxcq_, false);
