@@ -151,6 +151,11 @@ bool Connection::Setup(Napi::Env env, fi_info *info, SharedFabric fabric, Napi::
   uv_loop_t *loop = nullptr;
   napi_get_uv_event_loop(env, &loop);
   int fd = -1;
+  if (kick_.Start(loop, [this] {
+        OnRx();
+        OnTx();
+      }))
+    return Fail(env, "uv_timer_init failed");
   if ((rc = GetWaitFd(&eq_->fid, &fd)) || eqWatch_.Start(loop, fd, [this] { OnEq(); }))
     return Fail(env, FiError("event queue wait fd", rc));
   if ((rc = GetWaitFd(&txcq_->fid, &fd)) || txWatch_.Start(loop, fd, [this] { OnTx(); }))
@@ -514,6 +519,8 @@ void Connection::Settle(fid_cq *cq, bool tx) {
     if (fi_trywait(fabric_, &f, 1) != -FI_EAGAIN) return;
     DrainCq(cq, tx);
   }
+  // Still busy and not armed: its fd may never fire again, so come back next loop iteration.
+  if (state_ != State::Closed) kick_.Kick();
 }
 
 int Connection::DrainCq(fid_cq *cq, bool tx) {
@@ -604,6 +611,7 @@ void Connection::RequestClose() {
   eqWatch_.Stop();
   txWatch_.Stop();
   rxWatch_.Stop();
+  kick_.Stop();
   if (depth_ > 0) teardownPending_ = true;
   else Teardown();
 }
@@ -613,6 +621,7 @@ void Connection::Teardown() {
   eqWatch_.Stop();
   txWatch_.Stop();
   rxWatch_.Stop();
+  kick_.Stop();
   // The endpoint goes first: after it is closed no DMA can touch our buffers any more.
   if (ep_) fi_close(&ep_->fid), ep_ = nullptr;
   for (auto &m : mrCache_) {
