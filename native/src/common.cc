@@ -104,6 +104,43 @@ void FdWatcher::OnPoll(uv_poll_t *p, int /*status*/, int /*events*/) {
   if (h->owner != nullptr && h->owner->cb_) h->owner->cb_();
 }
 
+int Kicker::Start(uv_loop_t *loop, Callback cb) {
+  Stop();
+  auto *h = new Handle();
+  h->owner = this;
+  int rc = uv_timer_init(loop, &h->timer);
+  if (rc != 0) {
+    delete h;
+    return rc;
+  }
+  h->timer.data = h;
+  uv_unref(reinterpret_cast<uv_handle_t *>(&h->timer));  // never keeps the process alive
+  handle_ = h;
+  cb_ = std::move(cb);
+  return 0;
+}
+
+void Kicker::Kick() {
+  if (handle_ == nullptr || uv_is_active(reinterpret_cast<uv_handle_t *>(&handle_->timer))) return;
+  uv_timer_start(
+      &handle_->timer,
+      [](uv_timer_t *t) {
+        auto *h = static_cast<Handle *>(t->data);
+        if (h->owner != nullptr && h->owner->cb_) h->owner->cb_();
+      },
+      0, 0);
+}
+
+void Kicker::Stop() {
+  if (handle_ == nullptr) return;
+  Handle *h = handle_;
+  handle_ = nullptr;
+  h->owner = nullptr;
+  uv_timer_stop(&h->timer);
+  uv_close(reinterpret_cast<uv_handle_t *>(&h->timer),
+           [](uv_handle_t *p) { delete static_cast<Handle *>(p->data); });
+}
+
 int GetWaitFd(fid_t fid, int *fd) { return fi_control(fid, FI_GETWAIT, fd); }
 
 void CallJs(Napi::Env env, Napi::FunctionReference &fn, napi_async_context ctx,

@@ -69,6 +69,29 @@ class FdWatcher {
   Callback cb_;
 };
 
+// Runs a callback on the next loop iteration (a 0 ms uv timer): used when a queue is still busy
+// after a bounded drain, so other handles (timers, other connections) get their turn.
+class Kicker {
+ public:
+  using Callback = std::function<void()>;
+  Kicker() = default;
+  Kicker(const Kicker &) = delete;
+  Kicker &operator=(const Kicker &) = delete;
+  ~Kicker() { Stop(); }
+  int Start(uv_loop_t *loop, Callback cb);
+  void Kick();
+  void Stop();
+
+  struct Handle {
+    uv_timer_t timer;
+    Kicker *owner;
+  };
+
+ private:
+  Handle *handle_ = nullptr;
+  Callback cb_;
+};
+
 // Reads the wait fd of a CQ or EQ opened with FI_WAIT_FD.
 int GetWaitFd(fid_t fid, int *fd);
 

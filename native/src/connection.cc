@@ -151,15 +151,21 @@ bool Connection::Setup(Napi::Env env, fi_info *info, SharedFabric fabric, Napi::
   uv_loop_t *loop = nullptr;
   napi_get_uv_event_loop(env, &loop);
   int fd = -1;
+  if (kick_.Start(loop, [this] {
+        OnRx();
+        OnTx();
+      }))
+    return Fail(env, "uv_timer_init failed");
   if ((rc = GetWaitFd(&eq_->fid, &fd)) || eqWatch_.Start(loop, fd, [this] { OnEq(); }))
     return Fail(env, FiError("event queue wait fd", rc));
   if ((rc = GetWaitFd(&txcq_->fid, &fd)) || txWatch_.Start(loop, fd, [this] { OnTx(); }))
     return Fail(env, FiError("send queue wait fd", rc));
   if ((rc = GetWaitFd(&rxcq_->fid, &fd)) || rxWatch_.Start(loop, fd, [this] { OnRx(); }))
     return Fail(env, FiError("receive queue wait fd", rc));
-  // Arm the wait objects: without a first trywait some providers never signal the fd.
-  fid *fids[3] = {&eq_->fid, &txcq_->fid, &rxcq_->fid};
-  fi_trywait(fabric_, fids, 3);
+  // Arm each wait object on its own: fi_trywait over a list stops at the first queue that is
+  // not empty, leaving the others unarmed (verbs: a CQ never notified). Queues that are not
+  // empty yet are drained and re-armed when the connection comes up.
+  for (fid *f : {&eq_->fid, &txcq_->fid, &rxcq_->fid}) fi_trywait(fabric_, &f, 1);
   Ref();
   refed_ = true;
   state_ = State::Connecting;
@@ -461,6 +467,11 @@ void Connection::OnEq() {
       size_t dlen = static_cast<size_t>(rd) > hdr ? static_cast<size_t>(rd) - hdr : 0;
       if (dlen > kConnDataMax) dlen = kConnDataMax;
       Emit("connected", {Napi::Buffer<uint8_t>::Copy(Napi::Env(env_), buf + hdr, dlen)});
+      for (fid_cq *cq : {rxcq_, txcq_}) {
+        if (state_ == State::Closed) break;
+        DrainCq(cq, cq == txcq_);
+        Settle(cq, cq == txcq_);
+      }
     } else if (event == FI_SHUTDOWN) {
       // Completions already queued (the peer's last messages) are delivered first.
       DrainCq(rxcq_, false);
@@ -508,6 +519,8 @@ void Connection::Settle(fid_cq *cq, bool tx) {
     if (fi_trywait(fabric_, &f, 1) != -FI_EAGAIN) return;
     DrainCq(cq, tx);
   }
+  // Still busy and not armed: its fd may never fire again, so come back next loop iteration.
+  if (state_ != State::Closed) kick_.Kick();
 }
 
 int Connection::DrainCq(fid_cq *cq, bool tx) {
@@ -598,6 +611,7 @@ void Connection::RequestClose() {
   eqWatch_.Stop();
   txWatch_.Stop();
   rxWatch_.Stop();
+  kick_.Stop();
   if (depth_ > 0) teardownPending_ = true;
   else Teardown();
 }
@@ -607,6 +621,7 @@ void Connection::Teardown() {
   eqWatch_.Stop();
   txWatch_.Stop();
   rxWatch_.Stop();
+  kick_.Stop();
   // The endpoint goes first: after it is closed no DMA can touch our buffers any more.
   if (ep_) fi_close(&ep_->fid), ep_ = nullptr;
   for (auto &m : mrCache_) {

@@ -120,6 +120,7 @@ class Connection : public Napi::ObjectWrap<Connection> {
   uint64_t useClock_ = 0;
 
   FdWatcher eqWatch_, txWatch_, rxWatch_;
+  Kicker kick_;
   int depth_ = 0;
   bool teardownPending_ = false;
   bool refed_ = false;
