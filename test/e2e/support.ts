@@ -103,7 +103,7 @@ export async function fileSha(path: string, lengthBytes: number): Promise<string
   const fh = await open(path, 'r');
   try {
     const buf = Buffer.alloc(4 * MIB);
-    for (let off = 0; off < lengthBytes; ) {
+    for (let off = 0; off < lengthBytes;) {
       const want = Math.min(buf.length, lengthBytes - off);
       const { bytesRead } = await fh.read(buf, 0, want, off);
       if (bytesRead === 0) throw new Error(`${path}: short file at ${off}`);
