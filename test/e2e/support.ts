@@ -56,7 +56,7 @@ export function waitConnected(c: LocalCluster, node: string, timeoutMs = 30_000)
   return c.waitFor(node, 'connected', (s) => allConnected(s, c.resource), timeoutMs);
 }
 
-export function waitInSync(c: LocalCluster, node: string, timeoutMs = 90_000): Promise<void> {
+export function waitInSync(c: LocalCluster, node: string, timeoutMs = 30_000): Promise<void> {
   return c.waitFor(node, 'in sync', (s) => allInSync(s, c.resource), timeoutMs);
 }
 
