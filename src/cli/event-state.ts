@@ -38,6 +38,18 @@ export class EventState {
     return [...this.objects.entries()].filter(([k]) => k.startsWith(prefix)).map(([, v]) => v);
   }
 
+  /** Every object's current properties, one line each (for a timeout's error message). */
+  describe(): string {
+    return [...this.objects.entries()]
+      .map(
+        ([k, v]) =>
+          `${k} ${Object.entries(v)
+            .map(([pk, pv]) => `${pk}:${String(pv)}`)
+            .join(' ')}`,
+      )
+      .join('\n');
+  }
+
   resources(): string[] {
     return [...this.objects.keys()]
       .filter((k) => k.startsWith('resource/'))

@@ -182,7 +182,10 @@ export class LocalCluster {
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(
-        () => reject(new Error(`${name}: not ${what} after ${timeoutMs} ms`)),
+        () =>
+          reject(
+            new Error(`${name}: not ${what} after ${timeoutMs} ms; state:\n${state.describe()}`),
+          ),
         timeoutMs,
       );
     });

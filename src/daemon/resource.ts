@@ -51,8 +51,9 @@ interface PeerView {
   readonly name: string;
   conn: ConnectionState;
   repl: ReplicationState;
-  role: Role;
-  disk: DiskState;
+  /** The peer's role and disk as the engine last reported them; shown only while connected. */
+  engineRole: Role;
+  engineDisk: DiskState;
   channel: Channel | null;
   unsubscribe: (() => void)[];
   /** Messages waiting for the stream to drain (the transport said over-high-water). */
@@ -117,8 +118,8 @@ export class Resource implements ResourceRuntime {
         name: p.name,
         conn: 'StandAlone',
         repl: 'Off',
-        role: 'Unknown',
-        disk: 'DUnknown',
+        engineRole: 'Unknown',
+        engineDisk: 'DUnknown',
         channel: null,
         unsubscribe: [],
         backlog: { data: [], control: [] },
@@ -606,44 +607,47 @@ export class Resource implements ResourceRuntime {
         const p = this.peers.get(c.peer);
         if (p === undefined) return;
         p.conn = c.conn;
-        if (c.conn !== 'Connected') {
-          p.role = 'Unknown';
-          p.disk = 'DUnknown';
-          p.repl = 'Off';
-        }
-        this.emitEvent('change', 'connection', p.name, { connection: c.conn, role: p.role });
+        if (c.conn !== 'Connected') p.repl = 'Off';
+        this.emitEvent('change', 'connection', p.name, {
+          connection: c.conn,
+          role: shownRole(p),
+        });
+        this.emitPeerDevice(c.peer, p);
         return;
       }
       case 'replication': {
         const p = this.peers.get(c.peer);
         if (p === undefined) return;
         p.repl = c.repl;
-        this.emitEvent('change', 'peer-device', p.name, {
-          replication: c.repl,
-          'peer-disk': p.disk,
-          'out-of-sync': this.outOfSyncBytes(c.peer),
-        });
+        this.emitPeerDevice(c.peer, p);
         return;
       }
       case 'peerDisk': {
         const p = this.peers.get(c.peer);
         if (p === undefined) return;
-        p.disk = c.disk;
-        this.emitEvent('change', 'peer-device', p.name, {
-          replication: p.repl,
-          'peer-disk': c.disk,
-          'out-of-sync': this.outOfSyncBytes(c.peer),
-        });
+        p.engineDisk = c.disk;
+        this.emitPeerDevice(c.peer, p);
         return;
       }
       case 'peerRole': {
         const p = this.peers.get(c.peer);
         if (p === undefined) return;
-        p.role = c.role;
-        this.emitEvent('change', 'connection', p.name, { connection: p.conn, role: c.role });
+        p.engineRole = c.role;
+        this.emitEvent('change', 'connection', p.name, {
+          connection: p.conn,
+          role: shownRole(p),
+        });
         return;
       }
     }
+  }
+
+  private emitPeerDevice(id: number, p: PeerView): void {
+    this.emitEvent('change', 'peer-device', p.name, {
+      replication: p.repl,
+      'peer-disk': shownDisk(p),
+      'out-of-sync': this.outOfSyncBytes(id),
+    });
   }
 
   private setDisk(d: DiskState): void {
@@ -674,7 +678,7 @@ export class Resource implements ResourceRuntime {
     if (p !== undefined) p.sync = null;
     this.emitEvent('change', 'peer-device', p?.name, {
       replication: p?.repl ?? 'Off',
-      'peer-disk': p?.disk ?? 'DUnknown',
+      'peer-disk': p === undefined ? 'DUnknown' : shownDisk(p),
       'out-of-sync': this.outOfSyncBytes(peer),
       done: 100,
     });
@@ -698,7 +702,7 @@ export class Resource implements ResourceRuntime {
       const s = this.syncProgress(id, p);
       this.emitEvent('change', 'peer-device', p.name, {
         replication: p.repl,
-        'peer-disk': p.disk,
+        'peer-disk': shownDisk(p),
         'out-of-sync': left * BITMAP_BLOCK_BYTES,
         done: Number(s.percent.toFixed(2)),
         rate: Math.round(s.rateBytesPerSec),
@@ -772,7 +776,7 @@ export class Resource implements ResourceRuntime {
         object: 'connection',
         resource: this.name,
         peer: p.name,
-        props: { connection: p.conn, role: p.role },
+        props: { connection: p.conn, role: shownRole(p) },
         timeMs: t,
       });
       out.push({
@@ -781,7 +785,11 @@ export class Resource implements ResourceRuntime {
         resource: this.name,
         peer: p.name,
         volume: 0,
-        props: { replication: p.repl, 'peer-disk': p.disk, 'out-of-sync': this.outOfSyncBytes(id) },
+        props: {
+          replication: p.repl,
+          'peer-disk': shownDisk(p),
+          'out-of-sync': this.outOfSyncBytes(id),
+        },
         timeMs: t,
       });
     }
@@ -803,9 +811,9 @@ export class Resource implements ResourceRuntime {
           name: p.name,
           nodeId: id,
           connection: p.conn,
-          role: p.role,
+          role: shownRole(p),
           replication: p.repl,
-          peerDisk: p.disk,
+          peerDisk: shownDisk(p),
           outOfSyncBytes: this.outOfSyncBytes(id),
           sync: p.sync === null ? null : this.syncProgress(id, p),
           sentBytes: p.sentBytes,
@@ -904,6 +912,15 @@ export class Resource implements ResourceRuntime {
         Promise.resolve([{ lengthBytes, hole: false, zero: false }]),
     };
   }
+}
+
+/** DRBD shows a peer's role and disk only while the handshake has settled the connection. */
+function shownRole(p: PeerView): Role {
+  return p.conn === 'Connected' ? p.engineRole : 'Unknown';
+}
+
+function shownDisk(p: PeerView): DiskState {
+  return p.conn === 'Connected' && p.repl !== 'Off' ? p.engineDisk : 'DUnknown';
 }
 
 function errnoOf(e: unknown): string {

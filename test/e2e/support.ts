@@ -1,0 +1,140 @@
+// Shared steps of the end-to-end tests: two real tandemd processes on loopback (LocalCluster),
+// brought up and in sync, driven through the `tandem` CLI and the control socket, and observed
+// only through the events stream and `status --json` (never by sleeping).
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { open } from 'node:fs/promises';
+import { LocalCluster } from '../../src/cli/local-cluster.js';
+import { allConnected, allInSync, type EventState } from '../../src/cli/event-state.js';
+import type { PeerStatus, ResourceStatus } from '../../src/daemon/status.js';
+
+export const MIB = 1024 * 1024;
+
+/** Local files: let resync run as fast as the disks go (the defaults throttle to 250 KiB/s). */
+export const FAST_SYNC = '    c-fill-target 16M;\n    c-max-rate 4G;';
+
+export interface PairOptions {
+  readonly diskBytes: number;
+  /** Extra lines for net { }. */
+  readonly net?: string;
+  /** Extra lines for disk { } (FAST_SYNC is always there). */
+  readonly disk?: string;
+}
+
+/** create-md on both nodes, both daemons started, `up` on both, connected. */
+export async function startPair(o: PairOptions): Promise<LocalCluster> {
+  const c = await LocalCluster.create({
+    diskBytes: o.diskBytes,
+    disk: `${FAST_SYNC}\n${o.disk ?? ''}`,
+    ...(o.net !== undefined ? { net: o.net } : {}),
+  });
+  try {
+    for (const n of ['alice', 'bob']) await c.tandem(n, 'create-md', c.resource);
+    await Promise.all([c.start('alice'), c.start('bob')]);
+    await c.tandem('alice', 'up', c.resource);
+    await c.tandem('bob', 'up', c.resource);
+    await waitConnected(c, 'alice');
+    await waitConnected(c, 'bob');
+  } catch (e) {
+    await c.destroy();
+    throw e;
+  }
+  return c;
+}
+
+/**
+ * Both backing files are freshly zeroed, hence identical: skip the initial sync the way an
+ * operator would (`new-current-uuid --clear-bitmap`), then make `primary` Primary.
+ */
+export async function skipInitialSync(c: LocalCluster, primary: string): Promise<void> {
+  await c.tandem(primary, 'new-current-uuid', '--clear-bitmap', c.resource);
+  for (const n of c.nodes.keys()) await waitInSync(c, n);
+  await c.tandem(primary, 'primary', c.resource);
+}
+
+export function waitConnected(c: LocalCluster, node: string, timeoutMs = 30_000): Promise<void> {
+  return c.waitFor(node, 'connected', (s) => allConnected(s, c.resource), timeoutMs);
+}
+
+export function waitInSync(c: LocalCluster, node: string, timeoutMs = 30_000): Promise<void> {
+  return c.waitFor(node, 'in sync', (s) => allInSync(s, c.resource), timeoutMs);
+}
+
+export function waitDisconnected(c: LocalCluster, node: string, timeoutMs = 30_000): Promise<void> {
+  return c.waitFor(
+    node,
+    'disconnected',
+    (s) => s.all('connection', c.resource).every((x) => x['connection'] !== 'Connected'),
+    timeoutMs,
+  );
+}
+
+export function waitRole(
+  c: LocalCluster,
+  node: string,
+  role: string,
+  timeoutMs = 30_000,
+): Promise<void> {
+  return c.waitFor(
+    node,
+    `role ${role}`,
+    (s: EventState) => s.get('resource', c.resource)?.['role'] === role,
+    timeoutMs,
+  );
+}
+
+/** `tandem status --json` of the cluster's resource on a node. */
+export async function status(c: LocalCluster, node: string): Promise<ResourceStatus> {
+  const all = JSON.parse(await c.tandem(node, 'status', c.resource, '--json')) as ResourceStatus[];
+  const r = all[0];
+  assert.ok(r !== undefined, `${node}: status --json lists ${c.resource}`);
+  return r;
+}
+
+export async function peerStatus(c: LocalCluster, node: string): Promise<PeerStatus> {
+  const p = (await status(c, node)).peers[0];
+  assert.ok(p !== undefined, `${node}: status --json lists a peer`);
+  return p;
+}
+
+/** sha256 of the first `lengthBytes` of a file, read in chunks. */
+export async function fileSha(path: string, lengthBytes: number): Promise<string> {
+  const h = createHash('sha256');
+  const fh = await open(path, 'r');
+  try {
+    const buf = Buffer.alloc(4 * MIB);
+    for (let off = 0; off < lengthBytes;) {
+      const want = Math.min(buf.length, lengthBytes - off);
+      const { bytesRead } = await fh.read(buf, 0, want, off);
+      if (bytesRead === 0) throw new Error(`${path}: short file at ${off}`);
+      h.update(buf.subarray(0, bytesRead));
+      off += bytesRead;
+    }
+  } finally {
+    await fh.close();
+  }
+  return h.digest('hex');
+}
+
+/** The daemons' last log lines, for a failure message. */
+export function logs(c: LocalCluster): string {
+  return [...c.nodes.values()]
+    .map((n) => `--- ${n.name} ---\n${n.log.split('\n').slice(-30).join('\n')}`)
+    .join('\n');
+}
+
+/** Runs `body` against a started pair and destroys it whatever happens; failures carry logs. */
+export async function withPair(
+  o: PairOptions,
+  body: (c: LocalCluster) => Promise<void>,
+): Promise<void> {
+  const c = await startPair(o);
+  try {
+    await body(c);
+  } catch (e) {
+    if (e instanceof Error) e.message += `\n${logs(c)}`;
+    throw e;
+  } finally {
+    await c.destroy();
+  }
+}
