@@ -341,7 +341,7 @@ const INIT_SCRIPT = `#!/bin/busybox sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 for m in $(cat /modules.order); do insmod /lib/modules/$m || echo "init: insmod $m failed"; done
-mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000 host /host || echo "init: 9p root mount failed"
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose host /host || echo "init: 9p root mount failed"
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 out /out || echo "init: 9p share mount failed"
 for d in proc sys dev; do mount --bind /$d /host/$d; done
 mount -t devpts devpts /host/dev/pts 2>/dev/null
