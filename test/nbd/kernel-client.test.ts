@@ -2,10 +2,14 @@
 // kernel has no nbd module, so both run in a qemu guest booting Debian's kernel: the standalone
 // export (NbdServer + storeBackend(FileStore), test/support/nbd-export.ts) serves a Unix socket,
 // nbd-client attaches it as /dev/nbd0, ext4 is made, mounted, written, trimmed and checked with
-// fsck -n; a second attach (ioctl mode this time) reads every file back from the server.
+// fsck -n; a second attach (ioctl mode this time) reads every file back from the server. Midway,
+// this process reads the ext4 superblock from the same export through a qemu port forward.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { NbdClient } from '../../src/nbd/client.js';
 import { requirePeers } from '../support/peers.js';
 import {
   describeGuest,
@@ -20,6 +24,10 @@ const MIB = 1024 * 1024;
 const EXPORT_BYTES = 96 * MIB;
 /** Boot (~30 s on TCG), node start-up and the filesystem work, with room for a loaded CI VM. */
 const GUEST_RUN_MS = 300_000;
+/** The export's TCP port inside the guest (its own network, reached through a qemu forward). */
+const GUEST_NBD_PORT = 41809;
+/** How long the guest script waits for the host's read over the forwarded port. */
+const HOST_READ_WAIT_S = 120;
 
 // Every step of the guest script, in order; each prints "@@step NAME RC".
 const STEPS = [
@@ -32,6 +40,7 @@ const STEPS = [
   'sync',
   'fstrim',
   'umount',
+  'host-read',
   'fsck',
   'detach',
   'reattach-ioctl',
@@ -59,10 +68,15 @@ write_files() {
 size_ok() { [ "$(cat /sys/block/nbd0/size)" -eq ${EXPORT_BYTES / 512} ]; }
 verify() { (cd $W/m && md5sum -c --quiet $W/sums) && [ "$(wc -l < $W/sums)" -eq 12 ]; }
 stop_server() { kill -TERM $SERVER && wait $SERVER; }
+host_read() {
+  touch /tmp/out/fs-ready
+  for i in $(seq ${HOST_READ_WAIT_S * 10}); do [ -e /tmp/out/host-done ] && break; sleep 0.1; done
+  grep -qx ok /tmp/out/host-done
+}
 
 echo "guest kernel $(uname -r); nbd-client $(nbd-client -V 2>&1 | head -1)"
 ${node} ${exportJs} --file $W/export.img --size ${EXPORT_BYTES} --name kernel \\
-  --socket $W/nbd.sock --ready $W/ready --stats /tmp/out/stats.json > $W/server.log 2>&1 &
+  --socket $W/nbd.sock --tcp 10.0.2.15:${GUEST_NBD_PORT} --ready $W/ready --stats /tmp/out/stats.json > $W/server.log 2>&1 &
 SERVER=$!
 for i in $(seq 1200); do [ -e $W/ready ] && break; kill -0 $SERVER 2>/dev/null || break; sleep 0.1; done
 step server-ready test -e $W/ready
@@ -75,6 +89,8 @@ step write write_files
 step sync sync -f $W/m
 step fstrim fstrim -v $W/m
 step umount umount $W/m
+# The host reads the superblock this kernel wrote, through qemu's port forward.
+step host-read host_read
 step fsck e2fsck -fn /dev/nbd0
 step detach nbd-client -d /dev/nbd0
 echo 3 > /proc/sys/vm/drop_caches
@@ -111,10 +127,28 @@ test(
     const exportJs = guestVisiblePath(
       fileURLToPath(new URL('../support/nbd-export.js', import.meta.url)),
     );
+    let superblockMagic: number | undefined;
     const r = await runGuest({
       script: guestScript(node, exportJs),
       modules: ['nbd', 'ext4'],
       timeoutMs: GUEST_RUN_MS,
+      forwardPorts: [GUEST_NBD_PORT],
+      during: async (g) => {
+        await g.waitForFile('fs-ready', GUEST_RUN_MS);
+        const port = g.hostPorts.get(GUEST_NBD_PORT) ?? 0;
+        const c = await NbdClient.connect({
+          listener: { kind: 'tcp', host: '127.0.0.1', port },
+          exportName: 'kernel',
+          signal: g.signal,
+        });
+        try {
+          assert.equal(c.sizeBytes, EXPORT_BYTES);
+          superblockMagic = (await c.read(1024, 1024)).readUInt16LE(56);
+        } finally {
+          await c.disconnect();
+        }
+        await writeFile(join(g.shareDir, 'host-done'), 'ok\n');
+      },
     });
     const why = describeGuest(r);
     t.diagnostic(`guest ran ${Math.round(r.elapsedMs / 1000)} s; steps at guest uptime:`);
@@ -129,7 +163,9 @@ test(
     assert.ok(raw !== undefined, `the export wrote its stats\n${why}`);
     const stats = JSON.parse(raw.toString('utf8')) as ExportStats;
     const all = JSON.stringify(stats);
-    assert.deepEqual(stats.exportsChosen, ['kernel', 'kernel'], all);
+    // The ext4 magic, read by this process through the forward while the guest waited.
+    assert.equal(superblockMagic, 0xef53);
+    assert.deepEqual(stats.exportsChosen, ['kernel', 'kernel', 'kernel'], all);
     assert.deepEqual(stats.protocolErrors, [], all);
     // ext4 and the file data went through WRITE; sync and the journal through FLUSH and FUA.
     assert.ok(stats.bytesWritten >= 12 * 150_000, `the files reached the export: ${all}`);

@@ -1,7 +1,8 @@
 // A standalone Tandem export as its own process (NbdServer + storeBackend over a FileStore), for
 // peers that cannot share the test's process, such as the kernel client inside a qemu guest.
 // It counts the commands it served and writes them as JSON to --stats when SIGTERM stops it.
-// Usage: node nbd-export.js --file IMG --size BYTES --name NAME --socket PATH --ready FILE --stats FILE
+// Usage: node nbd-export.js --file IMG --size BYTES --name NAME --socket PATH [--tcp HOST:PORT]
+//          [--ready FILE] [--stats FILE]
 import { truncate, writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { NbdServer } from '../../src/nbd/server.js';
@@ -51,12 +52,13 @@ async function main(): Promise<void> {
       size: { type: 'string' },
       name: { type: 'string' },
       socket: { type: 'string' },
+      tcp: { type: 'string' },
       ready: { type: 'string' },
       stats: { type: 'string' },
     },
     strict: true,
   });
-  const { file, size, name, socket, ready, stats: statsPath } = values;
+  const { file, size, name, socket, tcp, ready, stats: statsPath } = values;
   if (file === undefined || size === undefined || name === undefined || socket === undefined) {
     throw new Error('usage: nbd-export --file IMG --size BYTES --name NAME --socket PATH');
   }
@@ -89,6 +91,11 @@ async function main(): Promise<void> {
   const server = new NbdServer({ onEvent });
   server.addExport(name, countingBackend(storeBackend(store), stats));
   await server.listen({ kind: 'unix', path: socket });
+  if (tcp !== undefined) {
+    const m = /^(.+):(\d+)$/.exec(tcp);
+    if (m?.[1] === undefined || m[2] === undefined) throw new Error(`--tcp ${tcp}: want HOST:PORT`);
+    await server.listen({ kind: 'tcp', host: m[1], port: Number(m[2]) });
+  }
   if (ready !== undefined) await writeFile(ready, `${process.pid}\n`);
   let stopping = false;
   const stop = async (): Promise<void> => {
