@@ -9,6 +9,7 @@ PKGS=(
   iproute2 nftables iptables iperf3      # namespaces, fault injection, transport baseline
   libfabric-dev libfabric-bin            # fabric transport addon (native/), fi_info/fi_pingpong
   qemu-system-common time                # bench: qemu-storage-daemon mirror peer, GNU time for nbdcopy
+  qemu-system-x86 busybox-static cpio kmod nbd-client  # test/support/guest.ts: kernel peers in a qemu guest
 )
 missing=()
 for p in "${PKGS[@]}"; do
