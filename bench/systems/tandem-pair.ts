@@ -59,13 +59,16 @@ export function renderPairConfig(
   protocol: Protocol,
   transport: PairTransport,
   nodes: readonly PairNode[],
+  diskFlushes = true,
 ): string {
   const lines = [
     '# Written by the Tandem bench harness: two nodes on one loopback.',
     `resource ${RESOURCE} {`,
     `  net { protocol ${protocol}; transport ${transport}; }`,
     // Resync unthrottled (fixed rate at the maximum), as nbdcopy and the qsd mirror are.
-    '  disk { c-plan-ahead 0; resync-rate 8388608; c-max-rate 4194304; }',
+    // Without diskFlushes: DRBD's tuning for non-volatile write caches, no flush of the backing
+    // disk at every epoch boundary (nbdkit and the qsd mirror flush only when the client asks).
+    `  disk { c-plan-ahead 0; resync-rate 8388608; c-max-rate 4194304;${diskFlushes ? '' : ' disk-flushes no; md-flushes no;'} }`,
   ];
   for (const n of nodes) {
     lines.push(
@@ -161,6 +164,7 @@ async function launchPair(
   ctx: StartContext,
   protocol: Protocol,
   transport: PairTransport,
+  diskFlushes: boolean,
 ): Promise<Pair> {
   const nodes: PairNode[] = [];
   for (const [i, name] of ['alpha', 'beta'].entries()) {
@@ -180,7 +184,7 @@ async function launchPair(
     await preallocate(n.metaDisk, METADATA_FILE_BYTES, 'zero');
   }
   const config = join(ctx.runDir, 'tandem.conf');
-  await writeFile(config, renderPairConfig(protocol, transport, nodes));
+  await writeFile(config, renderPairConfig(protocol, transport, nodes, diskFlushes));
   const daemons: ChildHandle[] = [];
   const controls: string[] = [];
   const stop = async (): Promise<void> => {
@@ -237,8 +241,8 @@ async function launchPair(
   }
 }
 
-function pairSystem(protocol: Protocol, transport: PairTransport): System {
-  const id = `tandem-${protocol}${transport === 'tcp' ? '' : `-${transport}`}`;
+function pairSystem(protocol: Protocol, transport: PairTransport, diskFlushes = true): System {
+  const id = `tandem-${protocol}${transport === 'tcp' ? '' : `-${transport}`}${diskFlushes ? '' : '-noflush'}`;
   const over =
     transport === 'tcp'
       ? 'the tcp transport'
@@ -247,13 +251,16 @@ function pairSystem(protocol: Protocol, transport: PairTransport): System {
         : `a multipath session of ${MULTIPATH_PATHS} TCP paths`;
   return {
     id,
-    label: `Tandem, two nodes (tandemd alpha Primary → beta), protocol ${protocol} over ${over} on loopback`,
+    label:
+      `Tandem, two nodes (tandemd alpha Primary → beta), protocol ${protocol} over ${over} on loopback` +
+      (diskFlushes ? '' : ', disk-flushes no, md-flushes no'),
     kind: 'tandem',
+    ...(diskFlushes ? {} : { optIn: true }),
 
     probe: () => probeDaemon(),
 
     async start(ctx: StartContext): Promise<RunningSystem> {
-      const p = await launchPair(ctx, protocol, transport);
+      const p = await launchPair(ctx, protocol, transport, diskFlushes);
       try {
         const alpha = p.controls[0] ?? '';
         // Like qsd-mirror's start: a full initial sync to the peer before fio (not measured
@@ -286,7 +293,7 @@ function pairSystem(protocol: Protocol, transport: PairTransport): System {
     },
 
     async initialSync(ctx: StartContext): Promise<SyncMeasurement> {
-      const p = await launchPair(ctx, protocol, transport);
+      const p = await launchPair(ctx, protocol, transport, diskFlushes);
       try {
         const alpha = p.controls[0] ?? '';
         const m = await measureProcesses(
@@ -361,6 +368,7 @@ async function probeDaemon(): Promise<Availability> {
 
 export const tandemPairSystems: readonly System[] = [
   pairSystem('C', 'tcp'),
+  pairSystem('C', 'tcp', false),
   pairSystem('B', 'tcp'),
   pairSystem('A', 'tcp'),
   pairSystem('C', 'fabric'),

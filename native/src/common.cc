@@ -1,13 +1,26 @@
 // Shared helpers of the libfabric binding (see common.h).
 #include "common.h"
 
+#include <cerrno>
 #include <cstring>
+
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 namespace tandem {
 
 std::string FiError(const char *what, int rc) {
   int e = rc < 0 ? -rc : rc;
   return std::string(what) + ": " + fi_strerror(e) + " (" + std::to_string(rc) + ")";
+}
+
+int OpenFabric(fi_fabric_attr *attr, SharedFabric *out) {
+  fid_fabric *fab = nullptr;
+  int rc = fi_fabric(attr, &fab, nullptr);
+  if (rc) return rc;
+  *out = SharedFabric(fab, [](fid_fabric *f) { fi_close(&f->fid); });
+  return 0;
 }
 
 fi_info *MsgHints(const std::string &provider) {
@@ -34,20 +47,41 @@ int GetInfo(const std::string &provider, const std::string &node, const std::str
   return rc;
 }
 
+namespace {
+void CloseHandle(uv_handle_t *p) {
+  auto *h = static_cast<FdWatcher::Handle *>(p->data);
+  close(h->fd);
+  delete h;
+}
+}  // namespace
+
 int FdWatcher::Start(uv_loop_t *loop, int fd, Callback cb) {
   Stop();
+  // Poll our own duplicate: a provider thread may close or reuse its fd number while libuv
+  // still has it registered (seen with the sockets provider), and libuv aborts on EBADF.
+  // The duplicate goes high in the fd table, away from the low numbers providers allocate:
+  // libfabric 1.17's sockets provider closes some of its socket numbers twice, which would
+  // otherwise hit whatever we reopened under that number.
+  rlimit rl{};
+  int base = 0;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur >= 256)
+    base = static_cast<int>(rl.rlim_cur / 2);
+  int own = fcntl(fd, F_DUPFD_CLOEXEC, base);
+  if (own < 0) own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (own < 0) return -errno;
   auto *h = new Handle();
   h->owner = this;
-  int rc = uv_poll_init(loop, &h->poll, fd);
+  h->fd = own;
+  int rc = uv_poll_init(loop, &h->poll, own);
   if (rc != 0) {
+    close(own);
     delete h;
     return rc;
   }
   h->poll.data = h;
   rc = uv_poll_start(&h->poll, UV_READABLE, OnPoll);
   if (rc != 0) {
-    uv_close(reinterpret_cast<uv_handle_t *>(&h->poll),
-             [](uv_handle_t *p) { delete static_cast<Handle *>(p->data); });
+    uv_close(reinterpret_cast<uv_handle_t *>(&h->poll), CloseHandle);
     return rc;
   }
   handle_ = h;
@@ -61,8 +95,7 @@ void FdWatcher::Stop() {
   handle_ = nullptr;
   h->owner = nullptr;
   uv_poll_stop(&h->poll);
-  uv_close(reinterpret_cast<uv_handle_t *>(&h->poll),
-           [](uv_handle_t *p) { delete static_cast<Handle *>(p->data); });
+  uv_close(reinterpret_cast<uv_handle_t *>(&h->poll), CloseHandle);
 }
 
 void FdWatcher::OnPoll(uv_poll_t *p, int /*status*/, int /*events*/) {

@@ -72,7 +72,8 @@ bool Connection::Fail(Napi::Env env, const std::string &msg) {
   return false;
 }
 
-bool Connection::Setup(Napi::Env env, fi_info *info, Napi::Object opts, Napi::Function onEvent) {
+bool Connection::Setup(Napi::Env env, fi_info *info, SharedFabric fabric, Napi::Object opts,
+                       Napi::Function onEvent) {
   info_ = info;
   if (!ReadUint(env, opts, "bufferBytes", kBufferBytesMin, kBufferBytesMax, 64 * 1024,
                 &bufferBytes_) ||
@@ -101,7 +102,9 @@ bool Connection::Setup(Napi::Env env, fi_info *info, Napi::Object opts, Napi::Fu
   napi_async_init(env, nullptr, resName, &asyncCtx_);
 
   int rc;
-  if ((rc = fi_fabric(info->fabric_attr, &fabric_, nullptr))) return Fail(env, FiError("fi_fabric", rc));
+  if (!fabric && (rc = OpenFabric(info->fabric_attr, &fabric))) return Fail(env, FiError("fi_fabric", rc));
+  fabricRef_ = fabric;
+  fabric_ = fabricRef_.get();
   fi_eq_attr eqa{};
   eqa.size = 16;
   eqa.wait_obj = FI_WAIT_FD;
@@ -199,7 +202,7 @@ Napi::Value Connection::Connect(const Napi::CallbackInfo &info) {
   auto *data = env.GetInstanceData<AddonData>();
   Napi::Object obj = data->connection.New({});
   Connection *c = Connection::Unwrap(obj);
-  if (!c->Setup(env, fi, opts, info[2].As<Napi::Function>())) return env.Undefined();
+  if (!c->Setup(env, fi, nullptr, opts, info[2].As<Napi::Function>())) return env.Undefined();
   std::vector<uint8_t> cd;
   if (info[1].IsBuffer()) {
     auto b = info[1].As<Napi::Buffer<uint8_t>>();
@@ -223,12 +226,12 @@ Napi::Value Connection::Connect(const Napi::CallbackInfo &info) {
   return obj;
 }
 
-Napi::Value Connection::Accept(Napi::Env env, fi_info *req, Napi::Object opts, Napi::Value data,
-                               Napi::Function onEvent) {
+Napi::Value Connection::Accept(Napi::Env env, fi_info *req, SharedFabric fabric,
+                               Napi::Object opts, Napi::Value data, Napi::Function onEvent) {
   auto *ad = env.GetInstanceData<AddonData>();
   Napi::Object obj = ad->connection.New({});
   Connection *c = Connection::Unwrap(obj);
-  if (!c->Setup(env, req, opts, onEvent)) return env.Undefined();
+  if (!c->Setup(env, req, std::move(fabric), opts, onEvent)) return env.Undefined();
   std::vector<uint8_t> cd;
   if (data.IsBuffer()) {
     auto b = data.As<Napi::Buffer<uint8_t>>();
@@ -474,7 +477,8 @@ void Connection::OnTx() {
   if (state_ == State::Closed) return;
   Napi::HandleScope scope{Napi::Env(env_)};
   EnterJs();
-  DrainCq(txcq_, true);
+  wakeups_++;
+  if (DrainCq(txcq_, true) == 0) emptyWakeups_++;
   Settle(txcq_, true);
   LeaveJs();
 }
@@ -483,7 +487,8 @@ void Connection::OnRx() {
   if (state_ == State::Closed) return;
   Napi::HandleScope scope{Napi::Env(env_)};
   EnterJs();
-  DrainCq(rxcq_, false);
+  wakeups_++;
+  if (DrainCq(rxcq_, false) == 0) emptyWakeups_++;
   if (recvPollUs_ > 0) {
     // recv-poll: keep reading for a while before sleeping, trading CPU for latency.
     auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(recvPollUs_);
@@ -587,7 +592,9 @@ void Connection::HandleCqError(fid_cq *cq, bool tx) {
 void Connection::RequestClose() {
   if (state_ == State::Closed) return;
   state_ = State::Closed;
-  if (ep_) fi_shutdown(ep_, 0);
+  // No fi_shutdown: fi_close disconnects too, and with the sockets provider a shutdown
+  // followed by a close makes its CM thread close the socket a second time.
+  // (Peers still see FI_SHUTDOWN.)
   eqWatch_.Stop();
   txWatch_.Stop();
   rxWatch_.Stop();
@@ -615,7 +622,8 @@ void Connection::Teardown() {
   if (rxcq_) fi_close(&rxcq_->fid), rxcq_ = nullptr;
   if (eq_) fi_close(&eq_->fid), eq_ = nullptr;
   if (domain_) fi_close(&domain_->fid), domain_ = nullptr;
-  if (fabric_) fi_close(&fabric_->fid), fabric_ = nullptr;
+  fabric_ = nullptr;
+  fabricRef_.reset();
   if (info_) fi_freeinfo(info_), info_ = nullptr;
   free(recvRegion_), recvRegion_ = nullptr;
   free(sendRegion_), sendRegion_ = nullptr;
@@ -643,6 +651,8 @@ Napi::Value Connection::Stats(const Napi::CallbackInfo &info) {
   o.Set("registrations", registrations_);
   o.Set("registrationCacheHits", cacheHits_);
   o.Set("busyPolls", busyPolls_);
+  o.Set("wakeups", wakeups_);
+  o.Set("emptyWakeups", emptyWakeups_);
   o.Set("sendBuffersFree", static_cast<double>(freeSend_.size()));
   return o;
 }
