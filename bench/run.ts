@@ -95,7 +95,7 @@ async function hostInfo(storageDir: string): Promise<Record<string, string>> {
 
 async function main(cli: Cli): Promise<number> {
   const rounds = cli.rounds ?? (cli.quick ? 1 : 3);
-  const runtimeSec = cli.runtime ?? (cli.quick ? 2 : 7);
+  const runtimeSec = cli.runtime ?? (cli.quick ? 1 : 5);
   const fileSizeBytes = (cli.sizeMib ?? (cli.quick ? 256 : 1024)) * MIB;
   const syncSizeBytes = (cli.syncSizeMib ?? (cli.quick ? 256 : 1024)) * MIB;
   const wanted = cli.workloads ?? [...WORKLOADS.map((w) => w.id), 'sync'];
@@ -103,7 +103,7 @@ async function main(cli: Cli): Promise<number> {
     if (w !== 'sync' && !isWorkloadId(w)) throw new InvalidArgumentError(`unknown workload ${w}`);
   const workloads = WORKLOADS.filter((w) => wanted.includes(w.id));
   const sync = wanted.includes('sync');
-  const selected = cli.systems ?? ALL_SYSTEMS.map((s) => s.id);
+  const selected = cli.systems ?? ALL_SYSTEMS.filter((s) => s.optIn !== true).map((s) => s.id);
   for (const id of selected)
     if (!ALL_SYSTEMS.some((s) => s.id === id))
       throw new InvalidArgumentError(`unknown system ${id}`);
@@ -207,13 +207,13 @@ async function main(cli: Cli): Promise<number> {
 
 const program = new Command('bench')
   .description('fio over NBD against Tandem, nbdkit and a qemu-storage-daemon mirror, interleaved')
-  .option('--quick', 'short smoke run: 1 round, 2 s runs, 256 MiB files', false)
+  .option('--quick', 'short smoke run: 1 round, 1 s runs, 256 MiB files', false)
   .option(
     '--rounds <n>',
     'rounds (systems interleaved within each) (default: 3, quick 1)',
     positiveInt('rounds'),
   )
-  .option('--runtime <s>', 'seconds per fio run (default: 7, quick 2)', positiveInt('runtime'))
+  .option('--runtime <s>', 'seconds per fio run (default: 5, quick 1)', positiveInt('runtime'))
   .option(
     '--size-mib <n>',
     'size of every export in MiB (default: 1024, quick 256)',
@@ -226,7 +226,7 @@ const program = new Command('bench')
   )
   .option(
     '--systems <ids>',
-    `comma-separated subset of: ${ALL_SYSTEMS.map((s) => s.id).join(',')}`,
+    `comma-separated, from: ${ALL_SYSTEMS.map((s) => `${s.id}${s.optIn === true ? ' (opt-in)' : ''}`).join(', ')}`,
     list,
   )
   .option(

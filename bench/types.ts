@@ -11,7 +11,11 @@ export interface StartContext {
   readonly storageDir: string;
   /** A fresh directory for Unix sockets and pidfiles (short path, under the OS temp dir). */
   readonly runDir: string;
-  /** Size of every backing file and export, in bytes. */
+  /**
+   * Size of every backing file and export, in bytes. Exported files start filled with non-zero
+   * data (sync targets with zeroes), the same for every system, so no system's zero-block
+   * shortcut (or bug in one) decides a result.
+   */
   readonly fileSizeBytes: number;
   /** Spawns and tracks child processes so that every one is killed on failure or Ctrl-C. */
   readonly children: Children;
@@ -51,6 +55,8 @@ export interface System {
   readonly label: string;
   /** Tandem systems get ratio rows against the baselines. */
   readonly kind: 'baseline' | 'tandem';
+  /** Runs only when named with --systems (variants, not part of the default run). */
+  readonly optIn?: boolean;
   probe(): Promise<Availability>;
   start(ctx: StartContext): Promise<RunningSystem>;
   /** The initial full sync of `fileSizeBytes` of non-zero data, if the system has one. */

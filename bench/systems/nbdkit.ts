@@ -20,8 +20,13 @@ import { commandWorks } from './probe.js';
 export const SYNC_VERIFY_SAMPLES = 64;
 /** How long a server may take to bind its socket. */
 const SERVER_READY_TIMEOUT_MS = 15_000;
-/** Upper bound on one full copy (1 GiB at a pessimistic 20 MB/s). */
-export const SYNC_TIMEOUT_MS = 60_000 + 50 * 1000 * 1024;
+/** Slowest full copy we wait for before calling it failed: a pessimistic 20 MB/s. */
+const SYNC_RATE_FLOOR_BYTES_PER_SEC = 20e6;
+
+/** Upper bound on one full copy of `bytes` (a minute of slack plus the floor rate). */
+export function syncTimeoutMs(bytes: number): number {
+  return 60_000 + Math.ceil((bytes / SYNC_RATE_FLOOR_BYTES_PER_SEC) * 1000);
+}
 
 /** Starts `nbdkit file FILE` on a free loopback port; resolves once its socket is bound. */
 export async function startNbdkitFile(
@@ -86,7 +91,7 @@ export const nbdkitSystem: System = {
 
   async start(ctx: StartContext): Promise<RunningSystem> {
     const file = join(ctx.storageDir, 'nbdkit.img');
-    await preallocate(file, ctx.fileSizeBytes, 'zero');
+    await preallocate(file, ctx.fileSizeBytes, 'random');
     const srv = await startNbdkitFile(ctx.children, 'nbdkit', file, ctx.runDir);
     return {
       uri: srv.uri,
@@ -110,7 +115,14 @@ export const nbdkitSystem: System = {
         realProcFs,
         () => [a.child.pid, b.child.pid],
         () =>
-          runTimed(ctx.children, 'nbdcopy', 'nbdcopy', [a.uri, b.uri], SYNC_TIMEOUT_MS, ctx.runDir),
+          runTimed(
+            ctx.children,
+            'nbdcopy',
+            'nbdcopy',
+            [a.uri, b.uri],
+            syncTimeoutMs(ctx.fileSizeBytes),
+            ctx.runDir,
+          ),
       );
       if (!(await filesMatchSampled(src, dst, ctx.fileSizeBytes, SYNC_VERIFY_SAMPLES)))
         throw new Error('nbdcopy finished but the copy differs from the source');

@@ -15,7 +15,7 @@ import {
   preallocate,
   waitFor,
 } from '../util.js';
-import { startNbdkitFile, SYNC_TIMEOUT_MS, SYNC_VERIFY_SAMPLES } from './nbdkit.js';
+import { startNbdkitFile, syncTimeoutMs, SYNC_VERIFY_SAMPLES } from './nbdkit.js';
 import { commandWorks } from './probe.js';
 
 const SERVER_READY_TIMEOUT_MS = 15_000;
@@ -32,10 +32,10 @@ interface Launched {
   stop(): Promise<void>;
 }
 
-async function launch(ctx: StartContext, srcFill: 'zero' | 'random'): Promise<Launched> {
+async function launch(ctx: StartContext): Promise<Launched> {
   const src = join(ctx.storageDir, 'qsd-src.img');
   const tgt = join(ctx.storageDir, 'qsd-replica.img');
-  await preallocate(src, ctx.fileSizeBytes, srcFill);
+  await preallocate(src, ctx.fileSizeBytes, 'random');
   await preallocate(tgt, ctx.fileSizeBytes, 'zero');
   const peer = await startNbdkitFile(ctx.children, 'qsd-peer-nbdkit', tgt, ctx.runDir);
   let qsd: ChildHandle | undefined;
@@ -139,9 +139,9 @@ export const qsdMirrorSystem: System = {
   },
 
   async start(ctx: StartContext): Promise<RunningSystem> {
-    const l = await launch(ctx, 'zero');
+    const l = await launch(ctx);
     try {
-      const ready = await mirrorUntilReady(l, SYNC_TIMEOUT_MS);
+      const ready = await mirrorUntilReady(l, syncTimeoutMs(ctx.fileSizeBytes));
       return {
         uri: l.uri,
         pids: () => [l.qsd.pid, l.peer.pid],
@@ -155,12 +155,12 @@ export const qsdMirrorSystem: System = {
   },
 
   async initialSync(ctx: StartContext): Promise<SyncMeasurement> {
-    const l = await launch(ctx, 'random');
+    const l = await launch(ctx);
     try {
       const m = await measureProcesses(
         realProcFs,
         () => [l.qsd.pid, l.peer.pid],
-        () => mirrorUntilReady(l, SYNC_TIMEOUT_MS),
+        () => mirrorUntilReady(l, syncTimeoutMs(ctx.fileSizeBytes)),
       );
       if (!(await filesMatchSampled(l.src, l.replica, ctx.fileSizeBytes, SYNC_VERIFY_SAMPLES)))
         throw new Error('mirror reported ready but the replica differs from the source');

@@ -21,7 +21,7 @@ import type {
   System,
 } from '../types.js';
 import { filesMatchSampled, freePort, preallocate, waitFor } from '../util.js';
-import { SYNC_TIMEOUT_MS, SYNC_VERIFY_SAMPLES } from './nbdkit.js';
+import { syncTimeoutMs, SYNC_VERIFY_SAMPLES } from './nbdkit.js';
 
 export type Protocol = 'A' | 'B' | 'C';
 export type PairTransport = 'tcp' | 'fabric' | 'multipath';
@@ -40,6 +40,9 @@ const CONNECT_TIMEOUT_MS = 30_000;
 const REQUEST_TIMEOUT_MS = 30_000;
 
 const daemonScript = fileURLToPath(new URL('../../src/daemon/main.js', import.meta.url));
+const cliScript = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+/** Writing fresh metadata onto a preallocated file is quick; this is only a bound. */
+const CREATE_MD_TIMEOUT_MS = 30_000;
 
 export interface PairNode {
   readonly name: string;
@@ -56,11 +59,16 @@ export function renderPairConfig(
   protocol: Protocol,
   transport: PairTransport,
   nodes: readonly PairNode[],
+  diskFlushes = true,
 ): string {
   const lines = [
     '# Written by the Tandem bench harness: two nodes on one loopback.',
     `resource ${RESOURCE} {`,
     `  net { protocol ${protocol}; transport ${transport}; }`,
+    // Resync unthrottled (fixed rate at the maximum), as nbdcopy and the qsd mirror are.
+    // Without diskFlushes: DRBD's tuning for non-volatile write caches, no flush of the backing
+    // disk at every epoch boundary (nbdkit and the qsd mirror flush only when the client asks).
+    `  disk { c-plan-ahead 0; resync-rate 8388608; c-max-rate 4194304;${diskFlushes ? '' : ' disk-flushes no; md-flushes no;'} }`,
   ];
   for (const n of nodes) {
     lines.push(
@@ -88,7 +96,7 @@ export function renderPairConfig(
   return lines.join('\n');
 }
 
-/** Resolves once `cond` holds on the daemon's event state; rejects after timeoutMs. */
+/** Resolves once `cond` holds on the daemon's event state; rejects after timeoutMs with the state. */
 async function waitState(
   controlPath: string,
   what: string,
@@ -97,6 +105,10 @@ async function waitState(
 ): Promise<void> {
   const state = new EventState();
   let timer: NodeJS.Timeout | undefined;
+  const seen = (): string =>
+    (['connection', 'device', 'peer-device'] as const)
+      .map((o) => `${o} ${JSON.stringify(state.all(o, RESOURCE))}`)
+      .join('; ');
   try {
     await Promise.race([
       streamEvents(controlPath, true, (e) => {
@@ -105,7 +117,7 @@ async function waitState(
       }),
       new Promise<never>((_, reject) => {
         timer = setTimeout(
-          () => reject(new Error(`${RESOURCE}: not ${what} after ${timeoutMs} ms`)),
+          () => reject(new Error(`${RESOURCE}: not ${what} after ${timeoutMs} ms (${seen()})`)),
           timeoutMs,
         );
       }),
@@ -132,6 +144,32 @@ async function withTimeout<T>(what: string, p: Promise<T>, timeoutMs: number): P
   }
 }
 
+/** A failure that says all there is to say: no daemon log lines appended. */
+class NotWiredError extends Error {}
+
+/** A failure with the last lines each daemon logged, which usually say why. */
+function withDaemonOutput(e: unknown, daemons: readonly ChildHandle[]): Error {
+  if (e instanceof NotWiredError) return e;
+  const why = e instanceof Error ? e.message : String(e);
+  const logs = daemons.map((d) => `${d.name}: …${d.output().slice(-800).trim()}`).join(' | ');
+  return new Error(daemons.length === 0 ? why : `${why} [${logs}]`);
+}
+
+/** The transport name the Primary's status reports for its (first) peer connection. */
+async function transportInUse(controlPath: string): Promise<string> {
+  const status = await withTimeout(
+    'status',
+    request(controlPath, 'status', { resource: RESOURCE }),
+    REQUEST_TIMEOUT_MS,
+  );
+  const peers = (
+    status as { peers?: { transport?: { name?: unknown }; paths?: { transport?: unknown }[] }[] }[]
+  )[0]?.peers;
+  const peer = peers?.[0];
+  const name = peer?.transport?.name ?? peer?.paths?.[0]?.transport;
+  return typeof name === 'string' && name !== '' ? name : 'unknown';
+}
+
 interface Pair {
   readonly daemons: readonly ChildHandle[];
   readonly controls: readonly string[];
@@ -145,7 +183,7 @@ async function launchPair(
   ctx: StartContext,
   protocol: Protocol,
   transport: PairTransport,
-  alphaFill: 'zero' | 'random',
+  diskFlushes: boolean,
 ): Promise<Pair> {
   const nodes: PairNode[] = [];
   for (const [i, name] of ['alpha', 'beta'].entries()) {
@@ -161,11 +199,11 @@ async function launchPair(
     });
   }
   for (const n of nodes) {
-    await preallocate(n.disk, ctx.fileSizeBytes, n.nodeId === 0 ? alphaFill : 'zero');
+    await preallocate(n.disk, ctx.fileSizeBytes, n.nodeId === 0 ? 'random' : 'zero');
     await preallocate(n.metaDisk, METADATA_FILE_BYTES, 'zero');
   }
   const config = join(ctx.runDir, 'tandem.conf');
-  await writeFile(config, renderPairConfig(protocol, transport, nodes));
+  await writeFile(config, renderPairConfig(protocol, transport, nodes, diskFlushes));
   const daemons: ChildHandle[] = [];
   const controls: string[] = [];
   const stop = async (): Promise<void> => {
@@ -179,6 +217,15 @@ async function launchPair(
     await Promise.all(daemons.map((d) => d.stop()));
   };
   try {
+    // Fresh v09 metadata on each node, as an admin would: `tandem create-md RES` (drbdadm's).
+    for (const n of nodes) {
+      await ctx.children.run(
+        `create-md ${n.name}`,
+        process.execPath,
+        [cliScript, '--config', config, '--node', n.name, 'create-md', RESOURCE, '--force'],
+        CREATE_MD_TIMEOUT_MS,
+      );
+    }
     for (const n of nodes) {
       const control = join(ctx.runDir, `${n.name}.sock`);
       const d = await ctx.children.start(
@@ -191,23 +238,36 @@ async function launchPair(
       controls.push(control);
       await waitFor(`tandemd ${n.name}`, () => existsSync(control), DAEMON_READY_TIMEOUT_MS, [d]);
     }
+    ctx.log(`${RESOURCE}: daemons up, bringing the resource up on both nodes`);
     for (const c of controls)
       await withTimeout('up', request(c, 'up', { resource: RESOURCE }), REQUEST_TIMEOUT_MS);
+    // Connected is not enough: promote only once replication is Established (the peers'
+    // handshake done), as a careful admin script would after `wait-connect`.
     await waitState(
       controls[0] ?? '',
-      'connected',
-      (s) => allConnected(s, RESOURCE),
+      'connected and Established',
+      (s) =>
+        allConnected(s, RESOURCE) &&
+        s.all('peer-device', RESOURCE).length > 0 &&
+        s.all('peer-device', RESOURCE).every((p) => p['replication'] === 'Established'),
       CONNECT_TIMEOUT_MS,
     );
+    const used = await transportInUse(controls[0] ?? '');
+    ctx.log(`${RESOURCE}: connected over ${used}`);
+    // A daemon that accepts `transport fabric` but dials TCP must not pass off TCP's numbers.
+    if (transport !== 'tcp' && used !== transport)
+      throw new NotWiredError(
+        `tandemd replicates over "${used}", not "${transport}": the ${transport} transport is not wired into the daemon yet`,
+      );
     return { daemons, controls, nodes, config, stop };
   } catch (e) {
     await stop();
-    throw e;
+    throw withDaemonOutput(e, daemons);
   }
 }
 
-function pairSystem(protocol: Protocol, transport: PairTransport): System {
-  const id = `tandem-${protocol}${transport === 'tcp' ? '' : `-${transport}`}`;
+function pairSystem(protocol: Protocol, transport: PairTransport, diskFlushes = true): System {
+  const id = `tandem-${protocol}${transport === 'tcp' ? '' : `-${transport}`}${diskFlushes ? '' : '-noflush'}`;
   const over =
     transport === 'tcp'
       ? 'the tcp transport'
@@ -216,45 +276,49 @@ function pairSystem(protocol: Protocol, transport: PairTransport): System {
         : `a multipath session of ${MULTIPATH_PATHS} TCP paths`;
   return {
     id,
-    label: `Tandem, two nodes (tandemd alpha Primary → beta), protocol ${protocol} over ${over} on loopback`,
+    label:
+      `Tandem, two nodes (tandemd alpha Primary → beta), protocol ${protocol} over ${over} on loopback` +
+      (diskFlushes ? '' : ', disk-flushes no, md-flushes no'),
     kind: 'tandem',
+    ...(diskFlushes ? {} : { optIn: true }),
 
     probe: () => probeDaemon(),
 
     async start(ctx: StartContext): Promise<RunningSystem> {
-      const p = await launchPair(ctx, protocol, transport, 'zero');
+      const p = await launchPair(ctx, protocol, transport, diskFlushes);
       try {
         const alpha = p.controls[0] ?? '';
-        // Both disks are all zeroes: declare them identical instead of syncing (DRBD's
-        // documented way to skip the initial sync), then promote alpha.
+        // Like qsd-mirror's start: a full initial sync to the peer before fio (not measured
+        // here; initialSync below measures it).
+        ctx.log(`${RESOURCE}: primary --force on alpha, waiting for the initial sync`);
         await withTimeout(
-          'new-current-uuid',
-          request(alpha, 'new-current-uuid', { resource: RESOURCE, flags: { clearBitmap: true } }),
+          'primary --force',
+          request(alpha, 'primary', { resource: RESOURCE, flags: { force: true } }),
           REQUEST_TIMEOUT_MS,
         );
-        await withTimeout(
-          'primary',
-          request(alpha, 'primary', { resource: RESOURCE }),
-          REQUEST_TIMEOUT_MS,
+        await waitState(
+          alpha,
+          'in sync',
+          (s) => allInSync(s, RESOURCE),
+          syncTimeoutMs(ctx.fileSizeBytes),
         );
-        await waitState(alpha, 'in sync', (s) => allInSync(s, RESOURCE), SYNC_TIMEOUT_MS);
         const n = p.nodes[0];
         return {
           uri: `nbd://127.0.0.1:${n?.nbdPort ?? 0}/${RESOURCE}`,
           pids: () => p.daemons.map((d) => d.pid),
           notes: [
-            `tandemd --config CONF --node alpha|beta; protocol ${protocol}; new-current-uuid --clear-bitmap; primary`,
+            `tandemd --config CONF --node alpha|beta; protocol ${protocol}; create-md; up; primary --force; wait until UpToDate/UpToDate`,
           ],
           stop: () => p.stop(),
         };
       } catch (e) {
         await p.stop();
-        throw e;
+        throw withDaemonOutput(e, p.daemons);
       }
     },
 
     async initialSync(ctx: StartContext): Promise<SyncMeasurement> {
-      const p = await launchPair(ctx, protocol, transport, 'random');
+      const p = await launchPair(ctx, protocol, transport, diskFlushes);
       try {
         const alpha = p.controls[0] ?? '';
         const m = await measureProcesses(
@@ -266,7 +330,12 @@ function pairSystem(protocol: Protocol, transport: PairTransport): System {
               request(alpha, 'primary', { resource: RESOURCE, flags: { force: true } }),
               REQUEST_TIMEOUT_MS,
             );
-            await waitState(alpha, 'in sync', (s) => allInSync(s, RESOURCE), SYNC_TIMEOUT_MS);
+            await waitState(
+              alpha,
+              'in sync',
+              (s) => allInSync(s, RESOURCE),
+              syncTimeoutMs(ctx.fileSizeBytes),
+            );
           },
         );
         const [a, b] = p.nodes;
@@ -280,6 +349,8 @@ function pairSystem(protocol: Protocol, transport: PairTransport): System {
           peakRssBytes: m.peakRssBytes,
           method: `primary --force on alpha until UpToDate/UpToDate (protocol ${protocol})`,
         };
+      } catch (e) {
+        throw withDaemonOutput(e, p.daemons);
       } finally {
         await p.stop();
       }
@@ -322,6 +393,7 @@ async function probeDaemon(): Promise<Availability> {
 
 export const tandemPairSystems: readonly System[] = [
   pairSystem('C', 'tcp'),
+  pairSystem('C', 'tcp', false),
   pairSystem('B', 'tcp'),
   pairSystem('A', 'tcp'),
   pairSystem('C', 'fabric'),

@@ -26,7 +26,7 @@ export const tandemStandaloneSystem: System = {
 
   async start(ctx: StartContext): Promise<RunningSystem> {
     const file = join(ctx.storageDir, 'tandem.img');
-    await preallocate(file, ctx.fileSizeBytes, 'zero');
+    await preallocate(file, ctx.fileSizeBytes, 'random');
     let announce: (line: string) => void = () => undefined;
     const announced = new Promise<string>((resolve) => (announce = resolve));
     const child = await ctx.children.start(

@@ -1378,13 +1378,14 @@ class Interpreter {
         else meshNames.push(h.name);
       }
       implicit = { names: meshNames, origin: 'mesh', location: mesh.location };
-    } else if (raw.length === 0 && hosts.length > 2) {
-      this.error(
-        location,
-        `resource '${res}' has ${hosts.length} hosts but no 'connection' or 'connection-mesh' section`,
-        "'connection-mesh { hosts ...; }' or 'connection { ... }' sections",
-      );
     } else if (raw.length === 0) {
+      if (hosts.length > 2) {
+        // drbdadm warns too (and then connects nothing); Tandem connects every pair.
+        this.warning(
+          location,
+          `resource '${res}' has ${hosts.length} hosts but no 'connection' or 'connection-mesh' section: Tandem connects every pair; write 'connection-mesh { hosts ...; }' to say so`,
+        );
+      }
       implicit = { names: hosts.map((h) => h.name), origin: 'implicit', location };
     }
     if (implicit) {

@@ -78,6 +78,8 @@ export interface ConnectionHooks {
   closed(reason: string): void;
   entered(exportName: string): void;
   protocolError(message: string): void;
+  /** We ended our side; the owner should drop the socket if the client never closes its own. */
+  ending(): void;
   /** Runs fn on a later turn of the loop (setImmediate); injected for reply coalescing. */
   defer(fn: () => void): void;
 }
@@ -290,6 +292,7 @@ export class NbdConnection {
     this.state = { kind: 'stopped' };
     this.flushReplies();
     this.wire.end();
+    this.hooks.ending();
     // Keep reading (and ignoring) so the client's FIN is seen and the socket can close.
     this.wire.resume();
   }

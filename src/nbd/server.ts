@@ -18,6 +18,8 @@ export interface NbdServerOptions {
   readonly clock?: Clock;
   /** @default NBD_HANDSHAKE_TIMEOUT_MS */
   readonly handshakeTimeoutMs?: number;
+  /** How long a connection we ended may wait for the client's close; also close()'s grace. @default NBD_CLOSE_TIMEOUT_MS */
+  readonly closeTimeoutMs?: number;
   /** @default NBD_CONNECTIONS_MAX */
   readonly connectionsMax?: number;
 }
@@ -47,8 +49,11 @@ export class NbdServer implements ExportDirectory {
   private readonly emit: (e: NbdServerEvent) => void;
   private idleWaiters: (() => void)[] = [];
 
+  private readonly closeTimeoutMs: number;
+
   constructor(private readonly opts: NbdServerOptions = {}) {
     this.clock = opts.clock ?? systemClock;
+    this.closeTimeoutMs = opts.closeTimeoutMs ?? NBD_CLOSE_TIMEOUT_MS;
     this.emit = opts.onEvent ?? (() => undefined);
   }
 
@@ -142,6 +147,12 @@ export class NbdServer implements ExportDirectory {
         this.emit({ type: 'export', conn: id, exportName });
       },
       protocolError: (message) => this.emit({ type: 'protocol-error', conn: id, message }),
+      ending: () => {
+        const l = this.live.get(id);
+        if (l === undefined) return;
+        l.timer?.cancel();
+        l.timer = this.clock.setTimeout(() => socket.destroy(), this.closeTimeoutMs);
+      },
       defer: (fn) => setImmediate(fn),
     });
     const timeoutMs = this.opts.handshakeTimeoutMs ?? NBD_HANDSHAKE_TIMEOUT_MS;
@@ -189,7 +200,7 @@ export class NbdServer implements ExportDirectory {
     this.listeners.clear();
     for (const l of this.live.values()) l.conn.shutdown();
     // A client that never closes its side must not hold shutdown forever.
-    const t = this.clock.setTimeout(() => this.destroy(), NBD_CLOSE_TIMEOUT_MS);
+    const t = this.clock.setTimeout(() => this.destroy(), this.closeTimeoutMs);
     await Promise.all([...servers.map(closeServer), this.whenIdle()]);
     t.cancel();
   }

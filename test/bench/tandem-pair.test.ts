@@ -29,6 +29,9 @@ test('renderPairConfig: parsed by loadConfig as two nodes with the asked protoco
     const r = config.resources.find((x) => x.name === 'bench');
     assert.ok(r !== undefined);
     assert.equal(r.sections.net['protocol'], protocol);
+    assert.equal(r.sections.net['transport'], 'tcp');
+    assert.equal(r.sections.disk['c-plan-ahead'], 0);
+    assert.equal(r.sections.disk['resync-rate'], 8388608);
     assert.deepEqual(
       r.hosts.map((h) => h.name),
       ['alpha', 'beta'],
@@ -81,4 +84,36 @@ test('renderPairConfig: fabric names its transport; multipath gives one connecti
       ['alpha@41003', 'beta@41006'],
     ],
   );
+});
+
+test('renderPairConfig: without disk flushes the loader sees disk-flushes and md-flushes off', () => {
+  const nodes = [
+    {
+      name: 'alpha',
+      nodeId: 0,
+      nbdPort: 1,
+      replicationPorts: [2],
+      disk: '/d/a',
+      metaDisk: '/d/a.md',
+    },
+    {
+      name: 'beta',
+      nodeId: 1,
+      nbdPort: 3,
+      replicationPorts: [4],
+      disk: '/d/b',
+      metaDisk: '/d/b.md',
+    },
+  ];
+  const on = parseConfigText(renderPairConfig('C', 'tcp', nodes), 'a.conf').config.resources[0];
+  assert.equal(
+    on?.sections.disk['disk-flushes'],
+    undefined,
+    'the default (flushes on) is left to the daemon',
+  );
+  const off = parseConfigText(renderPairConfig('C', 'tcp', nodes, false), 'b.conf').config
+    .resources[0];
+  assert.equal(off?.sections.disk['disk-flushes'], false);
+  assert.equal(off?.sections.disk['md-flushes'], false);
+  assert.equal(off?.sections.disk['resync-rate'], 8388608);
 });

@@ -57,6 +57,7 @@ function config(disk: string, metaDisk = 'internal'): string {
   on alpha { node-id 1; address 127.0.0.1:7901; }
   on beta { node-id 2; address 127.0.0.2:7901; }
   on gamma { node-id 0; address 127.0.0.3:7901; }
+  connection-mesh { hosts alpha beta gamma; }
 }
 `;
 }

@@ -416,3 +416,17 @@ test("Tandem's own configuration: NBD device URIs per host, multipath transport,
   const again = parseConfigText(dumpConfigText(config), 'dump.conf');
   assert.deepEqual(stripLocations(again.config.resources), stripLocations(config.resources));
 });
+
+test('three hosts without connections: a warning (drbdadm warns too) and a full mesh', () => {
+  const { config, warnings } = parseConfigText(
+    `resource r { ${BASE} ${HOSTS} on gamma { node-id 2; address 127.0.0.3:7001; } }`,
+    't.res',
+  );
+  assert.ok(
+    warnings.some((w) => /3 hosts but no 'connection' or 'connection-mesh'/.test(w.message)),
+  );
+  assert.deepEqual(
+    config.resources[0]?.connections.map((c) => c.hosts.join('-')),
+    ['alpha-beta', 'alpha-gamma', 'beta-gamma'],
+  );
+});

@@ -134,6 +134,7 @@ test(`request decoder: ${RUNS} generated request streams, split anywhere`, async
           closed: (r) => (closedReason = r),
           entered: () => undefined,
           protocolError: () => undefined,
+          ending: () => undefined,
           defer: (fn) => setImmediate(fn),
         });
         const allGood = reqs.every((r) => r.wellFormed);

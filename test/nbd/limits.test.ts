@@ -3,6 +3,7 @@
 // stalled handshake is dropped after its timeout, and close() answers or finishes in-flight work.
 import { test } from 'node:test';
 import { spawnSync } from 'node:child_process';
+import { connect } from 'node:net';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -132,11 +133,11 @@ test('a stale Unix socket file is replaced; a live one is not stolen', async () 
   try {
     const stale = join(dir, 'stale.sock');
     // A bound socket file with nobody listening behind it, as a killed daemon leaves it.
-    const r = spawnSync('python3', [
-      '-c',
-      `import socket; socket.socket(socket.AF_UNIX).bind(${JSON.stringify(stale)})`,
+    const r = spawnSync(process.execPath, [
+      '-e',
+      `require('node:net').createServer().listen(${JSON.stringify(stale)}, () => process.kill(process.pid, 'SIGKILL'))`,
     ]);
-    assert.equal(r.status, 0, 'made a stale socket file');
+    assert.equal(r.signal, 'SIGKILL', 'made a stale socket file');
     const a = new NbdServer();
     a.addExport('r0', storeBackend(new BufferStore(MIB)));
     await a.listen({ kind: 'unix', path: stale });
@@ -149,4 +150,27 @@ test('a stale Unix socket file is replaced; a live one is not stolen', async () 
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+});
+
+test('a client that keeps its side open after we end the connection is dropped', async () => {
+  const server = new NbdServer({ closeTimeoutMs: 100 });
+  server.addExport('r0', storeBackend(new BufferStore(MIB)));
+  const l = await server.listen({ kind: 'tcp', host: '127.0.0.1', port: 0 });
+  const s = await new Promise<import('node:net').Socket>((resolve, reject) => {
+    const sock = connect({ host: '127.0.0.1', port: l.port, allowHalfOpen: true }, () =>
+      resolve(sock),
+    );
+    sock.once('error', reject);
+  });
+  const got: Buffer[] = [];
+  s.on('data', (b: Buffer) => got.push(b));
+  const serverEnded = new Promise((r) => s.once('end', r));
+  // Bad client flags: the server ends its side; this client never ends its own.
+  s.write(Buffer.from([0xff, 0xff, 0xff, 0xff]));
+  await serverEnded;
+  await server.whenIdle();
+  assert.equal(server.connectionCount, 0, 'the half-open connection was dropped');
+  assert.equal(Buffer.concat(got).length, 18);
+  s.destroy();
+  await server.close();
 });

@@ -124,3 +124,39 @@ test('a block device: size from the device, positional I/O, v09 metadata drbdmet
     }
   });
 });
+
+test('a write the device cannot hold (ENOSPC) fails with DiskIoError naming offset and errno', async (t) => {
+  if (process.getuid?.() !== 0) {
+    t.skip('mounting a small tmpfs needs root');
+    return;
+  }
+  await withDir(async (dir) => {
+    const mnt = join(dir, 'mnt');
+    await mkdir(mnt);
+    try {
+      await run('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'tandem-test', mnt], {
+        env: peerEnv(),
+      });
+    } catch (e) {
+      t.skip(`cannot mount a tmpfs here: ${(e as Error).message}`);
+      return;
+    }
+    try {
+      const p = join(mnt, 'sparse.img');
+      await writeFile(p, '');
+      await truncate(p, 4 * 1024 * 1024);
+      const s = await openFileStore(p);
+      const at = 2 * 1024 * 1024;
+      await assert.rejects(s.write(at, Buffer.alloc(1024 * 1024, 1)), (e: unknown) => {
+        assert.ok(e instanceof DiskIoError, String(e));
+        assert.equal(e.errno, 'ENOSPC');
+        assert.ok(e.offsetBytes >= at && e.offsetBytes < at + 1024 * 1024);
+        assert.match(e.message, /write of 1048576 bytes at 2097152 failed/);
+        return true;
+      });
+      await s.close().catch(() => undefined);
+    } finally {
+      await run('umount', [mnt], { env: peerEnv() });
+    }
+  });
+});

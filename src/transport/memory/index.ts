@@ -287,7 +287,8 @@ class MemoryChannel extends BaseChannel {
 
   /** Arms the timer for the earliest frame due; a frame never arrives before its due time. */
   private scheduleFlush(): void {
-    if (this.flushTimer !== null || this.blackholed) return;
+    // A peer that closed takes nothing more (and re-arming would spin at one instant of time).
+    if (this.flushTimer !== null || this.blackholed || this.peer?.isOpen !== true) return;
     let due = Infinity;
     for (const s of ['control', 'data'] as const) {
       const f = this.outbox[s][0];

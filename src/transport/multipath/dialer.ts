@@ -140,7 +140,8 @@ export class Dialer implements PathOwner {
     try {
       ch = await connect(ac.signal);
       if (ac.signal.aborted) throw new ConnectionError('session ended');
-      const r = await initiatePath(ch, {
+      const joined = ch;
+      await initiatePath(ch, {
         kind: 'join',
         sessionId: this.session.sessionId,
         loadBalance: this.session.loadBalance,
@@ -151,14 +152,18 @@ export class Dialer implements PathOwner {
         randomBytes: this.deps.randomBytes,
         clock: this.deps.clock,
         timeoutMs: this.joinTimeoutMs,
+        onReady: (r) => {
+          if (!this.stopped)
+            slot.link = this.session.attach(joined, slot.spec, slot.rank, r.peerNext);
+        },
       });
       slot.dialing = null;
       if (this.stopped) {
         ch.destroy();
         return;
       }
+      if (slot.link === null) throw new ConnectionError('path closed as it joined');
       slot.dialFailures = 0;
-      slot.link = this.session.attach(ch, slot.spec, slot.rank, r.peerNext);
     } catch (e) {
       ch?.destroy();
       slot.dialing = null;

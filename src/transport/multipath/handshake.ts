@@ -69,6 +69,8 @@ class Reader {
   private failure: Error | null = null;
   private readonly offClosed: () => void;
   private readonly timer;
+  /** Called instead of queueing when the last handshake frame arrives (it takes the channel). */
+  onLast: (() => void) | null = null;
 
   constructor(
     private readonly ch: Channel,
@@ -77,8 +79,13 @@ class Reader {
     private readonly lastType: number,
   ) {
     ch.setReceiver((m) => {
-      // After the last handshake frame, later frames belong to the session: leave them queued
-      // in the channel until the session sets its receiver.
+      // After the last handshake frame, later frames belong to the session. They may follow
+      // in the same burst, so the session takes over synchronously (onLast) when it can;
+      // else they stay queued in the channel until it sets its receiver.
+      if (m.type === this.lastType && this.onLast !== null && m.stream === 'control') {
+        this.onLast();
+        return;
+      }
       if (m.type === this.lastType || m.type === MP_REFUSE) ch.setReceiver(null);
       if (m.stream !== 'control') {
         this.abort(new ProtocolError('session handshake: DATA before the handshake ended'));
@@ -147,6 +154,11 @@ export interface InitiatorParams {
   readonly randomBytes: (n: number) => Buffer;
   readonly clock: Clock;
   readonly timeoutMs: number;
+  /**
+   * Called synchronously on READY, before any later frame is delivered: attach the channel to
+   * the session here (set its receiver). Without it, later frames queue in the channel.
+   */
+  readonly onReady?: (r: HandshakeResult) => void;
 }
 
 export interface HandshakeResult {
@@ -180,9 +192,19 @@ export async function initiatePath(ch: Channel, p: InitiatorParams): Promise<Han
     if (!same(w.proof, proof(p.alg, key, 'A', nonceI, w.nonce))) {
       throw new PeerAuthError('session handshake: the peer does not know the session key');
     }
+    const result: HandshakeResult = { key, peerNext: w.next };
+    const ready = new Promise<void>((resolve) => {
+      reader.onLast = () => {
+        reader.done();
+        if (p.onReady) p.onReady(result);
+        else ch.setReceiver(null);
+        resolve();
+      };
+    });
     ch.send('control', MP_PROOF, [proof(p.alg, key, 'I', w.nonce, nonceI)]);
-    await reader.expect(MP_READY, 'ready');
-    return { key, peerNext: w.next };
+    // A refusal or a close rejects expect(); READY resolves `ready` instead.
+    await Promise.race([ready, reader.expect(MP_READY, 'ready')]);
+    return result;
   } finally {
     reader.done();
   }

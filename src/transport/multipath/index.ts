@@ -80,7 +80,9 @@ export async function openSession(
         if (t === undefined) throw new ConfigError(`no ${p.spec.peer.transport} transport`);
         ch = await t.connect(p.spec, { signal: o.signal });
       }
-      const r = await initiatePath(ch, {
+      const opened = ch;
+      let made: { session: MultipathSession; dialer: Dialer } | null = null;
+      await initiatePath(ch, {
         kind: 'open',
         sessionId,
         loadBalance: opts.loadBalancePaths ?? false,
@@ -91,22 +93,28 @@ export async function openSession(
         randomBytes: deps.randomBytes,
         clock: deps.clock,
         timeoutMs: opts.joinTimeoutMs ?? MULTIPATH_JOIN_TIMEOUT_MS,
-      });
-      const session = new MultipathSession(
-        {
-          id: `mp-c${nextSessionNumber++}`,
-          sessionId,
-          key: r.key,
-          alg: km.alg,
-          initiator: true,
-          clock: deps.clock,
-          opts,
+        onReady: (r) => {
+          const session = new MultipathSession(
+            {
+              id: `mp-c${nextSessionNumber++}`,
+              sessionId,
+              key: r.key,
+              alg: km.alg,
+              initiator: true,
+              clock: deps.clock,
+              opts,
+            },
+            p.spec,
+          );
+          const dialer = new Dialer(session, deps, opts);
+          const link = session.attach(opened, p.spec, p.rank, r.peerNext);
+          dialer.addPath(p.spec, p.rank, link);
+          made = { session, dialer };
         },
-        p.spec,
-      );
-      const dialer = new Dialer(session, deps, opts);
-      const link = session.attach(ch, p.spec, p.rank, r.peerNext);
-      dialer.addPath(p.spec, p.rank, link);
+      });
+      const m = made as { session: MultipathSession; dialer: Dialer } | null;
+      if (m === null) throw new ConnectionError('session handshake ended without a session');
+      const { session, dialer } = m;
       for (const q of ranked) if (q !== p) dialer.addPath(q.spec, q.rank);
       let nextIndex = ranked.length;
       return {

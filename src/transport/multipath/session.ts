@@ -239,7 +239,7 @@ export class MultipathSession extends BaseChannel {
    * A path of the same rank already joined is replaced (the peer redialed it).
    */
   attach(channel: Channel, spec: PathSpec, rank: number, peerNext: NextSeqs): PathLink | null {
-    if (!this.isOpen || this.ending) {
+    if (!this.isOpen || this.ending || !channel.isOpen) {
       channel.destroy();
       return null;
     }
@@ -348,7 +348,7 @@ export class MultipathSession extends BaseChannel {
     if (change === 'failover') {
       this.counts.failovers++;
       // The resume: what we have received, so the peer replays from there on this path.
-      link.channel.send('control', MP_RESUME, [encodeNext(this.receivedNext())]);
+      this.sendOn(link, 'control', MP_RESUME, encodeNext(this.receivedNext()));
       this.clearAckOwed();
     } else if (change === 'failback') this.counts.failbacks++;
     if (change !== null) {
@@ -452,9 +452,12 @@ export class MultipathSession extends BaseChannel {
         const r = decodeHeartbeat(m.payload);
         if (!r.ok) return this.protocolError(link, r.error);
         if (!r.value.reply) {
-          link.channel.send('control', MP_HEARTBEAT, [
+          this.sendOn(
+            link,
+            'control',
+            MP_HEARTBEAT,
             encodeHeartbeat({ reply: true, token: r.value.token }),
-          ]);
+          );
         } else if (link.hbOutstanding && r.value.token === link.hbToken) {
           link.hbOutstanding = false;
           const sample = Math.max(0, this.clock.nowMs() - link.hbSentAtMs);
@@ -529,7 +532,7 @@ export class MultipathSession extends BaseChannel {
     if (!this.ackOwed || !this.isOpen) return;
     const link = this.active ?? this.bestLink();
     if (link === null) return; // the resume on the next path carries it
-    link.channel.send('control', MP_ACK, [encodeNext(this.receivedNext())]);
+    this.sendOn(link, 'control', MP_ACK, encodeNext(this.receivedNext()));
     this.clearAckOwed();
   }
 
@@ -618,17 +621,23 @@ export class MultipathSession extends BaseChannel {
   private transmit(link: PathLink, stream: StreamId, e: OutEntry): void {
     if (stream === 'control' && this.ackOwed) {
       // Piggyback: the ack rides in the same write as the CONTROL message.
-      link.channel.send('control', MP_ACK, [encodeNext(this.receivedNext())]);
+      this.sendOn(link, 'control', MP_ACK, encodeNext(this.receivedNext()));
       this.clearAckOwed();
     }
-    if (link.sendNext[stream] !== e.seq) {
-      link.channel.send(stream, MP_SEQ, [encodeSeq(e.seq)]);
-    }
+    if (link.sendNext[stream] !== e.seq) this.sendOn(link, stream, MP_SEQ, encodeSeq(e.seq));
+    // A path that failed while we wrote to it took its entries back (requeue).
+    if (!link.alive) return;
     const status = link.channel.send(stream, e.type, e.payload);
+    if (!link.alive) return;
     link.sendNext[stream] = e.seq + 1;
     link.inFlight[stream]++;
     e.path = link;
     if (status === 'over-high-water') link.blocked[stream] = true;
+  }
+
+  /** Sends a session frame on a path; a path that closed meanwhile is skipped. */
+  private sendOn(link: PathLink, stream: StreamId, type: number, body: Buffer): void {
+    if (link.alive && link.channel.isOpen) link.channel.send(stream, type, [body]);
   }
 
   // --- heartbeats ------------------------------------------------------------------------------
@@ -655,13 +664,13 @@ export class MultipathSession extends BaseChannel {
   }
 
   private sendHeartbeat(l: PathLink): void {
-    if (!l.alive) return;
+    if (!l.alive || !l.channel.isOpen) return;
     if (!l.hbOutstanding) {
       l.hbToken = (l.hbToken + 1) >>> 0;
       l.hbSentAtMs = this.clock.nowMs();
       l.hbOutstanding = true;
     }
-    l.channel.send('control', MP_HEARTBEAT, [encodeHeartbeat({ reply: false, token: l.hbToken })]);
+    this.sendOn(l, 'control', MP_HEARTBEAT, encodeHeartbeat({ reply: false, token: l.hbToken }));
   }
 
   // --- BaseChannel -----------------------------------------------------------------------------
@@ -720,17 +729,26 @@ export class MultipathSession extends BaseChannel {
     }
   }
 
-  /** Closes a path gracefully so a CLOSE notice gets through, dropping it after a linger. */
-  private async closeLink(l: PathLink): Promise<void> {
+  /**
+   * Closes a path gracefully so a CLOSE notice gets through, dropping it after a linger. Done
+   * when the channel is closed by any means: a path's close() may never settle when the peer
+   * hangs up meanwhile.
+   */
+  private closeLink(l: PathLink): Promise<void> {
     l.alive = false;
     for (const off of l.offs.splice(0)) off();
-    l.channel.setReceiver(() => {});
-    const linger = this.clock.setTimeout(() => l.channel.destroy(), MULTIPATH_CLOSE_LINGER_MS);
-    try {
-      await l.channel.close();
-    } finally {
-      linger.cancel();
-    }
+    const ch = l.channel;
+    ch.setReceiver(() => {});
+    if (!ch.isOpen) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const linger = this.clock.setTimeout(() => ch.destroy(), MULTIPATH_CLOSE_LINGER_MS);
+      const off = ch.on('closed', () => {
+        off();
+        linger.cancel();
+        resolve();
+      });
+      ch.close().catch(() => ch.destroy());
+    });
   }
 
   private stopTimers(): void {

@@ -215,7 +215,8 @@ export class TcpTransport implements Transport {
 
   async listen(endpoint: Endpoint, onChannel: AcceptHandler): Promise<Listener> {
     const pending = new Map<string, PendingPair>();
-    let pendingSockets = 0;
+    /** Accepted sockets that have not finished their stream setup. */
+    const settingUp = new Set<Socket>();
     const server = net.createServer({ noDelay: true, pauseOnConnect: false });
     const log = this.deps.log;
     const reject = (sock: Socket, why: string): void => {
@@ -227,16 +228,16 @@ export class TcpTransport implements Transport {
     };
     server.on('connection', (sock: Socket) => {
       sock.on('error', () => {}); // a reset during setup is handled by 'close'
-      if (pendingSockets >= TCP_PENDING_SOCKETS_MAX)
+      if (settingUp.size >= TCP_PENDING_SOCKETS_MAX)
         return reject(sock, 'too many pending sockets');
-      pendingSockets++;
+      settingUp.add(sock);
       this.tune(sock);
       const dec = new FrameDecoder(SETUP_PAYLOAD_BYTES);
       let done = false;
       const finish = (): void => {
         if (done) return;
         done = true;
-        pendingSockets--;
+        settingUp.delete(sock);
         timer.cancel();
         sock.removeAllListeners('data');
         sock.removeAllListeners('close');
@@ -306,6 +307,8 @@ export class TcpTransport implements Transport {
         closing ??= new Promise<void>((resolve) => {
           this.listeners.delete(listener);
           for (const p of pending.values()) p.drop();
+          for (const sock of settingUp) sock.destroy();
+          settingUp.clear();
           pending.clear();
           server.close(() => resolve());
         });
