@@ -138,3 +138,19 @@ export async function withPair(
     await c.destroy();
   }
 }
+
+/**
+ * Polls `cond` (each poll is a control-socket round trip, so this paces itself) until it holds;
+ * for conditions no event announces, such as a byte counter passing a mark.
+ */
+export async function waitUntil(
+  cond: () => Promise<boolean>,
+  what: string,
+  timeoutMs = 60_000,
+): Promise<void> {
+  const start = performance.now();
+  while (!(await cond())) {
+    if (performance.now() - start > timeoutMs) throw new Error(`not ${what} after ${timeoutMs} ms`);
+    await new Promise((r) => setImmediate(r));
+  }
+}
