@@ -199,16 +199,22 @@ export function renderMarkdown(r: Report): string {
         : '';
     out.push(`| ${g.goal.text} | ${fmt(g.value)} | ${g.status}${why} |`);
   }
-  const errors = r.aggregates.filter((a) => a.errors.length > 0);
-  if (errors.length > 0) {
+  const failed = r.samples.filter((s) => !s.ok);
+  if (failed.length > 0) {
     out.push('');
     out.push('## Errors');
     out.push('');
-    for (const a of errors)
-      for (const e of a.errors)
-        out.push(
-          `- ${workloadTitle(a.workload, r.run.syncSizeBytes)}, ${systemLabel(r, a.systemId)}: ${e}`,
-        );
+    // One line per system and distinct error, naming the workloads and rounds it hit.
+    const groups = new Map<string, { systemId: string; error: string; where: string[] }>();
+    for (const s of failed) {
+      const error = s.error ?? 'failed';
+      const key = `${s.systemId}\u0000${error}`;
+      const g = groups.get(key) ?? { systemId: s.systemId, error, where: [] };
+      g.where.push(`${s.workload} r${s.round}`);
+      groups.set(key, g);
+    }
+    for (const g of groups.values())
+      out.push(`- ${systemLabel(r, g.systemId)} (${g.where.join(', ')}): ${g.error}`);
   }
   const notes = r.systems.filter((s) => s.notes.length > 0);
   if (notes.length > 0) {

@@ -103,7 +103,7 @@ async function main(cli: Cli): Promise<number> {
     if (w !== 'sync' && !isWorkloadId(w)) throw new InvalidArgumentError(`unknown workload ${w}`);
   const workloads = WORKLOADS.filter((w) => wanted.includes(w.id));
   const sync = wanted.includes('sync');
-  const selected = cli.systems ?? ALL_SYSTEMS.map((s) => s.id);
+  const selected = cli.systems ?? ALL_SYSTEMS.filter((s) => s.optIn !== true).map((s) => s.id);
   for (const id of selected)
     if (!ALL_SYSTEMS.some((s) => s.id === id))
       throw new InvalidArgumentError(`unknown system ${id}`);
@@ -226,7 +226,7 @@ const program = new Command('bench')
   )
   .option(
     '--systems <ids>',
-    `comma-separated subset of: ${ALL_SYSTEMS.map((s) => s.id).join(',')}`,
+    `comma-separated, from: ${ALL_SYSTEMS.map((s) => `${s.id}${s.optIn === true ? ' (opt-in)' : ''}`).join(', ')}`,
     list,
   )
   .option(

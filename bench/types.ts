@@ -55,6 +55,8 @@ export interface System {
   readonly label: string;
   /** Tandem systems get ratio rows against the baselines. */
   readonly kind: 'baseline' | 'tandem';
+  /** Runs only when named with --systems (variants, not part of the default run). */
+  readonly optIn?: boolean;
   probe(): Promise<Availability>;
   start(ctx: StartContext): Promise<RunningSystem>;
   /** The initial full sync of `fileSizeBytes` of non-zero data, if the system has one. */

@@ -59,13 +59,16 @@ export function renderPairConfig(
   protocol: Protocol,
   transport: PairTransport,
   nodes: readonly PairNode[],
+  diskFlushes = true,
 ): string {
   const lines = [
     '# Written by the Tandem bench harness: two nodes on one loopback.',
     `resource ${RESOURCE} {`,
     `  net { protocol ${protocol}; transport ${transport}; }`,
     // Resync unthrottled (fixed rate at the maximum), as nbdcopy and the qsd mirror are.
-    '  disk { c-plan-ahead 0; resync-rate 8388608; c-max-rate 4194304; }',
+    // Without diskFlushes: DRBD's tuning for non-volatile write caches, no flush of the backing
+    // disk at every epoch boundary (nbdkit and the qsd mirror flush only when the client asks).
+    `  disk { c-plan-ahead 0; resync-rate 8388608; c-max-rate 4194304;${diskFlushes ? '' : ' disk-flushes no; md-flushes no;'} }`,
   ];
   for (const n of nodes) {
     lines.push(
@@ -141,11 +144,30 @@ async function withTimeout<T>(what: string, p: Promise<T>, timeoutMs: number): P
   }
 }
 
+/** A failure that says all there is to say: no daemon log lines appended. */
+class NotWiredError extends Error {}
+
 /** A failure with the last lines each daemon logged, which usually say why. */
 function withDaemonOutput(e: unknown, daemons: readonly ChildHandle[]): Error {
+  if (e instanceof NotWiredError) return e;
   const why = e instanceof Error ? e.message : String(e);
   const logs = daemons.map((d) => `${d.name}: …${d.output().slice(-800).trim()}`).join(' | ');
   return new Error(daemons.length === 0 ? why : `${why} [${logs}]`);
+}
+
+/** The transport name the Primary's status reports for its (first) peer connection. */
+async function transportInUse(controlPath: string): Promise<string> {
+  const status = await withTimeout(
+    'status',
+    request(controlPath, 'status', { resource: RESOURCE }),
+    REQUEST_TIMEOUT_MS,
+  );
+  const peers = (
+    status as { peers?: { transport?: { name?: unknown }; paths?: { transport?: unknown }[] }[] }[]
+  )[0]?.peers;
+  const peer = peers?.[0];
+  const name = peer?.transport?.name ?? peer?.paths?.[0]?.transport;
+  return typeof name === 'string' && name !== '' ? name : 'unknown';
 }
 
 interface Pair {
@@ -161,6 +183,7 @@ async function launchPair(
   ctx: StartContext,
   protocol: Protocol,
   transport: PairTransport,
+  diskFlushes: boolean,
 ): Promise<Pair> {
   const nodes: PairNode[] = [];
   for (const [i, name] of ['alpha', 'beta'].entries()) {
@@ -180,7 +203,7 @@ async function launchPair(
     await preallocate(n.metaDisk, METADATA_FILE_BYTES, 'zero');
   }
   const config = join(ctx.runDir, 'tandem.conf');
-  await writeFile(config, renderPairConfig(protocol, transport, nodes));
+  await writeFile(config, renderPairConfig(protocol, transport, nodes, diskFlushes));
   const daemons: ChildHandle[] = [];
   const controls: string[] = [];
   const stop = async (): Promise<void> => {
@@ -229,7 +252,13 @@ async function launchPair(
         s.all('peer-device', RESOURCE).every((p) => p['replication'] === 'Established'),
       CONNECT_TIMEOUT_MS,
     );
-    ctx.log(`${RESOURCE}: connected`);
+    const used = await transportInUse(controls[0] ?? '');
+    ctx.log(`${RESOURCE}: connected over ${used}`);
+    // A daemon that accepts `transport fabric` but dials TCP must not pass off TCP's numbers.
+    if (transport !== 'tcp' && used !== transport)
+      throw new NotWiredError(
+        `tandemd replicates over "${used}", not "${transport}": the ${transport} transport is not wired into the daemon yet`,
+      );
     return { daemons, controls, nodes, config, stop };
   } catch (e) {
     await stop();
@@ -237,8 +266,8 @@ async function launchPair(
   }
 }
 
-function pairSystem(protocol: Protocol, transport: PairTransport): System {
-  const id = `tandem-${protocol}${transport === 'tcp' ? '' : `-${transport}`}`;
+function pairSystem(protocol: Protocol, transport: PairTransport, diskFlushes = true): System {
+  const id = `tandem-${protocol}${transport === 'tcp' ? '' : `-${transport}`}${diskFlushes ? '' : '-noflush'}`;
   const over =
     transport === 'tcp'
       ? 'the tcp transport'
@@ -247,13 +276,16 @@ function pairSystem(protocol: Protocol, transport: PairTransport): System {
         : `a multipath session of ${MULTIPATH_PATHS} TCP paths`;
   return {
     id,
-    label: `Tandem, two nodes (tandemd alpha Primary → beta), protocol ${protocol} over ${over} on loopback`,
+    label:
+      `Tandem, two nodes (tandemd alpha Primary → beta), protocol ${protocol} over ${over} on loopback` +
+      (diskFlushes ? '' : ', disk-flushes no, md-flushes no'),
     kind: 'tandem',
+    ...(diskFlushes ? {} : { optIn: true }),
 
     probe: () => probeDaemon(),
 
     async start(ctx: StartContext): Promise<RunningSystem> {
-      const p = await launchPair(ctx, protocol, transport);
+      const p = await launchPair(ctx, protocol, transport, diskFlushes);
       try {
         const alpha = p.controls[0] ?? '';
         // Like qsd-mirror's start: a full initial sync to the peer before fio (not measured
@@ -286,7 +318,7 @@ function pairSystem(protocol: Protocol, transport: PairTransport): System {
     },
 
     async initialSync(ctx: StartContext): Promise<SyncMeasurement> {
-      const p = await launchPair(ctx, protocol, transport);
+      const p = await launchPair(ctx, protocol, transport, diskFlushes);
       try {
         const alpha = p.controls[0] ?? '';
         const m = await measureProcesses(
@@ -361,6 +393,7 @@ async function probeDaemon(): Promise<Availability> {
 
 export const tandemPairSystems: readonly System[] = [
   pairSystem('C', 'tcp'),
+  pairSystem('C', 'tcp', false),
   pairSystem('B', 'tcp'),
   pairSystem('A', 'tcp'),
   pairSystem('C', 'fabric'),

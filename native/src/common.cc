@@ -1,13 +1,26 @@
 // Shared helpers of the libfabric binding (see common.h).
 #include "common.h"
 
+#include <cerrno>
 #include <cstring>
+
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 namespace tandem {
 
 std::string FiError(const char *what, int rc) {
   int e = rc < 0 ? -rc : rc;
   return std::string(what) + ": " + fi_strerror(e) + " (" + std::to_string(rc) + ")";
+}
+
+int OpenFabric(fi_fabric_attr *attr, SharedFabric *out) {
+  fid_fabric *fab = nullptr;
+  int rc = fi_fabric(attr, &fab, nullptr);
+  if (rc) return rc;
+  *out = SharedFabric(fab, [](fid_fabric *f) { fi_close(&f->fid); });
+  return 0;
 }
 
 fi_info *MsgHints(const std::string &provider) {
@@ -34,20 +47,41 @@ int GetInfo(const std::string &provider, const std::string &node, const std::str
   return rc;
 }
 
+namespace {
+void CloseHandle(uv_handle_t *p) {
+  auto *h = static_cast<FdWatcher::Handle *>(p->data);
+  close(h->fd);
+  delete h;
+}
+}  // namespace
+
 int FdWatcher::Start(uv_loop_t *loop, int fd, Callback cb) {
   Stop();
+  // Poll our own duplicate: a provider thread may close or reuse its fd number while libuv
+  // still has it registered (seen with the sockets provider), and libuv aborts on EBADF.
+  // The duplicate goes high in the fd table, away from the low numbers providers allocate:
+  // libfabric 1.17's sockets provider closes some of its socket numbers twice, which would
+  // otherwise hit whatever we reopened under that number.
+  rlimit rl{};
+  int base = 0;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur >= 256)
+    base = static_cast<int>(rl.rlim_cur / 2);
+  int own = fcntl(fd, F_DUPFD_CLOEXEC, base);
+  if (own < 0) own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (own < 0) return -errno;
   auto *h = new Handle();
   h->owner = this;
-  int rc = uv_poll_init(loop, &h->poll, fd);
+  h->fd = own;
+  int rc = uv_poll_init(loop, &h->poll, own);
   if (rc != 0) {
+    close(own);
     delete h;
     return rc;
   }
   h->poll.data = h;
   rc = uv_poll_start(&h->poll, UV_READABLE, OnPoll);
   if (rc != 0) {
-    uv_close(reinterpret_cast<uv_handle_t *>(&h->poll),
-             [](uv_handle_t *p) { delete static_cast<Handle *>(p->data); });
+    uv_close(reinterpret_cast<uv_handle_t *>(&h->poll), CloseHandle);
     return rc;
   }
   handle_ = h;
@@ -61,14 +95,50 @@ void FdWatcher::Stop() {
   handle_ = nullptr;
   h->owner = nullptr;
   uv_poll_stop(&h->poll);
-  uv_close(reinterpret_cast<uv_handle_t *>(&h->poll),
-           [](uv_handle_t *p) { delete static_cast<Handle *>(p->data); });
+  uv_close(reinterpret_cast<uv_handle_t *>(&h->poll), CloseHandle);
 }
 
 void FdWatcher::OnPoll(uv_poll_t *p, int /*status*/, int /*events*/) {
   auto *h = static_cast<Handle *>(p->data);
   // An error status still means "look at the queue": the queue read reports the real error.
   if (h->owner != nullptr && h->owner->cb_) h->owner->cb_();
+}
+
+int Kicker::Start(uv_loop_t *loop, Callback cb) {
+  Stop();
+  auto *h = new Handle();
+  h->owner = this;
+  int rc = uv_timer_init(loop, &h->timer);
+  if (rc != 0) {
+    delete h;
+    return rc;
+  }
+  h->timer.data = h;
+  uv_unref(reinterpret_cast<uv_handle_t *>(&h->timer));  // never keeps the process alive
+  handle_ = h;
+  cb_ = std::move(cb);
+  return 0;
+}
+
+void Kicker::Kick() {
+  if (handle_ == nullptr || uv_is_active(reinterpret_cast<uv_handle_t *>(&handle_->timer))) return;
+  uv_timer_start(
+      &handle_->timer,
+      [](uv_timer_t *t) {
+        auto *h = static_cast<Handle *>(t->data);
+        if (h->owner != nullptr && h->owner->cb_) h->owner->cb_();
+      },
+      0, 0);
+}
+
+void Kicker::Stop() {
+  if (handle_ == nullptr) return;
+  Handle *h = handle_;
+  handle_ = nullptr;
+  h->owner = nullptr;
+  uv_timer_stop(&h->timer);
+  uv_close(reinterpret_cast<uv_handle_t *>(&h->timer),
+           [](uv_handle_t *p) { delete static_cast<Handle *>(p->data); });
 }
 
 int GetWaitFd(fid_t fid, int *fd) { return fi_control(fid, FI_GETWAIT, fd); }

@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 
 namespace tandem {
@@ -30,6 +31,11 @@ constexpr size_t kPendingConnReqMax = 64;
 constexpr uint32_t kRecvPollUsMax = 1000000;
 
 std::string FiError(const char *what, int rc);
+
+// A fabric shared by a listener and the connections it accepted: some providers (sockets) tie
+// an accepted endpoint to the listener's fabric, so it must outlive all of them.
+using SharedFabric = std::shared_ptr<fid_fabric>;
+int OpenFabric(fi_fabric_attr *attr, SharedFabric *out);
 
 // Builds hints for FI_EP_MSG with FI_MSG|FI_RMA. provider may be empty (FI_PROVIDER decides).
 fi_info *MsgHints(const std::string &provider);
@@ -51,12 +57,37 @@ class FdWatcher {
   void Stop();
   bool active() const { return handle_ != nullptr; }
 
- private:
-  static void OnPoll(uv_poll_t *h, int status, int events);
   struct Handle {
     uv_poll_t poll;
     FdWatcher *owner;
+    int fd;  // our duplicate of the provider's wait fd, closed with the handle
   };
+
+ private:
+  static void OnPoll(uv_poll_t *h, int status, int events);
+  Handle *handle_ = nullptr;
+  Callback cb_;
+};
+
+// Runs a callback on the next loop iteration (a 0 ms uv timer): used when a queue is still busy
+// after a bounded drain, so other handles (timers, other connections) get their turn.
+class Kicker {
+ public:
+  using Callback = std::function<void()>;
+  Kicker() = default;
+  Kicker(const Kicker &) = delete;
+  Kicker &operator=(const Kicker &) = delete;
+  ~Kicker() { Stop(); }
+  int Start(uv_loop_t *loop, Callback cb);
+  void Kick();
+  void Stop();
+
+  struct Handle {
+    uv_timer_t timer;
+    Kicker *owner;
+  };
+
+ private:
   Handle *handle_ = nullptr;
   Callback cb_;
 };

@@ -72,7 +72,8 @@ bool Connection::Fail(Napi::Env env, const std::string &msg) {
   return false;
 }
 
-bool Connection::Setup(Napi::Env env, fi_info *info, Napi::Object opts, Napi::Function onEvent) {
+bool Connection::Setup(Napi::Env env, fi_info *info, SharedFabric fabric, Napi::Object opts,
+                       Napi::Function onEvent) {
   info_ = info;
   if (!ReadUint(env, opts, "bufferBytes", kBufferBytesMin, kBufferBytesMax, 64 * 1024,
                 &bufferBytes_) ||
@@ -101,7 +102,9 @@ bool Connection::Setup(Napi::Env env, fi_info *info, Napi::Object opts, Napi::Fu
   napi_async_init(env, nullptr, resName, &asyncCtx_);
 
   int rc;
-  if ((rc = fi_fabric(info->fabric_attr, &fabric_, nullptr))) return Fail(env, FiError("fi_fabric", rc));
+  if (!fabric && (rc = OpenFabric(info->fabric_attr, &fabric))) return Fail(env, FiError("fi_fabric", rc));
+  fabricRef_ = fabric;
+  fabric_ = fabricRef_.get();
   fi_eq_attr eqa{};
   eqa.size = 16;
   eqa.wait_obj = FI_WAIT_FD;
@@ -148,15 +151,21 @@ bool Connection::Setup(Napi::Env env, fi_info *info, Napi::Object opts, Napi::Fu
   uv_loop_t *loop = nullptr;
   napi_get_uv_event_loop(env, &loop);
   int fd = -1;
+  if (kick_.Start(loop, [this] {
+        OnRx();
+        OnTx();
+      }))
+    return Fail(env, "uv_timer_init failed");
   if ((rc = GetWaitFd(&eq_->fid, &fd)) || eqWatch_.Start(loop, fd, [this] { OnEq(); }))
     return Fail(env, FiError("event queue wait fd", rc));
   if ((rc = GetWaitFd(&txcq_->fid, &fd)) || txWatch_.Start(loop, fd, [this] { OnTx(); }))
     return Fail(env, FiError("send queue wait fd", rc));
   if ((rc = GetWaitFd(&rxcq_->fid, &fd)) || rxWatch_.Start(loop, fd, [this] { OnRx(); }))
     return Fail(env, FiError("receive queue wait fd", rc));
-  // Arm the wait objects: without a first trywait some providers never signal the fd.
-  fid *fids[3] = {&eq_->fid, &txcq_->fid, &rxcq_->fid};
-  fi_trywait(fabric_, fids, 3);
+  // Arm each wait object on its own: fi_trywait over a list stops at the first queue that is
+  // not empty, leaving the others unarmed (verbs: a CQ never notified). Queues that are not
+  // empty yet are drained and re-armed when the connection comes up.
+  for (fid *f : {&eq_->fid, &txcq_->fid, &rxcq_->fid}) fi_trywait(fabric_, &f, 1);
   Ref();
   refed_ = true;
   state_ = State::Connecting;
@@ -199,7 +208,7 @@ Napi::Value Connection::Connect(const Napi::CallbackInfo &info) {
   auto *data = env.GetInstanceData<AddonData>();
   Napi::Object obj = data->connection.New({});
   Connection *c = Connection::Unwrap(obj);
-  if (!c->Setup(env, fi, opts, info[2].As<Napi::Function>())) return env.Undefined();
+  if (!c->Setup(env, fi, nullptr, opts, info[2].As<Napi::Function>())) return env.Undefined();
   std::vector<uint8_t> cd;
   if (info[1].IsBuffer()) {
     auto b = info[1].As<Napi::Buffer<uint8_t>>();
@@ -223,12 +232,12 @@ Napi::Value Connection::Connect(const Napi::CallbackInfo &info) {
   return obj;
 }
 
-Napi::Value Connection::Accept(Napi::Env env, fi_info *req, Napi::Object opts, Napi::Value data,
-                               Napi::Function onEvent) {
+Napi::Value Connection::Accept(Napi::Env env, fi_info *req, SharedFabric fabric,
+                               Napi::Object opts, Napi::Value data, Napi::Function onEvent) {
   auto *ad = env.GetInstanceData<AddonData>();
   Napi::Object obj = ad->connection.New({});
   Connection *c = Connection::Unwrap(obj);
-  if (!c->Setup(env, req, opts, onEvent)) return env.Undefined();
+  if (!c->Setup(env, req, std::move(fabric), opts, onEvent)) return env.Undefined();
   std::vector<uint8_t> cd;
   if (data.IsBuffer()) {
     auto b = data.As<Napi::Buffer<uint8_t>>();
@@ -458,6 +467,11 @@ void Connection::OnEq() {
       size_t dlen = static_cast<size_t>(rd) > hdr ? static_cast<size_t>(rd) - hdr : 0;
       if (dlen > kConnDataMax) dlen = kConnDataMax;
       Emit("connected", {Napi::Buffer<uint8_t>::Copy(Napi::Env(env_), buf + hdr, dlen)});
+      for (fid_cq *cq : {rxcq_, txcq_}) {
+        if (state_ == State::Closed) break;
+        DrainCq(cq, cq == txcq_);
+        Settle(cq, cq == txcq_);
+      }
     } else if (event == FI_SHUTDOWN) {
       // Completions already queued (the peer's last messages) are delivered first.
       DrainCq(rxcq_, false);
@@ -474,7 +488,8 @@ void Connection::OnTx() {
   if (state_ == State::Closed) return;
   Napi::HandleScope scope{Napi::Env(env_)};
   EnterJs();
-  DrainCq(txcq_, true);
+  wakeups_++;
+  if (DrainCq(txcq_, true) == 0) emptyWakeups_++;
   Settle(txcq_, true);
   LeaveJs();
 }
@@ -483,7 +498,8 @@ void Connection::OnRx() {
   if (state_ == State::Closed) return;
   Napi::HandleScope scope{Napi::Env(env_)};
   EnterJs();
-  DrainCq(rxcq_, false);
+  wakeups_++;
+  if (DrainCq(rxcq_, false) == 0) emptyWakeups_++;
   if (recvPollUs_ > 0) {
     // recv-poll: keep reading for a while before sleeping, trading CPU for latency.
     auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(recvPollUs_);
@@ -503,6 +519,8 @@ void Connection::Settle(fid_cq *cq, bool tx) {
     if (fi_trywait(fabric_, &f, 1) != -FI_EAGAIN) return;
     DrainCq(cq, tx);
   }
+  // Still busy and not armed: its fd may never fire again, so come back next loop iteration.
+  if (state_ != State::Closed) kick_.Kick();
 }
 
 int Connection::DrainCq(fid_cq *cq, bool tx) {
@@ -587,10 +605,13 @@ void Connection::HandleCqError(fid_cq *cq, bool tx) {
 void Connection::RequestClose() {
   if (state_ == State::Closed) return;
   state_ = State::Closed;
-  if (ep_) fi_shutdown(ep_, 0);
+  // No fi_shutdown: fi_close disconnects too, and with the sockets provider a shutdown
+  // followed by a close makes its CM thread close the socket a second time.
+  // (Peers still see FI_SHUTDOWN.)
   eqWatch_.Stop();
   txWatch_.Stop();
   rxWatch_.Stop();
+  kick_.Stop();
   if (depth_ > 0) teardownPending_ = true;
   else Teardown();
 }
@@ -600,6 +621,7 @@ void Connection::Teardown() {
   eqWatch_.Stop();
   txWatch_.Stop();
   rxWatch_.Stop();
+  kick_.Stop();
   // The endpoint goes first: after it is closed no DMA can touch our buffers any more.
   if (ep_) fi_close(&ep_->fid), ep_ = nullptr;
   for (auto &m : mrCache_) {
@@ -615,7 +637,8 @@ void Connection::Teardown() {
   if (rxcq_) fi_close(&rxcq_->fid), rxcq_ = nullptr;
   if (eq_) fi_close(&eq_->fid), eq_ = nullptr;
   if (domain_) fi_close(&domain_->fid), domain_ = nullptr;
-  if (fabric_) fi_close(&fabric_->fid), fabric_ = nullptr;
+  fabric_ = nullptr;
+  fabricRef_.reset();
   if (info_) fi_freeinfo(info_), info_ = nullptr;
   free(recvRegion_), recvRegion_ = nullptr;
   free(sendRegion_), sendRegion_ = nullptr;
@@ -643,6 +666,8 @@ Napi::Value Connection::Stats(const Napi::CallbackInfo &info) {
   o.Set("registrations", registrations_);
   o.Set("registrationCacheHits", cacheHits_);
   o.Set("busyPolls", busyPolls_);
+  o.Set("wakeups", wakeups_);
+  o.Set("emptyWakeups", emptyWakeups_);
   o.Set("sendBuffersFree", static_cast<double>(freeSend_.size()));
   return o;
 }

@@ -26,8 +26,8 @@ class Connection : public Napi::ObjectWrap<Connection> {
   // Active side: resolves host:port and calls fi_connect with connData.
   static Napi::Value Connect(const Napi::CallbackInfo &info);
   // Passive side: takes ownership of `req` (a FI_CONNREQ's info) and calls fi_accept.
-  static Napi::Value Accept(Napi::Env env, fi_info *req, Napi::Object opts, Napi::Value data,
-                            Napi::Function onEvent);
+  static Napi::Value Accept(Napi::Env env, fi_info *req, SharedFabric fabric, Napi::Object opts,
+                            Napi::Value data, Napi::Function onEvent);
 
  private:
   enum class State { Idle, Connecting, Connected, Closed };
@@ -53,7 +53,8 @@ class Connection : public Napi::ObjectWrap<Connection> {
     CachedMr *zc = nullptr;
   };
 
-  bool Setup(Napi::Env env, fi_info *info, Napi::Object opts, Napi::Function onEvent);
+  bool Setup(Napi::Env env, fi_info *info, SharedFabric fabric, Napi::Object opts,
+             Napi::Function onEvent);
   bool Fail(Napi::Env env, const std::string &msg);
   bool PostRecv(RecvSlot *slot);
 
@@ -91,6 +92,7 @@ class Connection : public Napi::ObjectWrap<Connection> {
   napi_env env_ = nullptr;
 
   fi_info *info_ = nullptr;
+  SharedFabric fabricRef_;
   fid_fabric *fabric_ = nullptr;
   fid_domain *domain_ = nullptr;
   fid_eq *eq_ = nullptr;
@@ -118,12 +120,14 @@ class Connection : public Napi::ObjectWrap<Connection> {
   uint64_t useClock_ = 0;
 
   FdWatcher eqWatch_, txWatch_, rxWatch_;
+  Kicker kick_;
   int depth_ = 0;
   bool teardownPending_ = false;
   bool refed_ = false;
 
   double zeroCopyBytes_ = 0, copiedBytes_ = 0, sentMessages_ = 0, recvMessages_ = 0,
-         recvBytes_ = 0, registrations_ = 0, cacheHits_ = 0, busyPolls_ = 0;
+         recvBytes_ = 0, registrations_ = 0, cacheHits_ = 0, busyPolls_ = 0, wakeups_ = 0,
+         emptyWakeups_ = 0;
 };
 
 }  // namespace tandem

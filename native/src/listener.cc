@@ -63,7 +63,8 @@ bool Listener::Setup(Napi::Env env, const std::string &provider, const std::stri
     fi_freeinfo(info_->next);
     info_->next = nullptr;
   }
-  if ((rc = fi_fabric(info_->fabric_attr, &fabric_, nullptr))) return fail(FiError("fi_fabric", rc));
+  if ((rc = OpenFabric(info_->fabric_attr, &fabricRef_))) return fail(FiError("fi_fabric", rc));
+  fabric_ = fabricRef_.get();
   fi_eq_attr eqa{};
   eqa.size = 64;
   eqa.wait_obj = FI_WAIT_FD;
@@ -163,14 +164,8 @@ Napi::Value Listener::Accept(const Napi::CallbackInfo &info) {
   }
   fi_info *req = it->second;
   pending_.erase(it);
-  // Some providers (sockets) hand out a connection request whose fabric attributes fi_fabric
-  // refuses; the listener's own are the right ones.
-  if (fi_info *dup = fi_dupinfo(info_)) {
-    std::swap(req->fabric_attr, dup->fabric_attr);
-    fi_freeinfo(dup);
-  }
   // The new connection owns req from here on, whether it succeeds or not.
-  return Connection::Accept(env, req, info[1].As<Napi::Object>(), info[2],
+  return Connection::Accept(env, req, fabricRef_, info[1].As<Napi::Object>(), info[2],
                             info[3].As<Napi::Function>());
 }
 
@@ -198,7 +193,8 @@ void Listener::Teardown() {
   pending_.clear();
   if (pep_) fi_close(&pep_->fid), pep_ = nullptr;
   if (eq_) fi_close(&eq_->fid), eq_ = nullptr;
-  if (fabric_) fi_close(&fabric_->fid), fabric_ = nullptr;
+  fabric_ = nullptr;
+  fabricRef_.reset();  // the fabric itself lives on while accepted connections use it
   if (info_) fi_freeinfo(info_), info_ = nullptr;
   if (asyncCtx_) napi_async_destroy(env_, asyncCtx_), asyncCtx_ = nullptr;
   if (!onEvent_.IsEmpty()) onEvent_.Reset();

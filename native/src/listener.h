@@ -32,6 +32,7 @@ class Listener : public Napi::ObjectWrap<Listener> {
   napi_async_context asyncCtx_ = nullptr;
   Napi::FunctionReference onEvent_;
   fi_info *info_ = nullptr;
+  SharedFabric fabricRef_;
   fid_fabric *fabric_ = nullptr;
   fid_eq *eq_ = nullptr;
   fid_pep *pep_ = nullptr;

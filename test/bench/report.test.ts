@@ -76,6 +76,8 @@ test('report: table rows, ratios, unavailable systems with their reason, errors'
         ok: false,
         error: 'nbdcopy exited with code 1',
       },
+      { round: 1, systemId: 'tandem-C', workload: 'seqw', ok: false, error: 'start failed: x' },
+      { round: 2, systemId: 'tandem-C', workload: 'seqw', ok: false, error: 'start failed: x' },
     ],
   );
   const md = renderMarkdown(r);
@@ -89,7 +91,7 @@ test('report: table rows, ratios, unavailable systems with their reason, errors'
     /\| seq write 128 KiB QD8 \| tandem-standalone \| 0\.75 \| 3\.75 \| 1\.50 \| 0\.23 \|/,
   );
   assert.match(md, /tandem-C\*\*: two nodes C — needs tandemd/);
-  assert.match(md, /initial full sync 1 GiB, nbdkit file: round 1: nbdcopy exited with code 1/);
+  assert.match(md, /- nbdkit file \(sync r1\): nbdcopy exited with code 1/);
   assert.match(md, /standalone ≥ 0\.9× nbdkit \(seqw\) \| 0\.75 \| not met/);
   assert.match(
     md,
@@ -98,7 +100,8 @@ test('report: table rows, ratios, unavailable systems with their reason, errors'
   assert.doesNotMatch(md, /\| tandem-C \| \d/);
   assert.match(md, /- nbdkit: nbdkit -f/);
   const json = JSON.parse(JSON.stringify(r)) as typeof r;
-  assert.equal(json.samples.length, 4);
+  assert.match(md, /- two nodes C \(seqw r1, seqw r2\): start failed: x/);
+  assert.equal(json.samples.length, 6);
   assert.equal(json.ratios.length, 2);
 });
 

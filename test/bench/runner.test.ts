@@ -11,6 +11,7 @@ import { WORKLOADS } from '../../bench/fio.js';
 import { runBenchmark, type RunOptions } from '../../bench/runner.js';
 import { nbdkitSystem } from '../../bench/systems/nbdkit.js';
 import { tandemStandaloneSystem } from '../../bench/systems/tandem.js';
+import { tandemPairSystems } from '../../bench/systems/tandem-pair.js';
 import type { System } from '../../bench/types.js';
 import { requirePeers } from '../support/peers.js';
 
@@ -120,5 +121,24 @@ test('end to end: fio against nbdkit and Tandem standalone, CPU and RSS from /pr
   assert.ok(sync?.ok === true, sync?.error);
   assert.equal(sync.writtenBytes, 16 * 2 ** 20);
   assert.equal(by('tandem-standalone', 'sync'), undefined, 'standalone has no initial sync');
+  assert.deepEqual(o.children.pids(), [], 'every child stopped');
+});
+
+test('end to end: two tandemd nodes, protocol C: fio and a verified initial sync', async (t) => {
+  if (!requirePeers(t, 'fio', 'fio')) return;
+  const pair = tandemPairSystems.find((s) => s.id === 'tandem-C');
+  assert.ok(pair !== undefined);
+  const probe = await pair.probe();
+  assert.deepEqual(probe, { available: true });
+  const rw1 = WORKLOADS.filter((w) => w.id === 'rw1');
+  const o = options(t, { rounds: 1, workloads: rw1, sync: true, syncSizeBytes: 16 * 2 ** 20 });
+  const out = await runBenchmark([pair], o);
+  for (const s of out.samples) assert.ok(s.ok, `${s.workload}: ${s.error}`);
+  const w = out.samples.find((s) => s.workload === 'rw1');
+  assert.ok((w?.writtenBytes ?? 0) > 0 && (w?.cpuSeconds ?? 0) > 0);
+  // Both daemons are the system: their peaks add up to more than one Node process.
+  assert.ok((w?.peakRssBytes ?? 0) > 2 * 20 * 2 ** 20, `peak RSS ${w?.peakRssBytes}`);
+  const sync = out.samples.find((s) => s.workload === 'sync');
+  assert.equal(sync?.writtenBytes, 16 * 2 ** 20);
   assert.deepEqual(o.children.pids(), [], 'every child stopped');
 });

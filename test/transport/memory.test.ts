@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { MemoryNetwork } from '../../src/transport/memory/index.js';
 import type { Channel, Endpoint } from '../../src/transport/types.js';
-import { transportSuite } from '../compliance/transport.suite.js';
+import { koCountSuite, transportSuite, type PairFactory } from '../compliance/transport.suite.js';
 import { ManualClock, realClock } from '../support/clocks.js';
 
 const ep = (address: string): Endpoint => ({
@@ -13,7 +13,7 @@ const ep = (address: string): Endpoint => ({
   port: 0,
 });
 
-transportSuite('memory', async (opts) => {
+const makeMemoryPair: PairFactory = async (opts) => {
   const net = new MemoryNetwork(realClock);
   const ta = net.transport(opts);
   const tb = net.transport(opts);
@@ -32,7 +32,9 @@ transportSuite('memory', async (opts) => {
       await tb.close();
     },
   };
-});
+};
+transportSuite('memory', makeMemoryPair);
+koCountSuite('memory', makeMemoryPair);
 
 test('memory transport runs on a virtual clock: delivery, RTT and ping timeout in virtual time', async () => {
   const clock = new ManualClock();

@@ -6,7 +6,13 @@ import { randomBytes } from 'node:crypto';
 import { test } from 'node:test';
 import { tcpTransport } from '../../src/transport/tcp/index.js';
 import type { Channel, Endpoint } from '../../src/transport/types.js';
-import { closedOf, Inbox, transportSuite } from '../compliance/transport.suite.js';
+import {
+  closedOf,
+  Inbox,
+  koCountSuite,
+  transportSuite,
+  type PairFactory,
+} from '../compliance/transport.suite.js';
 import { realClock } from '../support/clocks.js';
 import { BlackholeProxy } from '../support/tcp-proxy.js';
 
@@ -17,7 +23,7 @@ function endpoint(address: string, port = 0): Endpoint {
 }
 
 for (const host of ['127.0.0.1', '::1']) {
-  transportSuite(`tcp ${host}`, async (opts) => {
+  const makeTcpPair: PairFactory = async (opts) => {
     const ta = tcpTransport(opts)(deps);
     const tb = tcpTransport(opts)(deps);
     let accepted: (ch: Channel) => void = () => {};
@@ -39,7 +45,9 @@ for (const host of ['127.0.0.1', '::1']) {
         await proxy.stop();
       },
     };
-  });
+  };
+  transportSuite(`tcp ${host}`, makeTcpPair);
+  koCountSuite(`tcp ${host}`, makeTcpPair);
 }
 
 test('tcp: a connect to a closed port is refused with ConnectionError', async () => {

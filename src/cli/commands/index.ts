@@ -2,12 +2,14 @@
 import type { Command } from 'commander';
 import { registerAdmin } from './admin.js';
 import { registerDemo } from './demo.js';
+import { registerDoctor } from './doctor.js';
 import { registerDump } from './dump.js';
 import { registerMetadata } from './metadata.js';
 
 export function registerCommands(program: Command): void {
   registerAdmin(program);
   registerDemo(program);
+  registerDoctor(program);
   registerDump(program);
   registerMetadata(program);
 }

@@ -123,10 +123,11 @@ export class FabricChannel extends BaseChannel {
 
   /** The addon's event sink for this connection. */
   readonly onEvent = (...e: NativeConnectionEvent): void => {
-    if (!this.isOpen) return;
+    // A blackholed channel hears nothing, not even the peer leaving (a pulled cable).
+    if (!this.isOpen || this.blackholed) return;
     switch (e[0]) {
       case 'recv':
-        if (!this.blackholed) this.onMessage(e[1]);
+        this.onMessage(e[1]);
         break;
       case 'sent':
         this.onSent(e[1]);
@@ -538,6 +539,12 @@ export class FabricChannel extends BaseChannel {
 
   private peerGone(error: Error | null): void {
     if (!this.isOpen) return;
+    if (this.ending !== null) {
+      // We are closing gracefully and the peer left too (it saw our close, or both closed at
+      // once): that completes our close rather than failing it.
+      this.finishEnd();
+      return;
+    }
     if (this.heldData.length > 0 && error === null) return; // delivered first, on resume
     this.fail('by-peer', error ?? new ConnectionError(`${this.id}: the peer closed the channel`));
   }
