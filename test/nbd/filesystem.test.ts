@@ -3,27 +3,18 @@
 // again with every file identical. Needs root (loop devices, mount); cleans up even on failure.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { access, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { formatNbdUri } from '../../src/nbd/uri.js';
-import { inCi, peerEnv, requirePeers } from '../support/peers.js';
+import { attach, detach, requireFilesystemPeers, type Attachment } from '../support/nbdfuse.js';
 import { startHarness } from './support/harness.js';
 import { run, runOk } from './support/exec.js';
 
 const MIB = 1024 * 1024;
 
 test('ext4 through nbdfuse and a loop device survives umount, fsck -n and remount', async (t) => {
-  if (!requirePeers(t, 'libnbd-bin', 'nbdfuse')) return;
-  if (!requirePeers(t, 'fuse3', 'fusermount3')) return;
-  if (!requirePeers(t, 'e2fsprogs', 'mkfs.ext4', 'fsck.ext4')) return;
-  if (!requirePeers(t, 'util-linux', 'losetup', 'mount', 'umount')) return;
-  if (process.getuid?.() !== 0) {
-    if (inCi) throw new Error('the filesystem test needs root in CI');
-    t.skip('needs root for losetup and mount');
-    return;
-  }
+  if (!requireFilesystemPeers(t)) return;
   // Storage's FileStore behind the export: the standalone data path as tandemd serves it.
   const h = await startHarness([{ name: 'fs', sizeBytes: 96 * MIB, file: true }]);
   const mnt = join(h.dir, 'mnt');
@@ -73,58 +64,3 @@ test('ext4 through nbdfuse and a loop device survives umount, fsck -n and remoun
     await h.stop();
   }
 });
-
-interface Attachment {
-  fuseDir: string;
-  loop: string;
-  fuse: ChildProcess;
-  exited: Promise<void>;
-}
-
-/** nbdfuse DIR/disk URI, then a loop device over that file; undone by detach() even half-way. */
-async function attach(base: string, tag: string, uri: string): Promise<Attachment> {
-  const fuseDir = join(base, `fuse-${tag}`);
-  const pidFile = join(base, `nbdfuse-${tag}.pid`);
-  const disk = join(fuseDir, 'disk');
-  await mkdir(fuseDir);
-  const fuse = spawn('nbdfuse', ['-P', pidFile, disk, uri], { env: peerEnv(), stdio: 'ignore' });
-  const exited = new Promise<void>((resolve) => fuse.once('exit', () => resolve()));
-  const att: Attachment = { fuseDir, loop: '', fuse, exited };
-  try {
-    await waitFor(
-      async () =>
-        access(pidFile).then(
-          () => true,
-          () => false,
-        ),
-      'nbdfuse ready',
-    );
-    att.loop = (await runOk('losetup', ['-f', '--show', disk])).trim();
-    assert.match(att.loop, /^\/dev\/loop\d+$/);
-    return att;
-  } catch (e) {
-    await detach(att);
-    throw e;
-  }
-}
-
-async function detach(a: Attachment): Promise<void> {
-  if (a.loop !== '') await run('losetup', ['-d', a.loop]);
-  a.loop = '';
-  await run('fusermount3', ['-u', a.fuseDir]);
-  const killer = setTimeout(() => a.fuse.kill('SIGKILL'), 10_000);
-  await a.exited;
-  clearTimeout(killer);
-}
-
-async function waitFor(
-  cond: () => Promise<boolean>,
-  what: string,
-  timeoutMs = 20_000,
-): Promise<void> {
-  const start = performance.now();
-  while (!(await cond())) {
-    if (performance.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
