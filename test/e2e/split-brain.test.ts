@@ -7,7 +7,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import type { EventState } from '../../src/cli/event-state.js';
-import type { LocalCluster } from '../../src/cli/local-cluster.js';
+import type { EventWatch, LocalCluster } from '../../src/cli/local-cluster.js';
+import type { TandemEvent } from '../../src/daemon/control-protocol.js';
 import {
   MIB,
   fileSha,
@@ -24,13 +25,33 @@ import {
 
 const DISK_BYTES = 64 * MIB;
 
-function splitBrainReported(s: EventState): boolean {
-  return s.calls.some((e) => e.props['note'] === 'split-brain');
+/**
+ * `connect` on both while watching both events streams (subscribed first, so nothing is
+ * missed): resolves with how each side says it resolved the split brain, once both said so.
+ */
+async function reconnectSeeingSplitBrain(
+  c: LocalCluster,
+  then: (w: EventWatch) => Promise<void> = () => Promise.resolve(),
+): Promise<string[]> {
+  const watches = [c.watch('alice'), c.watch('bob')];
+  try {
+    await Promise.all(watches.map((w) => w.ready));
+    await c.tandem('alice', 'connect', c.resource);
+    await c.tandem('bob', 'connect', c.resource);
+    const how: string[] = [];
+    for (const w of watches) {
+      await w.until('reporting split brain', (s) => splitBrainNote(s) !== undefined);
+      how.push(String(splitBrainNote(w.state)?.props['resolved']));
+      await then(w);
+    }
+    return how;
+  } finally {
+    for (const w of watches) w.close();
+  }
 }
 
-function splitBrainResolution(s: EventState): string {
-  const e = s.calls.find((x) => x.props['note'] === 'split-brain');
-  return String(e?.props['resolved'] ?? '');
+function splitBrainNote(s: EventState): TandemEvent | undefined {
+  return s.calls.find((e) => e.props['note'] === 'split-brain');
 }
 
 /** Both Primary while apart; alice writes 4 MiB, bob 1 MiB of which half overlaps alice's. */
@@ -75,26 +96,14 @@ async function assertAliceWon(c: LocalCluster, alice: Buffer): Promise<void> {
 test('split brain with after-sb disconnect: both report it; connect --discard-my-data resolves it', async () => {
   await withPair({ diskBytes: DISK_BYTES }, async (c) => {
     const { alice } = await diverge(c);
-    const watchA = c.watch('alice');
-    const watchB = c.watch('bob');
-    try {
-      await Promise.all([watchA.ready, watchB.ready]);
-      await c.tandem('alice', 'connect', c.resource);
-      await c.tandem('bob', 'connect', c.resource);
-      await watchA.until('reporting split brain', splitBrainReported);
-      await watchB.until('reporting split brain', splitBrainReported);
-      assert.match(splitBrainResolution(watchA.state), /disconnect/);
+    const how = await reconnectSeeingSplitBrain(c, async (w) => {
       // The policy leaves both StandAlone, each still Primary with its own data.
-      for (const w of [watchA, watchB]) {
-        await w.until('StandAlone', (s) =>
-          s.all('connection', c.resource).every((x) => x['connection'] === 'StandAlone'),
-        );
-      }
-      assert.equal((await status(c, 'bob')).role, 'Primary');
-    } finally {
-      watchA.close();
-      watchB.close();
-    }
+      await w.until('StandAlone', (s) =>
+        s.all('connection', c.resource).every((x) => x['connection'] === 'StandAlone'),
+      );
+    });
+    for (const h of how) assert.match(h, /disconnect/);
+    assert.equal((await status(c, 'bob')).role, 'Primary');
 
     // The operator picks the victim: bob steps down and discards his changes.
     await c.tandem('bob', 'secondary', c.resource);
@@ -115,20 +124,8 @@ test('split brain with after-sb-1pri discard-secondary resolves itself', async (
   await withPair({ diskBytes: DISK_BYTES, net }, async (c) => {
     const { alice } = await diverge(c);
     await c.tandem('bob', 'secondary', c.resource);
-    const watchA = c.watch('alice');
-    const watchB = c.watch('bob');
-    try {
-      await Promise.all([watchA.ready, watchB.ready]);
-      await c.tandem('alice', 'connect', c.resource);
-      await c.tandem('bob', 'connect', c.resource);
-      await watchA.until('reporting split brain', splitBrainReported);
-      await watchB.until('reporting split brain', splitBrainReported);
-      assert.match(splitBrainResolution(watchA.state), /after-sb-1pri discard-secondary/);
-      assert.match(splitBrainResolution(watchB.state), /after-sb-1pri discard-secondary/);
-    } finally {
-      watchA.close();
-      watchB.close();
-    }
+    const how = await reconnectSeeingSplitBrain(c);
+    for (const h of how) assert.match(h, /after-sb-1pri discard-secondary/);
     await waitInSync(c, 'alice');
     await waitInSync(c, 'bob');
     assert.equal((await status(c, 'alice')).role, 'Primary');

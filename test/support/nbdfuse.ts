@@ -3,7 +3,8 @@
 // even half-way, so a failing test leaves no mount, loop device or FUSE process behind.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { access, mkdir } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { access, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import { run, runOk } from '../nbd/support/exec.js';
@@ -76,5 +77,91 @@ async function pollUntil(
   while (!(await cond())) {
     if (performance.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** A tree of files of assorted sizes, the first of each directory spanning many blocks. */
+export async function writeFileTree(
+  root: string,
+  o: { dirs: number; filesPerDir: number; firstFileBytes: number; stepBytes: number },
+): Promise<Map<string, Buffer>> {
+  const files = new Map<string, Buffer>();
+  for (let d = 0; d < o.dirs; d++) {
+    await mkdir(join(root, `dir${d}`, 'sub'), { recursive: true });
+    for (let f = 0; f < o.filesPerDir; f++) {
+      const rel = join(`dir${d}`, f % 2 === 0 ? 'sub' : '', `file${f}.bin`);
+      const body = randomBytes(f === 0 ? o.firstFileBytes : 1 + f * o.stepBytes);
+      files.set(rel, body);
+      await writeFile(join(root, rel), body);
+    }
+  }
+  return files;
+}
+
+/** Every file of the tree reads back identical under `root`. */
+export async function assertFileTree(
+  root: string,
+  files: ReadonlyMap<string, Buffer>,
+  when: string,
+): Promise<void> {
+  for (const [rel, body] of files) {
+    assert.ok((await readFile(join(root, rel))).equals(body), `${rel} is identical ${when}`);
+  }
+}
+
+/**
+ * One test's attachments and mount point, so the test reads as its steps and cleanup() undoes
+ * whatever was done (unmount, loop devices, nbdfuse) even after a failure half-way.
+ */
+export class FsSession {
+  readonly mnt: string;
+  private readonly attached: Attachment[] = [];
+  private mounted = false;
+
+  constructor(private readonly base: string) {
+    this.mnt = join(base, 'mnt');
+  }
+
+  /** Attaches the export at `uri` as a loop device; returns its path. */
+  async attach(tag: string, uri: string): Promise<string> {
+    if (this.attached.length === 0) await mkdir(this.mnt, { recursive: true });
+    const a = await attach(this.base, tag, uri);
+    this.attached.push(a);
+    return a.loop;
+  }
+
+  /** Unmounts if needed and detaches the newest attachment. */
+  async detach(): Promise<void> {
+    await this.umount();
+    const a = this.attached.pop();
+    if (a !== undefined) await detach(a);
+  }
+
+  async mkfs(loop: string): Promise<void> {
+    await runOk('mkfs.ext4', ['-F', '-q', loop], 120_000);
+  }
+
+  async mount(loop: string): Promise<void> {
+    await runOk('mount', [loop, this.mnt]);
+    this.mounted = true;
+  }
+
+  /** umount writes every dirty page back and flushes the device. */
+  async umount(): Promise<void> {
+    if (!this.mounted) return;
+    await runOk('umount', [this.mnt]);
+    this.mounted = false;
+  }
+
+  /** fsck -fn: fails the test with fsck's report unless the filesystem is clean. */
+  async fsckClean(loop: string, what: string): Promise<void> {
+    const fsck = await run('fsck.ext4', ['-fn', loop], 120_000);
+    assert.equal(fsck.code, 0, `fsck -n is clean on ${what}:\n${fsck.stdout}${fsck.stderr}`);
+  }
+
+  async cleanup(): Promise<void> {
+    if (this.mounted) await run('umount', [this.mnt]);
+    this.mounted = false;
+    for (const a of this.attached.splice(0).reverse()) await detach(a);
   }
 }
