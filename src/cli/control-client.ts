@@ -62,10 +62,21 @@ export async function streamEvents(
   controlPath: string,
   now: boolean,
   onEvent: (e: TandemEvent) => boolean | undefined,
+  signal?: AbortSignal,
 ): Promise<void> {
   const s = await open(controlPath);
   return new Promise((resolve, reject) => {
     let done = false;
+    // Aborting ends the stream quietly: the caller stopped caring, nothing went wrong.
+    const onAbort = (): void => {
+      if (done) return;
+      done = true;
+      s.destroy();
+      resolve();
+    };
+    if (signal?.aborted === true) onAbort();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    s.once('close', () => signal?.removeEventListener('abort', onAbort));
     const reader = new LineReader(
       CONTROL_LINE_BYTES_MAX,
       (line) => {

@@ -4,15 +4,24 @@ import type { TandemEvent } from '../daemon/control-protocol.js';
 
 type Props = Record<string, string | number | boolean>;
 
+/** Enough history for a waiter to find the note it waits for; a stream may run for days. */
+const CALLS_KEPT = 256;
+
 export class EventState {
   private readonly objects = new Map<string, Props>();
   /** True once the `exists` snapshot of `events --now` has been fully received. */
   snapshotDone = false;
+  /** `call` events (engine notes: handshake, split-brain, resync...) seen, oldest first. */
+  readonly calls: TandemEvent[] = [];
 
   apply(e: TandemEvent): void {
     if (e.object === 'helper') {
       if (e.props['end'] === true) this.snapshotDone = true;
       return;
+    }
+    if (e.kind === 'call') {
+      this.calls.push(e);
+      if (this.calls.length > CALLS_KEPT) this.calls.shift();
     }
     const key = objectKey(e);
     if (e.kind === 'destroy') {

@@ -202,6 +202,14 @@ export class LocalCluster {
     }
   }
 
+  /**
+   * Watches a node's events stream from now on: `ready` resolves once the current state has
+   * arrived, so whatever the caller does next is seen; `until` waits for a condition.
+   */
+  watch(name: string): EventWatch {
+    return new EventWatch(name, this.node(name).controlPath);
+  }
+
   /** The data region of a node's backing file (metadata at the end excluded). */
   async readData(name: string, lengthBytes: number): Promise<Buffer> {
     const fh = await open(this.node(name).diskPath, 'r');
@@ -219,5 +227,77 @@ export class LocalCluster {
       if (n.process !== null) await this.stop(n.name, 'SIGKILL').catch(() => undefined);
     }
     await rm(this.dir, { recursive: true, force: true });
+  }
+}
+
+interface Waiter {
+  readonly done: (s: EventState) => boolean;
+  readonly resolve: () => void;
+}
+
+/** A node's events stream folded into an EventState, with conditions to wait on. */
+export class EventWatch {
+  readonly state = new EventState();
+  /** Resolves once the `exists` snapshot is in; rejects if the stream cannot be opened. */
+  readonly ready: Promise<void>;
+  private readonly waiters = new Set<Waiter>();
+  private readonly abort = new AbortController();
+  private failure: Error | null = null;
+
+  constructor(
+    readonly node: string,
+    controlPath: string,
+  ) {
+    let markReady: () => void = () => undefined;
+    this.ready = new Promise((resolve) => (markReady = resolve));
+    const stream = streamEvents(
+      controlPath,
+      true,
+      (e) => {
+        this.state.apply(e);
+        if (!this.state.snapshotDone) return false;
+        markReady();
+        for (const w of this.waiters) {
+          if (w.done(this.state)) {
+            this.waiters.delete(w);
+            w.resolve();
+          }
+        }
+        return false;
+      },
+      this.abort.signal,
+    );
+    this.ready = Promise.race([this.ready, stream.then(() => undefined)]);
+    stream.catch((e: unknown) => {
+      this.failure = e instanceof Error ? e : new Error(String(e));
+    });
+  }
+
+  /** Resolves when `done(state)` holds (now or later); rejects after timeoutMs naming `what`. */
+  until(what: string, done: (s: EventState) => boolean, timeoutMs = 60_000): Promise<void> {
+    if (this.state.snapshotDone && done(this.state)) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiters.delete(w);
+        const why = this.failure !== null ? ` (events stream: ${this.failure.message})` : '';
+        reject(
+          new Error(
+            `${this.node}: not ${what} after ${timeoutMs} ms${why}; state:\n${this.state.describe()}`,
+          ),
+        );
+      }, timeoutMs);
+      const w: Waiter = {
+        done,
+        resolve: () => {
+          clearTimeout(timer);
+          resolve();
+        },
+      };
+      this.waiters.add(w);
+    });
+  }
+
+  close(): void {
+    this.abort.abort();
   }
 }

@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import { LocalCluster } from '../../src/cli/local-cluster.js';
+import { NbdClient } from '../../src/nbd/client.js';
 import { allConnected, allInSync, type EventState } from '../../src/cli/event-state.js';
 import type { PeerStatus, ResourceStatus } from '../../src/daemon/status.js';
 
@@ -136,5 +137,56 @@ export async function withPair(
     throw e;
   } finally {
     await c.destroy();
+  }
+}
+
+/**
+ * Polls `cond` (each poll is a control-socket round trip, so this paces itself) until it holds;
+ * for conditions no event announces, such as a byte counter passing a mark.
+ */
+export async function waitUntil(
+  cond: () => Promise<boolean>,
+  what: string,
+  timeoutMs = 60_000,
+): Promise<void> {
+  const start = performance.now();
+  while (!(await cond())) {
+    if (performance.now() - start > timeoutMs) throw new Error(`not ${what} after ${timeoutMs} ms`);
+    await new Promise((r) => setImmediate(r));
+  }
+}
+
+/** Writes through a node's NBD export (it must be Primary), then flushes and disconnects. */
+export async function nbdWrite(
+  c: LocalCluster,
+  node: string,
+  writes: readonly (readonly [offsetBytes: number, data: Buffer])[],
+): Promise<void> {
+  const nbd = await NbdClient.connect({
+    listener: { kind: 'unix', path: c.node(node).nbdSocket },
+    exportName: c.resource,
+  });
+  try {
+    await Promise.all(writes.map(([off, data]) => nbd.write(off, data)));
+    await nbd.flush();
+  } finally {
+    await nbd.disconnect();
+  }
+}
+
+/** Reads a range of a node's backing file (the data region starts at 0). */
+export async function readDisk(
+  c: LocalCluster,
+  node: string,
+  offsetBytes: number,
+  lengthBytes: number,
+): Promise<Buffer> {
+  const fh = await open(c.node(node).diskPath, 'r');
+  try {
+    const b = Buffer.alloc(lengthBytes);
+    await fh.read(b, 0, lengthBytes, offsetBytes);
+    return b;
+  } finally {
+    await fh.close();
   }
 }
