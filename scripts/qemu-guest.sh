@@ -8,6 +8,7 @@
 # work on the CI VM, so this is software emulation (about a minute to boot and run).
 set -euo pipefail
 GUEST_SCRIPT=$(realpath "$1")
+REPO=$(realpath "$(dirname "$0")/..")
 OUT_DIR=$2
 CACHE=${TANDEM_KERNEL_CACHE:-/var/tmp/tandem-kernel}
 mkdir -p "$CACHE" "$OUT_DIR"
@@ -53,7 +54,6 @@ SHARE=$(mktemp -d /tmp/tandem-guest.XXXXXX)
 trap 'rm -rf "$SHARE"' EXIT
 cp "$GUEST_SCRIPT" "$SHARE/guest.sh"
 # The guest covers /tmp and /run with its own tmpfs: a checkout there (a CI clone) is bound back.
-REPO=$(realpath "$(dirname "$0")/..")
 case "$REPO" in /tmp|/tmp/*|/run|/run/*) echo "$REPO" >"$SHARE/.keep" ;; esac
 timeout "${TANDEM_GUEST_TIMEOUT_S:-900}" qemu-system-x86_64 -accel tcg -m 2048 -smp 2 -nographic -no-reboot \
   -kernel "kx/boot/vmlinuz-$KVER" -initrd "initrd-$KVER-keep.gz" -append "console=ttyS0 panic=-1 quiet" \
