@@ -276,7 +276,7 @@ export class Resource implements ResourceRuntime {
     this.disk = disk;
     if (disk.recoveredExtents.length > 0) {
       this.svc.log.warn(
-        { resource: this.name, extents: disk.recoveredExtents.length },
+        { extents: disk.recoveredExtents.length },
         'activity log applied after a crash',
       );
     }
@@ -544,7 +544,7 @@ export class Resource implements ResourceRuntime {
       case 'stateChange':
         return this.onStateChange(a.change);
       case 'note':
-        this.svc.log.info({ resource: this.name, ...noteFields(a.note) }, `engine: ${a.note.kind}`);
+        this.svc.log.info({ ...noteFields(a.note) }, `engine: ${a.note.kind}`);
         this.emitEvent('call', 'resource', this.peerName(noteFields(a.note)['peer']), {
           note: a.note.kind,
           ...stringify(noteFields(a.note)),
@@ -573,7 +573,7 @@ export class Resource implements ResourceRuntime {
             : { type: 'diskDone', ioId, ok: true },
         ),
       (e: unknown) => {
-        this.svc.log.error({ resource: this.name, err: String(e) }, 'disk I/O failed');
+        this.svc.log.error({ err: String(e) }, 'disk I/O failed');
         this.feed({ type: 'diskDone', ioId, ok: false, errno: errnoOf(e) });
       },
     );
@@ -585,7 +585,7 @@ export class Resource implements ResourceRuntime {
     op(d).catch((e: unknown) => {
       // A metadata write that fails leaves the on-disk state unknown: stop using this disk.
       this.svc.log.error(
-        { resource: this.name, err: String(e) },
+        { err: String(e) },
         'metadata write failed; detaching',
       );
       this.feed({ type: 'admin', cmdId: this.nextId++, command: { cmd: 'detach' } });
@@ -609,14 +609,14 @@ export class Resource implements ResourceRuntime {
     const p = this.peers.get(peer);
     if (p !== undefined) this.dropChannel(p);
     this.svc.cm.removeConnection(this.name, peer).catch((e: unknown) => {
-      this.svc.log.warn({ resource: this.name, peer, err: String(e) }, 'disconnect');
+      this.svc.log.warn({ peer, err: String(e) }, 'disconnect');
     });
   }
 
   private onCm(e: CmEvent): void {
     if (e.kind === 'refused') {
       if (e.resource === this.name)
-        this.svc.log.warn({ resource: this.name, remote: e.remote, code: e.code }, e.reason);
+        this.svc.log.warn({ remote: e.remote, code: e.code }, e.reason);
       return;
     }
     if (e.kind === 'listening' || e.resource !== this.name) return;
@@ -677,7 +677,7 @@ export class Resource implements ResourceRuntime {
     if (!d.ok) {
       // A peer that sends garbage is broken or hostile: drop the connection, keep running.
       this.svc.log.warn(
-        { resource: this.name, peer: p.name, err: d.error.message },
+        { peer: p.name, err: d.error.message },
         'bad packet from peer; disconnecting',
       );
       p.channel?.destroy(new Error(d.error.message));
