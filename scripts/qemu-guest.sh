@@ -8,6 +8,7 @@
 # work on the CI VM, so this is software emulation (about a minute to boot and run).
 set -euo pipefail
 GUEST_SCRIPT=$(realpath "$1")
+REPO=$(realpath "$(dirname "$0")/..")
 OUT_DIR=$2
 CACHE=${TANDEM_KERNEL_CACHE:-/var/tmp/tandem-kernel}
 mkdir -p "$CACHE" "$OUT_DIR"
@@ -20,7 +21,7 @@ if [ ! -f "kx/boot/vmlinuz-$KVER" ]; then
   dpkg-deb -x "$PKG"_*.deb kx
   depmod -b "$CACHE/kx" "$KVER"
 fi
-if [ ! -f "initrd-$KVER.gz" ]; then
+if [ ! -f "initrd-$KVER-keep.gz" ]; then
   rm -rf initrd
   mkdir -p initrd/{bin,proc,sys,dev,host,out,lib/modules}
   cp /bin/busybox initrd/bin/busybox
@@ -38,20 +39,24 @@ for m in $(cat /modules.order); do insmod /lib/modules/$m 2>/dev/null || echo "i
 mount -t 9p -o trans=virtio,version=9p2000.L,ro host /host
 mount -t 9p -o trans=virtio,version=9p2000.L out /out
 for d in proc sys dev; do mount --bind /$d /host/$d; done
+mkdir -p /orig/tmp /orig/run && mount --bind /host/tmp /orig/tmp && mount --bind /host/run /orig/run
 for d in tmp run; do mount -t tmpfs tmpfs /host/$d; done
 mkdir -p /host/tmp/out && mount --bind /out /host/tmp/out
+if [ -f /out/.keep ]; then while read -r p; do mkdir -p "/host$p" && mount --bind "/orig$p" "/host$p"; done < /out/.keep; fi
 chroot /host /bin/bash /tmp/out/guest.sh > /out/guest.log 2>&1
 echo "guest.sh rc=$?" >> /out/guest.log
 sync; poweroff -f
 INIT
   chmod +x initrd/init
-  (cd initrd && find . | cpio -o -H newc 2>/dev/null | gzip -1 >"../initrd-$KVER.gz")
+  (cd initrd && find . | cpio -o -H newc 2>/dev/null | gzip -1 >"../initrd-$KVER-keep.gz")
 fi
 SHARE=$(mktemp -d /tmp/tandem-guest.XXXXXX)
 trap 'rm -rf "$SHARE"' EXIT
 cp "$GUEST_SCRIPT" "$SHARE/guest.sh"
+# The guest covers /tmp and /run with its own tmpfs: a checkout there (a CI clone) is bound back.
+case "$REPO" in /tmp|/tmp/*|/run|/run/*) echo "$REPO" >"$SHARE/.keep" ;; esac
 timeout "${TANDEM_GUEST_TIMEOUT_S:-900}" qemu-system-x86_64 -accel tcg -m 2048 -smp 2 -nographic -no-reboot \
-  -kernel "kx/boot/vmlinuz-$KVER" -initrd "initrd-$KVER.gz" -append "console=ttyS0 panic=-1 quiet" \
+  -kernel "kx/boot/vmlinuz-$KVER" -initrd "initrd-$KVER-keep.gz" -append "console=ttyS0 panic=-1 quiet" \
   -virtfs local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap \
   -virtfs local,path="$SHARE",mount_tag=out,security_model=none \
   -nic none >"$OUT_DIR/console.log" 2>&1 || echo "qemu exited with $?" >>"$OUT_DIR/console.log"

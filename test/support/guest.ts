@@ -8,10 +8,16 @@ import { once } from 'node:events';
 import { access, mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { TestContext } from 'node:test';
 import { peerEnv, requirePeers } from './peers.js';
 
 /** Kernel trees and initramfs images are kept here across runs (about 450 MB per kernel). */
+/** The checkout (dist/test/support/guest.js lives three levels below it). */
+const REPO_ROOT = resolve(fileURLToPath(new URL('../../../', import.meta.url)));
+/** What the guest covers with its own tmpfs. */
+const HIDDEN = /^\/(tmp|run)(\/|$)/;
+
 export const GUEST_CACHE_DIR = process.env['TANDEM_GUEST_CACHE'] ?? '/var/tmp/tandem-guest';
 /** From qemu's start until the guest's init reports it reached the script (TCG boots in ~30 s). */
 export const GUEST_BOOT_TIMEOUT_MS = 180_000;
@@ -128,6 +134,8 @@ export async function runGuest(opts: GuestOptions): Promise<GuestResult> {
   const shareDir = await mkdtemp(join(GUEST_CACHE_DIR, 'share-'));
   try {
     await writeFile(join(shareDir, SCRIPT), opts.script, { mode: 0o755 });
+    // A checkout under /tmp or /run (a CI clone, say) stays visible through the guest's tmpfs.
+    if (HIDDEN.test(REPO_ROOT)) await writeFile(join(shareDir, '.keep'), `${REPO_ROOT}\n`);
     for (const [name, body] of Object.entries(opts.files ?? {})) {
       await writeFile(join(shareDir, checkShareName(name)), body);
     }
@@ -345,8 +353,10 @@ mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose host /h
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 out /out || echo "init: 9p share mount failed"
 for d in proc sys dev; do mount --bind /$d /host/$d; done
 mount -t devpts devpts /host/dev/pts 2>/dev/null
+mkdir -p /orig/tmp /orig/run && mount --bind /host/tmp /orig/tmp && mount --bind /host/run /orig/run
 for d in tmp run; do mount -t tmpfs tmpfs /host/$d; done
 mkdir -p /host/tmp/out /host/run/lock && mount --bind /out /host/tmp/out
+if [ -f /out/.keep ]; then while read -r p; do mkdir -p "/host$p" && mount --bind "/orig$p" "/host$p"; done < /out/.keep; fi
 ip link set lo up
 if ip link show eth0 >/dev/null 2>&1; then ip link set eth0 up; ip addr add 10.0.2.15/24 dev eth0; ip route add default via 10.0.2.2; fi
 echo "${BOOT_MARKER} $(uname -r)"
@@ -451,7 +461,8 @@ function checkShareName(name: string): string {
 /** Throws unless the guest can see `path` (the host's /tmp and /run are hidden by tmpfs). */
 export function guestVisiblePath(path: string): string {
   const abs = resolve(path);
-  if (/^\/(tmp|run)(\/|$)/.test(abs)) {
+  const kept = abs === REPO_ROOT || abs.startsWith(`${REPO_ROOT}/`);
+  if (HIDDEN.test(abs) && !kept) {
     throw new Error(`guest: ${abs} is under /tmp or /run, which the guest does not see`);
   }
   return abs;

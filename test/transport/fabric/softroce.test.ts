@@ -51,7 +51,10 @@ test(
       assert.match(log, /provider: verbs/, 'libfabric sees no verbs provider in the guest');
       assert.match(log, /ℹ fail 0/, `compliance over verbs failed:\n${log.slice(-6000)}`);
       const pass = Number(/ℹ pass (\d+)/.exec(log)?.[1] ?? 0);
-      assert.ok(pass >= 14, `only ${pass} tests passed over verbs`);
+      // The 13 compliance tests must pass; the provider-specific extras skip or pass depending on
+      // which libfabric providers the guest has.
+      assert.ok(pass >= 13, `only ${pass} tests passed over verbs`);
+      assert.match(log, /transport compliance: fabric\/verbs/);
       assert.match(log, /guest\.sh rc=0/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
