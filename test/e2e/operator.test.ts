@@ -11,7 +11,9 @@ import { NbdClient } from '../../src/nbd/client.js';
 import {
   MIB,
   fileSha,
+  nbdWrite,
   peerStatus,
+  readDisk,
   skipInitialSync,
   status,
   waitDisconnected,
@@ -157,18 +159,11 @@ test('SIGTERM under load: in-flight writes finish, the Primary steps down, no re
     await waitDisconnected(c, 'bob');
 
     // Every acknowledged write is on bob's disk.
-    const bob = c.node('bob').diskPath;
-    const { open } = await import('node:fs/promises');
-    const fh = await open(bob, 'r');
-    try {
-      for (const [off, data] of acked) {
-        const b = Buffer.alloc(4096);
-        await fh.read(b, 0, 4096, off);
-        assert.ok(b.equals(data), `acked write at ${off} is on bob`);
-      }
-    } finally {
-      await fh.close();
-    }
+    for (const [off, data] of acked)
+      assert.ok(
+        (await readDisk(c, 'bob', off, 4096)).equals(data),
+        `acked write at ${off} is on bob`,
+      );
 
     // The restart finds clean metadata: no crash recovery, no resync, identical disks.
     await c.start('alice');
@@ -178,6 +173,39 @@ test('SIGTERM under load: in-flight writes finish, the Primary steps down, no re
     await waitInSync(c, 'bob');
     assert.equal((await peerStatus(c, 'alice')).resyncBytes, 0, 'nothing to resync');
     const size = (await status(c, 'alice')).sizeBytes;
-    assert.equal(await fileSha(c.node('alice').diskPath, size), await fileSha(bob, size));
+    assert.equal(
+      await fileSha(c.node('alice').diskPath, size),
+      await fileSha(c.node('bob').diskPath, size),
+    );
+  });
+});
+
+test('down/up and detach/attach on either node resync exactly what it missed', async () => {
+  await withPair({ diskBytes: 32 * MIB }, async (c) => {
+    const r = c.resource;
+    await skipInitialSync(c, 'alice');
+    const one = randomBytes(MIB);
+    await c.tandem('bob', 'down', r);
+    await nbdWrite(c, 'alice', [[0, one]]);
+    await c.tandem('bob', 'up', r);
+    await waitInSync(c, 'bob');
+    assert.equal((await peerStatus(c, 'bob')).resyncBytes, MIB);
+    assert.ok((await readDisk(c, 'bob', 0, MIB)).equals(one));
+
+    await c.tandem('bob', 'detach', r);
+    assert.equal((await status(c, 'bob')).disk, 'Diskless');
+    await nbdWrite(c, 'alice', [[2 * MIB, one]]);
+    await c.tandem('bob', 'attach', r);
+    await waitInSync(c, 'bob');
+    assert.equal((await peerStatus(c, 'bob')).resyncBytes, 2 * MIB, 'counters only grow');
+    assert.ok((await readDisk(c, 'bob', 2 * MIB, MIB)).equals(one));
+
+    // A Diskless Primary writes through its peer, then catches up when its disk returns.
+    await c.tandem('alice', 'detach', r);
+    const two = randomBytes(MIB);
+    await nbdWrite(c, 'alice', [[4 * MIB, two]]);
+    await c.tandem('alice', 'attach', r);
+    await waitInSync(c, 'alice');
+    assert.ok((await readDisk(c, 'alice', 4 * MIB, MIB)).equals(two));
   });
 });
