@@ -126,6 +126,8 @@ export const CONTROL_LINE_BYTES_MAX = 1 * MIB;
 export const CONTROL_CLIENTS_MAX = 64;
 /** Events buffered for one slow `events` client before it is disconnected. */
 export const CONTROL_EVENTS_QUEUED_MAX = 10_000;
+/** Graceful shutdown (SIGTERM) waits this long for NBD requests in flight before failing them. */
+export const SHUTDOWN_DRAIN_MS = 10_000;
 
 // --- replication -------------------------------------------------------------------------
 /** One activity-log extent covers this much data (DRBD: 4 MiB). */

@@ -4,7 +4,7 @@ import { CONTROL_LINE_BYTES_MAX } from '../limits.js';
 import { LineReader } from '../util/line-reader.js';
 import type { ControlOp, ControlReply, TandemEvent } from '../daemon/control-protocol.js';
 import { encodeLine } from '../daemon/control-protocol.js';
-import { CliError } from './context.js';
+import { CliError, EXIT, exitCodeOf } from './context.js';
 
 export interface RequestInit {
   readonly resource?: string;
@@ -23,7 +23,7 @@ function open(controlPath: string): Promise<Socket> {
         e.code === 'ENOENT' || e.code === 'ECONNREFUSED'
           ? `no tandemd is listening on ${controlPath}; start it with \`tandemd --config FILE --node NAME\``
           : `cannot reach tandemd at ${controlPath}: ${e.message}`;
-      reject(new CliError(why, 3));
+      reject(new CliError(why, EXIT.noDaemon));
     });
   });
 }
@@ -42,7 +42,7 @@ export async function request(
         s.end();
         const r = JSON.parse(line) as ControlReply;
         if (r.ok) resolve(r.result);
-        else reject(new CliError(r.error.message, 1));
+        else reject(new CliError(r.error.message, exitCodeOf(r.error.code)));
       },
       () => reject(new CliError('reply from tandemd too long')),
     );
@@ -111,7 +111,7 @@ export async function streamEvents(
     );
     s.on('data', (c: Buffer) => reader.push(c));
     s.on('close', () => {
-      if (!done) reject(new CliError('tandemd closed the events stream', 3));
+      if (!done) reject(new CliError('tandemd closed the events stream', EXIT.noDaemon));
     });
     s.write(encodeLine({ id: 1, op: 'events', flags: { now } }));
   });

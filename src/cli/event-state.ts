@@ -71,8 +71,11 @@ function objectKey(e: {
   resource: string;
   peer?: string | undefined;
   volume?: number | undefined;
+  props?: Readonly<Props>;
 }): string {
-  return `${e.object}/${e.resource}/${e.peer ?? '-'}/${e.volume ?? '-'}`;
+  // A connection may have several paths: each is its own object, told apart by its peer address.
+  const path = e.object === 'path' ? `/${String(e.props?.['peer'] ?? '')}` : '';
+  return `${e.object}/${e.resource}/${e.peer ?? '-'}/${e.volume ?? '-'}${path}`;
 }
 
 /** Every peer of the resource is connected (a resource without peers counts as connected). */

@@ -1,7 +1,7 @@
 // `tandem`: the admin CLI, in the role drbdadm plays for DRBD. Parses global options, dispatches
 // to a subcommand, and turns every failure into one line on stderr and a non-zero exit code.
 import { Command, CommanderError } from 'commander';
-import { CliError, DEFAULT_CONFIG_PATH } from './context.js';
+import { CliError, DEFAULT_CONFIG_PATH, EXIT } from './context.js';
 import { registerCommands } from './commands/index.js';
 
 export function buildProgram(): Command {
@@ -30,7 +30,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   } catch (e) {
     if (e instanceof CommanderError) {
       // Help and version exit with code 0; commander already printed what it had to say.
-      return e.exitCode;
+      return e.exitCode === 0 ? EXIT.ok : EXIT.usage;
     }
     if (e instanceof CliError) {
       process.stderr.write(`tandem: ${e.message}\n`);

@@ -266,11 +266,11 @@ const DISK: OptionSchema[] = [
   opt(
     'c-plan-ahead',
     num(0, 300, 20, '1', '1/10 s'),
-    A,
+    S,
     'dynamic resync controller horizon (0 = fixed rate)',
   ),
   opt('c-delay-target', num(1, 100, 10, '1', '1/10 s'), A, 'dynamic resync delay target'),
-  opt('c-fill-target', num(0, 1048576, 100, 's', 'sectors'), A, 'dynamic resync fill target'),
+  opt('c-fill-target', num(0, 1048576, 100, 's', 'sectors'), S, 'dynamic resync fill target'),
   opt('c-max-rate', num(0, 4194304, 102400, 'k', 'KiB/s'), S, 'resync rate ceiling'),
   opt(
     'c-min-rate',

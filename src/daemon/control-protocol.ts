@@ -57,7 +57,10 @@ export interface TandemEvent {
   readonly kind: 'exists' | 'create' | 'change' | 'destroy' | 'call';
   readonly object: 'resource' | 'device' | 'connection' | 'peer-device' | 'path' | 'helper';
   readonly resource: string;
+  /** The peer's name (DRBD's conn-name). */
   readonly peer?: string;
+  /** The peer's node id (DRBD's peer-node-id). */
+  readonly peerNodeId?: number;
   readonly volume?: number;
   readonly props: Readonly<Record<string, string | number | boolean>>;
   /** Milliseconds since the daemon started (monotonic). */
@@ -108,11 +111,17 @@ export function decodeRequest(line: string): Result<ControlRequest, string> {
   });
 }
 
-/** Renders an event the way `drbdsetup events2` prints one: `change resource name:r0 role:Primary`. */
+/**
+ * Renders an event the way `drbdsetup events2` prints one:
+ * `change peer-device name:r0 peer-node-id:1 conn-name:bob volume:0 replication:SyncSource`.
+ * Booleans print as yes/no, as DRBD's do.
+ */
 export function formatEvent(e: TandemEvent): string {
   const parts = [e.kind, e.object, `name:${e.resource}`];
-  if (e.peer !== undefined) parts.push(`peer-node:${e.peer}`);
+  if (e.peerNodeId !== undefined) parts.push(`peer-node-id:${e.peerNodeId}`);
+  if (e.peer !== undefined) parts.push(`conn-name:${e.peer}`);
   if (e.volume !== undefined) parts.push(`volume:${e.volume}`);
-  for (const [k, v] of Object.entries(e.props)) parts.push(`${k}:${String(v)}`);
+  for (const [k, v] of Object.entries(e.props))
+    parts.push(`${k}:${typeof v === 'boolean' ? (v ? 'yes' : 'no') : String(v)}`);
   return parts.join(' ');
 }

@@ -55,8 +55,13 @@ const program = new Command('tandemd')
       if (stopping) return;
       stopping = true;
       log.info({ why }, 'shutting down');
-      await running.stop();
-      log.info({}, 'stopped');
+      try {
+        await running.stop();
+        log.info({}, 'stopped');
+      } catch (e) {
+        log.error({ err: String(e) }, 'shutdown failed');
+        process.exitCode = 1;
+      }
       // Sockets of clients that never hang up must not keep a stopped daemon alive.
       process.exit(process.exitCode ?? 0);
     }

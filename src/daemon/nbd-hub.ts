@@ -46,8 +46,10 @@ export class NbdHub {
     this.hosted.clear();
     await Promise.all(
       all.map(async (h) => {
-        await h.listener.close();
+        // The server first: it ends every connection (bounded by its close timeout). Closing
+        // the listener first would wait for clients to hang up on their own, maybe forever.
         await h.server.close();
+        await h.listener.close();
       }),
     );
   }

@@ -18,7 +18,12 @@ import type {
 } from '../replication/types.js';
 import type { Channel, Message, StreamId } from '../transport/types.js';
 import type { NbdExportBackend, NbdExtent } from '../nbd/types.js';
-import { BITMAP_BLOCK_BYTES, NBD_PAYLOAD_BYTES_MAX, SECTOR_BYTES } from '../limits.js';
+import {
+  BITMAP_BLOCK_BYTES,
+  NBD_PAYLOAD_BYTES_MAX,
+  SECTOR_BYTES,
+  SHUTDOWN_DRAIN_MS,
+} from '../limits.js';
 import { NbdCommandError, StateError, TandemError } from '../util/errors.js';
 import type { ControlRequest, TandemEvent } from './control-protocol.js';
 import type { EventSink, ResourceRuntime } from './daemon.js';
@@ -90,6 +95,20 @@ const ERRNO: Record<string, number> = {
   ESHUTDOWN: 108,
 };
 
+/** What each admin command tries to do, for "r0: cannot <verb>: ..." messages. */
+const VERBS: Record<AdminCommand['cmd'], string> = {
+  primary: 'become Primary',
+  secondary: 'become Secondary',
+  connect: 'connect',
+  disconnect: 'disconnect',
+  'new-current-uuid': 'start a new data generation',
+  invalidate: 'invalidate the local data',
+  'invalidate-remote': "invalidate the peer's data",
+  verify: 'start online verify',
+  detach: 'detach',
+  attach: 'attach',
+};
+
 export class Resource implements ResourceRuntime {
   readonly name: string;
   private up = false;
@@ -101,10 +120,16 @@ export class Resource implements ResourceRuntime {
   private readonly inbox: EngineEvent[] = [];
   private stepping = false;
   private readonly requests = new Map<number, Pending<Uint8Array | undefined>>();
-  private readonly admins = new Map<number, Pending<string>>();
+  private readonly admins = new Map<number, Pending<string> & { command: AdminCommand }>();
   private readonly timers = new Map<number, Timer>();
   private nextId = 1;
   private progressTimer: Timer | null = null;
+  /** Client requests the engine has not completed; graceful shutdown drains them. */
+  private readonly inFlight = new Set<Promise<unknown>>();
+  /** Disk I/O started and not yet done: the disk closes only after all of it. */
+  private readonly diskInFlight = new Set<Promise<unknown>>();
+  /** Set by shutdown(): new client requests fail at once instead of entering the engine. */
+  private closing = false;
   private exportAddress = '';
   private readonly offCm: () => void;
 
@@ -212,7 +237,7 @@ export class Resource implements ResourceRuntime {
   private admin(command: AdminCommand): Promise<string> {
     const cmdId = this.nextId++;
     return new Promise<string>((resolve, reject) => {
-      this.admins.set(cmdId, { resolve, reject });
+      this.admins.set(cmdId, { resolve, reject, command });
       this.feed({ type: 'admin', cmdId, command });
     });
   }
@@ -251,7 +276,7 @@ export class Resource implements ResourceRuntime {
     this.disk = disk;
     if (disk.recoveredExtents.length > 0) {
       this.svc.log.warn(
-        { resource: this.name, extents: disk.recoveredExtents.length },
+        { extents: disk.recoveredExtents.length },
         'activity log applied after a crash',
       );
     }
@@ -288,9 +313,8 @@ export class Resource implements ResourceRuntime {
           `${this.name}: cannot go down: the NBD export is held open by ${open} client(s); disconnect them first`,
         );
       }
-      await this.admin({ cmd: 'secondary' });
     }
-    for (const id of this.peers.keys()) await this.admin({ cmd: 'disconnect', peer: id });
+    await this.quiesce();
     this.svc.nbd.removeExport(this.plan.nbd.listener, this.plan.nbd.exportName);
     await this.release();
     this.emitEvent('change', 'resource', undefined, { up: false });
@@ -313,17 +337,109 @@ export class Resource implements ResourceRuntime {
     this.up = false;
     const disk = this.disk;
     this.disk = null;
+    // A write still running when the files close could land on one disk only, after the AL
+    // was marked clean: nothing would resync it. Let every disk I/O finish first.
+    await Promise.allSettled([...this.diskInFlight]);
     if (disk !== null) await disk.close();
     this.setDisk('Diskless');
   }
 
+  /**
+   * SIGTERM: no new requests; requests in flight finish (or fail after SHUTDOWN_DRAIN_MS); a
+   * Primary demotes so its restart needs no crash recovery; peers see a clean disconnect; the
+   * disk closes with the bitmap written and the AL marked clean.
+   */
   async shutdown(): Promise<void> {
     this.offCm();
     if (this.engine === null) return;
+    this.closing = true;
     this.svc.nbd.removeExport(this.plan.nbd.listener, this.plan.nbd.exportName);
-    // Requests the engine has not completed by now fail; writes it acknowledged are on disk (and
-    // on the peer), and the clean close below writes the bitmap and marks the AL clean.
+    await this.drainRequests(SHUTDOWN_DRAIN_MS);
+    await this.quiesce();
     await this.release();
+  }
+
+  /**
+   * Before a planned disconnect: a flush closes the last epoch and waits for the peers'
+   * barrier acks (writes still in an unacked epoch count as out of sync at disconnect, and
+   * would cost a resync); a Primary steps down; peers get a clean disconnect.
+   */
+  private async quiesce(): Promise<void> {
+    const log = (what: string) => (e: unknown) =>
+      this.svc.log.warn({ err: String(e) }, `${this.name}: ${what} before going down`);
+    if (this.disk !== null && this.role === 'Primary') {
+      let timer: Timer | undefined;
+      const late = new Promise<void>((resolve) => {
+        timer = this.svc.clock.setTimeout(resolve, SHUTDOWN_DRAIN_MS);
+      });
+      await Promise.race([this.request({ op: 'flush' }).catch(log('flush')), late]);
+      timer?.cancel();
+    }
+    if (this.role === 'Primary') await this.admin({ cmd: 'secondary' }).catch(log('demote'));
+    for (const id of this.peers.keys())
+      await this.admin({ cmd: 'disconnect', peer: id }).catch(log('disconnect'));
+  }
+
+  /** Resolves once no client request is in flight, or after `timeoutMs`. */
+  private async drainRequests(timeoutMs: number): Promise<void> {
+    if (this.inFlight.size === 0) return;
+    let timer: Timer | undefined;
+    const late = new Promise<void>((resolve) => {
+      timer = this.svc.clock.setTimeout(resolve, timeoutMs);
+    });
+    await Promise.race([Promise.allSettled([...this.inFlight]), late]);
+    timer?.cancel();
+    if (this.inFlight.size > 0)
+      this.svc.log.warn(
+        { requests: this.inFlight.size },
+        'shutdown: requests still in flight fail',
+      );
+  }
+
+  /**
+   * Turns an engine refusal into one line that names what failed, why, and what to do next:
+   * "r0: cannot become Primary: disk is Inconsistent and peer bob is not connected; use --force
+   * to start a new data generation".
+   */
+  private explain(c: AdminCommand, why: string): string {
+    const r = this.name;
+    const peers = [...this.peers.values()];
+    const names = (ps: PeerView[]): string => ps.map((p) => p.name).join(', ');
+    let reason = why;
+    let next: string | undefined;
+    const disk = /^disk is (\w+); UpToDate needed/.exec(why);
+    if (disk !== null) {
+      const apart = peers.filter((p) => p.conn !== 'Connected');
+      const syncing = peers.some((p) => p.repl === 'SyncTarget' || p.repl === 'PausedSyncT');
+      reason = `disk is ${disk[1]}`;
+      if (apart.length > 0)
+        reason += ` and peer ${names(apart)} ${apart.length > 1 ? 'are' : 'is'} not connected`;
+      else if (peers.length > 0)
+        reason += ` and peer ${peers.map((p) => `${p.name} is ${shownDisk(p)}`).join(', ')}`;
+      next = syncing
+        ? `wait for the resync: \`tandem wait-sync ${r}\``
+        : 'use --force to start a new data generation from this disk';
+    } else if (/peer is Primary|becoming Primary/.test(why)) {
+      const prim = peers.filter((p) => shownRole(p) === 'Primary');
+      reason = prim.length > 0 ? `peer ${names(prim)} is Primary` : why;
+      next = `run \`tandem secondary ${r}\` there first (two Primaries need allow-two-primaries)`;
+    } else if (why.includes('resync into this node')) {
+      next = `wait for it: \`tandem wait-sync ${r}\``;
+    } else if (why.includes('handshake')) {
+      reason = 'a handshake with a peer is in progress';
+      next = `retry once \`tandem wait-connect ${r}\` returns`;
+    } else if (why.includes('I/O in flight')) {
+      next = 'stop the NBD clients of this export and retry';
+    } else if (why.includes('established connection')) {
+      next = `connect first: \`tandem connect ${r}\` and \`tandem wait-connect ${r}\``;
+    } else if (why.includes('verify-alg')) {
+      next = 'set verify-alg in the net section (e.g. `verify-alg sha256;`), then down and up';
+    } else if (why.includes('Primary needs an UpToDate peer') || why.includes('Primary cannot')) {
+      next = `demote it first: \`tandem secondary ${r}\``;
+    } else if (why.includes('no local disk') || why.includes('no disk attached')) {
+      next = `attach it first: \`tandem attach ${r}\``;
+    }
+    return `${r}: cannot ${VERBS[c.cmd]}: ${reason}${next !== undefined ? `; ${next}` : ''}`;
   }
 
   // --- the engine loop -------------------------------------------------------------------
@@ -422,13 +538,13 @@ export class Resource implements ResourceRuntime {
         this.admins.delete(a.cmdId);
         if (p === undefined) return;
         if (a.ok) p.resolve(a.message);
-        else p.reject(new StateError(`${this.name}: ${a.message}`));
+        else p.reject(new StateError(this.explain(p.command, a.message)));
         return;
       }
       case 'stateChange':
         return this.onStateChange(a.change);
       case 'note':
-        this.svc.log.info({ resource: this.name, ...noteFields(a.note) }, `engine: ${a.note.kind}`);
+        this.svc.log.info({ ...noteFields(a.note) }, `engine: ${a.note.kind}`);
         this.emitEvent('call', 'resource', this.peerName(noteFields(a.note)['peer']), {
           note: a.note.kind,
           ...stringify(noteFields(a.note)),
@@ -445,7 +561,11 @@ export class Resource implements ResourceRuntime {
       queueMicrotask(() => this.feed({ type: 'diskDone', ioId, ok: false, errno: 'ENODEV' }));
       return;
     }
-    d.io(() => op(d)).then(
+    const running = d.io(() => op(d));
+    this.diskInFlight.add(running);
+    const forget = (): void => void this.diskInFlight.delete(running);
+    running.then(forget, forget);
+    running.then(
       (v) =>
         this.feed(
           v instanceof Buffer
@@ -453,7 +573,7 @@ export class Resource implements ResourceRuntime {
             : { type: 'diskDone', ioId, ok: true },
         ),
       (e: unknown) => {
-        this.svc.log.error({ resource: this.name, err: String(e) }, 'disk I/O failed');
+        this.svc.log.error({ err: String(e) }, 'disk I/O failed');
         this.feed({ type: 'diskDone', ioId, ok: false, errno: errnoOf(e) });
       },
     );
@@ -465,7 +585,7 @@ export class Resource implements ResourceRuntime {
     op(d).catch((e: unknown) => {
       // A metadata write that fails leaves the on-disk state unknown: stop using this disk.
       this.svc.log.error(
-        { resource: this.name, err: String(e) },
+        { err: String(e) },
         'metadata write failed; detaching',
       );
       this.feed({ type: 'admin', cmdId: this.nextId++, command: { cmd: 'detach' } });
@@ -489,14 +609,14 @@ export class Resource implements ResourceRuntime {
     const p = this.peers.get(peer);
     if (p !== undefined) this.dropChannel(p);
     this.svc.cm.removeConnection(this.name, peer).catch((e: unknown) => {
-      this.svc.log.warn({ resource: this.name, peer, err: String(e) }, 'disconnect');
+      this.svc.log.warn({ peer, err: String(e) }, 'disconnect');
     });
   }
 
   private onCm(e: CmEvent): void {
     if (e.kind === 'refused') {
       if (e.resource === this.name)
-        this.svc.log.warn({ resource: this.name, remote: e.remote, code: e.code }, e.reason);
+        this.svc.log.warn({ remote: e.remote, code: e.code }, e.reason);
       return;
     }
     if (e.kind === 'listening' || e.resource !== this.name) return;
@@ -504,8 +624,11 @@ export class Resource implements ResourceRuntime {
     if (p === undefined) return;
     if (e.kind === 'path') {
       this.emitEvent('change', 'path', p.name, {
-        state: e.state,
-        remote: `${e.path.peer.address}:${e.path.peer.port}`,
+        local: e.path.local?.address ?? '',
+        peer: `${e.path.peer.address}:${e.path.peer.port}`,
+        transport: e.path.peer.transport,
+        established: e.state === 'established',
+        ...(e.state === 'failed' && e.reason !== undefined ? { reason: e.reason } : {}),
       });
       return;
     }
@@ -554,7 +677,7 @@ export class Resource implements ResourceRuntime {
     if (!d.ok) {
       // A peer that sends garbage is broken or hostile: drop the connection, keep running.
       this.svc.log.warn(
-        { resource: this.name, peer: p.name, err: d.error.message },
+        { peer: p.name, err: d.error.message },
         'bad packet from peer; disconnecting',
       );
       p.channel?.destroy(new Error(d.error.message));
@@ -741,59 +864,59 @@ export class Resource implements ResourceRuntime {
     peer: string | undefined,
     props: Record<string, string | number | boolean>,
   ): void {
-    this.svc.emit({
+    this.svc.emit(this.event(kind, object, peer, props));
+  }
+
+  private event(
+    kind: TandemEvent['kind'],
+    object: TandemEvent['object'],
+    peer: string | undefined,
+    props: Record<string, string | number | boolean>,
+  ): TandemEvent {
+    const peerNodeId = this.plan.peers.find((p) => p.name === peer)?.nodeId;
+    return {
       kind,
       object,
       resource: this.name,
       ...(peer !== undefined ? { peer } : {}),
+      ...(peerNodeId !== undefined ? { peerNodeId } : {}),
       ...(object === 'device' || object === 'peer-device' ? { volume: 0 } : {}),
       props,
       timeMs: Math.round(this.svc.clock.nowMs()),
-    });
+    };
   }
 
+  /** The current state as `exists` events, in drbdsetup events2's order. */
   snapshot(): TandemEvent[] {
-    const out: TandemEvent[] = [];
-    const t = Math.round(this.svc.clock.nowMs());
-    out.push({
-      kind: 'exists',
-      object: 'resource',
-      resource: this.name,
-      props: { up: this.up, role: this.role },
-      timeMs: t,
-    });
-    out.push({
-      kind: 'exists',
-      object: 'device',
-      resource: this.name,
-      volume: 0,
-      props: { disk: this.diskState },
-      timeMs: t,
-    });
-    for (const [id, p] of this.peers) {
-      out.push({
-        kind: 'exists',
-        object: 'connection',
-        resource: this.name,
-        peer: p.name,
-        props: { connection: p.conn, role: shownRole(p) },
-        timeMs: t,
-      });
-      out.push({
-        kind: 'exists',
-        object: 'peer-device',
-        resource: this.name,
-        peer: p.name,
-        volume: 0,
-        props: {
-          replication: p.repl,
-          'peer-disk': shownDisk(p),
-          'out-of-sync': this.outOfSyncBytes(id),
-        },
-        timeMs: t,
-      });
-    }
-    return out;
+    const e = (
+      object: TandemEvent['object'],
+      peer: string | undefined,
+      props: Record<string, string | number | boolean>,
+    ): TandemEvent => this.event('exists', object, peer, props);
+    const st = this.status();
+    return [
+      e('resource', undefined, { up: this.up, role: this.role }),
+      ...st.peers.map((p) => e('connection', p.name, { connection: p.connection, role: p.role })),
+      e('device', undefined, { disk: this.diskState, size: st.sizeBytes, device: st.device }),
+      ...st.peers.map((p) =>
+        e('peer-device', p.name, {
+          replication: p.replication,
+          'peer-disk': p.peerDisk,
+          'out-of-sync': p.outOfSyncBytes,
+          ...(p.sync !== null ? { done: Number(p.sync.percent.toFixed(2)) } : {}),
+        }),
+      ),
+      ...st.peers.flatMap((p) =>
+        p.paths.map((path) =>
+          e('path', p.name, {
+            local: path.local,
+            peer: path.remote,
+            transport: path.transport,
+            established: path.established,
+          }),
+        ),
+      ),
+    ];
   }
 
   status(): ResourceStatus {
@@ -825,10 +948,11 @@ export class Resource implements ResourceRuntime {
               transport: p.channel?.path === path ? p.channel.transport : path.peer.transport,
               local: path.local ? `${path.local.address}` : '',
               remote: `${path.peer.address}:${path.peer.port}`,
+              // A connection the peer dialed has the peer's ephemeral port: match the address.
               established:
                 p.channel !== null &&
-                p.channel.path.peer.address === path.peer.address &&
-                p.channel.path.peer.port === path.peer.port,
+                (p.channel.path.peer.address === path.peer.address ||
+                  p.channel.path.local?.address === path.peer.address),
             })),
           transport:
             stats === undefined
@@ -848,16 +972,27 @@ export class Resource implements ResourceRuntime {
     return `nbd://${host}:${port}/${n.exportName}`;
   }
 
+  /** Feeds one client request to the engine; resolves or rejects when it completes it. */
+  private request(req: WithoutId<ClientRequest>): Promise<Uint8Array | undefined> {
+    const id = this.nextId++;
+    const p = new Promise<Uint8Array | undefined>((resolve, reject) => {
+      this.requests.set(id, { resolve, reject });
+      this.feed({ type: 'request', req: { ...req, id } as ClientRequest });
+    });
+    this.inFlight.add(p);
+    const forget = (): void => void this.inFlight.delete(p);
+    p.then(forget, forget);
+    return p;
+  }
+
   // --- the NBD export --------------------------------------------------------------------
 
   private backend(): NbdExportBackend {
     const size = this.disk?.sizeBytes ?? 0;
     const submit = (req: WithoutId<ClientRequest>): Promise<Uint8Array | undefined> => {
-      const id = this.nextId++;
-      return new Promise((resolve, reject) => {
-        this.requests.set(id, { resolve, reject });
-        this.feed({ type: 'request', req: { ...req, id } as ClientRequest });
-      });
+      if (this.closing)
+        return Promise.reject(new NbdCommandError(`${this.name} is shutting down`, 108));
+      return this.request(req);
     };
     return {
       sizeBytes: size,

@@ -133,8 +133,9 @@ export async function withPair(
   try {
     await body(c);
   } catch (e) {
-    if (e instanceof Error) e.message += `\n${logs(c)}`;
-    throw e;
+    // A new error: the reporter prints an assertion's original message, not an amended one.
+    const message = e instanceof Error ? e.message : String(e);
+    throw new Error(`${message}\n${logs(c)}`, { cause: e });
   } finally {
     await c.destroy();
   }
@@ -188,5 +189,18 @@ export async function readDisk(
     return b;
   } finally {
     await fh.close();
+  }
+}
+
+/** `p`, or a rejection naming `what` after `timeoutMs` (for waits no event stream covers). */
+export async function within<T>(timeoutMs: number, what: string, p: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`not ${what} after ${timeoutMs} ms`)), timeoutMs);
+  });
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
   }
 }

@@ -5,7 +5,7 @@ import type { ControlOp } from '../../daemon/control-protocol.js';
 import { formatEvent } from '../../daemon/control-protocol.js';
 import type { ResourceStatus } from '../../daemon/status.js';
 import { formatRate, formatStatus } from '../../daemon/status.js';
-import { globalOptions, CliError } from '../context.js';
+import { globalOptions, CliError, EXIT } from '../context.js';
 import { request, streamEvents } from '../control-client.js';
 import { allConnected, allInSync, EventState } from '../event-state.js';
 
@@ -156,13 +156,13 @@ async function waitFor(
 ): Promise<void> {
   const seconds = Number(timeout);
   if (!Number.isFinite(seconds) || seconds < 0)
-    throw new CliError(`--timeout: expected seconds, got "${timeout}"`, 2);
+    throw new CliError(`--timeout: expected seconds, got "${timeout}"`, EXIT.usage);
   const state = new EventState();
   let timer: NodeJS.Timeout | undefined;
   const timedOut = new Promise<never>((_, reject) => {
     if (seconds > 0) {
       timer = setTimeout(
-        () => reject(new CliError(`${resource}: not ${what} after ${seconds}s`, 5)),
+        () => reject(new CliError(`${resource}: not ${what} after ${seconds}s`, EXIT.timeout)),
         seconds * 1000,
       );
     }
@@ -171,7 +171,7 @@ async function waitFor(
     state.apply(e);
     if (!state.snapshotDone) return false;
     if (!state.resources().includes(resource))
-      throw new CliError(`${resource}: no such resource on this node`, 2);
+      throw new CliError(`${resource}: no such resource on this node`, EXIT.refused);
     return done(state);
   });
   try {
