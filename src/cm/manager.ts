@@ -16,6 +16,8 @@ import {
   CM_RESOURCE_NAME_BYTES_MAX,
 } from '../limits.js';
 import type { Timer } from '../platform/clock.js';
+import { MP_HELLO, SessionAcceptor, openSession, pathRank } from '../transport/multipath/index.js';
+import type { MultipathOptions } from '../transport/multipath/types.js';
 import type { Channel, Endpoint, Listener, Message, PathSpec } from '../transport/types.js';
 import { ConfigError, ConnectionError } from '../util/errors.js';
 import type {
@@ -35,6 +37,7 @@ import {
   MSG_HELLO,
   MSG_READY,
   MSG_REFUSE,
+  FEATURE_MULTIPATH,
   decodeAddresses,
   decodeHello,
   decodeReady,
@@ -220,6 +223,8 @@ export class ConnectionManager {
   private readonly versionMax: number;
   private readonly features: number;
   private readonly handshakeTimeoutMs: number;
+  /** Multipath sessions accepted here (their paths join through our listeners). */
+  private readonly sessions: SessionAcceptor;
   private closed = false;
 
   constructor(
@@ -234,6 +239,69 @@ export class ConnectionManager {
       throw new ConfigError(`protocol version range ${this.versionMin}..${this.versionMax}`);
     }
     this.limiter = new AuthLimiter(() => deps.clock.nowMs());
+    this.sessions = new SessionAcceptor(this.multipathDeps(), {});
+  }
+
+  private multipathDeps(): ConstructorParameters<typeof SessionAcceptor>[0] {
+    return {
+      clock: this.deps.clock,
+      randomBytes: this.deps.randomBytes,
+      transports: this.opts.transports,
+      ...(this.deps.log ? { log: this.deps.log } : {}),
+    };
+  }
+
+  private featuresFor(c: Conn): number {
+    return this.features | (c.cfg.multipath ? FEATURE_MULTIPATH : 0);
+  }
+
+  private static sessionOptions(c: Conn): MultipathOptions {
+    const { ssocks: _ssocks, ...o } = c.cfg.multipath ?? {};
+    return c.auth ? { ...o, auth: { alg: c.auth.alg, secret: c.auth.secret.toString('utf8') } } : o;
+  }
+
+  /**
+   * After the handshake on `path`: when both sides asked for it, turn the channel into a
+   * multipath session over every configured path (and, with ssocks, the fastest common one).
+   */
+  private async toSession(c: Conn, est: Established, signal: AbortSignal): Promise<Established> {
+    if ((est.features & FEATURE_MULTIPATH) === 0 || !c.cfg.multipath) return est;
+    const paths = [...c.cfg.paths];
+    const index = Math.max(0, paths.indexOf(est.path));
+    const ssocks = c.cfg.multipath.ssocks === true;
+    // ssocks: Ethernet is the fallback, so the upgrade path (rank 0 of its class) goes first.
+    const ranks = ssocks ? paths.map((p, i) => pathRank(p, i + 1)) : undefined;
+    const opened = await openSession(
+      this.multipathDeps(),
+      ConnectionManager.sessionOptions(c),
+      paths,
+      {
+        signal,
+        first: { channel: est.channel, index },
+        ...(ranks ? { ranks } : {}),
+      },
+    );
+    if (ssocks) {
+      const up = this.upgradeAddress(est);
+      if (up) opened.addPath({ peer: up }, pathRank({ peer: up }, 0));
+    }
+    return { ...est, channel: opened.session };
+  }
+
+  /** The fastest address the peer announced that we can use, other than the one we came on. */
+  private upgradeAddress(est: Established): Endpoint | null {
+    const here = est.path.peer;
+    const usable = est.peerAddresses.filter(
+      (a) =>
+        this.opts.transports[a.transport] !== undefined &&
+        a.transport !== 'multipath' &&
+        !(a.address === here.address && a.transport === here.transport),
+    );
+    usable.sort((x, y) => pathRank({ peer: x }, 0) - pathRank({ peer: y }, 0));
+    const best = usable[0];
+    if (best === undefined || pathRank({ peer: best }, 0) > pathRank({ peer: here }, 0))
+      return null;
+    return best;
   }
 
   get nodeId(): number {
@@ -305,6 +373,7 @@ export class ConnectionManager {
     const all = [...this.conns.values()];
     this.conns.clear();
     await Promise.all(all.map((c) => this.shutdown(c)));
+    this.sessions.close();
     await Promise.all(this.listeners.splice(0).map((l) => l.close()));
   }
 
@@ -383,9 +452,13 @@ export class ConnectionManager {
       attempt.channel = ch;
       this.emitPath(c, path, 'established');
       try {
-        const est = await this.dialerHandshake(c, ch, path);
+        const est = await this.toSession(
+          c,
+          await this.dialerHandshake(c, ch, path),
+          attempt.abort.signal,
+        );
         if (!current()) {
-          ch.destroy();
+          est.channel.destroy();
           return;
         }
         c.attempt = null;
@@ -512,7 +585,10 @@ export class ConnectionManager {
   }
 
   private static async expect(pump: Pump, type: number, what: string): Promise<Buffer> {
-    const m = await pump.next();
+    return ConnectionManager.check(await pump.next(), type, what);
+  }
+
+  private static check(m: Message, type: number, what: string): Buffer {
     if (m.type === MSG_REFUSE) {
       const r = decodeRefuse(m.payload);
       if (!r.ok) throw new HandshakeFailure('protocol', `bad refusal: ${r.error}`);
@@ -536,7 +612,7 @@ export class ConnectionManager {
         encodeHello({
           versionMin: this.versionMin,
           versionMax: this.versionMax,
-          features: this.features,
+          features: this.featuresFor(c),
           fromNodeId: this.opts.nodeId,
           toNodeId: c.cfg.peerNodeId,
           resource: c.cfg.resource,
@@ -594,7 +670,7 @@ export class ConnectionManager {
       return {
         channel: ch,
         version: agreed.version,
-        features: this.features & h.features,
+        features: this.featuresFor(c) & h.features,
         peerAddresses: ar.value,
         path,
       };
@@ -623,7 +699,15 @@ export class ConnectionManager {
     let hello: Hello | undefined;
     let conn: Conn | null = null;
     try {
-      const hr = decodeHello(await ConnectionManager.expect(pump, MSG_HELLO, 'hello'));
+      const first = await pump.next();
+      if (first.type === MP_HELLO && first.stream === 'control') {
+        // A path joining (or resuming) a multipath session: the session handshake authenticates it.
+        timer.cancel();
+        pump.done();
+        await this.sessions.accept(ch, first);
+        return;
+      }
+      const hr = decodeHello(ConnectionManager.check(first, MSG_HELLO, 'hello'));
       if (!hr.ok) throw this.refuse(ch, 'protocol', hr.error);
       const h = (hello = hr.value);
       const agreed = this.agree(h);
@@ -654,7 +738,7 @@ export class ConnectionManager {
         encodeHello({
           versionMin: this.versionMin,
           versionMax: this.versionMax,
-          features: this.features,
+          features: this.featuresFor(c),
           fromNodeId: this.opts.nodeId,
           toNodeId: h.fromNodeId,
           resource: h.resource,
@@ -683,13 +767,27 @@ export class ConnectionManager {
       // Release the channel before handing it over: done() resets the receiver, which must not
       // undo the one the layer above sets when it sees Connected.
       pump.done();
-      this.establish(c, {
+      const est: Established = {
         channel: ch,
         version: agreed.version,
-        features: this.features & h.features,
+        features: this.featuresFor(c) & h.features,
         peerAddresses: ar.value,
         path: ch.path,
-      });
+      };
+      if ((est.features & FEATURE_MULTIPATH) !== 0) {
+        timer.cancel();
+        const auth = ConnectionManager.sessionOptions(c).auth;
+        const session = await this.sessions.accept(ch, null, auth);
+        if (session === null)
+          throw new HandshakeFailure('protocol', 'session join instead of open');
+        if (this.conns.get(c.key) !== c || c.established !== null) {
+          session.destroy();
+          return;
+        }
+        this.establish(c, { ...est, channel: session });
+        return;
+      }
+      this.establish(c, est);
     } catch (e) {
       dropUnlessRefusing(ch, e);
       if (conn !== null && conn.inbound === ch) {

@@ -13,6 +13,7 @@ import type {
   TransportName,
 } from '../transport/types.js';
 import type { AnnouncedAddress, RefuseCode } from './wire.js';
+import type { MultipathOptions } from '../transport/multipath/types.js';
 
 export type { AnnouncedAddress, RefuseCode } from './wire.js';
 
@@ -66,6 +67,20 @@ export interface ConnectionConfig {
   readonly net?: ConnectionNetOptions;
   /** Addresses announced to this peer; @default the endpoints this manager listens on. */
   readonly announce?: readonly AnnouncedAddress[];
+  /**
+   * Run the connection as a multipath session over all `paths` (several drbd.conf paths, or
+   * ssocks). Used when both sides set it; key material comes from cram-hmac-alg/shared-secret.
+   */
+  readonly multipath?: MultipathConnectionOptions;
+}
+
+export interface MultipathConnectionOptions extends Omit<MultipathOptions, 'auth'> {
+  /**
+   * `address ssocks`: `paths` hold the Ethernet address; after connecting, the session adds the
+   * fastest address the peer announced (a faster class, or another network of the same class) as
+   * the preferred path and keeps Ethernet as the fallback. @default false
+   */
+  readonly ssocks?: boolean;
 }
 
 /** An established connection, handed to the layer above with the `connected` state event. */

@@ -10,6 +10,9 @@ export const MSG_ADDRESSES = 0xff12;
 export const MSG_READY = 0xff13;
 export const MSG_REFUSE = 0xff1f;
 
+/** Hello feature bit: this connection runs as a multipath session (both sides must offer it). */
+export const FEATURE_MULTIPATH = 0x0000_0001;
+
 /** "TNDH": the first bytes of a hello. */
 export const HELLO_MAGIC = 0x544e4448;
 export const HELLO_FIXED_BYTES = 19;

@@ -212,7 +212,13 @@ export async function initiatePath(ch: Channel, p: InitiatorParams): Promise<Han
 
 /** What the acceptor looks up once it has read a HELLO. */
 export type HelloDecision =
-  | { readonly ok: true; readonly key: Buffer | KeyMaterial; readonly next: NextSeqs }
+  | {
+      readonly ok: true;
+      readonly key: Buffer | KeyMaterial;
+      readonly next: NextSeqs;
+      /** The HMAC hash of a joined session; @default the acceptor's */
+      readonly alg?: string;
+    }
   | { readonly ok: false; readonly code: MpRefuseCode; readonly reason: string };
 
 export interface AcceptorParams {
@@ -265,6 +271,7 @@ export async function acceptPath(
     const hello = hr.value;
     const d = p.decide(hello);
     if (!d.ok) throw refuse(ch, d.code, d.reason);
+    const alg = d.alg ?? p.alg;
     const nonceA = p.randomBytes(MULTIPATH_NONCE_BYTES);
     const key = Buffer.isBuffer(d.key)
       ? d.key
@@ -273,12 +280,12 @@ export async function acceptPath(
       encodeWelcome({
         next: d.next,
         nonce: nonceA,
-        proof: proof(p.alg, key, 'A', hello.nonce, nonceA),
+        proof: proof(alg, key, 'A', hello.nonce, nonceA),
       }),
     ]);
     const pr = decodeProof(await reader.expect(MP_PROOF, 'proof'));
     if (!pr.ok) throw refuse(ch, 'protocol', pr.error);
-    if (!same(pr.value, proof(p.alg, key, 'I', nonceA, hello.nonce))) {
+    if (!same(pr.value, proof(alg, key, 'I', nonceA, hello.nonce))) {
       throw refuse(ch, 'auth-failed', 'session handshake: wrong proof (wrong shared-secret?)');
     }
     return { key, peerNext: hello.next, hello };

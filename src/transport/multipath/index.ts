@@ -46,8 +46,8 @@ function keyMaterial(opts: MultipathOptions): KeyMaterial {
 /** A session we opened: the session and its dialer (to add paths later, e.g. ssocks upgrades). */
 export interface OpenedSession {
   readonly session: MultipathSession;
-  /** Adds a path to the session (dialed now, redialed when it fails). */
-  addPath(spec: PathSpec): boolean;
+  /** Adds a path to the session (dialed now, redialed when it fails); rank defaults to last of its class. */
+  addPath(spec: PathSpec, rank?: number): boolean;
 }
 
 let nextSessionNumber = 1;
@@ -61,20 +61,28 @@ export async function openSession(
   deps: MultipathDeps,
   opts: MultipathOptions,
   paths: readonly PathSpec[],
-  o: { readonly signal: AbortSignal; readonly first?: Channel },
+  o: {
+    readonly signal: AbortSignal;
+    /** An already connected channel over paths[first.index]. */
+    readonly first?: { readonly channel: Channel; readonly index: number };
+    /** Ranks of `paths` (lower preferred); @default class, then order */
+    readonly ranks?: readonly number[];
+  },
 ): Promise<OpenedSession> {
   if (paths.length === 0 || paths.length > MULTIPATH_PATHS_MAX) {
     throw new ConfigError(`a session needs 1..${MULTIPATH_PATHS_MAX} paths, not ${paths.length}`);
   }
   const km = keyMaterial(opts);
-  const ranked = paths.map((spec, i) => ({ spec, rank: pathRank(spec, i) }));
-  const order = o.first ? ranked : [...ranked].sort((a, b) => a.rank - b.rank);
+  const ranked = paths.map((spec, i) => ({ spec, rank: o.ranks?.[i] ?? pathRank(spec, i) }));
+  const byRank = [...ranked].sort((a, b) => a.rank - b.rank);
+  const firstPath = o.first ? ranked[o.first.index] : undefined;
+  const order = firstPath ? [firstPath, ...byRank.filter((r) => r !== firstPath)] : byRank;
   const sessionId = deps.randomBytes(MULTIPATH_SESSION_ID_BYTES);
   let lastError: Error = new ConnectionError('no path to try');
   for (const [i, p] of order.entries()) {
     let ch: Channel | null = null;
     try {
-      if (i === 0 && o.first) ch = o.first;
+      if (i === 0 && o.first) ch = o.first.channel;
       else {
         const t = deps.transports[p.spec.peer.transport];
         if (t === undefined) throw new ConfigError(`no ${p.spec.peer.transport} transport`);
@@ -119,8 +127,8 @@ export async function openSession(
       let nextIndex = ranked.length;
       return {
         session,
-        addPath: (spec) => {
-          const added = dialer.addPath(spec, pathRank(spec, nextIndex));
+        addPath: (spec, rank) => {
+          const added = dialer.addPath(spec, rank ?? pathRank(spec, nextIndex));
           if (added) nextIndex++;
           return added;
         },
@@ -156,7 +164,12 @@ export class SessionAcceptor {
    * Runs the session handshake on an accepted channel. `first` is its first frame when the
    * caller already read it. Resolves with the new session for an open, null for a join.
    */
-  async accept(ch: Channel, first: Message | null = null): Promise<MultipathSession | null> {
+  async accept(
+    ch: Channel,
+    first: Message | null = null,
+    auth?: MultipathOptions['auth'],
+  ): Promise<MultipathSession | null> {
+    const km = auth ? keyMaterial({ auth }) : this.km;
     let joined: MultipathSession | null = null;
     const decide = (h: { kind: 'open' | 'join'; sessionId: Buffer }): HelloDecision => {
       if (h.kind === 'open') {
@@ -166,18 +179,18 @@ export class SessionAcceptor {
         if (this.sessions.has(h.sessionId.toString('hex'))) {
           return { ok: false, code: 'protocol', reason: 'session id already in use' };
         }
-        return { ok: true, key: this.km, next: { data: 0, control: 0 } };
+        return { ok: true, key: km, next: { data: 0, control: 0 } };
       }
       const s = this.sessions.get(h.sessionId.toString('hex'));
       if (s === undefined || !s.isOpen) {
         return { ok: false, code: 'unknown-session', reason: 'no such session here' };
       }
       joined = s;
-      return { ok: true, key: s.key, next: s.receivedNext() };
+      return { ok: true, key: s.key, next: s.receivedNext(), alg: s.alg };
     };
     try {
       const r = await acceptPath(ch, first, {
-        alg: this.km.alg,
+        alg: km.alg,
         randomBytes: this.deps.randomBytes,
         clock: this.deps.clock,
         timeoutMs: this.opts.joinTimeoutMs ?? MULTIPATH_JOIN_TIMEOUT_MS,
@@ -197,7 +210,7 @@ export class SessionAcceptor {
           id: `mp-a${nextSessionNumber++}`,
           sessionId: r.hello.sessionId,
           key: r.key,
-          alg: this.km.alg,
+          alg: km.alg,
           initiator: false,
           clock: this.deps.clock,
           opts: { ...this.opts, loadBalancePaths: r.hello.loadBalance },

@@ -230,7 +230,10 @@ export class MultipathSession extends BaseChannel {
 
   override stats(): ChannelStats {
     const s = super.stats();
-    return { ...s, rttMs: this.active?.srttMs ?? this.links[0]?.srttMs ?? null };
+    return {
+      ...s,
+      rttMs: this.active?.srttMs ?? this.links[0]?.srttMs ?? null,
+    };
   }
 
   // --- paths -----------------------------------------------------------------------------------
