@@ -584,10 +584,7 @@ export class Resource implements ResourceRuntime {
     if (d === null) return;
     op(d).catch((e: unknown) => {
       // A metadata write that fails leaves the on-disk state unknown: stop using this disk.
-      this.svc.log.error(
-        { err: String(e) },
-        'metadata write failed; detaching',
-      );
+      this.svc.log.error({ err: String(e) }, 'metadata write failed; detaching');
       this.feed({ type: 'admin', cmdId: this.nextId++, command: { cmd: 'detach' } });
     });
   }
@@ -615,8 +612,7 @@ export class Resource implements ResourceRuntime {
 
   private onCm(e: CmEvent): void {
     if (e.kind === 'refused') {
-      if (e.resource === this.name)
-        this.svc.log.warn({ remote: e.remote, code: e.code }, e.reason);
+      if (e.resource === this.name) this.svc.log.warn({ remote: e.remote, code: e.code }, e.reason);
       return;
     }
     if (e.kind === 'listening' || e.resource !== this.name) return;
