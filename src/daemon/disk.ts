@@ -76,6 +76,11 @@ export class LocalDisk {
     return { meta: view.meta, bitmaps: view.bitmaps, alExtents: [] };
   }
 
+  /** Settles when every metadata barrier queued so far is done; null when none is pending. */
+  metadataSettled(): Promise<void> | null {
+    return this.gate;
+  }
+
   /** Runs a data I/O in order with the metadata barriers before it. */
   io<T>(op: () => Promise<T>): Promise<T> {
     return this.gate === null ? op() : this.gate.then(op);

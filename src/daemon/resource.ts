@@ -128,6 +128,8 @@ export class Resource implements ResourceRuntime {
   private readonly inFlight = new Set<Promise<unknown>>();
   /** Disk I/O started and not yet done: the disk closes only after all of it. */
   private readonly diskInFlight = new Set<Promise<unknown>>();
+  /** DATA-stream sends waiting for a metadata barrier (see sendData), or null. */
+  private dataQueue: Promise<void> | null = null;
   /** Set by shutdown(): new client requests fail at once instead of entering the engine. */
   private closing = false;
   private exportAddress = '';
@@ -505,6 +507,7 @@ export class Resource implements ResourceRuntime {
       case 'bitmapFlush':
         return this.metaIo((d) => d.bitmapFlush());
       case 'send':
+        if (a.stream === 'data') return this.sendData(a.peer, a.packet);
         return this.send(a.peer, a.stream, a.packet);
       case 'connect':
         return this.connectPeer(a.peer);
@@ -684,13 +687,16 @@ export class Resource implements ResourceRuntime {
     this.feed({ type: 'packet', peer, packet: d.value });
   }
 
-  private send(peer: number, stream: StreamId, packet: Packet): void {
+  /** Sends on the peer's channel; with `onChannel`, only if that channel is still the one. */
+  private send(peer: number, stream: StreamId, packet: Packet, onChannel?: Channel | null): void {
     const p = this.peers.get(peer);
     this.svc.log.debug(
       { peer: p?.name, packet: packet.kind, stream, open: p?.channel?.isOpen ?? false },
       'send',
     );
     if (p?.channel == null || !p.channel.isOpen) return;
+    // A packet queued for a connection that has since been replaced belongs to no one.
+    if (onChannel !== undefined && onChannel !== p.channel) return;
     const parts = encodePacket(packet);
     for (const b of parts) p.sentBytes += b.length;
     if (packet.kind === 'RsReply') p.resyncBytes += packet.data.length;
@@ -700,6 +706,28 @@ export class Resource implements ResourceRuntime {
     }
     if (p.channel.send(stream, ENGINE_MESSAGE_TYPE, parts) === 'over-high-water')
       p.blocked[stream] = true;
+  }
+
+  /**
+   * DATA-stream packets wait for the metadata barriers queued before them, as local writes do
+   * (LocalDisk.io). The engine emits `alCommit` and then, in the same step, the `Data` for the
+   * write it covers: sent at once, the peer could write a block whose extent our activity log
+   * does not hold yet, and a crash here would leave that block different on the two disks with
+   * nothing to resync it. Once one packet waits, later ones queue behind it: the stream keeps
+   * its order. CONTROL packets (acks, pings of the protocol) never wait: no order ties them to
+   * DATA.
+   */
+  private sendData(peer: number, packet: Packet): void {
+    const barrier = this.disk?.metadataSettled() ?? null;
+    if (barrier === null && this.dataQueue === null) return this.send(peer, 'data', packet);
+    const channel = this.peers.get(peer)?.channel ?? null;
+    const queued: Promise<void> = Promise.all([this.dataQueue, barrier]).then(() =>
+      this.send(peer, 'data', packet, channel),
+    );
+    this.dataQueue = queued;
+    void queued.then(() => {
+      if (this.dataQueue === queued) this.dataQueue = null;
+    });
   }
 
   private drain(p: PeerView, stream: StreamId): void {
