@@ -106,7 +106,16 @@ export class Children {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const exited = new Promise<ExitInfo>((resolve) => {
-      child.once('exit', (code, signal) => resolve({ code, signal }));
+      // 'exit' can come before the last output is read; 'close' waits for the pipes, which a
+      // grandchild may hold open: take whichever comes first after a short grace.
+      child.once('exit', (code, signal) => {
+        const done = (): void => resolve({ code, signal });
+        const t = setTimeout(done, 200);
+        child.once('close', () => {
+          clearTimeout(t);
+          done();
+        });
+      });
     });
     try {
       await once(child, 'spawn');
