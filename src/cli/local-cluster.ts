@@ -27,6 +27,13 @@ export interface LocalClusterOptions {
   readonly net?: string;
   /** Extra lines for the resource's disk { } section. */
   readonly disk?: string;
+  /** drbd.conf address family of every node: ipv4 (default), sdp (fabric) or ssocks. */
+  readonly addressFamily?: 'ipv4' | 'sdp' | 'ssocks';
+  /**
+   * With 2 or more (two nodes only): a DRBD 9 `connection` with this many `path`s, path i on
+   * 127.0.0.(i+1), instead of one `address` per node; the connection runs as a multipath session.
+   */
+  readonly paths?: number;
 }
 
 export interface LocalNode {
@@ -63,6 +70,9 @@ export class LocalCluster {
     const names = o.nodes ?? ['alice', 'bob'];
     const c = new LocalCluster(dir, resource, join(dir, 'tandem.conf'));
     const hosts: string[] = [];
+    const family = o.addressFamily ?? 'ipv4';
+    const multi = (o.paths ?? 1) >= 2;
+    if (multi && names.length !== 2) throw new Error('paths need exactly two nodes');
     for (const [i, name] of names.entries()) {
       const diskPath = join(dir, `${name}.img`);
       await writeFile(diskPath, '');
@@ -81,7 +91,7 @@ export class LocalCluster {
         [
           `  on ${name} {`,
           `    node-id ${i};`,
-          `    address 127.0.0.1:${await freePort()};`,
+          ...(multi ? [] : [`    address ${family} 127.0.0.1:${await freePort()};`]),
           `    device "nbd+unix:///${resource}?socket=${nbdSocket}";`,
           `    disk ${diskPath};`,
           `    meta-disk internal;`,
@@ -94,11 +104,28 @@ export class LocalCluster {
       `  net {\n    protocol C;\n${o.net ?? ''}\n  }`,
       `  disk {\n${o.disk ?? ''}\n  }`,
       ...hosts,
+      ...(multi ? [await LocalCluster.connection(names, o.paths ?? 2, family)] : []),
       `}`,
       '',
     ].join('\n');
     await writeFile(c.configPath, conf);
     return c;
+  }
+
+  private static async connection(
+    names: readonly string[],
+    paths: number,
+    family: string,
+  ): Promise<string> {
+    const lines = ['  connection {'];
+    for (let i = 0; i < paths; i++) {
+      const ip = `127.0.0.${i + 1}`;
+      const ends = [];
+      for (const n of names) ends.push(`host ${n} address ${family} ${ip}:${await freePort()};`);
+      lines.push(`    path { ${ends.join(' ')} }`);
+    }
+    lines.push('  }');
+    return lines.join('\n');
   }
 
   node(name: string): LocalNode {

@@ -602,6 +602,7 @@ export class Resource implements ResourceRuntime {
       peerNodeId: peer,
       paths: plan.paths,
       net: plan.net,
+      ...(plan.multipath ? { multipath: plan.multipath } : {}),
     });
   }
 

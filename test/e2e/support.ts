@@ -20,6 +20,8 @@ export interface PairOptions {
   readonly net?: string;
   /** Extra lines for disk { } (FAST_SYNC is always there). */
   readonly disk?: string;
+  readonly addressFamily?: 'ipv4' | 'sdp' | 'ssocks';
+  readonly paths?: number;
 }
 
 /** create-md on both nodes, both daemons started, `up` on both, connected. */
@@ -28,6 +30,8 @@ export async function startPair(o: PairOptions): Promise<LocalCluster> {
     diskBytes: o.diskBytes,
     disk: `${FAST_SYNC}\n${o.disk ?? ''}`,
     ...(o.net !== undefined ? { net: o.net } : {}),
+    ...(o.addressFamily !== undefined ? { addressFamily: o.addressFamily } : {}),
+    ...(o.paths !== undefined ? { paths: o.paths } : {}),
   });
   try {
     for (const n of ['alice', 'bob']) await c.tandem(n, 'create-md', c.resource);
