@@ -12,7 +12,7 @@ import { Daemon } from './daemon.js';
 import { NbdHub } from './nbd-hub.js';
 import { Resource } from './resource.js';
 import { planResource } from './resource-config.js';
-import { createTransports, interconnectEndpoints } from './transports.js';
+import { createTransports, interconnectEndpoints, onLocalSubnet } from './transports.js';
 
 export interface NodeInit {
   readonly node: string;
@@ -43,7 +43,7 @@ export async function startNode(init: NodeInit): Promise<RunningNode> {
   });
   const cm = new ConnectionManager(
     { clock: systemClock, random: secureRandom, randomBytes: secureBytes, log },
-    { nodeId: first.nodeId, transports },
+    { nodeId: first.nodeId, transports, reachable: (a) => onLocalSubnet(a.address) },
   );
   const listening = new Set<string>();
   const listen = async (e: Endpoint, required: boolean): Promise<void> => {

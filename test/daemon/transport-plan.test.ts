@@ -5,7 +5,11 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { parseConfigText, resourcesForNode } from '../../src/config/index.js';
 import { planResource, type ResourcePlan } from '../../src/daemon/resource-config.js';
-import { createTransports, interconnectEndpoints } from '../../src/daemon/transports.js';
+import {
+  createTransports,
+  interconnectEndpoints,
+  onLocalSubnet,
+} from '../../src/daemon/transports.js';
 import { silentLogger } from '../../src/platform/log.js';
 import { systemClock } from '../../src/platform/clock.js';
 import { secureBytes } from '../../src/platform/random.js';
@@ -187,4 +191,20 @@ test('interconnect endpoints: other addresses of the family, fabric ones only wi
     [],
     'a loopback ssocks address has no interconnect',
   );
+});
+
+test('an ssocks node upgrades only to addresses on a subnet of its own interfaces', () => {
+  const ifaces = {
+    lo: [{ address: '127.0.0.1', netmask: '255.0.0.0', family: 'IPv4', internal: true }],
+    ib0: [
+      { address: '203.0.113.1', netmask: '255.255.255.0', family: 'IPv4', internal: false },
+      { address: 'fdaa::1', netmask: 'ffff:ffff:ffff:ffff::', family: 'IPv6', internal: false },
+    ],
+  } as unknown as Parameters<typeof onLocalSubnet>[1];
+  assert.equal(onLocalSubnet('203.0.113.2', ifaces), true);
+  assert.equal(onLocalSubnet('203.0.114.2', ifaces), false);
+  assert.equal(onLocalSubnet('198.51.100.2', ifaces), false);
+  assert.equal(onLocalSubnet('fdaa::2', ifaces), true);
+  assert.equal(onLocalSubnet('fdab::2', ifaces), false);
+  assert.equal(onLocalSubnet('not-an-ip', ifaces), false);
 });
