@@ -12,7 +12,7 @@ import type { Clock, Timer } from '../../platform/clock.js';
 import { assert } from '../../util/assert.js';
 import { ConnectionError, ProtocolError } from '../../util/errors.js';
 import { BaseChannel, type ResolvedChannelOptions } from '../channel-base.js';
-import type { ChannelStats, PathSpec, StreamId } from '../types.js';
+import type { ChannelStats, PathSpec, PathTransportStats, StreamId } from '../types.js';
 import type { NativeConnection, NativeConnectionEvent } from './addon.js';
 import {
   decodeFragmentHeader,
@@ -94,6 +94,8 @@ export class FabricChannel extends BaseChannel {
   private readonly zcopyThresholdBytes: number;
   private peerEnded = false;
   private retryTimer: Timer | null = null;
+  /** Read at setup: the addon forgets it once the connection is torn down. */
+  private readonly provider: string;
 
   constructor(
     private readonly conn: NativeConnection,
@@ -113,6 +115,7 @@ export class FabricChannel extends BaseChannel {
       Math.min(setup.local.bufferBytes, setup.peer.bufferBytes) - FABRIC_WIRE_HEADER_BYTES;
     assert(this.maxFragmentBytes > 0, 'fragment room');
     this.zcopyThresholdBytes = Math.max(1, setup.zcopyThresholdBytes);
+    this.provider = conn.provider;
   }
 
   /** Called by the transport once the channel is handed out; replays events that came early. */
@@ -160,7 +163,7 @@ export class FabricChannel extends BaseChannel {
   > {
     const s = this.conn.stats();
     return {
-      provider: this.conn.provider,
+      provider: this.provider,
       zeroCopyBytes: s.zeroCopyBytes,
       copiedBytes: s.copiedBytes,
       credits: { ...this.credits },
@@ -169,6 +172,16 @@ export class FabricChannel extends BaseChannel {
 
   override stats(): FabricChannelStats {
     return { ...super.stats(), ...this.fabricStats() };
+  }
+
+  protected override pathTransportStats(): PathTransportStats {
+    const f = this.fabricStats();
+    return {
+      ...super.pathTransportStats(),
+      provider: f.provider,
+      zeroCopyBytes: f.zeroCopyBytes,
+      copiedBytes: f.copiedBytes,
+    };
   }
 
   // --- BaseChannel ------------------------------------------------------------------------
