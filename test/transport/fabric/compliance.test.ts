@@ -9,16 +9,9 @@ import type { Channel, Endpoint } from '../../../src/transport/types.js';
 import { transportSuite, waitFor } from '../../compliance/transport.suite.js';
 import { realClock } from '../../support/clocks.js';
 import { inCi } from '../../support/peers.js';
+import { fabricAvailable } from './support.js';
 
 const addon = loadFabricAddon();
-
-export function fabricAvailable(provider: string): string | null {
-  if (!addon.ok) return addon.error;
-  if (addon.value.getinfo({ provider, host, port: '0', source: true }).length === 0) {
-    return `libfabric provider ${provider} missing: apt-get install libfabric1`;
-  }
-  return null;
-}
 
 function deferred<T>(): { promise: Promise<T>; resolve: (v: T) => void } {
   let resolve: (v: T) => void = () => {};
@@ -42,7 +35,7 @@ const ep = (port: number): Endpoint => ({
 });
 
 for (const provider of providers) {
-  const missing = fabricAvailable(provider);
+  const missing = fabricAvailable(provider, host);
   if (missing !== null) {
     test(`fabric compliance (${provider})`, (t) => {
       if (inCi) throw new Error(`${missing} (CI=true: the fabric transport must be tested)`);
