@@ -71,6 +71,11 @@ export interface PeerStatus {
   readonly sentBytes: number;
   readonly receivedBytes: number;
   readonly resyncBytes: number;
+  /** Multipath sessions: moves to another path after a failure, and back to a preferred one. */
+  readonly failovers: number;
+  readonly failbacks: number;
+  /** The session's active path after its last failover/failback ("transport:address:port"). */
+  readonly activePath: string;
   readonly paths: readonly PathStatus[];
   /** The transport in use and its counters (zeroCopyBytes/copiedBytes for fabric); null unless connected. */
   readonly transport: PeerTransportStatus | null;
@@ -177,13 +182,12 @@ export function describeTransport(
 ): { paths: PathStatus[]; transport: PeerTransportStatus | null } {
   const live = stats?.paths ?? [];
   const match = matchPaths(configured, live);
-  const paths = configured.map((path, i): PathStatus => {
+  const shown = (path: PathSpec, m: PathTransportStats | null): PathStatus => {
     const base = {
       local: path.local ? `${path.local.address}` : '',
       remote: `${path.peer.address}:${path.peer.port}`,
     };
-    const m = match[i];
-    if (m === undefined || m === null) {
+    if (m === null) {
       return {
         transport: path.peer.transport,
         ...base,
@@ -203,7 +207,10 @@ export function describeTransport(
       bytesReceived: m.bytesReceived,
       ...fabricCounters(m),
     };
-  });
+  };
+  const paths = configured.map((path, i) => shown(path, match[i] ?? null));
+  // Paths the session found beyond the configuration (an ssocks upgrade to a fabric address).
+  for (const l of live) if (!match.includes(l)) paths.push(shown(l.path, l));
   if (stats === null) return { paths, transport: null };
   const provider = stats.active?.provider;
   return {

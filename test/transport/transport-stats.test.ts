@@ -202,6 +202,12 @@ test('status shows the transport, the provider and the zero-copy counters per pe
     bytesSent: 0,
     bytesReceived: 0,
   });
+  // A live path beyond the configuration (an ssocks upgrade) is listed after the configured ones.
+  const upgrade = live({ peer: ip('fabric', '10.9.9.2', 7791) }, { provider: 'verbs' });
+  const extra = describeTransport(configured, { ...stats, paths: [fabricPath, upgrade] }, null);
+  assert.equal(extra.paths.length, 3);
+  assert.equal(extra.paths[2]?.remote, '10.9.9.2:7791');
+  assert.equal(extra.paths[2]?.established, true);
   const down = describeTransport(configured, null, null);
   assert.equal(down.transport, null);
   assert.ok(down.paths.every((p) => !p.established));
@@ -218,6 +224,9 @@ test('status shows the transport, the provider and the zero-copy counters per pe
     sentBytes: 0,
     receivedBytes: 0,
     resyncBytes: 0,
+    failovers: 0,
+    failbacks: 0,
+    activePath: '',
     paths: shown.paths,
     transport: shown.transport,
   };
