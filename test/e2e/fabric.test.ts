@@ -24,7 +24,7 @@ test('a pair over address sdp (fabric, tcp provider) syncs and replicates', asyn
       const st = await status(c, 'alice');
       const path = st.peers[0]?.paths.find((p) => p.established);
       assert.equal(path?.transport, 'fabric', 'the established path is a fabric one');
-      assert.equal(st.peers[0]?.transport['name'], 'fabric', 'the channel in use is a fabric one');
+      assert.equal(st.peers[0]?.transport?.name, 'fabric', 'the channel in use is a fabric one');
 
       await c.tandem('alice', 'primary', '--force', c.resource);
       await waitInSync(c, 'alice');
