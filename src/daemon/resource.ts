@@ -24,7 +24,7 @@ import {
   SECTOR_BYTES,
   SHUTDOWN_DRAIN_MS,
 } from '../limits.js';
-import { NbdCommandError, StateError, TandemError } from '../util/errors.js';
+import { InvalidRequestError, NbdCommandError, StateError, TandemError } from '../util/errors.js';
 import type { ControlRequest, TandemEvent } from './control-protocol.js';
 import type { EventSink, ResourceRuntime } from './daemon.js';
 import { LocalDisk } from './disk.js';
@@ -107,6 +107,8 @@ const VERBS: Record<AdminCommand['cmd'], string> = {
   verify: 'start online verify',
   detach: 'detach',
   attach: 'attach',
+  resize: 'resize',
+  reconfigure: 'apply the new options',
 };
 
 export class Resource implements ResourceRuntime {
@@ -209,15 +211,50 @@ export class Resource implements ResourceRuntime {
         this.requireUp();
         return this.forEachPeer((peer) => ({ cmd: 'verify', peer }));
       case 'resize':
+        return this.resize(f);
       case 'adjust':
-        throw new StateError(
-          `${this.name}: ${req.op} is not implemented yet; run down and up to apply a new configuration`,
-        );
+        throw new StateError(`${this.name}: adjust is the daemon's, not a resource's operation`);
       case 'status':
       case 'events':
       case 'shutdown':
         throw new StateError(`${req.op} is not a resource operation`);
     }
+  }
+
+  /**
+   * `tandem resize`: grows the device after the backing devices grew (drbdadm resize). The
+   * engine agrees on the size with the connected peers and resyncs the new area; this measures
+   * the local backing and explains refusals the engine cannot know about (internal metadata).
+   */
+  private async resize(f: Readonly<Record<string, boolean | number | string>>): Promise<string> {
+    this.requireUp();
+    const disk = this.disk;
+    if (disk === null)
+      throw new StateError(
+        `${this.name}: cannot resize: no disk attached; attach it first: \`tandem attach ${this.name}\``,
+      );
+    const size = f['sizeBytes'];
+    if (
+      size !== undefined &&
+      (typeof size !== 'number' || !Number.isSafeInteger(size) || size <= 0)
+    )
+      throw new InvalidRequestError(`${this.name}: --size must be a positive number of bytes`);
+    const cap = await disk.capacity();
+    if (cap.refusal === 'internal-metadata') {
+      throw new StateError(
+        `${this.name}: cannot resize: ${this.plan.diskPath} grew from ${cap.backingBytes} to ${cap.nowBytes} bytes, ` +
+          'but its metadata is internal (at the end of the file) and would have to move, which Tandem does not do; ' +
+          `truncate it back to ${cap.backingBytes} bytes before tandemd restarts (it finds the metadata at the end), ` +
+          'and use external metadata (meta-disk PATH;) for a device that must grow',
+      );
+    }
+    return this.admin({
+      cmd: 'resize',
+      sizeBytes: typeof size === 'number' ? size : null,
+      capacityBytes: cap.capacityBytes,
+      refusal: cap.refusal,
+      assumeClean: f['assumeClean'] === true,
+    });
   }
 
   private requireUp(): void {
@@ -440,6 +477,8 @@ export class Resource implements ResourceRuntime {
       next = `demote it first: \`tandem secondary ${r}\``;
     } else if (why.includes('no local disk') || why.includes('no disk attached')) {
       next = `attach it first: \`tandem attach ${r}\``;
+    } else if (c.cmd === 'resize') {
+      next = resizeHint(r, why);
     }
     return `${r}: cannot ${VERBS[c.cmd]}: ${reason}${next !== undefined ? `; ${next}` : ''}`;
   }
@@ -546,7 +585,13 @@ export class Resource implements ResourceRuntime {
       }
       case 'stateChange':
         return this.onStateChange(a.change);
+      case 'probeCapacity':
+        return this.probeCapacity(a.token);
+      case 'growDisk':
+        return this.growDisk(a.token, a.sizeBytes);
       case 'note':
+        if (a.note.kind === 'resized')
+          this.emitEvent('change', 'device', undefined, { size: a.note.sizeBytes, volume: 0 });
         this.svc.log.info({ ...noteFields(a.note) }, `engine: ${a.note.kind}`);
         this.emitEvent('call', 'resource', this.peerName(noteFields(a.note)['peer']), {
           note: a.note.kind,
@@ -578,6 +623,34 @@ export class Resource implements ResourceRuntime {
       (e: unknown) => {
         this.svc.log.error({ err: String(e) }, 'disk I/O failed');
         this.feed({ type: 'diskDone', ioId, ok: false, errno: errnoOf(e) });
+      },
+    );
+  }
+
+  private probeCapacity(token: number): void {
+    const d = this.disk;
+    const answer = d === null ? Promise.reject(new Error('no disk')) : d.capacity();
+    answer.then(
+      (c) =>
+        this.feed({ type: 'capacity', token, capacityBytes: c.capacityBytes, refusal: c.refusal }),
+      (e: unknown) => {
+        this.svc.log.error({ err: String(e) }, 'cannot measure the backing device');
+        this.feed({ type: 'capacity', token, capacityBytes: 0, refusal: 'failed' });
+      },
+    );
+  }
+
+  private growDisk(token: number, sizeBytes: number): void {
+    const d = this.disk;
+    const grown = d === null ? Promise.reject(new Error('no disk')) : d.grow(sizeBytes);
+    grown.then(
+      () => {
+        this.svc.log.info({ sizeBytes }, 'backing device grown');
+        this.feed({ type: 'diskGrown', token, ok: true });
+      },
+      (e: unknown) => {
+        this.svc.log.error({ err: String(e), sizeBytes }, 'cannot grow the backing device');
+        this.feed({ type: 'diskGrown', token, ok: false });
       },
     );
   }
@@ -949,7 +1022,7 @@ export class Resource implements ResourceRuntime {
       up: this.up,
       role: this.role,
       disk: this.diskState,
-      sizeBytes: this.disk?.sizeBytes ?? 0,
+      sizeBytes: this.disk === null ? 0 : (this.engine?.cfg.sizeBytes ?? this.disk.sizeBytes),
       device: this.exportUri(),
       writable: this.up && this.role === 'Primary',
       peers: [...this.peers].map(([id, p]) => {
@@ -1012,14 +1085,19 @@ export class Resource implements ResourceRuntime {
   // --- the NBD export --------------------------------------------------------------------
 
   private backend(): NbdExportBackend {
-    const size = this.disk?.sizeBytes ?? 0;
+    // eslint-disable-next-line @typescript-eslint/no-this-alias -- the getter below needs it
+    const self = this;
     const submit = (req: WithoutId<ClientRequest>): Promise<Uint8Array | undefined> => {
       if (this.closing)
         return Promise.reject(new NbdCommandError(`${this.name} is shutting down`, 108));
       return this.request(req);
     };
     return {
-      sizeBytes: size,
+      // Read at each client's handshake: after a resize, new clients see the new size (an
+      // NBD client already connected cannot be told; it must reconnect).
+      get sizeBytes(): number {
+        return self.engine?.cfg.sizeBytes ?? 0;
+      },
       readOnly: false,
       blockSizes: {
         minimumBytes: SECTOR_BYTES,
@@ -1071,6 +1149,27 @@ export class Resource implements ResourceRuntime {
         Promise.resolve([{ lengthBytes, hole: false, zero: false }]),
     };
   }
+}
+
+/** What to do next after a refused resize, by the engine's reason. */
+function resizeHint(r: string, why: string): string | undefined {
+  if (why.includes('growing alone'))
+    return `connect first (\`tandem connect ${r}\`, \`tandem wait-sync ${r}\`), or grow each node alone to the same --size before they connect`;
+  if (why.includes('not connected'))
+    return `connect first (\`tandem connect ${r}\`, \`tandem wait-sync ${r}\`), or disconnect every peer to grow each node alone with --size`;
+  if (why.includes('metadata internal'))
+    return 'grow only resources with external metadata (meta-disk PATH;), or take both down and move the metadata with drbdmeta';
+  if (why.includes('shrinking'))
+    return 'Tandem only grows a device (shrinking needs the filesystem shrunk first, as in DRBD); to shrink, copy the data to a smaller resource';
+  if (why.includes('does not fit')) return 'grow that backing device first, or ask for less';
+  if (why.includes('room for only'))
+    return 'grow that backing device (e.g. `truncate -s +64M FILE` or lvextend) and retry';
+  if (why.includes('is Primary')) return 'run it on the Primary';
+  if (why.includes('resync or verify')) return `wait for it: \`tandem wait-sync ${r}\``;
+  if (why.includes('disconnected during')) return undefined;
+  if (why.includes('UpToDate'))
+    return `wait until every node is UpToDate: \`tandem wait-sync ${r}\``;
+  return undefined;
 }
 
 /** DRBD shows a peer's role and disk only while the handshake has settled the connection. */

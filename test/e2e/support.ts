@@ -20,6 +20,8 @@ export interface PairOptions {
   readonly net?: string;
   /** Extra lines for disk { } (FAST_SYNC is always there). */
   readonly disk?: string;
+  /** @default 'internal' */
+  readonly metaDisk?: 'internal' | 'external';
 }
 
 /** create-md on both nodes, both daemons started, `up` on both, connected. */
@@ -28,6 +30,7 @@ export async function startPair(o: PairOptions): Promise<LocalCluster> {
     diskBytes: o.diskBytes,
     disk: `${FAST_SYNC}\n${o.disk ?? ''}`,
     ...(o.net !== undefined ? { net: o.net } : {}),
+    ...(o.metaDisk !== undefined ? { metaDisk: o.metaDisk } : {}),
   });
   try {
     for (const n of ['alice', 'bob']) await c.tandem(n, 'create-md', c.resource);

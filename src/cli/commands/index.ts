@@ -5,6 +5,7 @@ import { registerDemo } from './demo.js';
 import { registerDoctor } from './doctor.js';
 import { registerDump } from './dump.js';
 import { registerMetadata } from './metadata.js';
+import { registerResize } from './resize.js';
 
 export function registerCommands(program: Command): void {
   registerAdmin(program);
@@ -12,4 +13,5 @@ export function registerCommands(program: Command): void {
   registerDoctor(program);
   registerDump(program);
   registerMetadata(program);
+  registerResize(program);
 }
