@@ -11,7 +11,8 @@ import { ControlServer } from './control-server.js';
 import { Daemon } from './daemon.js';
 import { NbdHub } from './nbd-hub.js';
 import { Resource } from './resource.js';
-import { channelOptions, planResource } from './resource-config.js';
+import { channelOptions, planResource, type ResourcePlan } from './resource-config.js';
+import { adjuster } from './adjust-node.js';
 
 export interface NodeInit {
   readonly node: string;
@@ -19,6 +20,8 @@ export interface NodeInit {
   readonly controlPath: string;
   readonly log: Logger;
   readonly onShutdownRequest: () => void;
+  /** The configuration file, read again by `tandem adjust`. */
+  readonly configPath?: string;
 }
 
 export interface RunningNode {
@@ -56,15 +59,32 @@ export async function startNode(init: NodeInit): Promise<RunningNode> {
   }
   const nbd = new NbdHub(log);
   const daemon = new Daemon(init.onShutdownRequest);
-  for (const p of plans) {
-    daemon.add(
-      new Resource(p, {
+  const resources = new Map<string, Resource>();
+  const create = (p: ResourcePlan): Resource => {
+    const r = new Resource(p, {
+      node: init.node,
+      cm,
+      nbd,
+      clock: systemClock,
+      log: log.child({ resource: p.name }),
+      emit: daemon.emit,
+    });
+    resources.set(p.name, r);
+    daemon.add(r);
+    return r;
+  };
+  for (const p of plans) create(p);
+  if (init.configPath !== undefined) {
+    daemon.setAdjuster(
+      adjuster({
         node: init.node,
+        nodeId: first.nodeId,
+        configPath: init.configPath,
         cm,
-        nbd,
-        clock: systemClock,
-        log: log.child({ resource: p.name }),
-        emit: daemon.emit,
+        log,
+        listening,
+        resources,
+        create,
       }),
     );
   }

@@ -26,6 +26,7 @@ import {
 } from '../limits.js';
 import { InvalidRequestError, NbdCommandError, StateError, TandemError } from '../util/errors.js';
 import type { ControlRequest, TandemEvent } from './control-protocol.js';
+import type { AdjustStep } from './adjust.js';
 import type { EventSink, ResourceRuntime } from './daemon.js';
 import { LocalDisk } from './disk.js';
 import type { NbdHub } from './nbd-hub.js';
@@ -74,6 +75,34 @@ interface PeerView {
     lastMs: number;
     rate: number;
   } | null;
+}
+
+/** `tandem show --json`: one resource's configuration in effect. */
+export interface ResourceShow {
+  readonly name: string;
+  readonly up: boolean;
+  readonly sizeBytes: number;
+  readonly device: string;
+  readonly disk: string;
+  readonly protocol: string;
+  readonly allowTwoPrimaries: boolean;
+  readonly afterSb0Pri: string;
+  readonly afterSb1Pri: string;
+  readonly afterSb2Pri: string;
+  readonly maxEpochSize: number;
+  readonly resync: {
+    readonly resyncRateBytesPerSec: number;
+    readonly cPlanAheadTenths: number;
+    readonly cFillTargetBytes: number;
+    readonly cMaxRateBytesPerSec: number;
+    readonly cMinRateBytesPerSec: number;
+  };
+  readonly peers: readonly {
+    readonly name: string;
+    readonly nodeId: number;
+    readonly paths: readonly string[];
+    readonly connectIntMs: number;
+  }[];
 }
 
 /** Omit that keeps a union a union. */
@@ -138,7 +167,7 @@ export class Resource implements ResourceRuntime {
   private readonly offCm: () => void;
 
   constructor(
-    private readonly plan: ResourcePlan,
+    private plan: ResourcePlan,
     private readonly svc: NodeServices,
   ) {
     this.name = plan.name;
@@ -216,6 +245,7 @@ export class Resource implements ResourceRuntime {
         throw new StateError(`${this.name}: adjust is the daemon's, not a resource's operation`);
       case 'status':
       case 'events':
+      case 'show':
       case 'shutdown':
         throw new StateError(`${req.op} is not a resource operation`);
     }
@@ -255,6 +285,63 @@ export class Resource implements ResourceRuntime {
       refusal: cap.refusal,
       assumeClean: f['assumeClean'] === true,
     });
+  }
+
+  /**
+   * The configuration in effect (`tandem show`): the engine's options while it runs (what adjust
+   * changed live), else the plan's; and each peer's paths.
+   */
+  show(): ResourceShow {
+    const cfg = this.engine?.cfg ?? engineConfig(this.plan, BITMAP_BLOCK_BYTES, 0);
+    return {
+      name: this.name,
+      up: this.up,
+      sizeBytes: this.engine?.cfg.sizeBytes ?? 0,
+      device: this.exportUri(),
+      disk: this.plan.diskPath,
+      protocol: cfg.protocol,
+      allowTwoPrimaries: cfg.allowTwoPrimaries,
+      afterSb0Pri: cfg.afterSb0Pri,
+      afterSb1Pri: cfg.afterSb1Pri,
+      afterSb2Pri: cfg.afterSb2Pri,
+      maxEpochSize: cfg.maxEpochSize,
+      resync: { ...cfg.resync },
+      peers: this.plan.peers.map((p) => ({
+        name: p.name,
+        nodeId: p.nodeId,
+        paths: p.paths.map((x) => `${x.peer.transport}:${x.peer.address}:${x.peer.port}`),
+        connectIntMs: p.net.connectIntMs ?? 10_000,
+      })),
+    };
+  }
+
+  /** The plan this resource runs with (adjust compares the configuration file with it). */
+  get currentPlan(): ResourcePlan {
+    return this.plan;
+  }
+
+  /**
+   * Runs with `plan` from now on (adjust): engine options are applied live, connections whose
+   * paths or options changed are reconnected. Storage, export and peers stay as they are
+   * (planAdjust keeps them). A resource that is down just takes the plan for its next `up`.
+   */
+  async applyAdjust(plan: ResourcePlan, steps: readonly AdjustStep[]): Promise<void> {
+    this.plan = plan;
+    if (!this.up || this.engine === null) return;
+    const wanted = (id: number): boolean => this.engine?.peers.get(id)?.conn !== 'StandAlone';
+    for (const s of steps) {
+      if (s.kind === 'reconfigure') {
+        const ids = [...this.peers.keys()].filter(
+          (id) => s.protocolChanged && this.peers.get(id)?.conn === 'Connected',
+        );
+        for (const id of ids) await this.admin({ cmd: 'disconnect', peer: id });
+        await this.admin({ cmd: 'reconfigure', options: s.options });
+        for (const id of ids) await this.admin({ cmd: 'connect', peer: id, discardMyData: false });
+      } else if (s.kind === 'reconnect' && wanted(s.peerNodeId)) {
+        await this.admin({ cmd: 'disconnect', peer: s.peerNodeId });
+        await this.admin({ cmd: 'connect', peer: s.peerNodeId, discardMyData: false });
+      }
+    }
   }
 
   private requireUp(): void {

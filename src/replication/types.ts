@@ -182,6 +182,9 @@ export type ReconfigurableOptions = Partial<
     | 'afterSb2Pri'
     | 'maxEpochSize'
     | 'resync'
+    | 'csums'
+    | 'verify'
+    | 'digest'
   >
 >;
 
