@@ -295,6 +295,7 @@ export class ConnectionManager {
       (a) =>
         this.opts.transports[a.transport] !== undefined &&
         a.transport !== 'multipath' &&
+        (this.opts.reachable?.(a) ?? true) &&
         !(a.address === here.address && a.transport === here.transport),
     );
     usable.sort((x, y) => pathRank({ peer: x }, 0) - pathRank({ peer: y }, 0));

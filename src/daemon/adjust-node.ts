@@ -2,7 +2,6 @@
 // differences (adjust.ts) and applies them: new listen addresses, live options, reconnects,
 // new resources brought up. With dryRun it only says what it would do.
 import { formatDiagnostic, loadConfig, resourcesForNode } from '../config/index.js';
-import type { ConnectionManager } from '../cm/manager.js';
 import type { Logger } from '../platform/log.js';
 import type { Endpoint } from '../transport/types.js';
 import { ConfigError, StateError } from '../util/errors.js';
@@ -17,10 +16,9 @@ export interface AdjustContext {
   readonly nodeId: number;
   /** The file tandemd was started with; a request may name another (`tandem --config`). */
   readonly configPath: string;
-  readonly cm: ConnectionManager;
   readonly log: Logger;
-  /** `address:port` this node already listens on (shared with startNode). */
-  readonly listening: Set<string>;
+  /** Listens on an endpoint for peers, unless the node already does (startNode's). */
+  readonly listen: (e: Endpoint) => Promise<void>;
   /** The node's resources by name; adjust adds the new ones. */
   readonly resources: Map<string, Resource>;
   /** Creates a resource and registers it with the daemon (not yet up). */
@@ -75,7 +73,7 @@ async function adjust(ctx: AdjustContext, req: ControlRequest): Promise<AdjustRe
   for (const s of plan.steps) {
     if (s.kind !== 'listen') continue;
     const p = plan.plans.get(s.resource);
-    for (const e of p?.listen ?? []) await listen(ctx, e);
+    for (const e of p?.listen ?? []) await ctx.listen(e);
   }
   for (const [name, p] of plan.plans) {
     const r = ctx.resources.get(name);
@@ -87,19 +85,11 @@ async function adjust(ctx: AdjustContext, req: ControlRequest): Promise<AdjustRe
     if (s.kind !== 'up') continue;
     const p = plan.plans.get(s.resource);
     if (p === undefined) continue;
-    for (const e of p.listen) await listen(ctx, e);
+    for (const e of p.listen) await ctx.listen(e);
     const r = ctx.create(p);
     ctx.resources.set(p.name, r);
     await r.run({ id: req.id, op: 'up', resource: p.name });
   }
   ctx.log.info({ config: configPath, changes: lines }, 'adjusted');
   return { dryRun, configPath, lines };
-}
-
-async function listen(ctx: AdjustContext, e: Endpoint): Promise<void> {
-  const key = `${e.address}:${e.port}`;
-  if (ctx.listening.has(key)) return;
-  await ctx.cm.listen(e);
-  ctx.listening.add(key);
-  ctx.log.info({ address: key }, 'listening for peers');
 }

@@ -16,7 +16,7 @@ import type {
   EngineEvent,
   Packet,
 } from '../replication/types.js';
-import type { Channel, Message, StreamId } from '../transport/types.js';
+import type { Channel, Message, PathEvent, PathSpec, StreamId } from '../transport/types.js';
 import type { NbdExportBackend, NbdExtent } from '../nbd/types.js';
 import {
   BITMAP_BLOCK_BYTES,
@@ -68,6 +68,11 @@ interface PeerView {
   sentBytes: number;
   receivedBytes: number;
   resyncBytes: number;
+  /** Multipath sessions: times the session moved to another path, and back to a preferred one. */
+  failovers: number;
+  failbacks: number;
+  /** The session's active path ("transport:address:port"); '' when not a session or unknown. */
+  activePath: string;
   sync: {
     totalBlocks: number;
     startMs: number;
@@ -185,6 +190,9 @@ export class Resource implements ResourceRuntime {
         sentBytes: 0,
         receivedBytes: 0,
         resyncBytes: 0,
+        failovers: 0,
+        failbacks: 0,
+        activePath: '',
         sync: null,
       });
     }
@@ -762,6 +770,7 @@ export class Resource implements ResourceRuntime {
       peerNodeId: peer,
       paths: plan.paths,
       net: plan.net,
+      ...(plan.multipath ? { multipath: plan.multipath } : {}),
     });
   }
 
@@ -808,6 +817,7 @@ export class Resource implements ResourceRuntime {
     p.blocked.data = p.blocked.control = false;
     p.unsubscribe.push(
       ch.on('drain', (stream) => this.drain(p, stream)),
+      ch.on('path', (ev) => this.onSessionPath(p, ev)),
       ch.on('closed', () => {
         if (p.channel !== ch) return;
         this.dropChannel(p);
@@ -817,6 +827,24 @@ export class Resource implements ResourceRuntime {
     this.feed({ type: 'connEstablished', peer });
     ch.setReceiver((m) => this.onMessage(peer, p, m));
     ch.resumeData();
+  }
+
+  /** A multipath session's path changed: count failovers/failbacks and tell the events stream. */
+  private onSessionPath(p: PeerView, ev: PathEvent): void {
+    const name = (x: PathSpec): string => `${x.peer.transport}:${x.peer.address}:${x.peer.port}`;
+    if (ev.change === 'failover') p.failovers++;
+    if (ev.change === 'failback') p.failbacks++;
+    if (ev.change === 'failover' || ev.change === 'failback') p.activePath = name(ev.path);
+    this.emitEvent('change', 'path', p.name, {
+      local: ev.path.local?.address ?? '',
+      peer: `${ev.path.peer.address}:${ev.path.peer.port}`,
+      transport: ev.path.peer.transport,
+      state: ev.state,
+      established: ev.state === 'established',
+      ...(ev.change !== undefined ? { change: ev.change } : {}),
+      ...(ev.from !== undefined ? { from: name(ev.from) } : {}),
+      ...(ev.error !== undefined ? { reason: ev.error.message } : {}),
+    });
   }
 
   private dropChannel(p: PeerView): void {
@@ -1126,6 +1154,9 @@ export class Resource implements ResourceRuntime {
           sentBytes: p.sentBytes,
           receivedBytes: p.receivedBytes,
           resyncBytes: p.resyncBytes,
+          failovers: p.failovers,
+          failbacks: p.failbacks,
+          activePath: p.activePath,
           paths: this.plan.peers
             .find((x) => x.nodeId === id)!
             .paths.map((path) => ({

@@ -42,6 +42,11 @@ export interface PeerStatus {
   readonly sentBytes: number;
   readonly receivedBytes: number;
   readonly resyncBytes: number;
+  /** Multipath sessions: moves to another path after a failure, and back to a preferred one. */
+  readonly failovers: number;
+  readonly failbacks: number;
+  /** The session's active path after its last failover/failback ("transport:address:port"). */
+  readonly activePath: string;
   readonly paths: readonly PathStatus[];
   /** Transport counters (e.g. zeroCopyBytes/copiedBytes for fabric). */
   readonly transport: Readonly<Record<string, number | string>>;
