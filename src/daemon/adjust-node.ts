@@ -19,6 +19,8 @@ export interface AdjustContext {
   readonly log: Logger;
   /** Listens on an endpoint for peers, unless the node already does (startNode's). */
   readonly listen: (e: Endpoint) => Promise<void>;
+  /** Stops listening on an endpoint. */
+  readonly unlisten: (e: Endpoint) => Promise<void>;
   /** The node's resources by name; adjust adds the new ones. */
   readonly resources: Map<string, Resource>;
   /** Creates a resource and registers it with the daemon (not yet up). */
@@ -74,6 +76,16 @@ async function adjust(ctx: AdjustContext, req: ControlRequest): Promise<AdjustRe
     if (s.kind !== 'listen') continue;
     const p = plan.plans.get(s.resource);
     for (const e of p?.listen ?? []) await ctx.listen(e);
+  }
+  const key = (e: Endpoint): string => `${e.transport}:${e.address}:${e.port}`;
+  for (const s of plan.steps) {
+    if (s.kind !== 'unlisten') continue;
+    // Another resource may share the address (one listener serves every resource).
+    const used = new Set<string>();
+    for (const [name, r] of ctx.resources)
+      for (const e of (plan.plans.get(name) ?? r.currentPlan).listen) used.add(key(e));
+    for (const e of running.get(s.resource)?.listen ?? [])
+      if (!used.has(key(e))) await ctx.unlisten(e);
   }
   for (const [name, p] of plan.plans) {
     const r = ctx.resources.get(name);

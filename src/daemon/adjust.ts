@@ -54,6 +54,8 @@ export type AdjustStep =
     }
   /** New listen addresses this node must accept connections on. */
   | { readonly kind: 'listen'; readonly resource: string; readonly endpoints: readonly string[] }
+  /** Listen addresses no longer configured (closed unless another resource still uses them). */
+  | { readonly kind: 'unlisten'; readonly resource: string; readonly endpoints: readonly string[] }
   /** A difference that applies only later; `how` says how to apply it. */
   | {
       readonly kind: 'later';
@@ -213,15 +215,12 @@ function planOne(cur: ResourcePlan, next: ResourcePlan, steps: AdjustStep[]): Re
   const have = new Set(cur.listen.map(endpointKey));
   const fresh = next.listen.filter((e) => !have.has(endpointKey(e))).map(endpointKey);
   if (fresh.length > 0) steps.push({ kind: 'listen', resource: r, endpoints: fresh });
+  const keep = new Set(next.listen.map(endpointKey));
+  const gone = cur.listen.filter((e) => !keep.has(endpointKey(e))).map(endpointKey);
+  if (gone.length > 0) steps.push({ kind: 'unlisten', resource: r, endpoints: gone });
 
   // Run with the new options and paths; storage, export and node id stay as they run.
-  return {
-    ...cur,
-    net: next.net,
-    disk: next.disk,
-    peers,
-    listen: [...cur.listen, ...next.listen.filter((e) => !have.has(endpointKey(e)))],
-  };
+  return { ...cur, net: next.net, disk: next.disk, peers, listen: next.listen };
 }
 
 /** One line per step, as `tandem adjust` prints them. */
@@ -243,6 +242,8 @@ export function describeStep(s: AdjustStep, dryRun: boolean): string {
       return `${s.resource}: ${will('reconnected', 'would reconnect')} ${s.peer} (${s.why})`;
     case 'listen':
       return `${s.resource}: ${will('listening', 'would listen')} on ${s.endpoints.join(', ')}`;
+    case 'unlisten':
+      return `${s.resource}: ${will('stopped listening', 'would stop listening')} on ${s.endpoints.join(', ')}`;
     case 'later':
       return `${s.resource}: not applied live: ${s.what}; applies after ${s.how}`;
   }

@@ -98,6 +98,11 @@ export async function startNode(init: NodeInit): Promise<RunningNode> {
         configPath: init.configPath,
         log,
         listen: (e) => listen(e, true),
+        unlisten: async (e) => {
+          listening.delete(`${e.transport}:${e.address}:${e.port}`);
+          if (await cm.unlisten(e))
+            log.info({ address: `${e.address}:${e.port}` }, 'stopped listening for peers');
+        },
         resources,
         create,
       }),

@@ -77,15 +77,16 @@ test("a peer's new port reconnects it and the new plan dials it", () => {
   assert.equal(plan.plans.get('r0')?.peers[0]?.paths[0]?.peer.port, 7201);
 });
 
-test('our own new address means listening on it', () => {
+test('our own new address means listening on it and no longer on the old one', () => {
   const before = res('r0');
   const after = before.replace('address 127.0.0.1:7100', 'address 127.0.0.1:7300');
   const steps = run(before, after);
   assert.deepEqual(
     steps.map((s) => s.kind),
-    ['listen'],
+    ['listen', 'unlisten'],
   );
   assert.match(describeStep(steps[0]!, false), /listening on 127\.0\.0\.1:7300/);
+  assert.match(describeStep(steps[1]!, false), /stopped listening on 127\.0\.0\.1:7100/);
 });
 
 test('connection options reconnect; transport liveness options wait for a restart', () => {
