@@ -47,6 +47,8 @@ export interface HNode {
   readonly notes: EngineNote[];
   readonly sent: Packet[];
   failNextIo: boolean;
+  /** diskFlush actions the engine emitted (epoch and client flushes). */
+  flushIos: number;
 }
 
 export function baseConfig(id: number, over: Partial<EngineConfig> = {}): EngineConfig {
@@ -116,6 +118,7 @@ export class Pair {
       notes: [],
       sent: [],
       failNextIo: false,
+      flushIos: 0,
     };
     const r = createEngine(baseConfig(id, over), this.boot(n));
     n.engine = r.state;
@@ -204,6 +207,7 @@ export class Pair {
         return;
       }
       case 'diskFlush':
+        n.flushIos++;
         n.pendingIo.push({
           ioId: a.ioId,
           run: () => {
