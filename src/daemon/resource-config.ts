@@ -300,6 +300,7 @@ export function engineConfig(
     maxEpochSize: num(net, 'max-epoch-size', 2048),
     alExtents: num(disk, 'al-extents', 1237),
     onIoError: str(disk, 'on-io-error', 'detach') === 'pass_on' ? 'pass_on' : 'detach',
+    diskFlushes: bool(disk, 'disk-flushes', true),
     resync: {
       resyncRateBytesPerSec: num(disk, 'resync-rate', 250) * 1024,
       cPlanAheadTenths: num(disk, 'c-plan-ahead', 20),
