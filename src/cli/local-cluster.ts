@@ -27,6 +27,11 @@ export interface LocalClusterOptions {
   readonly net?: string;
   /** Extra lines for the resource's disk { } section. */
   readonly disk?: string;
+  /**
+   * Where the metadata lives: at the end of the backing file (internal), or in a 1 MiB file of
+   * its own beside it (external, `meta-disk PATH;`: a device that can grow). @default 'internal'
+   */
+  readonly metaDisk?: 'internal' | 'external';
   /** drbd.conf address family of every node: ipv4 (default), sdp (fabric) or ssocks. */
   readonly addressFamily?: 'ipv4' | 'sdp' | 'ssocks';
   /**
@@ -49,6 +54,8 @@ export interface LocalClusterOptions {
 export interface LocalNode {
   readonly name: string;
   readonly diskPath: string;
+  /** The external metadata file, or null for internal metadata. */
+  readonly metaPath: string | null;
   readonly controlPath: string;
   readonly nbdSocket: string;
   readonly nbdUri: string;
@@ -97,9 +104,15 @@ export class LocalCluster {
       await writeFile(diskPath, '');
       await truncate(diskPath, o.diskBytes);
       const nbdSocket = join(dir, `${name}.nbd`);
+      const metaPath = o.metaDisk === 'external' ? join(dir, `${name}.md`) : null;
+      if (metaPath !== null) {
+        await writeFile(metaPath, '');
+        await truncate(metaPath, 1024 * 1024);
+      }
       c.nodes.set(name, {
         name,
         diskPath,
+        metaPath,
         controlPath: join(dir, `${name}.ctl`),
         nbdSocket,
         nbdUri: `nbd+unix:///${resource}?socket=${nbdSocket}`,
@@ -115,7 +128,7 @@ export class LocalCluster {
             : [`    address ${family} ${o.ips?.host?.[name] ?? '127.0.0.1'}:${await freePort()};`]),
           `    device "nbd+unix:///${resource}?socket=${nbdSocket}";`,
           `    disk ${diskPath};`,
-          `    meta-disk internal;`,
+          `    meta-disk ${metaPath ?? 'internal'};`,
           `  }`,
         ].join('\n'),
       );

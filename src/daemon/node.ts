@@ -11,7 +11,8 @@ import { ControlServer } from './control-server.js';
 import { Daemon } from './daemon.js';
 import { NbdHub } from './nbd-hub.js';
 import { Resource } from './resource.js';
-import { planResource } from './resource-config.js';
+import { planResource, type ResourcePlan } from './resource-config.js';
+import { adjuster } from './adjust-node.js';
 import { createTransports, interconnectEndpoints, onLocalSubnet } from './transports.js';
 
 export interface NodeInit {
@@ -20,6 +21,8 @@ export interface NodeInit {
   readonly controlPath: string;
   readonly log: Logger;
   readonly onShutdownRequest: () => void;
+  /** The configuration file, read again by `tandem adjust`. */
+  readonly configPath?: string;
 }
 
 export interface RunningNode {
@@ -72,15 +75,36 @@ export async function startNode(init: NodeInit): Promise<RunningNode> {
   }
   const nbd = new NbdHub(log);
   const daemon = new Daemon(init.onShutdownRequest);
-  for (const p of plans) {
-    daemon.add(
-      new Resource(p, {
+  const resources = new Map<string, Resource>();
+  const create = (p: ResourcePlan): Resource => {
+    const r = new Resource(p, {
+      node: init.node,
+      cm,
+      nbd,
+      clock: systemClock,
+      log: log.child({ resource: p.name }),
+      emit: daemon.emit,
+    });
+    resources.set(p.name, r);
+    daemon.add(r);
+    return r;
+  };
+  for (const p of plans) create(p);
+  if (init.configPath !== undefined) {
+    daemon.setAdjuster(
+      adjuster({
         node: init.node,
-        cm,
-        nbd,
-        clock: systemClock,
-        log: log.child({ resource: p.name }),
-        emit: daemon.emit,
+        nodeId: first.nodeId,
+        configPath: init.configPath,
+        log,
+        listen: (e) => listen(e, true),
+        unlisten: async (e) => {
+          listening.delete(`${e.transport}:${e.address}:${e.port}`);
+          if (await cm.unlisten(e))
+            log.info({ address: `${e.address}:${e.port}` }, 'stopped listening for peers');
+        },
+        resources,
+        create,
       }),
     );
   }

@@ -23,6 +23,7 @@ import type {
   PathSpec,
   PathTransportStats,
   SendStatus,
+  TransportStats,
   StreamId,
   TransportName,
 } from './types.js';
@@ -353,6 +354,47 @@ export abstract class BaseChannel implements Channel {
     this.pingDeadline?.cancel();
     this.koTimer?.cancel();
     this.pingTimer = this.pingDeadline = this.koTimer = null;
+  }
+}
+
+/**
+ * The channels a transport has open, and its byte counters over every channel it ever opened
+ * (closed channels' counts are folded in when they close): what Transport.stats() reports.
+ */
+export class ChannelRegistry {
+  private readonly open = new Set<Channel>();
+  private opened = 0;
+  private readonly closed = { sent: 0, received: 0 };
+
+  track(ch: Channel): void {
+    this.opened++;
+    this.open.add(ch);
+    ch.on('closed', () => {
+      const s = ch.stats();
+      this.closed.sent += s.data.bytesSent + s.control.bytesSent;
+      this.closed.received += s.data.bytesReceived + s.control.bytesReceived;
+      this.open.delete(ch);
+    });
+  }
+
+  stats(): TransportStats {
+    let sent = this.closed.sent;
+    let received = this.closed.received;
+    for (const c of this.open) {
+      const s = c.stats();
+      sent += s.data.bytesSent + s.control.bytesSent;
+      received += s.data.bytesReceived + s.control.bytesReceived;
+    }
+    return {
+      channelsOpen: this.open.size,
+      channelsOpened: this.opened,
+      bytesSent: sent,
+      bytesReceived: received,
+    };
+  }
+
+  destroyAll(): void {
+    for (const c of [...this.open]) c.destroy();
   }
 }
 
