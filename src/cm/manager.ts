@@ -19,6 +19,7 @@ import type { Timer } from '../platform/clock.js';
 import { MP_HELLO, SessionAcceptor, openSession, pathRank } from '../transport/multipath/index.js';
 import type { MultipathOptions } from '../transport/multipath/types.js';
 import type { Channel, Endpoint, Listener, Message, PathSpec } from '../transport/types.js';
+import { AsyncQueue } from '../util/async-queue.js';
 import { ConfigError, ConnectionError } from '../util/errors.js';
 import type {
   AnnouncedAddress,
@@ -68,9 +69,7 @@ function dropUnlessRefusing(ch: Channel, e: unknown): void {
 
 /** Hands handshake messages out one at a time; detaches itself on a final message type. */
 class Pump {
-  private readonly queue: Message[] = [];
-  private waiter: { resolve: (m: Message) => void; reject: (e: Error) => void } | null = null;
-  private failure: HandshakeFailure | null = null;
+  private readonly queue = new AsyncQueue<Message>();
   private released = false;
   private readonly offClosed: () => void;
 
@@ -88,11 +87,7 @@ class Pump {
       // The last handshake message: later messages belong to the layer above, so stop taking
       // them now (they queue in the channel until a receiver is set).
       if (finalTypes.includes(m.type) || m.type === MSG_REFUSE) ch.setReceiver(null);
-      const w = this.waiter;
-      if (w) {
-        this.waiter = null;
-        w.resolve(m);
-      } else this.queue.push(m);
+      this.queue.push(m);
     });
     this.offClosed = ch.on('closed', (info) =>
       this.abort(new HandshakeFailure('closed', `closed during the handshake (${info.reason})`)),
@@ -100,18 +95,11 @@ class Pump {
   }
 
   next(): Promise<Message> {
-    const m = this.queue.shift();
-    if (m) return Promise.resolve(m);
-    if (this.failure) return Promise.reject(this.failure);
-    return new Promise((resolve, reject) => (this.waiter = { resolve, reject }));
+    return this.queue.next();
   }
 
   abort(e: HandshakeFailure): void {
-    if (this.failure) return;
-    this.failure = e;
-    const w = this.waiter;
-    this.waiter = null;
-    w?.reject(e);
+    this.queue.fail(e);
   }
 
   done(): void {
@@ -295,6 +283,7 @@ export class ConnectionManager {
       (a) =>
         this.opts.transports[a.transport] !== undefined &&
         a.transport !== 'multipath' &&
+        (this.opts.reachable?.(a) ?? true) &&
         !(a.address === here.address && a.transport === here.transport),
     );
     usable.sort((x, y) => pathRank({ peer: x }, 0) - pathRank({ peer: y }, 0));
@@ -324,6 +313,22 @@ export class ConnectionManager {
     this.listeners.push(l);
     this.emit({ kind: 'listening', endpoint: l.endpoint });
     return l.endpoint;
+  }
+
+  /**
+   * Stops listening on `endpoint` (an address adjust removed from the configuration); channels
+   * already accepted stay open. False if nothing listened there.
+   */
+  async unlisten(endpoint: Endpoint): Promise<boolean> {
+    const same = (l: Listener): boolean =>
+      l.endpoint.transport === endpoint.transport &&
+      l.endpoint.address === endpoint.address &&
+      l.endpoint.port === endpoint.port;
+    const gone = this.listeners.filter(same);
+    if (gone.length === 0) return false;
+    this.listeners.splice(0, this.listeners.length, ...this.listeners.filter((l) => !same(l)));
+    await Promise.all(gone.map((l) => l.close()));
+    return true;
   }
 
   /** Adds a peer connection and starts connecting to it (both sides dial). */

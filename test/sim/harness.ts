@@ -47,6 +47,10 @@ export interface HNode {
   readonly notes: EngineNote[];
   readonly sent: Packet[];
   failNextIo: boolean;
+  /** What a capacity probe reports (the backing device's room for data). @default SIZE */
+  capacityBytes: number;
+  /** diskFlush actions the engine emitted (epoch and client flushes). */
+  flushIos: number;
 }
 
 export function baseConfig(id: number, over: Partial<EngineConfig> = {}): EngineConfig {
@@ -116,6 +120,8 @@ export class Pair {
       notes: [],
       sent: [],
       failNextIo: false,
+      capacityBytes: SIZE,
+      flushIos: 0,
     };
     const r = createEngine(baseConfig(id, over), this.boot(n));
     n.engine = r.state;
@@ -204,6 +210,7 @@ export class Pair {
         return;
       }
       case 'diskFlush':
+        n.flushIos++;
         n.pendingIo.push({
           ioId: a.ioId,
           run: () => {
@@ -226,7 +233,7 @@ export class Pair {
         return;
       case 'bitmapFlush': {
         n.disk.flush();
-        const bm = new Bitmap(SIZE / BLOCK);
+        const bm = new Bitmap(n.engine.blocks);
         for (const r of n.engine.bitmaps.get(n.peer)?.ranges() ?? []) bm.set(r);
         n.pbitmap = bm;
         return;
@@ -251,6 +258,24 @@ export class Pair {
         return;
       case 'adminResult':
         n.admin.push({ ok: a.ok, message: a.message });
+        return;
+      // Storage jobs complete like disk I/O: when the test lets them.
+      case 'probeCapacity':
+        n.pendingIo.push({
+          ioId: -1,
+          run: () => ({
+            type: 'capacity',
+            token: a.token,
+            capacityBytes: n.capacityBytes,
+            refusal: 'none',
+          }),
+        });
+        return;
+      case 'growDisk':
+        n.pendingIo.push({
+          ioId: -1,
+          run: () => ({ type: 'diskGrown', token: a.token, ok: a.sizeBytes <= n.capacityBytes }),
+        });
         return;
       case 'note':
         n.notes.push(a.note);
