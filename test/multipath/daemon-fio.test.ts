@@ -38,7 +38,8 @@ interface Fio {
   stop(): Promise<{ error: number; writes: number; verifyReads: number; stderr: string }>;
 }
 
-function startFio(dir: string, uri: string): Fio {
+/** fio inside `netns` (the Primary's namespace, where its NBD export is), in `dir`. */
+function startFio(dir: string, uri: string, netns: string): Fio {
   const args = [
     '--name=load',
     '--ioengine=nbd',
@@ -58,7 +59,11 @@ function startFio(dir: string, uri: string): Fio {
     '--log_unix_epoch=1',
     '--output-format=json',
   ];
-  const p = spawn('fio', args, { cwd: dir, env: peerEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+  const p = spawn('ip', ['netns', 'exec', netns, 'fio', ...args], {
+    cwd: dir,
+    env: peerEnv(),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let out = '';
   let err = '';
   p.stdout.on('data', (c: Buffer) => (out += c.toString()));
@@ -135,7 +140,7 @@ function failbackStall(
  * completed before the failback is measured, and the failback's before the next cut. This is a
  * spacing of the measurement, not a wait for a condition.
  */
-const DWELL_MS = 250;
+const DWELL_MS = 200;
 const dwell = (): Promise<void> => new Promise((r) => setTimeout(r, DWELL_MS));
 
 /**
@@ -184,6 +189,11 @@ class EventStream {
   /** Resolves once the stream is live (the daemon sent its snapshot of the current state). */
   ready(): Promise<number> {
     return this.wait((e) => e.kind === 'exists', 'events snapshot', 0);
+  }
+
+  /** Events from index `from` on. */
+  since(from: number): readonly TandemEvent[] {
+    return this.seen.slice(from).map((x) => x.e);
   }
 
   get length(): number {
@@ -273,7 +283,8 @@ async function cutsUnderFio(t: TestContext, sc: Scenario): Promise<void> {
       if (sc.lossPercent !== undefined) ns.setLoss('ethernet', sc.lossPercent);
       const events = new EventStream(c, 'alice');
       await events.ready();
-      const fio = startFio(c.dir, c.node('alice').nbdUri);
+      const first = events.length;
+      const fio = startFio(c.dir, c.node('alice').nbdUri, ns.nsA);
       await waitUntil(
         async () => (await peerStatus(c, 'alice')).sentBytes > before.sentBytes + MIB,
         'fio writing',
@@ -301,6 +312,14 @@ async function cutsUnderFio(t: TestContext, sc: Scenario): Promise<void> {
         assert.equal(r.error, 0, `fio reported an error:\n${r.stderr}`);
         assert.doesNotMatch(r.stderr, /verify|bad magic|error/i, 'fio stderr is clean');
         assert.ok(r.writes > 0 && r.verifyReads > 0, `fio wrote and verified (${r.writes})`);
+      }
+      // Through every cut the connection stayed up, replication Established, the bitmap empty.
+      for (const e of events.since(first)) {
+        if (e.object === 'connection')
+          assert.equal(e.props['connection'], 'Connected', 'connected');
+        if (e.object !== 'peer-device') continue;
+        assert.equal(e.props['replication'], 'Established', `no resync: ${JSON.stringify(e)}`);
+        assert.equal(e.props['out-of-sync'], 0, `nothing out of sync: ${JSON.stringify(e)}`);
       }
       const after = await peerStatus(c, 'alice');
       assert.equal(after.connection, 'Connected');
@@ -356,7 +375,7 @@ test('both paths cut: the session ends, writes go on, a bitmap resync follows', 
         'alice: disconnected after both paths were cut',
         30_000,
       );
-      const fio = startFio(c.dir, c.node('alice').nbdUri);
+      const fio = startFio(c.dir, c.node('alice').nbdUri, ns.nsA);
       await waitUntil(
         async () => (await peerStatus(c, 'alice')).outOfSyncBytes >= MIB,
         'alice: writes while disconnected marked out of sync',
