@@ -180,6 +180,7 @@ export class MultipathSession extends BaseChannel {
   private hbTimer: Timer | null = null;
   /** When the pending heartbeat tick is due (a late tick proves nothing about silence). */
   private hbDueMs = 0;
+  private hbSkipped = false;
   private noPathTimer: Timer | null = null;
   private ackTimer: Timer | null = null;
   private ackOwed = false;
@@ -713,8 +714,10 @@ export class MultipathSession extends BaseChannel {
     if (!this.isOpen) return;
     const now = this.clock.nowMs();
     // A late tick means this process did not run (GC, a long task): what arrived meanwhile is
-    // still unread, so silence proves nothing until the next tick.
-    const judge = now - this.hbDueMs <= this.hbIntMs;
+    // still unread, so silence proves nothing until the next tick. Never twice in a row: a
+    // process that is always late must still detect a dead path.
+    const judge = now - this.hbDueMs <= this.hbIntMs || this.hbSkipped;
+    this.hbSkipped = !judge;
     for (const l of [...this.links]) {
       const silentMs = now - l.lastHeardMs;
       const limitMs = this.carriesTraffic(l)
