@@ -85,52 +85,61 @@ test('fabric: zero-copy and copied bytes are counted per connection', async (t) 
   const l = await tb.listen(ep(0), (ch) => accepted.resolve(ch));
   const a = await ta.connect({ peer: l.endpoint }, { signal: AbortSignal.timeout(10_000) });
   const b = await accepted.promise;
-  const got: Buffer[] = [];
-  b.setReceiver((m) => got.push(m.payload));
-  const big = Buffer.alloc(1024 * 1024, 0x5a);
-  a.send('data', 1, [Buffer.from('small header'), big]);
-  a.send('data', 2, [Buffer.alloc(100, 1)]);
-  await waitFor('two messages', (done) => {
-    const i = setInterval(() => got.length === 2 && done(undefined), 5);
-    return () => clearInterval(i);
-  });
-  assert.deepEqual(got[0], Buffer.concat([Buffer.from('small header'), big]));
-  const s = ta.stats();
-  assert.equal(s.connections.length, 1);
-  assert.equal(s.connections[0]?.provider, 'tcp');
-  // 1 MiB goes in fragments of one buffer (64 KiB less the 16-byte header) straight from `big`;
-  // its 256-byte tail, the 12-byte part before it and the 100-byte message are copied.
-  const fragment = 64 * 1024 - 16;
-  const whole = Math.floor(big.length / fragment) * fragment;
-  assert.equal(s.zeroCopyBytes, whole, 'the 1 MiB part went without a copy');
-  assert.equal(s.copiedBytes, 'small header'.length + (big.length - whole) + 100);
-  assert.equal(s.connections[0]?.zeroCopyBytes, whole);
-  // What `tandem status` shows for this connection.
-  const shown = (): ReturnType<typeof channelTransportStats> => channelTransportStats(a);
-  assert.equal(shown().transport, 'fabric');
-  assert.deepEqual(shown().active, { transport: 'fabric', provider: 'tcp' });
-  assert.equal(shown().zeroCopyBytes, whole);
-  assert.equal(shown().copiedBytes, 'small header'.length + (big.length - whole) + 100);
-  assert.equal(shown().bytesSent, 'small header'.length + big.length + 100);
-  assert.equal(shown().paths[0]?.provider, 'tcp');
-  assert.equal(channelTransportStats(b).bytesReceived, shown().bytesSent);
-  // Every further large Buffer goes without a copy too, not only the first one registered (the
-  // addon once gave every on-the-fly registration the same key, which tcp/sockets refuse).
-  for (let i = 0; i < 20; i++) a.send('data', 3, [Buffer.alloc(64 * 1024, i)]);
-  await waitFor('twenty more', (done) => {
-    const i = setInterval(() => got.length === 22 && done(undefined), 5);
-    return () => clearInterval(i);
-  });
-  const more = 20 * fragment;
-  assert.equal(shown().zeroCopyBytes, whole + more, 'all later large Buffers went without a copy');
-  assert.ok(got.slice(2).every((m, i) => m.length === 64 * 1024 && m[0] === i));
-  a.destroy();
-  // The counters and the provider outlive the native connection.
-  assert.equal(shown().zeroCopyBytes, whole + more);
-  assert.equal(shown().active?.provider, 'tcp');
-  await l.close();
-  await ta.close();
-  await tb.close();
+  // A failed assertion must not leave the channels pinging (the process would never exit).
+  try {
+    const got: Buffer[] = [];
+    b.setReceiver((m) => got.push(m.payload));
+    const big = Buffer.alloc(1024 * 1024, 0x5a);
+    a.send('data', 1, [Buffer.from('small header'), big]);
+    a.send('data', 2, [Buffer.alloc(100, 1)]);
+    await waitFor('two messages', (done) => {
+      const i = setInterval(() => got.length === 2 && done(undefined), 5);
+      return () => clearInterval(i);
+    });
+    assert.deepEqual(got[0], Buffer.concat([Buffer.from('small header'), big]));
+    const s = ta.stats();
+    assert.equal(s.connections.length, 1);
+    assert.equal(s.connections[0]?.provider, 'tcp');
+    // 1 MiB goes in fragments of one buffer (64 KiB less the 16-byte header) straight from `big`;
+    // its 256-byte tail, the 12-byte part before it and the 100-byte message are copied.
+    const fragment = 64 * 1024 - 16;
+    const whole = Math.floor(big.length / fragment) * fragment;
+    assert.equal(s.zeroCopyBytes, whole, 'the 1 MiB part went without a copy');
+    assert.equal(s.copiedBytes, 'small header'.length + (big.length - whole) + 100);
+    assert.equal(s.connections[0]?.zeroCopyBytes, whole);
+    // What `tandem status` shows for this connection.
+    const shown = (): ReturnType<typeof channelTransportStats> => channelTransportStats(a);
+    assert.equal(shown().transport, 'fabric');
+    assert.deepEqual(shown().active, { transport: 'fabric', provider: 'tcp' });
+    assert.equal(shown().zeroCopyBytes, whole);
+    assert.equal(shown().copiedBytes, 'small header'.length + (big.length - whole) + 100);
+    assert.equal(shown().bytesSent, 'small header'.length + big.length + 100);
+    assert.equal(shown().paths[0]?.provider, 'tcp');
+    assert.equal(channelTransportStats(b).bytesReceived, shown().bytesSent);
+    // Every further large Buffer goes without a copy too, not only the first one registered (the
+    // addon once gave every on-the-fly registration the same key, which tcp/sockets refuse).
+    for (let i = 0; i < 20; i++) a.send('data', 3, [Buffer.alloc(64 * 1024, i)]);
+    await waitFor('twenty more', (done) => {
+      const i = setInterval(() => got.length === 22 && done(undefined), 5);
+      return () => clearInterval(i);
+    });
+    const more = 20 * fragment;
+    assert.equal(
+      shown().zeroCopyBytes,
+      whole + more,
+      'all later large Buffers went without a copy',
+    );
+    assert.ok(got.slice(2).every((m, i) => m.length === 64 * 1024 && m[0] === i));
+    a.destroy();
+    // The counters and the provider outlive the native connection.
+    assert.equal(shown().zeroCopyBytes, whole + more);
+    assert.equal(shown().active?.provider, 'tcp');
+  } finally {
+    a.destroy();
+    await l.close();
+    await ta.close();
+    await tb.close();
+  }
 });
 
 test('selecting a provider that is not here fails with what to install', (t) => {
