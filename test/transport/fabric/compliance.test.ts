@@ -6,7 +6,12 @@ import { fabricTransport, FabricChannel } from '../../../src/transport/fabric/in
 import { loadFabricAddon } from '../../../src/transport/fabric/addon.js';
 import { channelTransportStats } from '../../../src/transport/channel-base.js';
 import type { Channel, Endpoint } from '../../../src/transport/types.js';
-import { transportSuite, waitFor } from '../../compliance/transport.suite.js';
+import {
+  koCountSuite,
+  transportSuite,
+  waitFor,
+  type PairFactory,
+} from '../../compliance/transport.suite.js';
 import { realClock } from '../../support/clocks.js';
 import { inCi } from '../../support/peers.js';
 import { fabricAvailable } from './support.js';
@@ -43,7 +48,7 @@ for (const provider of providers) {
     });
     continue;
   }
-  transportSuite(`fabric/${provider}`, async (channel) => {
+  const makePair: PairFactory = async (channel) => {
     const tb = fabricTransport({ provider, channel })({ clock: realClock });
     const ta = fabricTransport({ provider, channel })({ clock: realClock });
     let accepted: Channel | null = null;
@@ -73,7 +78,9 @@ for (const provider of providers) {
         await tb.close();
       },
     };
-  });
+  };
+  transportSuite(`fabric/${provider}`, makePair);
+  koCountSuite(`fabric/${provider}`, makePair);
 }
 
 test('fabric: zero-copy and copied bytes are counted per connection', async (t) => {
