@@ -28,6 +28,8 @@ export interface RunInfo {
   readonly finishedAt: string;
   readonly rounds: number;
   readonly runtimeSec: number;
+  /** Unmeasured seconds of each workload after each start (absent in older reports). */
+  readonly warmupSec?: number;
   readonly fileSizeBytes: number;
   readonly syncSizeBytes: number;
   readonly storageDir: string;
@@ -99,7 +101,8 @@ export function renderMarkdown(r: Report): string {
   out.push('');
   out.push(
     `fio \`nbd\` engine over TCP on 127.0.0.1; every export is a ${formatSize(r.run.fileSizeBytes)} ` +
-      `preallocated file in \`${r.run.storageDir}\`; ${r.run.runtimeSec} s per fio run; ` +
+      `preallocated file in \`${r.run.storageDir}\`; ${r.run.runtimeSec} s per fio run ` +
+      `(after ${r.run.warmupSec ?? 0} s of each workload, unmeasured, per start); ` +
       `${r.run.rounds} round(s), systems interleaved within each round; cells are medians over ` +
       `rounds (peak RSS: the highest peak).`,
   );

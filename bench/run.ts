@@ -47,6 +47,7 @@ interface Cli {
   quick: boolean;
   rounds?: number;
   runtime?: number;
+  warmup?: number;
   sizeMib?: number;
   syncSizeMib?: number;
   systems?: string[];
@@ -96,6 +97,7 @@ async function hostInfo(storageDir: string): Promise<Record<string, string>> {
 async function main(cli: Cli): Promise<number> {
   const rounds = cli.rounds ?? (cli.quick ? 1 : 3);
   const runtimeSec = cli.runtime ?? (cli.quick ? 1 : 5);
+  const warmupSec = cli.warmup ?? 1;
   const fileSizeBytes = (cli.sizeMib ?? (cli.quick ? 256 : 1024)) * MIB;
   const syncSizeBytes = (cli.syncSizeMib ?? (cli.quick ? 256 : 1024)) * MIB;
   const wanted = cli.workloads ?? [...WORKLOADS.map((w) => w.id), 'sync'];
@@ -145,9 +147,9 @@ async function main(cli: Cli): Promise<number> {
   process.once('SIGTERM', onSignal);
   process.once('exit', cleanup);
 
-  const fioSeconds = rounds * runnable.length * workloads.length * (runtimeSec + 1);
+  const fioSeconds = rounds * runnable.length * workloads.length * (runtimeSec + warmupSec + 1);
   log(
-    `${runnable.length} system(s), ${rounds} round(s), ${workloads.length} workload(s) of ${runtimeSec} s` +
+    `${runnable.length} system(s), ${rounds} round(s), ${workloads.length} workload(s) of ${runtimeSec} s (+${warmupSec} s warm-up)` +
       `${sync ? ' + initial sync' : ''}: at least ${fioSeconds} s of fio, plus setup`,
   );
   const startedAt = new Date();
@@ -156,6 +158,7 @@ async function main(cli: Cli): Promise<number> {
     const out = await runBenchmark(runnable, {
       rounds,
       runtimeSec,
+      warmupSec,
       fileSizeBytes,
       syncSizeBytes,
       workloads,
@@ -177,6 +180,7 @@ async function main(cli: Cli): Promise<number> {
         finishedAt: finishedAt.toISOString(),
         rounds,
         runtimeSec,
+        warmupSec,
         fileSizeBytes,
         syncSizeBytes,
         storageDir: cli.dir,
@@ -214,6 +218,16 @@ const program = new Command('bench')
     positiveInt('rounds'),
   )
   .option('--runtime <s>', 'seconds per fio run (default: 5, quick 1)', positiveInt('runtime'))
+  .option(
+    '--warmup <s>',
+    'unmeasured seconds of each workload after each start, for every system (default: 1; 0: none)',
+    (v: string): number => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 0)
+        throw new InvalidArgumentError('warmup must be a non-negative integer');
+      return n;
+    },
+  )
   .option(
     '--size-mib <n>',
     'size of every export in MiB (default: 1024, quick 256)',

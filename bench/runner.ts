@@ -19,6 +19,13 @@ const QUIESCE_TIMEOUT_MS = 120_000;
 export interface RunOptions {
   readonly rounds: number;
   readonly runtimeSec: number;
+  /**
+   * Unmeasured seconds of each workload after a system starts, before the measured runs (0:
+   * none). Every system gets the same: Tandem's JIT-compiled code is still cold in its first
+   * seconds (a fresh daemon spent 3x the CPU per QD1 write of a warm one), which no
+   * long-running daemon is, and every system's page cache and metadata see the same traffic.
+   */
+  readonly warmupSec: number;
   readonly fileSizeBytes: number;
   readonly syncSizeBytes: number;
   readonly workloads: readonly Workload[];
@@ -59,6 +66,31 @@ async function freshContext(o: RunOptions, tag: string, sizeBytes: number): Prom
 async function dropContext(ctx: StartContext): Promise<void> {
   await rm(ctx.storageDir, { recursive: true, force: true });
   await rm(ctx.runDir, { recursive: true, force: true });
+}
+
+/** Runs every workload for `warmupSec`, unmeasured; a failure is logged, not fatal. */
+async function warmUp(
+  o: RunOptions,
+  ctx: StartContext,
+  sys: RunningSystem,
+  systemId: string,
+): Promise<void> {
+  if (o.warmupSec <= 0) return;
+  for (const w of o.workloads) {
+    const args = fioArgs(w, {
+      uri: sys.uri,
+      sizeBytes: ctx.fileSizeBytes,
+      runtimeSec: o.warmupSec,
+      outputPath: join(ctx.runDir, `warmup-${w.id}.json`),
+    });
+    try {
+      await o.children.run('fio', 'fio', args, o.warmupSec * 1000 + FIO_GRACE_MS, {
+        env: peerEnv(),
+      });
+    } catch (e) {
+      o.log(`${systemId}: warm-up ${w.id} failed: ${errorMessage(e)}`);
+    }
+  }
 }
 
 /** One fio run against a running system, with the system's CPU and peak RSS around it. */
@@ -142,6 +174,7 @@ async function roundOfWorkloads(
       return;
     }
     addNotes(out, s.id, running.notes);
+    await warmUp(o, ctx, running, s.id);
     for (const w of o.workloads) {
       if (o.aborted()) return;
       const sample = await runWorkload(o, ctx, running, w, round, s.id);

@@ -15,6 +15,8 @@ import {
   FABRIC_ZCOPY_THRESHOLD_BYTES,
   GIB,
   MIB,
+  MULTIPATH_FLAPS_PER_MINUTE_MAX,
+  MULTIPATH_HOLD_DOWN_MS,
   MULTIPATH_REPLAY_BUFFER_BYTES,
 } from '../limits.js';
 import type { SectionName } from './types.js';
@@ -219,6 +221,18 @@ const NET: OptionSchema[] = [
     num(MIB, GIB, MULTIPATH_REPLAY_BUFFER_BYTES, '1', 'bytes'),
     'tandem',
     'unacknowledged bytes a multipath session keeps per stream for replay after a path fails',
+  ),
+  opt(
+    'path-flaps-max',
+    num(1, 10000, MULTIPATH_FLAPS_PER_MINUTE_MAX, '1', 'failures/min'),
+    'tandem',
+    'a path that fails more often than this in a minute is held down (multipath hysteresis)',
+  ),
+  opt(
+    'path-hold-down',
+    num(1, 3600, MULTIPATH_HOLD_DOWN_MS / 1000, '1', 's'),
+    'tandem',
+    'how long a flapping path is held down',
   ),
   opt(
     'fabric-provider',

@@ -1,7 +1,8 @@
 // A resource's local disk as the engine sees it: the data region, the v09 metadata beside it,
 // and the ordering rules between them. Data I/O runs concurrently; a metadata action (superblock,
-// AL transaction, bitmap flush) is a barrier: it first flushes the data disk, then writes the
-// metadata durably, and no later data I/O starts before it is done (engine Action contract).
+// AL transaction, bitmap flush) is a barrier: it first flushes the data disk (not needed for an
+// AL transaction that only adds extents), then writes the metadata durably, and no later data
+// I/O starts before it is done (engine Action contract).
 // The metadata itself is storage's MetadataStore, through its engine-facing methods.
 import { BITMAP_BLOCK_BYTES } from '../limits.js';
 import type { BlockRange, BootState, Metadata, ResizeRefusal } from '../replication/types.js';
@@ -155,10 +156,13 @@ export class LocalDisk {
     return this.gate === null ? op() : this.gate.then(op);
   }
 
-  /** Queues a metadata barrier: flush data, then `write`; later I/O waits for it. */
-  barrier(write: () => Promise<void>): Promise<void> {
+  /**
+   * Queues a metadata barrier: flush data (unless `flushData` is false), then `write`; later
+   * I/O waits for it.
+   */
+  barrier(write: () => Promise<void>, flushData = true): Promise<void> {
     const run = (this.gate ?? Promise.resolve()).then(async () => {
-      await this.data.flush();
+      if (flushData) await this.data.flush();
       await write();
     });
     const gate = run.catch(() => undefined);
@@ -173,9 +177,15 @@ export class LocalDisk {
     return this.barrier(() => this.meta.persistMeta(m));
   }
 
-  /** The engine's AL transaction: extents `add` become hot before any write into them. */
+  /**
+   * The engine's AL transaction: extents `add` become hot before any write into them. Only an
+   * extent leaving the log needs the data flush first (its writes lose their cover); adding
+   * one changes nothing for writes already done, which stay covered by their own hot extents.
+   * The flush (a whole-file fdatasync, all dirty pages written back) would otherwise stall
+   * every write while a sequential writer crosses into each new 4 MiB extent.
+   */
   alCommit(add: readonly number[], remove: readonly number[]): Promise<void> {
-    return this.barrier(() => this.meta.commitAlChange(add, remove));
+    return this.barrier(() => this.meta.commitAlChange(add, remove), remove.length > 0);
   }
 
   bitmapSet(peer: number, ranges: readonly BlockRange[]): void {

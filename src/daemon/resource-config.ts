@@ -22,7 +22,11 @@ import type {
 import type { Endpoint, PathSpec } from '../transport/types.js';
 import type { NbdListenerSpec } from '../nbd/types.js';
 import { ConfigError } from '../util/errors.js';
-import { MULTIPATH_REPLAY_BUFFER_BYTES } from '../limits.js';
+import {
+  MULTIPATH_FLAPS_PER_MINUTE_MAX,
+  MULTIPATH_HOLD_DOWN_MS,
+  MULTIPATH_REPLAY_BUFFER_BYTES,
+} from '../limits.js';
 
 export interface PeerPlan {
   readonly name: string;
@@ -162,6 +166,8 @@ export function planResource(r: ResourceConfig, node: string): ResourcePlan {
             ...channelOptions(c.net),
             loadBalancePaths: loadBalance,
             replayBufferBytes: num(c.net, 'multipath-replay-buffer', MULTIPATH_REPLAY_BUFFER_BYTES),
+            flapsPerMinuteMax: num(c.net, 'path-flaps-max', MULTIPATH_FLAPS_PER_MINUTE_MAX),
+            holdDownMs: num(c.net, 'path-hold-down', MULTIPATH_HOLD_DOWN_MS / 1000) * 1000,
             ssocks,
           }
         : undefined;
@@ -294,6 +300,7 @@ export function engineConfig(
     maxEpochSize: num(net, 'max-epoch-size', 2048),
     alExtents: num(disk, 'al-extents', 1237),
     onIoError: str(disk, 'on-io-error', 'detach') === 'pass_on' ? 'pass_on' : 'detach',
+    diskFlushes: bool(disk, 'disk-flushes', true),
     resync: {
       resyncRateBytesPerSec: num(disk, 'resync-rate', 250) * 1024,
       cPlanAheadTenths: num(disk, 'c-plan-ahead', 20),

@@ -16,6 +16,7 @@ import type {
   EngineEvent,
   Packet,
 } from '../replication/types.js';
+import { channelTransportStats } from '../transport/channel-base.js';
 import type { Channel, Message, PathEvent, PathSpec, StreamId } from '../transport/types.js';
 import type { NbdExportBackend, NbdExtent } from '../nbd/types.js';
 import {
@@ -31,12 +32,13 @@ import type { EventSink, ResourceRuntime } from './daemon.js';
 import { LocalDisk } from './disk.js';
 import type { NbdHub } from './nbd-hub.js';
 import { engineConfig, type ResourcePlan } from './resource-config.js';
-import type {
-  ConnectionState,
-  DiskState,
-  ReplicationState,
-  ResourceStatus,
-  Role,
+import {
+  describeTransport,
+  type ConnectionState,
+  type DiskState,
+  type ReplicationState,
+  type ResourceStatus,
+  type Role,
 } from './status.js';
 
 /** The transport message type that carries engine packets (the engine has its own header). */
@@ -1141,7 +1143,12 @@ export class Resource implements ResourceRuntime {
       device: this.exportUri(),
       writable: this.up && this.role === 'Primary',
       peers: [...this.peers].map(([id, p]) => {
-        const stats = p.channel?.stats();
+        const configured = this.plan.peers.find((x) => x.nodeId === id)?.paths ?? [];
+        const shown = describeTransport(
+          configured,
+          p.channel === null ? null : channelTransportStats(p.channel),
+          p.channel?.stats().rttMs ?? null,
+        );
         return {
           name: p.name,
           nodeId: id,
@@ -1157,22 +1164,8 @@ export class Resource implements ResourceRuntime {
           failovers: p.failovers,
           failbacks: p.failbacks,
           activePath: p.activePath,
-          paths: this.plan.peers
-            .find((x) => x.nodeId === id)!
-            .paths.map((path) => ({
-              transport: p.channel?.path === path ? p.channel.transport : path.peer.transport,
-              local: path.local ? `${path.local.address}` : '',
-              remote: `${path.peer.address}:${path.peer.port}`,
-              // A connection the peer dialed has the peer's ephemeral port: match the address.
-              established:
-                p.channel !== null &&
-                (p.channel.path.peer.address === path.peer.address ||
-                  p.channel.path.local?.address === path.peer.address),
-            })),
-          transport:
-            stats === undefined
-              ? {}
-              : { name: p.channel?.transport ?? '', rttMs: stats.rttMs ?? -1 },
+          paths: shown.paths,
+          transport: shown.transport,
         };
       }),
     };

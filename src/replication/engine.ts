@@ -140,7 +140,13 @@ interface Peer {
   rxEpoch: number;
   rxInflight: number;
   rxCount: number;
-  rxFlushing: boolean;
+  /**
+   * Drained epochs whose BarrierAck waits for a flush, oldest first: `flushing` are covered by
+   * the flush in flight (issued after they drained), `unflushed` need the next one. Later
+   * epochs' writes do not wait for these flushes (see maybeFinishRxEpoch).
+   */
+  rxFlushing: RxEpoch[];
+  rxUnflushed: RxEpoch[];
   /** Our disk failed with epochs unflushed: never acknowledge them (the peer marks its log). */
   rxNoAck: boolean;
   readonly rxQueue: Packet[];
@@ -195,6 +201,12 @@ type StorageJob =
       readonly sizeBytes: number;
       readonly assumeClean: boolean;
     };
+
+/** A drained epoch on the receiving side: what its BarrierAck will say. */
+interface RxEpoch {
+  readonly epoch: number;
+  readonly setSize: number;
+}
 
 interface PendingPromote {
   cmdId: number;
@@ -328,7 +340,8 @@ function newPeer(id: number, name: string): Peer {
     rxEpoch: 0,
     rxInflight: 0,
     rxCount: 0,
-    rxFlushing: false,
+    rxFlushing: [],
+    rxUnflushed: [],
     rxNoAck: false,
     rxQueue: [],
     rs: null,
@@ -1020,11 +1033,9 @@ function onDiskDone(s: EngineState, ev: Extract<EngineEvent, { type: 'diskDone' 
     case 'epochFlush': {
       const p = s.peers.get(what.peer);
       if (p === undefined || p.inc !== what.inc) return;
-      p.rxFlushing = false;
-      send(s, p, 'control', { kind: 'BarrierAck', epoch: p.rxEpoch, setSize: p.rxCount });
-      p.rxCount = 0;
-      p.rxDraining = false;
-      pumpRx(s, p);
+      for (const e of p.rxFlushing.splice(0))
+        send(s, p, 'control', { kind: 'BarrierAck', epoch: e.epoch, setSize: e.setSize });
+      flushRxEpochs(s, p);
       return;
     }
     case 'peerRead': {
@@ -1116,7 +1127,9 @@ function onIoError(s: EngineState, what: Io): void {
     case 'epochFlush': {
       const p = s.peers.get(what.peer);
       if (p !== undefined && p.inc === what.inc) {
-        p.rxFlushing = false;
+        // Those epochs may not be on disk: never acknowledge them (the peer marks its log).
+        p.rxFlushing.length = 0;
+        p.rxUnflushed.length = 0;
         p.rxNoAck = true;
       }
       break;
@@ -1170,6 +1183,7 @@ function detach(s: EngineState): void {
   }
   for (const p of s.peers.values()) {
     p.rxNoAck = true;
+    p.rxUnflushed.length = 0;
     if (p.rs !== null) stopResync(s, p);
     if (p.sync !== null) p.sync = null;
     if (p.repl !== 'Off' && p.conn === 'Connected') setRepl(s, p, 'Established');
@@ -1194,7 +1208,8 @@ function detach(s: EngineState): void {
       case 'epochFlush': {
         const p = s.peers.get(what.peer);
         if (p !== undefined && p.inc === what.inc) {
-          p.rxFlushing = false;
+          p.rxFlushing.length = 0;
+          p.rxUnflushed.length = 0;
           maybeFinishRxEpoch(s, p);
         }
         break;
@@ -1775,7 +1790,8 @@ function onClosed(s: EngineState, peerId: number, byNetwork: boolean): void {
   p.ov = null;
   p.rxQueue.length = 0;
   p.rxDraining = false;
-  p.rxFlushing = false;
+  p.rxFlushing.length = 0;
+  p.rxUnflushed.length = 0;
   p.rxInflight = 0;
   p.rxCount = 0;
   setPeerRole(s, p, 'Unknown');
@@ -2107,16 +2123,38 @@ function byteRunsExcluding(
 }
 
 function maybeFinishRxEpoch(s: EngineState, p: Peer): void {
-  if (!p.rxDraining || p.rxInflight > 0 || p.rxFlushing) return;
-  if (!hasDisk(s) || p.rxNoAck) {
-    if (!p.rxNoAck)
-      send(s, p, 'control', { kind: 'BarrierAck', epoch: p.rxEpoch, setSize: p.rxCount });
-    p.rxCount = 0;
-    p.rxDraining = false;
-    return pumpRx(s, p);
+  if (!p.rxDraining || p.rxInflight > 0) return;
+  const e: RxEpoch = { epoch: p.rxEpoch, setSize: p.rxCount };
+  p.rxCount = 0;
+  p.rxDraining = false;
+  if (!p.rxNoAck) {
+    const flushes = hasDisk(s) && s.cfg.diskFlushes !== false;
+    // BarrierAcks leave in epoch order: one waiting for a flush holds back later ones.
+    if (!flushes && p.rxFlushing.length === 0 && p.rxUnflushed.length === 0)
+      send(s, p, 'control', { kind: 'BarrierAck', epoch: e.epoch, setSize: e.setSize });
+    else {
+      p.rxUnflushed.push(e);
+      flushRxEpochs(s, p);
+    }
   }
-  // Drain then flush: the epoch is durable before any write of the next one starts.
-  p.rxFlushing = true;
+  // The epoch is drained: every write of it completed, so the next epoch's writes can start
+  // now. Its flush only gates the BarrierAck (what lets the peer forget the writes), not the
+  // next writes: a client flush waits for that ack, and a block device orders nothing else
+  // (DRBD blocks its receiver here; the next write need not pay a flush it never asked for).
+  pumpRx(s, p);
+}
+
+/** Starts one flush for every drained epoch not yet covered, unless one is in flight. */
+function flushRxEpochs(s: EngineState, p: Peer): void {
+  if (p.rxFlushing.length > 0 || p.rxUnflushed.length === 0) return;
+  if (!hasDisk(s) || s.cfg.diskFlushes === false) {
+    // The disk went away or flushes were turned off with epochs waiting: nothing to flush.
+    for (const e of p.rxUnflushed.splice(0))
+      send(s, p, 'control', { kind: 'BarrierAck', epoch: e.epoch, setSize: e.setSize });
+    return;
+  }
+  p.rxFlushing.push(...p.rxUnflushed.splice(0));
+  // Issued after those epochs drained, so it covers every write of theirs (group commit).
   emit(s, { type: 'diskFlush', ioId: io(s, { kind: 'epochFlush', peer: p.id, inc: p.inc }) });
 }
 

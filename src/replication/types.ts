@@ -70,6 +70,12 @@ export interface EngineConfig {
   readonly alExtentBytes?: number;
   /** @default 'detach' */
   readonly onIoError: 'detach' | 'pass_on';
+  /**
+   * DRBD's disk-flushes: a Secondary flushes its disk after each drained epoch before it sends
+   * the BarrierAck. `false` is for non-volatile write caches: the BarrierAck follows the drain.
+   * @default true
+   */
+  readonly diskFlushes?: boolean;
   readonly resync: ResyncRateOptions;
   /** csums-alg is configured: checksum-based resync skips equal blocks. */
   readonly csums: boolean;

@@ -23,6 +23,7 @@ function options(t: { after: (fn: () => void) => void }, patch: Partial<RunOptio
   return {
     rounds: 2,
     runtimeSec: 1,
+    warmupSec: 0,
     fileSizeBytes: 16 * 2 ** 20,
     syncSizeBytes: 2 ** 30,
     workloads: [],

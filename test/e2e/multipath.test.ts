@@ -21,7 +21,7 @@ const DISK_BYTES = 16 * MIB;
 async function replicate(o: Omit<PairOptions, 'diskBytes'>): Promise<void> {
   await withPair({ diskBytes: DISK_BYTES, ...o }, async (c) => {
     const st = await status(c, 'alice');
-    assert.equal(st.peers[0]?.transport['name'], 'multipath', 'the connection is a session');
+    assert.equal(st.peers[0]?.transport?.name, 'multipath', 'the connection is a session');
     await c.tandem('alice', 'primary', '--force', c.resource);
     await waitInSync(c, 'alice');
     await waitInSync(c, 'bob');

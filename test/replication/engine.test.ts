@@ -61,7 +61,7 @@ test('flush completes after the peer flushed the epoch (barrier ack)', () => {
   assert.equal(p.b.disk.cache.size, 0, 'the peer flushed before acknowledging');
 });
 
-test('epochs: the peer starts no write of epoch n+1 before epoch n is written and flushed', () => {
+test('epochs: the peer starts no write of epoch n+1 before epoch n is written; its flush only holds the BarrierAck', () => {
   const p = Pair.initialized({ protocol: 'A' });
   const w1 = p.write(p.a, 10, 1);
   p.completeIo(p.a); // w1 completes: its epoch closes, w2 depends on it
@@ -69,12 +69,61 @@ test('epochs: the peer starts no write of epoch n+1 before epoch n is written an
   p.write(p.a, 11, 2);
   while (p.deliver(1, 'data'));
   assert.equal(p.b.pendingIo.length, 1, 'only w1 is issued on bravo');
-  p.completeIo(p.b); // w1 written -> flush issued
-  assert.equal(p.b.pendingIo.length, 1, 'the epoch flush, not w2');
-  p.completeIo(p.b); // flush done -> w2 starts
-  assert.equal(p.b.pendingIo.length, 1);
+  const acks = (): number[] => p.b.sent.flatMap((x) => (x.kind === 'BarrierAck' ? [x.epoch] : []));
+  const before = acks().length;
+  p.completeIo(p.b); // w1 written: epoch 1 drained -> its flush, and w2 starts at once
+  assert.equal(p.b.pendingIo.length, 2, 'the epoch flush and w2');
+  assert.equal(acks().length, before, 'no BarrierAck before the flush is done');
+  p.completeIo(p.b); // the flush
+  assert.deepEqual(acks().slice(before), [1]);
+  assert.equal(p.b.disk.durable.get(10)?.[0], 1, 'epoch 1 is durable when it is acknowledged');
   p.settle();
   assert.equal(blockOf(p.b, 11), 2);
+});
+
+test('epochs drained while a flush runs share the next flush; BarrierAcks stay in order', () => {
+  const p = Pair.initialized({ protocol: 'A' });
+  const acks = (): number[] => p.b.sent.flatMap((x) => (x.kind === 'BarrierAck' ? [x.epoch] : []));
+  const flushesBefore = p.b.flushIos;
+  const before = acks().length;
+  for (let i = 0; i < 3; i++) {
+    p.write(p.a, 20 + i, i + 1);
+    p.completeIo(p.a); // completes: the epoch closes
+  }
+  p.write(p.a, 30, 9); // opens epoch 4, so the barrier of epoch 3 is on the wire too
+  while (p.deliver(1, 'data'));
+  const later = (): void => {
+    // The flush of epoch 1 is still running: let the next write finish first.
+    const f1 = p.b.pendingIo.shift();
+    assert.ok(f1 !== undefined);
+    p.b.pendingIo.push(f1);
+  };
+  p.completeIo(p.b); // epoch 1 drained: flush F1, and epoch 2's write starts
+  later();
+  p.completeIo(p.b); // epoch 2 drained while F1 runs: it waits for the next flush
+  later();
+  p.completeIo(p.b); // epoch 3 likewise
+  assert.equal(p.b.flushIos - flushesBefore, 1, 'one flush so far');
+  p.completeIo(p.b); // F1 done: acks epoch 1, one flush for epochs 2 and 3
+  assert.deepEqual(acks().slice(before), [1]);
+  assert.equal(p.b.flushIos - flushesBefore, 2);
+  p.settle();
+  assert.deepEqual(acks().slice(before), [1, 2, 3, 4]);
+  assert.equal(p.b.flushIos - flushesBefore, 3, 'epochs 2 and 3 shared one flush');
+  for (let i = 0; i < 3; i++) assert.equal(p.b.disk.durable.get(20 + i)?.[0], i + 1);
+});
+
+test('disk-flushes no: the BarrierAck follows the drain, with no flush', () => {
+  const p = Pair.initialized({ protocol: 'C', diskFlushes: false });
+  const flushesBefore = p.b.flushIos;
+  const w = p.write(p.a, 5, 7);
+  p.settle();
+  assert.equal(done(p.a, w), true);
+  const f = p.request(p.a, { op: 'flush' });
+  p.settle();
+  assert.equal(done(p.a, f), true);
+  assert.ok(p.b.sent.some((x) => x.kind === 'BarrierAck'));
+  assert.equal(p.b.flushIos, flushesBefore, 'bravo never flushed');
 });
 
 test('roles: promotion needs UpToDate (or --force); a second Primary is refused', () => {

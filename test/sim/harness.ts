@@ -49,6 +49,8 @@ export interface HNode {
   failNextIo: boolean;
   /** What a capacity probe reports (the backing device's room for data). @default SIZE */
   capacityBytes: number;
+  /** diskFlush actions the engine emitted (epoch and client flushes). */
+  flushIos: number;
 }
 
 export function baseConfig(id: number, over: Partial<EngineConfig> = {}): EngineConfig {
@@ -119,6 +121,7 @@ export class Pair {
       sent: [],
       failNextIo: false,
       capacityBytes: SIZE,
+      flushIos: 0,
     };
     const r = createEngine(baseConfig(id, over), this.boot(n));
     n.engine = r.state;
@@ -207,6 +210,7 @@ export class Pair {
         return;
       }
       case 'diskFlush':
+        n.flushIos++;
         n.pendingIo.push({
           ioId: a.ioId,
           run: () => {

@@ -4,20 +4,14 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { fabricTransport, FabricChannel } from '../../../src/transport/fabric/index.js';
 import { loadFabricAddon } from '../../../src/transport/fabric/addon.js';
+import { channelTransportStats } from '../../../src/transport/channel-base.js';
 import type { Channel, Endpoint } from '../../../src/transport/types.js';
 import { transportSuite, waitFor } from '../../compliance/transport.suite.js';
 import { realClock } from '../../support/clocks.js';
 import { inCi } from '../../support/peers.js';
+import { fabricAvailable } from './support.js';
 
 const addon = loadFabricAddon();
-
-export function fabricAvailable(provider: string): string | null {
-  if (!addon.ok) return addon.error;
-  if (addon.value.getinfo({ provider, host, port: '0', source: true }).length === 0) {
-    return `libfabric provider ${provider} missing: apt-get install libfabric1`;
-  }
-  return null;
-}
 
 function deferred<T>(): { promise: Promise<T>; resolve: (v: T) => void } {
   let resolve: (v: T) => void = () => {};
@@ -41,7 +35,7 @@ const ep = (port: number): Endpoint => ({
 });
 
 for (const provider of providers) {
-  const missing = fabricAvailable(provider);
+  const missing = fabricAvailable(provider, host);
   if (missing !== null) {
     test(`fabric compliance (${provider})`, (t) => {
       if (inCi) throw new Error(`${missing} (CI=true: the fabric transport must be tested)`);
@@ -111,7 +105,29 @@ test('fabric: zero-copy and copied bytes are counted per connection', async (t) 
   assert.equal(s.zeroCopyBytes, whole, 'the 1 MiB part went without a copy');
   assert.equal(s.copiedBytes, 'small header'.length + (big.length - whole) + 100);
   assert.equal(s.connections[0]?.zeroCopyBytes, whole);
+  // What `tandem status` shows for this connection.
+  const shown = (): ReturnType<typeof channelTransportStats> => channelTransportStats(a);
+  assert.equal(shown().transport, 'fabric');
+  assert.deepEqual(shown().active, { transport: 'fabric', provider: 'tcp' });
+  assert.equal(shown().zeroCopyBytes, whole);
+  assert.equal(shown().copiedBytes, 'small header'.length + (big.length - whole) + 100);
+  assert.equal(shown().bytesSent, 'small header'.length + big.length + 100);
+  assert.equal(shown().paths[0]?.provider, 'tcp');
+  assert.equal(channelTransportStats(b).bytesReceived, shown().bytesSent);
+  // Every further large Buffer goes without a copy too, not only the first one registered (the
+  // addon once gave every on-the-fly registration the same key, which tcp/sockets refuse).
+  for (let i = 0; i < 20; i++) a.send('data', 3, [Buffer.alloc(64 * 1024, i)]);
+  await waitFor('twenty more', (done) => {
+    const i = setInterval(() => got.length === 22 && done(undefined), 5);
+    return () => clearInterval(i);
+  });
+  const more = 20 * fragment;
+  assert.equal(shown().zeroCopyBytes, whole + more, 'all later large Buffers went without a copy');
+  assert.ok(got.slice(2).every((m, i) => m.length === 64 * 1024 && m[0] === i));
   a.destroy();
+  // The counters and the provider outlive the native connection.
+  assert.equal(shown().zeroCopyBytes, whole + more);
+  assert.equal(shown().active?.provider, 'tcp');
   await l.close();
   await ta.close();
   await tb.close();
