@@ -325,6 +325,10 @@ export class Resource implements ResourceRuntime {
     };
   }
 
+  get isUp(): boolean {
+    return this.up;
+  }
+
   /** The plan this resource runs with (adjust compares the configuration file with it). */
   get currentPlan(): ResourcePlan {
     return this.plan;

@@ -137,7 +137,7 @@ test('adjust applies options live, moves both nodes to new ports, and brings up 
     const dryUp = await c.tandem('alice', 'adjust', '--dry-run');
     assert.match(dryUp, /r1: would bring up/);
     for (const n of ['alice', 'bob'])
-      assert.match(await c.tandem(n, 'adjust'), /r1: brought up \(new in the configuration\)/);
+      assert.match(await c.tandem(n, 'adjust'), /r1: brought up \(configured, not up here\)/);
     for (const n of ['alice', 'bob'])
       await c.waitFor(n, 'r1 connected', (s) => allConnected(s, 'r1'), 30_000);
     assert.equal((await show(c, 'alice', 'r1')).up, true);
