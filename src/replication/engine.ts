@@ -2607,7 +2607,8 @@ function decideResize(s: EngineState, op: ResizeOp): void {
   }
   if (target === current) {
     s.resize = null;
-    return reply(s, op.cmdId, true, `already ${current} bytes; nothing to grow`);
+    const why = op.smallest === 'this node' ? '' : ` (${op.smallest} has no room for more)`;
+    return reply(s, op.cmdId, true, `already ${current} bytes; nothing to grow${why}`);
   }
   op.targetBytes = target;
   if (op.peers.length === 0) return growLocal(s, op);
