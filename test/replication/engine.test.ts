@@ -538,3 +538,41 @@ test('createEngine without a disk starts Secondary/Diskless and asks for nothing
     0,
   );
 });
+
+test('a SyncTarget that lost its last metadata write resyncs from the consistent side (disk states decide)', () => {
+  // Found by the simulator (seed 763, crash inside that write): the source had moved its
+  // bitmap UUID into its history, the target still held it as current, so each side's current
+  // UUID was in the other's history and both chose to be SyncTarget.
+  const p = Pair.initialized();
+  p.write(p.a, 3, 5);
+  p.settle();
+  assert.equal(p.adminCmd(p.a, { cmd: 'invalidate-remote', peer: 2 }).ok, true);
+  let lost = p.b.meta;
+  for (let i = 0; i < 100_000; i++) {
+    if (!p.b.meta.flags.consistent) lost = p.b.meta;
+    const moved =
+      p.deliver(1, 'control') ||
+      p.deliver(1, 'data') ||
+      p.deliver(2, 'control') ||
+      p.deliver(2, 'data') ||
+      p.completeIo(p.a) ||
+      p.completeIo(p.b);
+    if (moved) continue;
+    if (p.a.engine.timers.size === 0 && p.b.engine.timers.size === 0) break;
+    p.tick();
+  }
+  assert.equal(p.b.engine.disk, 'UpToDate');
+  assert.equal(lost.flags.consistent, false);
+  // A Secondary keeps its generation when the link drops (a Primary would start a new one).
+  assert.equal(p.adminCmd(p.a, { cmd: 'secondary' }).ok, true);
+  p.settle();
+  p.b.meta = lost; // the superblock write that made it consistent never reached the disk
+  p.crash(p.b);
+  p.adminCmd(p.b, { cmd: 'connect', peer: 1, discardMyData: false });
+  p.connect();
+  p.settle();
+  assert.equal(p.a.engine.disk, 'UpToDate', 'the consistent side stays UpToDate');
+  assert.equal(p.b.engine.disk, 'UpToDate');
+  assert.equal(p.peerOf(p.a).repl, 'Established');
+  assert.ok(p.identical());
+});

@@ -22,6 +22,9 @@ const cases: [SimBug, RegExp][] = [
   // The node driver sends DATA before the AL transaction covering it is durable (the bug the
   // e2e crash test once found): a crash inside the transaction leaves an unmarked difference.
   ['data-before-al', /unmarked difference|convergence/],
+  // The Secondary acknowledges an epoch before its flush (group commit without the flush): a
+  // completed FLUSH is not durable on the peer.
+  ['barrier-ack-before-flush', /completed flush .* lost write/],
 ];
 
 for (const [bug, kind] of cases) {
