@@ -24,7 +24,7 @@ const cases: [SimBug, RegExp][] = [
   ['data-before-al', /unmarked difference|convergence/],
   // The Secondary acknowledges an epoch before its flush (group commit without the flush): a
   // completed FLUSH is not durable on the peer.
-  ['barrier-ack-before-flush', /completed flush .* lost write/],
+  ['barrier-ack-before-flush', /completed flush .*lost write/],
 ];
 
 for (const [bug, kind] of cases) {
