@@ -1558,14 +1558,24 @@ function onHandshake(s: EngineState, p: Peer, h: HandshakePacket): void {
     });
     return goStandAlone(s, p);
   }
+  const diskless =
+    !hasDisk(s) || h.disk === 'Diskless' || h.disk === 'Failed' || h.disk === 'Attaching';
   if (
+    diskless &&
     s.role === 'Primary' &&
     h.role === 'Primary' &&
     !(s.cfg.allowTwoPrimaries && h.allowTwoPrimaries)
   ) {
-    // Both Primary without two-primaries: only a split brain can explain it.
+    // Both Primary without two-primaries: only a split brain can explain it. With two disks
+    // the UUID rules see it (after-sb-2pri); a Diskless side has no UUIDs to compare, so the
+    // connection is refused until one of them is demoted.
+    emit(s, {
+      type: 'note',
+      note: { kind: 'handshake', peer: p.id, rule: 'two-primaries', decision: 'disconnect' },
+    });
+    return goStandAlone(s, p);
   }
-  if (!hasDisk(s) || h.disk === 'Diskless' || h.disk === 'Failed' || h.disk === 'Attaching') {
+  if (diskless) {
     emit(s, {
       type: 'note',
       note: { kind: 'handshake', peer: p.id, rule: 'diskless', decision: 'no-sync' },

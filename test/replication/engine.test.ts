@@ -576,3 +576,21 @@ test('a SyncTarget that lost its last metadata write resyncs from the consistent
   assert.equal(p.peerOf(p.a).repl, 'Established');
   assert.ok(p.identical());
 });
+
+test('a Diskless Primary and a Primary that appeared while it was away refuse to connect', () => {
+  // Found by the simulator (seed 1269 with a driver bug planted elsewhere): without UUIDs to
+  // compare, the handshake settled with two Primaries.
+  const p = Pair.initialized();
+  assert.equal(p.adminCmd(p.a, { cmd: 'detach' }).ok, true);
+  p.settle();
+  assert.equal(p.a.engine.disk, 'Diskless');
+  p.cut();
+  assert.equal(p.adminCmd(p.b, { cmd: 'primary', force: false }).ok, true);
+  p.connect();
+  p.settle();
+  assert.equal(p.a.engine.role, 'Primary');
+  assert.equal(p.b.engine.role, 'Primary');
+  assert.equal(p.peerOf(p.a).conn, 'StandAlone');
+  assert.equal(p.peerOf(p.b).conn, 'StandAlone');
+  assert.ok(p.a.notes.some((n) => n.kind === 'handshake' && n.rule === 'two-primaries'));
+});
