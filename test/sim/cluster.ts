@@ -47,15 +47,12 @@ const STAMP_MAGIC = 0x5354_414d;
 /**
  * Planted bugs of the node driver (the daemon's side of the Action contract), test-only:
  * `data-before-al` puts DATA packets on the wire without waiting for the metadata barriers
- * (AL transactions) queued before them; `al-remove-skips-flush` runs every AL transaction
- * without the data flush (a9a7518 skips it only for transactions that add extents).
+ * (AL transactions) queued before them; `meta-skips-flush` runs no metadata barrier's data
+ * flush (a9a7518 skips it only for AL transactions that add extents).
  */
-export type DriverBug = 'data-before-al' | 'al-remove-skips-flush';
+export type DriverBug = 'data-before-al' | 'meta-skips-flush';
 export type SimBug = PlantedBug | DriverBug;
-const DRIVER_BUGS: readonly string[] = [
-  'data-before-al',
-  'al-remove-skips-flush',
-] satisfies DriverBug[];
+const DRIVER_BUGS: readonly string[] = ['data-before-al', 'meta-skips-flush'] satisfies DriverBug[];
 
 export interface SimOptions {
   readonly seed: number;
@@ -635,9 +632,7 @@ export class Simulation {
       case 'persistMeta':
       case 'alCommit':
       case 'bitmapFlush': {
-        const flushData =
-          barrierFlushesData(a) &&
-          !(a.type === 'alCommit' && this.opts.plantedBug === 'al-remove-skips-flush');
+        const flushData = barrierFlushesData(a) && this.opts.plantedBug !== 'meta-skips-flush';
         const op: MetaOp =
           a.type === 'persistMeta'
             ? { kind: a.type, meta: a.meta, flushData, stage: 'queued' }
