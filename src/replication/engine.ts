@@ -1605,9 +1605,22 @@ function onHandshake(s: EngineState, p: Peer, h: HandshakePacket): void {
     const full = result === 2 || result === -2 || result === -100;
     result = iAmInconsistent ? (full ? -2 : -1) : full ? 2 : 1;
   }
+  const mine = bm(s, p.id).weight;
+  // Equal generations, one disk Outdated: it missed writes of this generation (it was detached,
+  // or attached after being away), so the UpToDate side is the source of whatever either side
+  // marked, a crashed Primary's activity log included; with nothing marked the Outdated side
+  // just adopts UpToDate (case 0). Found by the simulator (seed 13163): a Primary's disk failed,
+  // the peer's new generation for it was lost in a crash, and the detached disk, still flagged
+  // crashed-primary, became the SyncSource of its stale activity log.
+  const disks = [s.disk, h.disk];
+  if (
+    (s.current & ~1n) === (h.currentUuid & ~1n) &&
+    disks.includes('Outdated') &&
+    disks.includes('UpToDate')
+  )
+    result = mine > 0 || h.bitmapWeight > 0 ? (s.disk === 'UpToDate' ? 1 : -1) : 0;
   // Equal generations with marked blocks: writes that were never barrier-acked (e.g. a demoted
   // Primary lost the link before its last epoch was acknowledged). Resync exactly those.
-  const mine = bm(s, p.id).weight;
   if (
     result === 0 &&
     (mine > 0 || h.bitmapWeight > 0) &&

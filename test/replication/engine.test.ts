@@ -594,3 +594,32 @@ test('a Diskless Primary and a Primary that appeared while it was away refuse to
   assert.equal(p.peerOf(p.b).conn, 'StandAlone');
   assert.ok(p.a.notes.some((n) => n.kind === 'handshake' && n.rule === 'two-primaries'));
 });
+
+test('equal generations: an Outdated disk (detached, still flagged crashed-primary) resyncs from the UpToDate peer', () => {
+  // Found by the simulator (seed 13163): the Primary's disk failed, the peer's new generation
+  // for that was lost in a crash, and the detached disk became SyncSource of its stale AL.
+  const p = Pair.initialized();
+  p.write(p.a, 5, 1);
+  p.settle();
+  const before = { meta: p.b.meta, bits: p.b.pbitmap.ranges() };
+  p.a.failNextIo = true;
+  p.write(p.a, 5, 2); // fails on alpha's disk (detach), lands on bravo
+  p.settle();
+  assert.equal(p.a.engine.disk, 'Diskless');
+  assert.equal(blockOf(p.b, 5), 2);
+  // Bravo's new generation and its marks for alpha never reached its disk.
+  p.b.meta = before.meta;
+  p.b.pbitmap.clearAll();
+  for (const r of before.bits) p.b.pbitmap.set(r);
+  p.b.disk.flush();
+  p.crash(p.b);
+  p.adminCmd(p.b, { cmd: 'connect', peer: 1, discardMyData: false });
+  p.connect();
+  p.settle();
+  assert.equal(p.adminCmd(p.a, { cmd: 'attach', boot: p.boot(p.a) }).ok, true);
+  p.settle();
+  assert.equal(p.a.engine.disk, 'UpToDate');
+  assert.equal(p.b.engine.disk, 'UpToDate');
+  assert.equal(blockOf(p.a, 5), 2, 'the write that failed on alpha came back from bravo');
+  assert.ok(p.identical());
+});
