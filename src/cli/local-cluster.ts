@@ -27,11 +27,35 @@ export interface LocalClusterOptions {
   readonly net?: string;
   /** Extra lines for the resource's disk { } section. */
   readonly disk?: string;
+  /**
+   * Where the metadata lives: at the end of the backing file (internal), or in a 1 MiB file of
+   * its own beside it (external, `meta-disk PATH;`: a device that can grow). @default 'internal'
+   */
+  readonly metaDisk?: 'internal' | 'external';
+  /** drbd.conf address family of every node: ipv4 (default), sdp (fabric) or ssocks. */
+  readonly addressFamily?: 'ipv4' | 'sdp' | 'ssocks';
+  /**
+   * With 2 or more (two nodes only): a DRBD 9 `connection` with this many `path`s, path i on
+   * 127.0.0.(i+1), instead of one `address` per node; the connection runs as a multipath session.
+   */
+  readonly paths?: number;
+  /**
+   * Addresses instead of loopback (e.g. inside network namespaces): `host[name]` is the node's
+   * `address` IP; `paths[i]` the two nodes' IPs of path i (then `paths` is its length).
+   */
+  readonly ips?: {
+    readonly host?: Readonly<Record<string, string>>;
+    readonly paths?: readonly (readonly [string, string])[];
+  };
+  /** Command prefix each daemon runs under, e.g. ['ip', 'netns', 'exec', NS] per node. */
+  readonly wrap?: (node: string) => readonly string[];
 }
 
 export interface LocalNode {
   readonly name: string;
   readonly diskPath: string;
+  /** The external metadata file, or null for internal metadata. */
+  readonly metaPath: string | null;
   readonly controlPath: string;
   readonly nbdSocket: string;
   readonly nbdUri: string;
@@ -51,6 +75,8 @@ async function freePort(): Promise<number> {
 export class LocalCluster {
   readonly nodes = new Map<string, LocalNode>();
 
+  private wrap: (node: string) => readonly string[] = () => [];
+
   private constructor(
     readonly dir: string,
     readonly resource: string,
@@ -62,15 +88,31 @@ export class LocalCluster {
     const resource = o.resource ?? 'r0';
     const names = o.nodes ?? ['alice', 'bob'];
     const c = new LocalCluster(dir, resource, join(dir, 'tandem.conf'));
+    if (o.wrap) c.wrap = o.wrap;
     const hosts: string[] = [];
+    const family = o.addressFamily ?? 'ipv4';
+    const pathIps =
+      o.ips?.paths ??
+      Array.from({ length: o.paths ?? 1 }, (_, i): [string, string] => [
+        `127.0.0.${i + 1}`,
+        `127.0.0.${i + 1}`,
+      ]);
+    const multi = pathIps.length >= 2;
+    if (multi && names.length !== 2) throw new Error('paths need exactly two nodes');
     for (const [i, name] of names.entries()) {
       const diskPath = join(dir, `${name}.img`);
       await writeFile(diskPath, '');
       await truncate(diskPath, o.diskBytes);
       const nbdSocket = join(dir, `${name}.nbd`);
+      const metaPath = o.metaDisk === 'external' ? join(dir, `${name}.md`) : null;
+      if (metaPath !== null) {
+        await writeFile(metaPath, '');
+        await truncate(metaPath, 1024 * 1024);
+      }
       c.nodes.set(name, {
         name,
         diskPath,
+        metaPath,
         controlPath: join(dir, `${name}.ctl`),
         nbdSocket,
         nbdUri: `nbd+unix:///${resource}?socket=${nbdSocket}`,
@@ -81,10 +123,12 @@ export class LocalCluster {
         [
           `  on ${name} {`,
           `    node-id ${i};`,
-          `    address 127.0.0.1:${await freePort()};`,
+          ...(multi
+            ? []
+            : [`    address ${family} ${o.ips?.host?.[name] ?? '127.0.0.1'}:${await freePort()};`]),
           `    device "nbd+unix:///${resource}?socket=${nbdSocket}";`,
           `    disk ${diskPath};`,
-          `    meta-disk internal;`,
+          `    meta-disk ${metaPath ?? 'internal'};`,
           `  }`,
         ].join('\n'),
       );
@@ -94,11 +138,28 @@ export class LocalCluster {
       `  net {\n    protocol C;\n${o.net ?? ''}\n  }`,
       `  disk {\n${o.disk ?? ''}\n  }`,
       ...hosts,
+      ...(multi ? [await LocalCluster.connection(names, pathIps, family)] : []),
       `}`,
       '',
     ].join('\n');
     await writeFile(c.configPath, conf);
     return c;
+  }
+
+  private static async connection(
+    names: readonly string[],
+    paths: readonly (readonly [string, string])[],
+    family: string,
+  ): Promise<string> {
+    const lines = ['  connection {'];
+    for (const ips of paths) {
+      const ends = names.map(
+        async (n, i) => `host ${n} address ${family} ${ips[i]}:${await freePort()};`,
+      );
+      lines.push(`    path { ${(await Promise.all(ends)).join(' ')} }`);
+    }
+    lines.push('  }');
+    return lines.join('\n');
   }
 
   node(name: string): LocalNode {
@@ -132,13 +193,15 @@ export class LocalCluster {
   /** Starts tandemd for a node and resolves once it listens on its control socket. */
   start(name: string): Promise<void> {
     const n = this.node(name);
-    const p = spawn(
+    const [cmd, ...pre] = [
+      ...this.wrap(name),
       process.execPath,
-      [DAEMON_JS, '-c', this.configPath, '-n', name, '--control', n.controlPath],
-      {
-        stdio: ['ignore', 'ignore', 'pipe'],
-      },
-    );
+      DAEMON_JS,
+      ...['-c', this.configPath, '-n', name, '--control', n.controlPath],
+    ];
+    const p = spawn(cmd ?? process.execPath, pre, {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
     n.process = p;
     n.log = '';
     return new Promise((resolve, reject) => {

@@ -295,6 +295,7 @@ export class ConnectionManager {
       (a) =>
         this.opts.transports[a.transport] !== undefined &&
         a.transport !== 'multipath' &&
+        (this.opts.reachable?.(a) ?? true) &&
         !(a.address === here.address && a.transport === here.transport),
     );
     usable.sort((x, y) => pathRank({ peer: x }, 0) - pathRank({ peer: y }, 0));
@@ -324,6 +325,22 @@ export class ConnectionManager {
     this.listeners.push(l);
     this.emit({ kind: 'listening', endpoint: l.endpoint });
     return l.endpoint;
+  }
+
+  /**
+   * Stops listening on `endpoint` (an address adjust removed from the configuration); channels
+   * already accepted stay open. False if nothing listened there.
+   */
+  async unlisten(endpoint: Endpoint): Promise<boolean> {
+    const same = (l: Listener): boolean =>
+      l.endpoint.transport === endpoint.transport &&
+      l.endpoint.address === endpoint.address &&
+      l.endpoint.port === endpoint.port;
+    const gone = this.listeners.filter(same);
+    if (gone.length === 0) return false;
+    this.listeners.splice(0, this.listeners.length, ...this.listeners.filter((l) => !same(l)));
+    await Promise.all(gone.map((l) => l.close()));
+    return true;
   }
 
   /** Adds a peer connection and starts connecting to it (both sides dial). */

@@ -41,6 +41,11 @@ export interface NodeOptions {
   readonly transports: Partial<Record<TransportName, Transport>>;
   /** Time for a connection to finish the handshake. @default CM_HANDSHAKE_TIMEOUT_MS */
   readonly handshakeTimeoutMs?: number;
+  /**
+   * ssocks: whether an address the peer announced is worth dialing from here (e.g. on a subnet
+   * of a local interface). @default every address is
+   */
+  readonly reachable?: (address: AnnouncedAddress) => boolean;
 }
 
 /**

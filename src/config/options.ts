@@ -2,6 +2,23 @@
 // Tandem honours the option (`supported`) or accepts it with a warning (`accepted`). Ranges and
 // defaults follow `drbdsetup xml-help` of drbd-utils 9.22 (drbd_limits.h); Tandem's own options
 // are marked `tandem`. A value is stored in the option's native unit (the `unit` field).
+import {
+  FABRIC_BUFFER_BYTES,
+  FABRIC_BUFFER_BYTES_MAX,
+  FABRIC_BUFFER_BYTES_MIN,
+  FABRIC_BUFFERS_MAX,
+  FABRIC_CONTROL_CREDITS,
+  FABRIC_CONTROL_CREDITS_MIN,
+  FABRIC_DATA_CREDITS,
+  FABRIC_RECV_POLL_US_MAX,
+  FABRIC_SEND_BUFFERS,
+  FABRIC_ZCOPY_THRESHOLD_BYTES,
+  GIB,
+  MIB,
+  MULTIPATH_FLAPS_PER_MINUTE_MAX,
+  MULTIPATH_HOLD_DOWN_MS,
+  MULTIPATH_REPLAY_BUFFER_BYTES,
+} from '../limits.js';
 import type { SectionName } from './types.js';
 
 /** How a numeric option's bare number is scaled, as drbd.conf does: 1 = as is, s = sectors, k = KiB. */
@@ -198,6 +215,66 @@ const NET: OptionSchema[] = [
     bool(false),
     'tandem',
     'use all paths of a connection at once (Tandem multipath)',
+  ),
+  opt(
+    'multipath-replay-buffer',
+    num(MIB, GIB, MULTIPATH_REPLAY_BUFFER_BYTES, '1', 'bytes'),
+    'tandem',
+    'unacknowledged bytes a multipath session keeps per stream for replay after a path fails',
+  ),
+  opt(
+    'path-flaps-max',
+    num(1, 10000, MULTIPATH_FLAPS_PER_MINUTE_MAX, '1', 'failures/min'),
+    'tandem',
+    'a path that fails more often than this in a minute is held down (multipath hysteresis)',
+  ),
+  opt(
+    'path-hold-down',
+    num(1, 3600, MULTIPATH_HOLD_DOWN_MS / 1000, '1', 's'),
+    'tandem',
+    'how long a flapping path is held down',
+  ),
+  opt(
+    'fabric-provider',
+    str(64),
+    'tandem',
+    'libfabric provider for sdp/rdma (verbs, tcp, sockets; default $FI_PROVIDER, else verbs if present, else tcp)',
+  ),
+  opt(
+    'zcopy-threshold',
+    num(0, FABRIC_BUFFER_BYTES_MAX, FABRIC_ZCOPY_THRESHOLD_BYTES, '1', 'bytes'),
+    'tandem',
+    'fabric: payloads this large or larger are sent without a copy (SDP sdp_zcopy_thresh)',
+  ),
+  opt(
+    'recv-poll',
+    num(0, FABRIC_RECV_POLL_US_MAX, 0, '1', 'us'),
+    'tandem',
+    'fabric: busy-poll completions this long before sleeping (SDP recv_poll)',
+  ),
+  opt(
+    'fabric-buffer-size',
+    num(FABRIC_BUFFER_BYTES_MIN, FABRIC_BUFFER_BYTES_MAX, FABRIC_BUFFER_BYTES, '1', 'bytes'),
+    'tandem',
+    'fabric: size of each registered receive/bounce buffer',
+  ),
+  opt(
+    'fabric-data-buffers',
+    num(1, FABRIC_BUFFERS_MAX, FABRIC_DATA_CREDITS, '1', 'buffers'),
+    'tandem',
+    "fabric: receive buffers posted for DATA (the peer's credits)",
+  ),
+  opt(
+    'fabric-control-buffers',
+    num(FABRIC_CONTROL_CREDITS_MIN, FABRIC_BUFFERS_MAX, FABRIC_CONTROL_CREDITS, '1', 'buffers'),
+    'tandem',
+    'fabric: receive buffers posted for CONTROL',
+  ),
+  opt(
+    'fabric-send-buffers',
+    num(1, FABRIC_BUFFERS_MAX, FABRIC_SEND_BUFFERS, '1', 'buffers'),
+    'tandem',
+    'fabric: registered bounce buffers, bounding sends in flight',
   ),
 ];
 

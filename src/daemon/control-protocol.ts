@@ -24,6 +24,7 @@ export const CONTROL_OPS = [
   'verify',
   'resize',
   'adjust',
+  'show',
   'shutdown',
 ] as const;
 export type ControlOp = (typeof CONTROL_OPS)[number];

@@ -15,14 +15,20 @@ export interface ResourceRuntime {
   run(req: ControlRequest): Promise<unknown>;
   /** Graceful stop: fail or finish I/O in flight, flush, write metadata, close connections. */
   shutdown(): Promise<void>;
+  /** The configuration in effect (`tandem show`, like drbdsetup show). */
+  show?(): unknown;
 }
 
 export type EventSink = (e: TandemEvent) => void;
+
+/** Runs `adjust` for the node: it may add resources, so it is the node's, not a resource's. */
+export type AdjustHandler = (req: ControlRequest) => Promise<unknown>;
 
 export class Daemon implements ControlHandler {
   private readonly listeners = new Set<EventSink>();
   private readonly resources = new Map<string, ResourceRuntime>();
   private stopping: Promise<void> | undefined;
+  private adjuster: AdjustHandler | undefined;
 
   constructor(private readonly onShutdownRequest: () => void) {}
 
@@ -35,10 +41,21 @@ export class Daemon implements ControlHandler {
     this.resources.set(r.name, r);
   }
 
+  setAdjuster(a: AdjustHandler): void {
+    this.adjuster = a;
+  }
+
   async handle(req: ControlRequest): Promise<unknown> {
     if (req.op === 'shutdown') {
       this.onShutdownRequest();
       return null;
+    }
+    if (req.op === 'adjust') {
+      if (this.adjuster === undefined) throw new StateError('adjust: not available on this daemon');
+      return this.adjuster(req);
+    }
+    if (req.op === 'show') {
+      return this.select(req.resource ?? 'all').map((r) => r.show?.() ?? { name: r.name });
     }
     if (req.op === 'status') {
       return this.select(req.resource ?? 'all').map((r) => r.status());

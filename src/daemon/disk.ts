@@ -5,8 +5,9 @@
 // I/O starts before it is done (engine Action contract).
 // The metadata itself is storage's MetadataStore, through its engine-facing methods.
 import { BITMAP_BLOCK_BYTES } from '../limits.js';
-import type { BlockRange, BootState, Metadata } from '../replication/types.js';
+import type { BlockRange, BootState, Metadata, ResizeRefusal } from '../replication/types.js';
 import {
+  computeLayout,
   MetadataStore,
   openBackingDevices,
   sliceStore,
@@ -29,8 +30,8 @@ export class LocalDisk {
   private constructor(
     private readonly devices: BackingDevices,
     readonly meta: MetadataStore,
-    /** The data region, in front of internal metadata; whole bitmap blocks. */
-    readonly data: BlockStore,
+    /** The data region, in front of internal metadata; whole bitmap blocks. Grows on resize. */
+    public data: BlockStore,
     /** Extents the AL held after a crash, already marked out of sync in the bitmap. */
     readonly recoveredExtents: readonly number[],
   ) {}
@@ -53,9 +54,20 @@ export class LocalDisk {
       if (!meta.alClean) recovered = (await meta.applyActivityLog()).extents;
       await claimNodeId(meta, nodeId);
       await meta.ensurePeerSlots(peerIds);
-      const dataBytes = Math.floor(meta.layout.dataBytes / BITMAP_BLOCK_BYTES) * BITMAP_BLOCK_BYTES;
-      if (dataBytes === 0)
-        throw new MetadataError(`${diskPath}: no room for data after the metadata`);
+      const room = Math.floor(meta.layout.dataBytes / BITMAP_BLOCK_BYTES) * BITMAP_BLOCK_BYTES;
+      if (room === 0) throw new MetadataError(`${diskPath}: no room for data after the metadata`);
+      // The device keeps its agreed size (la-size) when the backing grew while we were away:
+      // only `resize` grows it, so both nodes agree and the new area gets resynced.
+      const agreed = meta.superblock.effectiveSizeSectors * 512;
+      if (agreed > room) {
+        throw new MetadataError(
+          `${diskPath}: the device was ${agreed} bytes but the backing device now has room for only ${room}: ` +
+            'it shrank; grow it back to its former size',
+        );
+      }
+      const dataBytes =
+        agreed > 0 ? Math.floor(agreed / BITMAP_BLOCK_BYTES) * BITMAP_BLOCK_BYTES : room;
+      if (agreed === 0) await meta.setEffectiveSize(dataBytes);
       const data = sliceStore(devices.disk, 0, dataBytes);
       return new LocalDisk(devices, meta, data, recovered);
     } catch (e) {
@@ -66,6 +78,63 @@ export class LocalDisk {
 
   get sizeBytes(): number {
     return this.data.sizeBytes;
+  }
+
+  /**
+   * How many data bytes the backing could hold now (measured again: it may have grown), and
+   * why it cannot grow at all: internal metadata sits at the end of the backing and would have
+   * to move, which Tandem does not do (`backingBytes` is then the size it must go back to).
+   */
+  async capacity(): Promise<{
+    capacityBytes: number;
+    refusal: ResizeRefusal;
+    backingBytes: number;
+    nowBytes: number;
+  }> {
+    const now = await this.devices.disk.measure();
+    const layout = this.meta.layout;
+    const backingBytes = this.devices.disk.sizeBytes;
+    if (layout.kind === 'internal') {
+      return {
+        capacityBytes: this.sizeBytes,
+        refusal: now > backingBytes ? 'internal-metadata' : 'none',
+        backingBytes,
+        nowBytes: now,
+      };
+    }
+    const l = computeLayout({
+      kind: layout.kind,
+      index: layout.index,
+      metaDeviceBytes: this.meta.store.sizeBytes,
+      dataDeviceBytes: now,
+      maxPeers: layout.maxPeers,
+      alStripes: layout.alStripes,
+      alStripeSize4k: layout.alStripeSize4k,
+    });
+    if (!l.ok) throw new MetadataError(`${this.devices.disk.name}: ${l.error}`);
+    const capacityBytes = Math.floor(l.value.dataBytes / BITMAP_BLOCK_BYTES) * BITMAP_BLOCK_BYTES;
+    return { capacityBytes, refusal: 'none', backingBytes, nowBytes: now };
+  }
+
+  /**
+   * Grows the data region to `sizeBytes` (the engine's growDisk): the backing's new size is
+   * adopted, the bitmap covers the new blocks, and the superblock records the new size, after
+   * the data and bitmap are durable (a metadata barrier like the others).
+   */
+  async grow(sizeBytes: number): Promise<void> {
+    if (sizeBytes <= this.data.sizeBytes) return;
+    const backing = await this.devices.disk.refreshSize();
+    const room = await this.meta.growData(backing);
+    if (sizeBytes > room || sizeBytes % BITMAP_BLOCK_BYTES !== 0) {
+      throw new MetadataError(
+        `${this.devices.disk.name}: cannot grow to ${sizeBytes} bytes: room for ${room}`,
+      );
+    }
+    this.data = sliceStore(this.devices.disk, 0, sizeBytes);
+    await this.barrier(async () => {
+      await this.meta.flushBitmap();
+      await this.meta.setEffectiveSize(sizeBytes);
+    });
   }
 
   /** What the engine boots from: UUIDs, flags, every slot's set bits as ranges. */

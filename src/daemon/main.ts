@@ -3,6 +3,7 @@
 // manages every resource configured for this node, and listens on a control socket.
 // SIGTERM/SIGINT: graceful shutdown (finish or fail I/O in flight, write metadata, close).
 import { hostname } from 'node:os';
+import { resolve } from 'node:path';
 import { Command } from 'commander';
 import { loadConfig, resourcesForNode, formatDiagnostic } from '../config/index.js';
 import { defaultControlPath } from '../cli/context.js';
@@ -49,6 +50,7 @@ const program = new Command('tandemd')
       resources,
       controlPath,
       log,
+      configPath: resolve(o.config),
       onShutdownRequest: () => void stop('control'),
     });
     async function stop(why: string): Promise<void> {

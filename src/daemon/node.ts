@@ -5,13 +5,15 @@ import { ConnectionManager } from '../cm/manager.js';
 import { systemClock } from '../platform/clock.js';
 import type { Logger } from '../platform/log.js';
 import { secureBytes, secureRandom } from '../platform/random.js';
-import { tcpTransport } from '../transport/tcp/index.js';
+import type { Endpoint } from '../transport/types.js';
 import { ConfigError } from '../util/errors.js';
 import { ControlServer } from './control-server.js';
 import { Daemon } from './daemon.js';
 import { NbdHub } from './nbd-hub.js';
 import { Resource } from './resource.js';
-import { channelOptions, planResource } from './resource-config.js';
+import { planResource, type ResourcePlan } from './resource-config.js';
+import { adjuster } from './adjust-node.js';
+import { createTransports, interconnectEndpoints, onLocalSubnet } from './transports.js';
 
 export interface NodeInit {
   readonly node: string;
@@ -19,6 +21,8 @@ export interface NodeInit {
   readonly controlPath: string;
   readonly log: Logger;
   readonly onShutdownRequest: () => void;
+  /** The configuration file, read again by `tandem adjust`. */
+  readonly configPath?: string;
 }
 
 export interface RunningNode {
@@ -35,36 +39,72 @@ export async function startNode(init: NodeInit): Promise<RunningNode> {
     );
   }
   const first = plans[0]!;
-  const tcp = tcpTransport(channelOptions(first.net))({
+  const { transports, fabric } = createTransports(plans, {
     clock: systemClock,
     randomBytes: secureBytes,
     log,
   });
   const cm = new ConnectionManager(
     { clock: systemClock, random: secureRandom, randomBytes: secureBytes, log },
-    { nodeId: first.nodeId, transports: { tcp } },
+    { nodeId: first.nodeId, transports, reachable: (a) => onLocalSubnet(a.address) },
   );
   const listening = new Set<string>();
-  for (const p of plans) {
-    for (const e of p.listen) {
-      const key = `${e.address}:${e.port}`;
-      if (listening.has(key)) continue;
-      listening.add(key);
+  const listen = async (e: Endpoint, required: boolean): Promise<void> => {
+    const key = `${e.transport}:${e.address}:${e.port}`;
+    if (listening.has(key)) return;
+    listening.add(key);
+    try {
       await cm.listen(e);
-      log.info({ address: key }, 'listening for peers');
+      log.info(
+        { transport: e.transport, address: `${e.address}:${e.port}` },
+        'listening for peers',
+      );
+    } catch (err) {
+      if (required) throw err;
+      log.warn(
+        { address: key, err: String(err) },
+        'ssocks: cannot listen on an interconnect address',
+      );
+    }
+  };
+  for (const p of plans) for (const e of p.listen) await listen(e, true);
+  for (const p of plans) {
+    for (const e of p.ssocks) {
+      for (const ic of interconnectEndpoints(e, fabric)) await listen(ic, false);
     }
   }
   const nbd = new NbdHub(log);
   const daemon = new Daemon(init.onShutdownRequest);
-  for (const p of plans) {
-    daemon.add(
-      new Resource(p, {
+  const resources = new Map<string, Resource>();
+  const create = (p: ResourcePlan): Resource => {
+    const r = new Resource(p, {
+      node: init.node,
+      cm,
+      nbd,
+      clock: systemClock,
+      log: log.child({ resource: p.name }),
+      emit: daemon.emit,
+    });
+    resources.set(p.name, r);
+    daemon.add(r);
+    return r;
+  };
+  for (const p of plans) create(p);
+  if (init.configPath !== undefined) {
+    daemon.setAdjuster(
+      adjuster({
         node: init.node,
-        cm,
-        nbd,
-        clock: systemClock,
-        log: log.child({ resource: p.name }),
-        emit: daemon.emit,
+        nodeId: first.nodeId,
+        configPath: init.configPath,
+        log,
+        listen: (e) => listen(e, true),
+        unlisten: async (e) => {
+          listening.delete(`${e.transport}:${e.address}:${e.port}`);
+          if (await cm.unlisten(e))
+            log.info({ address: `${e.address}:${e.port}` }, 'stopped listening for peers');
+        },
+        resources,
+        create,
       }),
     );
   }
@@ -74,6 +114,7 @@ export async function startNode(init: NodeInit): Promise<RunningNode> {
       await daemon.shutdown();
       await nbd.close();
       await cm.close();
+      await Promise.all(Object.values(transports).map((t) => t.close()));
       await control.close();
     },
   };

@@ -10,7 +10,8 @@ import type {
   ResourceConfig,
   VolumeConfig,
 } from '../config/index.js';
-import type { ConnectionNetOptions } from '../cm/types.js';
+import type { ConnectionNetOptions, MultipathConnectionOptions } from '../cm/types.js';
+import type { FabricOptions } from '../transport/fabric/options.js';
 import type {
   AfterSb0Pri,
   AfterSb1Pri,
@@ -21,6 +22,11 @@ import type {
 import type { Endpoint, PathSpec } from '../transport/types.js';
 import type { NbdListenerSpec } from '../nbd/types.js';
 import { ConfigError } from '../util/errors.js';
+import {
+  MULTIPATH_FLAPS_PER_MINUTE_MAX,
+  MULTIPATH_HOLD_DOWN_MS,
+  MULTIPATH_REPLAY_BUFFER_BYTES,
+} from '../limits.js';
 
 export interface PeerPlan {
   readonly name: string;
@@ -28,6 +34,11 @@ export interface PeerPlan {
   /** Paths to this peer, in configuration order. */
   readonly paths: readonly PathSpec[];
   readonly net: ConnectionNetOptions;
+  /**
+   * Set when this connection runs as a multipath session: several `path {}` sections,
+   * `load-balance-paths yes`, `transport "multipath"`, or an `address ssocks`.
+   */
+  readonly multipath?: MultipathConnectionOptions;
 }
 
 export interface ResourcePlan {
@@ -45,6 +56,13 @@ export interface ResourcePlan {
   readonly peers: readonly PeerPlan[];
   /** Where this node listens for its peers. */
   readonly listen: readonly Endpoint[];
+  /**
+   * The `address ssocks` endpoints among `listen`: the node also listens on (and announces) its
+   * interconnect addresses at the same port, so that the peer can upgrade the session.
+   */
+  readonly ssocks: readonly Endpoint[];
+  /** Fabric tunables when any endpoint of this resource is sdp/rdma (or ssocks may upgrade to one). */
+  readonly fabric: FabricOptions;
   readonly net: OptionMap;
   readonly disk: OptionMap;
 }
@@ -54,15 +72,29 @@ function nodeIdOf(r: ResourceConfig, h: HostConfig): number {
   return h.nodeId ?? r.hosts.indexOf(h);
 }
 
-function endpointOf(a: Address): Endpoint {
-  // sdp/ssocks addresses are IP addresses too; until the fabric and multipath transports are
-  // wired into the daemon they are dialed over TCP (the doctor says so).
+/**
+ * The transport an address is reached over: `sdp` addresses and `transport "rdma"` (DRBD 9's
+ * name; `fabric` is ours) use the fabric transport, everything else TCP. ssocks addresses are
+ * the Ethernet (TCP) address; the upgrade to a faster path happens after connecting.
+ */
+function endpointOf(a: Address, transport: string): Endpoint {
+  const fabric = a.family === 'sdp' || transport === 'rdma' || transport === 'fabric';
   return {
-    transport: 'tcp',
-    family: a.family === 'ipv6' ? 'ipv6' : 'ipv4',
+    transport: fabric ? 'fabric' : 'tcp',
+    family: a.family === 'ipv6' || a.ip.includes(':') ? 'ipv6' : 'ipv4',
     address: a.ip,
     port: a.port,
   };
+}
+
+function transportOf(net: OptionMap, resource: string): string {
+  const t = str(net, 'transport', 'tcp');
+  if (t === 'memory') {
+    throw new ConfigError(
+      `${resource}: transport "memory" exists only inside tests; use tcp, rdma or multipath`,
+    );
+  }
+  return t;
 }
 
 function nbdListener(device: DeviceSpec, resource: string): ResourcePlan['nbd'] {
@@ -106,32 +138,61 @@ export function planResource(r: ResourceConfig, node: string): ResourcePlan {
     if (other === undefined) continue;
     const peerHost = r.hosts.find((h) => h.name === other);
     if (peerHost === undefined) continue;
+    const transport = transportOf(c.net, r.name);
     const paths: PathSpec[] = [];
+    let ssocks = false;
     for (const p of c.paths) {
       const mine = p.endpoints.find((e) => e.host === node);
       const theirs = p.endpoints.find((e) => e.host === other);
-      if (mine && theirs)
+      if (mine && theirs) {
+        ssocks ||= mine.address.family === 'ssocks' || theirs.address.family === 'ssocks';
         paths.push({
-          local: { ...endpointOf(mine.address), port: 0 },
-          peer: endpointOf(theirs.address),
+          local: { ...endpointOf(mine.address, transport), port: 0 },
+          peer: endpointOf(theirs.address, transport),
         });
+      }
     }
     if (paths.length === 0 && me.address !== null && peerHost.address !== null) {
+      ssocks = me.address.family === 'ssocks' || peerHost.address.family === 'ssocks';
       paths.push({
-        local: { ...endpointOf(me.address), port: 0 },
-        peer: endpointOf(peerHost.address),
+        local: { ...endpointOf(me.address, transport), port: 0 },
+        peer: endpointOf(peerHost.address, transport),
       });
     }
-    peers.push({ name: other, nodeId: nodeIdOf(r, peerHost), paths, net: cmNetOptions(c.net) });
+    const loadBalance = bool(c.net, 'load-balance-paths', false);
+    const multipath =
+      paths.length > 1 || loadBalance || ssocks || transport === 'multipath'
+        ? {
+            ...channelOptions(c.net),
+            loadBalancePaths: loadBalance,
+            replayBufferBytes: num(c.net, 'multipath-replay-buffer', MULTIPATH_REPLAY_BUFFER_BYTES),
+            flapsPerMinuteMax: num(c.net, 'path-flaps-max', MULTIPATH_FLAPS_PER_MINUTE_MAX),
+            holdDownMs: num(c.net, 'path-hold-down', MULTIPATH_HOLD_DOWN_MS / 1000) * 1000,
+            ssocks,
+          }
+        : undefined;
+    peers.push({
+      name: other,
+      nodeId: nodeIdOf(r, peerHost),
+      paths,
+      net: cmNetOptions(c.net),
+      ...(multipath ? { multipath } : {}),
+    });
   }
   const listen = new Map<string, Endpoint>();
+  const ssocks = new Map<string, Endpoint>();
+  const add = (a: Address, net: OptionMap): void => {
+    const e = endpointOf(a, transportOf(net, r.name));
+    const key = `${e.transport}:${e.address}:${e.port}`;
+    listen.set(key, e);
+    if (a.family === 'ssocks') ssocks.set(key, e);
+  };
   for (const c of r.connections) {
     for (const p of c.paths) {
-      for (const e of p.endpoints)
-        if (e.host === node) listen.set(`${e.address.ip}:${e.address.port}`, endpointOf(e.address));
+      for (const e of p.endpoints) if (e.host === node) add(e.address, c.net);
     }
   }
-  if (listen.size === 0 && me.address !== null) listen.set('me', endpointOf(me.address));
+  if (listen.size === 0 && me.address !== null) add(me.address, r.sections.net);
   return {
     name: r.name,
     me,
@@ -142,6 +203,8 @@ export function planResource(r: ResourceConfig, node: string): ResourcePlan {
     nbd: nbdListener(volume.device, r.name),
     peers,
     listen: [...listen.values()],
+    ssocks: [...ssocks.values()],
+    fabric: fabricOptions(r.sections.net),
     net: r.sections.net,
     disk: { ...r.sections.disk, ...volume.diskOptions },
   };
@@ -158,6 +221,24 @@ function str(m: OptionMap, key: string, dflt: string): string {
 function bool(m: OptionMap, key: string, dflt: boolean): boolean {
   const v = m[key];
   return typeof v === 'boolean' ? v : dflt;
+}
+
+function fabricOptions(net: OptionMap): FabricOptions {
+  const n = (key: string, field: keyof FabricOptions): Partial<FabricOptions> => {
+    const v = net[key];
+    return typeof v === 'number' ? { [field]: v } : {};
+  };
+  const provider = net['fabric-provider'];
+  return {
+    ...(typeof provider === 'string' ? { provider } : {}),
+    ...n('zcopy-threshold', 'zcopyThresholdBytes'),
+    ...n('recv-poll', 'recvPollUs'),
+    ...n('fabric-buffer-size', 'bufferBytes'),
+    ...n('fabric-data-buffers', 'dataCredits'),
+    ...n('fabric-control-buffers', 'controlCredits'),
+    ...n('fabric-send-buffers', 'sendBuffers'),
+    channel: channelOptions(net),
+  };
 }
 
 function cmNetOptions(net: OptionMap): ConnectionNetOptions {

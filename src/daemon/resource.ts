@@ -16,7 +16,8 @@ import type {
   EngineEvent,
   Packet,
 } from '../replication/types.js';
-import type { Channel, Message, StreamId } from '../transport/types.js';
+import { channelTransportStats } from '../transport/channel-base.js';
+import type { Channel, Message, PathEvent, PathSpec, StreamId } from '../transport/types.js';
 import type { NbdExportBackend, NbdExtent } from '../nbd/types.js';
 import {
   BITMAP_BLOCK_BYTES,
@@ -24,18 +25,20 @@ import {
   SECTOR_BYTES,
   SHUTDOWN_DRAIN_MS,
 } from '../limits.js';
-import { NbdCommandError, StateError, TandemError } from '../util/errors.js';
+import { InvalidRequestError, NbdCommandError, StateError, TandemError } from '../util/errors.js';
 import type { ControlRequest, TandemEvent } from './control-protocol.js';
+import type { AdjustStep } from './adjust.js';
 import type { EventSink, ResourceRuntime } from './daemon.js';
 import { LocalDisk } from './disk.js';
 import type { NbdHub } from './nbd-hub.js';
 import { engineConfig, type ResourcePlan } from './resource-config.js';
-import type {
-  ConnectionState,
-  DiskState,
-  ReplicationState,
-  ResourceStatus,
-  Role,
+import {
+  describeTransport,
+  type ConnectionState,
+  type DiskState,
+  type ReplicationState,
+  type ResourceStatus,
+  type Role,
 } from './status.js';
 
 /** The transport message type that carries engine packets (the engine has its own header). */
@@ -67,6 +70,11 @@ interface PeerView {
   sentBytes: number;
   receivedBytes: number;
   resyncBytes: number;
+  /** Multipath sessions: times the session moved to another path, and back to a preferred one. */
+  failovers: number;
+  failbacks: number;
+  /** The session's active path ("transport:address:port"); '' when not a session or unknown. */
+  activePath: string;
   sync: {
     totalBlocks: number;
     startMs: number;
@@ -74,6 +82,34 @@ interface PeerView {
     lastMs: number;
     rate: number;
   } | null;
+}
+
+/** `tandem show --json`: one resource's configuration in effect. */
+export interface ResourceShow {
+  readonly name: string;
+  readonly up: boolean;
+  readonly sizeBytes: number;
+  readonly device: string;
+  readonly disk: string;
+  readonly protocol: string;
+  readonly allowTwoPrimaries: boolean;
+  readonly afterSb0Pri: string;
+  readonly afterSb1Pri: string;
+  readonly afterSb2Pri: string;
+  readonly maxEpochSize: number;
+  readonly resync: {
+    readonly resyncRateBytesPerSec: number;
+    readonly cPlanAheadTenths: number;
+    readonly cFillTargetBytes: number;
+    readonly cMaxRateBytesPerSec: number;
+    readonly cMinRateBytesPerSec: number;
+  };
+  readonly peers: readonly {
+    readonly name: string;
+    readonly nodeId: number;
+    readonly paths: readonly string[];
+    readonly connectIntMs: number;
+  }[];
 }
 
 /** Omit that keeps a union a union. */
@@ -107,6 +143,8 @@ const VERBS: Record<AdminCommand['cmd'], string> = {
   verify: 'start online verify',
   detach: 'detach',
   attach: 'attach',
+  resize: 'resize',
+  reconfigure: 'apply the new options',
 };
 
 export class Resource implements ResourceRuntime {
@@ -136,7 +174,7 @@ export class Resource implements ResourceRuntime {
   private readonly offCm: () => void;
 
   constructor(
-    private readonly plan: ResourcePlan,
+    private plan: ResourcePlan,
     private readonly svc: NodeServices,
   ) {
     this.name = plan.name;
@@ -154,6 +192,9 @@ export class Resource implements ResourceRuntime {
         sentBytes: 0,
         receivedBytes: 0,
         resyncBytes: 0,
+        failovers: 0,
+        failbacks: 0,
+        activePath: '',
         sync: null,
       });
     }
@@ -209,14 +250,107 @@ export class Resource implements ResourceRuntime {
         this.requireUp();
         return this.forEachPeer((peer) => ({ cmd: 'verify', peer }));
       case 'resize':
+        return this.resize(f);
       case 'adjust':
-        throw new StateError(
-          `${this.name}: ${req.op} is not implemented yet; run down and up to apply a new configuration`,
-        );
+        throw new StateError(`${this.name}: adjust is the daemon's, not a resource's operation`);
       case 'status':
       case 'events':
+      case 'show':
       case 'shutdown':
         throw new StateError(`${req.op} is not a resource operation`);
+    }
+  }
+
+  /**
+   * `tandem resize`: grows the device after the backing devices grew (drbdadm resize). The
+   * engine agrees on the size with the connected peers and resyncs the new area; this measures
+   * the local backing and explains refusals the engine cannot know about (internal metadata).
+   */
+  private async resize(f: Readonly<Record<string, boolean | number | string>>): Promise<string> {
+    this.requireUp();
+    const disk = this.disk;
+    if (disk === null)
+      throw new StateError(
+        `${this.name}: cannot resize: no disk attached; attach it first: \`tandem attach ${this.name}\``,
+      );
+    const size = f['sizeBytes'];
+    if (
+      size !== undefined &&
+      (typeof size !== 'number' || !Number.isSafeInteger(size) || size <= 0)
+    )
+      throw new InvalidRequestError(`${this.name}: --size must be a positive number of bytes`);
+    const cap = await disk.capacity();
+    if (cap.refusal === 'internal-metadata') {
+      throw new StateError(
+        `${this.name}: cannot resize: ${this.plan.diskPath} grew from ${cap.backingBytes} to ${cap.nowBytes} bytes, ` +
+          'but its metadata is internal (at the end of the file) and would have to move, which Tandem does not do; ' +
+          `truncate it back to ${cap.backingBytes} bytes before tandemd restarts (it finds the metadata at the end), ` +
+          'and use external metadata (meta-disk PATH;) for a device that must grow',
+      );
+    }
+    return this.admin({
+      cmd: 'resize',
+      sizeBytes: typeof size === 'number' ? size : null,
+      capacityBytes: cap.capacityBytes,
+      refusal: cap.refusal,
+      assumeClean: f['assumeClean'] === true,
+    });
+  }
+
+  /**
+   * The configuration in effect (`tandem show`): the engine's options while it runs (what adjust
+   * changed live), else the plan's; and each peer's paths.
+   */
+  show(): ResourceShow {
+    const cfg = this.engine?.cfg ?? engineConfig(this.plan, BITMAP_BLOCK_BYTES, 0);
+    return {
+      name: this.name,
+      up: this.up,
+      sizeBytes: this.engine?.cfg.sizeBytes ?? 0,
+      device: this.exportUri(),
+      disk: this.plan.diskPath,
+      protocol: cfg.protocol,
+      allowTwoPrimaries: cfg.allowTwoPrimaries,
+      afterSb0Pri: cfg.afterSb0Pri,
+      afterSb1Pri: cfg.afterSb1Pri,
+      afterSb2Pri: cfg.afterSb2Pri,
+      maxEpochSize: cfg.maxEpochSize,
+      resync: { ...cfg.resync },
+      peers: this.plan.peers.map((p) => ({
+        name: p.name,
+        nodeId: p.nodeId,
+        paths: p.paths.map((x) => `${x.peer.transport}:${x.peer.address}:${x.peer.port}`),
+        connectIntMs: p.net.connectIntMs ?? 10_000,
+      })),
+    };
+  }
+
+  /** The plan this resource runs with (adjust compares the configuration file with it). */
+  get currentPlan(): ResourcePlan {
+    return this.plan;
+  }
+
+  /**
+   * Runs with `plan` from now on (adjust): engine options are applied live, connections whose
+   * paths or options changed are reconnected. Storage, export and peers stay as they are
+   * (planAdjust keeps them). A resource that is down just takes the plan for its next `up`.
+   */
+  async applyAdjust(plan: ResourcePlan, steps: readonly AdjustStep[]): Promise<void> {
+    this.plan = plan;
+    if (!this.up || this.engine === null) return;
+    const wanted = (id: number): boolean => this.engine?.peers.get(id)?.conn !== 'StandAlone';
+    for (const s of steps) {
+      if (s.kind === 'reconfigure') {
+        const ids = [...this.peers.keys()].filter(
+          (id) => s.protocolChanged && this.peers.get(id)?.conn === 'Connected',
+        );
+        for (const id of ids) await this.admin({ cmd: 'disconnect', peer: id });
+        await this.admin({ cmd: 'reconfigure', options: s.options });
+        for (const id of ids) await this.admin({ cmd: 'connect', peer: id, discardMyData: false });
+      } else if (s.kind === 'reconnect' && wanted(s.peerNodeId)) {
+        await this.admin({ cmd: 'disconnect', peer: s.peerNodeId });
+        await this.admin({ cmd: 'connect', peer: s.peerNodeId, discardMyData: false });
+      }
     }
   }
 
@@ -440,6 +574,8 @@ export class Resource implements ResourceRuntime {
       next = `demote it first: \`tandem secondary ${r}\``;
     } else if (why.includes('no local disk') || why.includes('no disk attached')) {
       next = `attach it first: \`tandem attach ${r}\``;
+    } else if (c.cmd === 'resize') {
+      next = resizeHint(r, why);
     }
     return `${r}: cannot ${VERBS[c.cmd]}: ${reason}${next !== undefined ? `; ${next}` : ''}`;
   }
@@ -546,7 +682,13 @@ export class Resource implements ResourceRuntime {
       }
       case 'stateChange':
         return this.onStateChange(a.change);
+      case 'probeCapacity':
+        return this.probeCapacity(a.token);
+      case 'growDisk':
+        return this.growDisk(a.token, a.sizeBytes);
       case 'note':
+        if (a.note.kind === 'resized')
+          this.emitEvent('change', 'device', undefined, { size: a.note.sizeBytes, volume: 0 });
         this.svc.log.info({ ...noteFields(a.note) }, `engine: ${a.note.kind}`);
         this.emitEvent('call', 'resource', this.peerName(noteFields(a.note)['peer']), {
           note: a.note.kind,
@@ -582,6 +724,34 @@ export class Resource implements ResourceRuntime {
     );
   }
 
+  private probeCapacity(token: number): void {
+    const d = this.disk;
+    const answer = d === null ? Promise.reject(new Error('no disk')) : d.capacity();
+    answer.then(
+      (c) =>
+        this.feed({ type: 'capacity', token, capacityBytes: c.capacityBytes, refusal: c.refusal }),
+      (e: unknown) => {
+        this.svc.log.error({ err: String(e) }, 'cannot measure the backing device');
+        this.feed({ type: 'capacity', token, capacityBytes: 0, refusal: 'failed' });
+      },
+    );
+  }
+
+  private growDisk(token: number, sizeBytes: number): void {
+    const d = this.disk;
+    const grown = d === null ? Promise.reject(new Error('no disk')) : d.grow(sizeBytes);
+    grown.then(
+      () => {
+        this.svc.log.info({ sizeBytes }, 'backing device grown');
+        this.feed({ type: 'diskGrown', token, ok: true });
+      },
+      (e: unknown) => {
+        this.svc.log.error({ err: String(e), sizeBytes }, 'cannot grow the backing device');
+        this.feed({ type: 'diskGrown', token, ok: false });
+      },
+    );
+  }
+
   private metaIo(op: (d: LocalDisk) => Promise<void>): void {
     const d = this.disk;
     if (d === null) return;
@@ -602,6 +772,7 @@ export class Resource implements ResourceRuntime {
       peerNodeId: peer,
       paths: plan.paths,
       net: plan.net,
+      ...(plan.multipath ? { multipath: plan.multipath } : {}),
     });
   }
 
@@ -648,6 +819,7 @@ export class Resource implements ResourceRuntime {
     p.blocked.data = p.blocked.control = false;
     p.unsubscribe.push(
       ch.on('drain', (stream) => this.drain(p, stream)),
+      ch.on('path', (ev) => this.onSessionPath(p, ev)),
       ch.on('closed', () => {
         if (p.channel !== ch) return;
         this.dropChannel(p);
@@ -657,6 +829,24 @@ export class Resource implements ResourceRuntime {
     this.feed({ type: 'connEstablished', peer });
     ch.setReceiver((m) => this.onMessage(peer, p, m));
     ch.resumeData();
+  }
+
+  /** A multipath session's path changed: count failovers/failbacks and tell the events stream. */
+  private onSessionPath(p: PeerView, ev: PathEvent): void {
+    const name = (x: PathSpec): string => `${x.peer.transport}:${x.peer.address}:${x.peer.port}`;
+    if (ev.change === 'failover') p.failovers++;
+    if (ev.change === 'failback') p.failbacks++;
+    if (ev.change === 'failover' || ev.change === 'failback') p.activePath = name(ev.path);
+    this.emitEvent('change', 'path', p.name, {
+      local: ev.path.local?.address ?? '',
+      peer: `${ev.path.peer.address}:${ev.path.peer.port}`,
+      transport: ev.path.peer.transport,
+      state: ev.state,
+      established: ev.state === 'established',
+      ...(ev.change !== undefined ? { change: ev.change } : {}),
+      ...(ev.from !== undefined ? { from: name(ev.from) } : {}),
+      ...(ev.error !== undefined ? { reason: ev.error.message } : {}),
+    });
   }
 
   private dropChannel(p: PeerView): void {
@@ -949,11 +1139,16 @@ export class Resource implements ResourceRuntime {
       up: this.up,
       role: this.role,
       disk: this.diskState,
-      sizeBytes: this.disk?.sizeBytes ?? 0,
+      sizeBytes: this.disk === null ? 0 : (this.engine?.cfg.sizeBytes ?? this.disk.sizeBytes),
       device: this.exportUri(),
       writable: this.up && this.role === 'Primary',
       peers: [...this.peers].map(([id, p]) => {
-        const stats = p.channel?.stats();
+        const configured = this.plan.peers.find((x) => x.nodeId === id)?.paths ?? [];
+        const shown = describeTransport(
+          configured,
+          p.channel === null ? null : channelTransportStats(p.channel),
+          p.channel?.stats().rttMs ?? null,
+        );
         return {
           name: p.name,
           nodeId: id,
@@ -966,22 +1161,11 @@ export class Resource implements ResourceRuntime {
           sentBytes: p.sentBytes,
           receivedBytes: p.receivedBytes,
           resyncBytes: p.resyncBytes,
-          paths: this.plan.peers
-            .find((x) => x.nodeId === id)!
-            .paths.map((path) => ({
-              transport: p.channel?.path === path ? p.channel.transport : path.peer.transport,
-              local: path.local ? `${path.local.address}` : '',
-              remote: `${path.peer.address}:${path.peer.port}`,
-              // A connection the peer dialed has the peer's ephemeral port: match the address.
-              established:
-                p.channel !== null &&
-                (p.channel.path.peer.address === path.peer.address ||
-                  p.channel.path.local?.address === path.peer.address),
-            })),
-          transport:
-            stats === undefined
-              ? {}
-              : { name: p.channel?.transport ?? '', rttMs: stats.rttMs ?? -1 },
+          failovers: p.failovers,
+          failbacks: p.failbacks,
+          activePath: p.activePath,
+          paths: shown.paths,
+          transport: shown.transport,
         };
       }),
     };
@@ -1012,14 +1196,19 @@ export class Resource implements ResourceRuntime {
   // --- the NBD export --------------------------------------------------------------------
 
   private backend(): NbdExportBackend {
-    const size = this.disk?.sizeBytes ?? 0;
+    // eslint-disable-next-line @typescript-eslint/no-this-alias -- the getter below needs it
+    const self = this;
     const submit = (req: WithoutId<ClientRequest>): Promise<Uint8Array | undefined> => {
       if (this.closing)
         return Promise.reject(new NbdCommandError(`${this.name} is shutting down`, 108));
       return this.request(req);
     };
     return {
-      sizeBytes: size,
+      // Read at each client's handshake: after a resize, new clients see the new size (an
+      // NBD client already connected cannot be told; it must reconnect).
+      get sizeBytes(): number {
+        return self.engine?.cfg.sizeBytes ?? 0;
+      },
       readOnly: false,
       blockSizes: {
         minimumBytes: SECTOR_BYTES,
@@ -1071,6 +1260,27 @@ export class Resource implements ResourceRuntime {
         Promise.resolve([{ lengthBytes, hole: false, zero: false }]),
     };
   }
+}
+
+/** What to do next after a refused resize, by the engine's reason. */
+function resizeHint(r: string, why: string): string | undefined {
+  if (why.includes('growing alone'))
+    return `connect first (\`tandem connect ${r}\`, \`tandem wait-sync ${r}\`), or grow each node alone to the same --size before they connect`;
+  if (why.includes('not connected'))
+    return `connect first (\`tandem connect ${r}\`, \`tandem wait-sync ${r}\`), or disconnect every peer to grow each node alone with --size`;
+  if (why.includes('metadata internal'))
+    return 'grow only resources with external metadata (meta-disk PATH;), or take both down and move the metadata with drbdmeta';
+  if (why.includes('shrinking'))
+    return 'Tandem only grows a device (shrinking needs the filesystem shrunk first, as in DRBD); to shrink, copy the data to a smaller resource';
+  if (why.includes('does not fit')) return 'grow that backing device first, or ask for less';
+  if (why.includes('room for only'))
+    return 'grow that backing device (e.g. `truncate -s +64M FILE` or lvextend) and retry';
+  if (why.includes('is Primary')) return 'run it on the Primary';
+  if (why.includes('resync or verify')) return `wait for it: \`tandem wait-sync ${r}\``;
+  if (why.includes('disconnected during')) return undefined;
+  if (why.includes('UpToDate'))
+    return `wait until every node is UpToDate: \`tandem wait-sync ${r}\``;
+  return undefined;
 }
 
 /** DRBD shows a peer's role and disk only while the handshake has settled the connection. */

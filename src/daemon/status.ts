@@ -1,6 +1,7 @@
 // The shape of `tandem status --json`: per resource, its role and disks, and per peer the
 // connection, replication and sync progress, with counters that only grow while it is up.
 // State names are DRBD's so operators and Pacemaker agents read them without translation.
+import type { ChannelTransportStats, PathSpec, PathTransportStats } from '../transport/types.js';
 
 export type Role = 'Primary' | 'Secondary' | 'Unknown';
 export type DiskState =
@@ -24,10 +25,38 @@ export interface SyncProgress {
 }
 
 export interface PathStatus {
+  /** The configured transport, or once established the one carrying the path (tcp, fabric). */
   readonly transport: string;
+  /** The libfabric provider of an established fabric path. */
+  readonly provider?: string;
   readonly local: string;
   readonly remote: string;
   readonly established: boolean;
+  /** Traffic goes over this path now. */
+  readonly active: boolean;
+  /** Payload bytes over this path since it was established (0 when it is not). */
+  readonly bytesSent: number;
+  readonly bytesReceived: number;
+  /** Fabric paths: bytes sent without a copy, and copied into bounce buffers. */
+  readonly zeroCopyBytes?: number;
+  readonly copiedBytes?: number;
+}
+
+/** The transport of a connected peer and its counters, summed over its paths. */
+export interface PeerTransportStatus {
+  /** The connection's transport: tcp, fabric or multipath. */
+  readonly name: string;
+  /** What carries traffic now (the active path's transport; null while it has none). */
+  readonly active: string | null;
+  /** The libfabric provider of the active path, when it is a fabric one. */
+  readonly provider?: string;
+  /** Smoothed ping round trip; null before the first answer. */
+  readonly rttMs: number | null;
+  /** Transport payload bytes (replication traffic plus the transport's own messages). */
+  readonly bytesSent: number;
+  readonly bytesReceived: number;
+  readonly zeroCopyBytes?: number;
+  readonly copiedBytes?: number;
 }
 
 export interface PeerStatus {
@@ -42,9 +71,14 @@ export interface PeerStatus {
   readonly sentBytes: number;
   readonly receivedBytes: number;
   readonly resyncBytes: number;
+  /** Multipath sessions: moves to another path after a failure, and back to a preferred one. */
+  readonly failovers: number;
+  readonly failbacks: number;
+  /** The session's active path after its last failover/failback ("transport:address:port"). */
+  readonly activePath: string;
   readonly paths: readonly PathStatus[];
-  /** Transport counters (e.g. zeroCopyBytes/copiedBytes for fabric). */
-  readonly transport: Readonly<Record<string, number | string>>;
+  /** The transport in use and its counters (zeroCopyBytes/copiedBytes for fabric); null unless connected. */
+  readonly transport: PeerTransportStatus | null;
 }
 
 export interface ResourceStatus {
@@ -81,6 +115,7 @@ export function formatStatus(resources: readonly ResourceStatus[]): string {
           `    done:${p.sync.percent.toFixed(2)} rate:${formatRate(p.sync.rateBytesPerSec)} eta:${eta}`,
         );
       }
+      if (p.transport !== null) out.push(...formatTransport(p.transport, p.paths));
     }
   }
   return out.join('\n') + (out.length > 0 ? '\n' : '');
@@ -89,4 +124,143 @@ export function formatStatus(resources: readonly ResourceStatus[]): string {
 export function formatRate(bytesPerSec: number): string {
   if (bytesPerSec >= 1024 * 1024) return `${(bytesPerSec / (1024 * 1024)).toFixed(1)} MiB/s`;
   return `${(bytesPerSec / 1024).toFixed(0)} KiB/s`;
+}
+
+/** `transport:fabric(tcp) sent:.. received:.. zero-copy:.. copied:..`, plus a line a path when several. */
+function formatTransport(t: PeerTransportStatus, paths: readonly PathStatus[]): string[] {
+  const carrier = (name: string, provider: string | undefined): string =>
+    provider === undefined ? name : `${name}(${provider})`;
+  const name =
+    t.name === 'multipath'
+      ? `multipath active:${t.active === null ? '-' : carrier(t.active, t.provider)}`
+      : carrier(t.name, t.provider);
+  const lines = [`    transport:${name}${formatCounters(t)}`];
+  if (t.name !== 'multipath') return lines;
+  for (const p of paths) {
+    const state = p.active ? ' active' : p.established ? '' : ' down';
+    const counters = p.established ? formatCounters(p) : '';
+    lines.push(`      path:${p.remote} ${carrier(p.transport, p.provider)}${state}${counters}`);
+  }
+  return lines;
+}
+
+function formatCounters(c: {
+  readonly bytesSent: number;
+  readonly bytesReceived: number;
+  readonly zeroCopyBytes?: number;
+  readonly copiedBytes?: number;
+}): string {
+  let s = ` sent:${formatBytes(c.bytesSent)} received:${formatBytes(c.bytesReceived)}`;
+  if (c.zeroCopyBytes !== undefined) {
+    s += ` zero-copy:${formatBytes(c.zeroCopyBytes)} copied:${formatBytes(c.copiedBytes ?? 0)}`;
+  }
+  return s;
+}
+
+/** Binary units, one decimal from KiB up: 512B, 4.0KiB, 1.5GiB. */
+export function formatBytes(bytes: number): string {
+  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
+  if (bytes < 1024) return `${bytes}B`;
+  let v = bytes / 1024;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${v.toFixed(1)}${units[i] ?? ''}`;
+}
+
+/**
+ * Status of a peer's configured paths and transport from its channel's transport stats (null:
+ * not connected). A path we dialed is matched by its peer address and port; one the peer
+ * dialed has the peer's ephemeral port, so it is matched by addresses, in configuration order.
+ */
+export function describeTransport(
+  configured: readonly PathSpec[],
+  stats: ChannelTransportStats | null,
+  rttMs: number | null,
+): { paths: PathStatus[]; transport: PeerTransportStatus | null } {
+  const live = stats?.paths ?? [];
+  const match = matchPaths(configured, live);
+  const shown = (path: PathSpec, m: PathTransportStats | null): PathStatus => {
+    const base = {
+      local: path.local ? `${path.local.address}` : '',
+      remote: `${path.peer.address}:${path.peer.port}`,
+    };
+    if (m === null) {
+      return {
+        transport: path.peer.transport,
+        ...base,
+        established: false,
+        active: false,
+        bytesSent: 0,
+        bytesReceived: 0,
+      };
+    }
+    return {
+      transport: m.transport,
+      ...(m.provider !== undefined ? { provider: m.provider } : {}),
+      ...base,
+      established: true,
+      active: m.active,
+      bytesSent: m.bytesSent,
+      bytesReceived: m.bytesReceived,
+      ...fabricCounters(m),
+    };
+  };
+  const paths = configured.map((path, i) => shown(path, match[i] ?? null));
+  // Paths the session found beyond the configuration (an ssocks upgrade to a fabric address).
+  for (const l of live) if (!match.includes(l)) paths.push(shown(l.path, l));
+  if (stats === null) return { paths, transport: null };
+  const provider = stats.active?.provider;
+  return {
+    paths,
+    transport: {
+      name: stats.transport,
+      active: stats.active?.transport ?? null,
+      ...(provider !== undefined ? { provider } : {}),
+      rttMs,
+      bytesSent: stats.bytesSent,
+      bytesReceived: stats.bytesReceived,
+      ...fabricCounters(stats),
+    },
+  };
+}
+
+function fabricCounters(c: { readonly zeroCopyBytes?: number; readonly copiedBytes?: number }): {
+  zeroCopyBytes?: number;
+  copiedBytes?: number;
+} {
+  return c.zeroCopyBytes === undefined
+    ? {}
+    : { zeroCopyBytes: c.zeroCopyBytes, copiedBytes: c.copiedBytes ?? 0 };
+}
+
+/** For each configured path, the live path it is (or null); each live path is used once. */
+export function matchPaths(
+  configured: readonly PathSpec[],
+  live: readonly PathTransportStats[],
+): (PathTransportStats | null)[] {
+  const out: (PathTransportStats | null)[] = configured.map(() => null);
+  const used = new Set<PathTransportStats>();
+  const rules: ((c: PathSpec, l: PathTransportStats) => boolean)[] = [
+    // We dialed it.
+    (c, l) => l.path.peer.address === c.peer.address && l.path.peer.port === c.peer.port,
+    // The peer dialed it from the configured address to our configured one.
+    (c, l) =>
+      l.path.peer.address === c.peer.address &&
+      c.local !== undefined &&
+      l.path.local?.address === c.local.address,
+    (c, l) => l.path.peer.address === c.peer.address,
+  ];
+  for (const rule of rules) {
+    configured.forEach((c, i) => {
+      if (out[i] !== null) return;
+      const l = live.find((x) => !used.has(x) && rule(c, x));
+      if (l === undefined) return;
+      out[i] = l;
+      used.add(l);
+    });
+  }
+  return out;
 }

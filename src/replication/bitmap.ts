@@ -58,6 +58,15 @@ export class Bitmap {
     this.set({ start: 0, count: this.blocks });
   }
 
+  /** A copy covering `blocks` (at least as many as now): the new blocks start clear. */
+  grown(blocks: number): Bitmap {
+    assert(blocks >= this.blocks, 'a bitmap only grows');
+    const b = new Bitmap(blocks);
+    b.words.set(this.words);
+    b.setBits = this.setBits;
+    return b;
+  }
+
   clearAll(): void {
     this.words.fill(0);
     this.setBits = 0;

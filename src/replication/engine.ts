@@ -29,7 +29,9 @@ import type {
   HandshakePacket,
   Metadata,
   Packet,
+  ReconfigurableOptions,
   ReplState,
+  ResizeRefusal,
   Role,
   Stream,
 } from './types.js';
@@ -174,6 +176,38 @@ interface RxEpoch {
   readonly setSize: number;
 }
 
+/** A resize this node started (admin `resize`): query peers, grow them, then grow here. */
+interface ResizeOp {
+  readonly cmdId: number;
+  /** Wire id of this resize in ResizeQuery/ResizeInfo/Resize/ResizeDone. */
+  readonly id: number;
+  readonly requestedBytes: number | null;
+  readonly assumeClean: boolean;
+  phase: 'query' | 'peers' | 'local';
+  /** Smallest capacity seen so far and whose it is (for messages). */
+  capacityBytes: number;
+  smallest: string;
+  targetBytes: number;
+  /** Connected peers taking part; those we still wait for; those that grew. */
+  readonly peers: readonly number[];
+  readonly waiting: Set<number>;
+  readonly grown: number[];
+  readonly failed: string[];
+}
+
+/** Local storage work the engine asked the daemon for (probeCapacity / growDisk). */
+type StorageJob =
+  | { readonly kind: 'probe'; readonly peer: number; readonly inc: number; readonly id: number }
+  | { readonly kind: 'grow-local' }
+  | {
+      readonly kind: 'grow-peer';
+      readonly peer: number;
+      readonly inc: number;
+      readonly id: number;
+      readonly sizeBytes: number;
+      readonly assumeClean: boolean;
+    };
+
 interface PendingPromote {
   cmdId: number;
   force: boolean;
@@ -182,8 +216,9 @@ interface PendingPromote {
 }
 
 export interface EngineState {
-  readonly cfg: EngineConfig;
-  readonly blocks: number;
+  /** Replaced (never mutated) by resize and reconfigure. */
+  cfg: EngineConfig;
+  blocks: number;
   readonly alExtentBlocks: number;
   role: Role;
   disk: DiskState;
@@ -218,6 +253,9 @@ export interface EngineState {
   /** A Primary attached a disk that is not yet UpToDate (it syncs from a peer). */
   attachedAsPrimary: boolean;
   appIoThisTick: number;
+  resize: ResizeOp | null;
+  readonly jobs: Map<number, StorageJob>;
+  nextJob: number;
   out: Action[];
 }
 
@@ -265,6 +303,9 @@ export function createEngine(cfg: EngineConfig, boot: BootState | null): StepRes
     pendingPromote: null,
     attachedAsPrimary: false,
     appIoThisTick: 0,
+    resize: null,
+    jobs: new Map(),
+    nextJob: 1,
     out: [],
   };
   for (const p of cfg.peers) {
@@ -367,6 +408,12 @@ export function step(s: EngineState, ev: EngineEvent): StepResult {
       break;
     case 'connClosed':
       onClosed(s, ev.peer, true);
+      break;
+    case 'capacity':
+      onCapacity(s, ev.token, ev.capacityBytes, ev.refusal);
+      break;
+    case 'diskGrown':
+      onDiskGrown(s, ev.token, ev.ok);
       break;
   }
   return { state: s, actions: drain(s) };
@@ -1215,6 +1262,7 @@ const REFUSED_WHILE_HANDSHAKING: ReadonlySet<AdminCommand['cmd']> = new Set([
   'verify',
   'detach',
   'attach',
+  'resize',
 ]);
 
 function onAdmin(s: EngineState, cmdId: number, c: AdminCommand): void {
@@ -1289,6 +1337,10 @@ function onAdmin(s: EngineState, cmdId: number, c: AdminCommand): void {
       return reply(s, cmdId, true, 'detached');
     case 'attach':
       return attach(s, cmdId, c.boot);
+    case 'resize':
+      return startResize(s, cmdId, c);
+    case 'reconfigure':
+      return reconfigure(s, cmdId, c.options);
   }
 }
 
@@ -1494,9 +1546,15 @@ function onHandshake(s: EngineState, p: Peer, h: HandshakePacket): void {
   setPeerRole(s, p, h.role);
   setPeerDisk(s, p, h.disk);
   if (h.sizeBytes !== s.cfg.sizeBytes || h.protocol !== s.cfg.protocol || h.nodeId !== p.id) {
+    const rule =
+      h.sizeBytes !== s.cfg.sizeBytes
+        ? `size-mismatch: ${s.cfg.sizeBytes} bytes here, ${h.sizeBytes} on the peer`
+        : h.protocol !== s.cfg.protocol
+          ? `protocol-mismatch: ${s.cfg.protocol} here, ${h.protocol} on the peer`
+          : 'incompatible';
     emit(s, {
       type: 'note',
-      note: { kind: 'handshake', peer: p.id, rule: 'incompatible', decision: 'disconnect' },
+      note: { kind: 'handshake', peer: p.id, rule, decision: 'disconnect' },
     });
     return goStandAlone(s, p);
   }
@@ -1541,6 +1599,9 @@ function onHandshake(s: EngineState, p: Peer, h: HandshakePacket): void {
   ) {
     if (mine > 0 && h.bitmapWeight === 0) result = 1;
     else if (h.bitmapWeight > 0 && mine === 0) result = -1;
+    // Both marked (e.g. both grew apart): a Primary stays the source, else the lower node id.
+    else if (s.role === 'Primary' && h.role !== 'Primary') result = 1;
+    else if (h.role === 'Primary' && s.role !== 'Primary') result = -1;
     else result = s.cfg.nodeId < h.nodeId ? 1 : -1;
   }
   const decision = describe(result);
@@ -1735,6 +1796,7 @@ function onClosed(s: EngineState, peerId: number, byNetwork: boolean): void {
   p.rxCount = 0;
   setPeerRole(s, p, 'Unknown');
   if (s.pendingPromote?.waiting.has(p.id) === true) onPromoteReply(s, p, p.promoteId, true);
+  resizePeerLost(s, p);
   // A Primary that loses a peer starts a new generation, so the peer's copy stays identifiable.
   if (
     s.role === 'Primary' &&
@@ -1906,6 +1968,14 @@ function onPacket(s: EngineState, peerId: number, pk: Packet): void {
         p.verifyMarked = true;
       }
       return;
+    case 'ResizeQuery':
+      return onResizeQuery(s, p, pk.id);
+    case 'ResizeInfo':
+      return onResizeInfo(s, p, pk.id, pk.capacityBytes, pk.refusal);
+    case 'Resize':
+      return onResizePacket(s, p, pk.id, pk.sizeBytes, pk.assumeClean);
+    case 'ResizeDone':
+      return onResizeDone(s, p, pk.id, pk.ok);
     case 'OvDone':
       if (p.repl === 'VerifyT') setRepl(s, p, 'Established');
       return;
@@ -2425,6 +2495,300 @@ function onResyncDoneAck(s: EngineState, p: Peer, uuid: bigint): void {
   setRepl(s, p, 'Established');
   emit(s, { type: 'note', note: { kind: 'resync-finished', peer: p.id, role: 'target' } });
   broadcastState(s);
+}
+
+// --- resize (drbdadm resize) ----------------------------------------------------------------
+//
+// The initiator asks every connected peer for its capacity (ResizeQuery/ResizeInfo), picks the
+// smallest (or the requested size), has every peer grow first (Resize/ResizeDone), and grows
+// itself last: until then no write can reach the new area anywhere. The new area is out of sync
+// (unless assume-clean): the initiator resyncs it to its peers as SyncSource.
+
+function refusalText(r: ResizeRefusal, who: string): string {
+  switch (r) {
+    case 'internal-metadata':
+      return `${who} keeps its metadata internal (at the end of the backing device), which would have to move; Tandem grows only devices with external metadata`;
+    case 'failed':
+      return `${who} could not measure its backing device (see its log)`;
+    case 'none':
+      return '';
+  }
+}
+
+function startResize(
+  s: EngineState,
+  cmdId: number,
+  c: Extract<AdminCommand, { cmd: 'resize' }>,
+): void {
+  if (s.resize !== null) return reply(s, cmdId, false, 'a resize is already in progress');
+  if (!hasDisk(s)) return reply(s, cmdId, false, 'no local disk');
+  if (s.disk !== 'UpToDate')
+    return reply(s, cmdId, false, `disk is ${s.disk}; resize needs UpToDate data here`);
+  if (c.refusal !== 'none') return reply(s, cmdId, false, refusalText(c.refusal, 'this node'));
+  const all = [...s.peers.values()];
+  const connected = all.filter((p) => p.conn === 'Connected');
+  const apart = all.filter((p) => p.conn !== 'Connected');
+  if (connected.length > 0 && apart.length > 0) {
+    return reply(
+      s,
+      cmdId,
+      false,
+      `peer ${apart.map((p) => p.name).join(', ')} is not connected; resize needs every peer connected (or none)`,
+    );
+  }
+  // Alone, nobody can tell this node which size its peers will take: it must be given, so the
+  // peers can be grown to the very same size before they connect (the handshake needs it).
+  if (connected.length === 0 && apart.length > 0 && c.sizeBytes === null) {
+    return reply(
+      s,
+      cmdId,
+      false,
+      `peer ${apart.map((p) => p.name).join(', ')} is not connected; growing alone needs an explicit size`,
+    );
+  }
+  for (const p of connected) {
+    if (!p.settled) return reply(s, cmdId, false, 'a handshake with a peer is in progress; retry');
+    if (p.repl !== 'Established' || p.sync !== null || p.rs !== null || p.ov !== null)
+      return reply(s, cmdId, false, `a resync or verify with peer ${p.name} is running`);
+    if (p.disk !== 'UpToDate')
+      return reply(s, cmdId, false, `peer ${p.name} is ${p.disk}; resize needs UpToDate peers`);
+    if (p.role === 'Primary')
+      return reply(s, cmdId, false, `peer ${p.name} is Primary; resize runs on the Primary`);
+  }
+  const op: ResizeOp = {
+    cmdId,
+    id: s.nextId++,
+    requestedBytes: c.sizeBytes,
+    assumeClean: c.assumeClean,
+    phase: 'query',
+    capacityBytes: c.capacityBytes,
+    smallest: 'this node',
+    targetBytes: 0,
+    peers: connected.map((p) => p.id),
+    waiting: new Set(connected.map((p) => p.id)),
+    grown: [],
+    failed: [],
+  };
+  s.resize = op;
+  if (op.waiting.size === 0) return decideResize(s, op);
+  for (const p of connected) send(s, p, 'data', { kind: 'ResizeQuery', id: op.id });
+}
+
+function failResize(s: EngineState, op: ResizeOp, message: string): void {
+  s.resize = null;
+  // A peer that grew while we cannot must not stay connected at a size we do not share.
+  for (const id of op.grown) {
+    const p = s.peers.get(id);
+    if (p !== undefined && p.conn === 'Connected') goStandAlone(s, p);
+  }
+  reply(s, op.cmdId, false, message);
+}
+
+function decideResize(s: EngineState, op: ResizeOp): void {
+  const current = s.cfg.sizeBytes;
+  const fit = Math.floor(op.capacityBytes / BLOCK) * BLOCK;
+  const req = op.requestedBytes === null ? null : Math.floor(op.requestedBytes / BLOCK) * BLOCK;
+  if (req !== null && req > fit) {
+    return failResize(
+      s,
+      op,
+      `--size ${req} bytes does not fit: ${op.smallest} has room for ${fit} bytes`,
+    );
+  }
+  const target = req ?? fit;
+  if (target < current) {
+    return failResize(
+      s,
+      op,
+      req !== null
+        ? `--size ${req} bytes is smaller than the device (${current} bytes); shrinking is not supported`
+        : `${op.smallest} has room for only ${fit} bytes, less than the device (${current} bytes); shrinking is not supported`,
+    );
+  }
+  if (target === current) {
+    s.resize = null;
+    return reply(s, op.cmdId, true, `already ${current} bytes; nothing to grow`);
+  }
+  op.targetBytes = target;
+  if (op.peers.length === 0) return growLocal(s, op);
+  op.phase = 'peers';
+  for (const id of op.peers) {
+    op.waiting.add(id);
+    const p = s.peers.get(id);
+    if (p !== undefined)
+      send(s, p, 'data', {
+        kind: 'Resize',
+        id: op.id,
+        sizeBytes: target,
+        assumeClean: op.assumeClean,
+      });
+  }
+}
+
+function growLocal(s: EngineState, op: ResizeOp): void {
+  op.phase = 'local';
+  const token = s.nextJob++;
+  s.jobs.set(token, { kind: 'grow-local' });
+  emit(s, { type: 'growDisk', token, sizeBytes: op.targetBytes });
+}
+
+function onResizeQuery(s: EngineState, p: Peer, id: number): void {
+  if (!hasDisk(s)) {
+    send(s, p, 'data', { kind: 'ResizeInfo', id, capacityBytes: 0, refusal: 'failed' });
+    return;
+  }
+  const token = s.nextJob++;
+  s.jobs.set(token, { kind: 'probe', peer: p.id, inc: p.inc, id });
+  emit(s, { type: 'probeCapacity', token });
+}
+
+function onCapacity(
+  s: EngineState,
+  token: number,
+  capacityBytes: number,
+  refusal: ResizeRefusal,
+): void {
+  const job = s.jobs.get(token);
+  if (job?.kind !== 'probe') return;
+  s.jobs.delete(token);
+  const p = s.peers.get(job.peer);
+  if (p === undefined || p.inc !== job.inc || p.conn !== 'Connected') return;
+  send(s, p, 'data', { kind: 'ResizeInfo', id: job.id, capacityBytes, refusal });
+}
+
+function onResizeInfo(
+  s: EngineState,
+  p: Peer,
+  id: number,
+  capacityBytes: number,
+  refusal: ResizeRefusal,
+): void {
+  const op = s.resize;
+  if (op?.phase !== 'query' || op.id !== id || !op.waiting.delete(p.id)) return;
+  if (refusal !== 'none') op.failed.push(refusalText(refusal, `peer ${p.name}`));
+  else if (capacityBytes < op.capacityBytes) {
+    op.capacityBytes = capacityBytes;
+    op.smallest = `peer ${p.name}`;
+  }
+  if (op.waiting.size > 0) return;
+  if (op.failed.length > 0) return failResize(s, op, op.failed.join('; '));
+  decideResize(s, op);
+}
+
+function onResizePacket(
+  s: EngineState,
+  p: Peer,
+  id: number,
+  sizeBytes: number,
+  assumeClean: boolean,
+): void {
+  const refuse = (): void => send(s, p, 'data', { kind: 'ResizeDone', id, ok: false });
+  if (!hasDisk(s) || s.resize !== null || sizeBytes % BLOCK !== 0 || sizeBytes < s.cfg.sizeBytes)
+    return refuse();
+  if (p.sync !== null || p.rs !== null || p.ov !== null) return refuse();
+  if (sizeBytes === s.cfg.sizeBytes) {
+    send(s, p, 'data', { kind: 'ResizeDone', id, ok: true });
+    return;
+  }
+  const token = s.nextJob++;
+  s.jobs.set(token, { kind: 'grow-peer', peer: p.id, inc: p.inc, id, sizeBytes, assumeClean });
+  emit(s, { type: 'growDisk', token, sizeBytes });
+}
+
+function onResizeDone(s: EngineState, p: Peer, id: number, ok: boolean): void {
+  const op = s.resize;
+  if (op?.phase !== 'peers' || op.id !== id || !op.waiting.delete(p.id)) return;
+  if (ok) op.grown.push(p.id);
+  else op.failed.push(`peer ${p.name} could not grow to ${op.targetBytes} bytes (see its log)`);
+  if (op.waiting.size > 0) return;
+  if (op.failed.length > 0) return failResize(s, op, op.failed.join('; '));
+  growLocal(s, op);
+}
+
+/** A peer taking part in our resize went away before it answered. */
+function resizePeerLost(s: EngineState, p: Peer): void {
+  const op = s.resize;
+  if (op === null || !op.waiting.has(p.id)) return;
+  const msg =
+    op.phase === 'query'
+      ? `peer ${p.name} disconnected during the resize; nothing changed, retry once connected`
+      : `peer ${p.name} disconnected during the resize and may have grown to ${op.targetBytes} bytes; if the sizes now differ, run resize --size ${op.targetBytes} on the smaller node before connecting`;
+  failResize(s, op, msg);
+}
+
+/** The device grows to `sizeBytes`; returns the new blocks. */
+function applyGrowth(s: EngineState, sizeBytes: number): BlockRange {
+  const from = s.cfg.sizeBytes;
+  const oldBlocks = s.blocks;
+  s.cfg = { ...s.cfg, sizeBytes };
+  s.blocks = sizeBytes / BLOCK;
+  for (const [id, b] of s.bitmaps) s.bitmaps.set(id, b.grown(s.blocks));
+  emit(s, { type: 'note', note: { kind: 'resized', fromBytes: from, sizeBytes } });
+  return { start: oldBlocks, count: s.blocks - oldBlocks };
+}
+
+function onDiskGrown(s: EngineState, token: number, ok: boolean): void {
+  const job = s.jobs.get(token);
+  if (job === undefined || job.kind === 'probe') return;
+  s.jobs.delete(token);
+  if (job.kind === 'grow-peer') {
+    const p = s.peers.get(job.peer);
+    const same = p !== undefined && p.inc === job.inc && p.conn === 'Connected';
+    if (ok && hasDisk(s) && job.sizeBytes > s.cfg.sizeBytes) {
+      const fresh = applyGrowth(s, job.sizeBytes);
+      if (!job.assumeClean && p !== undefined) {
+        markOutOfSync(s, p.id, fresh);
+        // Known out of sync until the initiator starts the resync of the new area.
+        p.verifyMarked = true;
+        emit(s, { type: 'bitmapFlush' });
+      }
+    }
+    if (same) send(s, p, 'data', { kind: 'ResizeDone', id: job.id, ok });
+    return;
+  }
+  const op = s.resize;
+  if (op === null) return;
+  if (!ok || !hasDisk(s)) {
+    return failResize(
+      s,
+      op,
+      `the local disk could not grow to ${op.targetBytes} bytes (see the log)` +
+        (op.grown.length > 0 ? '; the peers that grew were disconnected' : ''),
+    );
+  }
+  s.resize = null;
+  const from = s.cfg.sizeBytes;
+  const fresh = applyGrowth(s, op.targetBytes);
+  if (!op.assumeClean) {
+    for (const p of s.peers.values()) markOutOfSync(s, p.id, fresh);
+    emit(s, { type: 'bitmapFlush' });
+    for (const id of op.peers) {
+      const p = s.peers.get(id);
+      if (p === undefined || !isConnectedSettled(p) || p.repl !== 'Established') continue;
+      send(s, p, 'data', { kind: 'StartResync', senderIsSource: true, full: false });
+      beginSync(s, p, 'source', false);
+    }
+  }
+  reply(
+    s,
+    op.cmdId,
+    true,
+    `grown from ${from} to ${op.targetBytes} bytes` +
+      (op.assumeClean ? ' (assume-clean: no resync)' : ''),
+  );
+}
+
+// --- reconfigure (adjust) ---------------------------------------------------------------------
+
+function reconfigure(s: EngineState, cmdId: number, o: ReconfigurableOptions): void {
+  const connected = [...s.peers.values()].filter((p) => p.conn === 'Connected');
+  if (o.protocol !== undefined && o.protocol !== s.cfg.protocol && connected.length > 0)
+    return reply(s, cmdId, false, 'the protocol changes only while disconnected');
+  if (o.maxEpochSize !== undefined && (!Number.isSafeInteger(o.maxEpochSize) || o.maxEpochSize < 1))
+    return reply(s, cmdId, false, `max-epoch-size ${o.maxEpochSize} out of range`);
+  const defined = Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined));
+  s.cfg = { ...s.cfg, ...defined };
+  reply(s, cmdId, true, 'reconfigured');
 }
 
 // --- online verify --------------------------------------------------------------------------

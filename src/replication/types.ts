@@ -158,7 +158,41 @@ export type AdminCommand =
   | { readonly cmd: 'invalidate-remote'; readonly peer: number }
   | { readonly cmd: 'verify'; readonly peer: number }
   | { readonly cmd: 'detach' }
-  | { readonly cmd: 'attach'; readonly boot: BootState };
+  | { readonly cmd: 'attach'; readonly boot: BootState }
+  /**
+   * Grow the device (drbdadm resize): to `sizeBytes`, or to the smallest capacity of this node
+   * and its connected peers when null. `capacityBytes` is what the local backing holds now (the
+   * daemon measures it); `refusal` says why the local backing cannot grow at all.
+   */
+  | {
+      readonly cmd: 'resize';
+      readonly sizeBytes: number | null;
+      readonly capacityBytes: number;
+      readonly refusal: ResizeRefusal;
+      readonly assumeClean: boolean;
+    }
+  /** Apply changed options live (adjust): protocol, after-sb policies, resync controller. */
+  | { readonly cmd: 'reconfigure'; readonly options: ReconfigurableOptions };
+
+/** Why a backing device cannot grow: none, its metadata is internal, or it could not be measured. */
+export type ResizeRefusal = 'none' | 'internal-metadata' | 'failed';
+
+/** The part of EngineConfig that `adjust` may change on a running engine. */
+export type ReconfigurableOptions = Partial<
+  Pick<
+    EngineConfig,
+    | 'protocol'
+    | 'allowTwoPrimaries'
+    | 'afterSb0Pri'
+    | 'afterSb1Pri'
+    | 'afterSb2Pri'
+    | 'maxEpochSize'
+    | 'resync'
+    | 'csums'
+    | 'verify'
+    | 'digest'
+  >
+>;
 
 export type EngineEvent =
   | { readonly type: 'request'; readonly req: ClientRequest }
@@ -173,7 +207,16 @@ export type EngineEvent =
   | { readonly type: 'timer'; readonly timerId: number }
   | { readonly type: 'admin'; readonly cmdId: number; readonly command: AdminCommand }
   | { readonly type: 'connEstablished'; readonly peer: number }
-  | { readonly type: 'connClosed'; readonly peer: number };
+  | { readonly type: 'connClosed'; readonly peer: number }
+  /** Answer to a probeCapacity action: how many data bytes the local backing could hold now. */
+  | {
+      readonly type: 'capacity';
+      readonly token: number;
+      readonly capacityBytes: number;
+      readonly refusal: ResizeRefusal;
+    }
+  /** Answer to a growDisk action. */
+  | { readonly type: 'diskGrown'; readonly token: number; readonly ok: boolean };
 
 // --- actions --------------------------------------------------------------------------------
 
@@ -255,7 +298,14 @@ export type Action =
       readonly message: string;
     }
   | { readonly type: 'stateChange'; readonly change: StateChange }
-  | { readonly type: 'note'; readonly note: EngineNote };
+  | { readonly type: 'note'; readonly note: EngineNote }
+  /** Measure how many data bytes the local backing could hold now; answer with `capacity`. */
+  | { readonly type: 'probeCapacity'; readonly token: number }
+  /**
+   * Make the local storage cover `sizeBytes` (metadata and bitmap grown, the agreed size
+   * persisted); answer with `diskGrown`. Until then the engine keeps its old size.
+   */
+  | { readonly type: 'growDisk'; readonly token: number; readonly sizeBytes: number };
 
 export type StateChange =
   | { readonly what: 'role'; readonly role: Role }
@@ -283,7 +333,8 @@ export type EngineNote =
   | { readonly kind: 'resync-finished'; readonly peer: number; readonly role: 'source' | 'target' }
   | { readonly kind: 'verify-finished'; readonly peer: number; readonly outOfSyncBlocks: number }
   | { readonly kind: 'io-error'; readonly errno: string }
-  | { readonly kind: 'conflict'; readonly peer: number; readonly block: number };
+  | { readonly kind: 'conflict'; readonly peer: number; readonly block: number }
+  | { readonly kind: 'resized'; readonly fromBytes: number; readonly sizeBytes: number };
 
 // --- packets --------------------------------------------------------------------------------
 
@@ -398,6 +449,22 @@ export type Packet =
       readonly count: number;
       readonly inSync: boolean;
     }
-  | { readonly kind: 'OvDone' };
+  | { readonly kind: 'OvDone' }
+  /** Resize, phase 1: how large could your backing be? */
+  | { readonly kind: 'ResizeQuery'; readonly id: number }
+  | {
+      readonly kind: 'ResizeInfo';
+      readonly id: number;
+      readonly capacityBytes: number;
+      readonly refusal: ResizeRefusal;
+    }
+  /** Resize, phase 2: grow to sizeBytes (the sender grows after every peer answered ok). */
+  | {
+      readonly kind: 'Resize';
+      readonly id: number;
+      readonly sizeBytes: number;
+      readonly assumeClean: boolean;
+    }
+  | { readonly kind: 'ResizeDone'; readonly id: number; readonly ok: boolean };
 
 export type PacketKind = Packet['kind'];

@@ -139,6 +139,21 @@ const SCHEMA: Readonly<Record<PacketKind, readonly (readonly [string, FieldType]
     ['inSync', 'bool'],
   ],
   OvDone: [],
+  ResizeQuery: [['id', 'num']],
+  ResizeInfo: [
+    ['id', 'num'],
+    ['capacityBytes', 'num'],
+    ['refusal', { oneOf: ['none', 'internal-metadata', 'failed'] }],
+  ],
+  Resize: [
+    ['id', 'num'],
+    ['sizeBytes', 'num'],
+    ['assumeClean', 'bool'],
+  ],
+  ResizeDone: [
+    ['id', 'num'],
+    ['ok', 'bool'],
+  ],
 };
 
 const KINDS = Object.keys(SCHEMA) as PacketKind[];

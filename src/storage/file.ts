@@ -84,10 +84,38 @@ export class FileStore implements BlockStore {
   constructor(
     readonly name: string,
     private readonly handle: FileHandle,
-    readonly sizeBytes: number,
+    private size: number,
     readonly isBlockDevice: boolean,
     private readonly readOnly: boolean,
   ) {}
+
+  get sizeBytes(): number {
+    return this.size;
+  }
+
+  /** The device's size now (it may have grown since open), whole sectors; changes nothing. */
+  async measure(): Promise<number> {
+    checkOpen(this.name, this.closed);
+    let rawBytes: number;
+    try {
+      const info = await this.handle.stat();
+      rawBytes = this.isBlockDevice ? await blockDeviceBytes(this.name, info.rdev) : info.size;
+    } catch (e) {
+      if (e instanceof DiskIoError) throw e;
+      throw ioError(`${this.name}: cannot stat backing device`, 0, e);
+    }
+    return rawBytes - (rawBytes % SECTOR_BYTES);
+  }
+
+  /**
+   * Adopts the device's current size if it grew (online resize); returns the size in use.
+   * A device never shrinks under a running store: that would cut off data in use.
+   */
+  async refreshSize(): Promise<number> {
+    const now = await this.measure();
+    if (now > this.size) this.size = now;
+    return this.size;
+  }
 
   async read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
     checkOpen(this.name, this.closed);

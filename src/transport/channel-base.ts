@@ -16,11 +16,14 @@ import type {
   ChannelEvents,
   ChannelOptions,
   ChannelStats,
+  ChannelTransportStats,
   CloseInfo,
   Message,
   MessageHandler,
   PathSpec,
+  PathTransportStats,
   SendStatus,
+  TransportStats,
   StreamId,
   TransportName,
 } from './types.js';
@@ -171,6 +174,16 @@ export abstract class BaseChannel implements Channel {
       queuedBytes: this.open ? this.queuedBytes(id) : 0,
     });
     return { data: s('data'), control: s('control'), rttMs: this.srttMs, koCount: this.kos };
+  }
+
+  transportStats(): ChannelTransportStats {
+    const p = this.pathTransportStats();
+    return sumTransportStats(this.transport, p, [p]);
+  }
+
+  /** This channel as the one path it runs over; subclasses add what they know (provider...). */
+  protected pathTransportStats(): PathTransportStats {
+    return ownPath(this);
   }
 
   on<E extends ChannelEventName>(event: E, listener: ChannelEvents[E]): () => void {
@@ -342,4 +355,119 @@ export abstract class BaseChannel implements Channel {
     this.koTimer?.cancel();
     this.pingTimer = this.pingDeadline = this.koTimer = null;
   }
+}
+
+/**
+ * The channels a transport has open, and its byte counters over every channel it ever opened
+ * (closed channels' counts are folded in when they close): what Transport.stats() reports.
+ */
+export class ChannelRegistry {
+  private readonly open = new Set<Channel>();
+  private opened = 0;
+  private readonly closed = { sent: 0, received: 0 };
+
+  track(ch: Channel): void {
+    this.opened++;
+    this.open.add(ch);
+    ch.on('closed', () => {
+      const s = ch.stats();
+      this.closed.sent += s.data.bytesSent + s.control.bytesSent;
+      this.closed.received += s.data.bytesReceived + s.control.bytesReceived;
+      this.open.delete(ch);
+    });
+  }
+
+  stats(): TransportStats {
+    let sent = this.closed.sent;
+    let received = this.closed.received;
+    for (const c of this.open) {
+      const s = c.stats();
+      sent += s.data.bytesSent + s.control.bytesSent;
+      received += s.data.bytesReceived + s.control.bytesReceived;
+    }
+    return {
+      channelsOpen: this.open.size,
+      channelsOpened: this.opened,
+      bytesSent: sent,
+      bytesReceived: received,
+    };
+  }
+
+  destroyAll(): void {
+    for (const c of [...this.open]) c.destroy();
+  }
+}
+
+/** Bytes and fabric counters of one or more paths, added up. */
+export interface TransportTotals {
+  readonly bytesSent: number;
+  readonly bytesReceived: number;
+  readonly zeroCopyBytes?: number;
+  readonly copiedBytes?: number;
+}
+
+export const NO_TRANSPORT_TOTALS: TransportTotals = { bytesSent: 0, bytesReceived: 0 };
+
+/** `a + b`; the fabric counters are present when either side has them. */
+export function addTransportTotals(a: TransportTotals, b: TransportTotals): TransportTotals {
+  const fabric = a.zeroCopyBytes !== undefined || b.zeroCopyBytes !== undefined;
+  return {
+    bytesSent: a.bytesSent + b.bytesSent,
+    bytesReceived: a.bytesReceived + b.bytesReceived,
+    ...(fabric
+      ? {
+          zeroCopyBytes: (a.zeroCopyBytes ?? 0) + (b.zeroCopyBytes ?? 0),
+          copiedBytes: (a.copiedBytes ?? 0) + (b.copiedBytes ?? 0),
+        }
+      : {}),
+  };
+}
+
+/**
+ * A channel's transport stats from its live paths plus `retired` (what paths that have gone
+ * carried); the active path is the first one flagged active.
+ */
+export function sumTransportStats(
+  transport: TransportName,
+  active: PathTransportStats | null,
+  paths: readonly PathTransportStats[],
+  retired: TransportTotals = NO_TRANSPORT_TOTALS,
+): ChannelTransportStats {
+  let t = retired;
+  for (const p of paths) t = addTransportTotals(t, p);
+  return {
+    transport,
+    active:
+      active === null
+        ? null
+        : {
+            transport: active.transport,
+            ...(active.provider !== undefined ? { provider: active.provider } : {}),
+          },
+    bytesSent: t.bytesSent,
+    bytesReceived: t.bytesReceived,
+    ...(t.zeroCopyBytes !== undefined
+      ? { zeroCopyBytes: t.zeroCopyBytes, copiedBytes: t.copiedBytes ?? 0 }
+      : {}),
+    paths,
+  };
+}
+
+/** Any channel's transport stats; one without the accessor counts as its own single path. */
+export function channelTransportStats(ch: Channel): ChannelTransportStats {
+  const own = ch.transportStats?.();
+  if (own !== undefined) return own;
+  const p = ownPath(ch);
+  return sumTransportStats(ch.transport, p, [p]);
+}
+
+function ownPath(ch: Channel): PathTransportStats {
+  const s = ch.stats();
+  return {
+    path: ch.path,
+    transport: ch.transport,
+    active: true,
+    bytesSent: s.data.bytesSent + s.control.bytesSent,
+    bytesReceived: s.data.bytesReceived + s.control.bytesReceived,
+  };
 }

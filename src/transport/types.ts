@@ -91,6 +91,41 @@ export interface ChannelStats {
   readonly koCount: number;
 }
 
+/** What carries one path of a channel and what went over it (for `tandem status`). */
+export interface PathTransportStats {
+  readonly path: PathSpec;
+  readonly transport: TransportName;
+  /** The libfabric provider (fabric paths only). */
+  readonly provider?: string;
+  /** Traffic goes over this path now (always true for a single-path channel). */
+  readonly active: boolean;
+  /** Payload bytes of both streams, pings excluded. */
+  readonly bytesSent: number;
+  readonly bytesReceived: number;
+  /** Fabric only: payload bytes sent from the caller's Buffers without a copy. */
+  readonly zeroCopyBytes?: number;
+  /** Fabric only: payload bytes copied into bounce buffers before sending. */
+  readonly copiedBytes?: number;
+}
+
+/**
+ * A channel's transport as status shows it: its own name (multipath for a session), what
+ * carries traffic now, and counters summed over its paths (for a session, including paths
+ * that have since failed, so the sums never go down).
+ */
+export interface ChannelTransportStats {
+  readonly transport: TransportName;
+  /** The active path's transport and provider; null while a session has no path. */
+  readonly active: { readonly transport: TransportName; readonly provider?: string } | null;
+  readonly bytesSent: number;
+  readonly bytesReceived: number;
+  /** Present when some path is (or was) a fabric one. */
+  readonly zeroCopyBytes?: number;
+  readonly copiedBytes?: number;
+  /** The paths joined now, preferred first. */
+  readonly paths: readonly PathTransportStats[];
+}
+
 export interface TransportStats {
   readonly channelsOpen: number;
   readonly channelsOpened: number;
@@ -151,6 +186,9 @@ export interface Channel {
   resumeData(): void;
 
   stats(): ChannelStats;
+
+  /** The transport(s) under this channel and their counters, for status. Optional. */
+  transportStats?(): ChannelTransportStats;
 
   /**
    * Changes liveness and flow-control settings of this channel (e.g. the resource's net{} once

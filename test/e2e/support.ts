@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
-import { LocalCluster } from '../../src/cli/local-cluster.js';
+import { LocalCluster, type LocalClusterOptions } from '../../src/cli/local-cluster.js';
 import { NbdClient } from '../../src/nbd/client.js';
 import { allConnected, allInSync, type EventState } from '../../src/cli/event-state.js';
 import type { PeerStatus, ResourceStatus } from '../../src/daemon/status.js';
@@ -14,21 +14,12 @@ export const MIB = 1024 * 1024;
 /** Local files: let resync run as fast as the disks go (the defaults throttle to 250 KiB/s). */
 export const FAST_SYNC = '    c-fill-target 16M;\n    c-max-rate 4G;';
 
-export interface PairOptions {
-  readonly diskBytes: number;
-  /** Extra lines for net { }. */
-  readonly net?: string;
-  /** Extra lines for disk { } (FAST_SYNC is always there). */
-  readonly disk?: string;
-}
+/** LocalCluster's options; FAST_SYNC is always in disk { }. */
+export type PairOptions = LocalClusterOptions;
 
 /** create-md on both nodes, both daemons started, `up` on both, connected. */
 export async function startPair(o: PairOptions): Promise<LocalCluster> {
-  const c = await LocalCluster.create({
-    diskBytes: o.diskBytes,
-    disk: `${FAST_SYNC}\n${o.disk ?? ''}`,
-    ...(o.net !== undefined ? { net: o.net } : {}),
-  });
+  const c = await LocalCluster.create({ ...o, disk: `${FAST_SYNC}\n${o.disk ?? ''}` });
   try {
     for (const n of ['alice', 'bob']) await c.tandem(n, 'create-md', c.resource);
     await Promise.all([c.start('alice'), c.start('bob')]);

@@ -86,6 +86,10 @@ export const samples: Packet[] = [
   { kind: 'OvReply', id: 1, start: 0, count: 4, digest: bytes(32) },
   { kind: 'OvResult', start: 0, count: 1, inSync: false },
   { kind: 'OvDone' },
+  { kind: 'ResizeQuery', id: 3 },
+  { kind: 'ResizeInfo', id: 3, capacityBytes: 1 << 30, refusal: 'internal-metadata' },
+  { kind: 'Resize', id: 3, sizeBytes: 1 << 30, assumeClean: true },
+  { kind: 'ResizeDone', id: 3, ok: false },
 ];
 
 function norm(x: unknown): unknown {

@@ -571,6 +571,24 @@ export class Simulation {
       case 'note':
         this.onNote(n, a.note);
         return;
+      // The simulator's disks never grow: a capacity probe reports the current size.
+      case 'probeCapacity':
+        this.at(this.diskLatency(), () => {
+          if (n.incarnation !== inc) return;
+          this.deliver(n, {
+            type: 'capacity',
+            token: a.token,
+            capacityBytes: n.disk.sizeBytes,
+            refusal: 'none',
+          });
+        });
+        return;
+      case 'growDisk':
+        this.at(this.diskLatency(), () => {
+          if (n.incarnation !== inc) return;
+          this.deliver(n, { type: 'diskGrown', token: a.token, ok: false });
+        });
+        return;
     }
   }
 
@@ -1215,6 +1233,10 @@ function describeEvent(ev: EngineEvent): string {
     case 'connEstablished':
     case 'connClosed':
       return `${ev.type} peer=${ev.peer}`;
+    case 'capacity':
+      return `capacity token=${ev.token} ${ev.capacityBytes} ${ev.refusal}`;
+    case 'diskGrown':
+      return `diskGrown token=${ev.token} ${ev.ok ? 'ok' : 'failed'}`;
   }
 }
 

@@ -49,6 +49,8 @@ export interface HNode {
   failNextIo: boolean;
   /** diskFlush actions the engine emitted (epoch and client flushes). */
   flushIos: number;
+  /** What a capacity probe reports (the backing device's room for data). @default SIZE */
+  capacityBytes: number;
 }
 
 export function baseConfig(id: number, over: Partial<EngineConfig> = {}): EngineConfig {
@@ -119,6 +121,7 @@ export class Pair {
       sent: [],
       failNextIo: false,
       flushIos: 0,
+      capacityBytes: SIZE,
     };
     const r = createEngine(baseConfig(id, over), this.boot(n));
     n.engine = r.state;
@@ -230,7 +233,7 @@ export class Pair {
         return;
       case 'bitmapFlush': {
         n.disk.flush();
-        const bm = new Bitmap(SIZE / BLOCK);
+        const bm = new Bitmap(n.engine.blocks);
         for (const r of n.engine.bitmaps.get(n.peer)?.ranges() ?? []) bm.set(r);
         n.pbitmap = bm;
         return;
@@ -255,6 +258,24 @@ export class Pair {
         return;
       case 'adminResult':
         n.admin.push({ ok: a.ok, message: a.message });
+        return;
+      // Storage jobs complete like disk I/O: when the test lets them.
+      case 'probeCapacity':
+        n.pendingIo.push({
+          ioId: -1,
+          run: () => ({
+            type: 'capacity',
+            token: a.token,
+            capacityBytes: n.capacityBytes,
+            refusal: 'none',
+          }),
+        });
+        return;
+      case 'growDisk':
+        n.pendingIo.push({
+          ioId: -1,
+          run: () => ({ type: 'diskGrown', token: a.token, ok: a.sizeBytes <= n.capacityBytes }),
+        });
         return;
       case 'note':
         n.notes.push(a.note);

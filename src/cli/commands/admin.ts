@@ -61,8 +61,6 @@ const SIMPLE: readonly SimpleCommand[] = [
     description: "mark the peer's data as out of sync and resync it from here",
   },
   { name: 'verify', description: 'compare the data with the peer block by block (online verify)' },
-  { name: 'resize', description: 'grow the device after the backing disks grew' },
-  { name: 'adjust', description: 'apply configuration changes to a running resource' },
 ];
 
 export function registerAdmin(program: Command): void {

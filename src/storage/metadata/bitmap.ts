@@ -49,6 +49,22 @@ export class Bitmap {
     this.counts = new Array<number>(maxPeers).fill(0);
   }
 
+  /**
+   * A copy covering `bitsPerSlot` bits per slot (no fewer than now): the device grew. Word w
+   * of slot s stays at w * maxPeers + s, so existing words keep their place on disk; the pages
+   * from the old end on are marked dirty so the new area's words get written.
+   */
+  grown(bitsPerSlot: number): Bitmap {
+    assert(bitsPerSlot >= this.bitsPerSlot, 'a bitmap only grows');
+    const b = new Bitmap(this.maxPeers, bitsPerSlot);
+    b.words.set(this.words);
+    for (let i = 0; i < this.maxPeers; i++) b.counts[i] = this.counts[i] ?? 0;
+    for (const p of this.dirty) b.dirty.add(p);
+    const firstNew = Math.max(0, this.pageCount - 1);
+    for (let p = firstNew; p < b.pageCount; p++) b.dirty.add(p);
+    return b;
+  }
+
   /** Serialized size in bytes (not padded to pages). */
   get byteLength(): number {
     return this.words.length * 4;

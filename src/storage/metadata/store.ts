@@ -112,9 +112,10 @@ export class MetadataStore {
   private constructor(
     /** The device holding the metadata. */
     readonly store: BlockStore,
-    readonly layout: MetadataLayout,
+    /** Replaced when the data device grows (growData); the metadata itself never moves. */
+    public layout: MetadataLayout,
     sb: Superblock,
-    readonly bitmap: Bitmap,
+    public bitmap: Bitmap,
     readonly al: ActivityLog,
     /** What the AL held when opened (undefined if unreadable). */
     private replay: AlReplay | undefined,
@@ -278,6 +279,44 @@ export class MetadataStore {
     });
     if (!l.ok) throw new MetadataError(`${store.name}: ${l.error}`);
     return l.value;
+  }
+
+  /**
+   * The data device grew to `dataDeviceBytes` (external metadata only: internal metadata sits at
+   * the end of the data device and would have to move). Recomputes the layout and grows the
+   * bitmap to cover the new data bytes; returns them. Nothing is written (see setEffectiveSize).
+   */
+  growData(dataDeviceBytes: number): Promise<number> {
+    return this.serial(() => {
+      if (this.layout.kind === 'internal') {
+        throw new MetadataError(
+          `${this.store.name}: internal metadata cannot follow a growing device (it would have to move)`,
+        );
+      }
+      const l = computeLayout({
+        kind: this.layout.kind,
+        index: this.layout.index,
+        metaDeviceBytes: this.store.sizeBytes,
+        dataDeviceBytes,
+        maxPeers: this.layout.maxPeers,
+        alStripes: this.layout.alStripes,
+        alStripeSize4k: this.layout.alStripeSize4k,
+      });
+      if (!l.ok) throw new MetadataError(`${this.store.name}: ${l.error}`);
+      if (l.value.bitsPerSlot > this.layout.bitsPerSlot) {
+        this.bitmap = this.bitmap.grown(l.value.bitsPerSlot);
+        this.layout = l.value;
+      }
+      return Promise.resolve(this.layout.dataBytes);
+    });
+  }
+
+  /** Records the agreed device size (DRBD's la-size-sect) in the superblock. */
+  setEffectiveSize(sizeBytes: number): Promise<void> {
+    return this.updateSuperblock((sb) => ({
+      ...sb,
+      effectiveSizeSectors: Math.floor(sizeBytes / 512),
+    }));
   }
 
   /** Writes the superblock atomically: one aligned 4 KiB FUA write. */

@@ -3,6 +3,8 @@
 // every fragment we send. Invariants: we never send on a stream without a credit; a regular
 // CONTROL fragment never takes the last CONTROL credit (it is kept for a credit update, as in
 // DRBD's RDMA transport); a peer that sends beyond the credits we granted is a protocol error.
+// Graceful close is a handshake: the closer disconnects only once the peer acknowledged its close
+// (so nothing of it is in flight), and the peer keeps its endpoint until then (linger).
 import {
   FABRIC_CLOSE_TIMEOUT_MS,
   FABRIC_WIRE_HEADER_BYTES,
@@ -12,7 +14,7 @@ import type { Clock, Timer } from '../../platform/clock.js';
 import { assert } from '../../util/assert.js';
 import { ConnectionError, ProtocolError } from '../../util/errors.js';
 import { BaseChannel, type ResolvedChannelOptions } from '../channel-base.js';
-import type { ChannelStats, PathSpec, StreamId } from '../types.js';
+import type { ChannelStats, PathSpec, PathTransportStats, StreamId } from '../types.js';
 import type { NativeConnection, NativeConnectionEvent } from './addon.js';
 import {
   decodeFragmentHeader,
@@ -70,6 +72,14 @@ export interface FabricChannelSetup {
   readonly zcopyThresholdBytes: number;
 }
 
+/** What the transport hears about a channel's end. */
+export interface FabricChannelHooks {
+  /** The channel closed (its counters are final). */
+  gone(ch: FabricChannel): void;
+  /** The native connection outlives the channel for a while (true), or is released (false). */
+  lingering(ch: FabricChannel, on: boolean): void;
+}
+
 export class FabricChannel extends BaseChannel {
   private readonly queues: Record<StreamId, OutMessage[]> = { data: [], control: [] };
   private readonly queued: Record<StreamId, number> = { data: 0, control: 0 };
@@ -89,18 +99,34 @@ export class FabricChannel extends BaseChannel {
   private dataPaused = false;
   private draining = false;
   private blackholed = false;
-  private ending: { resolve: () => void; timer: Timer; closeSent: boolean } | null = null;
+  private ending: {
+    resolve: () => void;
+    timer: Timer;
+    closeSent: boolean;
+    /** The peer acknowledged our close: everything we sent has arrived. */
+    acked: boolean;
+  } | null = null;
+  /** Our close was acknowledged: disconnect at once, the peer waits for it. */
+  private closeAcked = false;
   private shut = false;
   private readonly zcopyThresholdBytes: number;
+  /** The peer's close arrived: it sends nothing more and we owe it a close-ack. */
   private peerEnded = false;
+  private ackOwed = false;
+  /** The native connection is gone (the peer disconnected): nothing to linger for. */
+  private nativeGone = false;
+  /** Closed, but the endpoint stays until the peer disconnects so our close-ack reaches it. */
+  private linger: Timer | null = null;
   private retryTimer: Timer | null = null;
+  /** Read at setup: the addon forgets it once the connection is torn down. */
+  private readonly provider: string;
 
   constructor(
     private readonly conn: NativeConnection,
     setup: FabricChannelSetup,
     clock: Clock,
     opts: ResolvedChannelOptions,
-    private readonly onGone: (ch: FabricChannel) => void,
+    private readonly hooks: FabricChannelHooks,
   ) {
     super(setup.id, 'fabric', setup.path, setup.initiator, clock, opts);
     this.credits = { data: setup.peer.dataCredits, control: setup.peer.controlCredits };
@@ -113,6 +139,7 @@ export class FabricChannel extends BaseChannel {
       Math.min(setup.local.bufferBytes, setup.peer.bufferBytes) - FABRIC_WIRE_HEADER_BYTES;
     assert(this.maxFragmentBytes > 0, 'fragment room');
     this.zcopyThresholdBytes = Math.max(1, setup.zcopyThresholdBytes);
+    this.provider = conn.provider;
   }
 
   /** Called by the transport once the channel is handed out; replays events that came early. */
@@ -123,6 +150,7 @@ export class FabricChannel extends BaseChannel {
 
   /** The addon's event sink for this connection. */
   readonly onEvent = (...e: NativeConnectionEvent): void => {
+    if (this.linger !== null) return this.onLingerEvent(e);
     // A blackholed channel hears nothing, not even the peer leaving (a pulled cable).
     if (!this.isOpen || this.blackholed) return;
     switch (e[0]) {
@@ -133,6 +161,7 @@ export class FabricChannel extends BaseChannel {
         this.onSent(e[1]);
         break;
       case 'shutdown':
+        this.nativeGone = true;
         this.peerGone(new ConnectionError(`${this.id}: the peer closed the fabric connection`));
         break;
       case 'error': {
@@ -140,6 +169,7 @@ export class FabricChannel extends BaseChannel {
         // A failed receive on a connected endpoint is how some providers (sockets: EIO) report
         // a peer that vanished; a truncated one is the peer breaking our buffer size.
         const left = PEER_LEFT_CODES.has(e[2]) || (e[3] === 'receive' && e[2] !== 'ETRUNC');
+        this.nativeGone = true;
         if (left) this.peerGone(error);
         else this.fail('error', error);
         break;
@@ -148,6 +178,46 @@ export class FabricChannel extends BaseChannel {
         break;
     }
   };
+
+  /** After the channel closed: get our close-ack out, then wait for the peer to disconnect. */
+  private onLingerEvent(e: NativeConnectionEvent): void {
+    switch (e[0]) {
+      case 'recv': {
+        // Only grants matter now (a close-ack may be waiting for a CONTROL credit).
+        const h = decodeFragmentHeader(e[1]);
+        if (h.ok) this.credits.control += h.value.grantControl;
+        this.lingerSendAck();
+        return;
+      }
+      case 'sent':
+        this.inFlight.delete(e[1]);
+        this.lingerSendAck();
+        return;
+      case 'shutdown':
+      case 'error':
+        this.nativeGone = true;
+        this.release();
+        return;
+      case 'connected':
+        return;
+    }
+  }
+
+  private lingerSendAck(): void {
+    if (!this.ackOwed || this.credits.control < 1) return;
+    const r = this.sendBareRaw('close-ack');
+    if (r === 'sent') this.ackOwed = false;
+    else if (r instanceof Error) this.release();
+  }
+
+  /** Drops a lingering native connection now (the linger timed out, or the transport closes). */
+  release(): void {
+    if (this.linger === null) return;
+    this.linger.cancel();
+    this.linger = null;
+    this.conn.close();
+    this.hooks.lingering(this, false);
+  }
 
   /** Test hook: bytes stop flowing both ways, and neither side is told (a pulled cable). */
   setBlackholed(): void {
@@ -160,7 +230,7 @@ export class FabricChannel extends BaseChannel {
   > {
     const s = this.conn.stats();
     return {
-      provider: this.conn.provider,
+      provider: this.provider,
       zeroCopyBytes: s.zeroCopyBytes,
       copiedBytes: s.copiedBytes,
       credits: { ...this.credits },
@@ -169,6 +239,16 @@ export class FabricChannel extends BaseChannel {
 
   override stats(): FabricChannelStats {
     return { ...super.stats(), ...this.fabricStats() };
+  }
+
+  protected override pathTransportStats(): PathTransportStats {
+    const f = this.fabricStats();
+    return {
+      ...super.pathTransportStats(),
+      provider: f.provider,
+      zeroCopyBytes: f.zeroCopyBytes,
+      copiedBytes: f.copiedBytes,
+    };
   }
 
   // --- BaseChannel ------------------------------------------------------------------------
@@ -207,7 +287,7 @@ export class FabricChannel extends BaseChannel {
   protected endRaw(): Promise<void> {
     return new Promise<void>((resolve) => {
       const timer = this.clock.setTimeout(() => this.finishEnd(), FABRIC_CLOSE_TIMEOUT_MS);
-      this.ending = { resolve, timer, closeSent: false };
+      this.ending = { resolve, timer, closeSent: false, acked: false };
       this.pump();
     });
   }
@@ -229,7 +309,7 @@ export class FabricChannel extends BaseChannel {
   // --- sending -----------------------------------------------------------------------------
   /** Sends fragments while there are credits and send slots; then a credit update if owed. */
   private pump(): void {
-    if (!this.isOpen || this.blackholed) return;
+    if (!this.isOpen || this.blackholed || this.nativeGone) return;
     for (;;) {
       const stream = this.nextStream();
       if (stream === null) break;
@@ -237,6 +317,7 @@ export class FabricChannel extends BaseChannel {
     }
     if (!this.maybeSendCredit()) return;
     this.maybeEnd();
+    this.maybeAck();
   }
 
   private nextStream(): StreamId | null {
@@ -369,6 +450,14 @@ export class FabricChannel extends BaseChannel {
   }
 
   private sendBare(kind: FragmentKind): boolean {
+    const r = this.sendBareRaw(kind);
+    if (r instanceof Error) this.sendFailed(r);
+    else if (r === 'busy') this.retrySoon();
+    return r === 'sent';
+  }
+
+  /** One header-only message on a CONTROL credit; 'busy' when the addon has no slot now. */
+  private sendBareRaw(kind: FragmentKind): 'sent' | 'busy' | (Error & { code?: string }) {
     const grants = this.takeGrants();
     const header = encodeFragmentHeader({ kind, flags: 0, type: 0, ...grants, totalBytes: 0 });
     const token = this.nextToken++;
@@ -376,20 +465,29 @@ export class FabricChannel extends BaseChannel {
     try {
       sent = this.conn.send(header, null, 0, 0, token);
     } catch (e) {
-      this.sendFailed(e as Error & { code?: string });
-      return false;
+      return e as Error & { code?: string };
     }
-    if (!sent) {
-      this.retrySoon();
-      return false;
-    }
+    if (!sent) return 'busy';
     this.commitGrants(grants);
     this.credits.control--;
     this.inFlight.set(token, { stream: null, bytes: 0 });
-    return true;
+    return 'sent';
   }
 
-  /** Graceful end: once every queue is empty and sent, a close fragment, then shutdown. */
+  /**
+   * Acknowledges the peer's close. While we close too, only after our own close went out: the
+   * ack then tells the peer that everything we had to send is ahead of it.
+   */
+  private maybeAck(): void {
+    if (!this.ackOwed || this.credits.control < 1) return;
+    if (this.ending !== null && !this.ending.closeSent) return;
+    if (this.sendBare('close-ack')) this.ackOwed = false;
+  }
+
+  /**
+   * Graceful end: once every queue is empty, a close fragment; once the peer acknowledged it
+   * (so none of ours is still in flight), shutdown.
+   */
   private maybeEnd(): void {
     const e = this.ending;
     if (e === null) return;
@@ -399,7 +497,10 @@ export class FabricChannel extends BaseChannel {
       if (!this.sendBare('close')) return;
       e.closeSent = true;
     }
-    if (this.inFlight.size === 0) this.finishEnd();
+    if (e.acked) {
+      this.closeAcked = true;
+      this.finishEnd();
+    }
   }
 
   private sendFailed(e: Error & { code?: string }): void {
@@ -468,7 +569,9 @@ export class FabricChannel extends BaseChannel {
     } finally {
       this.draining = false;
     }
-    if (this.isOpen && this.peerEnded && this.heldData.length === 0) this.peerGone(null);
+    if (this.isOpen && this.peerEnded && this.ending === null && this.heldData.length === 0) {
+      this.peerGone(null);
+    }
     this.pump();
   }
 
@@ -485,8 +588,17 @@ export class FabricChannel extends BaseChannel {
       case 'credit':
         return;
       case 'close':
+        if (this.peerEnded) return this.protocolError('a second close');
         this.peerEnded = true;
-        if (this.heldData.length === 0) this.peerGone(null);
+        this.ackOwed = true;
+        // While we close too, ours completes when the peer acknowledges it.
+        if (this.ending === null && this.heldData.length === 0) this.peerGone(null);
+        return;
+      case 'close-ack':
+        if (this.ending?.closeSent !== true) {
+          return this.protocolError('a close-ack for a close we did not send');
+        }
+        this.ending.acked = true;
         return;
       case 'data':
       case 'control':
@@ -545,7 +657,8 @@ export class FabricChannel extends BaseChannel {
       this.finishEnd();
       return;
     }
-    if (this.heldData.length > 0 && error === null) return; // delivered first, on resume
+    // What the peer sent before its close is delivered first, on resume, even if it is gone.
+    if (this.heldData.length > 0 && (error === null || this.peerEnded)) return;
     this.fail('by-peer', error ?? new ConnectionError(`${this.id}: the peer closed the channel`));
   }
 
@@ -555,7 +668,15 @@ export class FabricChannel extends BaseChannel {
     this.retryTimer?.cancel();
     this.retryTimer = null;
     this.heldData.length = 0;
+    this.hooks.gone(this);
+    // The peer closed and waits for our close-ack, or for our endpoint to go once it has it:
+    // keep the endpoint until the peer disconnects (bounded), or the ack could be lost with it.
+    if (this.peerEnded && !this.closeAcked && !this.nativeGone && !this.blackholed) {
+      this.linger = this.clock.setTimeout(() => this.release(), FABRIC_CLOSE_TIMEOUT_MS);
+      this.hooks.lingering(this, true);
+      this.lingerSendAck();
+      return;
+    }
     this.conn.close();
-    this.onGone(this);
   }
 }

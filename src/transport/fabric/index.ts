@@ -122,6 +122,8 @@ export const fabricTransport =
 class FabricTransport implements FabricTransportApi {
   readonly name = 'fabric' as const;
   private readonly channels = new Set<FabricChannel>();
+  /** Closed channels whose endpoint waits for the peer to disconnect (graceful close). */
+  private readonly lingering = new Set<FabricChannel>();
   private readonly listeners = new Set<NativeListener>();
   private readonly connecting = new Set<NativeConnection>();
   private opened = 0;
@@ -239,11 +241,16 @@ class FabricTransport implements FabricTransportApi {
       },
       this.clock,
       this.channelOpts,
-      (c) => this.forget(c),
+      { gone: (c) => this.forget(c), lingering: (c, on) => this.setLingering(c, on) },
     );
     this.channels.add(ch);
     this.opened++;
     return ch;
+  }
+
+  private setLingering(c: FabricChannel, on: boolean): void {
+    if (on) this.lingering.add(c);
+    else this.lingering.delete(c);
   }
 
   private forget(c: FabricChannel): void {
@@ -383,6 +390,7 @@ class FabricTransport implements FabricTransportApi {
     for (const c of this.connecting) c.close();
     this.connecting.clear();
     for (const ch of [...this.channels]) ch.destroy();
+    for (const ch of [...this.lingering]) ch.release();
     return Promise.resolve();
   }
 }

@@ -9,20 +9,30 @@ import { err, ok } from '../../util/result.js';
 export const FABRIC_MAGIC = 0x5446;
 /** "TFc1": first four bytes of the connection data. */
 export const FABRIC_CONN_MAGIC = 0x54466331;
-export const FABRIC_WIRE_VERSION = 1;
+/** 2: graceful close is a close / close-ack handshake (version 1 had no close-ack). */
+export const FABRIC_WIRE_VERSION = 2;
 
 /**
  * data/control: a fragment of a message on that stream. credit: only carries grants (sent when
  * the peer runs low and nothing else is going out). close: the sender flushed everything and ends.
+ * close-ack: everything up to the peer's close arrived here; the closer may now disconnect without
+ * losing a tail still in flight (which libfabric's sockets provider does on fi_close).
  */
-export type FragmentKind = 'data' | 'control' | 'credit' | 'close';
-const KIND_CODES: Record<FragmentKind, number> = { data: 1, control: 2, credit: 3, close: 4 };
+export type FragmentKind = 'data' | 'control' | 'credit' | 'close' | 'close-ack';
+const KIND_CODES: Record<FragmentKind, number> = {
+  data: 1,
+  control: 2,
+  credit: 3,
+  close: 4,
+  'close-ack': 5,
+};
 const KINDS: readonly (FragmentKind | undefined)[] = [
   undefined,
   'data',
   'control',
   'credit',
   'close',
+  'close-ack',
 ];
 
 export const FLAG_FIRST = 1;

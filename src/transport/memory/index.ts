@@ -6,6 +6,7 @@ import type { Clock, Timer } from '../../platform/clock.js';
 import { ConnectionError } from '../../util/errors.js';
 import {
   BaseChannel,
+  ChannelRegistry,
   resolveChannelOptions,
   type ResolvedChannelOptions,
 } from '../channel-base.js';
@@ -88,10 +89,8 @@ export class MemoryNetwork {
 
 class MemoryTransport implements Transport {
   readonly name = 'memory' as const;
-  private readonly channels = new Set<MemoryChannel>();
+  private readonly registry = new ChannelRegistry();
   private readonly bound = new Set<string>();
-  private opened = 0;
-  private closedBytes = { sent: 0, received: 0 };
 
   constructor(
     readonly network: MemoryNetwork,
@@ -155,37 +154,18 @@ class MemoryTransport implements Transport {
   }
 
   stats(): TransportStats {
-    let sent = this.closedBytes.sent;
-    let received = this.closedBytes.received;
-    for (const c of this.channels) {
-      const s = c.stats();
-      sent += s.data.bytesSent + s.control.bytesSent;
-      received += s.data.bytesReceived + s.control.bytesReceived;
-    }
-    return {
-      channelsOpen: this.channels.size,
-      channelsOpened: this.opened,
-      bytesSent: sent,
-      bytesReceived: received,
-    };
+    return this.registry.stats();
   }
 
   async close(): Promise<void> {
     for (const a of this.bound) this.network.unbind(a, this);
     this.bound.clear();
-    for (const c of [...this.channels]) c.destroy();
+    this.registry.destroyAll();
     await Promise.resolve();
   }
 
   track(c: MemoryChannel): void {
-    this.opened++;
-    this.channels.add(c);
-    c.on('closed', () => {
-      const s = c.stats();
-      this.closedBytes.sent += s.data.bytesSent + s.control.bytesSent;
-      this.closedBytes.received += s.data.bytesReceived + s.control.bytesReceived;
-      this.channels.delete(c);
-    });
+    this.registry.track(c);
   }
 }
 

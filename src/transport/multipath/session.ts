@@ -16,14 +16,23 @@ import {
 import type { Clock, Timer } from '../../platform/clock.js';
 import { assert } from '../../util/assert.js';
 import { ConnectionError, ProtocolError } from '../../util/errors.js';
-import { BaseChannel, resolveChannelOptions } from '../channel-base.js';
+import {
+  addTransportTotals,
+  BaseChannel,
+  NO_TRANSPORT_TOTALS,
+  resolveChannelOptions,
+  sumTransportStats,
+  type TransportTotals,
+} from '../channel-base.js';
 import type {
   Channel,
   ChannelStats,
+  ChannelTransportStats,
   CloseReason,
   Message,
   PathEvent,
   PathSpec,
+  PathTransportStats,
   StreamId,
 } from '../types.js';
 import type { MultipathOptions } from './types.js';
@@ -176,6 +185,8 @@ export class MultipathSession extends BaseChannel {
   private counts = { failovers: 0, failbacks: 0, replayed: 0 };
   /** When the session lost its last path (for stall figures), or null. */
   private pausedSinceMs: number | null = null;
+  /** What paths that have left the session carried (status sums stay monotonic). */
+  private retired: TransportTotals = NO_TRANSPORT_TOTALS;
 
   constructor(init: SessionInit, firstPath: PathSpec) {
     const o = init.opts;
@@ -236,6 +247,40 @@ export class MultipathSession extends BaseChannel {
     };
   }
 
+  /** Per joined path: its transport, provider and counters; totals include departed paths. */
+  override transportStats(): ChannelTransportStats {
+    const paths = [...this.links].sort((a, b) => a.rank - b.rank).map((l) => this.linkStats(l));
+    const active = paths.find((p) => p.active) ?? null;
+    return sumTransportStats(this.transport, active, paths, this.retired);
+  }
+
+  private linkStats(l: PathLink): PathTransportStats {
+    const t = l.channel.transportStats?.();
+    const s = l.channel.stats();
+    const provider = t?.active?.provider;
+    return {
+      path: l.spec,
+      transport: t?.active?.transport ?? l.channel.transport,
+      ...(provider !== undefined ? { provider } : {}),
+      active: l === this.active,
+      bytesSent: t?.bytesSent ?? s.data.bytesSent + s.control.bytesSent,
+      bytesReceived: t?.bytesReceived ?? s.data.bytesReceived + s.control.bytesReceived,
+      ...(t?.zeroCopyBytes !== undefined
+        ? { zeroCopyBytes: t.zeroCopyBytes, copiedBytes: t.copiedBytes ?? 0 }
+        : {}),
+    };
+  }
+
+  /** Takes links out of the session, keeping what they carried in the totals. */
+  private removeLinks(links: readonly PathLink[]): void {
+    for (const l of links) {
+      const i = this.links.indexOf(l);
+      if (i < 0) continue;
+      this.retired = addTransportTotals(this.retired, this.linkStats(l));
+      this.links.splice(i, 1);
+    }
+  }
+
   // --- paths -----------------------------------------------------------------------------------
   /**
    * Adds a path whose handshake just finished; `peerNext` is what the peer has received.
@@ -277,8 +322,7 @@ export class MultipathSession extends BaseChannel {
     if (!link.alive) return;
     link.alive = false;
     for (const off of link.offs.splice(0)) off();
-    const i = this.links.indexOf(link);
-    if (i >= 0) this.links.splice(i, 1);
+    this.removeLinks([link]);
     link.channel.destroy();
     if (this.ending || !this.isOpen) return;
     this.lastPathError = error;
@@ -710,7 +754,8 @@ export class MultipathSession extends BaseChannel {
     for (const l of this.links) {
       if (l.channel.isOpen) l.channel.send('control', MP_CLOSE, [encodeClose(false)]);
     }
-    const links = this.links.splice(0);
+    const links = [...this.links];
+    this.removeLinks(links);
     await Promise.all(links.map((l) => this.closeLink(l)));
   }
 
@@ -725,7 +770,8 @@ export class MultipathSession extends BaseChannel {
       this.out[s].bytes = 0;
       this.inn[s].held.clear();
     }
-    const links = this.links.splice(0);
+    const links = [...this.links];
+    this.removeLinks(links);
     for (const l of links) {
       if (l.channel.isOpen) l.channel.send('control', MP_CLOSE, [encodeClose(true)]);
       void this.closeLink(l);

@@ -11,7 +11,11 @@ import {
 } from '../../limits.js';
 import type { Clock, Timer } from '../../platform/clock.js';
 import { ConnectionError, ProtocolError } from '../../util/errors.js';
-import { resolveChannelOptions, type ResolvedChannelOptions } from '../channel-base.js';
+import {
+  ChannelRegistry,
+  resolveChannelOptions,
+  type ResolvedChannelOptions,
+} from '../channel-base.js';
 import {
   FrameDecoder,
   MSG_STREAM_SETUP,
@@ -82,11 +86,9 @@ export class TcpTransport implements Transport {
   private readonly chOpts: ResolvedChannelOptions;
   private readonly keepaliveIdleMs: number;
   private readonly setupTimeoutMs: number;
-  private readonly channels = new Set<Channel>();
+  private readonly registry = new ChannelRegistry();
   private readonly listeners = new Set<Listener>();
-  private opened = 0;
   private nextId = 1;
-  private closedBytes = { sent: 0, received: 0 };
   private warnedBuf = false;
 
   constructor(
@@ -118,14 +120,7 @@ export class TcpTransport implements Transport {
   }
 
   private track(ch: TcpChannel): void {
-    this.opened++;
-    this.channels.add(ch);
-    ch.on('closed', () => {
-      const s = ch.stats();
-      this.closedBytes.sent += s.data.bytesSent + s.control.bytesSent;
-      this.closedBytes.received += s.data.bytesReceived + s.control.bytesReceived;
-      this.channels.delete(ch);
-    });
+    this.registry.track(ch);
   }
 
   connect(path: PathSpec, o: { readonly signal: AbortSignal }): Promise<Channel> {
@@ -377,23 +372,11 @@ export class TcpTransport implements Transport {
   }
 
   stats(): TransportStats {
-    let sent = this.closedBytes.sent;
-    let received = this.closedBytes.received;
-    for (const c of this.channels) {
-      const s = c.stats();
-      sent += s.data.bytesSent + s.control.bytesSent;
-      received += s.data.bytesReceived + s.control.bytesReceived;
-    }
-    return {
-      channelsOpen: this.channels.size,
-      channelsOpened: this.opened,
-      bytesSent: sent,
-      bytesReceived: received,
-    };
+    return this.registry.stats();
   }
 
   async close(): Promise<void> {
-    for (const c of [...this.channels]) c.destroy();
+    this.registry.destroyAll();
     await Promise.all([...this.listeners].map((l) => l.close()));
   }
 }

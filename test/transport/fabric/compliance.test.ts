@@ -4,20 +4,14 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { fabricTransport, FabricChannel } from '../../../src/transport/fabric/index.js';
 import { loadFabricAddon } from '../../../src/transport/fabric/addon.js';
+import { channelTransportStats } from '../../../src/transport/channel-base.js';
 import type { Channel, Endpoint } from '../../../src/transport/types.js';
 import { transportSuite, waitFor } from '../../compliance/transport.suite.js';
 import { realClock } from '../../support/clocks.js';
 import { inCi } from '../../support/peers.js';
+import { fabricAvailable } from './support.js';
 
 const addon = loadFabricAddon();
-
-export function fabricAvailable(provider: string): string | null {
-  if (!addon.ok) return addon.error;
-  if (addon.value.getinfo({ provider, host, port: '0', source: true }).length === 0) {
-    return `libfabric provider ${provider} missing: apt-get install libfabric1`;
-  }
-  return null;
-}
 
 function deferred<T>(): { promise: Promise<T>; resolve: (v: T) => void } {
   let resolve: (v: T) => void = () => {};
@@ -41,7 +35,7 @@ const ep = (port: number): Endpoint => ({
 });
 
 for (const provider of providers) {
-  const missing = fabricAvailable(provider);
+  const missing = fabricAvailable(provider, host);
   if (missing !== null) {
     test(`fabric compliance (${provider})`, (t) => {
       if (inCi) throw new Error(`${missing} (CI=true: the fabric transport must be tested)`);
@@ -111,7 +105,19 @@ test('fabric: zero-copy and copied bytes are counted per connection', async (t) 
   assert.equal(s.zeroCopyBytes, whole, 'the 1 MiB part went without a copy');
   assert.equal(s.copiedBytes, 'small header'.length + (big.length - whole) + 100);
   assert.equal(s.connections[0]?.zeroCopyBytes, whole);
+  // What `tandem status` shows for this connection.
+  const shown = (): ReturnType<typeof channelTransportStats> => channelTransportStats(a);
+  assert.equal(shown().transport, 'fabric');
+  assert.deepEqual(shown().active, { transport: 'fabric', provider: 'tcp' });
+  assert.equal(shown().zeroCopyBytes, whole);
+  assert.equal(shown().copiedBytes, 'small header'.length + (big.length - whole) + 100);
+  assert.equal(shown().bytesSent, 'small header'.length + big.length + 100);
+  assert.equal(shown().paths[0]?.provider, 'tcp');
+  assert.equal(channelTransportStats(b).bytesReceived, shown().bytesSent);
   a.destroy();
+  // The counters and the provider outlive the native connection.
+  assert.equal(shown().zeroCopyBytes, whole);
+  assert.equal(shown().active?.provider, 'tcp');
   await l.close();
   await ta.close();
   await tb.close();
