@@ -1,51 +1,73 @@
-// bench:transport — one TCP channel's throughput for 4 KiB, 64 KiB and 1 MiB DATA messages and
-// the CONTROL round-trip time, beside iperf3 on the same loopback in the same run. The receiver
+// bench:transport — one channel's DATA throughput (4 KiB, 64 KiB, 1 MiB messages) and CONTROL
+// round trip, for the TCP transport and (when the addon and provider are there) the fabric
+// transport, beside iperf3 and libfabric's fi_pingpong (libfabric-bin) on the same loopback in
+// the same run, as ratios; plus the fabric's zero-copy vs copied byte counters. The receiver
 // runs in a worker thread (its own event loop), as iperf3's server is its own process.
-// Not part of npm test: numbers on a shared 2-vCPU VM are noisy; nothing here asserts speed.
+// `bench:fabric` is the same run. Not part of npm test: numbers on a shared VM are noisy;
+// nothing here asserts speed. BENCH_SECONDS (3), BENCH_PROVIDER (tcp).
 import { execFile, spawn } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
 import { promisify } from 'node:util';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { systemClock } from '../src/platform/clock.js';
+import { loadFabricAddon } from '../src/transport/fabric/addon.js';
+import { fabricTransport, type FabricTransportApi } from '../src/transport/fabric/index.js';
 import { tcpTransport } from '../src/transport/tcp/index.js';
-import type { Channel } from '../src/transport/types.js';
+import type { Channel, Endpoint, Transport } from '../src/transport/types.js';
 
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 3);
 const HOST = '127.0.0.1';
-const deps = { clock: systemClock, randomBytes };
+const PROVIDER = process.env['BENCH_PROVIDER'] ?? 'tcp';
 const MSG_ECHO = 2;
+const channel = { pingIntMs: 1000, pingTimeoutMs: 5000 };
+type Kind = 'tcp' | 'fabric';
 
-interface WorkerMsg {
-  port?: number;
-  bytes?: number;
+const SIZES = [
+  ['4 KiB', 4096],
+  ['64 KiB', 65536],
+  ['1 MiB', 1 << 20],
+] as const;
+
+function make(kind: Kind): Transport {
+  return kind === 'tcp'
+    ? tcpTransport(channel)({ clock: systemClock, randomBytes })
+    : fabricTransport({ provider: PROVIDER, channel })({ clock: systemClock });
 }
 
-async function receiver(): Promise<void> {
-  const t = tcpTransport({ pingIntMs: 1000, pingTimeoutMs: 5000 })(deps);
+const endpoint = (kind: Kind, port: number): Endpoint => ({
+  transport: kind,
+  family: 'ipv4',
+  address: HOST,
+  port,
+});
+
+async function receiver(kind: Kind): Promise<void> {
+  const t = make(kind);
   let bytes = 0;
-  const l = await t.listen({ transport: 'tcp', family: 'ipv4', address: HOST, port: 0 }, (ch) => {
+  const l = await t.listen(endpoint(kind, 0), (ch) => {
     ch.setReceiver((m) => {
       if (m.stream === 'data') bytes += m.payload.length;
       else if (m.type === MSG_ECHO) ch.send('control', MSG_ECHO, [m.payload]);
     });
   });
   parentPort?.on('message', (m: string) => {
-    if (m === 'count') parentPort?.postMessage({ bytes } satisfies WorkerMsg);
+    if (m === 'count') parentPort?.postMessage({ bytes });
     if (m === 'stop') void t.close().then(() => process.exit(0));
   });
-  parentPort?.postMessage({ port: l.endpoint.port } satisfies WorkerMsg);
+  parentPort?.postMessage({ port: l.endpoint.port });
 }
 
-function ask(w: Worker, what: string): Promise<WorkerMsg> {
+function received(w: Worker): Promise<number> {
   return new Promise((resolve) => {
-    w.once('message', (m: WorkerMsg) => resolve(m));
-    w.postMessage(what);
+    w.once('message', (m: { bytes: number }) => resolve(m.bytes));
+    w.postMessage('count');
   });
 }
 
+/** Gbit/s the receiver got while the sender kept the stream at its high-water mark. */
 async function throughput(ch: Channel, w: Worker, size: number): Promise<number> {
   const payload = randomBytes(size);
-  const before = (await ask(w, 'count')).bytes ?? 0;
+  const before = await received(w);
   const start = performance.now();
   const end = start + SECONDS * 1000;
   await new Promise<void>((resolve) => {
@@ -66,9 +88,8 @@ async function throughput(ch: Channel, w: Worker, size: number): Promise<number>
   // Wait until the receiver has everything that was sent.
   const sent = ch.stats().data.bytesSent;
   let got = 0;
-  while (got < sent) got = (await ask(w, 'count')).bytes ?? 0;
-  const secs = (performance.now() - start) / 1000;
-  return ((got - before) * 8) / secs / 1e9;
+  while (got < sent) got = await received(w);
+  return ((got - before) * 8) / ((performance.now() - start) / 1000) / 1e9;
 }
 
 async function rtt(ch: Channel, n: number): Promise<{ p50: number; p99: number }> {
@@ -85,63 +106,114 @@ async function rtt(ch: Channel, n: number): Promise<{ p50: number; p99: number }
   return { p50: samples[Math.floor(n / 2)] ?? 0, p99: samples[Math.floor(n * 0.99)] ?? 0 };
 }
 
-async function iperf3(): Promise<number | null> {
-  // A random high port may be taken by someone else on this shared VM: try a few.
+/**
+ * Runs a reference tool's server on a random high port (one may be taken on this shared VM:
+ * a few tries) and its client until the client answers; returns what `parse` makes of it.
+ */
+async function reference(
+  server: (port: number) => [string, string[]],
+  client: (port: number) => [string, string[]],
+  parse: (stdout: string) => number | null,
+): Promise<number | null> {
   for (let tries = 0; tries < 5; tries++) {
     const port = randomInt(40_000, 60_000);
-    const server = spawn('iperf3', ['-s', '-1', '-p', String(port), '-B', HOST], {
-      stdio: 'ignore',
-    });
+    const [cmd, args] = server(port);
+    const s = spawn(cmd, args, { stdio: 'ignore' });
     let exited = false;
-    server.on('exit', () => (exited = true));
+    s.on('exit', () => (exited = true));
+    s.on('error', () => (exited = true));
     try {
       for (let i = 0; i < 50 && !exited; i++) {
         try {
-          const { stdout } = await promisify(execFile)('iperf3', [
-            ...['-c', HOST, '-p', String(port), '-t', String(SECONDS), '-J'],
-          ]);
-          const j = JSON.parse(stdout) as { end: { sum_received: { bits_per_second: number } } };
-          return j.end.sum_received.bits_per_second / 1e9;
+          const [c, a] = client(port);
+          const { stdout } = await promisify(execFile)(c, a, { timeout: 60_000 });
+          const v = parse(stdout);
+          if (v !== null) return v;
         } catch {
           await new Promise((r) => setTimeout(r, 100)); // server not up yet
         }
       }
     } finally {
-      server.kill();
+      s.kill();
     }
   }
   return null;
 }
 
-async function main(): Promise<void> {
-  const w = new Worker(new URL(import.meta.url), { workerData: 'receiver' });
-  const { port } = await new Promise<WorkerMsg>((r) => w.once('message', r));
-  const t = tcpTransport({ pingIntMs: 1000, pingTimeoutMs: 5000 })(deps);
-  const ch = await t.connect(
-    { peer: { transport: 'tcp', family: 'ipv4', address: HOST, port: port ?? 0 } },
-    { signal: AbortSignal.timeout(5000) },
+const iperf3 = (): Promise<number | null> =>
+  reference(
+    (port) => ['iperf3', ['-s', '-1', '-p', String(port), '-B', HOST]],
+    (port) => ['iperf3', ['-c', HOST, '-p', String(port), '-t', String(SECONDS), '-J']],
+    (stdout) => {
+      const j = JSON.parse(stdout) as { end: { sum_received: { bits_per_second: number } } };
+      return j.end.sum_received.bits_per_second / 1e9;
+    },
   );
-  const ip = await iperf3();
-  console.log(
-    `iperf3 (1 stream, ${SECONDS}s): ${ip === null ? 'unavailable' : `${ip.toFixed(2)} Gbit/s`}`,
+
+/** fabtests' fi_msg_bw is not packaged in Debian; fi_pingpong (one message in flight) is. */
+const fiPingpong = (): Promise<number | null> => {
+  const args = ['-p', PROVIDER, '-e', 'msg', '-I', '200', '-S', String(1 << 20)];
+  return reference(
+    (port) => ['fi_pingpong', [...args, '-B', String(port)]],
+    (port) => ['fi_pingpong', [...args, '-P', String(port), HOST]],
+    (stdout) => {
+      const mbs = Number(stdout.trim().split('\n').at(-1)?.trim().split(/\s+/)[5]);
+      return Number.isFinite(mbs) ? (mbs * 8 * 1e6) / 1e9 : null;
+    },
   );
-  for (const [name, size] of [
-    ['4 KiB', 4096],
-    ['64 KiB', 65536],
-    ['1 MiB', 1 << 20],
-  ] as const) {
-    const gbps = await throughput(ch, w, size);
-    const ratio = ip ? ` = ${(gbps / ip).toFixed(2)} × iperf3` : '';
-    console.log(`tandem tcp ${name.padEnd(6)} messages: ${gbps.toFixed(2)} Gbit/s${ratio}`);
-  }
+};
+
+async function runKind(kind: Kind, results: Map<string, number>): Promise<void> {
+  const w = new Worker(new URL(import.meta.url), { workerData: kind });
+  const port = await new Promise<number>((r) =>
+    w.once('message', (m: { port: number }) => r(m.port)),
+  );
+  const t = make(kind);
+  const ch = await t.connect({ peer: endpoint(kind, port) }, { signal: AbortSignal.timeout(5000) });
+  for (const [name, size] of SIZES) results.set(`${kind} ${name}`, await throughput(ch, w, size));
   const r = await rtt(ch, 2000);
   console.log(
-    `CONTROL echo RTT (idle link, 2000 samples): p50 ${r.p50.toFixed(0)} µs, p99 ${r.p99.toFixed(0)} µs`,
+    `${kind} CONTROL echo RTT (idle link, 2000 samples): p50 ${r.p50.toFixed(0)} µs, p99 ${r.p99.toFixed(0)} µs`,
   );
-  console.log(`transport ping SRTT: ${ch.stats().rttMs?.toFixed(3) ?? 'n/a'} ms`);
+  if (kind === 'fabric') {
+    const s = (t as FabricTransportApi).stats();
+    console.log(
+      `fabric (${PROVIDER}) counters: zeroCopyBytes ${s.zeroCopyBytes}, copiedBytes ${s.copiedBytes}`,
+    );
+  }
   w.postMessage('stop');
   await t.close();
 }
 
+async function main(): Promise<void> {
+  const results = new Map<string, number>();
+  await runKind('tcp', results);
+  const addon = loadFabricAddon();
+  if (addon.ok) await runKind('fabric', results);
+  else console.log(`fabric transport: unavailable (${addon.error})`);
+  const ip = await iperf3();
+  const fi = addon.ok ? await fiPingpong() : null;
+  console.log(
+    `iperf3 (1 stream, ${SECONDS}s): ${ip === null ? 'unavailable' : `${ip.toFixed(2)} Gbit/s`}`,
+  );
+  if (addon.ok) {
+    console.log(
+      `fi_pingpong -p ${PROVIDER} 1 MiB: ${fi === null ? 'unavailable' : `${fi.toFixed(2)} Gbit/s`}`,
+    );
+  }
+  for (const [name, gbps] of results) {
+    const size = name.split(' ').slice(1).join(' ');
+    const tcp = results.get(`tcp ${size}`);
+    const ratios = [
+      ...(ip ? [`${(gbps / ip).toFixed(2)} × iperf3`] : []),
+      ...(name.startsWith('fabric') && tcp ? [`${(gbps / tcp).toFixed(2)} × tandem tcp`] : []),
+      ...(name.startsWith('fabric') && fi ? [`${(gbps / fi).toFixed(2)} × fi_pingpong`] : []),
+    ];
+    console.log(
+      `tandem ${name.padEnd(13)}: ${gbps.toFixed(2)} Gbit/s${ratios.length ? ` = ${ratios.join(', ')}` : ''}`,
+    );
+  }
+}
+
 if (isMainThread) await main();
-else if (workerData === 'receiver') await receiver();
+else await receiver(workerData as Kind);

@@ -273,7 +273,8 @@ Connection::CachedMr *Connection::Register(Napi::Env env, Napi::Buffer<uint8_t> 
     }
   }
   fid_mr *mr = nullptr;
-  if (fi_mr_reg(domain_, base, len, FI_SEND | FI_READ | FI_REMOTE_READ, 0, 0, 0, &mr, nullptr))
+  if (fi_mr_reg(domain_, base, len, FI_SEND | FI_READ | FI_REMOTE_READ, 0, nextMrKey_++, 0, &mr,
+                nullptr))
     return nullptr;
   ++registrations_;
   auto m = std::make_unique<CachedMr>();

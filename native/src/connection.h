@@ -118,6 +118,9 @@ class Connection : public Napi::ObjectWrap<Connection> {
   std::vector<uint32_t> freeSend_;
   std::vector<std::unique_ptr<CachedMr>> mrCache_;
   uint64_t useClock_ = 0;
+  // Keys for on-the-fly registrations: unique within the domain, since providers without
+  // FI_MR_PROV_KEY (tcp, sockets) refuse a key in use. 1 and 2 are the receive and bounce pools.
+  uint64_t nextMrKey_ = 3;
 
   FdWatcher eqWatch_, txWatch_, rxWatch_;
   Kicker kick_;

@@ -19,6 +19,7 @@ import type { Timer } from '../platform/clock.js';
 import { MP_HELLO, SessionAcceptor, openSession, pathRank } from '../transport/multipath/index.js';
 import type { MultipathOptions } from '../transport/multipath/types.js';
 import type { Channel, Endpoint, Listener, Message, PathSpec } from '../transport/types.js';
+import { AsyncQueue } from '../util/async-queue.js';
 import { ConfigError, ConnectionError } from '../util/errors.js';
 import type {
   AnnouncedAddress,
@@ -68,9 +69,7 @@ function dropUnlessRefusing(ch: Channel, e: unknown): void {
 
 /** Hands handshake messages out one at a time; detaches itself on a final message type. */
 class Pump {
-  private readonly queue: Message[] = [];
-  private waiter: { resolve: (m: Message) => void; reject: (e: Error) => void } | null = null;
-  private failure: HandshakeFailure | null = null;
+  private readonly queue = new AsyncQueue<Message>();
   private released = false;
   private readonly offClosed: () => void;
 
@@ -88,11 +87,7 @@ class Pump {
       // The last handshake message: later messages belong to the layer above, so stop taking
       // them now (they queue in the channel until a receiver is set).
       if (finalTypes.includes(m.type) || m.type === MSG_REFUSE) ch.setReceiver(null);
-      const w = this.waiter;
-      if (w) {
-        this.waiter = null;
-        w.resolve(m);
-      } else this.queue.push(m);
+      this.queue.push(m);
     });
     this.offClosed = ch.on('closed', (info) =>
       this.abort(new HandshakeFailure('closed', `closed during the handshake (${info.reason})`)),
@@ -100,18 +95,11 @@ class Pump {
   }
 
   next(): Promise<Message> {
-    const m = this.queue.shift();
-    if (m) return Promise.resolve(m);
-    if (this.failure) return Promise.reject(this.failure);
-    return new Promise((resolve, reject) => (this.waiter = { resolve, reject }));
+    return this.queue.next();
   }
 
   abort(e: HandshakeFailure): void {
-    if (this.failure) return;
-    this.failure = e;
-    const w = this.waiter;
-    this.waiter = null;
-    w?.reject(e);
+    this.queue.fail(e);
   }
 
   done(): void {

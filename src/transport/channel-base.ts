@@ -226,6 +226,23 @@ export abstract class BaseChannel implements Channel {
     this.scheduleKoCheck();
   }
 
+  /**
+   * Starts only the ko watchdog, for a channel that checks the peer's liveness its own way (a
+   * multipath session heartbeats each path and times out when it has none).
+   */
+  protected startKoWatchdog(): void {
+    if (!this.open || this.koTimer !== null) return;
+    this.scheduleKoCheck();
+  }
+
+  /**
+   * While true, stalled sends do not count as kos (nor reset them): the channel is waiting for
+   * something a timeout of its own bounds (a session with no path left). @default false
+   */
+  protected koSuspended(): boolean {
+    return false;
+  }
+
   /** A frame arrived on `stream`; pings are answered here and never reach the receiver. */
   protected deliver(stream: StreamId, type: number, payload: Buffer): void {
     if (!this.open) return;
@@ -330,6 +347,11 @@ export abstract class BaseChannel implements Channel {
   private koCheck(): void {
     this.koTimer = null;
     if (!this.open) return;
+    if (this.koSuspended()) {
+      for (const s of ['data', 'control'] as const) this.lastFlushed[s] = this.flushedBytes(s);
+      this.scheduleKoCheck();
+      return;
+    }
     let stalled = false;
     for (const s of ['data', 'control'] as const) {
       const flushed = this.flushedBytes(s);

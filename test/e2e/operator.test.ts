@@ -70,7 +70,7 @@ test('refusals say what to do next, with exit codes; events --now speaks events2
 
     run = await cli(c, 'alice', ['resize', r]);
     assert.equal(run.code, 1);
-    assert.match(run.stderr, /resize is not implemented yet/);
+    assert.match(run.stderr, /cannot resize: disk is Inconsistent.*tandem wait-sync r0/);
     run = await cli(c, 'alice', ['primary', 'nope']);
     assert.equal(run.code, 1);
     assert.match(run.stderr, /nope: no such resource on this node \(configured here: r0\)/);

@@ -188,3 +188,62 @@ test('a session with the wrong shared secret is refused; an unknown session cann
   assert.match(String(err), /peer|proof|refused/i);
   await w.close();
 });
+
+test('ko-count: a peer that stops taking DATA ends the session although heartbeats flow', async () => {
+  const w = new World();
+  const opts = { ...OPTS, timeoutMs: 1_000, koCount: 3, highWaterBytes: 64 * 1024 };
+  const { a, b } = await w.open(opts);
+  const pa = new Probe(a, w.clock);
+  new Probe(b, w.clock);
+  b.pauseData();
+  const s = new Sender(a, 'data', 8000);
+  await stream(w, [s], 100);
+  const stalledAt = w.clock.nowMs();
+  await w.until(() => pa.closed !== null, 10_000, 'close by ko-count');
+  const after = w.clock.nowMs() - stalledAt;
+  assert.equal(pa.closed?.reason, 'timeout');
+  assert.match(pa.closed?.error?.message ?? '', /stopped accepting/);
+  // Three stalled intervals of timeoutMs, the first of which may have begun before the stall.
+  assert.ok(after >= 2 * 1_000 && after <= 3 * 1_000 + 100, `closed ${after} ms after the stall`);
+  assert.equal(pa.changes('failover').length, 0, 'no path was blamed');
+  await w.close();
+});
+
+test('ko-count: a stall while no path is left is judged by the no-path timeout', async () => {
+  const w = new World();
+  // koCount 1: a single stalled interval would end the session if the pause counted as a ko;
+  // detection (up to 1.9 s) plus the pause (about 0.7 s) hold a whole ko interval.
+  const opts = { ...OPTS, pingTimeoutMs: 1_500, timeoutMs: 1_000, koCount: 1 };
+  const { a, b } = await w.open(opts);
+  const pa = new Probe(a, w.clock);
+  const pb = new Probe(b, w.clock);
+  const s = new Sender(a, 'data');
+  await stream(w, [s], 50);
+  w.faults.cut('fast');
+  w.faults.cut('eth');
+  await stream(w, [s], 2_300);
+  w.faults.restore('eth');
+  await stream(w, [s], 1_500);
+  assert.equal(pa.closed, null, `session closed: ${pa.closed?.error?.message ?? ''}`);
+  assert.equal(a.paths().find((p) => p.active)?.spec.peer.address, 'eth', 'resumed on eth');
+  await w.run(100);
+  assertExactlyOnceInOrder(pb.got.data, s.next, 'a→b');
+  await w.close();
+});
+
+test('configure(): heartbeats and path failure follow a new ping-timeout', async () => {
+  const w = new World();
+  const { a, b } = await w.open({ ...OPTS, pingTimeoutMs: 4_000 });
+  const pa = new Probe(a, w.clock);
+  new Probe(b, w.clock);
+  a.configure({ pingTimeoutMs: 200 });
+  b.configure({ pingTimeoutMs: 200 });
+  const s = new Sender(a, 'data');
+  await stream(w, [s], 1_100);
+  const cutAt = w.clock.nowMs();
+  w.faults.cut('fast');
+  await w.until(() => pa.changes('failover').length > 0, 2_000, 'failover');
+  const detectMs = w.clock.nowMs() - cutAt;
+  assert.ok(detectMs <= 200 + 100, `failover ${detectMs} ms after the cut`);
+  await w.close();
+});

@@ -7,7 +7,7 @@ import { MemoryNetwork } from '../../src/transport/memory/index.js';
 import { multipathTransport } from '../../src/transport/multipath/index.js';
 import { tcpTransport } from '../../src/transport/tcp/index.js';
 import type { Channel, ChannelOptions, Endpoint, PathSpec } from '../../src/transport/types.js';
-import { transportSuite, type TransportPair } from '../compliance/transport.suite.js';
+import { koCountSuite, transportSuite, type TransportPair } from '../compliance/transport.suite.js';
 import { realClock } from '../support/clocks.js';
 import { PathFaults } from '../support/path-faults.js';
 import { BlackholeProxy } from '../support/tcp-proxy.js';
@@ -34,7 +34,7 @@ function acceptOne(): { onChannel: (ch: Channel) => void; accepted: Promise<Chan
   return { onChannel, accepted };
 }
 
-transportSuite('multipath over two memory paths', async (opts): Promise<TransportPair> => {
+async function memoryPair(opts: ChannelOptions): Promise<TransportPair> {
   const net = new MemoryNetwork(realClock);
   const faults = new PathFaults(net);
   const memA = faults.wrap(net.transport());
@@ -62,7 +62,10 @@ transportSuite('multipath over two memory paths', async (opts): Promise<Transpor
       await memB.close();
     },
   };
-});
+}
+
+transportSuite('multipath over two memory paths', memoryPair);
+koCountSuite('multipath over two memory paths', memoryPair);
 
 async function tcpPair(opts: ChannelOptions, loadBalancePaths: boolean): Promise<TransportPair> {
   const o = { ...withTimeout(opts), loadBalancePaths };
@@ -98,3 +101,5 @@ async function tcpPair(opts: ChannelOptions, loadBalancePaths: boolean): Promise
 
 transportSuite('multipath over two tcp paths', (opts) => tcpPair(opts, false));
 transportSuite('multipath over two load-balanced tcp paths', (opts) => tcpPair(opts, true));
+koCountSuite('multipath over two tcp paths', (opts) => tcpPair(opts, false));
+koCountSuite('multipath over two load-balanced tcp paths', (opts) => tcpPair(opts, true));

@@ -5,6 +5,7 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { MULTIPATH_NONCE_BYTES } from '../../limits.js';
 import type { Clock } from '../../platform/clock.js';
+import { AsyncQueue } from '../../util/async-queue.js';
 import { ConnectionError, PeerAuthError, ProtocolError } from '../../util/errors.js';
 import type { Channel, Message } from '../types.js';
 import {
@@ -64,9 +65,7 @@ export class SessionRefused extends ConnectionError {
 
 /** Takes CONTROL messages of a path one at a time until the handshake's last one. */
 class Reader {
-  private readonly queue: Message[] = [];
-  private waiter: { resolve: (m: Message) => void; reject: (e: Error) => void } | null = null;
-  private failure: Error | null = null;
+  private readonly queue = new AsyncQueue<Message>();
   private readonly offClosed: () => void;
   private readonly timer;
   /** Called instead of queueing when the last handshake frame arrives (it takes the channel). */
@@ -91,11 +90,7 @@ class Reader {
         this.abort(new ProtocolError('session handshake: DATA before the handshake ended'));
         return;
       }
-      const w = this.waiter;
-      if (w) {
-        this.waiter = null;
-        w.resolve(m);
-      } else this.queue.push(m);
+      this.queue.push(m);
     });
     this.offClosed = ch.on('closed', (info) =>
       this.abort(new ConnectionError(`path closed during the session handshake (${info.reason})`)),
@@ -122,18 +117,11 @@ class Reader {
   }
 
   private next(): Promise<Message> {
-    const m = this.queue.shift();
-    if (m) return Promise.resolve(m);
-    if (this.failure) return Promise.reject(this.failure);
-    return new Promise((resolve, reject) => (this.waiter = { resolve, reject }));
+    return this.queue.next();
   }
 
   abort(e: Error): void {
-    if (this.failure) return;
-    this.failure = e;
-    const w = this.waiter;
-    this.waiter = null;
-    w?.reject(e);
+    this.queue.fail(e);
   }
 
   done(): void {

@@ -22,10 +22,12 @@ import {
   NO_TRANSPORT_TOTALS,
   resolveChannelOptions,
   sumTransportStats,
+  type ResolvedChannelOptions,
   type TransportTotals,
 } from '../channel-base.js';
 import type {
   Channel,
+  ChannelOptions,
   ChannelStats,
   ChannelTransportStats,
   CloseReason,
@@ -60,6 +62,14 @@ const STREAMS = ['control', 'data'] as const;
 /** Preference of a transport class: lower is faster (fabric before tcp). */
 export function classRank(transport: string): number {
   return transport === 'fabric' ? 0 : 1;
+}
+
+/** Heartbeat interval of every path: several per ping-timeout, never more than ping-int. */
+function heartbeatIntervalMs(o: ResolvedChannelOptions): number {
+  return Math.max(
+    MULTIPATH_HEARTBEAT_INTERVAL_MIN_MS,
+    Math.min(o.pingIntMs, o.pingTimeoutMs / MULTIPATH_HEARTBEATS_PER_PING_TIMEOUT),
+  );
 }
 
 /** One joined path of a session. */
@@ -167,7 +177,7 @@ export class MultipathSession extends BaseChannel {
   private readonly links: PathLink[] = [];
   private active: PathLink | null = null;
   private switching: { from: PathLink; to: PathLink; timer: Timer } | null = null;
-  private readonly hbIntMs: number;
+  private hbIntMs: number;
   private readonly replayBytes: number;
   private readonly failbackDrainMs: number;
   private hbTimer: Timer | null = null;
@@ -183,6 +193,8 @@ export class MultipathSession extends BaseChannel {
   private closeWaiters: (() => void)[] = [];
   private owner: PathOwner | null = null;
   private counts = { failovers: 0, failbacks: 0, replayed: 0 };
+  /** The session had no path at some time since the last ko check. */
+  private noPathSinceKoCheck = false;
   /** When the session lost its last path (for stall figures), or null. */
   private pausedSinceMs: number | null = null;
   /** What paths that have left the session carried (status sums stay monotonic). */
@@ -206,12 +218,39 @@ export class MultipathSession extends BaseChannel {
     this.loadBalance = o.loadBalancePaths ?? false;
     this.replayBytes = replayBytes;
     this.failbackDrainMs = o.failbackDrainMs ?? MULTIPATH_FAILBACK_DRAIN_MS;
-    this.hbIntMs = Math.max(
-      MULTIPATH_HEARTBEAT_INTERVAL_MIN_MS,
-      Math.min(resolved.pingIntMs, resolved.pingTimeoutMs / MULTIPATH_HEARTBEATS_PER_PING_TIMEOUT),
-    );
+    this.hbIntMs = heartbeatIntervalMs(resolved);
     this.scheduleHeartbeat();
     this.armNoPathTimer();
+    // ko-count follows acknowledgements: a peer that stops taking DATA stops acking it, whatever
+    // path carries it. Session pings are not needed: each path is heartbeated instead.
+    this.startKoWatchdog();
+  }
+
+  /** net{} settings named after the handshake: heartbeats follow the new ping-timeout. */
+  override configure(options: ChannelOptions): void {
+    super.configure({
+      ...options,
+      ...(options.highWaterBytes !== undefined
+        ? { highWaterBytes: Math.min(options.highWaterBytes, this.replayBytes) }
+        : {}),
+    });
+    const hb = heartbeatIntervalMs(this.opts);
+    if (hb === this.hbIntMs) return;
+    this.hbIntMs = hb;
+    if (this.hbTimer !== null) {
+      this.hbTimer.cancel();
+      this.scheduleHeartbeat();
+    }
+  }
+
+  /**
+   * A stall that overlaps a time with no path is the no-path timeout's to judge, not the peer's
+   * doing: that ko interval does not count. Asked once per ko interval.
+   */
+  protected override koSuspended(): boolean {
+    const suspended = this.links.length === 0 || this.noPathSinceKoCheck;
+    this.noPathSinceKoCheck = false;
+    return suspended;
   }
 
   setOwner(owner: PathOwner): void {
@@ -360,6 +399,7 @@ export class MultipathSession extends BaseChannel {
     const best = this.bestLink();
     if (this.active === null) {
       if (best === null) {
+        this.noPathSinceKoCheck = true;
         this.armNoPathTimer();
         return;
       }
@@ -788,6 +828,9 @@ export class MultipathSession extends BaseChannel {
     for (const off of l.offs.splice(0)) off();
     const ch = l.channel;
     ch.setReceiver(() => {});
+    // Read on to the peer's end: a path whose DATA stays paused never sees the FIN, and its
+    // socket outlives the session (a listener's close() then waits on it forever).
+    ch.resumeData();
     if (!ch.isOpen) return Promise.resolve();
     return new Promise<void>((resolve) => {
       const linger = this.clock.setTimeout(() => ch.destroy(), MULTIPATH_CLOSE_LINGER_MS);

@@ -114,9 +114,19 @@ test('fabric: zero-copy and copied bytes are counted per connection', async (t) 
   assert.equal(shown().bytesSent, 'small header'.length + big.length + 100);
   assert.equal(shown().paths[0]?.provider, 'tcp');
   assert.equal(channelTransportStats(b).bytesReceived, shown().bytesSent);
+  // Every further large Buffer goes without a copy too, not only the first one registered (the
+  // addon once gave every on-the-fly registration the same key, which tcp/sockets refuse).
+  for (let i = 0; i < 20; i++) a.send('data', 3, [Buffer.alloc(64 * 1024, i)]);
+  await waitFor('twenty more', (done) => {
+    const i = setInterval(() => got.length === 22 && done(undefined), 5);
+    return () => clearInterval(i);
+  });
+  const more = 20 * fragment;
+  assert.equal(shown().zeroCopyBytes, whole + more, 'all later large Buffers went without a copy');
+  assert.ok(got.slice(2).every((m, i) => m.length === 64 * 1024 && m[0] === i));
   a.destroy();
   // The counters and the provider outlive the native connection.
-  assert.equal(shown().zeroCopyBytes, whole);
+  assert.equal(shown().zeroCopyBytes, whole + more);
   assert.equal(shown().active?.provider, 'tcp');
   await l.close();
   await ta.close();

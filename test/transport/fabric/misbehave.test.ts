@@ -10,11 +10,14 @@ import {
 } from '../../../src/transport/fabric/addon.js';
 import { fabricTransport } from '../../../src/transport/fabric/index.js';
 import {
+  decodeFragmentHeader,
   encodeConnHello,
   encodeFragmentHeader,
   FLAG_FIRST,
   FLAG_LAST,
 } from '../../../src/transport/fabric/wire.js';
+import { FABRIC_CLOSE_TIMEOUT_MS } from '../../../src/limits.js';
+import type { Clock } from '../../../src/platform/clock.js';
 import type { Channel, CloseInfo, Endpoint } from '../../../src/transport/types.js';
 import { waitFor } from '../../compliance/transport.suite.js';
 import { realClock } from '../../support/clocks.js';
@@ -154,6 +157,22 @@ test('garbage, a message beyond our buffer size, and sends beyond credits close 
         ),
     },
     {
+      name: 'a close-ack for a close we never sent',
+      expect: /close-ack for a close we did not send/,
+      attack: (send) =>
+        send(
+          encodeFragmentHeader({
+            kind: 'close-ack',
+            flags: 0,
+            type: 0,
+            grantData: 0,
+            grantControl: 0,
+            totalBytes: 0,
+          }),
+          null,
+        ),
+    },
+    {
       name: 'sends beyond its DATA credits',
       expect: /beyond the credits/,
       pause: true,
@@ -217,5 +236,54 @@ test('a peer that vanishes in the middle of a large transfer: by-peer, no crash,
     await client.close();
   } finally {
     await s.close();
+  }
+});
+
+test('a peer that closes and never disconnects: acknowledged, closed by-peer, released after the linger', async (t) => {
+  if (skipWithout(t)) return;
+  // Real timers, except the close timeouts, which the test fires itself.
+  const held: (() => void)[] = [];
+  const clock: Clock = {
+    nowMs: () => realClock.nowMs(),
+    setTimeout: (fn, delayMs) => {
+      if (delayMs < FABRIC_CLOSE_TIMEOUT_MS) return realClock.setTimeout(fn, delayMs);
+      held.push(fn);
+      return { cancel: () => held.splice(held.indexOf(fn) >>> 0, 1) };
+    },
+  };
+  const tr = fabricTransport({ provider })({ clock });
+  let resolveCh!: (ch: Channel) => void;
+  const accepted = new Promise<Channel>((r) => (resolveCh = r));
+  const l = await tr.listen(ep, (ch) => resolveCh(ch));
+  try {
+    const r = rawConnect(l.endpoint.port, hello);
+    await r.until('connected', (e) => e[0] === 'connected');
+    const ch = await accepted;
+    const closed = closedOf(ch);
+    const close = encodeFragmentHeader({
+      kind: 'close',
+      flags: 0,
+      type: 0,
+      grantData: 0,
+      grantControl: 0,
+      totalBytes: 0,
+    });
+    r.conn.send(close, null, 0, 0, 1);
+    assert.equal((await closed).reason, 'by-peer');
+    const kindOf = (e: NativeConnectionEvent): string | undefined => {
+      if (e[0] !== 'recv') return undefined;
+      const h = decodeFragmentHeader(e[1]);
+      return h.ok ? h.value.kind : undefined;
+    };
+    await r.until('close-ack', (e) => kindOf(e) === 'close-ack');
+    assert.ok(!r.events.some((e) => e[0] === 'shutdown'), 'the endpoint lingers for us');
+    assert.ok(held.length > 0, 'a linger timer is pending');
+    for (const fn of held.splice(0)) fn();
+    await r.until('our endpoint released', (e) => e[0] === 'shutdown' || e[0] === 'error');
+    r.conn.close();
+    await wellBehavedStillWorks(l.endpoint.port);
+  } finally {
+    await l.close();
+    await tr.close();
   }
 });
