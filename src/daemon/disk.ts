@@ -5,7 +5,13 @@
 // I/O starts before it is done (engine Action contract).
 // The metadata itself is storage's MetadataStore, through its engine-facing methods.
 import { BITMAP_BLOCK_BYTES } from '../limits.js';
-import type { BlockRange, BootState, Metadata, ResizeRefusal } from '../replication/types.js';
+import type {
+  Action,
+  BlockRange,
+  BootState,
+  Metadata,
+  ResizeRefusal,
+} from '../replication/types.js';
 import {
   computeLayout,
   internalMoveFits,
@@ -23,6 +29,19 @@ export function storageMetaDisk(m: ConfigMetaDisk | null): MetaDiskSpec {
   if (m === null || m.kind === 'internal') return { kind: 'internal' };
   if (m.kind === 'external') return { kind: 'external', path: m.path, index: m.index };
   return { kind: 'flex-external', path: m.path };
+}
+
+/** The engine's metadata actions: each is a barrier (LocalDisk.barrier). */
+export type MetaAction = Extract<Action, { type: 'persistMeta' | 'alCommit' | 'bitmapFlush' }>;
+
+/**
+ * Whether a metadata barrier flushes the data disk before its own write. Only an extent leaving
+ * the activity log needs the data flush first (its writes lose their cover); adding one changes
+ * nothing for writes already done, which stay covered by their own hot extents. The simulator
+ * runs this same rule (test/sim/cluster.ts).
+ */
+export function barrierFlushesData(a: MetaAction): boolean {
+  return a.type !== 'alCommit' || a.remove.length > 0;
 }
 
 export class LocalDisk {
@@ -184,14 +203,15 @@ export class LocalDisk {
   }
 
   /**
-   * The engine's AL transaction: extents `add` become hot before any write into them. Only an
-   * extent leaving the log needs the data flush first (its writes lose their cover); adding
-   * one changes nothing for writes already done, which stay covered by their own hot extents.
-   * The flush (a whole-file fdatasync, all dirty pages written back) would otherwise stall
-   * every write while a sequential writer crosses into each new 4 MiB extent.
+   * The engine's AL transaction: extents `add` become hot before any write into them. The data
+   * flush runs only when extents leave (barrierFlushesData): a whole-file fdatasync would
+   * otherwise stall every write while a sequential writer crosses into each new 4 MiB extent.
    */
   alCommit(add: readonly number[], remove: readonly number[]): Promise<void> {
-    return this.barrier(() => this.meta.commitAlChange(add, remove), remove.length > 0);
+    return this.barrier(
+      () => this.meta.commitAlChange(add, remove),
+      barrierFlushesData({ type: 'alCommit', add, remove }),
+    );
   }
 
   bitmapSet(peer: number, ranges: readonly BlockRange[]): void {
