@@ -16,6 +16,16 @@ export const BITMAP_BLOCK_BYTES = 4 * KIB;
 export const STORE_IO_IN_FLIGHT_MAX = 64;
 /** Size of one zero-filled write when a store zeroes a range without punching a hole. */
 export const STORE_ZERO_CHUNK_BYTES = 1 * MIB;
+/**
+ * Writes up to this size go to the page cache synchronously on the event loop (FileStore
+ * `inlineWriteMaxBytes`, as tandemd and the standalone export use it): cheaper than the
+ * threadpool's two thread wake-ups per write (docs/PERFORMANCE.md).
+ */
+export const STORE_INLINE_WRITE_BYTES_MAX = 128 * KIB;
+/** An inline write slower than this (writeback throttling, a slow device) suspends them... */
+export const STORE_INLINE_WRITE_STALL_MS = 2;
+/** ...for this long: writes then take the threadpool, which never stalls the event loop. */
+export const STORE_INLINE_WRITE_BACKOFF_MS = 10_000;
 /** Activity-log slots ("al-extents", 4 MiB each): DRBD's default, minimum and maximum. */
 export const AL_EXTENTS_DEFAULT = 1237;
 export const AL_EXTENTS_MIN = 7;
@@ -148,6 +158,13 @@ export const RESYNC_TICK_MS = 100;
 export const VERIFY_REQUESTS_IN_FLIGHT_MAX = 16;
 /** Client requests an engine queues while a handshake or AL slot is pending. */
 export const ENGINE_QUEUED_REQUESTS_MAX = 4096;
+/**
+ * A Secondary flushes drained epochs nobody waits for (no client FLUSH, no activity-log
+ * pressure on the Primary) at most this long after the first of them drained...
+ */
+export const RX_EPOCH_FLUSH_DELAY_MS = 50;
+/** ...or once they hold this many writes, whichever comes first. */
+export const RX_UNFLUSHED_WRITES_MAX = 4096;
 
 assert(RESYNC_REQUEST_BYTES_MAX % BITMAP_BLOCK_BYTES === 0, 'resync request is whole blocks');
 assert(AL_EXTENT_BYTES % BITMAP_BLOCK_BYTES === 0, 'AL extent is whole bitmap blocks');

@@ -20,10 +20,14 @@ import {
   sliceStore,
   type BackingDevices,
   type BlockStore,
+  type FileStoreOptions,
   type MetaDiskSpec,
 } from '../storage/index.js';
 import { MetadataError } from '../util/errors.js';
 import type { MetaDiskSpec as ConfigMetaDisk } from '../config/index.js';
+
+/** How the backing files are opened (FileStoreOptions without readOnly/direct). */
+export type StoreOptions = Pick<FileStoreOptions, 'inlineWriteMaxBytes' | 'clock'>;
 
 export function storageMetaDisk(m: ConfigMetaDisk | null): MetaDiskSpec {
   if (m === null || m.kind === 'internal') return { kind: 'internal' };
@@ -66,8 +70,9 @@ export class LocalDisk {
     nodeId: number,
     peerIds: readonly number[],
     alExtents: number,
+    storeOptions: StoreOptions = {},
   ): Promise<LocalDisk> {
-    const devices = await openBackingDevices(diskPath, storageMetaDisk(metaDisk));
+    const devices = await openBackingDevices(diskPath, storageMetaDisk(metaDisk), storeOptions);
     try {
       const meta = await MetadataStore.open(devices.meta, {
         ...devices.placement,
