@@ -614,8 +614,21 @@ export class Resource implements ResourceRuntime {
     }
   }
 
+  /**
+   * Performs a step's actions in order, except that local data writes go last: a Primary's
+   * write then puts its Data on the wire before its own (possibly inline, synchronous) disk
+   * write, since the peer's round trip is the longer path. Nothing in a step depends on a write
+   * being issued (the engine waits for its diskDone), and a metadata barrier later in the step
+   * still gates the write (LocalDisk.io): issuing it later only orders it more strictly.
+   */
   private execute(actions: readonly Action[]): void {
-    for (const a of actions) this.perform(a);
+    let writes: Action[] | null = null;
+    for (const a of actions) {
+      if (a.type === 'diskWrite' || a.type === 'diskTrim' || a.type === 'diskZeroes')
+        (writes ??= []).push(a);
+      else this.perform(a);
+    }
+    if (writes !== null) for (const a of writes) this.perform(a);
   }
 
   private perform(a: Action): void {

@@ -1,6 +1,7 @@
 // One TCP channel: a data socket and a control socket (as DRBD's data and meta sockets), each
-// carrying frames. Control frames go out at once; small DATA frames sent in one turn of the
-// event loop are gathered into one writev (cork until the next tick). Payload Buffers are
+// carrying frames. Control frames go out at once, so does the first DATA frame of a turn of
+// the event loop; later small DATA frames of that turn are gathered into one writev (cork until
+// the next tick). Payload Buffers are
 // handed to the socket as they are, never concatenated.
 import type { Socket } from 'node:net';
 import type { Clock, Timer } from '../../platform/clock.js';
@@ -33,6 +34,8 @@ export class TcpChannel extends BaseChannel {
   private readonly ended = { data: false, control: false };
   private dataHeld = false;
   private dataCorked = false;
+  /** A DATA frame went out directly in this turn of the event loop. */
+  private dataWroteThisTurn = false;
   private readonly slabs: { [S in StreamId]: SlabReader | undefined };
   /** The current batch buffer of small DATA frames; [batchStart, batchUsed) is not yet written. */
   private batch: Buffer | null = null;
@@ -137,6 +140,20 @@ export class TcpChannel extends BaseChannel {
     this.accepted[stream] += bytes + TRANSPORT_FRAME_HEADER_BYTES;
     if (stream === 'control') {
       // Urgent: out now, header and payload in one writev.
+      sock.cork();
+      sock.write(encodeFrameHeader(type, bytes));
+      for (const b of payload) if (b.length > 0) sock.write(b);
+      sock.uncork();
+      return;
+    }
+    if (!this.dataCorked && !this.dataWroteThisTurn) {
+      // The first DATA frame of a turn leaves at once (one writev): at queue depth 1 it is the
+      // only one, and waiting for the end of the turn would put the sender's own work (an
+      // inline disk write) in front of it. Later frames of the turn are batched below.
+      this.dataWroteThisTurn = true;
+      process.nextTick(() => {
+        this.dataWroteThisTurn = false;
+      });
       sock.cork();
       sock.write(encodeFrameHeader(type, bytes));
       for (const b of payload) if (b.length > 0) sock.write(b);
