@@ -219,8 +219,13 @@ assert(FABRIC_ZCOPY_THRESHOLD_BYTES < FABRIC_BUFFER_BYTES, 'zero-copy threshold 
 // --- multipath sessions --------------------------------------------------------------------
 /** Unacknowledged bytes a session keeps per stream for replay; send() says over-high-water at it. */
 export const MULTIPATH_REPLAY_BUFFER_BYTES = 16 * MIB;
-/** Heartbeats sent per ping-timeout on every path (failure is detected within one ping-timeout). */
-export const MULTIPATH_HEARTBEATS_PER_PING_TIMEOUT = 4;
+/** Heartbeats sent per ping-timeout on every path (62.5 ms with the default 0.5 s). */
+export const MULTIPATH_HEARTBEATS_PER_PING_TIMEOUT = 8;
+/**
+ * Heartbeat intervals of silence after which a path carrying traffic has failed (half a
+ * ping-timeout: failover well within ping-timeout); an idle standby path gets a whole ping-timeout.
+ */
+export const MULTIPATH_ACTIVE_PATH_SILENT_HEARTBEATS = 4;
 /** Shortest heartbeat interval, whatever ping-timeout says. */
 export const MULTIPATH_HEARTBEAT_INTERVAL_MIN_MS = 5;
 /** A receiver acknowledges at most this long after delivering, when no CONTROL traffic carries it. */
@@ -237,8 +242,6 @@ export const MULTIPATH_REDIAL_MS = 250;
 export const MULTIPATH_REDIAL_MAX_MS = 2_000;
 /** Time a path has to finish its join handshake. */
 export const MULTIPATH_JOIN_TIMEOUT_MS = 5_000;
-/** Longest a failback waits for the old path's messages to be acknowledged before switching. */
-export const MULTIPATH_FAILBACK_DRAIN_MS = 2_000;
 /** Longest destroy() lingers to deliver its CLOSE notice before it drops the paths. */
 export const MULTIPATH_CLOSE_LINGER_MS = 1_000;
 /** Paths of one session (drbd.conf allows a handful per connection). */
@@ -253,4 +256,9 @@ assert(
   MULTIPATH_REPLAY_BUFFER_BYTES + TRANSPORT_MESSAGE_PAYLOAD_BYTES_MAX <=
     TRANSPORT_STREAM_QUEUE_BYTES_MAX,
   'a full replay buffer plus one message fits the stream hard bound',
+);
+assert(
+  MULTIPATH_ACTIVE_PATH_SILENT_HEARTBEATS >= 2 &&
+    MULTIPATH_ACTIVE_PATH_SILENT_HEARTBEATS < MULTIPATH_HEARTBEATS_PER_PING_TIMEOUT,
+  'an active path is judged on several heartbeats, within one ping-timeout',
 );

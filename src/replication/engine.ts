@@ -1590,14 +1590,24 @@ function onHandshake(s: EngineState, p: Peer, h: HandshakePacket): void {
     });
     return goStandAlone(s, p);
   }
+  const diskless =
+    !hasDisk(s) || h.disk === 'Diskless' || h.disk === 'Failed' || h.disk === 'Attaching';
   if (
+    diskless &&
     s.role === 'Primary' &&
     h.role === 'Primary' &&
     !(s.cfg.allowTwoPrimaries && h.allowTwoPrimaries)
   ) {
-    // Both Primary without two-primaries: only a split brain can explain it.
+    // Both Primary without two-primaries: only a split brain can explain it. With two disks
+    // the UUID rules see it (after-sb-2pri); a Diskless side has no UUIDs to compare, so the
+    // connection is refused until one of them is demoted.
+    emit(s, {
+      type: 'note',
+      note: { kind: 'handshake', peer: p.id, rule: 'two-primaries', decision: 'disconnect' },
+    });
+    return goStandAlone(s, p);
   }
-  if (!hasDisk(s) || h.disk === 'Diskless' || h.disk === 'Failed' || h.disk === 'Attaching') {
+  if (diskless) {
     emit(s, {
       type: 'note',
       note: { kind: 'handshake', peer: p.id, rule: 'diskless', decision: 'no-sync' },
@@ -1617,12 +1627,32 @@ function onHandshake(s: EngineState, p: Peer, h: HandshakePacket): void {
   };
   const v = handshakeVerdict(s.cfg, myView(s, p), peerView);
   let result = v.result;
-  // Equal generations but one side never finished a sync: the consistent side is the source.
-  if (result === 0 && s.disk === 'Inconsistent' && h.disk !== 'Inconsistent') result = -1;
-  if (result === 0 && h.disk === 'Inconsistent' && s.disk !== 'Inconsistent') result = 1;
+  // One side never finished a sync: the consistent side is the source whatever the UUIDs say
+  // (DRBD's "sync source/target due to disk states"), full if they called for a full sync or
+  // an unresolvable split brain. A SyncTarget that lost its last metadata write (a crash after
+  // the source finished) leaves each side's current UUID in the other's history: by UUIDs
+  // alone both would be SyncTarget, and both would stay Inconsistent.
+  const iAmInconsistent = s.disk === 'Inconsistent';
+  if (iAmInconsistent !== (h.disk === 'Inconsistent') && result !== -1000) {
+    const full = result === 2 || result === -2 || result === -100;
+    result = iAmInconsistent ? (full ? -2 : -1) : full ? 2 : 1;
+  }
+  const mine = bm(s, p.id).weight;
+  // Equal generations, one disk Outdated: it missed writes of this generation (it was detached,
+  // or attached after being away), so the UpToDate side is the source of whatever either side
+  // marked, a crashed Primary's activity log included; with nothing marked the Outdated side
+  // just adopts UpToDate (case 0). Found by the simulator (seed 13163): a Primary's disk failed,
+  // the peer's new generation for it was lost in a crash, and the detached disk, still flagged
+  // crashed-primary, became the SyncSource of its stale activity log.
+  const disks = [s.disk, h.disk];
+  if (
+    (s.current & ~1n) === (h.currentUuid & ~1n) &&
+    disks.includes('Outdated') &&
+    disks.includes('UpToDate')
+  )
+    result = mine > 0 || h.bitmapWeight > 0 ? (s.disk === 'UpToDate' ? 1 : -1) : 0;
   // Equal generations with marked blocks: writes that were never barrier-acked (e.g. a demoted
   // Primary lost the link before its last epoch was acknowledged). Resync exactly those.
-  const mine = bm(s, p.id).weight;
   if (
     result === 0 &&
     (mine > 0 || h.bitmapWeight > 0) &&
@@ -2163,7 +2193,7 @@ function maybeFinishRxEpoch(s: EngineState, p: Peer): void {
   p.rxCount = 0;
   p.rxDraining = false;
   if (!p.rxNoAck) {
-    const flushes = hasDisk(s) && s.cfg.diskFlushes !== false;
+    const flushes = hasDisk(s) && flushesEpochs(s);
     // BarrierAcks leave in epoch order: one waiting for a flush holds back later ones.
     if (!flushes && p.rxFlushing.length === 0 && p.rxUnflushed.length === 0)
       send(s, p, 'control', { kind: 'BarrierAck', epoch: e.epoch, setSize: e.setSize });
@@ -2180,6 +2210,10 @@ function maybeFinishRxEpoch(s: EngineState, p: Peer): void {
   pumpRx(s, p);
 }
 
+function flushesEpochs(s: EngineState): boolean {
+  return s.cfg.diskFlushes !== false && s.cfg.plantedBug !== 'barrier-ack-before-flush';
+}
+
 /**
  * Flushes the drained epochs once a flush is due, one flush for all of them (group commit),
  * never two at once; until then a timer bounds how long they wait (RX_EPOCH_FLUSH_DELAY_MS).
@@ -2188,7 +2222,7 @@ function maybeFinishRxEpoch(s: EngineState, p: Peer): void {
  */
 function flushRxEpochs(s: EngineState, p: Peer): void {
   if (p.rxFlushing.length > 0 || p.rxUnflushed.length === 0) return;
-  if (!hasDisk(s) || s.cfg.diskFlushes === false) {
+  if (!hasDisk(s) || !flushesEpochs(s)) {
     // The disk went away or flushes were turned off with epochs waiting: nothing to flush.
     for (const e of p.rxUnflushed.splice(0))
       send(s, p, 'control', { kind: 'BarrierAck', epoch: e.epoch, setSize: e.setSize });
@@ -2676,7 +2710,8 @@ function decideResize(s: EngineState, op: ResizeOp): void {
   }
   if (target === current) {
     s.resize = null;
-    return reply(s, op.cmdId, true, `already ${current} bytes; nothing to grow`);
+    const why = op.smallest === 'this node' ? '' : ` (${op.smallest} has no room for more)`;
+    return reply(s, op.cmdId, true, `already ${current} bytes; nothing to grow${why}`);
   }
   op.targetBytes = target;
   if (op.peers.length === 0) return growLocal(s, op);

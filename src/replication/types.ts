@@ -29,7 +29,11 @@ export type AfterSb1Pri = 'disconnect' | 'consensus' | 'violently-as0p' | 'disca
 export type AfterSb2Pri = 'disconnect' | 'violently-as0p';
 
 /** Deliberately wrong variants the simulator must catch (test-only; never set in production). */
-export type PlantedBug = 'no-bit-while-disconnected' | 'resync-overwrites-newer' | 'early-ack';
+export type PlantedBug =
+  | 'no-bit-while-disconnected'
+  | 'resync-overwrites-newer'
+  | 'early-ack'
+  | 'barrier-ack-before-flush';
 
 export interface ResyncRateOptions {
   /** Fixed resync rate used when cPlanAheadTenths is 0. @default 250 KiB/s (DRBD) */

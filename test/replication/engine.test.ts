@@ -575,3 +575,88 @@ test('createEngine without a disk starts Secondary/Diskless and asks for nothing
     0,
   );
 });
+
+test('a SyncTarget that lost its last metadata write resyncs from the consistent side (disk states decide)', () => {
+  // Found by the simulator (seed 763, crash inside that write): the source had moved its
+  // bitmap UUID into its history, the target still held it as current, so each side's current
+  // UUID was in the other's history and both chose to be SyncTarget.
+  const p = Pair.initialized();
+  p.write(p.a, 3, 5);
+  p.settle();
+  assert.equal(p.adminCmd(p.a, { cmd: 'invalidate-remote', peer: 2 }).ok, true);
+  let lost = p.b.meta;
+  for (let i = 0; i < 100_000; i++) {
+    if (!p.b.meta.flags.consistent) lost = p.b.meta;
+    const moved =
+      p.deliver(1, 'control') ||
+      p.deliver(1, 'data') ||
+      p.deliver(2, 'control') ||
+      p.deliver(2, 'data') ||
+      p.completeIo(p.a) ||
+      p.completeIo(p.b);
+    if (moved) continue;
+    if (p.a.engine.timers.size === 0 && p.b.engine.timers.size === 0) break;
+    p.tick();
+  }
+  assert.equal(p.b.engine.disk, 'UpToDate');
+  assert.equal(lost.flags.consistent, false);
+  // A Secondary keeps its generation when the link drops (a Primary would start a new one).
+  assert.equal(p.adminCmd(p.a, { cmd: 'secondary' }).ok, true);
+  p.settle();
+  p.b.meta = lost; // the superblock write that made it consistent never reached the disk
+  p.crash(p.b);
+  p.adminCmd(p.b, { cmd: 'connect', peer: 1, discardMyData: false });
+  p.connect();
+  p.settle();
+  assert.equal(p.a.engine.disk, 'UpToDate', 'the consistent side stays UpToDate');
+  assert.equal(p.b.engine.disk, 'UpToDate');
+  assert.equal(p.peerOf(p.a).repl, 'Established');
+  assert.ok(p.identical());
+});
+
+test('a Diskless Primary and a Primary that appeared while it was away refuse to connect', () => {
+  // Found by the simulator (seed 1269 with a driver bug planted elsewhere): without UUIDs to
+  // compare, the handshake settled with two Primaries.
+  const p = Pair.initialized();
+  assert.equal(p.adminCmd(p.a, { cmd: 'detach' }).ok, true);
+  p.settle();
+  assert.equal(p.a.engine.disk, 'Diskless');
+  p.cut();
+  assert.equal(p.adminCmd(p.b, { cmd: 'primary', force: false }).ok, true);
+  p.connect();
+  p.settle();
+  assert.equal(p.a.engine.role, 'Primary');
+  assert.equal(p.b.engine.role, 'Primary');
+  assert.equal(p.peerOf(p.a).conn, 'StandAlone');
+  assert.equal(p.peerOf(p.b).conn, 'StandAlone');
+  assert.ok(p.a.notes.some((n) => n.kind === 'handshake' && n.rule === 'two-primaries'));
+});
+
+test('equal generations: an Outdated disk (detached, still flagged crashed-primary) resyncs from the UpToDate peer', () => {
+  // Found by the simulator (seed 13163): the Primary's disk failed, the peer's new generation
+  // for that was lost in a crash, and the detached disk became SyncSource of its stale AL.
+  const p = Pair.initialized();
+  p.write(p.a, 5, 1);
+  p.settle();
+  const before = { meta: p.b.meta, bits: p.b.pbitmap.ranges() };
+  p.a.failNextIo = true;
+  p.write(p.a, 5, 2); // fails on alpha's disk (detach), lands on bravo
+  p.settle();
+  assert.equal(p.a.engine.disk, 'Diskless');
+  assert.equal(blockOf(p.b, 5), 2);
+  // Bravo's new generation and its marks for alpha never reached its disk.
+  p.b.meta = before.meta;
+  p.b.pbitmap.clearAll();
+  for (const r of before.bits) p.b.pbitmap.set(r);
+  p.b.disk.flush();
+  p.crash(p.b);
+  p.adminCmd(p.b, { cmd: 'connect', peer: 1, discardMyData: false });
+  p.connect();
+  p.settle();
+  assert.equal(p.adminCmd(p.a, { cmd: 'attach', boot: p.boot(p.a) }).ok, true);
+  p.settle();
+  assert.equal(p.a.engine.disk, 'UpToDate');
+  assert.equal(p.b.engine.disk, 'UpToDate');
+  assert.equal(blockOf(p.a, 5), 2, 'the write that failed on alpha came back from bravo');
+  assert.ok(p.identical());
+});
