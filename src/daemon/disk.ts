@@ -14,15 +14,20 @@ import type {
 } from '../replication/types.js';
 import {
   computeLayout,
+  internalMoveFits,
   MetadataStore,
   openBackingDevices,
   sliceStore,
   type BackingDevices,
   type BlockStore,
+  type FileStoreOptions,
   type MetaDiskSpec,
 } from '../storage/index.js';
 import { MetadataError } from '../util/errors.js';
 import type { MetaDiskSpec as ConfigMetaDisk } from '../config/index.js';
+
+/** How the backing files are opened (FileStoreOptions without readOnly/direct). */
+export type StoreOptions = Pick<FileStoreOptions, 'inlineWriteMaxBytes' | 'clock'>;
 
 export function storageMetaDisk(m: ConfigMetaDisk | null): MetaDiskSpec {
   if (m === null || m.kind === 'internal') return { kind: 'internal' };
@@ -65,8 +70,9 @@ export class LocalDisk {
     nodeId: number,
     peerIds: readonly number[],
     alExtents: number,
+    storeOptions: StoreOptions = {},
   ): Promise<LocalDisk> {
-    const devices = await openBackingDevices(diskPath, storageMetaDisk(metaDisk));
+    const devices = await openBackingDevices(diskPath, storageMetaDisk(metaDisk), storeOptions);
     try {
       const meta = await MetadataStore.open(devices.meta, { ...devices.placement, alExtents });
       let recovered: readonly number[] = [];
@@ -100,39 +106,32 @@ export class LocalDisk {
   }
 
   /**
-   * How many data bytes the backing could hold now (measured again: it may have grown), and
-   * why it cannot grow at all: internal metadata sits at the end of the backing and would have
-   * to move, which Tandem does not do (`backingBytes` is then the size it must go back to).
+   * How many data bytes the backing could hold now (measured again: it may have grown). With
+   * internal metadata that is what is left once the metadata moves to the new end (`grow`).
    */
   async capacity(): Promise<{
     capacityBytes: number;
     refusal: ResizeRefusal;
-    backingBytes: number;
-    nowBytes: number;
   }> {
     const now = await this.devices.disk.measure();
     const layout = this.meta.layout;
-    const backingBytes = this.devices.disk.sizeBytes;
-    if (layout.kind === 'internal') {
-      return {
-        capacityBytes: this.sizeBytes,
-        refusal: now > backingBytes ? 'internal-metadata' : 'none',
-        backingBytes,
-        nowBytes: now,
-      };
-    }
+    const internal = layout.kind === 'internal';
     const l = computeLayout({
       kind: layout.kind,
       index: layout.index,
-      metaDeviceBytes: this.meta.store.sizeBytes,
+      // Internal metadata moves to the new end: the layout is the one of the grown device.
+      metaDeviceBytes: internal ? now : this.meta.store.sizeBytes,
       dataDeviceBytes: now,
       maxPeers: layout.maxPeers,
       alStripes: layout.alStripes,
       alStripeSize4k: layout.alStripeSize4k,
     });
     if (!l.ok) throw new MetadataError(`${this.devices.disk.name}: ${l.error}`);
-    const capacityBytes = Math.floor(l.value.dataBytes / BITMAP_BLOCK_BYTES) * BITMAP_BLOCK_BYTES;
-    return { capacityBytes, refusal: 'none', backingBytes, nowBytes: now };
+    // Internal metadata moves only past its old place: a smaller growth is not usable yet.
+    if (internal && !internalMoveFits(layout, l.value))
+      return { capacityBytes: this.sizeBytes, refusal: 'none' };
+    const room = Math.floor(l.value.dataBytes / BITMAP_BLOCK_BYTES) * BITMAP_BLOCK_BYTES;
+    return { capacityBytes: room, refusal: 'none' };
   }
 
   /**

@@ -382,7 +382,12 @@ export type Packet =
       /** Highest Data seq the sender had received from us when it wrote this (two Primaries). */
       readonly peerSeq: number;
     }
-  | { readonly kind: 'Barrier'; readonly epoch: number }
+  | {
+      readonly kind: 'Barrier';
+      readonly epoch: number;
+      /** Someone waits for this epoch's BarrierAck (a client FLUSH, the AL): flush at once. */
+      readonly flush: boolean;
+    }
   | { readonly kind: 'BarrierAck'; readonly epoch: number; readonly setSize: number }
   | { readonly kind: 'RecvAck'; readonly seq: number }
   | { readonly kind: 'WriteAck'; readonly seq: number }

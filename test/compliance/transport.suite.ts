@@ -372,8 +372,8 @@ export function transportSuite(name: string, make: PairFactory): void {
 
 /**
  * ko-count: a peer that stops taking DATA is declared dead after koCount stalls of timeoutMs.
- * Part of the contract, kept apart from transportSuite() only because the fabric runs do not
- * call it yet; memory, tcp and multipath (memory, tcp, load-balanced tcp paths) do.
+ * Part of the contract, kept apart from transportSuite(); memory, tcp, fabric and multipath
+ * (memory, tcp, load-balanced tcp paths) all run it.
  */
 export function koCountSuite(name: string, make: PairFactory): void {
   describe(`transport compliance (ko-count): ${name}`, () => {

@@ -87,7 +87,15 @@ export interface NativeListener {
   close(): void;
 }
 
+/**
+ * The addon build this code needs (native/src/addon.cc exports it); an older build in
+ * native/build, left from before a pull, is refused with "rebuild".
+ */
+export const FABRIC_BINDING_VERSION = 2;
+
 export interface FabricAddon {
+  /** Absent in builds older than binding version 2. */
+  readonly bindingVersion?: number;
   version(): string;
   getinfo(o: { provider?: string; host?: string; port?: string; source?: boolean }): FabricInfo[];
   connect(
@@ -119,7 +127,15 @@ export function loadFabricAddon(path = ADDON_PATH): Result<FabricAddon, string> 
   } else {
     try {
       const require = createRequire(import.meta.url);
-      r = ok(require(path) as FabricAddon);
+      const addon = require(path) as FabricAddon;
+      const built = addon.bindingVersion ?? 1;
+      r =
+        built === FABRIC_BINDING_VERSION
+          ? ok(addon)
+          : err(
+              `the fabric transport's native addon (${path}) is binding version ${built}, this ` +
+                `code needs ${FABRIC_BINDING_VERSION}: rebuild it with npm rebuild (or npm ci)`,
+            );
     } catch (e) {
       r = err(
         `the fabric transport's native addon failed to load (${(e as Error).message}): ` +

@@ -70,6 +70,8 @@ export interface FabricChannelSetup {
   readonly local: ConnHello;
   readonly peer: ConnHello;
   readonly zcopyThresholdBytes: number;
+  /** The provider the transport chose, for when the connection does not name its own. */
+  readonly provider: string;
 }
 
 /** What the transport hears about a channel's end. */
@@ -139,7 +141,8 @@ export class FabricChannel extends BaseChannel {
       Math.min(setup.local.bufferBytes, setup.peer.bufferBytes) - FABRIC_WIRE_HEADER_BYTES;
     assert(this.maxFragmentBytes > 0, 'fragment room');
     this.zcopyThresholdBytes = Math.max(1, setup.zcopyThresholdBytes);
-    this.provider = conn.provider;
+    // An accepted sockets connection's info carries no provider name.
+    this.provider = conn.provider !== '' ? conn.provider : setup.provider;
   }
 
   /** Called by the transport once the channel is handed out; replays events that came early. */

@@ -238,6 +238,7 @@ class FabricTransport implements FabricTransportApi {
         local: this.hello(),
         peer,
         zcopyThresholdBytes: this.opts.zcopyThresholdBytes,
+        provider: this.provider,
       },
       this.clock,
       this.channelOpts,

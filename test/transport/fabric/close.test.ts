@@ -79,8 +79,7 @@ function sendBurst(ch: Channel, n: number, round: number): void {
   ch.send('control', 2, [Buffer.alloc(4)]);
 }
 
-// sockets: see compliance.test.ts (its transfers can stall; FABRIC_TEST_PROVIDERS=tcp,sockets).
-for (const provider of (process.env['FABRIC_TEST_PROVIDERS'] ?? 'tcp').split(',')) {
+for (const provider of (process.env['FABRIC_TEST_PROVIDERS'] ?? 'tcp,sockets').split(',')) {
   const missing = fabricAvailable(provider);
   const skip = (t: test.TestContext): boolean => {
     if (missing === null) return false;

@@ -79,7 +79,7 @@ echo "@@section compliance"
 FABRIC_TEST_PROVIDERS=verbs FABRIC_TEST_HOST=${RXE_ADDRESS} \\
   ${node} --test --test-reporter=spec ${here('./compliance.test.js')} || rc=1
 echo "@@section e2e"
-FABRIC_E2E_PROVIDER=verbs FABRIC_E2E_HOSTS=${RXE_ADDRESS},${RXE_ADDRESS_2} FABRIC_E2E_DISK_MIB=8 \\
+FABRIC_E2E_PROVIDERS=verbs FABRIC_E2E_HOSTS=${RXE_ADDRESS},${RXE_ADDRESS_2} FABRIC_E2E_DISK_MIB=8 \\
   FABRIC_E2E_SYNC_TIMEOUT_MS=180000 ${node} --test --test-reporter=spec \\
   --test-name-pattern='address sdp' ${here('../../e2e/fabric.test.js')} || rc=1
 echo "@@section end"

@@ -4,7 +4,10 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { loadFabricAddon } from '../../../src/transport/fabric/addon.js';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { FABRIC_BINDING_VERSION, loadFabricAddon } from '../../../src/transport/fabric/addon.js';
 import { resolveFabricOptions } from '../../../src/transport/fabric/options.js';
 import {
   decodeConnHello,
@@ -154,4 +157,23 @@ test('a missing addon says exactly what to install', () => {
   assert.ok(!r.ok);
   assert.match(r.error, /apt-get install libfabric-dev/);
   assert.match(r.error, /npm (install|rebuild)/);
+});
+
+test('an addon built before this code (an older binding version) is refused with "rebuild"', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'tandem-addon-'));
+  try {
+    const stale = join(dir, 'stale.cjs');
+    await writeFile(stale, 'module.exports = { version: () => "1.17" };\n');
+    const r = loadFabricAddon(stale);
+    assert.ok(!r.ok);
+    assert.match(r.error, /binding version 1, this code needs \d+: rebuild it with npm rebuild/);
+    const current = join(dir, 'current.cjs');
+    await writeFile(
+      current,
+      `module.exports = { bindingVersion: ${FABRIC_BINDING_VERSION}, version: () => "1.17" };\n`,
+    );
+    assert.ok(loadFabricAddon(current).ok);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });
