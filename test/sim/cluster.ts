@@ -567,10 +567,17 @@ export class Simulation {
       if (op.kind === 'bitmapFlush') op.bits = copyBitmap(n.mbitmap);
       this.at(this.diskLatency(), () => {
         if (n.incarnation !== inc) return;
-        applyMeta(n, op, null);
+        // A failed metadata write lands in part; the daemon detaches the disk (metaIo) and,
+        // as LocalDisk's gate opens on failure too, releases what the barrier held back.
+        const failed = this.diskFails(n);
+        applyMeta(n, op, failed ? this.rng : null);
         n.metaQ.shift();
         n.metaDone++;
         while (n.held.length > 0 && n.held[0]!.ticket <= n.metaDone) n.held.shift()!.run();
+        if (failed && n.engine !== null) {
+          this.log(`${n.name} metadata write failed: detach`);
+          this.admin(n, { cmd: 'detach' });
+        }
         this.runMeta(n, inc);
       });
     };
