@@ -1219,10 +1219,12 @@ export class Simulation {
     n.wantConnect.clear();
     n.role = 'Secondary';
     n.floor = new Int32Array(n.durable);
-    // A Diskless node had no copy of its own: what this disk lost from its cache is lost to
-    // that node's clients too (a block device may lose unflushed writes on power loss).
+    // A node without an UpToDate disk (Diskless, or a SyncTarget catching up) had no good copy
+    // of its own: what this disk lost from its cache is lost to that node's clients too (a
+    // block device may lose unflushed writes on power loss; the resync brings this disk's
+    // version back even over a newer one the other disk holds, as DRBD does).
     for (const o of this.nodes) {
-      if (o === n || o.engine === null || o.diskState !== 'Diskless') continue;
+      if (o === n || o.engine === null || o.diskState === 'UpToDate') continue;
       o.floor = new Int32Array(n.durable);
       o.durable = new Int32Array(n.durable);
     }
