@@ -259,6 +259,8 @@ interface ClientOp {
   readonly inSyncAtIssue: Map<number, number>;
   /** The issuing node's own disk was UpToDate (its ack then speaks for that disk too). */
   readonly localAtIssue: boolean;
+  /** Each node's incarnation at issue: a peer that crashed since owes nothing unflushed. */
+  readonly incAtIssue: readonly number[];
 }
 
 interface ResyncSession {
@@ -906,6 +908,7 @@ export class Simulation {
       stampSeq,
       inSyncAtIssue: this.inSyncPeers(n),
       localAtIssue: this.localUpToDate(n),
+      incAtIssue: this.nodes.map((x) => x.incarnation),
     };
     this.ops.set(id, op);
     if (req.op === 'flush')
@@ -946,7 +949,12 @@ export class Simulation {
       if (req.fua && local) this.requireOnDisk(n, 'durable', op, `acked FUA write ${a.reqId}`);
       for (const peer of syncPeers) {
         if (req.fua) this.requireOnDisk(peer, 'durable', op, `acked FUA write ${a.reqId}`);
-        else if (this.p.protocol === 'C')
+        else if (
+          this.p.protocol === 'C' &&
+          peer.engine !== null &&
+          peer.incarnation === op.incAtIssue[this.nodes.indexOf(peer)]
+        )
+          // Unless the peer crashed since (its WriteAck may still have been on the way).
           this.requireOnDisk(peer, 'written', op, `acked protocol-C write ${a.reqId}`);
       }
       for (let b = op.range.start; b < op.range.start + op.range.count; b++) {
