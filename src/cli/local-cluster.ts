@@ -5,6 +5,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, writeFile, truncate, open } from 'node:fs/promises';
 import { createServer } from 'node:net';
+import { randomInt } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -63,13 +65,38 @@ export interface LocalNode {
   log: string;
 }
 
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const a = s.address();
-  await new Promise<void>((r) => s.close(() => r()));
-  if (typeof a !== 'object' || a === null) throw new Error('no port');
-  return a.port;
+/** Bottom of the kernel's ephemeral port range (outgoing connections take ports from there). */
+function ephemeralLow(): number {
+  try {
+    const low = Number(
+      readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').split(/\s+/)[0],
+    );
+    return Number.isInteger(low) && low > 21_000 ? low : 32_768;
+  } catch {
+    return 32_768;
+  }
+}
+
+function bindable(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.once('error', () => resolve(false));
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+  });
+}
+
+/**
+ * A port for a daemon to listen on later. Port 0's answer comes from the ephemeral range, where
+ * any outgoing connection made meanwhile (other tests, the other daemon dialing) may take it
+ * first; a random free port below that range is only ever taken by another explicit bind.
+ */
+export async function freePort(): Promise<number> {
+  const high = ephemeralLow() - 1;
+  for (let i = 0; i < 100; i++) {
+    const port = randomInt(20_000, high);
+    if (await bindable(port)) return port;
+  }
+  throw new Error('no free port below the ephemeral range after 100 tries');
 }
 
 export class LocalCluster {

@@ -6,21 +6,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile, truncate, writeFile } from 'node:fs/promises';
-import { connect, createServer } from 'node:net';
+import { connect } from 'node:net';
 import { join } from 'node:path';
-import type { LocalCluster } from '../../src/cli/local-cluster.js';
+import { freePort, type LocalCluster } from '../../src/cli/local-cluster.js';
 import type { ResourceShow } from '../../src/daemon/resource.js';
 import { allConnected } from '../../src/cli/event-state.js';
 import { MIB, skipInitialSync, status, waitConnected, withPair } from './support.js';
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const a = s.address();
-  await new Promise<void>((r) => s.close(() => r()));
-  if (typeof a !== 'object' || a === null) throw new Error('no port');
-  return a.port;
-}
 
 /** Whether something accepts TCP connections on 127.0.0.1:port. */
 function accepts(port: number): Promise<boolean> {
