@@ -6,11 +6,17 @@
 import { NbdServer } from '../src/nbd/server.js';
 import { storeBackend } from '../src/nbd/store-backend.js';
 import { openFileStore } from '../src/storage/file.js';
+import { STORE_INLINE_WRITE_BYTES_MAX } from '../src/limits.js';
+import { systemClock } from '../src/platform/clock.js';
 
 async function main(): Promise<void> {
   const [file, name = 'vol'] = process.argv.slice(2);
   if (file === undefined) throw new Error('usage: tandem-export FILE [EXPORT_NAME]');
-  const store = await openFileStore(file);
+  // As tandemd opens its disks: small writes inline while they stay fast (FileStore).
+  const store = await openFileStore(file, {
+    inlineWriteMaxBytes: STORE_INLINE_WRITE_BYTES_MAX,
+    clock: systemClock,
+  });
   const server = new NbdServer({
     onEvent: (e) => {
       if (e.type === 'protocol-error') process.stderr.write(`${JSON.stringify(e)}\n`);

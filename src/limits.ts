@@ -16,6 +16,16 @@ export const BITMAP_BLOCK_BYTES = 4 * KIB;
 export const STORE_IO_IN_FLIGHT_MAX = 64;
 /** Size of one zero-filled write when a store zeroes a range without punching a hole. */
 export const STORE_ZERO_CHUNK_BYTES = 1 * MIB;
+/**
+ * Writes up to this size go to the page cache synchronously on the event loop (FileStore
+ * `inlineWriteMaxBytes`, as tandemd and the standalone export use it): cheaper than the
+ * threadpool's two thread wake-ups per write (docs/PERFORMANCE.md).
+ */
+export const STORE_INLINE_WRITE_BYTES_MAX = 128 * KIB;
+/** An inline write slower than this (writeback throttling, a slow device) suspends them... */
+export const STORE_INLINE_WRITE_STALL_MS = 2;
+/** ...for this long: writes then take the threadpool, which never stalls the event loop. */
+export const STORE_INLINE_WRITE_BACKOFF_MS = 10_000;
 /** Activity-log slots ("al-extents", 4 MiB each): DRBD's default, minimum and maximum. */
 export const AL_EXTENTS_DEFAULT = 1237;
 export const AL_EXTENTS_MIN = 7;
@@ -148,6 +158,13 @@ export const RESYNC_TICK_MS = 100;
 export const VERIFY_REQUESTS_IN_FLIGHT_MAX = 16;
 /** Client requests an engine queues while a handshake or AL slot is pending. */
 export const ENGINE_QUEUED_REQUESTS_MAX = 4096;
+/**
+ * A Secondary flushes drained epochs nobody waits for (no client FLUSH, no activity-log
+ * pressure on the Primary) at most this long after the first of them drained...
+ */
+export const RX_EPOCH_FLUSH_DELAY_MS = 50;
+/** ...or once they hold this many writes, whichever comes first. */
+export const RX_UNFLUSHED_WRITES_MAX = 4096;
 
 assert(RESYNC_REQUEST_BYTES_MAX % BITMAP_BLOCK_BYTES === 0, 'resync request is whole blocks');
 assert(AL_EXTENT_BYTES % BITMAP_BLOCK_BYTES === 0, 'AL extent is whole bitmap blocks');
@@ -193,8 +210,13 @@ assert(FABRIC_ZCOPY_THRESHOLD_BYTES < FABRIC_BUFFER_BYTES, 'zero-copy threshold 
 // --- multipath sessions --------------------------------------------------------------------
 /** Unacknowledged bytes a session keeps per stream for replay; send() says over-high-water at it. */
 export const MULTIPATH_REPLAY_BUFFER_BYTES = 16 * MIB;
-/** Heartbeats sent per ping-timeout on every path (failure is detected within one ping-timeout). */
-export const MULTIPATH_HEARTBEATS_PER_PING_TIMEOUT = 4;
+/** Heartbeats sent per ping-timeout on every path (62.5 ms with the default 0.5 s). */
+export const MULTIPATH_HEARTBEATS_PER_PING_TIMEOUT = 8;
+/**
+ * Heartbeat intervals of silence after which a path carrying traffic has failed (half a
+ * ping-timeout: failover well within ping-timeout); an idle standby path gets a whole ping-timeout.
+ */
+export const MULTIPATH_ACTIVE_PATH_SILENT_HEARTBEATS = 4;
 /** Shortest heartbeat interval, whatever ping-timeout says. */
 export const MULTIPATH_HEARTBEAT_INTERVAL_MIN_MS = 5;
 /** A receiver acknowledges at most this long after delivering, when no CONTROL traffic carries it. */
@@ -211,8 +233,6 @@ export const MULTIPATH_REDIAL_MS = 250;
 export const MULTIPATH_REDIAL_MAX_MS = 2_000;
 /** Time a path has to finish its join handshake. */
 export const MULTIPATH_JOIN_TIMEOUT_MS = 5_000;
-/** Longest a failback waits for the old path's messages to be acknowledged before switching. */
-export const MULTIPATH_FAILBACK_DRAIN_MS = 2_000;
 /** Longest destroy() lingers to deliver its CLOSE notice before it drops the paths. */
 export const MULTIPATH_CLOSE_LINGER_MS = 1_000;
 /** Paths of one session (drbd.conf allows a handful per connection). */
@@ -227,4 +247,9 @@ assert(
   MULTIPATH_REPLAY_BUFFER_BYTES + TRANSPORT_MESSAGE_PAYLOAD_BYTES_MAX <=
     TRANSPORT_STREAM_QUEUE_BYTES_MAX,
   'a full replay buffer plus one message fits the stream hard bound',
+);
+assert(
+  MULTIPATH_ACTIVE_PATH_SILENT_HEARTBEATS >= 2 &&
+    MULTIPATH_ACTIVE_PATH_SILENT_HEARTBEATS < MULTIPATH_HEARTBEATS_PER_PING_TIMEOUT,
+  'an active path is judged on several heartbeats, within one ping-timeout',
 );

@@ -67,7 +67,8 @@ async function adjust(ctx: AdjustContext, req: ControlRequest): Promise<AdjustRe
     throw new StateError(`${only}: not in ${configPath} for ${ctx.node}, and not running here`);
   }
   const running = new Map([...ctx.resources].map(([n, r]) => [n, r.currentPlan]));
-  const plan = planAdjust(running, configured, only);
+  const down = new Set([...ctx.resources].filter(([, r]) => !r.isUp).map(([n]) => n));
+  const plan = planAdjust(running, configured, only, down);
   const lines = plan.steps.map((s) => describeStep(s, dryRun));
   if (lines.length === 0) lines.push(`${only === 'all' ? 'all resources' : only}: no changes`);
   if (dryRun) return { dryRun, configPath, lines };
@@ -98,8 +99,7 @@ async function adjust(ctx: AdjustContext, req: ControlRequest): Promise<AdjustRe
     const p = plan.plans.get(s.resource);
     if (p === undefined) continue;
     for (const e of p.listen) await ctx.listen(e);
-    const r = ctx.create(p);
-    ctx.resources.set(p.name, r);
+    const r = ctx.resources.get(p.name) ?? ctx.create(p);
     await r.run({ id: req.id, op: 'up', resource: p.name });
   }
   ctx.log.info({ config: configPath, changes: lines }, 'adjusted');

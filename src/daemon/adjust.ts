@@ -32,7 +32,7 @@ export interface OptionChange {
 }
 
 export type AdjustStep =
-  /** A resource in the file that does not run here: create it and bring it up. */
+  /** A resource in the file that does not run here (or is down): bring it up. */
   | { readonly kind: 'up'; readonly resource: string }
   /** A running resource no longer in the file: left running, with a warning. */
   | { readonly kind: 'keep'; readonly resource: string }
@@ -113,6 +113,8 @@ export function planAdjust(
   running: ReadonlyMap<string, ResourcePlan>,
   configured: readonly ResourcePlan[],
   only: string,
+  /** Resources that exist here but are down (`tandem down`): adjust brings them up. */
+  down: ReadonlySet<string> = new Set(),
 ): AdjustPlan {
   const steps: AdjustStep[] = [];
   const plans = new Map<string, ResourcePlan>();
@@ -125,6 +127,7 @@ export function planAdjust(
       continue;
     }
     plans.set(next.name, planOne(cur, next, steps));
+    if (down.has(next.name)) steps.push({ kind: 'up', resource: next.name });
   }
   if (only === 'all') {
     for (const name of running.keys())
@@ -228,7 +231,7 @@ export function describeStep(s: AdjustStep, dryRun: boolean): string {
   const will = (done: string, would: string): string => (dryRun ? would : done);
   switch (s.kind) {
     case 'up':
-      return `${s.resource}: ${will('brought up', 'would bring up')} (new in the configuration)`;
+      return `${s.resource}: ${will('brought up', 'would bring up')} (configured, not up here)`;
     case 'keep':
       return `${s.resource}: warning: no longer in the configuration; left running (take it down with \`tandem down ${s.resource}\`)`;
     case 'reconfigure': {

@@ -5,23 +5,47 @@
 // I/O starts before it is done (engine Action contract).
 // The metadata itself is storage's MetadataStore, through its engine-facing methods.
 import { BITMAP_BLOCK_BYTES } from '../limits.js';
-import type { BlockRange, BootState, Metadata, ResizeRefusal } from '../replication/types.js';
+import type {
+  Action,
+  BlockRange,
+  BootState,
+  Metadata,
+  ResizeRefusal,
+} from '../replication/types.js';
 import {
   computeLayout,
+  internalMoveFits,
   MetadataStore,
   openBackingDevices,
   sliceStore,
   type BackingDevices,
   type BlockStore,
+  type FileStoreOptions,
   type MetaDiskSpec,
 } from '../storage/index.js';
 import { MetadataError } from '../util/errors.js';
 import type { MetaDiskSpec as ConfigMetaDisk } from '../config/index.js';
 
+/** How the backing files are opened (FileStoreOptions without readOnly/direct). */
+export type StoreOptions = Pick<FileStoreOptions, 'inlineWriteMaxBytes' | 'clock'>;
+
 export function storageMetaDisk(m: ConfigMetaDisk | null): MetaDiskSpec {
   if (m === null || m.kind === 'internal') return { kind: 'internal' };
   if (m.kind === 'external') return { kind: 'external', path: m.path, index: m.index };
   return { kind: 'flex-external', path: m.path };
+}
+
+/** The engine's metadata actions: each is a barrier (LocalDisk.barrier). */
+export type MetaAction = Extract<Action, { type: 'persistMeta' | 'alCommit' | 'bitmapFlush' }>;
+
+/**
+ * Whether a metadata barrier flushes the data disk before its own write. Only an extent leaving
+ * the activity log needs the data flush first (its writes lose their cover); adding one changes
+ * nothing for writes already done, which stay covered by their own hot extents. The simulator
+ * runs this same rule (test/sim/cluster.ts).
+ */
+export function barrierFlushesData(a: MetaAction): boolean {
+  return a.type !== 'alCommit' || a.remove.length > 0;
 }
 
 export class LocalDisk {
@@ -46,8 +70,9 @@ export class LocalDisk {
     nodeId: number,
     peerIds: readonly number[],
     alExtents: number,
+    storeOptions: StoreOptions = {},
   ): Promise<LocalDisk> {
-    const devices = await openBackingDevices(diskPath, storageMetaDisk(metaDisk));
+    const devices = await openBackingDevices(diskPath, storageMetaDisk(metaDisk), storeOptions);
     try {
       const meta = await MetadataStore.open(devices.meta, { ...devices.placement, alExtents });
       let recovered: readonly number[] = [];
@@ -81,39 +106,32 @@ export class LocalDisk {
   }
 
   /**
-   * How many data bytes the backing could hold now (measured again: it may have grown), and
-   * why it cannot grow at all: internal metadata sits at the end of the backing and would have
-   * to move, which Tandem does not do (`backingBytes` is then the size it must go back to).
+   * How many data bytes the backing could hold now (measured again: it may have grown). With
+   * internal metadata that is what is left once the metadata moves to the new end (`grow`).
    */
   async capacity(): Promise<{
     capacityBytes: number;
     refusal: ResizeRefusal;
-    backingBytes: number;
-    nowBytes: number;
   }> {
     const now = await this.devices.disk.measure();
     const layout = this.meta.layout;
-    const backingBytes = this.devices.disk.sizeBytes;
-    if (layout.kind === 'internal') {
-      return {
-        capacityBytes: this.sizeBytes,
-        refusal: now > backingBytes ? 'internal-metadata' : 'none',
-        backingBytes,
-        nowBytes: now,
-      };
-    }
+    const internal = layout.kind === 'internal';
     const l = computeLayout({
       kind: layout.kind,
       index: layout.index,
-      metaDeviceBytes: this.meta.store.sizeBytes,
+      // Internal metadata moves to the new end: the layout is the one of the grown device.
+      metaDeviceBytes: internal ? now : this.meta.store.sizeBytes,
       dataDeviceBytes: now,
       maxPeers: layout.maxPeers,
       alStripes: layout.alStripes,
       alStripeSize4k: layout.alStripeSize4k,
     });
     if (!l.ok) throw new MetadataError(`${this.devices.disk.name}: ${l.error}`);
-    const capacityBytes = Math.floor(l.value.dataBytes / BITMAP_BLOCK_BYTES) * BITMAP_BLOCK_BYTES;
-    return { capacityBytes, refusal: 'none', backingBytes, nowBytes: now };
+    // Internal metadata moves only past its old place: a smaller growth is not usable yet.
+    if (internal && !internalMoveFits(layout, l.value))
+      return { capacityBytes: this.sizeBytes, refusal: 'none' };
+    const room = Math.floor(l.value.dataBytes / BITMAP_BLOCK_BYTES) * BITMAP_BLOCK_BYTES;
+    return { capacityBytes: room, refusal: 'none' };
   }
 
   /**
@@ -178,14 +196,15 @@ export class LocalDisk {
   }
 
   /**
-   * The engine's AL transaction: extents `add` become hot before any write into them. Only an
-   * extent leaving the log needs the data flush first (its writes lose their cover); adding
-   * one changes nothing for writes already done, which stay covered by their own hot extents.
-   * The flush (a whole-file fdatasync, all dirty pages written back) would otherwise stall
-   * every write while a sequential writer crosses into each new 4 MiB extent.
+   * The engine's AL transaction: extents `add` become hot before any write into them. The data
+   * flush runs only when extents leave (barrierFlushesData): a whole-file fdatasync would
+   * otherwise stall every write while a sequential writer crosses into each new 4 MiB extent.
    */
   alCommit(add: readonly number[], remove: readonly number[]): Promise<void> {
-    return this.barrier(() => this.meta.commitAlChange(add, remove), remove.length > 0);
+    return this.barrier(
+      () => this.meta.commitAlChange(add, remove),
+      barrierFlushesData({ type: 'alCommit', add, remove }),
+    );
   }
 
   bitmapSet(peer: number, ranges: readonly BlockRange[]): void {

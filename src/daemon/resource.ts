@@ -24,6 +24,7 @@ import {
   NBD_PAYLOAD_BYTES_MAX,
   SECTOR_BYTES,
   SHUTDOWN_DRAIN_MS,
+  STORE_INLINE_WRITE_BYTES_MAX,
 } from '../limits.js';
 import { InvalidRequestError, NbdCommandError, StateError, TandemError } from '../util/errors.js';
 import type { ControlRequest, TandemEvent } from './control-protocol.js';
@@ -280,14 +281,6 @@ export class Resource implements ResourceRuntime {
     )
       throw new InvalidRequestError(`${this.name}: --size must be a positive number of bytes`);
     const cap = await disk.capacity();
-    if (cap.refusal === 'internal-metadata') {
-      throw new StateError(
-        `${this.name}: cannot resize: ${this.plan.diskPath} grew from ${cap.backingBytes} to ${cap.nowBytes} bytes, ` +
-          'but its metadata is internal (at the end of the file) and would have to move, which Tandem does not do; ' +
-          `truncate it back to ${cap.backingBytes} bytes before tandemd restarts (it finds the metadata at the end), ` +
-          'and use external metadata (meta-disk PATH;) for a device that must grow',
-      );
-    }
     return this.admin({
       cmd: 'resize',
       sizeBytes: typeof size === 'number' ? size : null,
@@ -323,6 +316,10 @@ export class Resource implements ResourceRuntime {
         connectIntMs: p.net.connectIntMs ?? 10_000,
       })),
     };
+  }
+
+  get isUp(): boolean {
+    return this.up;
   }
 
   /** The plan this resource runs with (adjust compares the configuration file with it). */
@@ -401,6 +398,7 @@ export class Resource implements ResourceRuntime {
         this.plan.nodeId,
         peerIds,
         alExtents,
+        { inlineWriteMaxBytes: STORE_INLINE_WRITE_BYTES_MAX, clock: this.svc.clock },
       );
     } catch (e) {
       this.setDisk('Diskless');

@@ -9,6 +9,8 @@ import {
   RESYNC_REQUEST_BYTES_MAX,
   RESYNC_REQUESTS_IN_FLIGHT_MAX,
   RESYNC_TICK_MS,
+  RX_EPOCH_FLUSH_DELAY_MS,
+  RX_UNFLUSHED_WRITES_MAX,
   UUID_HISTORY_MAX,
   VERIFY_REQUESTS_IN_FLIGHT_MAX,
   WIRE_RANGES_MAX,
@@ -147,6 +149,14 @@ interface Peer {
    */
   rxFlushing: RxEpoch[];
   rxUnflushed: RxEpoch[];
+  /** The Barrier being drained asked for a flush (someone waits for its ack). */
+  rxEpochFlush: boolean;
+  /** A flush is due for `rxUnflushed` (asked for, the write bound, or the delay expired). */
+  rxFlushDue: boolean;
+  /** The timer that makes unflushed epochs due (RX_EPOCH_FLUSH_DELAY_MS), or null. */
+  rxFlushTimer: number | null;
+  // origin side: the newest epoch whose Barrier asked for a flush
+  flushAskedEpoch: number;
   /** Our disk failed with epochs unflushed: never acknowledge them (the peer marks its log). */
   rxNoAck: boolean;
   readonly rxQueue: Packet[];
@@ -168,6 +178,19 @@ interface Peer {
   rxLastSeq: number;
   /** Our writes this peer may not have seen yet (two Primaries: conflict detection). */
   readonly sentLog: { seq: number; range: BlockRange }[];
+}
+
+/** A drained epoch on the receiving side: what its BarrierAck will say. */
+interface RxEpoch {
+  readonly epoch: number;
+  readonly setSize: number;
+}
+
+/** Writes of the drained epochs waiting for a flush. */
+function unflushedWrites(p: Peer): number {
+  let n = 0;
+  for (const e of p.rxUnflushed) n += e.setSize;
+  return n;
 }
 
 /** A resize this node started (admin `resize`): query peers, grow them, then grow here. */
@@ -202,12 +225,6 @@ type StorageJob =
       readonly assumeClean: boolean;
     };
 
-/** A drained epoch on the receiving side: what its BarrierAck will say. */
-interface RxEpoch {
-  readonly epoch: number;
-  readonly setSize: number;
-}
-
 interface PendingPromote {
   cmdId: number;
   force: boolean;
@@ -239,7 +256,7 @@ export interface EngineState {
   nextSeq: number;
   nextId: number;
   readonly ios: Map<number, Io>;
-  readonly timers: Map<number, { peer: number; kind: 'resync' }>;
+  readonly timers: Map<number, { peer: number; kind: 'resync' | 'epochFlush' }>;
   readonly peers: Map<number, Peer>;
   readonly writes: Map<number, WriteReq>;
   readonly flushes: Map<number, FlushReq>;
@@ -342,6 +359,10 @@ function newPeer(id: number, name: string): Peer {
     rxCount: 0,
     rxFlushing: [],
     rxUnflushed: [],
+    rxEpochFlush: false,
+    rxFlushDue: false,
+    rxFlushTimer: null,
+    flushAskedEpoch: 0,
     rxNoAck: false,
     rxQueue: [],
     rs: null,
@@ -714,17 +735,22 @@ function startFlush(s: EngineState, reqId: number): void {
   }
   for (const p of s.peers.values()) {
     if (!replicatesTo(s, p)) continue;
-    const e = closeEpochNow(s, p);
+    const e = closeEpochNow(s, p, true);
     f.barriers.set(p.id, e);
   }
   s.flushes.set(reqId, f);
   maybeCompleteFlush(s, f);
 }
 
-/** Sends the barrier that closes the peer's current epoch; returns that epoch's number. */
-function closeEpochNow(s: EngineState, p: Peer): number {
+/**
+ * Sends the barrier that closes the peer's current epoch; returns that epoch's number. With
+ * `flush`, the peer flushes (and acknowledges) it and every epoch before it at once; without,
+ * it may wait up to RX_EPOCH_FLUSH_DELAY_MS: only the transfer log waits for those acks.
+ */
+function closeEpochNow(s: EngineState, p: Peer, flush = false): number {
   const e = p.epoch;
-  send(s, p, 'data', { kind: 'Barrier', epoch: e });
+  send(s, p, 'data', { kind: 'Barrier', epoch: e, flush });
+  if (flush) p.flushAskedEpoch = e;
   p.epochSizes.set(e, p.epochWrites);
   p.epoch++;
   p.epochWrites = 0;
@@ -788,6 +814,11 @@ function startWrite(
   const range = blockRangeOf(req.offsetBytes, lengthBytes);
   if (!alReady(s, range)) {
     s.queued.push(req);
+    // Extents are held by writes the peers have not acknowledged yet: ask for those acks now.
+    for (const p of s.peers.values()) {
+      if (!replicatesTo(s, p) || p.tl.size === 0) continue;
+      if (p.flushAskedEpoch < p.epoch - 1 || p.epochWrites > 0) closeEpochNow(s, p, true);
+    }
     return;
   }
   // With two Primaries a peer write may be landing here: order behind it.
@@ -1497,6 +1528,7 @@ function onEstablished(s: EngineState, peerId: number): void {
   p.epochWrites = 0;
   p.closeEpoch = false;
   p.epochSizes.clear();
+  p.flushAskedEpoch = 0;
   p.rxEpoch = 1;
   p.rxNoAck = false;
   p.rxLastSeq = 0;
@@ -1558,14 +1590,24 @@ function onHandshake(s: EngineState, p: Peer, h: HandshakePacket): void {
     });
     return goStandAlone(s, p);
   }
+  const diskless =
+    !hasDisk(s) || h.disk === 'Diskless' || h.disk === 'Failed' || h.disk === 'Attaching';
   if (
+    diskless &&
     s.role === 'Primary' &&
     h.role === 'Primary' &&
     !(s.cfg.allowTwoPrimaries && h.allowTwoPrimaries)
   ) {
-    // Both Primary without two-primaries: only a split brain can explain it.
+    // Both Primary without two-primaries: only a split brain can explain it. With two disks
+    // the UUID rules see it (after-sb-2pri); a Diskless side has no UUIDs to compare, so the
+    // connection is refused until one of them is demoted.
+    emit(s, {
+      type: 'note',
+      note: { kind: 'handshake', peer: p.id, rule: 'two-primaries', decision: 'disconnect' },
+    });
+    return goStandAlone(s, p);
   }
-  if (!hasDisk(s) || h.disk === 'Diskless' || h.disk === 'Failed' || h.disk === 'Attaching') {
+  if (diskless) {
     emit(s, {
       type: 'note',
       note: { kind: 'handshake', peer: p.id, rule: 'diskless', decision: 'no-sync' },
@@ -1585,12 +1627,32 @@ function onHandshake(s: EngineState, p: Peer, h: HandshakePacket): void {
   };
   const v = handshakeVerdict(s.cfg, myView(s, p), peerView);
   let result = v.result;
-  // Equal generations but one side never finished a sync: the consistent side is the source.
-  if (result === 0 && s.disk === 'Inconsistent' && h.disk !== 'Inconsistent') result = -1;
-  if (result === 0 && h.disk === 'Inconsistent' && s.disk !== 'Inconsistent') result = 1;
+  // One side never finished a sync: the consistent side is the source whatever the UUIDs say
+  // (DRBD's "sync source/target due to disk states"), full if they called for a full sync or
+  // an unresolvable split brain. A SyncTarget that lost its last metadata write (a crash after
+  // the source finished) leaves each side's current UUID in the other's history: by UUIDs
+  // alone both would be SyncTarget, and both would stay Inconsistent.
+  const iAmInconsistent = s.disk === 'Inconsistent';
+  if (iAmInconsistent !== (h.disk === 'Inconsistent') && result !== -1000) {
+    const full = result === 2 || result === -2 || result === -100;
+    result = iAmInconsistent ? (full ? -2 : -1) : full ? 2 : 1;
+  }
+  const mine = bm(s, p.id).weight;
+  // Equal generations, one disk Outdated: it missed writes of this generation (it was detached,
+  // or attached after being away), so the UpToDate side is the source of whatever either side
+  // marked, a crashed Primary's activity log included; with nothing marked the Outdated side
+  // just adopts UpToDate (case 0). Found by the simulator (seed 13163): a Primary's disk failed,
+  // the peer's new generation for it was lost in a crash, and the detached disk, still flagged
+  // crashed-primary, became the SyncSource of its stale activity log.
+  const disks = [s.disk, h.disk];
+  if (
+    (s.current & ~1n) === (h.currentUuid & ~1n) &&
+    disks.includes('Outdated') &&
+    disks.includes('UpToDate')
+  )
+    result = mine > 0 || h.bitmapWeight > 0 ? (s.disk === 'UpToDate' ? 1 : -1) : 0;
   // Equal generations with marked blocks: writes that were never barrier-acked (e.g. a demoted
   // Primary lost the link before its last epoch was acknowledged). Resync exactly those.
-  const mine = bm(s, p.id).weight;
   if (
     result === 0 &&
     (mine > 0 || h.bitmapWeight > 0) &&
@@ -1792,6 +1854,8 @@ function onClosed(s: EngineState, peerId: number, byNetwork: boolean): void {
   p.rxDraining = false;
   p.rxFlushing.length = 0;
   p.rxUnflushed.length = 0;
+  p.rxFlushDue = false;
+  cancelRxFlushTimer(s, p);
   p.rxInflight = 0;
   p.rxCount = 0;
   setPeerRole(s, p, 'Unknown');
@@ -1991,6 +2055,7 @@ function pumpRx(s: EngineState, p: Peer): void {
     if (pk.kind === 'Barrier') {
       p.rxDraining = true;
       p.rxEpoch = pk.epoch;
+      p.rxEpochFlush = pk.flush;
       maybeFinishRxEpoch(s, p);
     } else if (pk.kind === 'Data') {
       startPeerWrite(s, p, pk);
@@ -2128,12 +2193,13 @@ function maybeFinishRxEpoch(s: EngineState, p: Peer): void {
   p.rxCount = 0;
   p.rxDraining = false;
   if (!p.rxNoAck) {
-    const flushes = hasDisk(s) && s.cfg.diskFlushes !== false;
+    const flushes = hasDisk(s) && flushesEpochs(s);
     // BarrierAcks leave in epoch order: one waiting for a flush holds back later ones.
     if (!flushes && p.rxFlushing.length === 0 && p.rxUnflushed.length === 0)
       send(s, p, 'control', { kind: 'BarrierAck', epoch: e.epoch, setSize: e.setSize });
     else {
       p.rxUnflushed.push(e);
+      if (p.rxEpochFlush || unflushedWrites(p) >= RX_UNFLUSHED_WRITES_MAX) p.rxFlushDue = true;
       flushRxEpochs(s, p);
     }
   }
@@ -2144,18 +2210,46 @@ function maybeFinishRxEpoch(s: EngineState, p: Peer): void {
   pumpRx(s, p);
 }
 
-/** Starts one flush for every drained epoch not yet covered, unless one is in flight. */
+function flushesEpochs(s: EngineState): boolean {
+  return s.cfg.diskFlushes !== false && s.cfg.plantedBug !== 'barrier-ack-before-flush';
+}
+
+/**
+ * Flushes the drained epochs once a flush is due, one flush for all of them (group commit),
+ * never two at once; until then a timer bounds how long they wait (RX_EPOCH_FLUSH_DELAY_MS).
+ * Flushing every epoch at once cost a flush per QD1 write, and the next write waited for it
+ * in the kernel (the filesystem serializes a write behind a running fdatasync).
+ */
 function flushRxEpochs(s: EngineState, p: Peer): void {
   if (p.rxFlushing.length > 0 || p.rxUnflushed.length === 0) return;
-  if (!hasDisk(s) || s.cfg.diskFlushes === false) {
+  if (!hasDisk(s) || !flushesEpochs(s)) {
     // The disk went away or flushes were turned off with epochs waiting: nothing to flush.
     for (const e of p.rxUnflushed.splice(0))
       send(s, p, 'control', { kind: 'BarrierAck', epoch: e.epoch, setSize: e.setSize });
+    p.rxFlushDue = false;
     return;
   }
+  if (!p.rxFlushDue) {
+    if (p.rxFlushTimer === null) {
+      const timerId = s.nextTimer++;
+      s.timers.set(timerId, { peer: p.id, kind: 'epochFlush' });
+      p.rxFlushTimer = timerId;
+      emit(s, { type: 'setTimer', timerId, afterMs: RX_EPOCH_FLUSH_DELAY_MS });
+    }
+    return;
+  }
+  cancelRxFlushTimer(s, p);
+  p.rxFlushDue = false;
   p.rxFlushing.push(...p.rxUnflushed.splice(0));
-  // Issued after those epochs drained, so it covers every write of theirs (group commit).
+  // Issued after those epochs drained, so it covers every write of theirs.
   emit(s, { type: 'diskFlush', ioId: io(s, { kind: 'epochFlush', peer: p.id, inc: p.inc }) });
+}
+
+function cancelRxFlushTimer(s: EngineState, p: Peer): void {
+  if (p.rxFlushTimer === null) return;
+  s.timers.delete(p.rxFlushTimer);
+  emit(s, { type: 'cancelTimer', timerId: p.rxFlushTimer });
+  p.rxFlushTimer = null;
 }
 
 function onBarrierAck(s: EngineState, p: Peer, epoch: number, setSize: number): void {
@@ -2196,6 +2290,15 @@ function onBarrierAck(s: EngineState, p: Peer, epoch: number, setSize: number): 
 function onTimer(s: EngineState, timerId: number): void {
   const t = s.timers.get(timerId);
   if (t === undefined) return;
+  if (t.kind === 'epochFlush') {
+    s.timers.delete(timerId);
+    const q = s.peers.get(t.peer);
+    if (q === undefined || q.rxFlushTimer !== timerId) return;
+    q.rxFlushTimer = null;
+    q.rxFlushDue = true;
+    flushRxEpochs(s, q);
+    return;
+  }
   const p = s.peers.get(t.peer);
   if (p === undefined || p.rs === null || p.rs.timerId !== timerId) return;
   resyncTick(s, p);
@@ -2607,7 +2710,8 @@ function decideResize(s: EngineState, op: ResizeOp): void {
   }
   if (target === current) {
     s.resize = null;
-    return reply(s, op.cmdId, true, `already ${current} bytes; nothing to grow`);
+    const why = op.smallest === 'this node' ? '' : ` (${op.smallest} has no room for more)`;
+    return reply(s, op.cmdId, true, `already ${current} bytes; nothing to grow${why}`);
   }
   op.targetBytes = target;
   if (op.peers.length === 0) return growLocal(s, op);

@@ -29,7 +29,11 @@ export type AfterSb1Pri = 'disconnect' | 'consensus' | 'violently-as0p' | 'disca
 export type AfterSb2Pri = 'disconnect' | 'violently-as0p';
 
 /** Deliberately wrong variants the simulator must catch (test-only; never set in production). */
-export type PlantedBug = 'no-bit-while-disconnected' | 'resync-overwrites-newer' | 'early-ack';
+export type PlantedBug =
+  | 'no-bit-while-disconnected'
+  | 'resync-overwrites-newer'
+  | 'early-ack'
+  | 'barrier-ack-before-flush';
 
 export interface ResyncRateOptions {
   /** Fixed resync rate used when cPlanAheadTenths is 0. @default 250 KiB/s (DRBD) */
@@ -378,7 +382,12 @@ export type Packet =
       /** Highest Data seq the sender had received from us when it wrote this (two Primaries). */
       readonly peerSeq: number;
     }
-  | { readonly kind: 'Barrier'; readonly epoch: number }
+  | {
+      readonly kind: 'Barrier';
+      readonly epoch: number;
+      /** Someone waits for this epoch's BarrierAck (a client FLUSH, the AL): flush at once. */
+      readonly flush: boolean;
+    }
   | { readonly kind: 'BarrierAck'; readonly epoch: number; readonly setSize: number }
   | { readonly kind: 'RecvAck'; readonly seq: number }
   | { readonly kind: 'WriteAck'; readonly seq: number }

@@ -6,7 +6,7 @@ import { err, ok, type Result } from '../util/result.js';
 import { WIRE_BODY_BYTES_MAX, UUID_HISTORY_MAX, WIRE_RANGES_MAX } from '../limits.js';
 
 export const WIRE_MAGIC = 0x54_4e_44_4d; // "TNDM"
-export const WIRE_VERSION = 1;
+export const WIRE_VERSION = 2;
 export const WIRE_HEADER_BYTES = 12;
 
 type FieldType =
@@ -74,7 +74,10 @@ const SCHEMA: Readonly<Record<PacketKind, readonly (readonly [string, FieldType]
     ['peerSeq', 'num'],
     ['data', 'bytes'],
   ],
-  Barrier: [['epoch', 'num']],
+  Barrier: [
+    ['epoch', 'num'],
+    ['flush', 'bool'],
+  ],
   BarrierAck: [
     ['epoch', 'num'],
     ['setSize', 'num'],

@@ -1,7 +1,7 @@
 // Opens a resource's backing devices: the data disk and, for external metadata, the meta disk.
 // Internal metadata lives at the end of the data disk, so the data region is a slice before it.
 import { InvalidRequestError } from '../util/errors.js';
-import { openFileStore, type FileStore } from './file.js';
+import { openFileStore, type FileStore, type FileStoreOptions } from './file.js';
 import type { MetaPlacement } from './metadata/store.js';
 
 export type MetaDiskSpec =
@@ -53,7 +53,7 @@ export interface BackingDevices {
 export async function openBackingDevices(
   diskPath: string,
   metaDisk: MetaDiskSpec,
-  opts: { readonly readOnly?: boolean } = {},
+  opts: Pick<FileStoreOptions, 'readOnly' | 'inlineWriteMaxBytes' | 'clock'> = {},
 ): Promise<BackingDevices> {
   const disk = await openFileStore(diskPath, opts);
   if (metaDisk.kind === 'internal') {

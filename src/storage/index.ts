@@ -45,6 +45,7 @@ export {
 export {
   MetadataStore,
   extentsOf,
+  internalMoveFits,
   superblockOffset,
   type CreateOptions,
   type OpenOptions,

@@ -113,6 +113,15 @@ test('a new resource comes up; a removed one keeps running with a warning', () =
   );
 });
 
+test('a configured resource that is down is brought up', () => {
+  const running = new Map(plans(res('r0')).map((p) => [p.name, p]));
+  const steps = planAdjust(running, plans(res('r0')), 'all', new Set(['r0'])).steps;
+  assert.deepEqual(
+    steps.map((s) => [s.kind, s.resource]),
+    [['up', 'r0']],
+  );
+});
+
 test('storage, export and peers do not change under a running resource', () => {
   const before = res('r0');
   const after = before.replace('disk /tmp/r0-a', 'disk /tmp/other').replace('20001', '20009');

@@ -1,13 +1,15 @@
 // `tandem resize` with real daemons: both backing files grow, resize on the Primary grows the
 // device on both nodes, new NBD clients see the new size, the new area is resynced and both
 // data regions end byte-identical. Pins the refusals too (a peer that is not connected, a
-// shrink, a size the peer cannot hold, internal metadata), each with exit code 1 and a hint.
+// shrink, a size the peer cannot hold), each with exit code 1 and a hint. Internal metadata
+// moves to the new end of the backing file (drbdmeta, DRBD's own tool, finds it there).
 // Fails if the new area is not resynced (alice's garbage there would stay on alice only).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { open, truncate } from 'node:fs/promises';
 import type { LocalCluster } from '../../src/cli/local-cluster.js';
+import { drbdmeta, parseDump } from '../support/drbdmeta.js';
 import { requirePeers } from '../support/peers.js';
 import { runOk } from '../nbd/support/exec.js';
 import {
@@ -121,16 +123,41 @@ test('resize grows both nodes, resyncs the new area, and new NBD clients see the
   });
 });
 
-test('resize refuses internal metadata and says what to do', async () => {
+test('internal metadata moves to the new end; drbdmeta finds it there', async (t) => {
+  const oracle = requirePeers(t, 'drbd-utils', 'drbdmeta');
   await withPair({ diskBytes: DISK_BYTES }, async (c) => {
     await skipInitialSync(c, 'alice');
+    const before = (await status(c, 'alice')).sizeBytes;
     const alice = c.node('alice');
+    const bob = c.node('bob');
+    // A growth smaller than the metadata cannot be used: the new place would overlap the old.
+    await grow(alice.diskPath, DISK_BYTES + 4096);
+    await grow(bob.diskPath, DISK_BYTES + 4096);
+    assert.match(await c.tandem('alice', 'resize', c.resource), /nothing to grow/);
     await grow(alice.diskPath, 2 * DISK_BYTES);
-    const msg = await refused(c, 'alice', 'resize', c.resource);
-    assert.match(msg, /exited 1: .*its metadata is internal/);
-    assert.match(msg, new RegExp(`truncate it back to ${DISK_BYTES} bytes`));
-    await truncate(alice.diskPath, DISK_BYTES);
-    // Nothing changed: the resource still runs at its size.
-    assert.equal((await status(c, 'alice')).sizeBytes < DISK_BYTES, true);
+    await grow(bob.diskPath, 2 * DISK_BYTES);
+    const out = await c.tandem('alice', 'resize', c.resource);
+    assert.match(out, new RegExp(`grown from ${before} to \\d+ bytes`));
+    await waitInSync(c, 'alice');
+    await waitInSync(c, 'bob');
+    const size = (await status(c, 'alice')).sizeBytes;
+    assert.ok(size > 2 * DISK_BYTES - MIB && size < 2 * DISK_BYTES, `new size ${size}`);
+    assert.equal((await status(c, 'bob')).sizeBytes, size);
+    assert.equal(
+      await fileSha(bob.diskPath, size),
+      await fileSha(alice.diskPath, size),
+      'both data regions are byte-identical over the new size',
+    );
+    // Down and up: the metadata is found at the new end of the file, with the new size.
+    await c.tandem('alice', 'secondary', c.resource);
+    await c.tandem('alice', 'down', c.resource);
+    if (oracle) {
+      const d = parseDump(await drbdmeta(alice.diskPath, 'internal', 'dump-md'));
+      assert.equal(d.laSizeSect * 512, size, "drbdmeta reads la-size at the file's new end");
+    }
+    await c.tandem('alice', 'up', c.resource);
+    await waitConnected(c, 'alice');
+    assert.equal((await status(c, 'alice')).sizeBytes, size);
+    await waitInSync(c, 'alice');
   });
 });

@@ -5,13 +5,16 @@
 // side and, silently, on the peer's side) and restores it. fio sees no error, each cut is a
 // failover and each restore a failback (status counters fed by the session's path events), no
 // resync happens and both disks end identical. The completion-latency stall around each switch
-// is measured from fio's latency log and printed (docs/TRANSPORTS.md records it).
+// is measured from fio's latency log (epoch times) against the switch times of the daemon's
+// events stream and printed (docs/TRANSPORTS.md records it).
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
-import type { LocalCluster } from '../../src/cli/local-cluster.js';
+import { createInterface } from 'node:readline';
+import { CLI_JS, type LocalCluster } from '../../src/cli/local-cluster.js';
+import type { TandemEvent } from '../../src/daemon/control-protocol.js';
 import { NetnsPair, requireRoot } from '../support/netns.js';
 import { peerEnv, requirePeers } from '../support/peers.js';
 import {
@@ -31,13 +34,12 @@ const FIO_REGION = 32 * MIB;
 const PING_TIMEOUT_MS = 500;
 
 interface Fio {
-  /** ms (performance.now()) when fio was started; its log times count from about then. */
-  readonly startMs: number;
   /** Stops fio (SIGINT: it ends its jobs and prints its report) and returns the job's result. */
   stop(): Promise<{ error: number; writes: number; verifyReads: number; stderr: string }>;
 }
 
-function startFio(dir: string, uri: string): Fio {
+/** fio inside `netns` (the Primary's namespace, where its NBD export is), in `dir`. */
+function startFio(dir: string, uri: string, netns: string): Fio {
   const args = [
     '--name=load',
     '--ioengine=nbd',
@@ -53,17 +55,21 @@ function startFio(dir: string, uri: string): Fio {
     '--verify_backlog=512',
     '--write_lat_log=lat',
     '--log_offset=0',
+    // Log times in Unix epoch ms, comparable with Date.now() at the cuts and events.
+    '--log_unix_epoch=1',
     '--output-format=json',
   ];
-  const p = spawn('fio', args, { cwd: dir, env: peerEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
-  const startMs = performance.now();
+  const p = spawn('ip', ['netns', 'exec', netns, 'fio', ...args], {
+    cwd: dir,
+    env: peerEnv(),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let out = '';
   let err = '';
   p.stdout.on('data', (c: Buffer) => (out += c.toString()));
   p.stderr.on('data', (c: Buffer) => (err += c.toString()));
   const closed = new Promise<void>((r) => p.on('close', () => r()));
   return {
-    startMs,
     async stop() {
       if (p.exitCode === null) p.kill('SIGINT');
       await closed;
@@ -85,27 +91,158 @@ function startFio(dir: string, uri: string): Fio {
   };
 }
 
-/** Longest write completion latency (ms) logged in [fromMs, toMs) of fio time. */
-async function maxLatency(dir: string, windows: readonly [number, number][]): Promise<number[]> {
+/** Write completions from fio's latency log: issue and completion time (epoch ms). */
+async function writes(dir: string): Promise<{ issuedMs: number; doneMs: number }[]> {
   const text = await readFile(join(dir, 'lat_clat.1.log'), 'utf8');
-  const max = windows.map(() => 0);
+  const out: { issuedMs: number; doneMs: number }[] = [];
   for (const line of text.split('\n')) {
-    const [t, ns, dir] = line.split(',').map((x) => Number(x.trim()));
-    if (t === undefined || ns === undefined || dir !== 1) continue;
-    windows.forEach(([a, b], i) => {
-      if (t >= a && t < b) max[i] = Math.max(max[i]!, ns / 1e6);
-    });
+    const [doneMs, ns, dir] = line.split(',').map((x) => Number(x.trim()));
+    if (doneMs === undefined || ns === undefined || dir !== 1) continue;
+    out.push({ issuedMs: doneMs - ns / 1e6, doneMs });
   }
-  return max;
+  return out;
 }
 
-async function onPath(c: LocalCluster, prefix: string, timeoutMs = 20_000): Promise<void> {
-  await waitUntil(
-    async () => (await peerStatus(c, 'alice')).activePath.includes(`:${prefix}.`),
-    `alice: session on ${prefix}.0/24`,
-    timeoutMs,
-  );
+/**
+ * Failover stall: the longest latency of the writes in flight at some time between the cut and
+ * the switch (their whole latency: the cut is what stopped them).
+ */
+function failoverStall(
+  ws: readonly { issuedMs: number; doneMs: number }[],
+  cutMs: number,
+  switchMs: number,
+): number {
+  let m = 0;
+  for (const w of ws)
+    if (w.issuedMs <= switchMs && w.doneMs >= cutMs) m = Math.max(m, w.doneMs - w.issuedMs);
+  return m;
 }
+
+/**
+ * Failback stall: how long writes in flight at the switch, or issued within 100 ms after it,
+ * stayed pending after it. Time a write spent waiting before the switch (a loss on the lossy
+ * Ethernet path) is not the failback's.
+ */
+function failbackStall(
+  ws: readonly { issuedMs: number; doneMs: number }[],
+  switchMs: number,
+): number {
+  let m = 0;
+  for (const w of ws) {
+    if (w.doneMs < switchMs || w.issuedMs > switchMs + 100) continue;
+    m = Math.max(m, w.doneMs - Math.max(w.issuedMs, switchMs));
+  }
+  return m;
+}
+
+/**
+ * Time each switch is left alone before the next change, so the writes a failover stalled have
+ * completed before the failback is measured, and the failback's before the next cut. This is a
+ * spacing of the measurement, not a wait for a condition.
+ */
+const DWELL_MS = 200;
+const dwell = (): Promise<void> => new Promise((r) => setTimeout(r, DWELL_MS));
+
+/**
+ * A node's `tandem events --json`, kept running for the whole test: each event with the time it
+ * reached us. One long-lived stream instead of polling `status` (a CLI process per poll), which
+ * loaded the 2-core machine enough to show in the stalls being measured.
+ */
+class EventStream {
+  private readonly seen: { atMs: number; e: TandemEvent }[] = [];
+  /** Epoch ms minus the daemon's clock, at its smallest (the least delayed event). */
+  private offsetMs = Infinity;
+  private readonly waiters = new Set<() => void>();
+  private readonly child;
+
+  constructor(c: LocalCluster, node: string) {
+    const n = c.node(node);
+    this.child = spawn(
+      process.execPath,
+      [
+        CLI_JS,
+        '-c',
+        c.configPath,
+        '-n',
+        node,
+        '--control',
+        n.controlPath,
+        'events',
+        '--json',
+        '--now',
+      ],
+      { stdio: ['ignore', 'pipe', 'ignore'] },
+    );
+    createInterface({ input: this.child.stdout }).on('line', (line) => {
+      try {
+        const e = JSON.parse(line) as TandemEvent;
+        const atMs = Date.now();
+        this.offsetMs = Math.min(this.offsetMs, atMs - e.timeMs);
+        this.seen.push({ atMs, e });
+      } catch {
+        return;
+      }
+      for (const w of [...this.waiters]) w();
+    });
+  }
+
+  /** Resolves once the stream is live (the daemon sent its snapshot of the current state). */
+  ready(): Promise<number> {
+    return this.wait((e) => e.kind === 'exists', 'events snapshot', 0);
+  }
+
+  /** Events from index `from` on. */
+  since(from: number): readonly TandemEvent[] {
+    return this.seen.slice(from).map((x) => x.e);
+  }
+
+  get length(): number {
+    return this.seen.length;
+  }
+
+  /**
+   * The first event from index `from` on that matches; resolves with when it happened (epoch
+   * ms: the daemon's time of the event, mapped with the least delay seen over the pipe).
+   */
+  wait(
+    pred: (e: TandemEvent) => boolean,
+    what: string,
+    from: number,
+    timeoutMs = 20_000,
+  ): Promise<number> {
+    return new Promise((resolve, reject) => {
+      const check = (): boolean => {
+        const hit = this.seen.slice(from).find((x) => pred(x.e));
+        if (hit === undefined) return false;
+        done();
+        resolve(hit.e.timeMs + this.offsetMs);
+        return true;
+      };
+      const timer = setTimeout(() => {
+        done();
+        reject(new Error(`${what}: no event within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const done = (): void => {
+        clearTimeout(timer);
+        this.waiters.delete(check);
+      };
+      this.waiters.add(check);
+      check();
+    });
+  }
+
+  stop(): void {
+    this.child.kill();
+  }
+}
+
+/** A session path change (failover, failback) onto a path of `prefix`.0/24. */
+const switched =
+  (change: 'failover' | 'failback', prefix: string) =>
+  (e: TandemEvent): boolean =>
+    e.object === 'path' &&
+    e.props['change'] === change &&
+    String(e.props['peer']).startsWith(`${prefix}.`);
 
 interface Scenario {
   readonly cycles: number;
@@ -144,27 +281,45 @@ async function cutsUnderFio(t: TestContext, sc: Scenario): Promise<void> {
       await skipInitialSync(c, 'alice');
       const before = await peerStatus(c, 'alice');
       if (sc.lossPercent !== undefined) ns.setLoss('ethernet', sc.lossPercent);
-      const fio = startFio(c.dir, c.node('alice').nbdUri);
+      const events = new EventStream(c, 'alice');
+      await events.ready();
+      const first = events.length;
+      const fio = startFio(c.dir, c.node('alice').nbdUri, ns.nsA);
+      await waitUntil(
+        async () => (await peerStatus(c, 'alice')).sentBytes > before.sentBytes + MIB,
+        'fio writing',
+      );
       const failovers: [number, number][] = [];
-      const failbacks: [number, number][] = [];
-      const fioMs = (): number => performance.now() - fio.startMs;
+      const failbacks: number[] = [];
       try {
         for (let i = 0; i < sc.cycles; i++) {
           const side = i % 2 === 0 ? 'a' : 'b';
-          const cut = fioMs();
+          let mark = events.length;
+          const cut = Date.now();
           ns.setLink('interconnect', side, false);
-          await onPath(c, '198.51.100');
-          failovers.push([cut, fioMs() + 200]);
-          const heal = fioMs();
+          const fo = await events.wait(switched('failover', '198.51.100'), `cut ${i}`, mark);
+          failovers.push([cut, fo]);
+          await dwell();
+          mark = events.length;
+
           ns.setLink('interconnect', side, true);
-          await onPath(c, '203.0.113');
-          failbacks.push([heal, fioMs() + 200]);
+          failbacks.push(await events.wait(switched('failback', '203.0.113'), `heal ${i}`, mark));
+          await dwell();
         }
       } finally {
+        events.stop();
         const r = await fio.stop();
         assert.equal(r.error, 0, `fio reported an error:\n${r.stderr}`);
         assert.doesNotMatch(r.stderr, /verify|bad magic|error/i, 'fio stderr is clean');
         assert.ok(r.writes > 0 && r.verifyReads > 0, `fio wrote and verified (${r.writes})`);
+      }
+      // Through every cut the connection stayed up, replication Established, the bitmap empty.
+      for (const e of events.since(first)) {
+        if (e.object === 'connection')
+          assert.equal(e.props['connection'], 'Connected', 'connected');
+        if (e.object !== 'peer-device') continue;
+        assert.equal(e.props['replication'], 'Established', `no resync: ${JSON.stringify(e)}`);
+        assert.equal(e.props['out-of-sync'], 0, `nothing out of sync: ${JSON.stringify(e)}`);
       }
       const after = await peerStatus(c, 'alice');
       assert.equal(after.connection, 'Connected');
@@ -179,13 +334,19 @@ async function cutsUnderFio(t: TestContext, sc: Scenario): Promise<void> {
         await fileSha(c.node('alice').diskPath, size),
         'both data regions are identical',
       );
-      const fo = await maxLatency(c.dir, failovers);
-      const fb = await maxLatency(c.dir, failbacks);
+      const ws = await writes(c.dir);
+      const fo = failovers.map(([cut, at]) => failoverStall(ws, cut, at));
+      const fb = failbacks.map((at) => failbackStall(ws, at));
+      const lat = ws.map((w) => w.doneMs - w.issuedMs).sort((a, b) => a - b);
+      const pct = (q: number): string => (lat[Math.floor(q * (lat.length - 1))] ?? 0).toFixed(0);
       const fmt = (xs: number[]): string =>
         `max ${Math.max(...xs).toFixed(0)} ms, median ${[...xs].sort((a, b) => a - b)[xs.length >> 1]!.toFixed(0)} ms`;
       t.diagnostic(
         `${sc.cycles} cycles${sc.lossPercent ? `, ${sc.lossPercent}% loss on ethernet` : ''}: ` +
-          `failover stall ${fmt(fo)}; failback stall ${fmt(fb)} (ping-timeout ${PING_TIMEOUT_MS} ms)`,
+          `failover stall ${fmt(fo)}; failback stall ${fmt(fb)} (ping-timeout ${PING_TIMEOUT_MS} ms); ` +
+          `all ${lat.length} writes: median ${pct(0.5)} ms, p99 ${pct(0.99)} ms; ` +
+          `per cycle (ms): failover ${fo.map((x) => x.toFixed(0)).join(' ')}; ` +
+          `failback ${fb.map((x) => x.toFixed(0)).join(' ')}`,
       );
     }),
   );
@@ -214,7 +375,7 @@ test('both paths cut: the session ends, writes go on, a bitmap resync follows', 
         'alice: disconnected after both paths were cut',
         30_000,
       );
-      const fio = startFio(c.dir, c.node('alice').nbdUri);
+      const fio = startFio(c.dir, c.node('alice').nbdUri, ns.nsA);
       await waitUntil(
         async () => (await peerStatus(c, 'alice')).outOfSyncBytes >= MIB,
         'alice: writes while disconnected marked out of sync',

@@ -211,17 +211,21 @@ test('ko-count: a peer that stops taking DATA ends the session although heartbea
 
 test('ko-count: a stall while no path is left is judged by the no-path timeout', async () => {
   const w = new World();
-  // koCount 1: a single stalled interval would end the session if the pause counted as a ko;
-  // detection (up to 1.9 s) plus the pause (about 0.7 s) hold a whole ko interval.
+  // koCount 1: a single stalled interval would end the session if the pause counted as a ko.
+  // The cut comes just before the ko check at about 1 s; detection (the active path after half
+  // a ping-timeout, then the standby, now active, at once) and the pause to the redial after the
+  // restore span the whole interval up to the check at about 2 s, which finds no path.
   const opts = { ...OPTS, pingTimeoutMs: 1_500, timeoutMs: 1_000, koCount: 1 };
+  const t0 = w.clock.nowMs();
   const { a, b } = await w.open(opts);
   const pa = new Probe(a, w.clock);
   const pb = new Probe(b, w.clock);
   const s = new Sender(a, 'data');
-  await stream(w, [s], 50);
+  while (w.clock.nowMs() < t0 + 950) await stream(w, [s], 2);
   w.faults.cut('fast');
   w.faults.cut('eth');
-  await stream(w, [s], 2_300);
+  await stream(w, [s], 1_300);
+  assert.ok(a.paths().length === 0, 'no path left before the restore');
   w.faults.restore('eth');
   await stream(w, [s], 1_500);
   assert.equal(pa.closed, null, `session closed: ${pa.closed?.error?.message ?? ''}`);
@@ -245,5 +249,36 @@ test('configure(): heartbeats and path failure follow a new ping-timeout', async
   await w.until(() => pa.changes('failover').length > 0, 2_000, 'failover');
   const detectMs = w.clock.nowMs() - cutAt;
   assert.ok(detectMs <= 200 + 100, `failover ${detectMs} ms after the cut`);
+  await w.close();
+});
+
+test('failback does not wait for the old path: what it still carries goes again on the new one', async () => {
+  // 20 ms one-way latency, so messages are in flight on eth when the failback happens; eth then
+  // goes silent, and only a failback that resends them on the healed path delivers them in time.
+  const w = new World(20);
+  const { a, b } = await w.open(OPTS);
+  const pa = new Probe(a, w.clock);
+  const pb = new Probe(b, w.clock);
+  const s = new Sender(a, 'data');
+  w.faults.reset('fast');
+  await stream(w, [s], 300);
+  assert.equal(pa.changes('failover').length, 1);
+  w.faults.restore('fast');
+  // The moment fast has joined again, eth goes silent with messages in flight.
+  while (!a.paths().some((p) => p.spec.peer.address === 'fast')) {
+    assert.ok(w.clock.nowMs() < 10_000, 'fast never joined again');
+    await stream(w, [s], 1);
+  }
+  w.faults.cut('eth');
+  assert.equal(pa.changes('failback').length, 1, 'failed back as fast joined');
+  const sentBefore = s.next;
+  assert.ok(pb.got.data.length < sentBefore, 'messages in flight on eth');
+  const at = w.clock.nowMs();
+  await w.until(() => pb.got.data.length >= sentBefore, 1_000, 'delivery of what eth carried');
+  const ms = w.clock.nowMs() - at;
+  assert.ok(ms < OPTS.pingTimeoutMs / 2, `delivered ${ms} ms after the failback`);
+  await stream(w, [s], 400);
+  await w.run(100);
+  assertExactlyOnceInOrder(pb.got.data, s.next, 'a→b');
   await w.close();
 });

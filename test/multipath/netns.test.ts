@@ -158,6 +158,22 @@ function maxGap(rx: Peer, from: number, to: number): number {
   return m;
 }
 
+/**
+ * The failback's own stall: how long after the switch (the sender's event) deliveries stayed
+ * stopped, for gaps that end within `windowMs` of it. A gap that began before the switch (a loss
+ * on the old path) counts only from the switch on.
+ */
+function stallAfter(rx: Peer, atMs: number, windowMs: number): number {
+  let m = 0;
+  for (const l of rx.lines) {
+    if (l.ev !== 'gap' || l.t < atMs || l.t >= atMs + windowMs) continue;
+    m = Math.max(m, l.t - Math.max(atMs, l.t - (l['ms'] as number)));
+  }
+  return m;
+}
+
+const FAILBACK_WINDOW_MS = 150;
+
 async function cycles(ns: NetnsPair, rx: Peer, tx: Peer, n: number): Promise<Cycle[]> {
   const ic = ns.net('interconnect');
   const out: Cycle[] = [];
@@ -185,17 +201,25 @@ async function cycles(ns: NetnsPair, rx: Peer, tx: Peer, n: number): Promise<Cyc
   return out;
 }
 
+/**
+ * Per cycle: detection (cut to the sender's failover event), the failover stall (longest gap
+ * between the cut and the restore), the failback stall (see stallAfter) and,
+ * as the machine's noise floor, the longest gap in the quiet time after it on the interconnect.
+ */
 function summarize(rx: Peer, cs: readonly Cycle[]): string {
   const rows = cs.map((c, i) => {
     const next = cs[i + 1]?.cutAt ?? Date.now();
+    const fbTo = c.failbackAt + FAILBACK_WINDOW_MS;
     return {
       side: c.side,
       detectMs: c.failoverAt - c.cutAt,
       failoverStallMs: maxGap(rx, c.cutAt, c.restoreAt),
-      failbackStallMs: maxGap(rx, c.restoreAt, next),
+      failbackStallMs: stallAfter(rx, c.failbackAt, FAILBACK_WINDOW_MS),
+      quietGapMs: maxGap(rx, fbTo, next),
     };
   });
-  const max = (k: 'detectMs' | 'failoverStallMs' | 'failbackStallMs', side?: 'a' | 'b'): number =>
+  type Key = 'detectMs' | 'failoverStallMs' | 'failbackStallMs' | 'quietGapMs';
+  const max = (k: Key, side?: 'a' | 'b'): number =>
     Math.max(0, ...rows.filter((r) => side === undefined || r.side === side).map((r) => r[k]));
   return JSON.stringify({
     cycles: rows.length,
@@ -205,6 +229,9 @@ function summarize(rx: Peer, cs: readonly Cycle[]): string {
     },
     peerCut: { maxDetectMs: max('detectMs', 'b'), maxFailoverStallMs: max('failoverStallMs', 'b') },
     maxFailbackStallMs: max('failbackStallMs'),
+    maxQuietGapMs: max('quietGapMs'),
+    failoverStallsMs: rows.map((r) => r.failoverStallMs),
+    failbackStallsMs: rows.map((r) => r.failbackStallMs),
   });
 }
 

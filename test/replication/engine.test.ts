@@ -61,56 +61,78 @@ test('flush completes after the peer flushed the epoch (barrier ack)', () => {
   assert.equal(p.b.disk.cache.size, 0, 'the peer flushed before acknowledging');
 });
 
-test('epochs: the peer starts no write of epoch n+1 before epoch n is written; its flush only holds the BarrierAck', () => {
+test('epochs: the peer starts no write of epoch n+1 before epoch n is written; epochs nobody waits for are flushed later', () => {
   const p = Pair.initialized({ protocol: 'A' });
+  const acks = (): number[] => p.b.sent.flatMap((x) => (x.kind === 'BarrierAck' ? [x.epoch] : []));
+  const before = acks().length;
+  const flushesBefore = p.b.flushIos;
   const w1 = p.write(p.a, 10, 1);
   p.completeIo(p.a); // w1 completes: its epoch closes, w2 depends on it
   assert.equal(done(p.a, w1), true);
   p.write(p.a, 11, 2);
   while (p.deliver(1, 'data'));
   assert.equal(p.b.pendingIo.length, 1, 'only w1 is issued on bravo');
-  const acks = (): number[] => p.b.sent.flatMap((x) => (x.kind === 'BarrierAck' ? [x.epoch] : []));
-  const before = acks().length;
-  p.completeIo(p.b); // w1 written: epoch 1 drained -> its flush, and w2 starts at once
-  assert.equal(p.b.pendingIo.length, 2, 'the epoch flush and w2');
-  assert.equal(acks().length, before, 'no BarrierAck before the flush is done');
-  p.completeIo(p.b); // the flush
+  p.completeIo(p.b); // w1 written: epoch 1 drained, w2 starts at once, no flush yet
+  assert.equal(p.b.pendingIo.length, 1, 'w2, and no flush');
+  assert.equal(p.b.flushIos, flushesBefore);
+  assert.equal(acks().length, before, 'no BarrierAck before a flush');
+  assert.equal(p.b.engine.timers.size, 1, 'a timer bounds how long epoch 1 waits');
+  p.completeIo(p.b); // w2
+  p.tick(); // the delay expires: one flush
+  assert.equal(p.b.flushIos - flushesBefore, 1);
+  p.completeIo(p.b);
   assert.deepEqual(acks().slice(before), [1]);
   assert.equal(p.b.disk.durable.get(10)?.[0], 1, 'epoch 1 is durable when it is acknowledged');
   p.settle();
   assert.equal(blockOf(p.b, 11), 2);
 });
 
+test('a client flush makes the peer flush at once, acknowledging every earlier epoch', () => {
+  const p = Pair.initialized({ protocol: 'A' });
+  const acks = (): number[] => p.b.sent.flatMap((x) => (x.kind === 'BarrierAck' ? [x.epoch] : []));
+  const before = acks().length;
+  const flushesBefore = p.b.flushIos;
+  for (let i = 0; i < 3; i++) {
+    p.write(p.a, 20 + i, i + 1);
+    p.completeIo(p.a); // completes: the epoch closes (nobody waits for its ack)
+  }
+  const f = p.request(p.a, { op: 'flush' });
+  p.completeIo(p.a); // the local flush
+  while (p.deliver(1, 'data'));
+  while (p.completeIo(p.b));
+  assert.equal(p.b.flushIos - flushesBefore, 1, 'one flush for all four epochs');
+  assert.deepEqual(acks().slice(before), [1, 2, 3, 4]);
+  for (let i = 0; i < 3; i++) assert.equal(p.b.disk.durable.get(20 + i)?.[0], i + 1);
+  assert.equal(done(p.a, f), false);
+  while (p.deliver(2, 'control'));
+  assert.equal(done(p.a, f), true);
+});
+
 test('epochs drained while a flush runs share the next flush; BarrierAcks stay in order', () => {
   const p = Pair.initialized({ protocol: 'A' });
   const acks = (): number[] => p.b.sent.flatMap((x) => (x.kind === 'BarrierAck' ? [x.epoch] : []));
-  const flushesBefore = p.b.flushIos;
   const before = acks().length;
-  for (let i = 0; i < 3; i++) {
-    p.write(p.a, 20 + i, i + 1);
-    p.completeIo(p.a); // completes: the epoch closes
-  }
-  p.write(p.a, 30, 9); // opens epoch 4, so the barrier of epoch 3 is on the wire too
-  while (p.deliver(1, 'data'));
-  const later = (): void => {
-    // The flush of epoch 1 is still running: let the next write finish first.
-    const f1 = p.b.pendingIo.shift();
-    assert.ok(f1 !== undefined);
-    p.b.pendingIo.push(f1);
-  };
-  p.completeIo(p.b); // epoch 1 drained: flush F1, and epoch 2's write starts
-  later();
-  p.completeIo(p.b); // epoch 2 drained while F1 runs: it waits for the next flush
-  later();
-  p.completeIo(p.b); // epoch 3 likewise
-  assert.equal(p.b.flushIos - flushesBefore, 1, 'one flush so far');
-  p.completeIo(p.b); // F1 done: acks epoch 1, one flush for epochs 2 and 3
+  const flushesBefore = p.b.flushIos;
+  p.request(p.a, { op: 'flush' }); // epoch 1 (empty), flush asked
+  p.completeIo(p.a);
+  while (p.deliver(1, 'data')); // bravo: epoch 1 drained, flush F1 running
+  assert.equal(p.b.flushIos - flushesBefore, 1);
+  p.write(p.a, 30, 7);
+  p.completeIo(p.a); // epoch 2 closes
+  p.request(p.a, { op: 'flush' }); // epoch 3 (empty), flush asked
+  p.completeIo(p.a);
+  while (p.deliver(1, 'data')); // epoch 2's write starts while F1 runs
+  const f1 = p.b.pendingIo.shift(); // let the write finish before F1
+  assert.ok(f1 !== undefined);
+  p.b.pendingIo.push(f1);
+  p.completeIo(p.b); // the write: epochs 2 and 3 drained, they wait for F1 to end
+  assert.equal(p.b.flushIos - flushesBefore, 1, 'never two flushes at once');
+  p.completeIo(p.b); // F1: acks epoch 1, then one flush for epochs 2 and 3
   assert.deepEqual(acks().slice(before), [1]);
   assert.equal(p.b.flushIos - flushesBefore, 2);
-  p.settle();
-  assert.deepEqual(acks().slice(before), [1, 2, 3, 4]);
-  assert.equal(p.b.flushIos - flushesBefore, 3, 'epochs 2 and 3 shared one flush');
-  for (let i = 0; i < 3; i++) assert.equal(p.b.disk.durable.get(20 + i)?.[0], i + 1);
+  p.completeIo(p.b);
+  assert.deepEqual(acks().slice(before), [1, 2, 3]);
+  assert.equal(p.b.disk.durable.get(30)?.[0], 7);
 });
 
 test('disk-flushes no: the BarrierAck follows the drain, with no flush', () => {
@@ -348,6 +370,21 @@ test('on-io-error detach: the Primary goes Diskless and keeps serving through th
   assert.ok(p.identical());
 });
 
+test('a write waiting for an activity-log slot asks the peer for its acks (no timer needed)', () => {
+  const p = Pair.initialized({ alExtents: 2 });
+  p.write(p.a, 1, 1); // extent 0
+  p.settle(0);
+  p.write(p.a, 20, 2); // extent 1
+  p.settle(0);
+  // Both extents stay hot until bravo acknowledges their epochs, which it does lazily.
+  const w = p.write(p.a, 40, 3); // extent 2 needs a slot
+  p.settle(0); // no timer fires: only the flush alpha asks for can free a slot
+  assert.equal(done(p.a, w), true);
+  assert.ok(p.a.sent.some((x) => x.kind === 'Barrier' && x.flush));
+  p.settle();
+  assert.ok(p.identical());
+});
+
 test('after a Primary crash the activity log bounds the resync', () => {
   const p = Pair.initialized({ alExtents: 2 });
   p.write(p.a, 1, 1); // extent 0
@@ -537,4 +574,89 @@ test('createEngine without a disk starts Secondary/Diskless and asks for nothing
     r.actions.filter((a) => a.type.startsWith('disk') || a.type === 'persistMeta').length,
     0,
   );
+});
+
+test('a SyncTarget that lost its last metadata write resyncs from the consistent side (disk states decide)', () => {
+  // Found by the simulator (seed 763, crash inside that write): the source had moved its
+  // bitmap UUID into its history, the target still held it as current, so each side's current
+  // UUID was in the other's history and both chose to be SyncTarget.
+  const p = Pair.initialized();
+  p.write(p.a, 3, 5);
+  p.settle();
+  assert.equal(p.adminCmd(p.a, { cmd: 'invalidate-remote', peer: 2 }).ok, true);
+  let lost = p.b.meta;
+  for (let i = 0; i < 100_000; i++) {
+    if (!p.b.meta.flags.consistent) lost = p.b.meta;
+    const moved =
+      p.deliver(1, 'control') ||
+      p.deliver(1, 'data') ||
+      p.deliver(2, 'control') ||
+      p.deliver(2, 'data') ||
+      p.completeIo(p.a) ||
+      p.completeIo(p.b);
+    if (moved) continue;
+    if (p.a.engine.timers.size === 0 && p.b.engine.timers.size === 0) break;
+    p.tick();
+  }
+  assert.equal(p.b.engine.disk, 'UpToDate');
+  assert.equal(lost.flags.consistent, false);
+  // A Secondary keeps its generation when the link drops (a Primary would start a new one).
+  assert.equal(p.adminCmd(p.a, { cmd: 'secondary' }).ok, true);
+  p.settle();
+  p.b.meta = lost; // the superblock write that made it consistent never reached the disk
+  p.crash(p.b);
+  p.adminCmd(p.b, { cmd: 'connect', peer: 1, discardMyData: false });
+  p.connect();
+  p.settle();
+  assert.equal(p.a.engine.disk, 'UpToDate', 'the consistent side stays UpToDate');
+  assert.equal(p.b.engine.disk, 'UpToDate');
+  assert.equal(p.peerOf(p.a).repl, 'Established');
+  assert.ok(p.identical());
+});
+
+test('a Diskless Primary and a Primary that appeared while it was away refuse to connect', () => {
+  // Found by the simulator (seed 1269 with a driver bug planted elsewhere): without UUIDs to
+  // compare, the handshake settled with two Primaries.
+  const p = Pair.initialized();
+  assert.equal(p.adminCmd(p.a, { cmd: 'detach' }).ok, true);
+  p.settle();
+  assert.equal(p.a.engine.disk, 'Diskless');
+  p.cut();
+  assert.equal(p.adminCmd(p.b, { cmd: 'primary', force: false }).ok, true);
+  p.connect();
+  p.settle();
+  assert.equal(p.a.engine.role, 'Primary');
+  assert.equal(p.b.engine.role, 'Primary');
+  assert.equal(p.peerOf(p.a).conn, 'StandAlone');
+  assert.equal(p.peerOf(p.b).conn, 'StandAlone');
+  assert.ok(p.a.notes.some((n) => n.kind === 'handshake' && n.rule === 'two-primaries'));
+});
+
+test('equal generations: an Outdated disk (detached, still flagged crashed-primary) resyncs from the UpToDate peer', () => {
+  // Found by the simulator (seed 13163): the Primary's disk failed, the peer's new generation
+  // for that was lost in a crash, and the detached disk became SyncSource of its stale AL.
+  const p = Pair.initialized();
+  p.write(p.a, 5, 1);
+  p.settle();
+  const before = { meta: p.b.meta, bits: p.b.pbitmap.ranges() };
+  p.a.failNextIo = true;
+  p.write(p.a, 5, 2); // fails on alpha's disk (detach), lands on bravo
+  p.settle();
+  assert.equal(p.a.engine.disk, 'Diskless');
+  assert.equal(blockOf(p.b, 5), 2);
+  // Bravo's new generation and its marks for alpha never reached its disk.
+  p.b.meta = before.meta;
+  p.b.pbitmap.clearAll();
+  for (const r of before.bits) p.b.pbitmap.set(r);
+  p.b.disk.flush();
+  p.crash(p.b);
+  p.adminCmd(p.b, { cmd: 'connect', peer: 1, discardMyData: false });
+  p.connect();
+  p.settle();
+  assert.equal(p.adminCmd(p.a, { cmd: 'attach', boot: p.boot(p.a) }).ok, true);
+  p.settle();
+  assert.equal(p.a.engine.disk, 'UpToDate');
+  assert.equal(p.b.engine.disk, 'UpToDate');
+  assert.equal(blockOf(p.a, 5), 2, 'the write that failed on alpha came back from bravo');
+  assert.ok(p.identical());
 });

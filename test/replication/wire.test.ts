@@ -67,7 +67,8 @@ export const samples: Packet[] = [
     ack: 'none',
     peerSeq: 0,
   },
-  { kind: 'Barrier', epoch: 5 },
+  { kind: 'Barrier', epoch: 5, flush: true },
+  { kind: 'Barrier', epoch: 6, flush: false },
   { kind: 'BarrierAck', epoch: 5, setSize: 3 },
   { kind: 'RecvAck', seq: 1 },
   { kind: 'WriteAck', seq: 1 },
@@ -114,7 +115,7 @@ test('every packet kind round-trips through the codec', () => {
 });
 
 test('bad magic, version, command and length are named errors', () => {
-  const wire = Buffer.concat(encodePacket({ kind: 'Barrier', epoch: 1 }));
+  const wire = Buffer.concat(encodePacket({ kind: 'Barrier', epoch: 1, flush: false }));
   const bad = (mut: (b: Buffer) => void): string => {
     const c = Buffer.from(wire);
     mut(c);

@@ -2,7 +2,7 @@
 // S..S+N-1 and stops at the first violation (exit 1); `--seed S --trace` replays one seed and
 // prints its full event trace (identical on every replay).
 import { runSeed, type SimStats } from './cluster.js';
-import type { PlantedBug } from '../../src/replication/types.js';
+import type { SimBug } from './cluster.js';
 
 function arg(name: string): string | undefined {
   const i = process.argv.indexOf(name);
@@ -20,7 +20,7 @@ function num(name: string, dflt: number): number {
   return n;
 }
 
-const bug = arg('--bug') as PlantedBug | undefined;
+const bug = arg('--bug') as SimBug | undefined;
 const trace = process.argv.includes('--trace');
 const one = arg('--seed');
 const totals: SimStats = {

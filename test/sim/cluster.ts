@@ -1,8 +1,12 @@
 // Deterministic simulation of a replicated cluster (VOPR style): engines, a network carrying
-// wire-encoded packets, crash-prone disks and a workload, all driven by one seeded PRNG in
-// virtual time. Fault rates are drawn from the seed (swarm testing); after the fault phase a
-// heal phase must converge. Checkers: per-sector no-lost-acknowledged-write, convergence,
-// resync volume, liveness, and the engine's invariants after every step.
+// wire-encoded packets, crash-prone disks with volatile caches and a workload, all driven by one
+// seeded PRNG in virtual time. Each node's driver keeps the daemon's rules (LocalDisk): metadata
+// actions are asynchronous barriers (data flush, then the metadata write) that hold back later
+// data I/O and DATA sends; a crash keeps only what was durable. Fault rates are drawn from the
+// seed (swarm testing); after the fault phase a heal phase must converge. Checkers: per-sector
+// no-lost-acknowledged-write, durability of FUA/FLUSH at ack time, protocol C on the peer,
+// no unmarked difference between connected replicas, convergence, resync volume, liveness, and
+// the engine's invariants after every step.
 import { BITMAP_BLOCK_BYTES, SECTOR_BYTES } from '../../src/limits.js';
 import { SeededRandom } from '../../src/util/prng.js';
 import { Bitmap } from '../../src/replication/bitmap.js';
@@ -33,15 +37,26 @@ import type {
 } from '../../src/replication/types.js';
 import { UUID_JUST_CREATED } from '../../src/replication/uuid.js';
 import { decodePacket, encodePacket } from '../../src/replication/wire.js';
-import { SimDisk } from './disk.js';
+import { SimDisk, type FlushSnapshot } from './disk.js';
+import { barrierFlushesData } from '../../src/daemon/disk.js';
 
 const BLOCK = BITMAP_BLOCK_BYTES;
 const SECTORS = BLOCK / SECTOR_BYTES;
 const STAMP_MAGIC = 0x5354_414d;
 
+/**
+ * Planted bugs of the node driver (the daemon's side of the Action contract), test-only:
+ * `data-before-al` puts DATA packets on the wire without waiting for the metadata barriers
+ * (AL transactions) queued before them; `meta-skips-flush` runs no metadata barrier's data
+ * flush (a9a7518 skips it only for AL transactions that add extents).
+ */
+export type DriverBug = 'data-before-al' | 'meta-skips-flush';
+export type SimBug = PlantedBug | DriverBug;
+const DRIVER_BUGS: readonly string[] = ['data-before-al', 'meta-skips-flush'] satisfies DriverBug[];
+
 export interface SimOptions {
   readonly seed: number;
-  readonly plantedBug?: PlantedBug;
+  readonly plantedBug?: SimBug;
   readonly trace?: boolean;
 }
 
@@ -140,12 +155,16 @@ interface Params {
   afterSb0Pri: AfterSb0Pri;
   afterSb1Pri: AfterSb1Pri;
   hotBlocks: number;
+  /** disk-flushes: false models non-volatile disk caches (writes durable on completion). */
+  diskFlushes: boolean;
 }
 
 type FaultKind =
   | 'partition'
   | 'disconnect'
   | 'crash'
+  | 'crashInMeta'
+  | 'powerLoss'
   | 'failover'
   | 'verify'
   | 'diskErrors'
@@ -155,6 +174,7 @@ type FaultKind =
 const SIZE_BYTES = 1024 * 1024;
 const BLOCKS = SIZE_BYTES / BLOCK;
 const AL_EXTENT_BYTES_SIM = 64 * 1024;
+const AL_EXTENT_BLOCKS = AL_EXTENT_BYTES_SIM / BLOCK;
 const HEAL_BOUND_MS = 120_000;
 
 function drawParams(r: SeededRandom): Params {
@@ -175,6 +195,8 @@ function drawParams(r: SeededRandom): Params {
       partition: w(),
       disconnect: w(),
       crash: w(),
+      crashInMeta: w(),
+      powerLoss: r.int(2) === 0 ? w() : 0,
       failover: w(),
       verify: w(),
       diskErrors: r.int(3) === 0 ? 1 : 0,
@@ -197,6 +219,7 @@ function drawParams(r: SeededRandom): Params {
     ] as const),
     afterSb1Pri: pick(['disconnect', 'consensus', 'discard-secondary'] as const),
     hotBlocks: 8 + r.int(BLOCKS - 8),
+    diskFlushes: r.int(6) !== 0,
   };
 }
 
@@ -234,6 +257,8 @@ interface ClientOp {
   readonly range: BlockRange;
   readonly stampSeq: number;
   readonly inSyncAtIssue: Map<number, number>;
+  /** The issuing node's own disk was UpToDate (its ack then speaks for that disk too). */
+  readonly localAtIssue: boolean;
 }
 
 interface ResyncSession {
@@ -244,6 +269,22 @@ interface ResyncSession {
   /** Distinct blocks sent (a block re-fetched after a racing write counts once). */
   readonly moved: Set<number>;
 }
+
+/** A metadata action as the daemon's LocalDisk runs it: a barrier with its own I/O. */
+type MetaOp = (
+  | { readonly kind: 'persistMeta'; readonly meta: Metadata }
+  | {
+      readonly kind: 'alCommit';
+      readonly add: readonly number[];
+      readonly remove: readonly number[];
+    }
+  | { readonly kind: 'bitmapFlush' }
+) & {
+  readonly flushData: boolean;
+  stage: 'queued' | 'flushing' | 'writing';
+  /** bitmapFlush: the in-memory bitmap when its write began (the daemon takes pages then). */
+  bits?: Bitmap;
+};
 
 class Node {
   engine: EngineState | null = null;
@@ -262,13 +303,22 @@ class Node {
   detached = false;
   floor = new Int32Array(BLOCKS);
   durable = new Int32Array(BLOCKS);
+  /** Metadata barriers, oldest first; the first one runs (LocalDisk's gate). */
+  readonly metaQ: MetaOp[] = [];
+  metaQueued = 0;
+  metaDone = 0;
+  /** Data I/O and DATA sends waiting for the barriers queued before them (`ticket`). */
+  readonly held: { ticket: number; run: () => void }[] = [];
+  /** crashInMeta: crash while the next metadata barrier runs, if one starts before this. */
+  crashArmedUntil = 0;
 
   constructor(
     readonly id: number,
     readonly name: string,
     readonly peerId: number,
+    volatileCache: boolean,
   ) {
-    this.disk = new SimDisk(SIZE_BYTES);
+    this.disk = new SimDisk(SIZE_BYTES, volatileCache);
     this.meta = {
       currentUuid: UUID_JUST_CREATED,
       bitmapUuids: { [peerId]: 0n },
@@ -290,11 +340,18 @@ class Node {
     return this.views.get(this.peerId)!;
   }
 
-  boot(): BootState {
+  /**
+   * What the daemon boots the engine from (LocalDisk.open): an activity log left unclean marks
+   * its extents in every bitmap slot on disk and is emptied before the engine starts.
+   */
+  boot(alExtentBlocks: number): BootState {
+    for (const e of this.pal)
+      this.pbitmap.set({ start: e * alExtentBlocks, count: alExtentBlocks });
+    this.pal.clear();
     return {
       meta: this.meta,
       bitmaps: { [this.peerId]: this.pbitmap.ranges() },
-      alExtents: [...this.pal],
+      alExtents: [],
     };
   }
 }
@@ -339,18 +396,20 @@ export class Simulation {
     number,
     { floor: Int32Array; peers: Map<number, number> }
   >();
-  private crashed: Node | null = null;
   private readonly cmdCallbacks = new Map<number, (ok: boolean) => void>();
 
   constructor(readonly opts: SimOptions) {
     this.rng = new SeededRandom(opts.seed);
     this.p = drawParams(this.rng);
-    this.nodes = [new Node(1, 'n1', 2), new Node(2, 'n2', 1)];
+    this.nodes = [
+      new Node(1, 'n1', 2, this.p.diskFlushes),
+      new Node(2, 'n2', 1, this.p.diskFlushes),
+    ];
   }
 
   params(): string {
     const p = this.p;
-    return `protocol=${p.protocol} net=${p.netDelayMs.toFixed(2)}ms disk=${p.diskDelayMs.toFixed(2)}ms workload=${p.workloadMs}ms qd=${p.queueDepth} faultEvery=${p.faultIntervalMs}ms csums=${p.csums} verify=${p.verify} fixedRate=${p.fixedRate} al=${p.alExtents} fullSync=${p.initialFullSync} sb0=${p.afterSb0Pri} sb1=${p.afterSb1Pri} hot=${p.hotBlocks}`;
+    return `protocol=${p.protocol} net=${p.netDelayMs.toFixed(2)}ms disk=${p.diskDelayMs.toFixed(2)}ms workload=${p.workloadMs}ms qd=${p.queueDepth} faultEvery=${p.faultIntervalMs}ms csums=${p.csums} verify=${p.verify} fixedRate=${p.fixedRate} al=${p.alExtents} fullSync=${p.initialFullSync} sb0=${p.afterSb0Pri} sb1=${p.afterSb1Pri} hot=${p.hotBlocks} diskFlushes=${p.diskFlushes}`;
   }
 
   private log(line: string): void {
@@ -381,6 +440,7 @@ export class Simulation {
       alExtents: this.p.alExtents,
       alExtentBytes: AL_EXTENT_BYTES_SIM,
       onIoError: 'detach',
+      diskFlushes: this.p.diskFlushes,
       resync: {
         resyncRateBytesPerSec: 2 * 1024 * 1024,
         cPlanAheadTenths: this.p.fixedRate ? 0 : 20,
@@ -392,7 +452,9 @@ export class Simulation {
       verify: this.p.verify,
       digest: fnvDigest,
       uuidSeed: this.rng.int(0x7fff_ffff),
-      ...(this.opts.plantedBug !== undefined ? { plantedBug: this.opts.plantedBug } : {}),
+      ...(this.opts.plantedBug !== undefined && !DRIVER_BUGS.includes(this.opts.plantedBug)
+        ? { plantedBug: this.opts.plantedBug as PlantedBug }
+        : {}),
     };
   }
 
@@ -406,6 +468,7 @@ export class Simulation {
 
   private start(n: Node): void {
     n.incarnation++;
+    const boot = n.boot(AL_EXTENT_BLOCKS);
     n.mbitmap = new Bitmap(BLOCKS);
     for (const r of n.pbitmap.ranges()) n.mbitmap.set(r);
     n.role = 'Secondary';
@@ -418,7 +481,10 @@ export class Simulation {
       epoch: n.view().epoch + 1,
     });
     n.detached = false;
-    const r = createEngine(this.config(n), n.boot());
+    n.metaQ.length = 0;
+    n.held.length = 0;
+    n.metaQueued = n.metaDone = 0;
+    const r = createEngine(this.config(n), boot);
     n.engine = r.state;
     this.log(
       `${n.name} START uuid=${n.meta.currentUuid.toString(16)} crashed=${n.meta.flags.crashedPrimary}`,
@@ -466,58 +532,115 @@ export class Simulation {
     return this.now < n.errorUntil && this.rng.next() < this.p.diskErrorRate;
   }
 
+  /**
+   * Runs `run` now, or once every metadata barrier queued so far is done (the daemon's
+   * LocalDisk.io and sendData). Held work keeps its order.
+   */
+  private afterBarriers(n: Node, run: () => void): void {
+    if (n.metaDone >= n.metaQueued && n.held.length === 0) return run();
+    n.held.push({ ticket: n.metaQueued, run });
+  }
+
+  private queueMeta(n: Node, op: MetaOp, inc: number): void {
+    n.metaQ.push(op);
+    n.metaQueued++;
+    if (n.metaQ.length === 1) this.runMeta(n, inc);
+  }
+
+  /** Starts the oldest barrier: flush the data disk (if its kind needs it), then write. */
+  private runMeta(n: Node, inc: number): void {
+    const op = n.metaQ[0];
+    if (op === undefined || op.stage !== 'queued') return;
+    if (n.crashArmedUntil > this.now) {
+      n.crashArmedUntil = 0;
+      // Somewhere inside this barrier's flush or write.
+      this.at(this.rng.next() * 3 * this.p.diskDelayMs, () => {
+        if (n.incarnation === inc && n.engine !== null && this.downCount() === 0) {
+          this.fault('crashInMeta');
+          this.crash(n);
+          this.at(100 + this.rng.int(3000), () => this.restart(n));
+        }
+      });
+    }
+    const write = (): void => {
+      op.stage = 'writing';
+      if (op.kind === 'bitmapFlush') op.bits = copyBitmap(n.mbitmap);
+      this.at(this.diskLatency(), () => {
+        if (n.incarnation !== inc) return;
+        applyMeta(n, op, null);
+        n.metaQ.shift();
+        n.metaDone++;
+        while (n.held.length > 0 && n.held[0]!.ticket <= n.metaDone) n.held.shift()!.run();
+        this.runMeta(n, inc);
+      });
+    };
+    op.stage = 'flushing';
+    if (!op.flushData) return write();
+    const snap: FlushSnapshot = n.disk.snapshot();
+    this.at(this.diskLatency(), () => {
+      if (n.incarnation !== inc) return;
+      n.disk.flushSnapshot(snap);
+      write();
+    });
+  }
+
   private applyOne(n: Node, a: Action, inc: number): void {
     switch (a.type) {
       case 'diskRead':
-        this.at(this.diskLatency(), () => {
-          if (n.incarnation !== inc) return;
-          if (this.diskFails(n))
-            return this.deliver(n, { type: 'diskDone', ioId: a.ioId, ok: false, errno: 'EIO' });
-          this.deliver(n, {
-            type: 'diskDone',
-            ioId: a.ioId,
-            ok: true,
-            data: n.disk.read(a.offsetBytes, a.lengthBytes),
-          });
-        });
-        return;
+        return this.afterBarriers(n, () =>
+          this.at(this.diskLatency(), () => {
+            if (n.incarnation !== inc) return;
+            if (this.diskFails(n))
+              return this.deliver(n, { type: 'diskDone', ioId: a.ioId, ok: false, errno: 'EIO' });
+            this.deliver(n, {
+              type: 'diskDone',
+              ioId: a.ioId,
+              ok: true,
+              data: n.disk.read(a.offsetBytes, a.lengthBytes),
+            });
+          }),
+        );
       case 'diskWrite':
       case 'diskTrim':
       case 'diskZeroes': {
         const data =
           a.type === 'diskWrite' ? new Uint8Array(a.data) : new Uint8Array(a.lengthBytes);
         const fua = a.type === 'diskTrim' ? false : a.fua;
-        n.disk.inFlight.set(a.ioId, { offsetBytes: a.offsetBytes, data });
-        this.at(this.diskLatency(), () => {
-          if (n.incarnation !== inc) return;
-          n.disk.inFlight.delete(a.ioId);
-          if (this.diskFails(n))
-            return this.deliver(n, { type: 'diskDone', ioId: a.ioId, ok: false, errno: 'EIO' });
-          n.disk.write(a.offsetBytes, data, fua);
-          this.deliver(n, { type: 'diskDone', ioId: a.ioId, ok: true });
+        return this.afterBarriers(n, () => {
+          n.disk.inFlight.set(a.ioId, { offsetBytes: a.offsetBytes, data });
+          this.at(this.diskLatency(), () => {
+            if (n.incarnation !== inc) return;
+            n.disk.inFlight.delete(a.ioId);
+            if (this.diskFails(n))
+              return this.deliver(n, { type: 'diskDone', ioId: a.ioId, ok: false, errno: 'EIO' });
+            n.disk.write(a.offsetBytes, data, fua);
+            this.deliver(n, { type: 'diskDone', ioId: a.ioId, ok: true });
+          });
         });
-        return;
       }
-      case 'diskFlush': {
-        const snapshot = [...n.disk.cache.keys()];
-        this.at(this.diskLatency(), () => {
-          if (n.incarnation !== inc) return;
-          if (this.diskFails(n))
-            return this.deliver(n, { type: 'diskDone', ioId: a.ioId, ok: false, errno: 'EIO' });
-          n.disk.flush(snapshot);
-          this.deliver(n, { type: 'diskDone', ioId: a.ioId, ok: true });
+      case 'diskFlush':
+        return this.afterBarriers(n, () => {
+          const snap = n.disk.snapshot();
+          this.at(this.diskLatency(), () => {
+            if (n.incarnation !== inc) return;
+            if (this.diskFails(n))
+              return this.deliver(n, { type: 'diskDone', ioId: a.ioId, ok: false, errno: 'EIO' });
+            n.disk.flushSnapshot(snap);
+            this.deliver(n, { type: 'diskDone', ioId: a.ioId, ok: true });
+          });
         });
-        return;
-      }
       case 'persistMeta':
-        n.disk.flush();
-        n.meta = a.meta;
-        return;
       case 'alCommit':
-        n.disk.flush();
-        for (const e of a.remove) n.pal.delete(e);
-        for (const e of a.add) n.pal.add(e);
-        return;
+      case 'bitmapFlush': {
+        const flushData = barrierFlushesData(a) && this.opts.plantedBug !== 'meta-skips-flush';
+        const op: MetaOp =
+          a.type === 'persistMeta'
+            ? { kind: a.type, meta: a.meta, flushData, stage: 'queued' }
+            : a.type === 'alCommit'
+              ? { kind: a.type, add: [...a.add], remove: [...a.remove], flushData, stage: 'queued' }
+              : { kind: a.type, flushData, stage: 'queued' };
+        return this.queueMeta(n, op, inc);
+      }
       case 'bitmapSet':
         for (const r of a.ranges) {
           n.mbitmap.set(r);
@@ -527,14 +650,16 @@ export class Simulation {
       case 'bitmapClear':
         for (const r of a.ranges) n.mbitmap.clear(r);
         return;
-      case 'bitmapFlush':
-        n.disk.flush();
-        n.pbitmap.clearAll();
-        for (const r of n.mbitmap.ranges()) n.pbitmap.set(r);
-        return;
-      case 'send':
-        this.send(n, a.peer, a.stream, a.packet);
-        return;
+      case 'send': {
+        if (a.stream === 'control' || this.opts.plantedBug === 'data-before-al')
+          return this.send(n, a.peer, a.stream, a.packet);
+        // The connection the packet was meant for: a later one must not get it.
+        const connId = this.conn?.id ?? -1;
+        return this.afterBarriers(n, () => {
+          if (n.incarnation === inc && this.conn?.id === connId)
+            this.send(n, a.peer, a.stream, a.packet);
+        });
+      }
       case 'connect':
         n.wantConnect.add(a.peer);
         this.scheduleConnect();
@@ -607,6 +732,8 @@ export class Simulation {
         break;
       case 'replication':
         v.repl = c.repl;
+        if (c.repl === 'Established')
+          this.at(0, () => this.checkReplicasAgree(`${n.name} became Established`));
         break;
       case 'peerDisk':
         v.disk = c.disk;
@@ -771,6 +898,7 @@ export class Simulation {
       range,
       stampSeq,
       inSyncAtIssue: this.inSyncPeers(n),
+      localAtIssue: this.localUpToDate(n),
     };
     this.ops.set(id, op);
     if (req.op === 'flush')
@@ -800,11 +928,20 @@ export class Simulation {
         v.disk === 'UpToDate'
       );
     };
+    const local = op.localAtIssue && this.localUpToDate(n);
     if (req.op === 'write') {
       this.stats.writesAcked++;
       const syncPeers = [...op.inSyncAtIssue]
         .filter(([p, e]) => stillInSync(p, e))
         .map(([p]) => this.node(p));
+      // What the ack promises, checked when it is given: FUA is durable on every in-sync disk;
+      // protocol C (and FUA under A/B) has the write on the peer's disk, flushed or not.
+      if (req.fua && local) this.requireOnDisk(n, 'durable', op, `acked FUA write ${a.reqId}`);
+      for (const peer of syncPeers) {
+        if (req.fua) this.requireOnDisk(peer, 'durable', op, `acked FUA write ${a.reqId}`);
+        else if (this.p.protocol === 'C')
+          this.requireOnDisk(peer, 'written', op, `acked protocol-C write ${a.reqId}`);
+      }
       for (let b = op.range.start; b < op.range.start + op.range.count; b++) {
         n.floor[b] = Math.max(n.floor[b]!, op.stampSeq);
         if (req.fua) n.durable[b] = Math.max(n.durable[b]!, op.stampSeq);
@@ -819,10 +956,14 @@ export class Simulation {
       const snap = this.flushSnaps.get(a.reqId);
       this.flushSnaps.delete(a.reqId);
       if (snap !== undefined) {
-        const targets = [
-          n,
-          ...[...snap.peers].filter(([p, e]) => stillInSync(p, e)).map(([p]) => this.node(p)),
-        ];
+        const peers = [...snap.peers]
+          .filter(([p, e]) => stillInSync(p, e))
+          .map(([p]) => this.node(p));
+        // A completed FLUSH: every write acknowledged before it was issued is durable on this
+        // node's disk and on every disk in sync for the whole flush.
+        for (const t of local ? [n, ...peers] : peers)
+          this.requireDurable(t, snap.floor, `completed flush ${a.reqId}`);
+        const targets = [n, ...peers];
         for (const t of targets) {
           for (let b = 0; b < BLOCKS; b++) {
             t.durable[b] = Math.max(t.durable[b]!, snap.floor[b]!);
@@ -839,6 +980,72 @@ export class Simulation {
         a.data ?? new Uint8Array(0),
         op.floorAtIssue!,
       );
+    }
+  }
+
+  private localUpToDate(n: Node): boolean {
+    return n.engine !== null && !n.detached && n.diskState === 'UpToDate';
+  }
+
+  /** The write of `op` (or a newer one) is on `t`'s disk: durable, or at least written. */
+  private requireOnDisk(t: Node, layer: 'durable' | 'written', op: ClientOp, why: string): void {
+    const r = op.range;
+    const floor = new Int32Array(BLOCKS);
+    for (let b = r.start; b < r.start + r.count; b++) floor[b] = op.stampSeq;
+    const data =
+      layer === 'durable'
+        ? t.disk.readDurable(r.start * BLOCK, r.count * BLOCK)
+        : t.disk.read(r.start * BLOCK, r.count * BLOCK);
+    this.checkData(t.name, `${why} (${layer} layer)`, r, data, floor);
+  }
+
+  /** Blocks newly promised durable on `t` (above its durable floor) are on its media. */
+  private requireDurable(t: Node, floor: Int32Array, why: string): void {
+    for (let b = 0; b < BLOCKS; b++) {
+      if (floor[b]! <= t.durable[b]!) continue;
+      const r = { start: b, count: 1 };
+      this.checkData(
+        t.name,
+        `${why} (durable layer)`,
+        r,
+        t.disk.readDurable(b * BLOCK, BLOCK),
+        floor,
+      );
+    }
+  }
+
+  /**
+   * DRBD's promise after a crash: the bitmaps and activity logs cover every block that can
+   * differ between the nodes, so once connected replicas have nothing marked (resync done, or
+   * none needed) they agree on every block no write is still on its way to.
+   */
+  private checkReplicasAgree(why: string): void {
+    const [a, b] = this.nodes as [Node, Node];
+    for (const n of [a, b]) {
+      const e = n.engine;
+      const v = n.view();
+      if (e === null || !this.localUpToDate(n)) return;
+      if (v.conn !== 'Connected' || v.repl !== 'Established' || v.disk !== 'UpToDate') return;
+      if (e.bitmaps.get(n.peerId)!.weight > 0 || n.mbitmap.weight > 0) return;
+    }
+    const busy = new Uint8Array(BLOCKS);
+    const mark = (r: BlockRange): void => {
+      for (let x = r.start; x < r.start + r.count && x < BLOCKS; x++) busy[x] = 1;
+    };
+    for (const [blk, c] of this.writingBlocks) if (c > 0) busy[blk] = 1;
+    for (const n of [a, b]) {
+      for (const w of n.disk.inFlight.values()) mark(blockRangeOf(w.offsetBytes, w.data.length));
+      // Writes not yet acknowledged by the peer's BarrierAck may be anywhere on their way.
+      for (const peer of n.engine!.peers.values()) for (const t of peer.tl.values()) mark(t.range);
+    }
+    for (let blk = 0; blk < BLOCKS; blk++) {
+      if (busy[blk] === 1) continue;
+      const x = a.disk.read(blk * BLOCK, BLOCK);
+      const y = b.disk.read(blk * BLOCK, BLOCK);
+      if (Buffer.compare(x, y) !== 0)
+        throw new Violation(
+          `unmarked difference (${why}): connected UpToDate replicas with empty bitmaps differ at block ${blk} (n1 write ${stampOf(x)}, n2 write ${stampOf(y)})`,
+        );
     }
   }
 
@@ -918,11 +1125,28 @@ export class Simulation {
         });
         return;
       case 'crash':
-        if (this.crashed !== null || n.engine === null) return;
+        if (this.downCount() > 0 || n.engine === null) return;
         this.fault(k);
         this.crash(n);
         this.at(100 + this.rng.int(3000), () => this.restart(n));
         return;
+      case 'crashInMeta':
+        // Power loss inside the next metadata barrier this node runs (AL transaction,
+        // superblock, bitmap): the windows where ordering bugs between data and metadata live.
+        if (n.engine === null) return;
+        n.crashArmedUntil = this.now + 1000;
+        return;
+      case 'powerLoss': {
+        // Both nodes lose power at once: only what each disk made durable survives.
+        if (this.downCount() > 0) return;
+        this.fault(k);
+        const [a, b] = this.nodes as [Node, Node];
+        this.crash(a, false);
+        this.crash(b, false);
+        this.at(100 + this.rng.int(3000), () => this.restart(a));
+        this.at(100 + this.rng.int(3000), () => this.restart(b));
+        return;
+      }
       case 'failover':
         return this.failover();
       case 'verify': {
@@ -968,7 +1192,18 @@ export class Simulation {
     }
   }
 
-  private crash(n: Node): void {
+  private downCount(): number {
+    return this.nodes.filter((x) => x.engine === null).length;
+  }
+
+  private crash(n: Node, failover = true): void {
+    // A metadata write under way lands in part; barriers not started and the I/O and DATA
+    // packets they held back never happen.
+    const running = n.metaQ[0];
+    if (running?.stage === 'writing') applyMeta(n, running, this.rng);
+    n.metaQ.length = 0;
+    n.held.length = 0;
+    n.crashArmedUntil = 0;
     const r = n.disk.crash(this.rng);
     this.log(`${n.name} CRASH lost=${r.lostBlocks} torn=${r.tornWrites}`);
     n.engine = null;
@@ -991,11 +1226,10 @@ export class Simulation {
         for (let b = op.range.start; b < op.range.start + op.range.count; b++)
           this.writingBlocks.delete(b);
     }
-    this.crashed = n;
     if (this.conn !== null) this.closeConn(n);
     // Failover: a surviving UpToDate Secondary may take over.
     const other = this.node(n.peerId);
-    if (this.phase === 'workload' && this.rng.int(2) === 0)
+    if (failover && this.phase === 'workload' && this.rng.int(2) === 0)
       this.at(10 + this.rng.int(200), () => {
         if (other.engine !== null && other.role !== 'Primary' && other.diskState === 'UpToDate')
           this.admin(other, { cmd: 'primary', force: false });
@@ -1004,14 +1238,16 @@ export class Simulation {
 
   private restart(n: Node): void {
     if (n.engine !== null) return;
-    if (this.crashed === n) this.crashed = null;
     this.start(n);
   }
 
   private reattach(n: Node): void {
     if (n.engine === null || !n.detached || n.diskState !== 'Diskless') return;
     n.errorUntil = 0;
-    this.admin(n, { cmd: 'attach', boot: n.boot() }, (ok) => {
+    // A fresh LocalDisk: the in-memory bitmap is what the disk holds.
+    const boot = n.boot(AL_EXTENT_BLOCKS);
+    n.mbitmap = copyBitmap(n.pbitmap);
+    this.admin(n, { cmd: 'attach', boot }, (ok) => {
       if (ok) n.detached = false;
     });
   }
@@ -1192,6 +1428,46 @@ export class Simulation {
       });
     };
     this.at(1, init);
+  }
+}
+
+function blockRangeOf(offsetBytes: number, lengthBytes: number): BlockRange {
+  const start = Math.floor(offsetBytes / BLOCK);
+  return { start, count: Math.ceil((offsetBytes + lengthBytes) / BLOCK) - start };
+}
+
+function copyBitmap(b: Bitmap): Bitmap {
+  const c = new Bitmap(BLOCKS);
+  for (const r of b.ranges()) c.set(r);
+  return c;
+}
+
+/**
+ * Makes a metadata barrier's write durable: all of it (`rng` null), or on power loss during
+ * the write any part of it (bitmap pages and AL transactions land in any order; a torn
+ * superblock is caught by its checksum, so it is all or nothing).
+ */
+function applyMeta(n: Node, op: MetaOp, rng: SeededRandom | null): void {
+  const take = (): boolean => rng === null || rng.int(2) === 0;
+  switch (op.kind) {
+    case 'persistMeta':
+      if (take()) n.meta = op.meta;
+      return;
+    case 'alCommit':
+      for (const e of op.remove) if (take()) n.pal.delete(e);
+      for (const e of op.add) if (take()) n.pal.add(e);
+      return;
+    case 'bitmapFlush': {
+      const bits = op.bits!;
+      for (let b = 0; b < BLOCKS; b++) {
+        const want = bits.test(b);
+        if (want !== n.pbitmap.test(b) && take()) {
+          if (want) n.pbitmap.set({ start: b, count: 1 });
+          else n.pbitmap.clear({ start: b, count: 1 });
+        }
+      }
+      return;
+    }
   }
 }
 

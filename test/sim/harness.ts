@@ -47,10 +47,10 @@ export interface HNode {
   readonly notes: EngineNote[];
   readonly sent: Packet[];
   failNextIo: boolean;
-  /** What a capacity probe reports (the backing device's room for data). @default SIZE */
-  capacityBytes: number;
   /** diskFlush actions the engine emitted (epoch and client flushes). */
   flushIos: number;
+  /** What a capacity probe reports (the backing device's room for data). @default SIZE */
+  capacityBytes: number;
 }
 
 export function baseConfig(id: number, over: Partial<EngineConfig> = {}): EngineConfig {
@@ -120,8 +120,8 @@ export class Pair {
       notes: [],
       sent: [],
       failNextIo: false,
-      capacityBytes: SIZE,
       flushIos: 0,
+      capacityBytes: SIZE,
     };
     const r = createEngine(baseConfig(id, over), this.boot(n));
     n.engine = r.state;

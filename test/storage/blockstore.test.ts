@@ -7,6 +7,7 @@ import { MemoryStore } from '../../src/storage/memory.js';
 import { openFileStore } from '../../src/storage/file.js';
 import { sliceStore } from '../../src/storage/slice.js';
 import { SeededRandom } from '../../src/util/prng.js';
+import { systemClock } from '../../src/platform/clock.js';
 
 blockStoreSuite('memory', (size) =>
   Promise.resolve({
@@ -27,6 +28,15 @@ blockStoreSuite('file', async (size) => {
   const { path, dir } = await tempFile(size);
   return {
     store: await openFileStore(path),
+    cleanup: () => rm(dir, { recursive: true, force: true }),
+  };
+});
+
+// Small writes done synchronously into the page cache (as tandemd opens its disks).
+blockStoreSuite('file, inline writes', async (size) => {
+  const { path, dir } = await tempFile(size);
+  return {
+    store: await openFileStore(path, { inlineWriteMaxBytes: 64 * 1024, clock: systemClock }),
     cleanup: () => rm(dir, { recursive: true, force: true }),
   };
 });

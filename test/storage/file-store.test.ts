@@ -13,7 +13,11 @@ import { promisify } from 'node:util';
 import { peerEnv, requirePeers } from '../support/peers.js';
 import { drbdmeta, parseDump } from '../support/drbdmeta.js';
 import { MetadataStore } from '../../src/storage/metadata/store.js';
-import { STORE_IO_IN_FLIGHT_MAX } from '../../src/limits.js';
+import {
+  STORE_INLINE_WRITE_BACKOFF_MS,
+  STORE_INLINE_WRITE_STALL_MS,
+  STORE_IO_IN_FLIGHT_MAX,
+} from '../../src/limits.js';
 
 const run = promisify(execFile);
 
@@ -160,3 +164,47 @@ test('a write the device cannot hold (ENOSPC) fails with DiskIoError naming offs
     }
   });
 });
+
+test('inline writes: small ones inline, a slow one sends writes to the threadpool for a while', () =>
+  withDir(async (dir) => {
+    const p = join(dir, 'inline.img');
+    await writeFile(p, Buffer.alloc(1 << 20));
+    let now = 0;
+    let step = 0;
+    // Every clock read advances `step` ms: a write "takes" that long.
+    const clock = { nowMs: (): number => (now += step) };
+    const s = await openFileStore(p, { inlineWriteMaxBytes: 8192, clock });
+    await s.write(0, Buffer.alloc(4096, 1));
+    await s.write(8192, Buffer.alloc(16384, 2)); // too large: threadpool
+    assert.equal(s.inlineWrites, 1);
+    step = STORE_INLINE_WRITE_STALL_MS + 1;
+    await s.write(4096, Buffer.alloc(4096, 3)); // inline, but slow
+    assert.equal(s.inlineWrites, 2);
+    assert.equal(s.inlineStalls, 1);
+    step = 0;
+    await s.write(0, Buffer.alloc(512, 4)); // suspended: threadpool
+    assert.equal(s.inlineWrites, 2);
+    now += STORE_INLINE_WRITE_BACKOFF_MS;
+    await s.write(0, Buffer.alloc(512, 5)); // the backoff is over
+    assert.equal(s.inlineWrites, 3);
+    const back = await s.read(0, 8192 + 16384);
+    assert.equal(back[0], 5);
+    assert.equal(back[512], 1);
+    assert.equal(back[4096], 3);
+    assert.equal(back[8192], 2);
+    await s.close();
+  }));
+
+test('no inline write while a flush of the file runs', () =>
+  withDir(async (dir) => {
+    const p = join(dir, 'inline-flush.img');
+    await writeFile(p, Buffer.alloc(1 << 20));
+    const s = await openFileStore(p, { inlineWriteMaxBytes: 8192, clock: { nowMs: () => 0 } });
+    const flushing = s.flush();
+    await s.write(0, Buffer.alloc(4096, 1)); // issued while the fdatasync runs
+    assert.equal(s.inlineWrites, 0);
+    await flushing;
+    await s.write(0, Buffer.alloc(4096, 2));
+    assert.equal(s.inlineWrites, 1);
+    await s.close();
+  }));

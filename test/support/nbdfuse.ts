@@ -62,7 +62,15 @@ export async function attach(base: string, tag: string, uri: string): Promise<At
 export async function detach(a: Attachment): Promise<void> {
   if (a.loop !== '') await run('losetup', ['-d', a.loop]);
   a.loop = '';
-  await run('fusermount3', ['-u', a.fuseDir]);
+  // A loop device lets go of its file asynchronously after `losetup -d`; until it has, the FUSE
+  // mount is busy. Retry, then fall back to a lazy unmount so the directory can be removed.
+  let unmounted = false;
+  for (let i = 0; i < 50 && !unmounted; i++) {
+    const r = await run('fusermount3', ['-u', a.fuseDir]);
+    unmounted = r.code === 0 || /not found|not mounted|Invalid argument/.test(r.stderr);
+    if (!unmounted) await new Promise((r) => setTimeout(r, 200));
+  }
+  if (!unmounted) await run('fusermount3', ['-u', '-z', a.fuseDir]);
   const killer = setTimeout(() => a.fuse.kill('SIGKILL'), 10_000);
   await a.exited;
   clearTimeout(killer);

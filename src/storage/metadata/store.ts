@@ -287,12 +287,8 @@ export class MetadataStore {
    * bitmap to cover the new data bytes; returns them. Nothing is written (see setEffectiveSize).
    */
   growData(dataDeviceBytes: number): Promise<number> {
+    if (this.layout.kind === 'internal') return this.moveInternal();
     return this.serial(() => {
-      if (this.layout.kind === 'internal') {
-        throw new MetadataError(
-          `${this.store.name}: internal metadata cannot follow a growing device (it would have to move)`,
-        );
-      }
       const l = computeLayout({
         kind: this.layout.kind,
         index: this.layout.index,
@@ -308,6 +304,60 @@ export class MetadataStore {
         this.layout = l.value;
       }
       return Promise.resolve(this.layout.dataBytes);
+    });
+  }
+
+  /**
+   * Internal metadata follows the end of a device that grew (the store's size is already the
+   * new one): the bitmap (grown) and the AL ring (copied as is: its transactions do not depend
+   * on where the ring sits) are written at their new places and flushed, then the superblock at
+   * the new end (one FUA write) makes them the metadata. The old metadata becomes part of the
+   * new data area, which the engine marks out of sync; it is zeroed here so that it holds the
+   * same bytes on every node even with --assume-clean. Returns the data bytes now available.
+   * Before the new superblock lands, the device's end holds none: a crash then needs the
+   * device shrunk back to its former size (the old metadata is intact there).
+   */
+  private moveInternal(): Promise<number> {
+    return this.serial(async () => {
+      const old = this.layout;
+      const l = computeLayout({
+        kind: 'internal',
+        metaDeviceBytes: this.store.sizeBytes,
+        dataDeviceBytes: this.store.sizeBytes,
+        maxPeers: old.maxPeers,
+        alStripes: old.alStripes,
+        alStripeSize4k: old.alStripeSize4k,
+      });
+      if (!l.ok) throw new MetadataError(`${this.store.name}: ${l.error}`);
+      const next = l.value;
+      // The new metadata must not overlap the old one: that stays the metadata until the new
+      // superblock is written. A smaller growth cannot be used (yet).
+      if (!internalMoveFits(old, next)) return old.dataBytes;
+      const ring = await this.store.read(old.alOffsetBytes, old.alBytes);
+      const bitmap = this.bitmap.grown(next.bitsPerSlot);
+      await this.store.writeZeroes(next.bmOffsetBytes, next.bmRegionBytes, { noHole: true });
+      for (let p = 0; p < bitmap.pageCount; p++)
+        await this.store.write(next.bmOffsetBytes + p * MD_BLOCK_BYTES, bitmap.encodePage(p));
+      bitmap.takeDirtyPages();
+      await this.store.write(next.alOffsetBytes, ring);
+      await this.store.flush();
+      const sb: Superblock = {
+        ...this.sb,
+        mdSizeSectors: next.mdSizeSectors,
+        alOffsetSectors: next.alOffsetSectors,
+        bmOffsetSectors: next.bmOffsetSectors,
+      };
+      await this.store.write(next.mdOffsetBytes, encodeSuperblock(sb), { fua: true });
+      this.sb = sb;
+      this.layout = next;
+      this.bitmap = bitmap;
+      // The old metadata [bitmap .. superblock] now lies in the new data area.
+      const oldStart = old.bmOffsetBytes;
+      await this.store.writeZeroes(oldStart, old.mdOffsetBytes + MD_BLOCK_BYTES - oldStart, {
+        noHole: true,
+      });
+      await this.store.flush();
+      return next.dataBytes;
     });
   }
 
@@ -548,6 +598,11 @@ export class MetadataStore {
     this.chain = run.catch(() => undefined);
     return run;
   }
+}
+
+/** Internal metadata can move to `next` (a grown device) without touching the old one. */
+export function internalMoveFits(old: MetadataLayout, next: MetadataLayout): boolean {
+  return next.bmOffsetBytes >= old.mdOffsetBytes + MD_BLOCK_BYTES && next.dataBytes > old.dataBytes;
 }
 
 /** The first and last AL extent a byte range touches. */

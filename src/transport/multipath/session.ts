@@ -2,12 +2,13 @@
 // per-stream sequence number (implicit on a path, set by MP_SEQ markers); the receiver delivers
 // each sequence number exactly once and in order, acknowledges cumulatively, and the sender keeps
 // every unacknowledged message for replay on another path. The layer above sees a pause, never a
-// close, unless no path is left for longer than `timeoutMs`.
+// close, unless no path is left for longer than `timeoutMs` or the peer stops acknowledging for
+// ko-count intervals of `timeoutMs`.
 import {
   MULTIPATH_ACK_DELAY_MS,
   MULTIPATH_ACK_EVERY_BYTES,
   MULTIPATH_CLOSE_LINGER_MS,
-  MULTIPATH_FAILBACK_DRAIN_MS,
+  MULTIPATH_ACTIVE_PATH_SILENT_HEARTBEATS,
   MULTIPATH_HEARTBEAT_INTERVAL_MIN_MS,
   MULTIPATH_HEARTBEATS_PER_PING_TIMEOUT,
   MULTIPATH_REPLAY_BUFFER_BYTES,
@@ -83,8 +84,6 @@ export class PathLink {
   readonly sendNext: { [S in StreamId]: number | null } = { data: null, control: null };
   /** Sequence number of the next message arriving on this path stream (null before a marker). */
   readonly recvNext: { [S in StreamId]: number | null } = { data: null, control: null };
-  /** Our messages on this path not yet acknowledged, per stream. */
-  readonly inFlight = { data: 0, control: 0 };
   readonly blocked = { data: false, control: false };
   readonly offs: (() => void)[] = [];
   alive = true;
@@ -176,11 +175,12 @@ export class MultipathSession extends BaseChannel {
   private readonly inn = { data: new InStream(), control: new InStream() };
   private readonly links: PathLink[] = [];
   private active: PathLink | null = null;
-  private switching: { from: PathLink; to: PathLink; timer: Timer } | null = null;
   private hbIntMs: number;
   private readonly replayBytes: number;
-  private readonly failbackDrainMs: number;
   private hbTimer: Timer | null = null;
+  /** When the pending heartbeat tick is due (a late tick proves nothing about silence). */
+  private hbDueMs = 0;
+  private hbSkipped = false;
   private noPathTimer: Timer | null = null;
   private ackTimer: Timer | null = null;
   private ackOwed = false;
@@ -217,7 +217,6 @@ export class MultipathSession extends BaseChannel {
     this.alg = init.alg;
     this.loadBalance = o.loadBalancePaths ?? false;
     this.replayBytes = replayBytes;
-    this.failbackDrainMs = o.failbackDrainMs ?? MULTIPATH_FAILBACK_DRAIN_MS;
     this.hbIntMs = heartbeatIntervalMs(resolved);
     this.scheduleHeartbeat();
     this.armNoPathTimer();
@@ -367,10 +366,6 @@ export class MultipathSession extends BaseChannel {
     this.lastPathError = error;
     this.requeue(link);
     this.emit('path', { path: link.spec, state: 'failed', error });
-    if (this.switching !== null && (this.switching.from === link || this.switching.to === link)) {
-      this.switching.timer.cancel();
-      this.switching = null;
-    }
     if (this.active === link) {
       this.active = null;
       this.failedActive = link;
@@ -381,17 +376,7 @@ export class MultipathSession extends BaseChannel {
 
   /** Messages sent on a failed path go out again on another one. */
   private requeue(link: PathLink): void {
-    for (const s of STREAMS) {
-      const o = this.out[s];
-      for (let i = o.head; i < o.items.length; i++) {
-        const e = o.items[i];
-        if (e === undefined || e.path !== link) continue;
-        e.path = null;
-        this.counts.replayed++;
-        if (i < o.scanFrom) o.scanFrom = i;
-      }
-      link.inFlight[s] = 0;
-    }
+    for (const s of STREAMS) this.reroute(link, s);
   }
 
   /** Picks the active path after a change: a failover when the active one failed. */
@@ -406,13 +391,8 @@ export class MultipathSession extends BaseChannel {
       const from = this.failedActive;
       this.failedActive = null;
       this.setActive(best, from ? 'failover' : null, from);
-    } else if (
-      best !== null &&
-      best !== this.active &&
-      best.rank < this.active.rank &&
-      this.switching === null
-    ) {
-      this.startFailback(best);
+    } else if (best !== null && best !== this.active && best.rank < this.active.rank) {
+      this.failback(best);
     }
     this.pump();
   }
@@ -449,35 +429,30 @@ export class MultipathSession extends BaseChannel {
     }
   }
 
-  /** Failback: stop sending on the old path, wait for its messages to be acknowledged, switch. */
-  private startFailback(to: PathLink): void {
+  /**
+   * Failback to a preferred path that (re)joined: switch at once, and send again on it whatever
+   * the old path still carries, ahead of anything new. The old path stays joined and drains in
+   * the background; the receiver keeps whichever copy comes first, so a slow or lossy old path
+   * cannot hold up the switch.
+   */
+  private failback(to: PathLink): void {
     const from = this.active;
     if (from === null) return;
-    const timer = this.clock.setTimeout(() => this.finishFailback(), this.failbackDrainMs);
-    this.switching = { from, to, timer };
-    this.maybeFinishFailback();
+    this.setActive(to, 'failback', from);
+    // Load balancing keeps DATA on every path: only CONTROL follows the preferred one.
+    for (const s of this.loadBalance ? (['control'] as const) : STREAMS) this.reroute(from, s);
   }
 
-  private maybeFinishFailback(): void {
-    const sw = this.switching;
-    if (sw === null) return;
-    const routed = this.loadBalance
-      ? sw.from.inFlight.control
-      : sw.from.inFlight.control + sw.from.inFlight.data;
-    if (routed === 0) this.finishFailback();
-  }
-
-  private finishFailback(): void {
-    const sw = this.switching;
-    if (sw === null) return;
-    sw.timer.cancel();
-    this.switching = null;
-    if (!sw.to.alive || !sw.from.alive || this.active !== sw.from) {
-      this.reselect();
-      return;
+  /** Puts the stream's unacknowledged messages sent on `link` back in line for the active path. */
+  private reroute(link: PathLink, stream: StreamId): void {
+    const o = this.out[stream];
+    for (let i = o.head; i < o.items.length; i++) {
+      const e = o.items[i];
+      if (e === undefined || e.path !== link) continue;
+      e.path = null;
+      this.counts.replayed++;
+      if (i < o.scanFrom) o.scanFrom = i;
     }
-    this.setActive(sw.to, 'failback', sw.from);
-    this.pump();
   }
 
   private armNoPathTimer(): void {
@@ -640,7 +615,6 @@ export class MultipathSession extends BaseChannel {
       while (o.head < o.items.length) {
         const e = o.items[o.head];
         if (e === undefined || e.seq >= next[s]) break;
-        if (e.path !== null) e.path.inFlight[s]--;
         o.bytes -= e.bytes;
         o.head++;
       }
@@ -648,7 +622,6 @@ export class MultipathSession extends BaseChannel {
       o.compact();
       this.checkDrain(s);
     }
-    this.maybeFinishFailback();
     if (this.out.data.bytes === 0 && this.out.control.bytes === 0) {
       for (const w of this.closeWaiters.splice(0)) w();
     }
@@ -700,7 +673,6 @@ export class MultipathSession extends BaseChannel {
       }
       return best;
     }
-    if (this.switching !== null) return null; // failback: hold until the old path drained
     const a = this.active;
     return a === null || a.blocked[stream] ? null : a;
   }
@@ -717,7 +689,6 @@ export class MultipathSession extends BaseChannel {
     const status = link.channel.send(stream, e.type, e.payload);
     if (!link.alive) return;
     link.sendNext[stream] = e.seq + 1;
-    link.inFlight[stream]++;
     e.path = link;
     if (status === 'over-high-water') link.blocked[stream] = true;
   }
@@ -729,16 +700,30 @@ export class MultipathSession extends BaseChannel {
 
   // --- heartbeats ------------------------------------------------------------------------------
   private scheduleHeartbeat(): void {
+    this.hbDueMs = this.clock.nowMs() + this.hbIntMs;
     this.hbTimer = this.clock.setTimeout(() => this.heartbeat(), this.hbIntMs);
   }
 
+  /**
+   * Every tick heartbeats each path and fails a silent one: a path carrying traffic after
+   * MULTIPATH_ACTIVE_PATH_SILENT_HEARTBEATS intervals (well within ping-timeout, so failover
+   * resumes before the layer above notices), an idle standby after ping-timeout.
+   */
   private heartbeat(): void {
     this.hbTimer = null;
     if (!this.isOpen) return;
     const now = this.clock.nowMs();
+    // A late tick means this process did not run (GC, a long task): what arrived meanwhile is
+    // still unread, so silence proves nothing until the next tick. Never twice in a row: a
+    // process that is always late must still detect a dead path.
+    const judge = now - this.hbDueMs <= this.hbIntMs || this.hbSkipped;
+    this.hbSkipped = !judge;
     for (const l of [...this.links]) {
       const silentMs = now - l.lastHeardMs;
-      if (silentMs > this.opts.pingTimeoutMs) {
+      const limitMs = this.carriesTraffic(l)
+        ? this.hbIntMs * MULTIPATH_ACTIVE_PATH_SILENT_HEARTBEATS
+        : this.opts.pingTimeoutMs;
+      if (judge && silentMs > limitMs) {
         this.pathFailed(
           l,
           new ConnectionError(
@@ -748,6 +733,10 @@ export class MultipathSession extends BaseChannel {
       } else this.sendHeartbeat(l);
     }
     this.scheduleHeartbeat();
+  }
+
+  private carriesTraffic(l: PathLink): boolean {
+    return l === this.active || this.loadBalance;
   }
 
   private sendHeartbeat(l: PathLink): void {
@@ -847,9 +836,7 @@ export class MultipathSession extends BaseChannel {
     this.hbTimer?.cancel();
     this.noPathTimer?.cancel();
     this.ackTimer?.cancel();
-    this.switching?.timer.cancel();
     this.hbTimer = this.noPathTimer = this.ackTimer = null;
-    this.switching = null;
   }
 
   /** Ends the session for a reason of the world (peer closed, refused a resume, no path left). */

@@ -18,8 +18,6 @@ export interface MultipathOptions extends ChannelOptions {
   readonly holdDownMs?: number;
   /** First redial delay of a failed path (doubles up to MULTIPATH_REDIAL_MAX_MS). @default MULTIPATH_REDIAL_MS */
   readonly redialMs?: number;
-  /** Longest wait for the old path's messages to be acknowledged on failback. @default MULTIPATH_FAILBACK_DRAIN_MS */
-  readonly failbackDrainMs?: number;
   /** Time for a path's join handshake. @default MULTIPATH_JOIN_TIMEOUT_MS */
   readonly joinTimeoutMs?: number;
   /**

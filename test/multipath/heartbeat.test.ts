@@ -1,0 +1,180 @@
+// Path heartbeats of a session under a process that does not run on time. Pins: a heartbeat tick
+// that fires late (this process was stalled, what arrived meanwhile is unread) fails no path; a
+// process whose every tick is late still detects a dead path (it judges every other tick).
+// The session runs over hand-driven fake paths and a clock whose timers can fire late.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import type { Clock, Timer } from '../../src/platform/clock.js';
+import { MultipathSession } from '../../src/transport/multipath/session.js';
+import { MP_ACK, encodeNext } from '../../src/transport/multipath/wire.js';
+import type {
+  Channel,
+  ChannelEventName,
+  ChannelEvents,
+  Message,
+  MessageHandler,
+  PathEvent,
+  PathSpec,
+} from '../../src/transport/types.js';
+
+/** A clock whose timers fire in order, on time (step) or all at once at the end (stall). */
+class LateClock implements Clock {
+  private now = 0;
+  private timers: { at: number; seq: number; fn: () => void; live: boolean }[] = [];
+  private seq = 0;
+  nowMs(): number {
+    return this.now;
+  }
+  setTimeout(fn: () => void, delayMs: number): Timer {
+    const t = { at: this.now + delayMs, seq: this.seq++, fn, live: true };
+    this.timers.push(t);
+    return { cancel: () => (t.live = false) };
+  }
+  /** Time moves by `ms`; each timer due runs at its own time. */
+  step(ms: number): void {
+    this.run(this.now + ms, false);
+  }
+  /** The process was stalled for `ms`: timers due meanwhile all run late, at the end. */
+  stall(ms: number): void {
+    this.run(this.now + ms, true);
+  }
+  private run(end: number, late: boolean): void {
+    for (;;) {
+      this.timers = this.timers.filter((t) => t.live);
+      this.timers.sort((x, y) => x.at - y.at || x.seq - y.seq);
+      const t = this.timers[0];
+      if (t === undefined || t.at > end) break;
+      this.timers.shift();
+      this.now = late ? end : t.at;
+      t.fn();
+    }
+    this.now = end;
+  }
+}
+
+/** A path channel the test drives: it records sends and delivers what the test injects. */
+class FakePath implements Channel {
+  readonly transport = 'memory' as const;
+  readonly initiator = true;
+  isOpen = true;
+  private receiver: MessageHandler | null = null;
+  private readonly listeners = new Map<ChannelEventName, ((...a: unknown[]) => void)[]>();
+  constructor(
+    readonly id: string,
+    readonly path: PathSpec,
+  ) {}
+  send(): 'ok' | 'closed' {
+    return this.isOpen ? 'ok' : 'closed';
+  }
+  setReceiver(h: MessageHandler | null): void {
+    this.receiver = h;
+  }
+  pauseData(): void {}
+  resumeData(): void {}
+  stats(): ReturnType<Channel['stats']> {
+    const s = { bytesSent: 0, bytesReceived: 0, messagesSent: 0, messagesReceived: 0 };
+    return {
+      data: { ...s, queuedBytes: 0 },
+      control: { ...s, queuedBytes: 0 },
+      rttMs: null,
+      koCount: 0,
+    };
+  }
+  on<E extends ChannelEventName>(event: E, listener: ChannelEvents[E]): () => void {
+    const l = this.listeners.get(event) ?? [];
+    l.push(listener as (...a: unknown[]) => void);
+    this.listeners.set(event, l);
+    return () => l.splice(l.indexOf(listener as (...a: unknown[]) => void), 1);
+  }
+  /** The peer's ack arrives on this path (any frame proves the path alive). */
+  hear(): void {
+    const m: Message = {
+      stream: 'control',
+      type: MP_ACK,
+      payload: encodeNext({ data: 0, control: 0 }),
+    };
+    this.receiver?.(m);
+  }
+  close(): Promise<void> {
+    this.destroy();
+    return Promise.resolve();
+  }
+  destroy(): void {
+    if (!this.isOpen) return;
+    this.isOpen = false;
+    for (const l of this.listeners.get('closed') ?? []) l({ reason: 'local' });
+  }
+}
+
+const spec = (address: string): PathSpec => ({
+  peer: { transport: 'memory', family: 'memory', address, port: 0 },
+});
+
+function open(clock: LateClock): {
+  s: MultipathSession;
+  fast: FakePath;
+  eth: FakePath;
+  failed: PathEvent[];
+} {
+  // ping-timeout 200 ms: heartbeats every 25 ms, the active path fails after 100 ms of silence.
+  const s = new MultipathSession(
+    {
+      id: 'hb',
+      sessionId: Buffer.alloc(16),
+      key: Buffer.alloc(32),
+      alg: 'sha256',
+      initiator: true,
+      clock,
+      opts: { pingTimeoutMs: 200, timeoutMs: 5_000 },
+    },
+    spec('fast'),
+  );
+  const fast = new FakePath('fast', spec('fast'));
+  const eth = new FakePath('eth', spec('eth'));
+  s.attach(fast, fast.path, 0, { data: 0, control: 0 });
+  s.attach(eth, eth.path, 1, { data: 0, control: 0 });
+  const failed: PathEvent[] = [];
+  s.on('path', (e) => {
+    if (e.state === 'failed') failed.push(e);
+  });
+  return { s, fast, eth, failed };
+}
+
+test('a late heartbeat tick (this process stalled) fails no path', () => {
+  const clock = new LateClock();
+  const { s, fast, eth, failed } = open(clock);
+  for (let i = 0; i < 20; i++) {
+    clock.step(5);
+    fast.hear();
+    eth.hear();
+  }
+  clock.stall(300);
+  // The stall is over: what the peers sent meanwhile is read now.
+  fast.hear();
+  eth.hear();
+  for (let i = 0; i < 20; i++) {
+    clock.step(5);
+    fast.hear();
+    eth.hear();
+  }
+  assert.deepEqual(
+    failed.map((e) => e.error?.message),
+    [],
+    'no path failed over a stall of this process',
+  );
+  assert.equal(s.paths().find((p) => p.active)?.spec.peer.address, 'fast');
+  s.destroy();
+});
+
+test('a process whose every tick is late still detects a dead path', () => {
+  const clock = new LateClock();
+  const { s, eth, failed } = open(clock);
+  // fast is dead (never heard again); eth answers. Every tick runs 40 ms late.
+  for (let i = 0; i < 20 && failed.length === 0; i++) {
+    clock.stall(65);
+    eth.hear();
+  }
+  assert.equal(failed[0]?.path.peer.address, 'fast', 'fast was failed');
+  assert.equal(s.paths().find((p) => p.active)?.spec.peer.address, 'eth');
+  s.destroy();
+});
