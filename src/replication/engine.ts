@@ -178,6 +178,11 @@ interface Peer {
   rxLastSeq: number;
   /** Our writes this peer may not have seen yet (two Primaries: conflict detection). */
   readonly sentLog: { seq: number; range: BlockRange }[];
+  /**
+   * This peer's writes received but not yet issued to the disk, by arrival: an overlapping
+   * later one waits for them, so the disk applies overlapping writes in the Primary's order.
+   */
+  readonly rxNotStarted: Map<number, BlockRange>;
 }
 
 /** A drained epoch on the receiving side: what its BarrierAck will say. */
@@ -266,6 +271,17 @@ export interface EngineState {
   /** Local block -> resync writes in flight. */
   readonly rsLocks: Map<number, number>;
   readonly lockWaiters: (() => void)[];
+  /**
+   * Client writes accepted but not yet started (queued or held), by arrival. A write that
+   * overlaps one of these or a write in `writes` waits: overlapping writes start one after
+   * the other, each once the one before completed on every copy (DRBD's
+   * complete_conflicting_writes), so the local disk and the peers apply them in one order.
+   */
+  readonly writesNotStarted: Map<number, BlockRange>;
+  /** Client writes held by an overlapping write or a resync lock, by arrival. */
+  readonly writesHeld: Extract<ClientRequest, { op: 'write' | 'trim' | 'zeroes' }>[];
+  /** retryHeldWrites is running (it re-enters through completions). */
+  retryingHeld: 'no' | 'yes' | 'again';
   pendingPromote: PendingPromote | null;
   /** A Primary attached a disk that is not yet UpToDate (it syncs from a peer). */
   attachedAsPrimary: boolean;
@@ -317,6 +333,9 @@ export function createEngine(cfg: EngineConfig, boot: BootState | null): StepRes
     writeLocks: new Map(),
     rsLocks: new Map(),
     lockWaiters: [],
+    writesNotStarted: new Map(),
+    writesHeld: [],
+    retryingHeld: 'no',
     pendingPromote: null,
     attachedAsPrimary: false,
     appIoThisTick: 0,
@@ -375,6 +394,7 @@ function newPeer(id: number, name: string): Peer {
     readsWaiting: [],
     rxLastSeq: 0,
     sentLog: [],
+    rxNotStarted: new Map(),
   };
 }
 
@@ -634,9 +654,56 @@ function onRequest(s: EngineState, req: ClientRequest): void {
       return;
     }
     s.queued.push(req);
+    noteNotStarted(s, req);
     return;
   }
+  noteNotStarted(s, req);
   startRequest(s, req);
+}
+
+function noteNotStarted(s: EngineState, req: ClientRequest): void {
+  if (req.op === 'write' || req.op === 'trim' || req.op === 'zeroes')
+    s.writesNotStarted.set(
+      req.id,
+      blockRangeOf(req.offsetBytes, req.op === 'write' ? req.data.length : req.lengthBytes),
+    );
+}
+
+function overlaps(a: BlockRange, b: BlockRange): boolean {
+  return a.start < b.start + b.count && b.start < a.start + a.count;
+}
+
+/**
+ * A client write must wait: it overlaps a write still in flight (not completed on every copy
+ * per the protocol) or one that arrived before it and has not started. Costs one pass over the
+ * writes in flight, not a lock per block.
+ */
+function overlapsEarlierWrite(s: EngineState, reqId: number, r: BlockRange): boolean {
+  if (s.cfg.plantedBug === 'overlap-unordered') return false;
+  for (const w of s.writes.values()) if (overlaps(w.range, r)) return true;
+  for (const [id, range] of s.writesNotStarted) {
+    if (id === reqId) break;
+    if (overlaps(range, r)) return true;
+  }
+  return false;
+}
+
+function retryAsked(s: EngineState): boolean {
+  return s.retryingHeld === 'again';
+}
+
+/** Starts the held writes that may go now; the rest stay held in their order. */
+function retryHeldWrites(s: EngineState): void {
+  if (s.retryingHeld !== 'no') {
+    s.retryingHeld = 'again';
+    return;
+  }
+  for (let again = true; again;) {
+    s.retryingHeld = 'yes';
+    for (const req of s.writesHeld.splice(0)) startWrite(s, req);
+    again = retryAsked(s);
+  }
+  s.retryingHeld = 'no';
 }
 
 /** While a handshake is undecided, I/O waits (DRBD suspends I/O across state changes). */
@@ -673,6 +740,7 @@ function hasGoodData(s: EngineState): boolean {
 function startRequest(s: EngineState, req: ClientRequest): void {
   s.appIoThisTick++;
   if (!hasGoodData(s)) {
+    s.writesNotStarted.delete(req.id);
     emit(s, { type: 'complete', reqId: req.id, ok: false, errno: 'EIO' });
     return;
   }
@@ -812,6 +880,10 @@ function startWrite(
 ): void {
   const lengthBytes = req.op === 'write' ? req.data.length : req.lengthBytes;
   const range = blockRangeOf(req.offsetBytes, lengthBytes);
+  if (overlapsEarlierWrite(s, req.id, range)) {
+    s.writesHeld.push(req);
+    return;
+  }
   if (!alReady(s, range)) {
     s.queued.push(req);
     // Extents are held by writes the peers have not acknowledged yet: ask for those acks now.
@@ -823,9 +895,10 @@ function startWrite(
   }
   // With two Primaries a peer write may be landing here: order behind it.
   if (blockedByResync(s, range) || (s.cfg.allowTwoPrimaries && blockedByWrites(s, range))) {
-    s.lockWaiters.push(() => startWrite(s, req));
+    s.writesHeld.push(req);
     return;
   }
+  s.writesNotStarted.delete(req.id);
   const seq = s.nextSeq++;
   const w: WriteReq = {
     reqId: req.id,
@@ -923,6 +996,7 @@ function maybeCompleteWrite(s: EngineState, w: WriteReq): void {
         closeEpochNow(s, p);
     }
   } else emit(s, { type: 'complete', reqId: w.reqId, ok: false, errno: 'EIO' });
+  retryHeldWrites(s);
   pumpQueue(s);
 }
 
@@ -990,6 +1064,7 @@ function rxQueued(s: EngineState, r: BlockRange): boolean {
 function wakeLockWaiters(s: EngineState): void {
   const ws = s.lockWaiters.splice(0);
   for (const w of ws) w();
+  retryHeldWrites(s);
   const waiting = [...s.peers.values()].flatMap((p) =>
     p.rsSourceWaiting.splice(0).map((r) => [p, r] as const),
   );
@@ -1275,6 +1350,7 @@ function detach(s: EngineState): void {
   }
   for (const w of [...s.writes.values()]) maybeCompleteWrite(s, w);
   s.lockWaiters.splice(0).forEach((f) => f());
+  retryHeldWrites(s);
 }
 
 // --- admin ----------------------------------------------------------------------------------
@@ -1451,7 +1527,7 @@ function becomePrimary(s: EngineState, cmdId: number, force: boolean): void {
 
 function demote(s: EngineState, cmdId: number): void {
   if (s.role !== 'Primary') return reply(s, cmdId, true, 'already Secondary');
-  if (s.writes.size > 0 || s.flushes.size > 0 || s.queued.length > 0)
+  if (s.writes.size > 0 || s.flushes.size > 0 || s.queued.length > 0 || s.writesNotStarted.size > 0)
     return reply(s, cmdId, false, 'device is busy (I/O in flight)');
   setRole(s, 'Secondary');
   s.crashedPrimary = false;
@@ -1853,6 +1929,7 @@ function onClosed(s: EngineState, peerId: number, byNetwork: boolean): void {
   p.readsWaiting.length = 0;
   p.ov = null;
   p.rxQueue.length = 0;
+  p.rxNotStarted.clear();
   p.rxDraining = false;
   p.rxFlushing.length = 0;
   p.rxUnflushed.length = 0;
@@ -2103,14 +2180,19 @@ function startPeerWrite(s: EngineState, p: Peer, pk: Extract<Packet, { kind: 'Da
   }
   const iWin = s.cfg.nodeId < p.id;
   const incAtArrival = p.inc;
+  p.rxNotStarted.set(pk.seq, range);
   const go = (): void => {
     if (p.inc !== incAtArrival) return;
+    // Overlapping writes land in the order they were sent: after the earlier ones still on
+    // the disk (write locks) and after earlier ones not issued yet. Two Primaries: the loser
+    // also orders the peer's conflicting write after its own.
     const mustWait =
-      blockedByResync(s, range) || (conflicting.size > 0 && !iWin && blockedByWrites(s, range));
+      blockedByResync(s, range) || blockedByWrites(s, range) || rxEarlierOverlaps(p, pk.seq, range);
     if (mustWait) {
       s.lockWaiters.push(go);
       return;
     }
+    p.rxNotStarted.delete(pk.seq);
     const parts =
       conflicting.size > 0 && iWin
         ? byteRunsExcluding(pk.offsetBytes, pk.lengthBytes, conflicting)
@@ -2164,6 +2246,14 @@ function startPeerWrite(s: EngineState, p: Peer, pk: Extract<Packet, { kind: 'Da
     }
   };
   go();
+}
+
+function rxEarlierOverlaps(p: Peer, seq: number, r: BlockRange): boolean {
+  for (const [other, range] of p.rxNotStarted) {
+    if (other === seq) return false;
+    if (overlaps(range, r)) return true;
+  }
+  return false;
 }
 
 /** The byte runs of [offset, offset+length) outside the given blocks. */

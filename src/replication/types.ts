@@ -33,7 +33,8 @@ export type PlantedBug =
   | 'no-bit-while-disconnected'
   | 'resync-overwrites-newer'
   | 'early-ack'
-  | 'barrier-ack-before-flush';
+  | 'barrier-ack-before-flush'
+  | 'overlap-unordered';
 
 export interface ResyncRateOptions {
   /** Fixed resync rate used when cPlanAheadTenths is 0. @default 250 KiB/s (DRBD) */

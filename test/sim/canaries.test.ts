@@ -28,6 +28,9 @@ const cases: [SimBug, RegExp][] = [
   // No metadata barrier flushes the data disk first: bits cleared and extents dropped from
   // the AL reach the disk before the writes they vouch for.
   ['meta-skips-flush', /unmarked difference|convergence|lost write/],
+  // The Primary issues a write overlapping one still in flight: its disk and the peer's may
+  // apply the two in different orders (the replicas diverge, or an acked write is undone).
+  ['overlap-unordered', /unmarked difference|convergence|lost write/],
 ];
 
 for (const [bug, kind] of cases) {

@@ -1,6 +1,6 @@
 // Simulator command line: `npm run sim -- --seeds N [--seed-start S] [--bug NAME]` runs seeds
 // S..S+N-1 and stops at the first violation (exit 1); `--seed S --trace` replays one seed and
-// prints its full event trace (identical on every replay).
+// prints its full event trace (identical on every replay). `--no-overlap`: no overlapping writes.
 import { runSeed, type SimStats } from './cluster.js';
 import type { SimBug } from './cluster.js';
 
@@ -22,10 +22,13 @@ function num(name: string, dflt: number): number {
 
 const bug = arg('--bug') as SimBug | undefined;
 const trace = process.argv.includes('--trace');
+// Seeds recorded before overlapping writes existed replay with --no-overlap.
+const noOverlap = process.argv.includes('--no-overlap') ? { overlap: false } : {};
 const one = arg('--seed');
 const totals: SimStats = {
   simulatedMs: 0,
   writesAcked: 0,
+  writesOverlapping: 0,
   readsChecked: 0,
   sectorsChecked: 0,
   faults: {},
@@ -37,6 +40,7 @@ const totals: SimStats = {
 function add(s: SimStats): void {
   totals.simulatedMs += s.simulatedMs;
   totals.writesAcked += s.writesAcked;
+  totals.writesOverlapping += s.writesOverlapping;
   totals.readsChecked += s.readsChecked;
   totals.sectorsChecked += s.sectorsChecked;
   totals.resyncs += s.resyncs;
@@ -48,7 +52,12 @@ function add(s: SimStats): void {
 const started = Date.now();
 if (one !== undefined) {
   const seed = num('--seed', 0);
-  const r = runSeed({ seed, trace, ...(bug !== undefined ? { plantedBug: bug } : {}) });
+  const r = runSeed({
+    seed,
+    trace,
+    ...noOverlap,
+    ...(bug !== undefined ? { plantedBug: bug } : {}),
+  });
   if (trace) for (const l of r.trace) console.log(l);
   console.log(`seed ${seed}: ${r.ok ? 'ok' : `VIOLATION ${r.violation}`}`);
   console.log(`params: ${r.params}`);
@@ -58,7 +67,7 @@ if (one !== undefined) {
 const count = num('--seeds', 100);
 const from = num('--seed-start', 1);
 for (let seed = from; seed < from + count; seed++) {
-  const r = runSeed({ seed, ...(bug !== undefined ? { plantedBug: bug } : {}) });
+  const r = runSeed({ seed, ...noOverlap, ...(bug !== undefined ? { plantedBug: bug } : {}) });
   add(r.stats);
   if (!r.ok) {
     console.log(`seed ${seed}: VIOLATION ${r.violation}`);
@@ -75,7 +84,7 @@ console.log(`${count} seeds ok (seeds ${from}..${from + count - 1})`);
 console.log(`simulated hours: ${(totals.simulatedMs / 3_600_000).toFixed(2)}`);
 console.log(`faults: ${JSON.stringify(totals.faults)}`);
 console.log(
-  `writes acknowledged and checked: ${totals.writesAcked}; reads checked: ${totals.readsChecked}; sectors checked: ${totals.sectorsChecked}`,
+  `writes acknowledged and checked: ${totals.writesAcked} (issued overlapping a write in flight: ${totals.writesOverlapping}); reads checked: ${totals.readsChecked}; sectors checked: ${totals.sectorsChecked}`,
 );
 console.log(
   `resyncs: ${totals.resyncs}; resync blocks moved: ${totals.resyncBlocks}; engine steps: ${totals.events}`,

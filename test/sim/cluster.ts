@@ -58,11 +58,19 @@ export interface SimOptions {
   readonly seed: number;
   readonly plantedBug?: SimBug;
   readonly trace?: boolean;
+  /**
+   * Whether a client write may overlap one still in flight on the same node (the rate is drawn
+   * from the seed). False replays the workload of seeds recorded before overlaps existed.
+   * @default true
+   */
+  readonly overlap?: boolean;
 }
 
 export interface SimStats {
   simulatedMs: number;
   writesAcked: number;
+  /** Writes issued while an overlapping write of the same node was in flight. */
+  writesOverlapping: number;
   readsChecked: number;
   sectorsChecked: number;
   faults: Record<string, number>;
@@ -370,6 +378,7 @@ export class Simulation {
   readonly stats: SimStats = {
     simulatedMs: 0,
     writesAcked: 0,
+    writesOverlapping: 0,
     readsChecked: 0,
     sectorsChecked: 0,
     faults: {},
@@ -387,7 +396,14 @@ export class Simulation {
   readonly ops = new Map<number, ClientOp>();
   /** stamp seq -> the blocks that write covered */
   readonly stamps = new Map<number, BlockRange>();
-  readonly writingBlocks = new Map<number, number>();
+  /** block -> the node whose writes to it are in flight, and how many */
+  readonly writingBlocks = new Map<number, { node: number; count: number }>();
+  /**
+   * Chance that a write may overlap writes in flight on its node. Drawn from its own stream so
+   * the seed's main draws (and the seeds recorded before overlaps) stay as they were.
+   */
+  private readonly overlapProb: number;
+  private readonly overlapRng: SeededRandom;
   private conn: { id: number; lastAt: Record<string, number> } | null = null;
   private partitionedUntil = 0;
   private delaySpikeUntil = 0;
@@ -403,6 +419,9 @@ export class Simulation {
   constructor(readonly opts: SimOptions) {
     this.rng = new SeededRandom(opts.seed);
     this.p = drawParams(this.rng);
+    this.overlapRng = new SeededRandom(opts.seed ^ 0x6f766c70);
+    this.overlapProb =
+      opts.overlap === false || this.overlapRng.int(4) === 0 ? 0 : this.overlapRng.next();
     this.nodes = [
       new Node(1, 'n1', 2, this.p.diskFlushes),
       new Node(2, 'n2', 1, this.p.diskFlushes),
@@ -411,7 +430,7 @@ export class Simulation {
 
   params(): string {
     const p = this.p;
-    return `protocol=${p.protocol} net=${p.netDelayMs.toFixed(2)}ms disk=${p.diskDelayMs.toFixed(2)}ms workload=${p.workloadMs}ms qd=${p.queueDepth} faultEvery=${p.faultIntervalMs}ms csums=${p.csums} verify=${p.verify} fixedRate=${p.fixedRate} al=${p.alExtents} fullSync=${p.initialFullSync} sb0=${p.afterSb0Pri} sb1=${p.afterSb1Pri} hot=${p.hotBlocks} diskFlushes=${p.diskFlushes}`;
+    return `protocol=${p.protocol} net=${p.netDelayMs.toFixed(2)}ms disk=${p.diskDelayMs.toFixed(2)}ms workload=${p.workloadMs}ms qd=${p.queueDepth} faultEvery=${p.faultIntervalMs}ms csums=${p.csums} verify=${p.verify} fixedRate=${p.fixedRate} al=${p.alExtents} fullSync=${p.initialFullSync} sb0=${p.afterSb0Pri} sb1=${p.afterSb1Pri} hot=${p.hotBlocks} diskFlushes=${p.diskFlushes} overlap=${this.overlapProb.toFixed(2)}`;
   }
 
   private log(line: string): void {
@@ -879,18 +898,38 @@ export class Simulation {
     const id = this.nextReq++;
     const roll = this.rng.next();
     const count = 1 + this.rng.int(3);
-    const start = Math.min(this.rng.int(this.p.hotBlocks), BLOCKS - count);
-    const range = { start, count };
+    let start = Math.min(this.rng.int(this.p.hotBlocks), BLOCKS - count);
+    let range = { start, count };
     let req: ClientRequest;
     let stampSeq = 0;
     if (roll < this.p.flushProb) req = { op: 'flush', id };
     else if (roll < this.p.flushProb + this.p.readProb)
       req = { op: 'read', id, offsetBytes: start * BLOCK, lengthBytes: count * BLOCK };
     else {
-      for (let b = start; b < start + count; b++) if ((this.writingBlocks.get(b) ?? 0) > 0) return;
+      // Overlapping writes in flight on one node: the engine orders them (issue order on
+      // every copy), so the floors stay sound. Across nodes (two Primaries after a split) a
+      // later stamp may lose to an earlier one: never overlap those.
+      const aim = this.overlapTarget(n);
+      if (aim !== null) {
+        start = Math.max(0, Math.min(aim.start + this.overlapRng.int(5) - 2, BLOCKS - count));
+        range = { start, count };
+      }
+      let busy = false;
+      for (let b = start; b < start + count; b++) {
+        const w = this.writingBlocks.get(b);
+        if (w === undefined) continue;
+        if (w.node !== n.id) return;
+        busy = true;
+      }
+      if (busy && !(this.overlapRng.next() < this.overlapProb)) return;
+      if (busy) this.stats.writesOverlapping++;
       stampSeq = this.nextStamp++;
       this.stamps.set(stampSeq, range);
-      for (let b = start; b < start + count; b++) this.writingBlocks.set(b, 1);
+      for (let b = start; b < start + count; b++) {
+        const w = this.writingBlocks.get(b);
+        if (w === undefined) this.writingBlocks.set(b, { node: n.id, count: 1 });
+        else w.count++;
+      }
       req = {
         op: 'write',
         id,
@@ -916,14 +955,27 @@ export class Simulation {
     this.deliver(n, { type: 'request', req });
   }
 
+  /** Sometimes (at the seed's overlap rate) a write of `n` in flight to aim the next one at. */
+  private overlapTarget(n: Node): BlockRange | null {
+    if (this.overlapProb === 0 || !(this.overlapRng.next() < this.overlapProb)) return null;
+    const mine = [...this.ops.values()].filter((o) => o.node === n.id && o.req.op === 'write');
+    if (mine.length === 0) return null;
+    return mine[this.overlapRng.int(mine.length)]!.range;
+  }
+
+  private writeDone(r: BlockRange): void {
+    for (let b = r.start; b < r.start + r.count; b++) {
+      const w = this.writingBlocks.get(b);
+      if (w !== undefined && --w.count <= 0) this.writingBlocks.delete(b);
+    }
+  }
+
   private onComplete(n: Node, a: Extract<Action, { type: 'complete' }>): void {
     const op = this.ops.get(a.reqId);
     if (op === undefined) throw new Violation(`${n.name} completed unknown request ${a.reqId}`);
     this.ops.delete(a.reqId);
     const req = op.req;
-    if (req.op === 'write')
-      for (let b = op.range.start; b < op.range.start + op.range.count; b++)
-        this.writingBlocks.delete(b);
+    if (req.op === 'write') this.writeDone(op.range);
     if (!a.ok) {
       this.log(`${n.name} request ${a.reqId} ${req.op} failed ${a.errno}`);
       if (req.op === 'flush') this.flushSnaps.delete(a.reqId);
@@ -1047,7 +1099,7 @@ export class Simulation {
     const mark = (r: BlockRange): void => {
       for (let x = r.start; x < r.start + r.count && x < BLOCKS; x++) busy[x] = 1;
     };
-    for (const [blk, c] of this.writingBlocks) if (c > 0) busy[blk] = 1;
+    for (const blk of this.writingBlocks.keys()) busy[blk] = 1;
     for (const n of [a, b]) {
       for (const w of n.disk.inFlight.values()) mark(blockRangeOf(w.offsetBytes, w.data.length));
       // Writes not yet acknowledged by the peer's BarrierAck may be anywhere on their way.
@@ -1106,6 +1158,7 @@ export class Simulation {
 
   private faultTick(): void {
     if (this.phase !== 'workload') return;
+    this.checkReplicasAgree('fault tick');
     const kinds = Object.entries(this.p.faultWeights) as [FaultKind, number][];
     const total = kinds.reduce((a, [, w]) => a + w, 0);
     if (total > 0) {
@@ -1239,9 +1292,7 @@ export class Simulation {
     for (const [id, op] of this.ops) {
       if (op.node !== n.id) continue;
       this.ops.delete(id);
-      if (op.req.op === 'write')
-        for (let b = op.range.start; b < op.range.start + op.range.count; b++)
-          this.writingBlocks.delete(b);
+      if (op.req.op === 'write') this.writeDone(op.range);
     }
     if (this.conn !== null) this.closeConn(n);
     // Failover: a surviving UpToDate Secondary may take over.

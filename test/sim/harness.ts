@@ -333,6 +333,14 @@ export class Pair {
     return true;
   }
 
+  /** Completes the newest pending disk I/O of a node (a disk may reorder); false if none. */
+  completeNewestIo(n: HNode): boolean {
+    const io = n.pendingIo.pop();
+    if (io === undefined) return false;
+    this.step(n, io.run());
+    return true;
+  }
+
   /** Completes the oldest pending disk I/O of a node; false if none. */
   completeIo(n: HNode): boolean {
     const io = n.pendingIo.shift();
