@@ -2,7 +2,8 @@
 // and the ordering rules between them. Data I/O runs concurrently; a metadata action (superblock,
 // AL transaction, bitmap flush) is a barrier: it first flushes the data disk (not needed for an
 // AL transaction that only adds extents), then writes the metadata durably, and no later data
-// I/O starts before it is done (engine Action contract).
+// I/O starts before it is done (engine Action contract). A barrier that fails fails the disk:
+// the I/O it held back, and any after, is answered EIO without running.
 // The metadata itself is storage's MetadataStore, through its engine-facing methods.
 import { BITMAP_BLOCK_BYTES } from '../limits.js';
 import type {
@@ -23,7 +24,7 @@ import {
   type FileStoreOptions,
   type MetaDiskSpec,
 } from '../storage/index.js';
-import { MetadataError } from '../util/errors.js';
+import { DiskIoError, MetadataError } from '../util/errors.js';
 import type { MetaDiskSpec as ConfigMetaDisk } from '../config/index.js';
 
 /** How the backing files are opened (FileStoreOptions without readOnly/direct). */
@@ -50,6 +51,13 @@ export function barrierFlushesData(a: MetaAction): boolean {
 
 export class LocalDisk {
   private gate: Promise<void> | null = null;
+  /**
+   * The metadata write that failed, or null. From then on the metadata may not say what the
+   * data holds (an AL transaction may be missing): a write that waited for it must not land
+   * (after a crash nothing would mark its block), so no data I/O runs any more; the resource
+   * detaches the disk (on-io-error) and the engine settles the I/O as failed.
+   */
+  private failure: Error | null = null;
 
   private constructor(
     private readonly devices: BackingDevices,
@@ -181,9 +189,27 @@ export class LocalDisk {
     return this.gate;
   }
 
-  /** Runs a data I/O in order with the metadata barriers before it. */
+  /** A metadata barrier failed: the disk takes no more I/O (see `failure`). */
+  get failed(): boolean {
+    return this.failure !== null;
+  }
+
+  /**
+   * Runs a data I/O in order with the metadata barriers before it; after a failed barrier it
+   * rejects with EIO instead (DiskIoError) and `op` never runs.
+   */
   io<T>(op: () => Promise<T>): Promise<T> {
-    return this.gate === null ? op() : this.gate.then(op);
+    const run = (): Promise<T> => (this.failure === null ? op() : Promise.reject(this.failedIo()));
+    return this.gate === null ? run() : this.gate.then(run);
+  }
+
+  private failedIo(): DiskIoError {
+    return new DiskIoError(
+      `${this.devices.disk.name}: a metadata write failed, the disk takes no more I/O`,
+      -1,
+      'EIO',
+      { cause: this.failure },
+    );
   }
 
   /**
@@ -191,10 +217,17 @@ export class LocalDisk {
    * I/O waits for it.
    */
   barrier(write: () => Promise<void>, flushData = true): Promise<void> {
-    const run = (this.gate ?? Promise.resolve()).then(async () => {
-      if (flushData) await this.data.flush();
-      await write();
-    });
+    const run = (this.gate ?? Promise.resolve())
+      .then(async () => {
+        if (this.failure !== null) throw this.failedIo();
+        if (flushData) await this.data.flush();
+        await write();
+      })
+      .catch((e: unknown) => {
+        // Set before the gate opens, so everything it held back sees the failure.
+        this.failure ??= e instanceof Error ? e : new Error(String(e));
+        throw e;
+      });
     const gate = run.catch(() => undefined);
     this.gate = gate;
     void gate.then(() => {
@@ -231,9 +264,13 @@ export class LocalDisk {
     return this.barrier(() => this.meta.flushBitmap());
   }
 
-  /** Clean detach: every I/O done, bitmap written, AL marked clean, devices closed. */
+  /**
+   * Clean detach: every I/O done, bitmap written, AL marked clean, devices closed. A failed
+   * disk writes nothing (marking the AL clean would drop the cover of what it may lack).
+   */
   async close(): Promise<void> {
     await (this.gate ?? Promise.resolve());
+    if (this.failure !== null) return this.abandon();
     try {
       await this.data.flush();
       await this.meta.markClean();

@@ -167,6 +167,10 @@ export class Resource implements ResourceRuntime {
   private readonly inFlight = new Set<Promise<unknown>>();
   /** Disk I/O started and not yet done: the disk closes only after all of it. */
   private readonly diskInFlight = new Set<Promise<unknown>>();
+  /** An admin `detach` runs (it closes the disk itself). */
+  private detaching = false;
+  /** A disk the engine detached on its own (I/O error) being let go, or null. */
+  private diskDropping: Promise<void> | null = null;
   /** DATA-stream sends waiting for a metadata barrier (see sendData), or null. */
   private dataQueue: Promise<void> | null = null;
   /** Set by shutdown(): new client requests fail at once instead of entering the engine. */
@@ -385,6 +389,7 @@ export class Resource implements ResourceRuntime {
   }
 
   private async attach(): Promise<void> {
+    if (this.diskDropping !== null) await this.diskDropping;
     if (this.disk !== null) return;
     const peerIds = [...this.peers.keys()];
     const alExtents =
@@ -432,8 +437,14 @@ export class Resource implements ResourceRuntime {
   private async detach(): Promise<void> {
     this.requireUp();
     if (this.disk === null) return;
-    await this.admin({ cmd: 'detach' });
+    this.detaching = true;
+    try {
+      await this.admin({ cmd: 'detach' });
+    } finally {
+      this.detaching = false;
+    }
     const disk = this.disk;
+    if (disk === null) return;
     this.disk = null;
     await disk.close();
   }
@@ -475,6 +486,7 @@ export class Resource implements ResourceRuntime {
     // was marked clean: nothing would resync it. Let every disk I/O finish first.
     await Promise.allSettled([...this.diskInFlight]);
     if (disk !== null) await disk.close();
+    if (this.diskDropping !== null) await this.diskDropping;
     this.setDisk('Diskless');
   }
 
@@ -1006,8 +1018,25 @@ export class Resource implements ResourceRuntime {
   }
 
   private setDisk(d: DiskState): void {
+    if (d === 'Diskless' && this.disk !== null && this.engine !== null && !this.detaching)
+      this.dropDisk(this.disk);
     this.diskState = d;
     this.emitEvent('change', 'device', undefined, { disk: d, volume: 0 });
+  }
+
+  /**
+   * The engine detached on its own (on-io-error): let the disk go like a crash (write nothing:
+   * it failed), once its I/O settled, so a later `attach` opens it afresh and recovers its AL.
+   */
+  private dropDisk(disk: LocalDisk): void {
+    this.disk = null;
+    const inFlight = [...this.diskInFlight];
+    const dropping = Promise.allSettled(inFlight)
+      .then(() => disk.abandon())
+      .finally(() => {
+        if (this.diskDropping === dropping) this.diskDropping = null;
+      });
+    this.diskDropping = dropping;
   }
 
   private outOfSyncBytes(peer: number): number {

@@ -48,11 +48,16 @@ const STAMP_MAGIC = 0x5354_414d;
  * Planted bugs of the node driver (the daemon's side of the Action contract), test-only:
  * `data-before-al` puts DATA packets on the wire without waiting for the metadata barriers
  * (AL transactions) queued before them; `meta-skips-flush` runs no metadata barrier's data
- * flush (a9a7518 skips it only for AL transactions that add extents).
+ * flush (a9a7518 skips it only for AL transactions that add extents); `failed-meta-releases-io`
+ * runs the data I/O a failed metadata barrier held back (LocalDisk's gate before seed 16490).
  */
-export type DriverBug = 'data-before-al' | 'meta-skips-flush';
+export type DriverBug = 'data-before-al' | 'meta-skips-flush' | 'failed-meta-releases-io';
 export type SimBug = PlantedBug | DriverBug;
-const DRIVER_BUGS: readonly string[] = ['data-before-al', 'meta-skips-flush'] satisfies DriverBug[];
+const DRIVER_BUGS: readonly string[] = [
+  'data-before-al',
+  'meta-skips-flush',
+  'failed-meta-releases-io',
+] satisfies DriverBug[];
 
 export interface SimOptions {
   readonly seed: number;
@@ -317,8 +322,13 @@ class Node {
   readonly metaQ: MetaOp[] = [];
   metaQueued = 0;
   metaDone = 0;
-  /** Data I/O and DATA sends waiting for the barriers queued before them (`ticket`). */
-  readonly held: { ticket: number; run: () => void }[] = [];
+  /**
+   * Data I/O and DATA sends waiting for the barriers queued before them (`ticket`). After a
+   * failed barrier, data I/O runs `fail` instead (LocalDisk answers it EIO); DATA goes out.
+   */
+  readonly held: { ticket: number; run: () => void; fail: (() => void) | null }[] = [];
+  /** A metadata write failed: the disk (LocalDisk) takes no more I/O until re-attached. */
+  metaFailed = false;
   /** crashInMeta: crash while the next metadata barrier runs, if one starts before this. */
   crashArmedUntil = 0;
 
@@ -502,6 +512,7 @@ export class Simulation {
       epoch: n.view().epoch + 1,
     });
     n.detached = false;
+    n.metaFailed = false;
     n.metaQ.length = 0;
     n.held.length = 0;
     n.metaQueued = n.metaDone = 0;
@@ -557,9 +568,28 @@ export class Simulation {
    * Runs `run` now, or once every metadata barrier queued so far is done (the daemon's
    * LocalDisk.io and sendData). Held work keeps its order.
    */
-  private afterBarriers(n: Node, run: () => void): void {
-    if (n.metaDone >= n.metaQueued && n.held.length === 0) return run();
-    n.held.push({ ticket: n.metaQueued, run });
+  private afterBarriers(n: Node, run: () => void, fail: (() => void) | null = null): void {
+    if (n.metaDone >= n.metaQueued && n.held.length === 0) {
+      if (n.metaFailed && fail !== null) return this.at(0, fail);
+      return run();
+    }
+    n.held.push({ ticket: n.metaQueued, run, fail });
+  }
+
+  /** What LocalDisk answers a data I/O once a metadata write failed. */
+  private ioFailed(n: Node, ioId: number, inc: number): () => void {
+    return () => {
+      if (n.incarnation === inc)
+        this.deliver(n, { type: 'diskDone', ioId, ok: false, errno: 'EIO' });
+    };
+  }
+
+  private releaseHeld(n: Node): void {
+    while (n.held.length > 0 && n.held[0]!.ticket <= n.metaDone) {
+      const h = n.held.shift()!;
+      if (n.metaFailed && h.fail !== null) h.fail();
+      else h.run();
+    }
   }
 
   private queueMeta(n: Node, op: MetaOp, inc: number): void {
@@ -572,6 +602,13 @@ export class Simulation {
   private runMeta(n: Node, inc: number): void {
     const op = n.metaQ[0];
     if (op === undefined || op.stage !== 'queued') return;
+    if (n.metaFailed) {
+      // LocalDisk's later barriers fail at once and write nothing.
+      n.metaQ.shift();
+      n.metaDone++;
+      this.releaseHeld(n);
+      return this.runMeta(n, inc);
+    }
     if (n.crashArmedUntil > this.now) {
       n.crashArmedUntil = 0;
       // Somewhere inside this barrier's flush or write.
@@ -588,13 +625,14 @@ export class Simulation {
       if (op.kind === 'bitmapFlush') op.bits = copyBitmap(n.mbitmap);
       this.at(this.diskLatency(), () => {
         if (n.incarnation !== inc) return;
-        // A failed metadata write lands in part; the daemon detaches the disk (metaIo) and,
-        // as LocalDisk's gate opens on failure too, releases what the barrier held back.
+        // A failed metadata write lands in part; the daemon detaches the disk (metaIo), and
+        // LocalDisk answers the data I/O the barrier held back (and later I/O) with EIO.
         const failed = this.diskFails(n);
         applyMeta(n, op, failed ? this.rng : null);
+        if (failed && this.opts.plantedBug !== 'failed-meta-releases-io') n.metaFailed = true;
         n.metaQ.shift();
         n.metaDone++;
-        while (n.held.length > 0 && n.held[0]!.ticket <= n.metaDone) n.held.shift()!.run();
+        this.releaseHeld(n);
         if (failed && n.engine !== null) {
           this.log(`${n.name} metadata write failed: detach`);
           this.admin(n, { cmd: 'detach' });
@@ -615,18 +653,21 @@ export class Simulation {
   private applyOne(n: Node, a: Action, inc: number): void {
     switch (a.type) {
       case 'diskRead':
-        return this.afterBarriers(n, () =>
-          this.at(this.diskLatency(), () => {
-            if (n.incarnation !== inc) return;
-            if (this.diskFails(n))
-              return this.deliver(n, { type: 'diskDone', ioId: a.ioId, ok: false, errno: 'EIO' });
-            this.deliver(n, {
-              type: 'diskDone',
-              ioId: a.ioId,
-              ok: true,
-              data: n.disk.read(a.offsetBytes, a.lengthBytes),
-            });
-          }),
+        return this.afterBarriers(
+          n,
+          () =>
+            this.at(this.diskLatency(), () => {
+              if (n.incarnation !== inc) return;
+              if (this.diskFails(n))
+                return this.deliver(n, { type: 'diskDone', ioId: a.ioId, ok: false, errno: 'EIO' });
+              this.deliver(n, {
+                type: 'diskDone',
+                ioId: a.ioId,
+                ok: true,
+                data: n.disk.read(a.offsetBytes, a.lengthBytes),
+              });
+            }),
+          this.ioFailed(n, a.ioId, inc),
         );
       case 'diskWrite':
       case 'diskTrim':
@@ -634,29 +675,37 @@ export class Simulation {
         const data =
           a.type === 'diskWrite' ? new Uint8Array(a.data) : new Uint8Array(a.lengthBytes);
         const fua = a.type === 'diskTrim' ? false : a.fua;
-        return this.afterBarriers(n, () => {
-          n.disk.inFlight.set(a.ioId, { offsetBytes: a.offsetBytes, data });
-          this.at(this.diskLatency(), () => {
-            if (n.incarnation !== inc) return;
-            n.disk.inFlight.delete(a.ioId);
-            if (this.diskFails(n))
-              return this.deliver(n, { type: 'diskDone', ioId: a.ioId, ok: false, errno: 'EIO' });
-            n.disk.write(a.offsetBytes, data, fua);
-            this.deliver(n, { type: 'diskDone', ioId: a.ioId, ok: true });
-          });
-        });
+        return this.afterBarriers(
+          n,
+          () => {
+            n.disk.inFlight.set(a.ioId, { offsetBytes: a.offsetBytes, data });
+            this.at(this.diskLatency(), () => {
+              if (n.incarnation !== inc) return;
+              n.disk.inFlight.delete(a.ioId);
+              if (this.diskFails(n))
+                return this.deliver(n, { type: 'diskDone', ioId: a.ioId, ok: false, errno: 'EIO' });
+              n.disk.write(a.offsetBytes, data, fua);
+              this.deliver(n, { type: 'diskDone', ioId: a.ioId, ok: true });
+            });
+          },
+          this.ioFailed(n, a.ioId, inc),
+        );
       }
       case 'diskFlush':
-        return this.afterBarriers(n, () => {
-          const snap = n.disk.snapshot();
-          this.at(this.diskLatency(), () => {
-            if (n.incarnation !== inc) return;
-            if (this.diskFails(n))
-              return this.deliver(n, { type: 'diskDone', ioId: a.ioId, ok: false, errno: 'EIO' });
-            n.disk.flushSnapshot(snap);
-            this.deliver(n, { type: 'diskDone', ioId: a.ioId, ok: true });
-          });
-        });
+        return this.afterBarriers(
+          n,
+          () => {
+            const snap = n.disk.snapshot();
+            this.at(this.diskLatency(), () => {
+              if (n.incarnation !== inc) return;
+              if (this.diskFails(n))
+                return this.deliver(n, { type: 'diskDone', ioId: a.ioId, ok: false, errno: 'EIO' });
+              n.disk.flushSnapshot(snap);
+              this.deliver(n, { type: 'diskDone', ioId: a.ioId, ok: true });
+            });
+          },
+          this.ioFailed(n, a.ioId, inc),
+        );
       case 'persistMeta':
       case 'alCommit':
       case 'bitmapFlush': {
@@ -1312,6 +1361,7 @@ export class Simulation {
   private reattach(n: Node): void {
     if (n.engine === null || !n.detached || n.diskState !== 'Diskless') return;
     n.errorUntil = 0;
+    n.metaFailed = false;
     // A fresh LocalDisk: the in-memory bitmap is what the disk holds.
     const boot = n.boot(AL_EXTENT_BLOCKS);
     n.mbitmap = copyBitmap(n.pbitmap);

@@ -1,0 +1,70 @@
+// LocalDisk's barrier rule when a metadata write fails: the data I/O it held back (and any
+// after it) is answered EIO and never runs, so no write lands whose activity-log transaction
+// did not (simulator seed 16490); the failed disk closes without writing its metadata.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, truncate, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { LocalDisk } from '../../src/daemon/disk.js';
+import { MetadataStore, openBackingDevices } from '../../src/storage/index.js';
+import { DiskIoError } from '../../src/util/errors.js';
+
+async function freshDisk(t: { after: (f: () => Promise<void>) => void }): Promise<LocalDisk> {
+  const dir = await mkdtemp(join(tmpdir(), 'tandem-localdisk-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const path = join(dir, 'disk.img');
+  await writeFile(path, '');
+  await truncate(path, 16 * 1024 * 1024);
+  const dev = await openBackingDevices(path, { kind: 'internal' });
+  try {
+    await MetadataStore.create(dev.meta, { ...dev.placement, maxPeers: 1, nodeId: 0 });
+  } finally {
+    await dev.close();
+  }
+  return LocalDisk.open(path, null, 0, [1], 61);
+}
+
+test('a failed metadata barrier fails the I/O it held back; it never runs', async (t) => {
+  const disk = await freshDisk(t);
+  let ran = 0;
+  const failing = disk.barrier(() => Promise.reject(new Error('metadata write: EIO')));
+  const held = disk.io(async () => {
+    ran++;
+    await disk.data.write(0, new Uint8Array(4096).fill(7));
+  });
+  await assert.rejects(failing, /metadata write: EIO/);
+  await assert.rejects(held, (e: unknown) => e instanceof DiskIoError && e.errno === 'EIO');
+  assert.equal(ran, 0, 'the held write did not run');
+  assert.equal(disk.failed, true);
+  // Later I/O and barriers fail too: the disk is failed until it is detached and re-attached.
+  await assert.rejects(
+    disk.io(async () => {
+      ran++;
+      return Promise.resolve();
+    }),
+    DiskIoError,
+  );
+  await assert.rejects(disk.bitmapFlush(), DiskIoError);
+  assert.equal(ran, 0);
+  const first = await disk.data.read(0, 4096);
+  assert.equal(first[0], 0, 'nothing reached the data disk');
+  await disk.close();
+});
+
+test('a barrier that succeeds releases the I/O it held back', async (t) => {
+  const disk = await freshDisk(t);
+  let order = '';
+  const b = disk.barrier(async () => {
+    await Promise.resolve();
+    order += 'meta,';
+  });
+  const w = disk.io(async () => {
+    order += 'data';
+    return Promise.resolve();
+  });
+  await Promise.all([b, w]);
+  assert.equal(order, 'meta,data');
+  assert.equal(disk.failed, false);
+  await disk.close();
+});
