@@ -29,6 +29,10 @@ async function main(): Promise<void> {
   const stop = (): void => {
     if (stopping) return;
     stopping = true;
+    // How the writes went (inline or threadpool): explains a QD1 result when reading the logs.
+    process.stderr.write(
+      `${JSON.stringify({ inlineWrites: store.inlineWrites, inlineStalls: store.inlineStalls, peakInFlight: store.peakInFlight })}\n`,
+    );
     void server
       .close()
       .then(() => store.close())
