@@ -94,6 +94,8 @@ export const TCP_READ_SLAB_TAIL_MIN_BYTES = 64 * KIB;
 export const TCP_KEEPALIVE_IDLE_MS = 23_000;
 /** Time a dialed socket pair has to complete the stream setup (initial frames). */
 export const TCP_SETUP_TIMEOUT_MS = 5_000;
+/** After a graceful close, how long the peer has to close its side before the sockets are destroyed (ms). */
+export const TCP_CLOSE_LINGER_MS = 5_000;
 /** Accepted sockets waiting for their partner stream, per listener. */
 export const TCP_PENDING_SOCKETS_MAX = 256;
 

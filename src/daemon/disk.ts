@@ -74,7 +74,19 @@ export class LocalDisk {
   ): Promise<LocalDisk> {
     const devices = await openBackingDevices(diskPath, storageMetaDisk(metaDisk), storeOptions);
     try {
-      const meta = await MetadataStore.open(devices.meta, { ...devices.placement, alExtents });
+      const meta = await MetadataStore.open(devices.meta, {
+        ...devices.placement,
+        alExtents,
+      }).catch((e: unknown) => {
+        // Internal metadata is looked for at the device's end: a device grown without
+        // `tandem resize` has moved its end away from it.
+        if (devices.placement.kind === 'internal' && String(e).includes('no v09 metadata magic'))
+          throw new MetadataError(
+            `${(e as Error).message}; if ${diskPath} grew since Tandem last ran, shrink it back to its former size, attach, then grow it again and run \`tandem resize\``,
+            { cause: e },
+          );
+        throw e;
+      });
       let recovered: readonly number[] = [];
       if (!meta.alClean) recovered = (await meta.applyActivityLog()).extents;
       await claimNodeId(meta, nodeId);

@@ -159,5 +159,14 @@ test('internal metadata moves to the new end; drbdmeta finds it there', async (t
     await waitConnected(c, 'alice');
     assert.equal((await status(c, 'alice')).sizeBytes, size);
     await waitInSync(c, 'alice');
+
+    // Grown while down, without resize: the end holds no metadata; the message says what to do.
+    await c.tandem('alice', 'down', c.resource);
+    await grow(alice.diskPath, 3 * DISK_BYTES);
+    const msg = await refused(c, 'alice', 'up', c.resource);
+    assert.match(msg, /no v09 metadata magic.*shrink it back to its former size/);
+    await truncate(alice.diskPath, 2 * DISK_BYTES);
+    await c.tandem('alice', 'up', c.resource);
+    await waitConnected(c, 'alice');
   });
 });

@@ -31,7 +31,6 @@ test('internal metadata moves to the new end with its bits and hot extents', () 
     const p = join(dir, 'disk.img');
     await file(p, 8 * MIB);
     let store = await openFileStore(p);
-    await (await MetadataStore.create(store, { kind: 'internal', maxPeers: 1, nodeId: 0 })).wipe();
     const created = await MetadataStore.create(store, { kind: 'internal', maxPeers: 1, nodeId: 0 });
     await created.ensurePeerSlots([1]);
     created.changeBits(1, [{ start: 10, count: 5 }], true);

@@ -94,3 +94,30 @@ async function waitAccepted(get: () => Channel | null): Promise<Channel> {
   }
   throw new Error('no channel accepted');
 }
+
+test('a graceful close with DATA paused still reads to the peer FIN: the socket goes away', async () => {
+  const ta = tcpTransport({})(deps);
+  const tb = tcpTransport({})(deps);
+  let accepted: (ch: Channel) => void = () => {};
+  const gotB = new Promise<Channel>((resolve) => (accepted = resolve));
+  const listener = await tb.listen(endpoint('127.0.0.1'), (ch) => accepted(ch));
+  const a = await ta.connect({ peer: listener.endpoint }, { signal: AbortSignal.timeout(10_000) });
+  const b = await gotB;
+  const bClosed = closedOf(b);
+  // The accepted side holds DATA (receive backpressure) and then closes gracefully: unless it
+  // reads on to the peer's FIN, its sockets stay open and the listener's close() never ends.
+  b.pauseData();
+  a.send('data', 1, [Buffer.alloc(64 * 1024)]);
+  await b.close();
+  assert.equal((await closedOf(a)).reason, 'by-peer');
+  assert.equal((await bClosed).reason, 'local');
+  let timer: NodeJS.Timeout | undefined;
+  const closedInTime = await Promise.race([
+    listener.close().then(() => true),
+    new Promise<boolean>((r) => (timer = setTimeout(() => r(false), 4_000))),
+  ]);
+  clearTimeout(timer);
+  assert.ok(closedInTime, 'the listener closed: no socket of the closed channel was left open');
+  await ta.close();
+  await tb.close();
+});

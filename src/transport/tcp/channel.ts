@@ -7,6 +7,7 @@ import type { Clock, Timer } from '../../platform/clock.js';
 import {
   TCP_BATCH_BYTES,
   TCP_COALESCE_MESSAGE_BYTES_MAX,
+  TCP_CLOSE_LINGER_MS,
   TCP_SETUP_TIMEOUT_MS,
   TRANSPORT_FRAME_HEADER_BYTES,
 } from '../../limits.js';
@@ -222,9 +223,35 @@ export class TcpChannel extends BaseChannel {
           sock.end();
         }),
     );
-    // The peer closes its side on our FIN (Node's allowHalfOpen is off); a peer that never does
-    // leaves the sockets to TCP keepalive.
-    return Promise.all(ends).then(() => undefined);
+    return Promise.all(ends).then(() => this.lingerForPeerClose());
+  }
+
+  /**
+   * After our FIN the peer closes its side (Node's allowHalfOpen is off), but only a socket that
+   * reads sees that FIN: one paused for receive backpressure would stay open (and keep a
+   * listener's close() waiting) forever. Read on, dropping what comes, and destroy whatever the
+   * peer has not closed after TCP_CLOSE_LINGER_MS.
+   */
+  private lingerForPeerClose(): void {
+    const open = (['data', 'control'] as const)
+      .map((s) => this.socks[s])
+      .filter((sock) => !sock.destroyed);
+    if (open.length === 0) return;
+    const linger = this.clock.setTimeout(() => {
+      for (const sock of open) {
+        sock.on('error', () => {});
+        sock.destroy();
+      }
+    }, TCP_CLOSE_LINGER_MS);
+    let left = open.length;
+    for (const sock of open) {
+      sock.once('close', () => {
+        if (--left === 0) linger.cancel();
+      });
+      sock.removeAllListeners('data');
+      sock.on('data', () => {});
+      sock.resume();
+    }
   }
 
   protected destroyRaw(): void {
