@@ -7,15 +7,18 @@ import { open, readFile, stat, type FileHandle } from 'node:fs/promises';
 import { constants, readSync, writeSync, writevSync } from 'node:fs';
 import {
   SECTOR_BYTES,
-  STORE_INLINE_READ_BACKOFF_MAX_MS,
-  STORE_INLINE_READ_BACKOFF_MIN_MS,
-  STORE_INLINE_READ_STALL_MS,
   STORE_INLINE_WRITE_BACKOFF_MS,
   STORE_INLINE_WRITE_STALL_MS,
   STORE_IO_IN_FLIGHT_MAX,
   STORE_ZERO_CHUNK_BYTES,
 } from '../limits.js';
 import { DiskIoError, InvalidRequestError } from '../util/errors.js';
+// Inline reads' bounds, imported on their own (the write-side imports above change separately).
+import {
+  STORE_INLINE_READ_BACKOFF_MAX_MS,
+  STORE_INLINE_READ_BACKOFF_MIN_MS,
+  STORE_INLINE_READ_STALL_MS,
+} from '../limits.js';
 import { checkOpen, checkRange, chunks, settle, totalLength } from './request.js';
 import type { BlockStore, Extent, WriteOptions, ZeroOptions } from './types.js';
 
