@@ -24,8 +24,17 @@ export const STORE_ZERO_CHUNK_BYTES = 1 * MIB;
 export const STORE_INLINE_WRITE_BYTES_MAX = 128 * KIB;
 /** An inline write slower than this (writeback throttling, a slow device) suspends them... */
 export const STORE_INLINE_WRITE_STALL_MS = 2;
-/** ...for this long: writes then take the threadpool, which never stalls the event loop. */
+/**
+ * ...for this long at first (writes then take the threadpool, which never stalls the event
+ * loop), doubling with every stall up to the maximum, back to the minimum after that long
+ * without one: a lone preemption costs little, steady throttling keeps them off.
+ */
+export const STORE_INLINE_WRITE_BACKOFF_MIN_MS = 100;
 export const STORE_INLINE_WRITE_BACKOFF_MS = 10_000;
+assert(
+  STORE_INLINE_WRITE_BACKOFF_MIN_MS <= STORE_INLINE_WRITE_BACKOFF_MS,
+  'inline backoff bounds ordered',
+);
 /** Activity-log slots ("al-extents", 4 MiB each): DRBD's default, minimum and maximum. */
 export const AL_EXTENTS_DEFAULT = 1237;
 export const AL_EXTENTS_MIN = 7;

@@ -55,7 +55,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("version", Napi::Function::New(env, VersionJs));
   // What src/transport/fabric/addon.ts checks (FABRIC_BINDING_VERSION): bump it whenever the
   // TypeScript side relies on new addon behaviour, so a stale build says "rebuild" instead of
-  // misbehaving. 2: unique keys for on-the-fly registrations.
+  // misbehaving. 2: unique keys for on-the-fly registrations, EIO named.
   exports.Set("bindingVersion", Napi::Number::New(env, 2));
   exports.Set("connect", Napi::Function::New(env, Connection::Connect));
   exports.Set("listen", Napi::Function::New(env, Listener::Listen));

@@ -30,6 +30,7 @@ const char *ErrCode(int e) {
     case FI_EHOSTUNREACH: return "EHOSTUNREACH";
     case FI_ENETUNREACH: return "ENETUNREACH";
     case FI_ENOENT: return "ENOENT";
+    case FI_EIO: return "EIO";  // sockets: how a send or receive learns the peer vanished
     default: return "EFABRIC";
   }
 }

@@ -610,8 +610,28 @@ export class Resource implements ResourceRuntime {
     }
   }
 
+  /**
+   * Performs a step's actions in order, except that local data writes and flushes go last: a
+   * Primary's write then puts its Data (a flush its Barrier) on the wire before its own disk
+   * work (an inline write is synchronous; a threadpool submission wakes a worker that may take
+   * the CPU), since the peer's round trip is the longer path. Nothing in a step depends on an
+   * I/O being issued (the engine waits for its diskDone; a flush covers writes done before it),
+   * and a metadata barrier later in the step still gates the I/O (LocalDisk.io): issuing it
+   * later only orders it more strictly.
+   */
   private execute(actions: readonly Action[]): void {
-    for (const a of actions) this.perform(a);
+    let writes: Action[] | null = null;
+    for (const a of actions) {
+      if (
+        a.type === 'diskWrite' ||
+        a.type === 'diskTrim' ||
+        a.type === 'diskZeroes' ||
+        a.type === 'diskFlush'
+      )
+        (writes ??= []).push(a);
+      else this.perform(a);
+    }
+    if (writes !== null) for (const a of writes) this.perform(a);
   }
 
   private perform(a: Action): void {

@@ -109,6 +109,8 @@ export class NbdConnection {
   private readPaused = false;
   private replies: Buffer[] = [];
   private flushScheduled = false;
+  /** A reply went out directly in this turn of the event loop (see sendSoon). */
+  private wroteThisTurn = false;
   private closing = false; // DISC, shutdown or a protocol error: finish in-flight, then end
   private closed = false;
   private shuttingDown = false;
@@ -306,6 +308,20 @@ export class NbdConnection {
     }
   }
 
+  /**
+   * A one-buffer reply: written at once if it is the first of this turn of the event loop (at
+   * queue depth 1 the batch would only add a turn to its latency), else batched like the rest.
+   */
+  private sendSoon(b: Buffer): void {
+    if (this.closed) return;
+    if (this.flushScheduled || this.wroteThisTurn) return this.send(b);
+    this.wroteThisTurn = true;
+    this.hooks.defer(() => {
+      this.wroteThisTurn = false;
+    });
+    this.wire.write(b);
+  }
+
   /** Writes every queued reply in one corked batch (one writev). */
   private flushReplies(): void {
     this.flushScheduled = false;
@@ -461,11 +477,11 @@ export class NbdConnection {
 
   private replyOk(req: NbdRequest): void {
     if (this.params?.structuredReplies === true) {
-      this.send(
+      this.sendSoon(
         encodeChunkHeader(NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_NONE, req.handleHi, req.handleLo, 0),
       );
     } else {
-      this.send(encodeSimpleReply(0, req.handleHi, req.handleLo));
+      this.sendSoon(encodeSimpleReply(0, req.handleHi, req.handleLo));
     }
   }
 

@@ -1499,10 +1499,12 @@ function attach(s: EngineState, cmdId: number, boot: BootState): void {
     ![...s.peers.values()].some((p) => isConnectedSettled(p) && p.disk === 'UpToDate')
   )
     return reply(s, cmdId, false, 'a Primary attaches only while connected to an UpToDate peer');
-  s.attachedAsPrimary = s.role === 'Primary';
   setDisk(s, 'Attaching');
   loadBoot(s, boot);
   if (s.disk === 'UpToDate') setDisk(s, 'Outdated'); // it missed writes while away; peers decide
+  // After loadBoot: passing through UpToDate (metadata still saying so, as when the write that
+  // recorded the detach failed with the disk) clears the flag.
+  s.attachedAsPrimary = s.role === 'Primary';
   persist(s);
   for (const p of s.peers.values()) {
     if (p.conn === 'Connected') {

@@ -7,6 +7,7 @@ import { open, readFile, stat, type FileHandle } from 'node:fs/promises';
 import { constants, readSync, writeSync, writevSync } from 'node:fs';
 import {
   SECTOR_BYTES,
+  STORE_INLINE_WRITE_BACKOFF_MIN_MS,
   STORE_INLINE_WRITE_BACKOFF_MS,
   STORE_INLINE_WRITE_STALL_MS,
   STORE_IO_IN_FLIGHT_MAX,
@@ -31,8 +32,9 @@ export interface FileStoreOptions {
    * Writes of at most this many bytes run synchronously on the calling thread: a write into
    * the page cache takes microseconds, less than the libuv threadpool's round trip (a worker
    * wake-up and a loop wake-up). One that takes longer than STORE_INLINE_WRITE_STALL_MS
-   * (writeback throttling, a slow device) sends writes back to the threadpool for
-   * STORE_INLINE_WRITE_BACKOFF_MS, so a stall costs the event loop once, not every write.
+   * (writeback throttling, a slow device) sends writes back to the threadpool for a while
+   * (STORE_INLINE_WRITE_BACKOFF_MIN_MS, doubling per stall up to STORE_INLINE_WRITE_BACKOFF_MS),
+   * so a stall costs the event loop once, not every write.
    * Needs `clock`; ignored with `direct`. @default 0 (never inline)
    */
   readonly inlineWriteMaxBytes?: number;
@@ -131,8 +133,11 @@ export class FileStore implements BlockStore {
   /** Writes done inline, and how often a slow one sent writes back to the threadpool. */
   inlineWrites = 0;
   inlineStalls = 0;
-  /** Inline writes are suspended until this time (clock ms) after a slow one. */
+  /** Inline writes are suspended until this time (clock ms) after a slow one... */
   private inlineResumeAtMs = 0;
+  /** ...for this long after the next slow one; and when the last one was. */
+  private inlineBackoffMs = STORE_INLINE_WRITE_BACKOFF_MIN_MS;
+  private inlineLastStallMs = -Infinity;
   /** fdatasyncs running: a write meanwhile may wait in the kernel for the journal commit. */
   private flushesRunning = 0;
 
@@ -281,7 +286,11 @@ export class FileStore implements BlockStore {
     const endMs = inline.clock.nowMs();
     if (endMs - startMs > STORE_INLINE_WRITE_STALL_MS) {
       this.inlineStalls++;
-      this.inlineResumeAtMs = endMs + STORE_INLINE_WRITE_BACKOFF_MS;
+      if (endMs - this.inlineLastStallMs > STORE_INLINE_WRITE_BACKOFF_MS)
+        this.inlineBackoffMs = STORE_INLINE_WRITE_BACKOFF_MIN_MS;
+      this.inlineResumeAtMs = endMs + this.inlineBackoffMs;
+      this.inlineBackoffMs = Math.min(2 * this.inlineBackoffMs, STORE_INLINE_WRITE_BACKOFF_MS);
+      this.inlineLastStallMs = endMs;
     }
     return true;
   }

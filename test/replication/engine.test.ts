@@ -660,3 +660,18 @@ test('equal generations: an Outdated disk (detached, still flagged crashed-prima
   assert.equal(blockOf(p.a, 5), 2, 'the write that failed on alpha came back from bravo');
   assert.ok(p.identical());
 });
+
+test('a Primary re-attaches a disk whose detach was never recorded (that metadata write failed too)', () => {
+  // Found by the simulator once metadata writes could fail (seed 564): the attach passed
+  // through UpToDate, which cleared "attached as Primary", and the Outdated Primary tripped
+  // an invariant (an assertion: the daemon would have stopped).
+  const p = Pair.initialized();
+  const before = p.a.meta;
+  assert.equal(p.adminCmd(p.a, { cmd: 'detach' }).ok, true);
+  p.settle();
+  p.a.meta = before; // wasUpToDate=false never reached the failing disk
+  assert.equal(p.adminCmd(p.a, { cmd: 'attach', boot: p.boot(p.a) }).ok, true);
+  p.settle();
+  assert.equal(p.a.engine.disk, 'UpToDate');
+  assert.ok(p.identical());
+});

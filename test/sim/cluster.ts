@@ -259,6 +259,8 @@ interface ClientOp {
   readonly inSyncAtIssue: Map<number, number>;
   /** The issuing node's own disk was UpToDate (its ack then speaks for that disk too). */
   readonly localAtIssue: boolean;
+  /** Each node's incarnation at issue: a peer that crashed since owes nothing unflushed. */
+  readonly incAtIssue: readonly number[];
 }
 
 interface ResyncSession {
@@ -567,10 +569,17 @@ export class Simulation {
       if (op.kind === 'bitmapFlush') op.bits = copyBitmap(n.mbitmap);
       this.at(this.diskLatency(), () => {
         if (n.incarnation !== inc) return;
-        applyMeta(n, op, null);
+        // A failed metadata write lands in part; the daemon detaches the disk (metaIo) and,
+        // as LocalDisk's gate opens on failure too, releases what the barrier held back.
+        const failed = this.diskFails(n);
+        applyMeta(n, op, failed ? this.rng : null);
         n.metaQ.shift();
         n.metaDone++;
         while (n.held.length > 0 && n.held[0]!.ticket <= n.metaDone) n.held.shift()!.run();
+        if (failed && n.engine !== null) {
+          this.log(`${n.name} metadata write failed: detach`);
+          this.admin(n, { cmd: 'detach' });
+        }
         this.runMeta(n, inc);
       });
     };
@@ -899,6 +908,7 @@ export class Simulation {
       stampSeq,
       inSyncAtIssue: this.inSyncPeers(n),
       localAtIssue: this.localUpToDate(n),
+      incAtIssue: this.nodes.map((x) => x.incarnation),
     };
     this.ops.set(id, op);
     if (req.op === 'flush')
@@ -939,7 +949,12 @@ export class Simulation {
       if (req.fua && local) this.requireOnDisk(n, 'durable', op, `acked FUA write ${a.reqId}`);
       for (const peer of syncPeers) {
         if (req.fua) this.requireOnDisk(peer, 'durable', op, `acked FUA write ${a.reqId}`);
-        else if (this.p.protocol === 'C')
+        else if (
+          this.p.protocol === 'C' &&
+          peer.engine !== null &&
+          peer.incarnation === op.incAtIssue[this.nodes.indexOf(peer)]
+        )
+          // Unless the peer crashed since (its WriteAck may still have been on the way).
           this.requireOnDisk(peer, 'written', op, `acked protocol-C write ${a.reqId}`);
       }
       for (let b = op.range.start; b < op.range.start + op.range.count; b++) {
@@ -1212,10 +1227,12 @@ export class Simulation {
     n.wantConnect.clear();
     n.role = 'Secondary';
     n.floor = new Int32Array(n.durable);
-    // A Diskless node had no copy of its own: what this disk lost from its cache is lost to
-    // that node's clients too (a block device may lose unflushed writes on power loss).
+    // A node without an UpToDate disk (Diskless, or a SyncTarget catching up) had no good copy
+    // of its own: what this disk lost from its cache is lost to that node's clients too (a
+    // block device may lose unflushed writes on power loss; the resync brings this disk's
+    // version back even over a newer one the other disk holds, as DRBD does).
     for (const o of this.nodes) {
-      if (o === n || o.engine === null || o.diskState !== 'Diskless') continue;
+      if (o === n || o.engine === null || o.diskState === 'UpToDate') continue;
       o.floor = new Int32Array(n.durable);
       o.durable = new Int32Array(n.durable);
     }

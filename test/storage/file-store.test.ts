@@ -14,7 +14,7 @@ import { peerEnv, requirePeers } from '../support/peers.js';
 import { drbdmeta, parseDump } from '../support/drbdmeta.js';
 import { MetadataStore } from '../../src/storage/metadata/store.js';
 import {
-  STORE_INLINE_WRITE_BACKOFF_MS,
+  STORE_INLINE_WRITE_BACKOFF_MIN_MS,
   STORE_INLINE_WRITE_STALL_MS,
   STORE_IO_IN_FLIGHT_MAX,
 } from '../../src/limits.js';
@@ -184,9 +184,18 @@ test('inline writes: small ones inline, a slow one sends writes to the threadpoo
     step = 0;
     await s.write(0, Buffer.alloc(512, 4)); // suspended: threadpool
     assert.equal(s.inlineWrites, 2);
-    now += STORE_INLINE_WRITE_BACKOFF_MS;
-    await s.write(0, Buffer.alloc(512, 5)); // the backoff is over
+    now += STORE_INLINE_WRITE_BACKOFF_MIN_MS;
+    await s.write(0, Buffer.alloc(512, 5)); // the first backoff is over
     assert.equal(s.inlineWrites, 3);
+    step = STORE_INLINE_WRITE_STALL_MS + 1;
+    await s.write(0, Buffer.alloc(512, 6)); // slow again soon after: twice the backoff
+    step = 0;
+    now += STORE_INLINE_WRITE_BACKOFF_MIN_MS;
+    await s.write(0, Buffer.alloc(512, 7));
+    assert.equal(s.inlineWrites, 4, 'still suspended');
+    now += STORE_INLINE_WRITE_BACKOFF_MIN_MS;
+    await s.write(0, Buffer.alloc(512, 5));
+    assert.equal(s.inlineWrites, 5);
     const back = await s.read(0, 8192 + 16384);
     assert.equal(back[0], 5);
     assert.equal(back[512], 1);

@@ -27,8 +27,18 @@ import {
 } from './wire.js';
 
 const STREAMS: readonly StreamId[] = ['control', 'data'];
-/** Addon error codes that mean the peer went away rather than something failing here. */
-const PEER_LEFT_CODES = new Set(['ECONNRESET', 'ECONNABORTED', 'ENOTCONN', 'EPIPE', 'ESHUTDOWN']);
+/**
+ * Addon error codes that mean the peer went away rather than something failing here (sockets
+ * fails the sends and receives in flight with EIO when the peer vanishes mid-transfer).
+ */
+const PEER_LEFT_CODES = new Set([
+  'ECONNRESET',
+  'ECONNABORTED',
+  'ENOTCONN',
+  'EPIPE',
+  'ESHUTDOWN',
+  'EIO',
+]);
 /** A send refused at once with these: the connection is gone (sockets says ENOENT). */
 const SEND_PEER_LEFT_CODES = new Set([...PEER_LEFT_CODES, 'ENOENT']);
 

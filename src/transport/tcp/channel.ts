@@ -1,6 +1,7 @@
 // One TCP channel: a data socket and a control socket (as DRBD's data and meta sockets), each
-// carrying frames. Control frames go out at once; small DATA frames sent in one turn of the
-// event loop are gathered into one writev (cork until the next tick). Payload Buffers are
+// carrying frames. The first frame of a turn of the event loop on each stream goes out at once;
+// later CONTROL frames of that turn share one writev at the next tick, later small DATA frames
+// are gathered into a batch buffer (one writev at the next tick). Payload Buffers are
 // handed to the socket as they are, never concatenated.
 import type { Socket } from 'node:net';
 import type { Clock, Timer } from '../../platform/clock.js';
@@ -34,6 +35,11 @@ export class TcpChannel extends BaseChannel {
   private readonly ended = { data: false, control: false };
   private dataHeld = false;
   private dataCorked = false;
+  /** A DATA frame went out directly in this turn of the event loop. */
+  private dataWroteThisTurn = false;
+  /** The same for CONTROL, and whether later CONTROL frames of this turn are being corked. */
+  private controlWroteThisTurn = false;
+  private controlCorked = false;
   private readonly slabs: { [S in StreamId]: SlabReader | undefined };
   /** The current batch buffer of small DATA frames; [batchStart, batchUsed) is not yet written. */
   private batch: Buffer | null = null;
@@ -137,7 +143,42 @@ export class TcpChannel extends BaseChannel {
     for (const b of payload) bytes += b.length;
     this.accepted[stream] += bytes + TRANSPORT_FRAME_HEADER_BYTES;
     if (stream === 'control') {
-      // Urgent: out now, header and payload in one writev.
+      // Urgent: the first of a turn goes out now, header and payload in one writev; later ones
+      // of the same turn (a burst of acks at queue depth 32) share one writev at the next tick.
+      if (this.controlCorked) {
+        sock.write(encodeFrameHeader(type, bytes));
+        for (const b of payload) if (b.length > 0) sock.write(b);
+        return;
+      }
+      if (this.controlWroteThisTurn) {
+        this.controlCorked = true;
+        sock.cork();
+        process.nextTick(() => {
+          this.controlCorked = false;
+          sock.uncork();
+        });
+        sock.write(encodeFrameHeader(type, bytes));
+        for (const b of payload) if (b.length > 0) sock.write(b);
+        return;
+      }
+      this.controlWroteThisTurn = true;
+      process.nextTick(() => {
+        this.controlWroteThisTurn = false;
+      });
+      sock.cork();
+      sock.write(encodeFrameHeader(type, bytes));
+      for (const b of payload) if (b.length > 0) sock.write(b);
+      sock.uncork();
+      return;
+    }
+    if (!this.dataCorked && !this.dataWroteThisTurn) {
+      // The first DATA frame of a turn leaves at once (one writev): at queue depth 1 it is the
+      // only one, and waiting for the end of the turn would put the sender's own work (an
+      // inline disk write) in front of it. Later frames of the turn are batched below.
+      this.dataWroteThisTurn = true;
+      process.nextTick(() => {
+        this.dataWroteThisTurn = false;
+      });
       sock.cork();
       sock.write(encodeFrameHeader(type, bytes));
       for (const b of payload) if (b.length > 0) sock.write(b);

@@ -305,7 +305,10 @@ export class TcpTransport implements Transport {
           for (const sock of settingUp) sock.destroy();
           settingUp.clear();
           pending.clear();
-          server.close(() => resolve());
+          // Stops accepting at once; net.Server's callback would also wait for every channel
+          // this listener accepted to end, and those stay open (the Listener contract).
+          server.close();
+          setImmediate(resolve);
         });
         return closing;
       },

@@ -26,9 +26,10 @@ function deferred<T>(): { promise: Promise<T>; resolve: (v: T) => void } {
 
 // The Soft-RoCE guest test reruns this file with verbs on the rxe device's address.
 const host = process.env['FABRIC_TEST_HOST'] ?? '127.0.0.1';
-// Default: both host providers. (sockets once lost the tail of a graceful close and stalled
-// transfers: fixed by the close handshake and unique memory-registration keys.)
-const providers = (process.env['FABRIC_TEST_PROVIDERS'] ?? 'tcp,sockets').split(',');
+// Default: the tcp provider. Over libfabric 1.17's `sockets` everything here passes on an idle
+// machine, but under CPU load its transfers can stall inside the provider (posted sends never
+// complete): FABRIC_TEST_PROVIDERS=tcp,sockets runs both (docs/TRANSPORTS.md).
+const providers = (process.env['FABRIC_TEST_PROVIDERS'] ?? 'tcp').split(',');
 
 const ep = (port: number): Endpoint => ({
   transport: 'fabric',
