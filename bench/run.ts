@@ -14,7 +14,7 @@ import { runBenchmark } from './runner.js';
 import { nbdkitSystem } from './systems/nbdkit.js';
 import { commandOutput } from './systems/probe.js';
 import { qsdMirrorSystem } from './systems/qsd-mirror.js';
-import { tandemStandaloneSystem } from './systems/tandem.js';
+import { tandemStandaloneSystem, tandemStandaloneVariants } from './systems/tandem.js';
 import { tandemPairSystems } from './systems/tandem-pair.js';
 import type { SampleWorkloadId, System } from './types.js';
 
@@ -25,6 +25,7 @@ const ALL_SYSTEMS: readonly System[] = [
   nbdkitSystem,
   qsdMirrorSystem,
   tandemStandaloneSystem,
+  ...tandemStandaloneVariants,
   ...tandemPairSystems,
 ];
 

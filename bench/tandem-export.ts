@@ -6,7 +6,7 @@
 import { NbdServer } from '../src/nbd/server.js';
 import { storeBackend } from '../src/nbd/store-backend.js';
 import { openFileStore } from '../src/storage/file.js';
-import { STORE_INLINE_WRITE_BYTES_MAX } from '../src/limits.js';
+import { STORE_INLINE_READ_BYTES_MAX, STORE_INLINE_WRITE_BYTES_MAX } from '../src/limits.js';
 import { systemClock } from '../src/platform/clock.js';
 
 async function main(): Promise<void> {
@@ -15,6 +15,8 @@ async function main(): Promise<void> {
   // As tandemd opens its disks: small writes inline while they stay fast (FileStore).
   const store = await openFileStore(file, {
     inlineWriteMaxBytes: STORE_INLINE_WRITE_BYTES_MAX,
+    // Page-cached reads inline too (FileStore inlineReadMaxBytes); tandemd should do the same.
+    inlineReadMaxBytes: STORE_INLINE_READ_BYTES_MAX,
     clock: systemClock,
   });
   const server = new NbdServer({
@@ -29,6 +31,10 @@ async function main(): Promise<void> {
   const stop = (): void => {
     if (stopping) return;
     stopping = true;
+    // How the writes went (inline or threadpool): explains a QD1 result when reading the logs.
+    process.stderr.write(
+      `${JSON.stringify({ inlineWrites: store.inlineWrites, inlineStalls: store.inlineStalls, peakInFlight: store.peakInFlight, inlineReads: store.inlineReads?.reads, inlineReadStalls: store.inlineReads?.stalls })}\n`,
+    );
     void server
       .close()
       .then(() => store.close())

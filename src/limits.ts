@@ -39,6 +39,21 @@ assert(
 export const AL_EXTENTS_DEFAULT = 1237;
 export const AL_EXTENTS_MIN = 7;
 export const AL_EXTENTS_MAX = 65534;
+/**
+ * Reads up to this size are served synchronously on the event loop while they come from the
+ * page cache (FileStore `inlineReadMaxBytes`): the threadpool round trip cost 0.55x nbdkit on
+ * 64 KiB random reads here (docs/PERFORMANCE.md, "What each change bought").
+ */
+export const STORE_INLINE_READ_BYTES_MAX = 128 * KIB;
+/** An inline read slower than this (a page-cache miss: the device was read) suspends them... */
+export const STORE_INLINE_READ_STALL_MS = 1;
+/** ...for this long at first, doubling per stall up to the maximum (reset after that long). */
+export const STORE_INLINE_READ_BACKOFF_MIN_MS = 100;
+export const STORE_INLINE_READ_BACKOFF_MAX_MS = 10_000;
+assert(
+  STORE_INLINE_READ_BACKOFF_MIN_MS <= STORE_INLINE_READ_BACKOFF_MAX_MS,
+  'inline read backoff bounds ordered',
+);
 
 // --- nbd ---------------------------------------------------------------------------------
 /** Largest READ/WRITE payload an NBD client may send or ask for (NBD block size maximum). */

@@ -28,7 +28,10 @@ import { DiskIoError, MetadataError } from '../util/errors.js';
 import type { MetaDiskSpec as ConfigMetaDisk } from '../config/index.js';
 
 /** How the backing files are opened (FileStoreOptions without readOnly/direct). */
-export type StoreOptions = Pick<FileStoreOptions, 'inlineWriteMaxBytes' | 'clock'>;
+export type StoreOptions = Pick<
+  FileStoreOptions,
+  'inlineWriteMaxBytes' | 'inlineReadMaxBytes' | 'clock'
+>;
 
 export function storageMetaDisk(m: ConfigMetaDisk | null): MetaDiskSpec {
   if (m === null || m.kind === 'internal') return { kind: 'internal' };

@@ -24,6 +24,7 @@ import {
   NBD_PAYLOAD_BYTES_MAX,
   SECTOR_BYTES,
   SHUTDOWN_DRAIN_MS,
+  STORE_INLINE_READ_BYTES_MAX,
   STORE_INLINE_WRITE_BYTES_MAX,
 } from '../limits.js';
 import { InvalidRequestError, NbdCommandError, StateError, TandemError } from '../util/errors.js';
@@ -403,7 +404,11 @@ export class Resource implements ResourceRuntime {
         this.plan.nodeId,
         peerIds,
         alExtents,
-        { inlineWriteMaxBytes: STORE_INLINE_WRITE_BYTES_MAX, clock: this.svc.clock },
+        {
+          inlineWriteMaxBytes: STORE_INLINE_WRITE_BYTES_MAX,
+          inlineReadMaxBytes: STORE_INLINE_READ_BYTES_MAX,
+          clock: this.svc.clock,
+        },
       );
     } catch (e) {
       this.setDisk('Diskless');

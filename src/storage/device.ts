@@ -53,7 +53,10 @@ export interface BackingDevices {
 export async function openBackingDevices(
   diskPath: string,
   metaDisk: MetaDiskSpec,
-  opts: Pick<FileStoreOptions, 'readOnly' | 'inlineWriteMaxBytes' | 'clock'> = {},
+  opts: Pick<
+    FileStoreOptions,
+    'readOnly' | 'inlineWriteMaxBytes' | 'inlineReadMaxBytes' | 'clock'
+  > = {},
 ): Promise<BackingDevices> {
   const disk = await openFileStore(diskPath, opts);
   if (metaDisk.kind === 'internal') {

@@ -2,8 +2,9 @@
 // STORE_IO_IN_FLIGHT_MAX requests in flight. Every short or failed I/O becomes a DiskIoError
 // with the offset and errno: a partial write is never reported as success. Small writes may run
 // inline (synchronously, into the page cache) while they stay fast; see inlineWriteMaxBytes.
+// Small reads likewise while they come from the page cache; see inlineReadMaxBytes.
 import { open, readFile, stat, type FileHandle } from 'node:fs/promises';
-import { constants, writeSync, writevSync } from 'node:fs';
+import { constants, readSync, writeSync, writevSync } from 'node:fs';
 import {
   SECTOR_BYTES,
   STORE_INLINE_WRITE_BACKOFF_MIN_MS,
@@ -13,6 +14,12 @@ import {
   STORE_ZERO_CHUNK_BYTES,
 } from '../limits.js';
 import { DiskIoError, InvalidRequestError } from '../util/errors.js';
+// Inline reads' bounds, imported on their own (the write-side imports above change separately).
+import {
+  STORE_INLINE_READ_BACKOFF_MAX_MS,
+  STORE_INLINE_READ_BACKOFF_MIN_MS,
+  STORE_INLINE_READ_STALL_MS,
+} from '../limits.js';
 import { checkOpen, checkRange, chunks, settle, totalLength } from './request.js';
 import type { BlockStore, Extent, WriteOptions, ZeroOptions } from './types.js';
 
@@ -33,6 +40,15 @@ export interface FileStoreOptions {
   readonly inlineWriteMaxBytes?: number;
   /** Monotonic milliseconds, for the inline-write stall guard. */
   readonly clock?: { nowMs(): number };
+  /**
+   * Reads of at most this many bytes run synchronously on the calling thread: from the page
+   * cache that is a memcpy, far cheaper than the threadpool round trip. One slower than
+   * STORE_INLINE_READ_STALL_MS (a page-cache miss went to the device) sends reads to the
+   * threadpool for STORE_INLINE_READ_BACKOFF_MIN_MS, doubling per stall up to
+   * STORE_INLINE_READ_BACKOFF_MAX_MS: cold data costs the event loop one stall per backoff.
+   * Needs `clock`; ignored with `direct`. @default 0 (never inline)
+   */
+  readonly inlineReadMaxBytes?: number;
 }
 
 /** Opens `path` (a regular file or a block device) as a BlockStore sized from the device. */
@@ -63,7 +79,7 @@ export async function openFileStore(path: string, opts: FileStoreOptions = {}): 
       opts.direct !== true && opts.clock !== undefined && (opts.inlineWriteMaxBytes ?? 0) > 0
         ? { maxBytes: opts.inlineWriteMaxBytes ?? 0, clock: opts.clock }
         : undefined;
-    return new FileStore(
+    const store = new FileStore(
       path,
       handle,
       sizeBytes,
@@ -71,6 +87,9 @@ export async function openFileStore(path: string, opts: FileStoreOptions = {}): 
       opts.readOnly === true,
       inline,
     );
+    if (opts.direct !== true && opts.clock !== undefined && (opts.inlineReadMaxBytes ?? 0) > 0)
+      store.inlineReads = new InlineReads(opts.inlineReadMaxBytes ?? 0, opts.clock);
+    return store;
   } catch (e) {
     await handle.close();
     throw e;
@@ -159,10 +178,17 @@ export class FileStore implements BlockStore {
     return this.size;
   }
 
+  /** Set by openFileStore when small reads may run inline (see inlineReadMaxBytes). */
+  inlineReads: InlineReads | undefined;
+
   async read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
     checkOpen(this.name, this.closed);
     checkRange(this.name, this.sizeBytes, offsetBytes, lengthBytes);
     const buf = Buffer.allocUnsafe(lengthBytes);
+    if (this.inlineReads?.allows(lengthBytes) === true) {
+      this.readInline(buf, offsetBytes);
+      return buf;
+    }
     await this.slot(async () => {
       let done = 0;
       while (done < lengthBytes) {
@@ -203,6 +229,30 @@ export class FileStore implements BlockStore {
     if (!this.writeInline(offsetBytes, chunks(data), length))
       await this.slot(() => this.writeAll(offsetBytes, chunks(data), length));
     if (opts.fua === true) await this.flush();
+  }
+
+  private readInline(buf: Buffer, offsetBytes: number): void {
+    const guard = this.inlineReads;
+    if (guard === undefined) return;
+    const startMs = guard.clock.nowMs();
+    let done = 0;
+    while (done < buf.length) {
+      const at = offsetBytes + done;
+      let n: number;
+      try {
+        n = readSync(this.handle.fd, buf, done, buf.length - done, at);
+      } catch (e) {
+        throw ioError(`${this.name}: read of ${buf.length} bytes at ${offsetBytes} failed`, at, e);
+      }
+      if (n === 0)
+        throw new DiskIoError(
+          `${this.name}: short read at offset ${at} (device shrank?)`,
+          at,
+          'EIO',
+        );
+      done += n;
+    }
+    guard.done(startMs);
   }
 
   /** Writes synchronously when allowed (see inlineWriteMaxBytes); false: not attempted. */
@@ -366,4 +416,35 @@ function skip(parts: readonly Uint8Array[], n: number): Uint8Array[] {
     left = 0;
   }
   return out;
+}
+
+/** When small reads may run inline: counts them and backs off after a slow one. */
+export class InlineReads {
+  /** Reads done inline, and how often a slow one sent reads back to the threadpool. */
+  reads = 0;
+  stalls = 0;
+  private resumeAtMs = 0;
+  private backoffMs = STORE_INLINE_READ_BACKOFF_MIN_MS;
+  private lastStallMs = -Infinity;
+
+  constructor(
+    readonly maxBytes: number,
+    readonly clock: { nowMs(): number },
+  ) {}
+
+  allows(lengthBytes: number): boolean {
+    return lengthBytes <= this.maxBytes && this.clock.nowMs() >= this.resumeAtMs;
+  }
+
+  done(startMs: number): void {
+    this.reads++;
+    const endMs = this.clock.nowMs();
+    if (endMs - startMs <= STORE_INLINE_READ_STALL_MS) return;
+    this.stalls++;
+    if (endMs - this.lastStallMs > STORE_INLINE_READ_BACKOFF_MAX_MS)
+      this.backoffMs = STORE_INLINE_READ_BACKOFF_MIN_MS;
+    this.resumeAtMs = endMs + this.backoffMs;
+    this.backoffMs = Math.min(2 * this.backoffMs, STORE_INLINE_READ_BACKOFF_MAX_MS);
+    this.lastStallMs = endMs;
+  }
 }
