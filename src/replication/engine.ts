@@ -1785,6 +1785,16 @@ function onHandshake(s: EngineState, p: Peer, h: HandshakePacket): void {
         });
         return goStandAlone(s, p);
       }
+      // A SyncSource's disk is UpToDate (DRBD's sanitize_state forces it; only an Inconsistent
+      // disk may not become SyncSource). A consistent disk the UUIDs found newer than the
+      // peer's holds the newest data, Outdated or not (seed 13351: a Primary wrote alone, its
+      // disk failed, and at re-attach its Outdated disk held the newer generation; it never
+      // served a request and the resync never ended).
+      if (!target && s.disk === 'Outdated') {
+        s.wasUpToDate = true;
+        setDisk(s, 'UpToDate');
+      }
+      if (target && h.disk === 'Outdated') setPeerDisk(s, p, 'UpToDate');
       p.settled = true;
       beginSync(s, p, target ? 'target' : 'source', Math.abs(result) === 2);
       pumpQueue(s);

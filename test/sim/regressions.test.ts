@@ -12,3 +12,9 @@ test('seed 16490: a failed metadata barrier fails the data I/O it held back', ()
   assert.equal(planted.ok, false);
   assert.match(planted.violation ?? '', /unmarked difference/);
 });
+
+test('seed 13351: an Outdated disk with the newer generation serves the resync it sources', () => {
+  // Found before seed 16490's fix changed the model: the old driver (planted back) replays it.
+  const r = runSeed({ seed: 13351, overlap: false, plantedBug: 'failed-meta-releases-io' });
+  assert.ok(r.ok, r.violation ?? '');
+});
