@@ -81,6 +81,8 @@ interface WriteReq {
   copies: number;
   readonly peersPending: Set<number>;
   readonly replicatedTo: Set<number>;
+  /** The local write failed: the peers hold data this disk lacks. */
+  localFailed: boolean;
 }
 
 interface FlushReq {
@@ -909,6 +911,7 @@ function startWrite(
     copies: 0,
     peersPending: new Set(),
     replicatedTo: new Set(),
+    localFailed: false,
   };
   s.writes.set(seq, w);
   touchForResync(s, range, req.offsetBytes, lengthBytes);
@@ -1199,6 +1202,7 @@ function onIoError(s: EngineState, what: Io): void {
       const w = s.writes.get(what.seq);
       if (w !== undefined) {
         w.localPending = false;
+        w.localFailed = true;
         lockWrite(s, w.range, -1);
         // Peers now hold data this disk does not: the disk is no longer a full copy.
       }
@@ -1283,7 +1287,13 @@ function detach(s: EngineState): void {
   s.alHolds.clear();
   s.writeLocks.clear();
   s.rsLocks.clear();
+  // Writes whose local part failed or is abandoned may be missing here while the peers wrote
+  // them, and the activity log may not cover them (a write waiting for an AL transaction that
+  // failed): the peers mark them for us once they know our disk is gone (DRBD: the peer of a
+  // failed disk marks what it receives; P_OUT_OF_SYNC).
+  const missing: WriteReq[] = [];
   for (const w of s.writes.values()) {
+    if (w.localPending || w.localFailed) missing.push(w);
     w.extents = [];
     w.localPending = false;
   }
@@ -1295,6 +1305,13 @@ function detach(s: EngineState): void {
     if (p.repl !== 'Off' && p.conn === 'Connected') setRepl(s, p, 'Established');
   }
   broadcastState(s);
+  for (const w of missing) {
+    for (const id of w.replicatedTo) {
+      const p = s.peers.get(id);
+      if (p !== undefined && p.conn === 'Connected')
+        send(s, p, 'data', { kind: 'OutOfSync', start: w.range.start, count: w.range.count });
+    }
+  }
   for (const what of abandoned) {
     switch (what.kind) {
       case 'clientRead':
@@ -2131,6 +2148,11 @@ function onPacket(s: EngineState, peerId: number, pk: Packet): void {
       return onResizeDone(s, p, pk.id, pk.ok);
     case 'OvDone':
       if (p.repl === 'VerifyT') setRepl(s, p, 'Established');
+      return;
+    case 'OutOfSync':
+      // After the sender's State: its disk is gone, so no invariant expects these clear.
+      markOutOfSync(s, p.id, clampRange(s, { start: pk.start, count: pk.count }));
+      if (hasDisk(s)) emit(s, { type: 'bitmapFlush' });
       return;
   }
 }

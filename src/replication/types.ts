@@ -475,6 +475,11 @@ export type Packet =
       readonly sizeBytes: number;
       readonly assumeClean: boolean;
     }
-  | { readonly kind: 'ResizeDone'; readonly id: number; readonly ok: boolean };
+  | { readonly kind: 'ResizeDone'; readonly id: number; readonly ok: boolean }
+  /**
+   * DATA stream: these blocks of writes the sender replicated did not (or may not) reach its own
+   * disk, which failed (DRBD's P_OUT_OF_SYNC): the receiver marks them for the sender.
+   */
+  | { readonly kind: 'OutOfSync'; readonly start: number; readonly count: number };
 
 export type PacketKind = Packet['kind'];

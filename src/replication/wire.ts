@@ -157,6 +157,10 @@ const SCHEMA: Readonly<Record<PacketKind, readonly (readonly [string, FieldType]
     ['id', 'num'],
     ['ok', 'bool'],
   ],
+  OutOfSync: [
+    ['start', 'num'],
+    ['count', 'num'],
+  ],
 };
 
 const KINDS = Object.keys(SCHEMA) as PacketKind[];

@@ -34,3 +34,25 @@ test('an Outdated disk with the newer generation is the SyncSource and the resyn
   assert.equal(blockOf(p, p.b, 3), 0x77, 'the write alpha made alone reached bravo');
   assert.ok(p.identical());
 });
+
+test('a write whose local part failed is marked by the peer that wrote it (OutOfSync)', () => {
+  // The write waited for an activity-log transaction that failed with the disk (simulator seed
+  // 744 once the daemon stopped running such writes): nothing on this disk covers its block,
+  // so the peer that wrote it must mark it, or the re-attached disk differs unmarked.
+  const p = Pair.initialized({ protocol: 'C' });
+  p.write(p.a, 1, 0x11);
+  p.settle();
+  p.a.failNextIo = true;
+  const w = p.write(p.a, 3, 0x77);
+  p.settle();
+  assert.equal(p.a.completions.get(w)?.ok, true, 'bravo holds the write: it completes');
+  assert.equal(p.a.engine.disk, 'Diskless');
+  assert.equal(blockOf(p, p.b, 3), 0x77);
+  assert.ok(p.oos(p.b) >= 1, 'bravo marked the block for alpha');
+  p.a.pal.clear(); // the AL transaction covering block 3 never reached the disk
+  assert.equal(p.adminCmd(p.a, { cmd: 'attach', boot: p.boot(p.a) }).ok, true);
+  p.settle();
+  assert.equal(p.a.engine.disk, 'UpToDate');
+  assert.equal(blockOf(p, p.a, 3), 0x77, 'the resync brought the block back');
+  assert.ok(p.identical());
+});

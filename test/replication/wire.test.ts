@@ -91,6 +91,7 @@ export const samples: Packet[] = [
   { kind: 'ResizeInfo', id: 3, capacityBytes: 1 << 30, refusal: 'internal-metadata' },
   { kind: 'Resize', id: 3, sizeBytes: 1 << 30, assumeClean: true },
   { kind: 'ResizeDone', id: 3, ok: false },
+  { kind: 'OutOfSync', start: 5, count: 3 },
 ];
 
 function norm(x: unknown): unknown {
