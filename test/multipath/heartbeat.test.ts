@@ -4,7 +4,7 @@
 // The session runs over hand-driven fake paths and a clock whose timers can fire late.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { Clock, Timer } from '../../src/platform/clock.js';
+import { ManualClock } from '../support/clocks.js';
 import { MultipathSession } from '../../src/transport/multipath/session.js';
 import { MP_ACK, encodeNext } from '../../src/transport/multipath/wire.js';
 import type {
@@ -16,41 +16,6 @@ import type {
   PathEvent,
   PathSpec,
 } from '../../src/transport/types.js';
-
-/** A clock whose timers fire in order, on time (step) or all at once at the end (stall). */
-class LateClock implements Clock {
-  private now = 0;
-  private timers: { at: number; seq: number; fn: () => void; live: boolean }[] = [];
-  private seq = 0;
-  nowMs(): number {
-    return this.now;
-  }
-  setTimeout(fn: () => void, delayMs: number): Timer {
-    const t = { at: this.now + delayMs, seq: this.seq++, fn, live: true };
-    this.timers.push(t);
-    return { cancel: () => (t.live = false) };
-  }
-  /** Time moves by `ms`; each timer due runs at its own time. */
-  step(ms: number): void {
-    this.run(this.now + ms, false);
-  }
-  /** The process was stalled for `ms`: timers due meanwhile all run late, at the end. */
-  stall(ms: number): void {
-    this.run(this.now + ms, true);
-  }
-  private run(end: number, late: boolean): void {
-    for (;;) {
-      this.timers = this.timers.filter((t) => t.live);
-      this.timers.sort((x, y) => x.at - y.at || x.seq - y.seq);
-      const t = this.timers[0];
-      if (t === undefined || t.at > end) break;
-      this.timers.shift();
-      this.now = late ? end : t.at;
-      t.fn();
-    }
-    this.now = end;
-  }
-}
 
 /** A path channel the test drives: it records sends and delivers what the test injects. */
 class FakePath implements Channel {
@@ -110,7 +75,7 @@ const spec = (address: string): PathSpec => ({
   peer: { transport: 'memory', family: 'memory', address, port: 0 },
 });
 
-function open(clock: LateClock): {
+function open(clock: ManualClock): {
   s: MultipathSession;
   fast: FakePath;
   eth: FakePath;
@@ -141,7 +106,7 @@ function open(clock: LateClock): {
 }
 
 test('a late heartbeat tick (this process stalled) fails no path', () => {
-  const clock = new LateClock();
+  const clock = new ManualClock();
   const { s, fast, eth, failed } = open(clock);
   for (let i = 0; i < 20; i++) {
     clock.step(5);
@@ -167,7 +132,7 @@ test('a late heartbeat tick (this process stalled) fails no path', () => {
 });
 
 test('a process whose every tick is late still detects a dead path', () => {
-  const clock = new LateClock();
+  const clock = new ManualClock();
   const { s, eth, failed } = open(clock);
   // fast is dead (never heard again); eth answers. Every tick runs 40 ms late.
   for (let i = 0; i < 20 && failed.length === 0; i++) {
