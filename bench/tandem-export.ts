@@ -33,7 +33,7 @@ async function main(): Promise<void> {
     stopping = true;
     // How the writes went (inline or threadpool): explains a QD1 result when reading the logs.
     process.stderr.write(
-      `${JSON.stringify({ inlineWrites: store.inlineWrites, inlineStalls: store.inlineStalls, peakInFlight: store.peakInFlight, inlineReads: store.inlineReads?.reads, inlineReadStalls: store.inlineReads?.stalls })}\n`,
+      `${JSON.stringify({ inlineWrites: store.inlineWrites?.ops, inlineStalls: store.inlineWrites?.stalls, peakInFlight: store.peakInFlight, inlineReads: store.inlineReads?.ops, inlineReadStalls: store.inlineReads?.stalls })}\n`,
     );
     void server
       .close()

@@ -10,16 +10,13 @@ import {
   STORE_INLINE_WRITE_BACKOFF_MIN_MS,
   STORE_INLINE_WRITE_BACKOFF_MS,
   STORE_INLINE_WRITE_STALL_MS,
+  STORE_INLINE_READ_BACKOFF_MAX_MS,
+  STORE_INLINE_READ_BACKOFF_MIN_MS,
+  STORE_INLINE_READ_STALL_MS,
   STORE_IO_IN_FLIGHT_MAX,
   STORE_ZERO_CHUNK_BYTES,
 } from '../limits.js';
 import { DiskIoError, InvalidRequestError } from '../util/errors.js';
-// Inline reads' bounds, imported on their own (the write-side imports above change separately).
-import {
-  STORE_INLINE_READ_BACKOFF_MAX_MS,
-  STORE_INLINE_READ_BACKOFF_MIN_MS,
-  STORE_INLINE_READ_STALL_MS,
-} from '../limits.js';
 import { checkOpen, checkRange, chunks, settle, totalLength } from './request.js';
 import type { BlockStore, Extent, WriteOptions, ZeroOptions } from './types.js';
 
@@ -75,20 +72,28 @@ export async function openFileStore(path: string, opts: FileStoreOptions = {}): 
     const rawBytes = info.isBlockDevice() ? await blockDeviceBytes(path, info.rdev) : info.size;
     // A trailing partial sector cannot be addressed by sector-aligned requests.
     const sizeBytes = rawBytes - (rawBytes % SECTOR_BYTES);
-    const inline =
-      opts.direct !== true && opts.clock !== undefined && (opts.inlineWriteMaxBytes ?? 0) > 0
-        ? { maxBytes: opts.inlineWriteMaxBytes ?? 0, clock: opts.clock }
-        : undefined;
     const store = new FileStore(
       path,
       handle,
       sizeBytes,
       info.isBlockDevice(),
       opts.readOnly === true,
-      inline,
     );
-    if (opts.direct !== true && opts.clock !== undefined && (opts.inlineReadMaxBytes ?? 0) > 0)
-      store.inlineReads = new InlineReads(opts.inlineReadMaxBytes ?? 0, opts.clock);
+    const clock = opts.direct === true ? undefined : opts.clock;
+    if (clock !== undefined && (opts.inlineWriteMaxBytes ?? 0) > 0) {
+      store.inlineWrites = new InlineGuard(opts.inlineWriteMaxBytes ?? 0, clock, {
+        stallMs: STORE_INLINE_WRITE_STALL_MS,
+        backoffMinMs: STORE_INLINE_WRITE_BACKOFF_MIN_MS,
+        backoffMaxMs: STORE_INLINE_WRITE_BACKOFF_MS,
+      });
+    }
+    if (clock !== undefined && (opts.inlineReadMaxBytes ?? 0) > 0) {
+      store.inlineReads = new InlineGuard(opts.inlineReadMaxBytes ?? 0, clock, {
+        stallMs: STORE_INLINE_READ_STALL_MS,
+        backoffMinMs: STORE_INLINE_READ_BACKOFF_MIN_MS,
+        backoffMaxMs: STORE_INLINE_READ_BACKOFF_MAX_MS,
+      });
+    }
     return store;
   } catch (e) {
     await handle.close();
@@ -130,14 +135,9 @@ export class FileStore implements BlockStore {
   private static zeroes: Buffer | undefined;
   /** Most requests ever in flight at once (never above STORE_IO_IN_FLIGHT_MAX). */
   peakInFlight = 0;
-  /** Writes done inline, and how often a slow one sent writes back to the threadpool. */
-  inlineWrites = 0;
-  inlineStalls = 0;
-  /** Inline writes are suspended until this time (clock ms) after a slow one... */
-  private inlineResumeAtMs = 0;
-  /** ...for this long after the next slow one; and when the last one was. */
-  private inlineBackoffMs = STORE_INLINE_WRITE_BACKOFF_MIN_MS;
-  private inlineLastStallMs = -Infinity;
+  /** Set by openFileStore when small writes / reads may run inline (inlineWrite/ReadMaxBytes). */
+  inlineWrites: InlineGuard | undefined;
+  inlineReads: InlineGuard | undefined;
   /** fdatasyncs running: a write meanwhile may wait in the kernel for the journal commit. */
   private flushesRunning = 0;
 
@@ -147,7 +147,6 @@ export class FileStore implements BlockStore {
     private size: number,
     readonly isBlockDevice: boolean,
     private readonly readOnly: boolean,
-    private readonly inline?: { readonly maxBytes: number; readonly clock: { nowMs(): number } },
   ) {}
 
   get sizeBytes(): number {
@@ -177,9 +176,6 @@ export class FileStore implements BlockStore {
     if (now > this.size) this.size = now;
     return this.size;
   }
-
-  /** Set by openFileStore when small reads may run inline (see inlineReadMaxBytes). */
-  inlineReads: InlineReads | undefined;
 
   async read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
     checkOpen(this.name, this.closed);
@@ -257,12 +253,11 @@ export class FileStore implements BlockStore {
 
   /** Writes synchronously when allowed (see inlineWriteMaxBytes); false: not attempted. */
   private writeInline(offsetBytes: number, parts: readonly Uint8Array[], length: number): boolean {
-    const inline = this.inline;
+    const guard = this.inlineWrites;
     // A write issued while an fdatasync of this file runs can block until it ends (ext4 waits
     // for the journal commit: 1-4 ms measured here): never on the event loop.
-    if (inline === undefined || length > inline.maxBytes || this.flushesRunning > 0) return false;
-    const startMs = inline.clock.nowMs();
-    if (startMs < this.inlineResumeAtMs) return false;
+    if (guard === undefined || this.flushesRunning > 0 || !guard.allows(length)) return false;
+    const startMs = guard.clock.nowMs();
     let done = 0;
     let rest = parts.filter((p) => p.byteLength > 0);
     while (done < length) {
@@ -282,16 +277,7 @@ export class FileStore implements BlockStore {
       done += n;
       rest = skip(rest, n);
     }
-    this.inlineWrites++;
-    const endMs = inline.clock.nowMs();
-    if (endMs - startMs > STORE_INLINE_WRITE_STALL_MS) {
-      this.inlineStalls++;
-      if (endMs - this.inlineLastStallMs > STORE_INLINE_WRITE_BACKOFF_MS)
-        this.inlineBackoffMs = STORE_INLINE_WRITE_BACKOFF_MIN_MS;
-      this.inlineResumeAtMs = endMs + this.inlineBackoffMs;
-      this.inlineBackoffMs = Math.min(2 * this.inlineBackoffMs, STORE_INLINE_WRITE_BACKOFF_MS);
-      this.inlineLastStallMs = endMs;
-    }
+    guard.done(startMs);
     return true;
   }
 
@@ -418,33 +404,44 @@ function skip(parts: readonly Uint8Array[], n: number): Uint8Array[] {
   return out;
 }
 
-/** When small reads may run inline: counts them and backs off after a slow one. */
-export class InlineReads {
-  /** Reads done inline, and how often a slow one sent reads back to the threadpool. */
-  reads = 0;
+/**
+ * When small I/O may run synchronously on the event loop: counts what ran inline, and after
+ * one slower than `stallMs` sends I/O back to the threadpool for a backoff that doubles per
+ * stall (from backoffMinMs, reset after a quiet backoffMaxMs) up to backoffMaxMs.
+ */
+export class InlineGuard {
+  /** Operations done inline, and how often a slow one sent them back to the threadpool. */
+  ops = 0;
   stalls = 0;
   private resumeAtMs = 0;
-  private backoffMs = STORE_INLINE_READ_BACKOFF_MIN_MS;
+  private backoffMs: number;
   private lastStallMs = -Infinity;
 
   constructor(
     readonly maxBytes: number,
     readonly clock: { nowMs(): number },
-  ) {}
+    private readonly bounds: {
+      readonly stallMs: number;
+      readonly backoffMinMs: number;
+      readonly backoffMaxMs: number;
+    },
+  ) {
+    this.backoffMs = bounds.backoffMinMs;
+  }
 
   allows(lengthBytes: number): boolean {
     return lengthBytes <= this.maxBytes && this.clock.nowMs() >= this.resumeAtMs;
   }
 
   done(startMs: number): void {
-    this.reads++;
+    this.ops++;
     const endMs = this.clock.nowMs();
-    if (endMs - startMs <= STORE_INLINE_READ_STALL_MS) return;
+    const { stallMs, backoffMinMs, backoffMaxMs } = this.bounds;
+    if (endMs - startMs <= stallMs) return;
     this.stalls++;
-    if (endMs - this.lastStallMs > STORE_INLINE_READ_BACKOFF_MAX_MS)
-      this.backoffMs = STORE_INLINE_READ_BACKOFF_MIN_MS;
+    if (endMs - this.lastStallMs > backoffMaxMs) this.backoffMs = backoffMinMs;
     this.resumeAtMs = endMs + this.backoffMs;
-    this.backoffMs = Math.min(2 * this.backoffMs, STORE_INLINE_READ_BACKOFF_MAX_MS);
+    this.backoffMs = Math.min(2 * this.backoffMs, backoffMaxMs);
     this.lastStallMs = endMs;
   }
 }

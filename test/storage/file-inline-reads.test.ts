@@ -51,17 +51,17 @@ test('inline reads: small ones inline, a slow one sends reads to the threadpool 
     assert.ok(guard !== undefined);
     assert.deepEqual(await s.read(512, 4096), data.subarray(512, 4608));
     assert.deepEqual(await s.read(8192, 16384), data.subarray(8192, 24576)); // too large
-    assert.equal(guard.reads, 1);
+    assert.equal(guard.ops, 1);
     step = STORE_INLINE_READ_STALL_MS + 1;
     assert.deepEqual(await s.read(0, 8192), data.subarray(0, 8192)); // inline, but slow
-    assert.equal(guard.reads, 2);
+    assert.equal(guard.ops, 2);
     assert.equal(guard.stalls, 1);
     step = 0;
     assert.deepEqual(await s.read(4096, 512), data.subarray(4096, 4608)); // suspended
-    assert.equal(guard.reads, 2);
+    assert.equal(guard.ops, 2);
     now += STORE_INLINE_READ_BACKOFF_MIN_MS;
     assert.deepEqual(await s.read(4096, 512), data.subarray(4096, 4608)); // backoff over
-    assert.equal(guard.reads, 3);
+    assert.equal(guard.ops, 3);
     // A second stall soon after the first backs off twice as long.
     step = STORE_INLINE_READ_STALL_MS + 1;
     await s.read(0, 512);
@@ -69,10 +69,10 @@ test('inline reads: small ones inline, a slow one sends reads to the threadpool 
     step = 0;
     now += STORE_INLINE_READ_BACKOFF_MIN_MS;
     await s.read(0, 512);
-    assert.equal(guard.reads, 4, 'still suspended after one minimum backoff');
+    assert.equal(guard.ops, 4, 'still suspended after one minimum backoff');
     now += STORE_INLINE_READ_BACKOFF_MIN_MS;
     await s.read(0, 512);
-    assert.equal(guard.reads, 5);
+    assert.equal(guard.ops, 5);
     await s.close();
   }));
 

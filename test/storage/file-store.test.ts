@@ -176,26 +176,26 @@ test('inline writes: small ones inline, a slow one sends writes to the threadpoo
     const s = await openFileStore(p, { inlineWriteMaxBytes: 8192, clock });
     await s.write(0, Buffer.alloc(4096, 1));
     await s.write(8192, Buffer.alloc(16384, 2)); // too large: threadpool
-    assert.equal(s.inlineWrites, 1);
+    assert.equal(s.inlineWrites?.ops ?? 0, 1);
     step = STORE_INLINE_WRITE_STALL_MS + 1;
     await s.write(4096, Buffer.alloc(4096, 3)); // inline, but slow
-    assert.equal(s.inlineWrites, 2);
-    assert.equal(s.inlineStalls, 1);
+    assert.equal(s.inlineWrites?.ops ?? 0, 2);
+    assert.equal(s.inlineWrites?.stalls, 1);
     step = 0;
     await s.write(0, Buffer.alloc(512, 4)); // suspended: threadpool
-    assert.equal(s.inlineWrites, 2);
+    assert.equal(s.inlineWrites?.ops ?? 0, 2);
     now += STORE_INLINE_WRITE_BACKOFF_MIN_MS;
     await s.write(0, Buffer.alloc(512, 5)); // the first backoff is over
-    assert.equal(s.inlineWrites, 3);
+    assert.equal(s.inlineWrites?.ops ?? 0, 3);
     step = STORE_INLINE_WRITE_STALL_MS + 1;
     await s.write(0, Buffer.alloc(512, 6)); // slow again soon after: twice the backoff
     step = 0;
     now += STORE_INLINE_WRITE_BACKOFF_MIN_MS;
     await s.write(0, Buffer.alloc(512, 7));
-    assert.equal(s.inlineWrites, 4, 'still suspended');
+    assert.equal(s.inlineWrites?.ops ?? 0, 4, 'still suspended');
     now += STORE_INLINE_WRITE_BACKOFF_MIN_MS;
     await s.write(0, Buffer.alloc(512, 5));
-    assert.equal(s.inlineWrites, 5);
+    assert.equal(s.inlineWrites?.ops ?? 0, 5);
     const back = await s.read(0, 8192 + 16384);
     assert.equal(back[0], 5);
     assert.equal(back[512], 1);
@@ -211,9 +211,9 @@ test('no inline write while a flush of the file runs', () =>
     const s = await openFileStore(p, { inlineWriteMaxBytes: 8192, clock: { nowMs: () => 0 } });
     const flushing = s.flush();
     await s.write(0, Buffer.alloc(4096, 1)); // issued while the fdatasync runs
-    assert.equal(s.inlineWrites, 0);
+    assert.equal(s.inlineWrites?.ops ?? 0, 0);
     await flushing;
     await s.write(0, Buffer.alloc(4096, 2));
-    assert.equal(s.inlineWrites, 1);
+    assert.equal(s.inlineWrites?.ops ?? 0, 1);
     await s.close();
   }));
