@@ -17,6 +17,7 @@ import {
 } from '../limits.js';
 import type { Timer } from '../platform/clock.js';
 import { MP_HELLO, SessionAcceptor, openSession, pathRank } from '../transport/multipath/index.js';
+import { RefusedHere } from '../transport/multipath/handshake.js';
 import type { MultipathOptions } from '../transport/multipath/types.js';
 import type { Channel, Endpoint, Listener, Message, PathSpec } from '../transport/types.js';
 import { AsyncQueue } from '../util/async-queue.js';
@@ -63,8 +64,9 @@ class HandshakeFailure extends Error {
   }
 }
 
+/** A refusal (ours, or the session acceptor's) closes gracefully so that it reaches the peer. */
 function dropUnlessRefusing(ch: Channel, e: unknown): void {
-  if (!(e instanceof HandshakeFailure && e.refusing)) ch.destroy();
+  if (!((e instanceof HandshakeFailure && e.refusing) || e instanceof RefusedHere)) ch.destroy();
 }
 
 /** Hands handshake messages out one at a time; detaches itself on a final message type. */
@@ -327,10 +329,8 @@ export class ConnectionManager {
     const gone = this.listeners.filter(same);
     if (gone.length === 0) return Promise.resolve(false);
     this.listeners.splice(0, this.listeners.length, ...this.listeners.filter((l) => !same(l)));
-    // A listener stops accepting at once, but its close settles only when the channels it
-    // accepted end (net.Server semantics): those stay up, so do not wait for them.
-    for (const l of gone) l.close().catch(() => undefined);
-    return Promise.resolve(true);
+    // Channels a listener accepted stay up; its close() settles once it stops accepting.
+    return Promise.all(gone.map((l) => l.close())).then(() => true);
   }
 
   /** Adds a peer connection and starts connecting to it (both sides dial). */
@@ -711,7 +711,7 @@ export class ConnectionManager {
         // A path joining (or resuming) a multipath session: the session handshake authenticates it.
         timer.cancel();
         pump.done();
-        await this.sessions.accept(ch, first);
+        await this.sessions.accept(ch, first, 'join');
         return;
       }
       const hr = decodeHello(ConnectionManager.check(first, MSG_HELLO, 'hello'));
@@ -783,8 +783,12 @@ export class ConnectionManager {
       };
       if ((est.features & FEATURE_MULTIPATH) !== 0) {
         timer.cancel();
-        const auth = ConnectionManager.sessionOptions(c).auth;
-        const session = await this.sessions.accept(ch, null, auth);
+        const session = await this.sessions.accept(
+          ch,
+          null,
+          'open',
+          ConnectionManager.sessionOptions(c),
+        );
         if (session === null)
           throw new HandshakeFailure('protocol', 'session join instead of open');
         if (this.conns.get(c.key) !== c || c.established !== null) {

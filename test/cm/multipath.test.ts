@@ -4,7 +4,9 @@
 // the peer announced and keeps Ethernet as the fallback.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { randomBytes } from 'node:crypto';
 import { MemoryNetwork } from '../../src/transport/memory/index.js';
+import { SessionRefused, initiatePath } from '../../src/transport/multipath/handshake.js';
 import type { MultipathSession } from '../../src/transport/multipath/index.js';
 import type { Channel, Endpoint } from '../../src/transport/types.js';
 import { waitFor } from '../compliance/transport.suite.js';
@@ -138,5 +140,82 @@ test('cm: ssocks connects on Ethernet, upgrades to the other announced address, 
   } finally {
     await a.cm.close();
     await b.cm.close();
+  }
+});
+
+test('cm: both ends of a session run the connection net{} options, not only the one that dialed', async () => {
+  const net = new MemoryNetwork(realClock);
+  const a = makeNode(0, net.transport(), realClock);
+  const b = makeNode(1, net.transport(), realClock);
+  try {
+    await a.cm.listen(mem('a1'));
+    await b.cm.listen(mem('b1'));
+    const mp = { ...MP, pingTimeoutMs: 700, timeoutMs: 4_321 };
+    a.cm.addConnection({
+      resource: 'r0',
+      peerNodeId: 1,
+      paths: [{ peer: mem('b1') }],
+      net: NET,
+      multipath: mp,
+    });
+    b.cm.addConnection({
+      resource: 'r0',
+      peerNodeId: 0,
+      paths: [{ peer: mem('a1') }],
+      net: NET,
+      multipath: mp,
+    });
+    await a.waitEvent('connected', connected('r0', 1));
+    await b.waitEvent('connected', connected('r0', 0));
+    const sessions = [a.cm.established('r0', 1)?.channel, b.cm.established('r0', 0)?.channel];
+    assert.deepEqual(
+      sessions.map((s) => s?.initiator).sort(),
+      [false, true],
+      'one side opened the session, the other accepted it',
+    );
+    for (const s of sessions) {
+      const o = (s as unknown as { opts: { pingTimeoutMs: number; timeoutMs: number } }).opts;
+      assert.equal(o.pingTimeoutMs, 700, `${s?.id}: ping-timeout`);
+      assert.equal(o.timeoutMs, 4_321, `${s?.id}: timeout`);
+    }
+  } finally {
+    await a.cm.close();
+    await b.cm.close();
+  }
+});
+
+test('cm: a channel that skips the authenticated handshake cannot open a session', async () => {
+  const net = new MemoryNetwork(realClock);
+  const b = makeNode(1, net.transport(), realClock);
+  const t = net.transport();
+  try {
+    await b.cm.listen(mem('b1'));
+    b.cm.addConnection({
+      resource: 'r0',
+      peerNodeId: 0,
+      paths: [{ peer: mem('nowhere') }],
+      net: NET,
+      multipath: MP,
+    });
+    const ch = await t.connect({ peer: mem('b1') }, { signal: AbortSignal.timeout(5_000) });
+    await assert.rejects(
+      initiatePath(ch, {
+        kind: 'open',
+        sessionId: randomBytes(16),
+        loadBalance: false,
+        rank: 0,
+        key: { alg: 'sha256', secret: Buffer.alloc(0) },
+        alg: 'sha256',
+        next: { data: 0, control: 0 },
+        randomBytes,
+        clock: realClock,
+        timeoutMs: 5_000,
+      }),
+      (e: unknown) => e instanceof SessionRefused && /expected a session join/.test(e.message),
+    );
+    ch.destroy();
+  } finally {
+    await b.cm.close();
+    await t.close();
   }
 });

@@ -15,6 +15,7 @@ import type {
   MessageHandler,
   PathEvent,
   PathSpec,
+  StreamId,
 } from '../../src/transport/types.js';
 
 /** A path channel the test drives: it records sends and delivers what the test injects. */
@@ -28,8 +29,19 @@ class FakePath implements Channel {
     readonly id: string,
     readonly path: PathSpec,
   ) {}
-  send(): 'ok' | 'closed' {
-    return this.isOpen ? 'ok' : 'closed';
+  /** Message types sent on DATA; with dieOnData the path fails inside its first DATA send. */
+  readonly dataSent: number[] = [];
+  dieOnData = false;
+  send(stream: StreamId, type: number): 'ok' | 'closed' {
+    if (!this.isOpen) return 'closed';
+    if (stream === 'data') {
+      if (this.dieOnData) {
+        this.destroy();
+        return 'closed';
+      }
+      this.dataSent.push(type);
+    }
+    return 'ok';
   }
   setReceiver(h: MessageHandler | null): void {
     this.receiver = h;
@@ -141,5 +153,34 @@ test('a process whose every tick is late still detects a dead path', () => {
   }
   assert.equal(failed[0]?.path.peer.address, 'fast', 'fast was failed');
   assert.equal(s.paths().find((p) => p.active)?.spec.peer.address, 'eth');
+  s.destroy();
+});
+
+test('a message whose path dies inside send() goes out on the next path, before later ones', () => {
+  const clock = new ManualClock();
+  const s = new MultipathSession(
+    {
+      id: 'die',
+      sessionId: Buffer.alloc(16),
+      key: Buffer.alloc(32),
+      alg: 'sha256',
+      initiator: true,
+      clock,
+      opts: { pingTimeoutMs: 200, timeoutMs: 5_000 },
+    },
+    spec('fast'),
+  );
+  const fast = new FakePath('fast', spec('fast'));
+  s.attach(fast, fast.path, 0, { data: 0, control: 0 });
+  fast.dieOnData = true;
+  s.send('data', 7, [Buffer.from('lost in send')]);
+  assert.equal(fast.isOpen, false, 'the path failed inside send()');
+  const eth = new FakePath('eth', spec('eth'));
+  s.attach(eth, eth.path, 1, { data: 0, control: 0 });
+  s.send('data', 8, [Buffer.from('later')]);
+  assert.deepEqual(
+    eth.dataSent.filter((t) => t === 7 || t === 8),
+    [7, 8],
+  );
   s.destroy();
 });

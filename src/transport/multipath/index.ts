@@ -162,16 +162,23 @@ export class SessionAcceptor {
 
   /**
    * Runs the session handshake on an accepted channel. `first` is its first frame when the
-   * caller already read it. Resolves with the new session for an open, null for a join.
+   * caller already read it. `only` refuses the other kind of hello: a channel that skipped the
+   * connection manager's authenticated handshake may only join a session, never open one.
+   * `opts` (the connection's net{} options and key material) replace the acceptor's for a
+   * session opened here. Resolves with the new session for an open, null for a join.
    */
   async accept(
     ch: Channel,
     first: Message | null = null,
-    auth?: MultipathOptions['auth'],
+    only?: 'open' | 'join',
+    opts?: MultipathOptions,
   ): Promise<MultipathSession | null> {
-    const km = auth ? keyMaterial({ auth }) : this.km;
+    const km = opts ? keyMaterial(opts) : this.km;
     let joined: MultipathSession | null = null;
     const decide = (h: { kind: 'open' | 'join'; sessionId: Buffer }): HelloDecision => {
+      if (only !== undefined && h.kind !== only) {
+        return { ok: false, code: 'protocol', reason: `expected a session ${only} here` };
+      }
       if (h.kind === 'open') {
         if (this.sessions.size >= MULTIPATH_SESSIONS_MAX) {
           return { ok: false, code: 'busy', reason: 'too many sessions' };
@@ -213,7 +220,7 @@ export class SessionAcceptor {
           alg: km.alg,
           initiator: false,
           clock: this.deps.clock,
-          opts: { ...this.opts, loadBalancePaths: r.hello.loadBalance },
+          opts: { ...(opts ?? this.opts), loadBalancePaths: r.hello.loadBalance },
         },
         ch.path,
       );

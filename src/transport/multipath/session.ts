@@ -653,6 +653,9 @@ export class MultipathSession extends BaseChannel {
           const link = this.target(s);
           if (link === null) break;
           this.transmit(link, s, e);
+          // The path died inside send(): the entry is unsent, and scanFrom must not pass it
+          // (everything below scanFrom went out on a live path); the failover pumps again.
+          if (e.path === null) break;
         }
         if (i === o.scanFrom) o.scanFrom = i + 1;
       }
@@ -817,8 +820,8 @@ export class MultipathSession extends BaseChannel {
     for (const off of l.offs.splice(0)) off();
     const ch = l.channel;
     ch.setReceiver(() => {});
-    // Read on to the peer's end: a path whose DATA stays paused never sees the FIN, and its
-    // socket outlives the session (a listener's close() then waits on it forever).
+    // Read on to the peer's end: a path whose DATA stays paused would not see the FIN until the
+    // transport's own close linger gave up on it.
     ch.resumeData();
     if (!ch.isOpen) return Promise.resolve();
     return new Promise<void>((resolve) => {
