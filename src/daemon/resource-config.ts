@@ -11,7 +11,7 @@ import type {
   VolumeConfig,
 } from '../config/index.js';
 import type { ConnectionNetOptions, MultipathConnectionOptions } from '../cm/types.js';
-import type { FabricOptions } from '../transport/fabric/options.js';
+import { resolveFabricOptions, type FabricOptions } from '../transport/fabric/options.js';
 import type {
   AfterSb0Pri,
   AfterSb1Pri,
@@ -204,7 +204,7 @@ export function planResource(r: ResourceConfig, node: string): ResourcePlan {
     peers,
     listen: [...listen.values()],
     ssocks: [...ssocks.values()],
-    fabric: fabricOptions(r.sections.net),
+    fabric: checkedFabricOptions(r.name, r.sections.net),
     net: r.sections.net,
     disk: { ...r.sections.disk, ...volume.diskOptions },
   };
@@ -221,6 +221,20 @@ function str(m: OptionMap, key: string, dflt: string): string {
 function bool(m: OptionMap, key: string, dflt: boolean): boolean {
   const v = m[key];
   return typeof v === 'boolean' ? v : dflt;
+}
+
+/**
+ * The fabric tunables, checked now by the transport's own validator: rules across options
+ * (zcopy-threshold below fabric-buffer-size, the buffer total) fail the config, not tandemd later.
+ */
+function checkedFabricOptions(resource: string, net: OptionMap): FabricOptions {
+  const o = fabricOptions(net);
+  try {
+    resolveFabricOptions(o);
+  } catch (e) {
+    throw new ConfigError(`${resource}: ${e instanceof Error ? e.message : String(e)}`);
+  }
+  return o;
 }
 
 function fabricOptions(net: OptionMap): FabricOptions {

@@ -2,6 +2,7 @@
 // when an endpoint is sdp/rdma (required: missing pieces are a ConfigError saying what to
 // install) or when an ssocks connection could upgrade to it (optional: without it, ssocks stays
 // on TCP). Also the interconnect addresses an ssocks node listens on and announces.
+import { BlockList, isIP } from 'node:net';
 import { networkInterfaces, type NetworkInterfaceInfo } from 'node:os';
 import type { Logger } from '../platform/log.js';
 import type { Clock } from '../platform/clock.js';
@@ -95,33 +96,6 @@ export function interconnectEndpoints(
   return out;
 }
 
-function ipv4ToInt(ip: string): number | null {
-  const parts = ip.split('.');
-  if (parts.length !== 4) return null;
-  let n = 0;
-  for (const p of parts) {
-    const v = Number(p);
-    if (!/^\d{1,3}$/.test(p) || v > 255) return null;
-    n = n * 256 + v;
-  }
-  return n;
-}
-
-function ipv6ToBigInt(ip: string): bigint | null {
-  const [head, tail, extra] = ip.toLowerCase().split('::');
-  if (extra !== undefined) return null;
-  const h = head === undefined || head === '' ? [] : head.split(':');
-  const t = tail === undefined || tail === '' ? [] : tail.split(':');
-  const fill = tail === undefined ? 0 : 8 - h.length - t.length;
-  if (fill < 0 || (tail === undefined && h.length !== 8)) return null;
-  let n = 0n;
-  for (const g of [...h, ...Array<string>(fill).fill('0'), ...t]) {
-    if (!/^[0-9a-f]{1,4}$/.test(g)) return null;
-    n = (n << 16n) | BigInt(parseInt(g, 16));
-  }
-  return n;
-}
-
 /**
  * Whether `address` lies on the subnet of one of this host's interfaces: what an ssocks node
  * dials to upgrade (an interconnect the peer announced but this node is not attached to would
@@ -131,20 +105,19 @@ export function onLocalSubnet(
   address: string,
   ifaces: NodeJS.Dict<NetworkInterfaceInfo[]> = networkInterfaces(),
 ): boolean {
-  const v4 = ipv4ToInt(address);
-  const v6 = v4 === null ? ipv6ToBigInt(address) : null;
+  const family = isIP(address);
+  if (family === 0) return false;
+  const subnets = new BlockList();
   for (const infos of Object.values(ifaces)) {
     for (const i of infos ?? []) {
-      if (v4 !== null && i.family === 'IPv4') {
-        const a = ipv4ToInt(i.address);
-        const m = ipv4ToInt(i.netmask);
-        if (a !== null && m !== null && (a & m) === (v4 & m)) return true;
-      } else if (v6 !== null && i.family === 'IPv6') {
-        const a = ipv6ToBigInt(i.address.split('%')[0] ?? '');
-        const m = ipv6ToBigInt(i.netmask);
-        if (a !== null && m !== null && (a & m) === (v6 & m)) return true;
-      }
+      const prefix = Number(i.cidr?.split('/')[1]);
+      if (i.cidr === null || !Number.isInteger(prefix)) continue;
+      subnets.addSubnet(
+        i.address.split('%')[0] ?? '',
+        prefix,
+        i.family === 'IPv6' ? 'ipv6' : 'ipv4',
+      );
     }
   }
-  return false;
+  return subnets.check(address, family === 6 ? 'ipv6' : 'ipv4');
 }

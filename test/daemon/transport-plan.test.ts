@@ -76,6 +76,20 @@ test('a bad fabric tunable is a config error naming the option', () => {
   );
 });
 
+test('fabric rules across options fail the plan, not the daemon later', () => {
+  assert.throws(
+    () =>
+      plan(
+        hosts(
+          'sdp 127.0.0.1:7100',
+          'sdp 127.0.0.1:7101',
+          'net { fabric-buffer-size 8192; zcopy-threshold 65536; }',
+        ),
+      ),
+    (e: unknown) => e instanceof ConfigError && /r0: zcopy-threshold/.test(e.message),
+  );
+});
+
 test('address ssocks: TCP to the Ethernet address, as a session that may upgrade', () => {
   const p = plan(hosts('ssocks 198.51.100.1:7100', 'ssocks 198.51.100.2:7100'));
   const peer = p.peers[0]!;
@@ -195,10 +209,10 @@ test('interconnect endpoints: other addresses of the family, fabric ones only wi
 
 test('an ssocks node upgrades only to addresses on a subnet of its own interfaces', () => {
   const ifaces = {
-    lo: [{ address: '127.0.0.1', netmask: '255.0.0.0', family: 'IPv4', internal: true }],
+    lo: [{ address: '127.0.0.1', cidr: '127.0.0.1/8', family: 'IPv4', internal: true }],
     ib0: [
-      { address: '203.0.113.1', netmask: '255.255.255.0', family: 'IPv4', internal: false },
-      { address: 'fdaa::1', netmask: 'ffff:ffff:ffff:ffff::', family: 'IPv6', internal: false },
+      { address: '203.0.113.1', cidr: '203.0.113.1/24', family: 'IPv4', internal: false },
+      { address: 'fdaa::1', cidr: 'fdaa::1/64', family: 'IPv6', internal: false },
     ],
   } as unknown as Parameters<typeof onLocalSubnet>[1];
   assert.equal(onLocalSubnet('203.0.113.2', ifaces), true);

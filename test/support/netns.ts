@@ -44,6 +44,19 @@ const run = (args: readonly string[]): void => {
   execFileSync(args[0] ?? 'true', args.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
 };
 
+/** Blocks until the link reports carrier (state UP), or throws after 5 s. */
+function waitCarrier(ns: string, dev: string): void {
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  for (let i = 0; i < 500; i++) {
+    const out = execFileSync('ip', ['-n', ns, '-o', 'link', 'show', 'dev', dev], {
+      encoding: 'utf8',
+    });
+    if (/\bstate UP\b/.test(out)) return;
+    Atomics.wait(pause, 0, 0, 10);
+  }
+  throw new Error(`${ns}/${dev}: no carrier after 5 s`);
+}
+
 export class NetnsPair {
   readonly nsA: string;
   readonly nsB: string;
@@ -94,6 +107,12 @@ export class NetnsPair {
         run(['ip', '-n', p.nsB, 'link', 'set', ifB, 'up']);
         p.nets.push(net);
       });
+      // A veth pair has carrier only a moment after both ends are up; until then libuv's
+      // interface list (os.networkInterfaces, which a daemon reads at start) leaves it out.
+      for (const n of p.nets) {
+        waitCarrier(p.nsA, n.ifA);
+        waitCarrier(p.nsB, n.ifB);
+      }
     } catch (e) {
       p.cleanup();
       throw e;
