@@ -294,7 +294,7 @@ const DISK: OptionSchema[] = [
   opt('disk-barrier', bool(false), A, 'use write barriers'),
   opt('disk-flushes', bool(true), S, 'flush the backing disk at epoch boundaries'),
   opt('disk-drain', bool(true), A, 'drain requests before a barrier'),
-  opt('md-flushes', bool(true), S, 'flush metadata writes'),
+  opt('md-flushes', bool(true), A, 'flush metadata writes (Tandem always does)'),
   opt('resync-after', str(), A, 'resync after this resource (RES or RES/VOLUME) has finished'),
   opt('al-extents', num(67, 65534, 1237, '1', 'extents'), S, 'activity log size (4 MiB extents)'),
   opt('al-updates', bool(true), A, 'update the activity log on disk'),

@@ -637,18 +637,12 @@ export class Resource implements ResourceRuntime {
    * later only orders it more strictly.
    */
   private execute(actions: readonly Action[]): void {
-    let writes: Action[] | null = null;
+    let deferred = false;
     for (const a of actions) {
-      if (
-        a.type === 'diskWrite' ||
-        a.type === 'diskTrim' ||
-        a.type === 'diskZeroes' ||
-        a.type === 'diskFlush'
-      )
-        (writes ??= []).push(a);
+      if (isLocalDataIo(a)) deferred = true;
       else this.perform(a);
     }
-    if (writes !== null) for (const a of writes) this.perform(a);
+    if (deferred) for (const a of actions) if (isLocalDataIo(a)) this.perform(a);
   }
 
   private perform(a: Action): void {
@@ -1362,4 +1356,13 @@ function stringify(o: Record<string, unknown>): Record<string, string | number |
     out[k] = typeof v === 'number' || typeof v === 'boolean' ? v : String(v);
   }
   return out;
+}
+
+function isLocalDataIo(a: Action): boolean {
+  return (
+    a.type === 'diskWrite' ||
+    a.type === 'diskTrim' ||
+    a.type === 'diskZeroes' ||
+    a.type === 'diskFlush'
+  );
 }

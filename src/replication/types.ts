@@ -226,9 +226,11 @@ export type EngineEvent =
 // --- actions --------------------------------------------------------------------------------
 
 /**
- * Ordering contract: the daemon performs actions in order. persistMeta, alCommit and
- * bitmapFlush are metadata barriers: each first flushes the data disk (covering every disk
- * write that already completed), then writes its metadata durably, and the daemon issues no
+ * Ordering contract: the daemon performs actions in order, except that it may issue a step's
+ * local data I/O (diskWrite/Trim/Zeroes/Flush) after the step's other actions (never before).
+ * persistMeta, alCommit and bitmapFlush are metadata barriers: each first flushes the data disk
+ * (covering every disk write that already completed; an alCommit that only adds extents needs
+ * no flush: nothing it forgets), then writes its metadata durably, and the daemon issues no
  * later disk write until it is durable. Nor does it put a later `send` on the DATA stream on
  * the wire before then: a peer must not write a block the local activity log does not cover
  * yet (a crash in between would leave the two disks different with nothing to resync it).

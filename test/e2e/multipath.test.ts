@@ -5,6 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import type { PathStatus } from '../../src/daemon/status.js';
 import {
   MIB,
   fileSha,
@@ -18,7 +19,10 @@ import {
 
 const DISK_BYTES = 16 * MIB;
 
-async function replicate(o: Omit<PairOptions, 'diskBytes'>): Promise<void> {
+async function replicate(
+  o: Omit<PairOptions, 'diskBytes'>,
+  check: (paths: readonly PathStatus[]) => void = () => {},
+): Promise<void> {
   await withPair({ diskBytes: DISK_BYTES, ...o }, async (c) => {
     const st = await status(c, 'alice');
     assert.equal(st.peers[0]?.transport?.name, 'multipath', 'the connection is a session');
@@ -35,16 +39,28 @@ async function replicate(o: Omit<PairOptions, 'diskBytes'>): Promise<void> {
       await fileSha(c.node('alice').diskPath, st.sizeBytes),
       'both data regions are identical',
     );
-    assert.equal((await peerStatus(c, 'alice')).outOfSyncBytes, 0);
+    const after = await peerStatus(c, 'alice');
+    assert.equal(after.outOfSyncBytes, 0);
+    check(after.paths);
   });
 }
 
+const established = (paths: readonly PathStatus[]): readonly PathStatus[] =>
+  paths.filter((p) => p.established);
+
 test('two paths in a connection run as one multipath session', async () => {
-  await replicate({ paths: 2 });
+  await replicate({ paths: 2 }, (paths) => {
+    assert.equal(established(paths).length, 2, 'both paths joined the session');
+    assert.equal(paths.filter((p) => p.active).length, 1, 'one carries the traffic');
+  });
 });
 
-test('two paths with load-balance-paths yes', async () => {
-  await replicate({ paths: 2, net: '    load-balance-paths yes;' });
+test('two paths with load-balance-paths yes: DATA goes over both', async () => {
+  await replicate({ paths: 2, net: '    load-balance-paths yes;' }, (paths) => {
+    const up = established(paths);
+    assert.equal(up.length, 2, 'both paths joined the session');
+    for (const p of up) assert.ok(p.bytesSent > 0, `${p.remote} carried data (${p.bytesSent})`);
+  });
 });
 
 test('address ssocks on loopback: a session over TCP', async () => {

@@ -167,8 +167,10 @@ test('SIGTERM under load: in-flight writes finish, the Primary steps down, no re
 
     // The restart finds clean metadata: no crash recovery, no resync, identical disks.
     await c.start('alice');
-    assert.doesNotMatch(c.node('alice').log, /activity log applied after a crash/);
     await c.tandem('alice', 'up', c.resource);
+    // The disk opens at `up`: only now could a crash recovery have run (and been logged).
+    assert.match(c.node('alice').log, /"resource":"r0"/, 'the resource came up and logged');
+    assert.doesNotMatch(c.node('alice').log, /activity log applied after a crash/);
     await waitInSync(c, 'alice');
     await waitInSync(c, 'bob');
     assert.equal((await peerStatus(c, 'alice')).resyncBytes, 0, 'nothing to resync');

@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { open, truncate } from 'node:fs/promises';
 import type { LocalCluster } from '../../src/cli/local-cluster.js';
 import { drbdmeta, parseDump } from '../support/drbdmeta.js';
-import { requirePeers } from '../support/peers.js';
+import { optionalPeer } from '../support/peers.js';
 import { runOk } from '../nbd/support/exec.js';
 import {
   MIB,
@@ -52,7 +52,7 @@ async function writeFileAt(path: string, offsetBytes: number, data: Buffer): Pro
 }
 
 test('resize grows both nodes, resyncs the new area, and new NBD clients see the size', async (t) => {
-  const probe = requirePeers(t, 'libnbd-bin', 'nbdinfo');
+  const probe = optionalPeer('libnbd-bin', 'nbdinfo');
   await withPair({ diskBytes: DISK_BYTES, metaDisk: 'external' }, async (c) => {
     await skipInitialSync(c, 'alice');
     const before = (await status(c, 'alice')).sizeBytes;
@@ -123,8 +123,8 @@ test('resize grows both nodes, resyncs the new area, and new NBD clients see the
   });
 });
 
-test('internal metadata moves to the new end; drbdmeta finds it there', async (t) => {
-  const oracle = requirePeers(t, 'drbd-utils', 'drbdmeta');
+test('internal metadata moves to the new end; drbdmeta finds it there', async () => {
+  const oracle = optionalPeer('drbd-utils', 'drbdmeta');
   await withPair({ diskBytes: DISK_BYTES }, async (c) => {
     await skipInitialSync(c, 'alice');
     const before = (await status(c, 'alice')).sizeBytes;

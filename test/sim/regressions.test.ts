@@ -6,7 +6,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { runSeed } from './cluster.js';
 
-test('seed 16490: a failed metadata barrier fails the data I/O it held back', () => {
+// 16490 replays clean even with the old gate planted back (OutOfSync marking covers it since):
+// what pins its fix is test/daemon/local-disk.test.ts; this keeps the seed's scenario running.
+test('seed 16490 replays clean (a failed metadata barrier with data I/O held behind it)', () => {
   const r = runSeed({ seed: 16490, overlap: false });
   assert.ok(r.ok, r.violation ?? '');
 });

@@ -35,6 +35,19 @@ export function requirePeers(t: TestContext, pkg: string, ...commands: string[])
   return false;
 }
 
+/**
+ * For a check that adds to a test rather than gates it: true when the command is there. Outside
+ * CI a missing one just drops the check; in CI it fails (the check must run there).
+ */
+export function optionalPeer(pkg: string, command: string): boolean {
+  if (havePeer(command)) return true;
+  if (inCi)
+    throw new Error(
+      `missing ${command}: apt-get install ${pkg} (CI=true: a missing peer is a failure)`,
+    );
+  return false;
+}
+
 /** Debian's python tools (nbdsh) need Debian's python first on PATH, not pyenv's. */
 export function peerEnv(): NodeJS.ProcessEnv {
   return { ...process.env, PATH: `/usr/sbin:/usr/bin:/sbin:/bin:${process.env['PATH'] ?? ''}` };
