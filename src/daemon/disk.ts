@@ -203,7 +203,26 @@ export class LocalDisk {
    */
   io<T>(op: () => Promise<T>): Promise<T> {
     const run = (): Promise<T> => (this.failure === null ? op() : Promise.reject(this.failedIo()));
-    return this.gate === null ? run() : this.gate.then(run);
+    const p = this.gate === null ? run() : this.gate.then(run);
+    this.ioRunning++;
+    p.then(this.ioDone, this.ioDone);
+    return p;
+  }
+
+  /** Data I/O issued through io() and not yet settled; close()/abandon() wait for none. */
+  private ioRunning = 0;
+  private ioIdle: (() => void)[] = [];
+  private readonly ioDone = (): void => {
+    if (--this.ioRunning === 0) for (const wake of this.ioIdle.splice(0)) wake();
+  };
+
+  /**
+   * Settles once every data I/O issued so far has: a write still running when the files close
+   * could land after the AL was marked clean (or after a crash-like abandon), covered by nothing.
+   */
+  private settled(): Promise<void> {
+    if (this.ioRunning === 0) return Promise.resolve();
+    return new Promise((resolve) => this.ioIdle.push(resolve));
   }
 
   private failedIo(): DiskIoError {
@@ -272,6 +291,7 @@ export class LocalDisk {
    * disk writes nothing (marking the AL clean would drop the cover of what it may lack).
    */
   async close(): Promise<void> {
+    await this.settled();
     await (this.gate ?? Promise.resolve());
     if (this.failure !== null) return this.abandon();
     try {
@@ -284,6 +304,7 @@ export class LocalDisk {
 
   /** Crash-like close for a failed disk: release the files, write nothing. */
   async abandon(): Promise<void> {
+    await this.settled();
     await this.devices.close().catch(() => undefined);
   }
 }

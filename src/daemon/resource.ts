@@ -164,10 +164,8 @@ export class Resource implements ResourceRuntime {
   private readonly timers = new Map<number, Timer>();
   private nextId = 1;
   private progressTimer: Timer | null = null;
-  /** Client requests the engine has not completed; graceful shutdown drains them. */
-  private readonly inFlight = new Set<Promise<unknown>>();
-  /** Disk I/O started and not yet done: the disk closes only after all of it. */
-  private readonly diskInFlight = new Set<Promise<unknown>>();
+  /** Set while a graceful shutdown waits for `requests` to empty. */
+  private requestsDrained: (() => void) | null = null;
   /** An admin `detach` runs (it closes the disk itself). */
   private detaching = false;
   /** A disk the engine detached on its own (I/O error) being let go, or null. */
@@ -487,9 +485,7 @@ export class Resource implements ResourceRuntime {
     this.up = false;
     const disk = this.disk;
     this.disk = null;
-    // A write still running when the files close could land on one disk only, after the AL
-    // was marked clean: nothing would resync it. Let every disk I/O finish first.
-    await Promise.allSettled([...this.diskInFlight]);
+    // close() lets every disk I/O settle first, as do detach() and dropDisk().
     if (disk !== null) await disk.close();
     if (this.diskDropping !== null) await this.diskDropping;
     this.setDisk('Diskless');
@@ -533,16 +529,17 @@ export class Resource implements ResourceRuntime {
 
   /** Resolves once no client request is in flight, or after `timeoutMs`. */
   private async drainRequests(timeoutMs: number): Promise<void> {
-    if (this.inFlight.size === 0) return;
+    if (this.requests.size === 0) return;
     let timer: Timer | undefined;
-    const late = new Promise<void>((resolve) => {
+    await new Promise<void>((resolve) => {
+      this.requestsDrained = resolve;
       timer = this.svc.clock.setTimeout(resolve, timeoutMs);
     });
-    await Promise.race([Promise.allSettled([...this.inFlight]), late]);
+    this.requestsDrained = null;
     timer?.cancel();
-    if (this.inFlight.size > 0)
+    if (this.requests.size > 0)
       this.svc.log.warn(
-        { requests: this.inFlight.size },
+        { requests: this.requests.size },
         'shutdown: requests still in flight fail',
       );
   }
@@ -681,6 +678,7 @@ export class Resource implements ResourceRuntime {
       case 'complete': {
         const p = this.requests.get(a.reqId);
         this.requests.delete(a.reqId);
+        if (this.requests.size === 0) this.requestsDrained?.();
         if (p === undefined) return;
         if (a.ok) p.resolve(a.data);
         else p.reject(new NbdCommandError(`${this.name}: ${a.errno}`, ERRNO[a.errno] ?? 5));
@@ -735,11 +733,7 @@ export class Resource implements ResourceRuntime {
       queueMicrotask(() => this.feed({ type: 'diskDone', ioId, ok: false, errno: 'ENODEV' }));
       return;
     }
-    const running = d.io(() => op(d));
-    this.diskInFlight.add(running);
-    const forget = (): void => void this.diskInFlight.delete(running);
-    running.then(forget, forget);
-    running.then(
+    d.io(() => op(d)).then(
       (v) =>
         this.feed(
           v instanceof Buffer
@@ -1029,12 +1023,9 @@ export class Resource implements ResourceRuntime {
    */
   private dropDisk(disk: LocalDisk): void {
     this.disk = null;
-    const inFlight = [...this.diskInFlight];
-    const dropping = Promise.allSettled(inFlight)
-      .then(() => disk.abandon())
-      .finally(() => {
-        if (this.diskDropping === dropping) this.diskDropping = null;
-      });
+    const dropping = disk.abandon().finally(() => {
+      if (this.diskDropping === dropping) this.diskDropping = null;
+    });
     this.diskDropping = dropping;
   }
 
@@ -1233,9 +1224,6 @@ export class Resource implements ResourceRuntime {
       this.requests.set(id, { resolve, reject });
       this.feed({ type: 'request', req: { ...req, id } as ClientRequest });
     });
-    this.inFlight.add(p);
-    const forget = (): void => void this.inFlight.delete(p);
-    p.then(forget, forget);
     return p;
   }
 

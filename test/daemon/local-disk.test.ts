@@ -68,3 +68,25 @@ test('a barrier that succeeds releases the I/O it held back', async (t) => {
   assert.equal(disk.failed, false);
   await disk.close();
 });
+
+test('close() and abandon() wait for the data I/O still running (detach under writes)', async (t) => {
+  for (const how of ['close', 'abandon'] as const) {
+    const disk = await freshDisk(t);
+    let release: () => void = () => {};
+    const gate = new Promise<void>((r) => (release = r));
+    let wrote = false;
+    const io = disk.io(async () => {
+      await gate;
+      await disk.data.write(0, new Uint8Array(4096).fill(9));
+      wrote = true;
+    });
+    let closed = false;
+    const closing = disk[how]().then(() => (closed = true));
+    await new Promise((r) => setImmediate(r));
+    assert.equal(closed, false, `${how} waits while a write runs`);
+    release();
+    await io;
+    await closing;
+    assert.ok(wrote && closed, `${how} after the write landed`);
+  }
+});
