@@ -268,7 +268,8 @@ export class Resource implements ResourceRuntime {
   /**
    * `tandem resize`: grows the device after the backing devices grew (drbdadm resize). The
    * engine agrees on the size with the connected peers and resyncs the new area; this measures
-   * the local backing and explains refusals the engine cannot know about (internal metadata).
+   * the local backing (internal metadata moves to the grown end) and adds what to do next to a
+   * refusal.
    */
   private async resize(f: Readonly<Record<string, boolean | number | string>>): Promise<string> {
     this.requireUp();
@@ -1302,8 +1303,6 @@ function resizeHint(r: string, why: string): string | undefined {
     return `connect first (\`tandem connect ${r}\`, \`tandem wait-sync ${r}\`), or grow each node alone to the same --size before they connect`;
   if (why.includes('not connected'))
     return `connect first (\`tandem connect ${r}\`, \`tandem wait-sync ${r}\`), or disconnect every peer to grow each node alone with --size`;
-  if (why.includes('metadata internal'))
-    return 'grow only resources with external metadata (meta-disk PATH;), or take both down and move the metadata with drbdmeta';
   if (why.includes('shrinking'))
     return 'Tandem only grows a device (shrinking needs the filesystem shrunk first, as in DRBD); to shrink, copy the data to a smaller resource';
   if (why.includes('does not fit')) return 'grow that backing device first, or ask for less';

@@ -696,6 +696,8 @@ function retryAsked(s: EngineState): boolean {
 
 /** Starts the held writes that may go now; the rest stay held in their order. */
 function retryHeldWrites(s: EngineState): void {
+  // Nothing held and no retry running (mid-retry the list is spliced empty: still signal it).
+  if (s.writesHeld.length === 0 && s.retryingHeld === 'no') return;
   if (s.retryingHeld !== 'no') {
     s.retryingHeld = 'again';
     return;
@@ -2733,8 +2735,6 @@ function onResyncDoneAck(s: EngineState, p: Peer, uuid: bigint): void {
 
 function refusalText(r: ResizeRefusal, who: string): string {
   switch (r) {
-    case 'internal-metadata':
-      return `${who} keeps its metadata internal (at the end of the backing device), which would have to move; Tandem grows only devices with external metadata`;
     case 'failed':
       return `${who} could not measure its backing device (see its log)`;
     case 'none':

@@ -180,7 +180,7 @@ export type AdminCommand =
   | { readonly cmd: 'reconfigure'; readonly options: ReconfigurableOptions };
 
 /** Why a backing device cannot grow: none, its metadata is internal, or it could not be measured. */
-export type ResizeRefusal = 'none' | 'internal-metadata' | 'failed';
+export type ResizeRefusal = 'none' | 'failed';
 
 /** The part of EngineConfig that `adjust` may change on a running engine. */
 export type ReconfigurableOptions = Partial<

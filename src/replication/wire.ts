@@ -146,7 +146,7 @@ const SCHEMA: Readonly<Record<PacketKind, readonly (readonly [string, FieldType]
   ResizeInfo: [
     ['id', 'num'],
     ['capacityBytes', 'num'],
-    ['refusal', { oneOf: ['none', 'internal-metadata', 'failed'] }],
+    ['refusal', { oneOf: ['none', 'failed'] }],
   ],
   Resize: [
     ['id', 'num'],

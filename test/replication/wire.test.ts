@@ -88,7 +88,7 @@ export const samples: Packet[] = [
   { kind: 'OvResult', start: 0, count: 1, inSync: false },
   { kind: 'OvDone' },
   { kind: 'ResizeQuery', id: 3 },
-  { kind: 'ResizeInfo', id: 3, capacityBytes: 1 << 30, refusal: 'internal-metadata' },
+  { kind: 'ResizeInfo', id: 3, capacityBytes: 1 << 30, refusal: 'failed' },
   { kind: 'Resize', id: 3, sizeBytes: 1 << 30, assumeClean: true },
   { kind: 'ResizeDone', id: 3, ok: false },
   { kind: 'OutOfSync', start: 5, count: 3 },

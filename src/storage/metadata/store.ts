@@ -112,7 +112,7 @@ export class MetadataStore {
   private constructor(
     /** The device holding the metadata. */
     readonly store: BlockStore,
-    /** Replaced when the data device grows (growData); the metadata itself never moves. */
+    /** Replaced when the data device grows (growData; internal metadata moves to the new end). */
     public layout: MetadataLayout,
     sb: Superblock,
     public bitmap: Bitmap,
@@ -282,9 +282,10 @@ export class MetadataStore {
   }
 
   /**
-   * The data device grew to `dataDeviceBytes` (external metadata only: internal metadata sits at
-   * the end of the data device and would have to move). Recomputes the layout and grows the
-   * bitmap to cover the new data bytes; returns them. Nothing is written (see setEffectiveSize).
+   * The data device grew to `dataDeviceBytes`. External metadata: recomputes the layout and
+   * grows the bitmap to cover the new data bytes; returns them; nothing is written (see
+   * setEffectiveSize). Internal metadata sits at the end of the device: it moves there
+   * (moveInternal).
    */
   growData(dataDeviceBytes: number): Promise<number> {
     if (this.layout.kind === 'internal') return this.moveInternal();
