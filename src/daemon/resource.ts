@@ -75,8 +75,6 @@ interface PeerView {
   /** Multipath sessions: times the session moved to another path, and back to a preferred one. */
   failovers: number;
   failbacks: number;
-  /** The session's active path ("transport:address:port"); '' when not a session or unknown. */
-  activePath: string;
   sync: {
     totalBlocks: number;
     startMs: number;
@@ -198,7 +196,6 @@ export class Resource implements ResourceRuntime {
         resyncBytes: 0,
         failovers: 0,
         failbacks: 0,
-        activePath: '',
         sync: null,
       });
     }
@@ -860,7 +857,6 @@ export class Resource implements ResourceRuntime {
     const name = (x: PathSpec): string => `${x.peer.transport}:${x.peer.address}:${x.peer.port}`;
     if (ev.change === 'failover') p.failovers++;
     if (ev.change === 'failback') p.failbacks++;
-    if (ev.change === 'failover' || ev.change === 'failback') p.activePath = name(ev.path);
     this.emitEvent('change', 'path', p.name, {
       local: ev.path.local?.address ?? '',
       peer: `${ev.path.peer.address}:${ev.path.peer.port}`,
@@ -1201,7 +1197,6 @@ export class Resource implements ResourceRuntime {
           resyncBytes: p.resyncBytes,
           failovers: p.failovers,
           failbacks: p.failbacks,
-          activePath: p.activePath,
           paths: shown.paths,
           transport: shown.transport,
         };

@@ -74,8 +74,6 @@ export interface PeerStatus {
   /** Multipath sessions: moves to another path after a failure, and back to a preferred one. */
   readonly failovers: number;
   readonly failbacks: number;
-  /** The session's active path after its last failover/failback ("transport:address:port"). */
-  readonly activePath: string;
   readonly paths: readonly PathStatus[];
   /** The transport in use and its counters (zeroCopyBytes/copiedBytes for fabric); null unless connected. */
   readonly transport: PeerTransportStatus | null;

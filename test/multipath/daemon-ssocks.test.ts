@@ -22,7 +22,8 @@ const DISK_BYTES = 16 * MIB;
 
 async function onPath(c: LocalCluster, node: string, prefix: string): Promise<void> {
   await waitUntil(
-    async () => (await peerStatus(c, node)).activePath.includes(`:${prefix}.`),
+    async () =>
+      (await peerStatus(c, node)).paths.some((p) => p.active && p.remote.startsWith(`${prefix}.`)),
     `${node}: session on ${prefix}.0/24`,
     30_000,
   );

@@ -226,7 +226,6 @@ test('status shows the transport, the provider and the zero-copy counters per pe
     resyncBytes: 0,
     failovers: 0,
     failbacks: 0,
-    activePath: '',
     paths: shown.paths,
     transport: shown.transport,
   };
