@@ -9,6 +9,7 @@ import {
   MULTIPATH_SESSION_ID_BYTES,
   MULTIPATH_SESSIONS_MAX,
 } from '../../limits.js';
+import { ChannelRegistry } from '../channel-base.js';
 import { ConfigError, ConnectionError } from '../../util/errors.js';
 import type {
   AcceptHandler,
@@ -252,10 +253,8 @@ export const multipathTransport =
 export class MultipathTransport implements Transport {
   readonly name = 'multipath' as const;
   private readonly acceptor: SessionAcceptor;
-  private readonly sessions = new Set<MultipathSession>();
+  private readonly registry = new ChannelRegistry();
   private readonly listeners = new Set<Listener>();
-  private opened = 0;
-  private closedBytes = { sent: 0, received: 0 };
 
   constructor(
     private readonly deps: MultipathDeps,
@@ -310,34 +309,15 @@ export class MultipathTransport implements Transport {
   }
 
   private track(s: MultipathSession): void {
-    this.opened++;
-    this.sessions.add(s);
-    s.on('closed', () => {
-      const st = s.stats();
-      this.closedBytes.sent += st.data.bytesSent + st.control.bytesSent;
-      this.closedBytes.received += st.data.bytesReceived + st.control.bytesReceived;
-      this.sessions.delete(s);
-    });
+    this.registry.track(s);
   }
 
   stats(): TransportStats {
-    let sent = this.closedBytes.sent;
-    let received = this.closedBytes.received;
-    for (const c of this.sessions) {
-      const s = c.stats();
-      sent += s.data.bytesSent + s.control.bytesSent;
-      received += s.data.bytesReceived + s.control.bytesReceived;
-    }
-    return {
-      channelsOpen: this.sessions.size,
-      channelsOpened: this.opened,
-      bytesSent: sent,
-      bytesReceived: received,
-    };
+    return this.registry.stats();
   }
 
   async close(): Promise<void> {
-    for (const s of [...this.sessions]) s.destroy();
+    this.registry.destroyAll();
     this.acceptor.close();
     await Promise.all([...this.listeners].map((l) => l.close()));
   }
