@@ -9,7 +9,7 @@ import { describeStep, planAdjust, type AdjustStep } from './adjust.js';
 import type { ControlRequest } from './control-protocol.js';
 import type { AdjustHandler } from './daemon.js';
 import type { Resource } from './resource.js';
-import { planResource, type ResourcePlan } from './resource-config.js';
+import { endpointKey, planResource, type ResourcePlan } from './resource-config.js';
 
 export interface AdjustContext {
   readonly node: string;
@@ -78,15 +78,14 @@ async function adjust(ctx: AdjustContext, req: ControlRequest): Promise<AdjustRe
     const p = plan.plans.get(s.resource);
     for (const e of p?.listen ?? []) await ctx.listen(e);
   }
-  const key = (e: Endpoint): string => `${e.transport}:${e.address}:${e.port}`;
   for (const s of plan.steps) {
     if (s.kind !== 'unlisten') continue;
     // Another resource may share the address (one listener serves every resource).
     const used = new Set<string>();
     for (const [name, r] of ctx.resources)
-      for (const e of (plan.plans.get(name) ?? r.currentPlan).listen) used.add(key(e));
+      for (const e of (plan.plans.get(name) ?? r.currentPlan).listen) used.add(endpointKey(e));
     for (const e of running.get(s.resource)?.listen ?? [])
-      if (!used.has(key(e))) await ctx.unlisten(e);
+      if (!used.has(endpointKey(e))) await ctx.unlisten(e);
   }
   for (const [name, p] of plan.plans) {
     const r = ctx.resources.get(name);

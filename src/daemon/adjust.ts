@@ -4,7 +4,7 @@
 // down unknown resources); what cannot change live is reported with the command that applies it.
 import type { OptionMap, OptionValue } from '../config/index.js';
 import type { ReconfigurableOptions } from '../replication/types.js';
-import { engineConfig, type PeerPlan, type ResourcePlan } from './resource-config.js';
+import { endpointKey, engineConfig, type PeerPlan, type ResourcePlan } from './resource-config.js';
 
 /** net options the engine applies live (reconfigure); protocol only while disconnected. */
 const NET_ENGINE = [
@@ -102,8 +102,6 @@ export function engineOptions(plan: ResourcePlan): ReconfigurableOptions {
 
 const pathKey = (p: PeerPlan): string =>
   JSON.stringify(p.paths.map((x) => [x.local, x.peer])) + JSON.stringify(p.net);
-
-const endpointKey = (e: { address: string; port: number }): string => `${e.address}:${e.port}`;
 
 /**
  * Plans how to go from the running resources to the configured ones. `only` limits it to one

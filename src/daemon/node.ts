@@ -11,7 +11,7 @@ import { ControlServer } from './control-server.js';
 import { Daemon } from './daemon.js';
 import { NbdHub } from './nbd-hub.js';
 import { Resource } from './resource.js';
-import { planResource, type ResourcePlan } from './resource-config.js';
+import { endpointKey, planResource, type ResourcePlan } from './resource-config.js';
 import { adjuster } from './adjust-node.js';
 import { createTransports, interconnectEndpoints, onLocalSubnet } from './transports.js';
 
@@ -50,7 +50,7 @@ export async function startNode(init: NodeInit): Promise<RunningNode> {
   );
   const listening = new Set<string>();
   const listen = async (e: Endpoint, required: boolean): Promise<void> => {
-    const key = `${e.transport}:${e.address}:${e.port}`;
+    const key = endpointKey(e);
     if (listening.has(key)) return;
     listening.add(key);
     try {

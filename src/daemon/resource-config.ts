@@ -87,6 +87,11 @@ function endpointOf(a: Address, transport: string): Endpoint {
   };
 }
 
+/** One listen address or peer endpoint, as daemon code compares them: transport, address, port. */
+export function endpointKey(e: Endpoint): string {
+  return `${e.transport}:${e.address}:${e.port}`;
+}
+
 function transportOf(net: OptionMap, resource: string): string {
   const t = str(net, 'transport', 'tcp');
   if (t === 'memory') {
@@ -183,7 +188,7 @@ export function planResource(r: ResourceConfig, node: string): ResourcePlan {
   const ssocks = new Map<string, Endpoint>();
   const add = (a: Address, net: OptionMap): void => {
     const e = endpointOf(a, transportOf(net, r.name));
-    const key = `${e.transport}:${e.address}:${e.port}`;
+    const key = endpointKey(e);
     listen.set(key, e);
     if (a.family === 'ssocks') ssocks.set(key, e);
   };

@@ -73,7 +73,7 @@ test("a peer's new port reconnects it and the new plan dials it", () => {
   const s = plan.steps[0]!;
   assert.ok(s.kind === 'reconnect');
   assert.equal(s.peer, 'bob');
-  assert.match(s.why, /paths 127\.0\.0\.1:7101 -> 127\.0\.0\.1:7201/);
+  assert.match(s.why, /paths tcp:127\.0\.0\.1:7101 -> tcp:127\.0\.0\.1:7201/);
   assert.equal(plan.plans.get('r0')?.peers[0]?.paths[0]?.peer.port, 7201);
 });
 
@@ -85,8 +85,8 @@ test('our own new address means listening on it and no longer on the old one', (
     steps.map((s) => s.kind),
     ['listen', 'unlisten'],
   );
-  assert.match(describeStep(steps[0]!, false), /listening on 127\.0\.0\.1:7300/);
-  assert.match(describeStep(steps[1]!, false), /stopped listening on 127\.0\.0\.1:7100/);
+  assert.match(describeStep(steps[0]!, false), /listening on tcp:127\.0\.0\.1:7300/);
+  assert.match(describeStep(steps[1]!, false), /stopped listening on tcp:127\.0\.0\.1:7100/);
 });
 
 test('connection options reconnect; transport liveness options wait for a restart', () => {
@@ -143,5 +143,19 @@ test('one resource named: the others are not touched or warned about', () => {
   assert.deepEqual(
     steps.map((s) => [s.kind, s.resource]),
     [['reconfigure', 'r0']],
+  );
+});
+
+test('the same address:port over another transport (ipv4 -> sdp) is a new listener', () => {
+  const tcp = res('r0');
+  const sdp = tcp.replace(/address 127/g, 'address sdp 127');
+  const steps = run(tcp, sdp);
+  const listen = steps.find((s) => s.kind === 'listen');
+  const unlisten = steps.find((s) => s.kind === 'unlisten');
+  assert.deepEqual(listen?.kind === 'listen' && listen.endpoints, ['fabric:127.0.0.1:7100']);
+  assert.deepEqual(unlisten?.kind === 'unlisten' && unlisten.endpoints, ['tcp:127.0.0.1:7100']);
+  assert.ok(
+    steps.some((s) => s.kind === 'reconnect'),
+    'the peer is reached over fabric now',
   );
 });
