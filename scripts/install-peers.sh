@@ -8,6 +8,7 @@ PKGS=(
   fuse3 e2fsprogs                        # nbdfuse -> loop -> ext4
   iproute2 nftables iptables iperf3      # namespaces, fault injection, transport baseline
   libfabric-dev libfabric-bin            # fabric transport addon (native/), fi_info/fi_pingpong
+  build-essential                        # gcc for bench/native/fabric_bw.c (native msg/rma bandwidth)
   qemu-system-x86 busybox-static cpio kmod rdma-core ibverbs-providers ibverbs-utils  # Soft-RoCE guest (fabric verbs)
   qemu-system-common time                # bench: qemu-storage-daemon mirror peer, GNU time for nbdcopy
   qemu-system-x86 busybox-static cpio kmod nbd-client  # test/support/guest.ts: kernel peers in a qemu guest
