@@ -1,15 +1,20 @@
 // bench:transport — one channel's DATA throughput (4 KiB, 64 KiB, 1 MiB messages) and CONTROL
 // round trip, for the TCP transport and (when the addon and provider are there) the fabric
-// transport, beside iperf3 and libfabric's fi_pingpong (libfabric-bin) on the same loopback in
-// the same run, as ratios; plus the fabric's zero-copy vs copied byte counters. The receiver
-// runs in a worker thread (its own event loop), as iperf3's server is its own process.
-// `bench:fabric` is the same run. Not part of npm test: numbers on a shared VM are noisy;
-// nothing here asserts speed. BENCH_SECONDS (3), BENCH_PROVIDER (tcp).
+// transport, beside iperf3, libfabric's fi_pingpong (libfabric-bin) and our native fabric_bw
+// (bench/native: msg and rma bandwidth with a window in flight, the stand-in for fabtests'
+// fi_msg_bw/fi_rma_bw, which Debian does not package) on the same loopback in the same run, as
+// ratios; plus the fabric's zero-copy vs copied byte counters. The receiver runs in a worker
+// thread (its own event loop), as iperf3's server is its own process. `bench:fabric` is the same
+// run. Not part of npm test: numbers on a shared VM are noisy; nothing here asserts speed.
+// BENCH_SECONDS (3), BENCH_PROVIDER (tcp), BENCH_FABRIC_BW_COMP (spin,wait,fd:
+// fabric_bw's completion modes, each size run with each; the ratio uses the fastest).
 import { execFile, spawn } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
 import { promisify } from 'node:util';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { systemClock } from '../src/platform/clock.js';
+import { buildFabricBw } from './native/build.js';
+import { runFabricBw, type FabricBwComp, type FabricBwMode } from './native/fabric-bw.js';
 import { loadFabricAddon } from '../src/transport/fabric/addon.js';
 import { fabricTransport, type FabricTransportApi } from '../src/transport/fabric/index.js';
 import { tcpTransport } from '../src/transport/tcp/index.js';
@@ -19,6 +24,11 @@ const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 3);
 const HOST = '127.0.0.1';
 const PROVIDER = process.env['BENCH_PROVIDER'] ?? 'tcp';
 const MSG_ECHO = 2;
+const COMPS = (process.env['BENCH_FABRIC_BW_COMP'] ?? 'spin,wait,fd')
+  .split(',')
+  .filter((c): c is FabricBwComp => c === 'spin' || c === 'wait' || c === 'fd');
+const NATIVE_BW =
+  "native libfabric msg/rma bandwidth (fabric_bw, our stand-in for fabtests' fi_msg_bw/fi_rma_bw, which Debian does not package)";
 const channel = { pingIntMs: 1000, pingTimeoutMs: 5000 };
 type Kind = 'tcp' | 'fabric';
 
@@ -150,7 +160,7 @@ const iperf3 = (): Promise<number | null> =>
     },
   );
 
-/** fabtests' fi_msg_bw is not packaged in Debian; fi_pingpong (one message in flight) is. */
+/** fi_pingpong keeps one message in flight: a latency-bound figure, not a bandwidth ceiling. */
 const fiPingpong = (): Promise<number | null> => {
   const args = ['-p', PROVIDER, '-e', 'msg', '-I', '200', '-S', String(1 << 20)];
   return reference(
@@ -162,6 +172,47 @@ const fiPingpong = (): Promise<number | null> => {
     },
   );
 };
+
+/**
+ * fabric_bw msg and rma at each size, with each completion mode; returns the fastest of the modes
+ * as Gbit/s under `msg SIZE` / `rma SIZE`. Prints every run, and why one is missing.
+ */
+async function nativeBw(): Promise<Map<string, number>> {
+  const best = new Map<string, number>();
+  console.log(`${NATIVE_BW}, provider ${PROVIDER}, window 64, ${SECONDS}s per run:`);
+  const built = buildFabricBw();
+  if (!built.ok) {
+    console.log(`  fabric_bw unavailable: ${built.error}`);
+    return best;
+  }
+  for (const mode of ['msg', 'rma'] as FabricBwMode[]) {
+    for (const [name, size] of SIZES) {
+      const runs: string[] = [];
+      for (const comp of COMPS) {
+        try {
+          const r = await runFabricBw(built.binary, {
+            mode,
+            provider: PROVIDER,
+            sizeBytes: size,
+            seconds: SECONDS,
+            comp,
+          });
+          if (r.kind === 'unsupported') {
+            console.log(`  fabric_bw ${mode}: unsupported (${r.reason})`);
+            return best;
+          }
+          const gbps = (r.bytesPerSec * 8) / 1e9;
+          best.set(`${mode} ${name}`, Math.max(gbps, best.get(`${mode} ${name}`) ?? 0));
+          runs.push(`${gbps.toFixed(2)} Gbit/s (-c ${comp}, counted by ${r.countedBy})`);
+        } catch (e) {
+          runs.push(`failed (-c ${comp}): ${(e as Error).message}`);
+        }
+      }
+      console.log(`  fabric_bw ${mode} ${name.padEnd(6)}: ${runs.join('; ')}`);
+    }
+  }
+  return best;
+}
 
 async function runKind(kind: Kind, results: Map<string, number>): Promise<void> {
   const w = new Worker(new URL(import.meta.url), { workerData: kind });
@@ -193,6 +244,7 @@ async function main(): Promise<void> {
   else console.log(`fabric transport: unavailable (${addon.error})`);
   const ip = await iperf3();
   const fi = addon.ok ? await fiPingpong() : null;
+  const native = await nativeBw();
   console.log(
     `iperf3 (1 stream, ${SECONDS}s): ${ip === null ? 'unavailable' : `${ip.toFixed(2)} Gbit/s`}`,
   );
@@ -208,6 +260,12 @@ async function main(): Promise<void> {
       ...(ip ? [`${(gbps / ip).toFixed(2)} × iperf3`] : []),
       ...(name.startsWith('fabric') && tcp ? [`${(gbps / tcp).toFixed(2)} × tandem tcp`] : []),
       ...(name.startsWith('fabric') && fi ? [`${(gbps / fi).toFixed(2)} × fi_pingpong`] : []),
+      ...(['msg', 'rma'] as const).flatMap((mode) => {
+        const n = native.get(`${mode} ${size}`);
+        return name.startsWith('fabric') && n
+          ? [`${(gbps / n).toFixed(2)} × fabric_bw ${mode}`]
+          : [];
+      }),
     ];
     console.log(
       `tandem ${name.padEnd(13)}: ${gbps.toFixed(2)} Gbit/s${ratios.length ? ` = ${ratios.join(', ')}` : ''}`,

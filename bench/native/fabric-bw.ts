@@ -5,8 +5,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 
 export type FabricBwMode = 'msg' | 'rma';
-/** spin: busy-poll the CQ (fabtests' default); wait: sleep in fi_cq_sread. */
-export type FabricBwComp = 'spin' | 'wait';
+/**
+ * How fabric_bw waits for completions. spin: busy-poll the CQ (fabtests' default); wait: sleep in
+ * fi_cq_sread; fd: poll(2) the CQ's wait fd after fi_trywait (what the fabric transport does).
+ */
+export type FabricBwComp = 'spin' | 'wait' | 'fd';
 
 export interface FabricBwOptions {
   readonly mode: FabricBwMode;

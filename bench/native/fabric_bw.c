@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -80,7 +81,9 @@ struct opts {
   uint32_t window;
   double seconds;
   double timeout_seconds;
-  int wait; /* 1: sleep in fi_cq_sread; 0: busy-poll with fi_cq_read (fabtests' default) */
+  /* 0 spin: busy-poll with fi_cq_read (fabtests' default); 1 wait: sleep in fi_cq_sread;
+     2 fd: poll(2) the CQ's wait fd after fi_trywait, as the fabric transport's addon does. */
+  int wait;
 };
 
 struct fab {
@@ -119,7 +122,7 @@ static void usage_error(const char *fmt, ...) {
   fputs("fabric_bw: ", stderr);
   vfprintf(stderr, fmt, ap);
   fputs("\nusage: fabric_bw server|client [-m msg|rma] [-p PROVIDER] [-a ADDRESS] [-P PORT]\n"
-        "       [-s SIZE_BYTES] [-w WINDOW] [-d SECONDS] [-T TIMEOUT_SECONDS] [-c spin|wait]\n"
+        "       [-s SIZE_BYTES] [-w WINDOW] [-d SECONDS] [-T TIMEOUT_SECONDS] [-c spin|wait|fd]\n"
         "  server: listens on ADDRESS:PORT (PORT 0: any), prints {\"listening\":...} then a result\n"
         "  client: connects to ADDRESS:PORT, prints a result line (JSON) with the bytes counted\n",
         stderr);
@@ -197,7 +200,8 @@ static void parse_args(int argc, char **argv, struct opts *o) {
       case 'c':
         if (strcmp(v, "spin") == 0) o->wait = 0;
         else if (strcmp(v, "wait") == 0) o->wait = 1;
-        else usage_error("-c %s: expected spin or wait", v);
+        else if (strcmp(v, "fd") == 0) o->wait = 2;
+        else usage_error("-c %s: expected spin, wait or fd", v);
         break;
       default: usage_error("unknown option %s", f);
     }
@@ -258,8 +262,9 @@ static void open_fabric(struct fab *f) {
 static void open_endpoint(struct fab *f, struct fi_info *info) {
   ssize_t rc;
   if ((rc = fi_domain(f->fabric, info, &f->domain, NULL))) die_fi("fi_domain", rc);
+  static const enum fi_wait_obj wait_objs[] = {FI_WAIT_NONE, FI_WAIT_UNSPEC, FI_WAIT_FD};
   struct fi_cq_attr cqa = {.format = FI_CQ_FORMAT_MSG,
-                           .wait_obj = f->wait ? FI_WAIT_UNSPEC : FI_WAIT_NONE,
+                           .wait_obj = wait_objs[f->wait],
                            .size = 2 * WINDOW_MAX + 8};
   if ((rc = fi_cq_open(f->domain, &cqa, &f->txcq, NULL))) die_fi("fi_cq_open(tx)", rc);
   if ((rc = fi_cq_open(f->domain, &cqa, &f->rxcq, NULL))) die_fi("fi_cq_open(rx)", rc);
@@ -333,8 +338,19 @@ static void check_eq(struct fab *f) {
 static size_t poll_cq(struct fab *f, struct fid_cq *cq, struct fi_cq_msg_entry *out, size_t max,
                       double deadline, const char *why) {
   ssize_t n;
-  if (f->wait) n = fi_cq_sread(cq, out, max, NULL, 100);
+  if (f->wait == 1) n = fi_cq_sread(cq, out, max, NULL, 100);
   else n = fi_cq_read(cq, out, max);
+  if (n == -FI_EAGAIN && f->wait == 2) {
+    struct fid *fid = &cq->fid;
+    int fd = -1;
+    ssize_t rc = fi_control(fid, FI_GETWAIT, &fd);
+    if (rc) die_fi("fi_control(FI_GETWAIT)", rc);
+    /* Sleep only when the provider says nothing is pending (fi_trywait); else read again. */
+    if (fi_trywait(f->fabric, &fid, 1) == FI_SUCCESS) {
+      struct pollfd pfd = {.fd = fd, .events = POLLIN};
+      poll(&pfd, 1, 100);
+    }
+  }
   if (n > 0) {
     f->empty_polls = 0;
     return (size_t)n;
@@ -576,18 +592,20 @@ static int run_server(struct opts *o) {
   send_ctl(&f, &ack, CTL_ACK, messages, bytes, deadline);
   print_result(o, counted_by, seconds, messages, bytes, extra);
   /* Close only when the client has gone (it has our ACK then): some providers drop what is
-     still queued on fi_close. */
+     still queued on fi_close. Reading the CQ drives the provider's progress, which is what
+     notices the disconnect when the CQs have no wait object (-c spin). */
   double until = now_s() + o->timeout_seconds;
   while (now_s() < until) {
-    uint32_t event = 0;
-    ssize_t rd = fi_eq_sread(f.eq, &event, entry, sizeof entry, 100, 0);
-    if (rd == -FI_EAVAIL) {
-      struct fi_eq_err_entry err = {0};
-      fi_eq_readerr(f.eq, &err, 0);
-      break;
+    struct fi_cq_msg_entry e[8];
+    if (fi_cq_read(f.rxcq, e, 8) == -FI_EAVAIL) {
+      struct fi_cq_err_entry err = {0};
+      fi_cq_readerr(f.rxcq, &err, 0); /* receives flushed by the disconnect */
     }
-    if (rd >= 0 && event == FI_SHUTDOWN) break;
-    if (rd < 0 && rd != -FI_EAGAIN && rd != -FI_ETIMEDOUT) break;
+    uint32_t event = 0;
+    ssize_t rd = fi_eq_read(f.eq, &event, entry, sizeof entry, 0);
+    if (rd == -FI_EAVAIL || (rd >= 0 && event == FI_SHUTDOWN)) break;
+    if (rd < 0 && rd != -FI_EAGAIN) break;
+    usleep(1000);
   }
   fi_close(&f.ep->fid);
   f.ep = NULL;

@@ -26,8 +26,13 @@ function binary(t: TestContext): string | null {
   return r.binary;
 }
 
-for (const mode of ['msg', 'rma'] as const) {
-  test(`fabric_bw ${mode} over the tcp provider on loopback reports bytes and exits 0`, async (t) => {
+for (const [mode, comp] of [
+  ['msg', 'fd'],
+  ['rma', 'fd'],
+  ['msg', 'spin'],
+  ['rma', 'wait'],
+] as const) {
+  test(`fabric_bw ${mode} -c ${comp} over the tcp provider on loopback reports bytes, exit 0`, async (t) => {
     const bin = binary(t);
     if (bin === null) return;
     const r = await runFabricBw(bin, {
@@ -36,7 +41,7 @@ for (const mode of ['msg', 'rma'] as const) {
       sizeBytes: 65536,
       window: 16,
       seconds: 0.3,
-      comp: 'wait',
+      comp,
     });
     assert.equal(r.kind, 'measured', JSON.stringify(r));
     if (r.kind !== 'measured') return;
@@ -62,6 +67,7 @@ test('fabric_bw refuses bad arguments with a clear message and exit 2', async (t
     [['client', '-s', '4096'], /client needs -P PORT/],
     [['server', '-P', '70000'], /-P 70000: expected an integer in \[0, 65535\]/],
     [['server', '-x', '1'], /unknown option -x/],
+    [['server', '-c', 'yield'], /-c yield: expected spin, wait or fd/],
   ];
   for (const [args, want] of cases) {
     const r = await runFabricBwRaw(bin, args, RUN_TIMEOUT_MS);
