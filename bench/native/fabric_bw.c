@@ -41,6 +41,7 @@
 #define BUFFER_BUDGET_BYTES (32u << 20)
 /* Empty completion polls between looks at the event queue (for a peer that went away). */
 #define EQ_CHECK_EVERY 256
+#define NAME_CHARS "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
 #define CM_ENTRY_BYTES (sizeof(struct fi_eq_cm_entry) + 256)
 
 enum mode { MODE_MSG = 1, MODE_RMA = 2 };
@@ -182,11 +183,14 @@ static void parse_args(int argc, char **argv, struct opts *o) {
         else usage_error("-m %s: expected msg or rma", v);
         break;
       case 'p':
-        if (v[0] == '\0') usage_error("-p: empty provider name");
+        /* Names go into our JSON output unescaped: letters, digits and _ ; . - only. */
+        if (v[0] == '\0' || strspn(v, NAME_CHARS ";") != strlen(v))
+          usage_error("-p %s: expected a provider name such as tcp, sockets or verbs", v);
         o->provider = v;
         break;
       case 'a':
-        if (v[0] == '\0') usage_error("-a: empty address");
+        if (v[0] == '\0' || strspn(v, NAME_CHARS ":%") != strlen(v))
+          usage_error("-a %s: expected an IP address or host name", v);
         o->host = v;
         break;
       case 'P':
@@ -505,7 +509,8 @@ static int run_server(struct opts *o) {
   }
   o->size_bytes = h.size_bytes;
   o->window = h.window;
-  alarm((unsigned)(2 * o->timeout_seconds + h.duration_ms / 1000.0) + 5);
+  /* connected + run and ACK + waiting for the client to go: each bounded by the timeout. */
+  alarm((unsigned)(3 * o->timeout_seconds + h.duration_ms / 1000.0) + 5);
   open_endpoint(&f, req);
 
   /* Receives: DONE needs room for a struct ctl even when messages are smaller. */

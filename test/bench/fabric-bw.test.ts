@@ -67,6 +67,7 @@ test('fabric_bw refuses bad arguments with a clear message and exit 2', async (t
     [['client', '-s', '4096'], /client needs -P PORT/],
     [['server', '-P', '70000'], /-P 70000: expected an integer in \[0, 65535\]/],
     [['server', '-x', '1'], /unknown option -x/],
+    [['server', '-p', 'tcp"x'], /-p tcp"x: expected a provider name/],
     [['server', '-c', 'yield'], /-c yield: expected spin, wait or fd/],
   ];
   for (const [args, want] of cases) {
