@@ -77,6 +77,7 @@ test('a growth smaller than the metadata is not used', () =>
     const before = md.layout;
     await truncate(p, 8 * MIB + 4096);
     await store.refreshSize();
+    assert.equal(md.capacityFor(store.sizeBytes), before.dataBytes, 'capacity says the same');
     assert.equal(await md.growData(store.sizeBytes), before.dataBytes);
     assert.equal(md.layout.mdOffsetBytes, before.mdOffsetBytes);
     await store.close();
@@ -119,4 +120,23 @@ test('external metadata grows its bitmap in place', () =>
     ]);
     assert.deepEqual(view.bitmaps[1], [{ start: 3000, count: 1 }]);
     await ms2.close();
+  }));
+
+test('capacityFor is what growData gives, also for a growth within a bitmap bit', () =>
+  withDir(async (dir) => {
+    const meta = join(dir, 'md.img');
+    await file(meta, MIB);
+    const ms = await openFileStore(meta);
+    // 8 MiB - 512 and 8 MiB need the same number of bits: the grown layout must still be taken.
+    const md = await MetadataStore.create(ms, {
+      kind: 'flex-external',
+      dataDeviceBytes: 8 * MIB - 512,
+      maxPeers: 1,
+      nodeId: 0,
+    });
+    assert.equal(md.layout.dataBytes, 8 * MIB - 512);
+    assert.equal(md.capacityFor(8 * MIB), 8 * MIB);
+    assert.equal(await md.growData(8 * MIB), 8 * MIB);
+    assert.equal(md.capacityFor(4 * MIB), 4 * MIB, 'a shrunk data device says so');
+    await ms.close();
   }));
