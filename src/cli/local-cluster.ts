@@ -10,7 +10,6 @@ import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { TandemEvent } from '../daemon/control-protocol.js';
 import { request, streamEvents, type RequestInit } from './control-client.js';
 import type { ControlOp } from '../daemon/control-protocol.js';
 import { EventState } from './event-state.js';
@@ -260,7 +259,7 @@ export class LocalCluster {
 
   /**
    * Waits, on the node's events stream, until `done(state)` holds; rejects after timeoutMs
-   * naming what it waited for.
+   * naming what it waited for, or at once when the stream fails. The stream ends either way.
    */
   async waitFor(
     name: string,
@@ -268,27 +267,11 @@ export class LocalCluster {
     done: (s: EventState) => boolean,
     timeoutMs = 60_000,
   ): Promise<void> {
-    const state = new EventState();
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () =>
-          reject(
-            new Error(`${name}: not ${what} after ${timeoutMs} ms; state:\n${state.describe()}`),
-          ),
-        timeoutMs,
-      );
-    });
+    const w = this.watch(name);
     try {
-      await Promise.race([
-        streamEvents(this.node(name).controlPath, true, (e: TandemEvent) => {
-          state.apply(e);
-          return state.snapshotDone && done(state);
-        }),
-        timeout,
-      ]);
+      await w.until(what, done, timeoutMs);
     } finally {
-      clearTimeout(timer);
+      w.close();
     }
   }
 
@@ -323,6 +306,7 @@ export class LocalCluster {
 interface Waiter {
   readonly done: (s: EventState) => boolean;
   readonly resolve: () => void;
+  readonly fail: (e: Error) => void;
 }
 
 /** A node's events stream folded into an EventState, with conditions to wait on. */
@@ -359,28 +343,38 @@ export class EventWatch {
     );
     this.ready = Promise.race([this.ready, stream.then(() => undefined)]);
     stream.catch((e: unknown) => {
-      this.failure = e instanceof Error ? e : new Error(String(e));
+      const failure = e instanceof Error ? e : new Error(String(e));
+      this.failure = failure;
+      // No event will come any more: waiting on to the timeout would only hide why.
+      for (const w of this.waiters) w.fail(failure);
+      this.waiters.clear();
     });
   }
 
-  /** Resolves when `done(state)` holds (now or later); rejects after timeoutMs naming `what`. */
+  /**
+   * Resolves when `done(state)` holds (now or later); rejects naming `what` after timeoutMs, or
+   * at once when the events stream failed.
+   */
   until(what: string, done: (s: EventState) => boolean, timeoutMs = 60_000): Promise<void> {
     if (this.state.snapshotDone && done(this.state)) return Promise.resolve();
+    const notYet = (why: string, cause?: Error): Error =>
+      new Error(`${this.node}: not ${what}${why}; state:\n${this.state.describe()}`, { cause });
+    const streamFailed = (e: Error): Error => notYet(` (events stream: ${e.message})`, e);
+    if (this.failure !== null) return Promise.reject(streamFailed(this.failure));
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.waiters.delete(w);
-        const why = this.failure !== null ? ` (events stream: ${this.failure.message})` : '';
-        reject(
-          new Error(
-            `${this.node}: not ${what} after ${timeoutMs} ms${why}; state:\n${this.state.describe()}`,
-          ),
-        );
+        reject(notYet(` after ${timeoutMs} ms`));
       }, timeoutMs);
       const w: Waiter = {
         done,
         resolve: () => {
           clearTimeout(timer);
           resolve();
+        },
+        fail: (e) => {
+          clearTimeout(timer);
+          reject(streamFailed(e));
         },
       };
       this.waiters.add(w);

@@ -11,4 +11,11 @@ export {
 export { dumpConfigText, dumpConfigJson } from './dump.js';
 export { ConfigFileError, formatDiagnostic } from './diagnostics.js';
 export { formatAddress, parseAddress, parseNbdUri, type ConfigFs } from './interpret.js';
-export { SECTION_OPTIONS, GLOBAL_OPTIONS, optionSchema, type OptionSchema } from './options.js';
+export {
+  SECTION_OPTIONS,
+  GLOBAL_OPTIONS,
+  optionSchema,
+  parseNumericValue,
+  type OptionKind,
+  type OptionSchema,
+} from './options.js';

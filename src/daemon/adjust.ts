@@ -3,22 +3,46 @@
 // carries the plan out. Resources removed from the file keep running (drbdadm adjust does not
 // down unknown resources); what cannot change live is reported with the command that applies it.
 import type { OptionMap, OptionValue } from '../config/index.js';
-import type { ReconfigurableOptions } from '../replication/types.js';
+import type { EngineConfig, ReconfigurableOptions } from '../replication/types.js';
 import { endpointKey, engineConfig, type PeerPlan, type ResourcePlan } from './resource-config.js';
 
-/** net options the engine applies live (reconfigure); protocol only while disconnected. */
-const NET_ENGINE = [
-  'protocol',
-  'allow-two-primaries',
-  'after-sb-0pri',
-  'after-sb-1pri',
-  'after-sb-2pri',
-  'max-epoch-size',
-  'csums-alg',
-  'verify-alg',
-] as const;
-/** disk options of the resync controller, applied live. */
-const DISK_ENGINE = ['resync-rate', 'c-plan-ahead', 'c-fill-target', 'c-max-rate', 'c-min-rate'];
+type LiveField = keyof ReconfigurableOptions;
+
+/**
+ * The options the engine applies live (reconfigure), by the engine field they set (engineConfig
+ * derives it from them). Keyed by every field of ReconfigurableOptions: the engine's contract and
+ * this table cannot drift apart. protocol changes only while disconnected.
+ */
+const LIVE: { readonly [F in LiveField]-?: readonly (readonly ['net' | 'disk', string])[] } = {
+  protocol: [['net', 'protocol']],
+  allowTwoPrimaries: [['net', 'allow-two-primaries']],
+  afterSb0Pri: [['net', 'after-sb-0pri']],
+  afterSb1Pri: [['net', 'after-sb-1pri']],
+  afterSb2Pri: [['net', 'after-sb-2pri']],
+  maxEpochSize: [['net', 'max-epoch-size']],
+  // The resync controller.
+  resync: [
+    ['disk', 'resync-rate'],
+    ['disk', 'c-plan-ahead'],
+    ['disk', 'c-fill-target'],
+    ['disk', 'c-max-rate'],
+    ['disk', 'c-min-rate'],
+  ],
+  csums: [['net', 'csums-alg']],
+  verify: [['net', 'verify-alg']],
+  digest: [
+    ['net', 'csums-alg'],
+    ['net', 'verify-alg'],
+  ],
+};
+const LIVE_FIELDS = Object.keys(LIVE) as LiveField[];
+const liveOptions = (section: 'net' | 'disk'): string[] => [
+  ...new Set(
+    Object.values(LIVE).flatMap((opts) => opts.filter(([s]) => s === section).map(([, o]) => o)),
+  ),
+];
+const NET_ENGINE = liveOptions('net');
+const DISK_ENGINE = liveOptions('disk');
 /** Options of one connection (connection manager): applied by reconnecting it. */
 const NET_CONNECTION = ['connect-int', 'cram-hmac-alg', 'shared-secret'];
 /** Liveness options of the node's transport, shared by every connection: need a restart. */
@@ -82,22 +106,15 @@ function allChanged(a: OptionMap, b: OptionMap): string[] {
   return [...keys].filter((k) => a[k] !== b[k]).sort();
 }
 
+/** The fields of an engine configuration that reconfigure takes (all of them, each defined). */
+export function liveOptionsOf(c: EngineConfig): Required<ReconfigurableOptions> {
+  return Object.fromEntries(LIVE_FIELDS.map((f) => [f, c[f]])) as Required<ReconfigurableOptions>;
+}
+
 /** The engine options of a plan, as reconfigure takes them. */
 export function engineOptions(plan: ResourcePlan): ReconfigurableOptions {
   // engineConfig's size and seed do not matter here: only the option fields are taken.
-  const c = engineConfig(plan, 4096, 0);
-  return {
-    protocol: c.protocol,
-    allowTwoPrimaries: c.allowTwoPrimaries,
-    afterSb0Pri: c.afterSb0Pri,
-    afterSb1Pri: c.afterSb1Pri,
-    afterSb2Pri: c.afterSb2Pri,
-    maxEpochSize: c.maxEpochSize,
-    resync: c.resync,
-    csums: c.csums,
-    verify: c.verify,
-    digest: c.digest,
-  };
+  return liveOptionsOf(engineConfig(plan, 4096, 0));
 }
 
 const pathKey = (p: PeerPlan): string =>

@@ -14,8 +14,6 @@ import type {
   ResizeRefusal,
 } from '../replication/types.js';
 import {
-  computeLayout,
-  internalMoveFits,
   MetadataStore,
   openBackingDevices,
   sliceStore,
@@ -129,31 +127,15 @@ export class LocalDisk {
   }
 
   /**
-   * How many data bytes the backing could hold now (measured again: it may have grown). With
-   * internal metadata that is what is left once the metadata moves to the new end (`grow`).
+   * How many data bytes the backing could hold now (measured again: it may have grown): what
+   * `grow` can reach (MetadataStore.capacityFor), less when the backing shrank.
    */
   async capacity(): Promise<{
     capacityBytes: number;
     refusal: ResizeRefusal;
   }> {
     const now = await this.devices.disk.measure();
-    const layout = this.meta.layout;
-    const internal = layout.kind === 'internal';
-    const l = computeLayout({
-      kind: layout.kind,
-      index: layout.index,
-      // Internal metadata moves to the new end: the layout is the one of the grown device.
-      metaDeviceBytes: internal ? now : this.meta.store.sizeBytes,
-      dataDeviceBytes: now,
-      maxPeers: layout.maxPeers,
-      alStripes: layout.alStripes,
-      alStripeSize4k: layout.alStripeSize4k,
-    });
-    if (!l.ok) throw new MetadataError(`${this.devices.disk.name}: ${l.error}`);
-    // Internal metadata moves only past its old place: a smaller growth is not usable yet.
-    if (internal && !internalMoveFits(layout, l.value))
-      return { capacityBytes: this.sizeBytes, refusal: 'none' };
-    const room = Math.floor(l.value.dataBytes / BITMAP_BLOCK_BYTES) * BITMAP_BLOCK_BYTES;
+    const room = Math.floor(this.meta.capacityFor(now) / BITMAP_BLOCK_BYTES) * BITMAP_BLOCK_BYTES;
     return { capacityBytes: room, refusal: 'none' };
   }
 

@@ -15,6 +15,7 @@ import type {
   ClientRequest,
   EngineEvent,
   Packet,
+  ReconfigurableOptions,
 } from '../replication/types.js';
 import { channelTransportStats } from '../transport/channel-base.js';
 import type { Channel, Message, PathEvent, PathSpec, StreamId } from '../transport/types.js';
@@ -29,7 +30,7 @@ import {
 } from '../limits.js';
 import { InvalidRequestError, NbdCommandError, StateError, TandemError } from '../util/errors.js';
 import type { ControlRequest, TandemEvent } from './control-protocol.js';
-import type { AdjustStep } from './adjust.js';
+import { liveOptionsOf, type AdjustStep } from './adjust.js';
 import type { EventSink, ResourceRuntime } from './daemon.js';
 import { LocalDisk } from './disk.js';
 import type { NbdHub } from './nbd-hub.js';
@@ -84,26 +85,20 @@ interface PeerView {
   } | null;
 }
 
-/** `tandem show --json`: one resource's configuration in effect. */
-export interface ResourceShow {
+/**
+ * `tandem show --json`: one resource's configuration in effect, with every option adjust changes
+ * live but csums/verify/digest (the engine keeps csums-alg and verify-alg only as flags and a
+ * function, not as the names drbd.conf gives).
+ */
+export interface ResourceShow extends Omit<
+  Required<ReconfigurableOptions>,
+  'csums' | 'verify' | 'digest'
+> {
   readonly name: string;
   readonly up: boolean;
   readonly sizeBytes: number;
   readonly device: string;
   readonly disk: string;
-  readonly protocol: string;
-  readonly allowTwoPrimaries: boolean;
-  readonly afterSb0Pri: string;
-  readonly afterSb1Pri: string;
-  readonly afterSb2Pri: string;
-  readonly maxEpochSize: number;
-  readonly resync: {
-    readonly resyncRateBytesPerSec: number;
-    readonly cPlanAheadTenths: number;
-    readonly cFillTargetBytes: number;
-    readonly cMaxRateBytesPerSec: number;
-    readonly cMinRateBytesPerSec: number;
-  };
   readonly peers: readonly {
     readonly name: string;
     readonly nodeId: number;
@@ -297,18 +292,14 @@ export class Resource implements ResourceRuntime {
    */
   show(): ResourceShow {
     const cfg = this.engine?.cfg ?? engineConfig(this.plan, BITMAP_BLOCK_BYTES, 0);
+    const { csums: _csums, verify: _verify, digest: _digest, ...live } = liveOptionsOf(cfg);
     return {
       name: this.name,
       up: this.up,
       sizeBytes: this.engine?.cfg.sizeBytes ?? 0,
       device: this.exportUri(),
       disk: this.plan.diskPath,
-      protocol: cfg.protocol,
-      allowTwoPrimaries: cfg.allowTwoPrimaries,
-      afterSb0Pri: cfg.afterSb0Pri,
-      afterSb1Pri: cfg.afterSb1Pri,
-      afterSb2Pri: cfg.afterSb2Pri,
-      maxEpochSize: cfg.maxEpochSize,
+      ...live,
       resync: { ...cfg.resync },
       peers: this.plan.peers.map((p) => ({
         name: p.name,

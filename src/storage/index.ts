@@ -28,7 +28,9 @@ export {
 export {
   computeLayout,
   bitmapBytes,
+  resizedLayout,
   type MetadataLayout,
+  type ResizedLayout,
   type MetaDiskKind,
 } from './metadata/layout.js';
 export { Bitmap, bitsTouching, bitsCovered } from './metadata/bitmap.js';
@@ -45,7 +47,6 @@ export {
 export {
   MetadataStore,
   extentsOf,
-  internalMoveFits,
   superblockOffset,
   type CreateOptions,
   type OpenOptions,

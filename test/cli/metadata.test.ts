@@ -6,14 +6,14 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { mkdtemp, rm, truncate, writeFile, open } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile, open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { requirePeers } from '../support/peers.js';
 import { drbdmeta } from '../support/drbdmeta.js';
 import { openFileStore } from '../../src/storage/file.js';
 import { MetadataStore } from '../../src/storage/metadata/store.js';
 import { MDF } from '../../src/storage/metadata/format.js';
+import { withTempDir, sparseFile } from '../support/tmp.js';
 
 const execP = promisify(execFile);
 const cli = 'dist/src/cli/main.js';
@@ -34,20 +34,6 @@ async function tandem(...args: string[]): Promise<Run> {
   }
 }
 
-async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await mkdtemp(join(tmpdir(), 'tandem-md-cli-'));
-  try {
-    await fn(dir);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-}
-
-async function sparse(path: string, bytes: number): Promise<void> {
-  await writeFile(path, '');
-  await truncate(path, bytes);
-}
-
 function config(disk: string, metaDisk = 'internal'): string {
   return `resource r0 {
   device /dev/drbd1;
@@ -63,9 +49,9 @@ function config(disk: string, metaDisk = 'internal'): string {
 }
 
 test('create-md and dump-md --json from the configuration', () =>
-  withDir(async (dir) => {
+  withTempDir('md-cli', async (dir) => {
     const disk = join(dir, 'disk.img');
-    await sparse(disk, 64 * 1024 * 1024 + 3000);
+    await sparseFile(disk, 64 * 1024 * 1024 + 3000);
     const conf = join(dir, 'tandem.conf');
     await writeFile(conf, config(disk));
     const c = await tandem('-c', conf, '-n', 'alpha', 'create-md', 'r0');
@@ -94,9 +80,9 @@ test('create-md and dump-md --json from the configuration', () =>
   }));
 
 test('create-md refuses existing metadata and filesystems without --force, and says why', () =>
-  withDir(async (dir) => {
+  withTempDir('md-cli', async (dir) => {
     const disk = join(dir, 'disk.img');
-    await sparse(disk, 32 * 1024 * 1024);
+    await sparseFile(disk, 32 * 1024 * 1024);
     // An ext4 superblock signature at 1024 (magic 0xEF53 at +56, 8192 blocks of 4 KiB).
     const h = await open(disk, 'r+');
     const sb = Buffer.alloc(1024);
@@ -122,9 +108,9 @@ test('create-md refuses existing metadata and filesystems without --force, and s
   }));
 
 test('show-gi, apply-al after a crash, wipe-md', () =>
-  withDir(async (dir) => {
+  withTempDir('md-cli', async (dir) => {
     const disk = join(dir, 'disk.img');
-    await sparse(disk, 64 * 1024 * 1024);
+    await sparseFile(disk, 64 * 1024 * 1024);
     const store = await openFileStore(disk);
     const md = await MetadataStore.create(store, { kind: 'internal', maxPeers: 1, nodeId: 0 });
     await md.writeSuperblock({
@@ -167,11 +153,11 @@ test('show-gi, apply-al after a crash, wipe-md', () =>
   }));
 
 test('external metadata by explicit options, and our dump-md text passes drbdmeta verify-dump', (t: TestContext) =>
-  withDir(async (dir) => {
+  withTempDir('md-cli', async (dir) => {
     const disk = join(dir, 'disk.img');
     const meta = join(dir, 'meta.img');
-    await sparse(disk, 100 * 1024 * 1024);
-    await sparse(meta, 129 * 1024 * 1024);
+    await sparseFile(disk, 100 * 1024 * 1024);
+    await sparseFile(meta, 129 * 1024 * 1024);
     const c = await tandem(
       'create-md',
       'r0',

@@ -12,6 +12,7 @@ import { ControlServer, type ControlHandler } from '../../src/daemon/control-ser
 import type { ControlRequest, TandemEvent } from '../../src/daemon/control-protocol.js';
 import { StateError } from '../../src/util/errors.js';
 import { request } from '../../src/cli/control-client.js';
+import { EXIT } from '../../src/cli/context.js';
 
 const run = promisify(execFile);
 
@@ -143,4 +144,21 @@ test('tandem wait-connect fails for an unknown resource and when the daemon is a
     run('node', ['dist/src/cli/main.js', '--control', '/nonexistent/x.sock', 'status']),
     /no tandemd is listening/,
   );
+});
+
+test('tandem wait-connect gives up after --timeout and exits (its events stream ends too)', async () => {
+  await withServer(async (path) => {
+    // The connection stays Connecting: the CLI must time out, not hang on the open stream.
+    const err = await run(
+      'node',
+      ['dist/src/cli/main.js', '--control', path, 'wait-connect', 'r0', '--timeout', '1'],
+      { timeout: 20_000 },
+    ).then(
+      () => assert.fail('wait-connect returned'),
+      (e: unknown) => e as { code?: unknown; killed?: boolean; stderr?: string },
+    );
+    assert.equal(err.killed, false, 'exited by itself');
+    assert.equal(err.code, EXIT.timeout);
+    assert.match(err.stderr ?? '', /not connected after 1s/);
+  });
 });

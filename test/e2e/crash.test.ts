@@ -28,6 +28,7 @@ import {
   waitUntil,
   withPair,
 } from './support.js';
+import { fioRandWriteArgs } from '../support/fio.js';
 
 /** The device is larger than fio's region so the AL-bounded resync is visibly partial. */
 const DISK_BYTES = 1024 * MIB;
@@ -47,14 +48,7 @@ interface FioRun {
 /** fio's random-write job with crc32c verify headers, write phase only. */
 function fioWrite(cwd: string, uri: string): Promise<FioRun> {
   const args = [
-    '--name=load',
-    '--ioengine=nbd',
-    `--uri=${uri}`,
-    '--rw=randwrite',
-    '--bs=4k',
-    `--size=${FIO_REGION}`,
-    '--iodepth=16',
-    '--verify=crc32c',
+    ...fioRandWriteArgs({ uri, size: FIO_REGION, iodepth: 16 }),
     '--do_verify=0',
     // One line per completed write, with its offset: the acknowledged set.
     '--write_lat_log=acked',

@@ -22,6 +22,7 @@ import {
   waitUntil,
   withPair,
 } from '../e2e/support.js';
+import { fioRandWriteArgs } from '../support/fio.js';
 
 export const DISK_BYTES = 64 * MIB;
 export const FIO_REGION = 32 * MIB;
@@ -35,16 +36,9 @@ interface Fio {
 /** fio inside `netns` (the Primary's namespace, where its NBD export is), in `dir`. */
 export function startFio(dir: string, uri: string, netns: string): Fio {
   const args = [
-    '--name=load',
-    '--ioengine=nbd',
-    `--uri=${uri}`,
-    '--rw=randwrite',
-    '--bs=4k',
-    `--size=${FIO_REGION}`,
-    '--iodepth=8',
+    ...fioRandWriteArgs({ uri, size: FIO_REGION, iodepth: 8 }),
     '--time_based',
     '--runtime=600',
-    '--verify=crc32c',
     // Verify what was written while writing, not only at the end.
     '--verify_backlog=512',
     '--write_lat_log=lat',

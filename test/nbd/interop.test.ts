@@ -9,6 +9,7 @@ import { formatNbdUri } from '../../src/nbd/uri.js';
 import { requirePeers } from '../support/peers.js';
 import { startHarness, type Harness } from './support/harness.js';
 import { run, runOk } from './support/exec.js';
+import { fioRandWriteArgs } from '../support/fio.js';
 
 const MIB = 1024 * 1024;
 let h: Harness;
@@ -177,14 +178,12 @@ describe('nbdcopy and fio', () => {
     const out = await runOk(
       'fio',
       [
-        '--name=randwrite-verify',
-        '--ioengine=nbd',
-        `--uri=${unixUri('fio')}`,
-        '--rw=randwrite',
-        '--bs=4k',
-        '--size=32m',
-        '--iodepth=16',
-        '--verify=crc32c',
+        ...fioRandWriteArgs({
+          name: 'randwrite-verify',
+          uri: unixUri('fio'),
+          size: '32m',
+          iodepth: 16,
+        }),
         '--do_verify=1',
         '--verify_fatal=1',
         '--randrepeat=0',

@@ -11,15 +11,7 @@ import { openFileStore } from '../../src/storage/file.js';
 import { systemClock } from '../../src/platform/clock.js';
 import { DiskIoError } from '../../src/util/errors.js';
 import { STORE_INLINE_READ_BACKOFF_MIN_MS, STORE_INLINE_READ_STALL_MS } from '../../src/limits.js';
-
-async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await mkdtemp(join(tmpdir(), 'tandem-inline-read-'));
-  try {
-    await fn(dir);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-}
+import { withTempDir } from '../support/tmp.js';
 
 blockStoreSuite('file, inline reads and writes', async (size) => {
   const dir = await mkdtemp(join(tmpdir(), 'tandem-inline-read-'));
@@ -37,7 +29,7 @@ blockStoreSuite('file, inline reads and writes', async (size) => {
 });
 
 test('inline reads: small ones inline, a slow one sends reads to the threadpool for a while', () =>
-  withDir(async (dir) => {
+  withTempDir('inline-read', async (dir) => {
     const p = join(dir, 'inline.img');
     const data = Buffer.alloc(1 << 20);
     for (let i = 0; i < data.length; i++) data[i] = (i * 7 + (i >> 9)) & 0xff;
@@ -77,7 +69,7 @@ test('inline reads: small ones inline, a slow one sends reads to the threadpool 
   }));
 
 test('an inline read past the end of a shrunk file is a DiskIoError, not a short buffer', () =>
-  withDir(async (dir) => {
+  withTempDir('inline-read', async (dir) => {
     const p = join(dir, 'shrink.img');
     await writeFile(p, Buffer.alloc(1 << 20, 9));
     const s = await openFileStore(p, { inlineReadMaxBytes: 8192, clock: { nowMs: () => 0 } });
@@ -87,7 +79,7 @@ test('an inline read past the end of a shrunk file is a DiskIoError, not a short
   }));
 
 test('without a clock or with direct I/O, reads never run inline', () =>
-  withDir(async (dir) => {
+  withTempDir('inline-read', async (dir) => {
     const p = join(dir, 'plain.img');
     await writeFile(p, Buffer.alloc(1 << 16));
     const s = await openFileStore(p, { inlineReadMaxBytes: 8192 });

@@ -3,8 +3,7 @@
 // real block device (a loop device) sized from sysfs.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, truncate, writeFile, mkdir } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { truncate, writeFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { openFileStore } from '../../src/storage/file.js';
 import { DiskIoError, InvalidRequestError } from '../../src/util/errors.js';
@@ -18,20 +17,12 @@ import {
   STORE_INLINE_WRITE_STALL_MS,
   STORE_IO_IN_FLIGHT_MAX,
 } from '../../src/limits.js';
+import { withTempDir } from '../support/tmp.js';
 
 const run = promisify(execFile);
 
-async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await mkdtemp(join(tmpdir(), 'tandem-fs-'));
-  try {
-    await fn(dir);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-}
-
 test('size comes from the file, rounded down to whole sectors', () =>
-  withDir(async (dir) => {
+  withTempDir('fs', async (dir) => {
     const p = join(dir, 'odd.img');
     await writeFile(p, Buffer.alloc(10 * 512 + 100, 1));
     const s = await openFileStore(p);
@@ -40,7 +31,7 @@ test('size comes from the file, rounded down to whole sectors', () =>
   }));
 
 test('a missing path and a directory are refused with clear errors', () =>
-  withDir(async (dir) => {
+  withTempDir('fs', async (dir) => {
     await assert.rejects(openFileStore(join(dir, 'nope')), (e: unknown) => {
       assert.ok(e instanceof DiskIoError);
       assert.equal(e.errno, 'ENOENT');
@@ -51,7 +42,7 @@ test('a missing path and a directory are refused with clear errors', () =>
   }));
 
 test('a read past a file that shrank is a DiskIoError at that offset', () =>
-  withDir(async (dir) => {
+  withTempDir('fs', async (dir) => {
     const p = join(dir, 'shrink.img');
     await writeFile(p, Buffer.alloc(8192));
     const s = await openFileStore(p);
@@ -65,7 +56,7 @@ test('a read past a file that shrank is a DiskIoError at that offset', () =>
   }));
 
 test('requests beyond STORE_IO_IN_FLIGHT_MAX wait their turn, and all complete', () =>
-  withDir(async (dir) => {
+  withTempDir('fs', async (dir) => {
     const p = join(dir, 'many.img');
     await writeFile(p, Buffer.alloc(4 * 1024 * 1024));
     const s = await openFileStore(p);
@@ -81,7 +72,7 @@ test('requests beyond STORE_IO_IN_FLIGHT_MAX wait their turn, and all complete',
   }));
 
 test('a read-only store refuses writes', () =>
-  withDir(async (dir) => {
+  withTempDir('fs', async (dir) => {
     const p = join(dir, 'ro.img');
     await writeFile(p, Buffer.alloc(4096));
     const s = await openFileStore(p, { readOnly: true });
@@ -97,7 +88,7 @@ test('a block device: size from the device, positional I/O, v09 metadata drbdmet
     t.skip('loop devices need root');
     return;
   }
-  await withDir(async (dir) => {
+  await withTempDir('fs', async (dir) => {
     const img = join(dir, 'loop.img');
     await writeFile(img, '');
     await truncate(img, 24 * 1024 * 1024 + 8192);
@@ -135,7 +126,7 @@ test('a write the device cannot hold (ENOSPC) fails with DiskIoError naming offs
     t.skip('mounting a small tmpfs needs root');
     return;
   }
-  await withDir(async (dir) => {
+  await withTempDir('fs', async (dir) => {
     const mnt = join(dir, 'mnt');
     await mkdir(mnt);
     try {
@@ -168,7 +159,7 @@ test('a write the device cannot hold (ENOSPC) fails with DiskIoError naming offs
 });
 
 test('inline writes: small ones inline, a slow one sends writes to the threadpool for a while', () =>
-  withDir(async (dir) => {
+  withTempDir('fs', async (dir) => {
     const p = join(dir, 'inline.img');
     await writeFile(p, Buffer.alloc(1 << 20));
     let now = 0;
@@ -207,7 +198,7 @@ test('inline writes: small ones inline, a slow one sends writes to the threadpoo
   }));
 
 test('no inline write while a flush of the file runs', () =>
-  withDir(async (dir) => {
+  withTempDir('fs', async (dir) => {
     const p = join(dir, 'inline-flush.img');
     await writeFile(p, Buffer.alloc(1 << 20));
     const s = await openFileStore(p, { inlineWriteMaxBytes: 8192, clock: { nowMs: () => 0 } });

@@ -4,32 +4,18 @@
 // Pins: a move that loses a set bit or an AL extent (a crash after it would skip a resync).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, truncate, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import { openFileStore } from '../../src/storage/file.js';
 import { MetadataStore } from '../../src/storage/metadata/store.js';
+import { withTempDir, sparseFile } from '../support/tmp.js';
 
 const MIB = 1024 * 1024;
 
-async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await mkdtemp(join(tmpdir(), 'tandem-grow-'));
-  try {
-    await fn(dir);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-}
-
-async function file(path: string, bytes: number): Promise<void> {
-  await writeFile(path, '');
-  await truncate(path, bytes);
-}
-
 test('internal metadata moves to the new end with its bits and hot extents', () =>
-  withDir(async (dir) => {
+  withTempDir('grow', async (dir) => {
     const p = join(dir, 'disk.img');
-    await file(p, 8 * MIB);
+    await sparseFile(p, 8 * MIB);
     let store = await openFileStore(p);
     const created = await MetadataStore.create(store, { kind: 'internal', maxPeers: 1, nodeId: 0 });
     await created.ensurePeerSlots([1]);
@@ -69,25 +55,26 @@ test('internal metadata moves to the new end with its bits and hot extents', () 
   }));
 
 test('a growth smaller than the metadata is not used', () =>
-  withDir(async (dir) => {
+  withTempDir('grow', async (dir) => {
     const p = join(dir, 'disk.img');
-    await file(p, 8 * MIB);
+    await sparseFile(p, 8 * MIB);
     const store = await openFileStore(p);
     const md = await MetadataStore.create(store, { kind: 'internal', maxPeers: 1, nodeId: 0 });
     const before = md.layout;
     await truncate(p, 8 * MIB + 4096);
     await store.refreshSize();
+    assert.equal(md.capacityFor(store.sizeBytes), before.dataBytes, 'capacity says the same');
     assert.equal(await md.growData(store.sizeBytes), before.dataBytes);
     assert.equal(md.layout.mdOffsetBytes, before.mdOffsetBytes);
     await store.close();
   }));
 
 test('external metadata grows its bitmap in place', () =>
-  withDir(async (dir) => {
+  withTempDir('grow', async (dir) => {
     const data = join(dir, 'data.img');
     const meta = join(dir, 'md.img');
-    await file(data, 8 * MIB);
-    await file(meta, MIB);
+    await sparseFile(data, 8 * MIB);
+    await sparseFile(meta, MIB);
     const ms = await openFileStore(meta);
     const md = await MetadataStore.create(ms, {
       kind: 'flex-external',
@@ -119,4 +106,23 @@ test('external metadata grows its bitmap in place', () =>
     ]);
     assert.deepEqual(view.bitmaps[1], [{ start: 3000, count: 1 }]);
     await ms2.close();
+  }));
+
+test('capacityFor is what growData gives, also for a growth within a bitmap bit', () =>
+  withTempDir('grow', async (dir) => {
+    const meta = join(dir, 'md.img');
+    await sparseFile(meta, MIB);
+    const ms = await openFileStore(meta);
+    // 8 MiB - 512 and 8 MiB need the same number of bits: the grown layout must still be taken.
+    const md = await MetadataStore.create(ms, {
+      kind: 'flex-external',
+      dataDeviceBytes: 8 * MIB - 512,
+      maxPeers: 1,
+      nodeId: 0,
+    });
+    assert.equal(md.layout.dataBytes, 8 * MIB - 512);
+    assert.equal(md.capacityFor(8 * MIB), 8 * MIB);
+    assert.equal(await md.growData(8 * MIB), 8 * MIB);
+    assert.equal(md.capacityFor(4 * MIB), 4 * MIB, 'a shrunk data device says so');
+    await ms.close();
   }));

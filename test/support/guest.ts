@@ -6,11 +6,11 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { access, mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { TestContext } from 'node:test';
 import { peerEnv, requirePeers } from './peers.js';
+import { freePort } from '../../src/cli/local-cluster.js';
 
 /** Kernel trees and initramfs images are kept here across runs (about 450 MB per kernel). */
 /** The checkout (dist/test/support/guest.js lives three levels below it). */
@@ -153,7 +153,7 @@ async function boot(
   const started = performance.now();
   const timeoutMs = opts.timeoutMs ?? GUEST_RUN_TIMEOUT_MS;
   const hostPorts = new Map<number, number>();
-  for (const p of opts.forwardPorts ?? []) hostPorts.set(p, await freeLoopbackPort());
+  for (const p of opts.forwardPorts ?? []) hostPorts.set(p, await freePort());
   const nic =
     hostPorts.size === 0
       ? ['-nic', 'none']
@@ -466,18 +466,6 @@ export function guestVisiblePath(path: string): string {
     throw new Error(`guest: ${abs} is under /tmp or /run, which the guest does not see`);
   }
   return abs;
-}
-
-function freeLoopbackPort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      const port = typeof a === 'object' && a !== null ? a.port : 0;
-      s.close(() => res(port));
-    });
-  });
 }
 
 async function exists(path: string): Promise<boolean> {

@@ -156,25 +156,31 @@ async function waitFor(
   if (!Number.isFinite(seconds) || seconds < 0)
     throw new CliError(`--timeout: expected seconds, got "${timeout}"`, EXIT.usage);
   const state = new EventState();
-  let timer: NodeJS.Timeout | undefined;
-  const timedOut = new Promise<never>((_, reject) => {
-    if (seconds > 0) {
-      timer = setTimeout(
-        () => reject(new CliError(`${resource}: not ${what} after ${seconds}s`, EXIT.timeout)),
-        seconds * 1000,
-      );
-    }
-  });
-  const watching = streamEvents(controlPath, true, (e) => {
-    state.apply(e);
-    if (!state.snapshotDone) return false;
-    if (!state.resources().includes(resource))
-      throw new CliError(`${resource}: no such resource on this node`, EXIT.refused);
-    return done(state);
-  });
+  // On timeout the stream is aborted: left open, it would keep the process alive.
+  const abort = new AbortController();
+  let timedOut = false;
+  const timer =
+    seconds > 0
+      ? setTimeout(() => {
+          timedOut = true;
+          abort.abort();
+        }, seconds * 1000)
+      : undefined;
   try {
-    await Promise.race([watching, timedOut]);
+    await streamEvents(
+      controlPath,
+      true,
+      (e) => {
+        state.apply(e);
+        if (!state.snapshotDone) return false;
+        if (!state.resources().includes(resource))
+          throw new CliError(`${resource}: no such resource on this node`, EXIT.refused);
+        return done(state);
+      },
+      abort.signal,
+    );
   } finally {
-    if (timer !== undefined) clearTimeout(timer);
+    clearTimeout(timer);
   }
+  if (timedOut) throw new CliError(`${resource}: not ${what} after ${seconds}s`, EXIT.timeout);
 }

@@ -3,34 +3,31 @@
 import type { Command } from 'commander';
 import { CliError, EXIT, globalOptions } from '../context.js';
 import { request } from '../control-client.js';
+import { parseNumericValue, type OptionKind } from '../../config/index.js';
 
-const UNIT_BYTES: Readonly<Record<string, number>> = {
-  s: 512,
-  k: 1024,
-  m: 1024 ** 2,
-  g: 1024 ** 3,
-  t: 1024 ** 4,
-};
+/** `--size` in bytes: drbd.conf's numeric syntax (and suffixes), whole bytes from 1 up. */
+const SIZE_KIND = {
+  type: 'numeric',
+  min: 1,
+  max: Number.MAX_SAFE_INTEGER,
+  prefix: '1',
+  unit: 'bytes',
+} as const satisfies OptionKind;
+
+const EXAMPLES = 'e.g. 1G, 512M, 65536K or 2097152s';
 
 /**
- * Parses a size with a unit, as drbdadm writes them: `512s` (sectors), `64K`, `100M`, `10G`,
- * `1T` (powers of 1024; KiB/MiB/GiB spellings too). A bare number is refused: DRBD reads it
- * as sectors, most people as bytes, and a resize is no place to guess.
+ * Parses a size as drbdadm takes it, with the configuration's number parser: `512s` (sectors),
+ * `64K`, `100M`, `10G` (powers of 1024). A bare number is refused: DRBD reads it as sectors,
+ * most people as bytes, and a resize is no place to guess.
  */
 export function parseSizeBytes(text: string): number {
-  const m = /^\s*(\d+)\s*([sSkKmMgGtT])(?:i?[bB])?\s*$/.exec(text);
-  const digits = m?.[1];
-  const unit = m?.[2];
-  if (digits === undefined || unit === undefined) {
-    throw new CliError(
-      `--size "${text}": expected a number with a unit, e.g. 1G, 512M, 65536K or 2097152s`,
-      EXIT.usage,
-    );
-  }
-  const bytes = Number(digits) * (UNIT_BYTES[unit.toLowerCase()] ?? 0);
-  if (!Number.isSafeInteger(bytes) || bytes <= 0)
-    throw new CliError(`--size "${text}": out of range`, EXIT.usage);
-  return bytes;
+  const word = text.trim();
+  if (!/[a-zA-Z]$/.test(word))
+    throw new CliError(`--size "${text}": expected a number with a unit, ${EXAMPLES}`, EXIT.usage);
+  const r = parseNumericValue(word, SIZE_KIND);
+  if (!r.ok) throw new CliError(`--size "${text}": ${r.error}; ${EXAMPLES}`, EXIT.usage);
+  return r.value;
 }
 
 export function registerResize(program: Command): void {

@@ -138,3 +138,37 @@ export function computeLayout(input: LayoutInput): Result<MetadataLayout, string
     bitsPerSlot: Math.ceil(dataBytes / BM_BYTES_PER_BIT),
   });
 }
+
+export interface ResizedLayout {
+  readonly layout: MetadataLayout;
+  /** It gives more data bytes and the metadata can take it on now (MetadataStore.growData). */
+  readonly adoptable: boolean;
+}
+
+/**
+ * The layout of the same metadata (kind, index, peers, AL) with the data device at
+ * `dataDeviceBytes`: internal metadata at the new end of that device, which holds it; external
+ * metadata in place on its own device of `metaDeviceBytes`. Internal metadata can move only to a
+ * place clear of the old one, which stays the metadata until the new superblock is written: a
+ * smaller growth is not adoptable (yet).
+ */
+export function resizedLayout(
+  current: MetadataLayout,
+  dataDeviceBytes: number,
+  metaDeviceBytes: number,
+): Result<ResizedLayout, string> {
+  const internal = current.kind === 'internal';
+  const l = computeLayout({
+    kind: current.kind,
+    index: current.index,
+    metaDeviceBytes: internal ? dataDeviceBytes : metaDeviceBytes,
+    dataDeviceBytes,
+    maxPeers: current.maxPeers,
+    alStripes: current.alStripes,
+    alStripeSize4k: current.alStripeSize4k,
+  });
+  if (!l.ok) return l;
+  const next = l.value;
+  const clear = !internal || next.bmOffsetBytes >= current.mdOffsetBytes + MD_BLOCK_BYTES;
+  return ok({ layout: next, adoptable: clear && next.dataBytes > current.dataBytes });
+}

@@ -29,7 +29,13 @@ import {
   SUPERBLOCK_BYTES,
   UUID_JUST_CREATED,
 } from './format.js';
-import { computeLayout, type MetaDiskKind, type MetadataLayout } from './layout.js';
+import {
+  computeLayout,
+  resizedLayout,
+  type MetaDiskKind,
+  type MetadataLayout,
+  type ResizedLayout,
+} from './layout.js';
 import {
   decodeSuperblock,
   emptyPeerSlot,
@@ -282,84 +288,86 @@ export class MetadataStore {
   }
 
   /**
-   * The data device grew to `dataDeviceBytes`. External metadata: recomputes the layout and
-   * grows the bitmap to cover the new data bytes; returns them; nothing is written (see
-   * setEffectiveSize). Internal metadata sits at the end of the device: it moves there
-   * (moveInternal).
+   * The layout with the data device at `dataDeviceBytes` (see resizedLayout). Internal metadata
+   * lives on the data device: `dataDeviceBytes` is that device's size, perhaps measured before
+   * the store's own size was refreshed.
+   */
+  resized(dataDeviceBytes: number): ResizedLayout {
+    const l = resizedLayout(this.layout, dataDeviceBytes, this.store.sizeBytes);
+    if (!l.ok) throw new MetadataError(`${this.store.name}: ${l.error}`);
+    return l.value;
+  }
+
+  /**
+   * The data bytes the metadata serves with the data device at `dataDeviceBytes`: what growData
+   * would give, or less when the device shrank.
+   */
+  capacityFor(dataDeviceBytes: number): number {
+    const r = this.resized(dataDeviceBytes);
+    return r.adoptable ? r.layout.dataBytes : Math.min(r.layout.dataBytes, this.layout.dataBytes);
+  }
+
+  /**
+   * The data device grew to `dataDeviceBytes` (with internal metadata, the store's size is
+   * already that). External metadata: the bitmap grows to cover the new data bytes; nothing is
+   * written (see setEffectiveSize). Internal metadata sits at the end of the device: it moves
+   * there (moveInternal). Returns the data bytes now available.
    */
   growData(dataDeviceBytes: number): Promise<number> {
-    if (this.layout.kind === 'internal') return this.moveInternal();
-    return this.serial(() => {
-      const l = computeLayout({
-        kind: this.layout.kind,
-        index: this.layout.index,
-        metaDeviceBytes: this.store.sizeBytes,
-        dataDeviceBytes,
-        maxPeers: this.layout.maxPeers,
-        alStripes: this.layout.alStripes,
-        alStripeSize4k: this.layout.alStripeSize4k,
-      });
-      if (!l.ok) throw new MetadataError(`${this.store.name}: ${l.error}`);
-      if (l.value.bitsPerSlot > this.layout.bitsPerSlot) {
-        this.bitmap = this.bitmap.grown(l.value.bitsPerSlot);
-        this.layout = l.value;
+    assert(
+      this.layout.kind !== 'internal' || dataDeviceBytes === this.store.sizeBytes,
+      'internal metadata grows with the device that holds it',
+    );
+    return this.serial(async () => {
+      const r = this.resized(dataDeviceBytes);
+      if (!r.adoptable) return this.layout.dataBytes;
+      if (r.layout.kind === 'internal') {
+        await this.moveInternal(r.layout);
+      } else {
+        if (r.layout.bitsPerSlot > this.layout.bitsPerSlot)
+          this.bitmap = this.bitmap.grown(r.layout.bitsPerSlot);
+        this.layout = r.layout;
       }
-      return Promise.resolve(this.layout.dataBytes);
+      return this.layout.dataBytes;
     });
   }
 
   /**
-   * Internal metadata follows the end of a device that grew (the store's size is already the
-   * new one): the bitmap (grown) and the AL ring (copied as is: its transactions do not depend
-   * on where the ring sits) are written at their new places and flushed, then the superblock at
-   * the new end (one FUA write) makes them the metadata. The old metadata becomes part of the
-   * new data area, which the engine marks out of sync; it is zeroed here so that it holds the
-   * same bytes on every node even with --assume-clean. Returns the data bytes now available.
-   * Before the new superblock lands, the device's end holds none: a crash then needs the
-   * device shrunk back to its former size (the old metadata is intact there).
+   * Internal metadata follows the end of a device that grew, to `next` (adoptable: clear of the
+   * old metadata): the bitmap (grown) and the AL ring (copied as is: its transactions do not
+   * depend on where the ring sits) are written at their new places and flushed, then the
+   * superblock at the new end (one FUA write) makes them the metadata. The old metadata becomes
+   * part of the new data area, which the engine marks out of sync; it is zeroed here so that it
+   * holds the same bytes on every node even with --assume-clean. Before the new superblock
+   * lands, the device's end holds none: a crash then needs the device shrunk back to its former
+   * size (the old metadata is intact there). Runs inside serial().
    */
-  private moveInternal(): Promise<number> {
-    return this.serial(async () => {
-      const old = this.layout;
-      const l = computeLayout({
-        kind: 'internal',
-        metaDeviceBytes: this.store.sizeBytes,
-        dataDeviceBytes: this.store.sizeBytes,
-        maxPeers: old.maxPeers,
-        alStripes: old.alStripes,
-        alStripeSize4k: old.alStripeSize4k,
-      });
-      if (!l.ok) throw new MetadataError(`${this.store.name}: ${l.error}`);
-      const next = l.value;
-      // The new metadata must not overlap the old one: that stays the metadata until the new
-      // superblock is written. A smaller growth cannot be used (yet).
-      if (!internalMoveFits(old, next)) return old.dataBytes;
-      const ring = await this.store.read(old.alOffsetBytes, old.alBytes);
-      const bitmap = this.bitmap.grown(next.bitsPerSlot);
-      await this.store.writeZeroes(next.bmOffsetBytes, next.bmRegionBytes, { noHole: true });
-      for (let p = 0; p < bitmap.pageCount; p++)
-        await this.store.write(next.bmOffsetBytes + p * MD_BLOCK_BYTES, bitmap.encodePage(p));
-      bitmap.takeDirtyPages();
-      await this.store.write(next.alOffsetBytes, ring);
-      await this.store.flush();
-      const sb: Superblock = {
-        ...this.sb,
-        mdSizeSectors: next.mdSizeSectors,
-        alOffsetSectors: next.alOffsetSectors,
-        bmOffsetSectors: next.bmOffsetSectors,
-      };
-      await this.store.write(next.mdOffsetBytes, encodeSuperblock(sb), { fua: true });
-      this.sb = sb;
-      this.layout = next;
-      this.bitmap = bitmap;
-      // The old metadata [bitmap .. superblock] now lies in the new data area.
-      const oldStart = old.bmOffsetBytes;
-      await this.store.writeZeroes(oldStart, old.mdOffsetBytes + MD_BLOCK_BYTES - oldStart, {
-        noHole: true,
-      });
-      await this.store.flush();
-      return next.dataBytes;
+  private async moveInternal(next: MetadataLayout): Promise<void> {
+    const old = this.layout;
+    const ring = await this.store.read(old.alOffsetBytes, old.alBytes);
+    const bitmap = this.bitmap.grown(next.bitsPerSlot);
+    await this.store.writeZeroes(next.bmOffsetBytes, next.bmRegionBytes, { noHole: true });
+    for (let p = 0; p < bitmap.pageCount; p++)
+      await this.store.write(next.bmOffsetBytes + p * MD_BLOCK_BYTES, bitmap.encodePage(p));
+    bitmap.takeDirtyPages();
+    await this.store.write(next.alOffsetBytes, ring);
+    await this.store.flush();
+    const sb: Superblock = {
+      ...this.sb,
+      mdSizeSectors: next.mdSizeSectors,
+      alOffsetSectors: next.alOffsetSectors,
+      bmOffsetSectors: next.bmOffsetSectors,
+    };
+    await this.store.write(next.mdOffsetBytes, encodeSuperblock(sb), { fua: true });
+    this.sb = sb;
+    this.layout = next;
+    this.bitmap = bitmap;
+    // The old metadata [bitmap .. superblock] now lies in the new data area.
+    const oldStart = old.bmOffsetBytes;
+    await this.store.writeZeroes(oldStart, old.mdOffsetBytes + MD_BLOCK_BYTES - oldStart, {
+      noHole: true,
     });
+    await this.store.flush();
   }
 
   /** Records the agreed device size (DRBD's la-size-sect) in the superblock. */
@@ -599,11 +607,6 @@ export class MetadataStore {
     this.chain = run.catch(() => undefined);
     return run;
   }
-}
-
-/** Internal metadata can move to `next` (a grown device) without touching the old one. */
-export function internalMoveFits(old: MetadataLayout, next: MetadataLayout): boolean {
-  return next.bmOffsetBytes >= old.mdOffsetBytes + MD_BLOCK_BYTES && next.dataBytes > old.dataBytes;
 }
 
 /** The first and last AL extent a byte range touches. */

@@ -27,6 +27,7 @@ export interface TcpStreamParts {
 }
 
 const RESET_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED']);
+const STREAMS: readonly StreamId[] = ['data', 'control'];
 
 export class TcpChannel extends BaseChannel {
   private readonly socks: { [S in StreamId]: Socket };
@@ -34,12 +35,16 @@ export class TcpChannel extends BaseChannel {
   private readonly accepted = { data: 0, control: 0 };
   private readonly ended = { data: false, control: false };
   private dataHeld = false;
-  private dataCorked = false;
-  /** A DATA frame went out directly in this turn of the event loop. */
-  private dataWroteThisTurn = false;
-  /** The same for CONTROL, and whether later CONTROL frames of this turn are being corked. */
-  private controlWroteThisTurn = false;
-  private controlCorked = false;
+  /**
+   * Per stream, in this turn of the event loop: whether a frame went out directly, and whether
+   * the socket is corked for the later frames of the turn. `endTurn` clears both.
+   */
+  private readonly turn: { [S in StreamId]: { wrote: boolean; corked: boolean } } = {
+    data: { wrote: false, corked: false },
+    control: { wrote: false, corked: false },
+  };
+  /** `endTurn` is queued with process.nextTick: once a turn, whatever the frame count. */
+  private endTurnQueued = false;
   private readonly slabs: { [S in StreamId]: SlabReader | undefined };
   /** The current batch buffer of small DATA frames; [batchStart, batchUsed) is not yet written. */
   private batch: Buffer | null = null;
@@ -142,52 +147,33 @@ export class TcpChannel extends BaseChannel {
     let bytes = 0;
     for (const b of payload) bytes += b.length;
     this.accepted[stream] += bytes + TRANSPORT_FRAME_HEADER_BYTES;
+    const turn = this.turn[stream];
+    if (!turn.wrote) {
+      // The first frame of a turn on each stream leaves at once, header and payload in one
+      // writev: at queue depth 1 it is the only one, and waiting for the end of the turn would
+      // put the sender's own work (an inline disk write) in front of it.
+      turn.wrote = true;
+      if (!this.endTurnQueued) {
+        this.endTurnQueued = true;
+        process.nextTick(this.endTurn);
+      }
+      sock.cork();
+      this.writeUnbatched(sock, type, bytes, payload);
+      sock.uncork();
+      return;
+    }
+    // Later frames of the turn (a burst of acks at queue depth 32, a run of writes) wait in the
+    // corked socket and leave in one writev when the turn ends.
+    if (!turn.corked) {
+      turn.corked = true;
+      sock.cork();
+    }
     if (stream === 'control') {
-      // Urgent: the first of a turn goes out now, header and payload in one writev; later ones
-      // of the same turn (a burst of acks at queue depth 32) share one writev at the next tick.
-      if (this.controlCorked) {
-        sock.write(encodeFrameHeader(type, bytes));
-        for (const b of payload) if (b.length > 0) sock.write(b);
-        return;
-      }
-      if (this.controlWroteThisTurn) {
-        this.controlCorked = true;
-        sock.cork();
-        process.nextTick(() => {
-          this.controlCorked = false;
-          sock.uncork();
-        });
-        sock.write(encodeFrameHeader(type, bytes));
-        for (const b of payload) if (b.length > 0) sock.write(b);
-        return;
-      }
-      this.controlWroteThisTurn = true;
-      process.nextTick(() => {
-        this.controlWroteThisTurn = false;
-      });
-      sock.cork();
-      sock.write(encodeFrameHeader(type, bytes));
-      for (const b of payload) if (b.length > 0) sock.write(b);
-      sock.uncork();
+      this.writeUnbatched(sock, type, bytes, payload);
       return;
     }
-    if (!this.dataCorked && !this.dataWroteThisTurn) {
-      // The first DATA frame of a turn leaves at once (one writev): at queue depth 1 it is the
-      // only one, and waiting for the end of the turn would put the sender's own work (an
-      // inline disk write) in front of it. Later frames of the turn are batched below.
-      this.dataWroteThisTurn = true;
-      process.nextTick(() => {
-        this.dataWroteThisTurn = false;
-      });
-      sock.cork();
-      sock.write(encodeFrameHeader(type, bytes));
-      for (const b of payload) if (b.length > 0) sock.write(b);
-      sock.uncork();
-      return;
-    }
-    this.scheduleDataFlush();
     if (bytes <= TCP_COALESCE_MESSAGE_BYTES_MAX) {
-      // Small: copied into the turn's batch buffer, so many messages cost one socket write.
+      // Small DATA: copied into the turn's batch buffer, so many messages cost one socket write.
       const need = bytes + TRANSPORT_FRAME_HEADER_BYTES;
       if (this.batch === null || this.batch.length - this.batchUsed < need) {
         this.flushBatch();
@@ -204,23 +190,29 @@ export class TcpChannel extends BaseChannel {
       this.batchUsed = off;
       return;
     }
-    // Large: the payload Buffers go to the socket as they are (no copy), after any batch.
+    // Large DATA: the payload Buffers go to the socket as they are (no copy), after any batch.
     this.flushBatch();
+    this.writeUnbatched(sock, type, bytes, payload);
+  }
+
+  /** Header, then each non-empty payload Buffer as it is; the caller decides about corking. */
+  private writeUnbatched(sock: Socket, type: number, bytes: number, payload: readonly Buffer[]) {
     sock.write(encodeFrameHeader(type, bytes));
     for (const b of payload) if (b.length > 0) sock.write(b);
   }
 
-  /** Corks DATA for the rest of this turn; at the next tick everything leaves in one writev. */
-  private scheduleDataFlush(): void {
-    if (this.dataCorked) return;
-    this.dataCorked = true;
-    this.socks.data.cork();
-    process.nextTick(() => {
-      this.dataCorked = false;
-      this.flushBatch();
-      this.socks.data.uncork();
-    });
-  }
+  /** Queued once a turn (a bound field, so no closure a frame): what the turn corked leaves. */
+  private readonly endTurn = (): void => {
+    this.endTurnQueued = false;
+    for (const stream of STREAMS) {
+      const turn = this.turn[stream];
+      turn.wrote = false;
+      if (!turn.corked) continue;
+      turn.corked = false;
+      if (stream === 'data') this.flushBatch();
+      this.socks[stream].uncork();
+    }
+  };
 
   private flushBatch(): void {
     if (this.batch === null || this.batchUsed === this.batchStart) return;
