@@ -1,7 +1,8 @@
 // Seeds that once found a defect, replayed with the workload they were found with
 // (`overlap: false`: recorded before overlapping writes existed). The scenario and unit tests
 // that fail without each fix: test/daemon/local-disk.test.ts (16490),
-// test/replication/outdated-source.test.ts (13351, 744).
+// test/replication/outdated-source.test.ts (13351, 744), test/replication/disk-lost-order.test.ts
+// (1410).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { runSeed } from './cluster.js';
@@ -22,4 +23,13 @@ test('seed 13351: an Outdated disk with the newer generation serves the resync i
   // Found before seed 16490's fix changed the model: the old driver (planted back) replays it.
   const r = runSeed({ seed: 13351, overlap: false, plantedBug: 'failed-meta-releases-io' });
   assert.ok(r.ok, r.violation ?? '');
+});
+
+test('seed 1410: the State of a lost disk overtakes the Data a failed AL transaction held', () => {
+  const r = runSeed({ seed: 1410 });
+  assert.ok(r.ok, r.violation ?? '');
+  // With the old order planted back (the State waits behind the held Data), the peer writes
+  // the block unmarked and crashes before the OutOfSync mark is durable.
+  const old = runSeed({ seed: 1410, plantedBug: 'state-behind-held-data' });
+  assert.match(old.violation ?? '', /unmarked difference/);
 });
