@@ -1089,7 +1089,9 @@ export class Simulation {
       }
       for (let b = op.range.start; b < op.range.start + op.range.count; b++) {
         n.floor[b] = Math.max(n.floor[b]!, op.stampSeq);
-        if (req.fua) n.durable[b] = Math.max(n.durable[b]!, op.stampSeq);
+        // `durable` is what this node's own disk keeps through a power loss: not a write
+        // acknowledged while it had no UpToDate disk (seed 7321, see targets below).
+        if (req.fua && local) n.durable[b] = Math.max(n.durable[b]!, op.stampSeq);
         if (this.p.protocol === 'C' || req.fua) {
           for (const peer of syncPeers) {
             peer.floor[b] = Math.max(peer.floor[b]!, op.stampSeq);
@@ -1108,10 +1110,14 @@ export class Simulation {
         // node's disk and on every disk in sync for the whole flush.
         for (const t of local ? [n, ...peers] : peers)
           this.requireDurable(t, snap.floor, `completed flush ${a.reqId}`);
-        const targets = [n, ...peers];
-        for (const t of targets) {
+        // A node without an UpToDate disk of its own (a Diskless Primary) gains no durable
+        // floor: its disk holds none of those writes. After a power loss of both nodes such a
+        // disk, whose detach could not be recorded (the metadata write failed with it), comes
+        // back claiming UpToDate; promoted alone (the split-brain fault) it serves the data it
+        // had, as DRBD without fencing does (seed 7321). Reconnected, it syncs from the peer.
+        for (const t of [n, ...peers]) {
           for (let b = 0; b < BLOCKS; b++) {
-            t.durable[b] = Math.max(t.durable[b]!, snap.floor[b]!);
+            if (t !== n || local) t.durable[b] = Math.max(t.durable[b]!, snap.floor[b]!);
             t.floor[b] = Math.max(t.floor[b]!, snap.floor[b]!);
           }
         }

@@ -33,3 +33,12 @@ test('seed 1410: the State of a lost disk overtakes the Data a failed AL transac
   const old = runSeed({ seed: 1410, plantedBug: 'state-behind-held-data' });
   assert.match(old.violation ?? '', /unmarked difference/);
 });
+
+test('seed 7321: a Diskless Primary gains no durable floor on the disk it no longer has', () => {
+  // The checker, not the engine: the detached disk (its detach unrecorded, the metadata write
+  // failed) comes back UpToDate after a power loss of both and is promoted alone; it serves
+  // what it held, as DRBD without fencing does. Writes acknowledged while it was Diskless were
+  // on the peer's disk only.
+  const r = runSeed({ seed: 7321 });
+  assert.ok(r.ok, r.violation ?? '');
+});
