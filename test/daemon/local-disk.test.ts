@@ -100,7 +100,7 @@ test('a failed barrier is answered before anything it held moves (the State over
   const failing = disk.barrier(() => Promise.reject(new Error('metadata write: EIO')));
   const settled = disk.metadataSettled();
   assert.ok(settled !== null);
-  const sent = Promise.all([null, settled]).then(() => order.push('held send'));
+  const sent = Promise.all([Promise.resolve(), settled]).then(() => order.push('held send'));
   const held = disk.io(() => Promise.resolve()).catch(() => order.push('held io failed'));
   const answered = failing.catch(() => order.push('detach'));
   await Promise.all([sent, held, answered]);
