@@ -658,7 +658,8 @@ export class Resource implements ResourceRuntime {
       case 'bitmapFlush':
         return this.metaIo((d) => d.bitmapFlush());
       case 'send':
-        if (a.stream === 'data') return this.sendData(a.peer, a.packet);
+        // An overtaking send (our disk is gone) waits for no barrier and passes held ones.
+        if (a.stream === 'data' && a.overtake !== true) return this.sendData(a.peer, a.packet);
         return this.send(a.peer, a.stream, a.packet);
       case 'connect':
         return this.connectPeer(a.peer);
@@ -916,7 +917,8 @@ export class Resource implements ResourceRuntime {
    * does not hold yet, and a crash here would leave that block different on the two disks with
    * nothing to resync it. Once one packet waits, later ones queue behind it: the stream keeps
    * its order. CONTROL packets (acks, pings of the protocol) never wait: no order ties them to
-   * DATA.
+   * DATA. A failed barrier is answered (metaIo feeds the detach) before its gate opens, so the
+   * engine's overtaking State goes out before anything the barrier held (Action contract).
    */
   private sendData(peer: number, packet: Packet): void {
     const barrier = this.disk?.metadataSettled() ?? null;

@@ -630,6 +630,27 @@ function broadcastState(s: EngineState): void {
   for (const p of s.peers.values()) sendState(s, p);
 }
 
+/**
+ * Tells the peers this disk is gone, ahead of every DATA send a metadata barrier still holds
+ * (Action `overtake`). Such a send may be the Data of a write whose activity-log transaction
+ * failed with the disk: nothing here will cover its block, so the peer must know our disk is
+ * gone before that write lands, and then marks it durably first (startPeerWrite). Sent after
+ * the write instead, a peer crash before it persisted the mark, or the link dropping before
+ * the mark was sent, left the disks different with nothing marking it (simulator seed 1410).
+ */
+function broadcastDiskLost(s: EngineState): void {
+  for (const p of s.peers.values()) {
+    if (p.conn !== 'Connected') continue;
+    emit(s, {
+      type: 'send',
+      peer: p.id,
+      stream: 'data',
+      packet: { kind: 'State', role: s.role, disk: s.disk },
+      overtake: true,
+    });
+  }
+}
+
 // --- client requests ------------------------------------------------------------------------
 
 function onRequest(s: EngineState, req: ClientRequest): void {
@@ -1306,7 +1327,7 @@ function detach(s: EngineState): void {
     if (p.sync !== null) p.sync = null;
     if (p.repl !== 'Off' && p.conn === 'Connected') setRepl(s, p, 'Established');
   }
-  broadcastState(s);
+  broadcastDiskLost(s);
   for (const w of missing) {
     for (const id of w.replicatedTo) {
       const p = s.peers.get(id);

@@ -234,6 +234,13 @@ export type EngineEvent =
  * later disk write until it is durable. Nor does it put a later `send` on the DATA stream on
  * the wire before then: a peer must not write a block the local activity log does not cover
  * yet (a crash in between would leave the two disks different with nothing to resync it).
+ * A barrier that fails fails the disk: the daemon answers the failure (on-io-error, a detach)
+ * before anything the barrier held back runs or goes out; the data I/O it held fails with EIO,
+ * and the DATA sends it held go out after the `overtake` sends of the step that handled the
+ * failure. A `send` with `overtake` (DATA stream only) waits for no barrier and goes out ahead
+ * of every DATA send still held: the `State` saying this node lost its disk, which the peer
+ * must see before any write held behind the failed barrier (whose activity-log transaction may
+ * never have happened), so that it marks such a write before it lands.
  */
 export type Action =
   | {
@@ -279,6 +286,8 @@ export type Action =
       readonly peer: number;
       readonly stream: Stream;
       readonly packet: Packet;
+      /** DATA stream: goes out at once, ahead of DATA sends held by barriers (see above). */
+      readonly overtake?: true;
     }
   /** Start (or keep) trying to connect to the peer. */
   | { readonly type: 'connect'; readonly peer: number }

@@ -90,3 +90,21 @@ test('close() and abandon() wait for the data I/O still running (detach under wr
     assert.ok(wrote && closed, `${how} after the write landed`);
   }
 });
+
+test('a failed barrier is answered before anything it held moves (the State overtakes)', async (t) => {
+  // Resource.metaIo feeds the detach from the barrier's rejection; the engine's overtaking
+  // State then goes out before the DATA sends and data I/O that waited for the barrier
+  // (Resource.sendData waits on metadataSettled()): seed 1410's order, pinned here.
+  const disk = await freshDisk(t);
+  const order: string[] = [];
+  const failing = disk.barrier(() => Promise.reject(new Error('metadata write: EIO')));
+  const settled = disk.metadataSettled();
+  assert.ok(settled !== null);
+  const sent = Promise.all([Promise.resolve(), settled]).then(() => order.push('held send'));
+  const held = disk.io(() => Promise.resolve()).catch(() => order.push('held io failed'));
+  const answered = failing.catch(() => order.push('detach'));
+  await Promise.all([sent, held, answered]);
+  assert.equal(order[0], 'detach', order.join(', '));
+  assert.equal(order.length, 3);
+  await disk.close();
+});

@@ -49,14 +49,18 @@ const STAMP_MAGIC = 0x5354_414d;
  * `data-before-al` puts DATA packets on the wire without waiting for the metadata barriers
  * (AL transactions) queued before them; `meta-skips-flush` runs no metadata barrier's data
  * flush (a9a7518 skips it only for AL transactions that add extents); `failed-meta-releases-io`
- * runs the data I/O a failed metadata barrier held back (LocalDisk's gate before seed 16490).
+ * runs the data I/O a failed metadata barrier held back (LocalDisk's gate before seed 16490);
+ * `state-behind-held-data` ignores `overtake`: the State saying the disk is gone waits behind
+ * the DATA sends a failed barrier held (the order before seed 1410's fix).
  */
-export type DriverBug = 'data-before-al' | 'meta-skips-flush' | 'failed-meta-releases-io';
+export type DriverBug =
+  'data-before-al' | 'meta-skips-flush' | 'failed-meta-releases-io' | 'state-behind-held-data';
 export type SimBug = PlantedBug | DriverBug;
 const DRIVER_BUGS: readonly string[] = [
   'data-before-al',
   'meta-skips-flush',
   'failed-meta-releases-io',
+  'state-behind-held-data',
 ] satisfies DriverBug[];
 
 export interface SimOptions {
@@ -329,6 +333,8 @@ class Node {
   readonly held: { ticket: number; run: () => void; fail: (() => void) | null }[] = [];
   /** A metadata write failed: the disk (LocalDisk) takes no more I/O until re-attached. */
   metaFailed = false;
+  /** The engine is being told of a failed barrier: what the barriers held stays held. */
+  answeringFailure = false;
   /** crashInMeta: crash while the next metadata barrier runs, if one starts before this. */
   crashArmedUntil = 0;
 
@@ -585,6 +591,7 @@ export class Simulation {
   }
 
   private releaseHeld(n: Node): void {
+    if (n.answeringFailure) return;
     while (n.held.length > 0 && n.held[0]!.ticket <= n.metaDone) {
       const h = n.held.shift()!;
       if (n.metaFailed && h.fail !== null) h.fail();
@@ -596,6 +603,26 @@ export class Simulation {
     n.metaQ.push(op);
     n.metaQueued++;
     if (n.metaQ.length === 1) this.runMeta(n, inc);
+  }
+
+  /** The planted driver bugs that keep the order of seeds 16490 and 1410: release, then answer. */
+  private oldFailureOrder(): boolean {
+    const b = this.opts.plantedBug;
+    return b === 'failed-meta-releases-io' || b === 'state-behind-held-data';
+  }
+
+  /**
+   * Tells the engine a metadata write failed (on-io-error detach). With `hold`, nothing the
+   * barriers held moves meanwhile (the detach's own barriers fail at once and would release it).
+   */
+  private answerMetaFailure(n: Node, hold: boolean): void {
+    this.log(`${n.name} metadata write failed: detach`);
+    n.answeringFailure = hold;
+    try {
+      this.admin(n, { cmd: 'detach' });
+    } finally {
+      n.answeringFailure = false;
+    }
   }
 
   /** Starts the oldest barrier: flush the data disk (if its kind needs it), then write. */
@@ -632,11 +659,12 @@ export class Simulation {
         if (failed && this.opts.plantedBug !== 'failed-meta-releases-io') n.metaFailed = true;
         n.metaQ.shift();
         n.metaDone++;
+        // The daemon's metaIo answers the failure (detach) before the barrier's gate opens:
+        // the engine's State (overtake) goes out before what the barrier held back.
+        const answerFirst = failed && n.engine !== null && !this.oldFailureOrder();
+        if (answerFirst) this.answerMetaFailure(n, true);
         this.releaseHeld(n);
-        if (failed && n.engine !== null) {
-          this.log(`${n.name} metadata write failed: detach`);
-          this.admin(n, { cmd: 'detach' });
-        }
+        if (failed && !answerFirst && n.engine !== null) this.answerMetaFailure(n, false);
         this.runMeta(n, inc);
       });
     };
@@ -728,7 +756,8 @@ export class Simulation {
         for (const r of a.ranges) n.mbitmap.clear(r);
         return;
       case 'send': {
-        if (a.stream === 'control' || this.opts.plantedBug === 'data-before-al')
+        const overtake = a.overtake === true && this.opts.plantedBug !== 'state-behind-held-data';
+        if (a.stream === 'control' || overtake || this.opts.plantedBug === 'data-before-al')
           return this.send(n, a.peer, a.stream, a.packet);
         // The connection the packet was meant for: a later one must not get it.
         const connId = this.conn?.id ?? -1;
@@ -1060,7 +1089,9 @@ export class Simulation {
       }
       for (let b = op.range.start; b < op.range.start + op.range.count; b++) {
         n.floor[b] = Math.max(n.floor[b]!, op.stampSeq);
-        if (req.fua) n.durable[b] = Math.max(n.durable[b]!, op.stampSeq);
+        // `durable` is what this node's own disk keeps through a power loss: not a write
+        // acknowledged while it had no UpToDate disk (seed 7321, see targets below).
+        if (req.fua && local) n.durable[b] = Math.max(n.durable[b]!, op.stampSeq);
         if (this.p.protocol === 'C' || req.fua) {
           for (const peer of syncPeers) {
             peer.floor[b] = Math.max(peer.floor[b]!, op.stampSeq);
@@ -1079,10 +1110,14 @@ export class Simulation {
         // node's disk and on every disk in sync for the whole flush.
         for (const t of local ? [n, ...peers] : peers)
           this.requireDurable(t, snap.floor, `completed flush ${a.reqId}`);
-        const targets = [n, ...peers];
-        for (const t of targets) {
+        // A node without an UpToDate disk of its own (a Diskless Primary) gains no durable
+        // floor: its disk holds none of those writes. After a power loss of both nodes such a
+        // disk, whose detach could not be recorded (the metadata write failed with it), comes
+        // back claiming UpToDate; promoted alone (the split-brain fault) it serves the data it
+        // had, as DRBD without fencing does (seed 7321). Reconnected, it syncs from the peer.
+        for (const t of [n, ...peers]) {
           for (let b = 0; b < BLOCKS; b++) {
-            t.durable[b] = Math.max(t.durable[b]!, snap.floor[b]!);
+            if (t !== n || local) t.durable[b] = Math.max(t.durable[b]!, snap.floor[b]!);
             t.floor[b] = Math.max(t.floor[b]!, snap.floor[b]!);
           }
         }

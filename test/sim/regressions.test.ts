@@ -1,7 +1,8 @@
 // Seeds that once found a defect, replayed with the workload they were found with
 // (`overlap: false`: recorded before overlapping writes existed). The scenario and unit tests
 // that fail without each fix: test/daemon/local-disk.test.ts (16490),
-// test/replication/outdated-source.test.ts (13351, 744).
+// test/replication/outdated-source.test.ts (13351, 744), test/replication/disk-lost-order.test.ts
+// (1410).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { runSeed } from './cluster.js';
@@ -21,5 +22,23 @@ test('seed 744: writes whose local part failed at detach are marked by the peer'
 test('seed 13351: an Outdated disk with the newer generation serves the resync it sources', () => {
   // Found before seed 16490's fix changed the model: the old driver (planted back) replays it.
   const r = runSeed({ seed: 13351, overlap: false, plantedBug: 'failed-meta-releases-io' });
+  assert.ok(r.ok, r.violation ?? '');
+});
+
+test('seed 1410: the State of a lost disk overtakes the Data a failed AL transaction held', () => {
+  const r = runSeed({ seed: 1410 });
+  assert.ok(r.ok, r.violation ?? '');
+  // With the old order planted back (the State waits behind the held Data), the peer writes
+  // the block unmarked and crashes before the OutOfSync mark is durable.
+  const old = runSeed({ seed: 1410, plantedBug: 'state-behind-held-data' });
+  assert.match(old.violation ?? '', /unmarked difference/);
+});
+
+test('seed 7321: a Diskless Primary gains no durable floor on the disk it no longer has', () => {
+  // The checker, not the engine: the detached disk (its detach unrecorded, the metadata write
+  // failed) comes back UpToDate after a power loss of both and is promoted alone; it serves
+  // what it held, as DRBD without fencing does. Writes acknowledged while it was Diskless were
+  // on the peer's disk only.
+  const r = runSeed({ seed: 7321 });
   assert.ok(r.ok, r.violation ?? '');
 });

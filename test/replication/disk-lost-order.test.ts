@@ -1,0 +1,132 @@
+// A Primary whose disk fails inside an activity-log transaction must tell the peer its disk is
+// gone before the peer gets the Data of the write that waited for it: that write never lands
+// here and no AL covers it, so the peer has to mark it durably before writing it. The detach's
+// State overtakes the DATA sends the failed barrier held (Action `overtake`). Pins simulator
+// seed 1410 (the peer crashed before persisting the mark of a write it had received before
+// the State) and its link-drop variant (the mark never sent).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { step } from '../../src/replication/engine.js';
+import type { Action, Packet } from '../../src/replication/types.js';
+import { decodePacket, encodePacket } from '../../src/replication/wire.js';
+import { BLOCK, Pair, type HNode } from '../sim/harness.js';
+
+const COLD_BLOCK = 40; // extent 2 (16-block extents): not in alpha's activity log yet
+
+const blockOf = (n: HNode, b: number): number => n.disk.read(b * BLOCK, BLOCK)[0] ?? -1;
+
+function onWire(pk: Packet): Packet {
+  const d = decodePacket(Buffer.concat(encodePacket(pk)));
+  if (!d.ok) throw new Error(d.error.message);
+  return d.value;
+}
+
+type Send = Extract<Action, { type: 'send' }>;
+const sends = (actions: readonly Action[]): Send[] =>
+  actions.filter((a): a is Send => a.type === 'send');
+
+/**
+ * alpha writes into a cold extent; the AL transaction the write waits for fails (the driver
+ * holds the write's Data behind it and answers the failure with a detach). Returns the packets
+ * as the driver puts them on the DATA stream: overtaking sends first, then the held ones.
+ */
+function failInsideAlTransaction(p: Pair): { wire: Packet[]; reqId: number } {
+  const reqId = 900;
+  const w = step(p.a.engine, {
+    type: 'request',
+    req: {
+      op: 'write',
+      id: reqId,
+      offsetBytes: COLD_BLOCK * BLOCK,
+      data: new Uint8Array(BLOCK).fill(0x77),
+      fua: true,
+    },
+  }).actions;
+  const al = w.findIndex((a) => a.type === 'alCommit');
+  const data = w.findIndex((a) => a.type === 'send' && a.packet.kind === 'Data');
+  assert.ok(al >= 0 && data > al, 'the Data follows the AL transaction it needs');
+  const held = sends(w).filter((a) => a.stream === 'data');
+  // The barrier fails: nothing of it reaches alpha's disk; the detach is answered first.
+  const d = step(p.a.engine, { type: 'admin', cmdId: 901, command: { cmd: 'detach' } }).actions;
+  assert.equal(p.a.engine.disk, 'Diskless');
+  const fromDetach = sends(d).filter((a) => a.stream === 'data');
+  const overtaking = fromDetach.filter((a) => a.overtake === true);
+  assert.deepEqual(
+    overtaking.map((a) => a.packet),
+    [{ kind: 'State', role: 'Primary', disk: 'Diskless' }],
+    'only the State saying the disk is gone overtakes',
+  );
+  const rest = fromDetach.filter((a) => a.overtake !== true);
+  return { wire: [...overtaking, ...held, ...rest].map((a) => onWire(a.packet)), reqId };
+}
+
+function deliverToBravo(p: Pair, pk: Packet): void {
+  p.step(p.b, { type: 'packet', peer: 1, packet: pk });
+}
+
+/** alpha re-attaches its disk (its AL never got the cold extent) and syncs from bravo. */
+function reattachAndCheck(p: Pair): void {
+  assert.equal(p.a.pal.has(2), false, 'the failed AL transaction never reached alpha');
+  if (!p.connected) {
+    p.adminCmd(p.a, { cmd: 'connect', peer: 2, discardMyData: false });
+    p.adminCmd(p.b, { cmd: 'connect', peer: 1, discardMyData: false });
+    p.connect();
+    p.settle();
+  }
+  assert.equal(p.adminCmd(p.a, { cmd: 'attach', boot: p.boot(p.a) }).ok, true);
+  p.settle();
+  assert.equal(p.a.engine.disk, 'UpToDate');
+  assert.equal(p.b.engine.disk, 'UpToDate');
+  assert.equal(p.oos(p.a) + p.oos(p.b), 0);
+  assert.equal(blockOf(p.a, COLD_BLOCK), 0x77, 'the resync brought the write back');
+  assert.ok(p.identical());
+}
+
+test('the peer marks the held write before it lands: a crash of the peer keeps the mark', () => {
+  const p = Pair.initialized({ protocol: 'C' });
+  p.write(p.a, 1, 0x11);
+  p.settle();
+  const { wire } = failInsideAlTransaction(p);
+  assert.equal(wire[0]?.kind, 'State');
+  const data = wire.findIndex((pk) => pk.kind === 'Data');
+  for (const pk of wire.slice(0, data + 1)) deliverToBravo(p, pk);
+  // bravo's bitmap on disk holds the block before the write is even issued: the harness
+  // applies the bitmapFlush at once and keeps the write pending.
+  assert.ok(p.b.pbitmap.test(COLD_BLOCK), 'the mark is durable before the write lands');
+  assert.ok(p.b.pendingIo.length > 0, 'the write itself has not completed yet');
+  // bravo writes the block to its cache, then loses power; it restarts from its metadata.
+  while (p.completeIo(p.b));
+  p.crash(p.b, 5);
+  assert.ok(p.b.pbitmap.test(COLD_BLOCK));
+  p.adminCmd(p.b, { cmd: 'connect', peer: 1, discardMyData: false });
+  p.connect();
+  p.settle();
+  reattachAndCheck(p);
+});
+
+test('the link drops after the held Data, before the OutOfSync: the block is still marked', () => {
+  const p = Pair.initialized({ protocol: 'C' });
+  p.write(p.a, 1, 0x11);
+  p.settle();
+  const { wire } = failInsideAlTransaction(p);
+  const data = wire.findIndex((pk) => pk.kind === 'Data');
+  assert.ok(wire.slice(data + 1).some((pk) => pk.kind === 'OutOfSync'));
+  for (const pk of wire.slice(0, data + 1)) deliverToBravo(p, pk);
+  while (p.completeIo(p.b));
+  p.cut();
+  assert.ok(p.oos(p.b) >= 1, 'bravo marked the block on the Data alone');
+  reattachAndCheck(p);
+});
+
+test('the old order (Data before State) leaves the block unmarked: why State overtakes', () => {
+  const p = Pair.initialized({ protocol: 'C' });
+  p.write(p.a, 1, 0x11);
+  p.settle();
+  const { wire } = failInsideAlTransaction(p);
+  const data = wire.find((pk) => pk.kind === 'Data');
+  assert.ok(data !== undefined);
+  deliverToBravo(p, data);
+  while (p.completeIo(p.b));
+  assert.equal(p.oos(p.b), 0, 'a Data from a Primary with a disk is not marked');
+  assert.equal(blockOf(p.b, COLD_BLOCK), 0x77);
+});
