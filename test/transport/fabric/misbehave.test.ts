@@ -24,7 +24,8 @@ import { realClock } from '../../support/clocks.js';
 import { inCi } from '../../support/peers.js';
 
 const addon = loadFabricAddon();
-const provider = 'tcp';
+// The first provider of FABRIC_TEST_PROVIDERS (the full test run reruns this file over sockets).
+const provider = (process.env['FABRIC_TEST_PROVIDERS'] ?? 'tcp').split(',')[0] ?? 'tcp';
 const ep: Endpoint = { transport: 'fabric', family: 'ipv4', address: '127.0.0.1', port: 0 };
 const raw = {
   provider,
@@ -41,7 +42,7 @@ function skipWithout(t: { skip: (m: string) => void }): boolean {
     addon.value.getinfo({ provider, host: '127.0.0.1', port: '0', source: true }).length > 0
   )
     return false;
-  const why = addon.ok ? 'libfabric tcp provider missing' : addon.error;
+  const why = addon.ok ? `libfabric ${provider} provider missing` : addon.error;
   if (inCi) throw new Error(why);
   t.skip(why);
   return true;
@@ -89,7 +90,7 @@ async function wellBehavedStillWorks(port: number): Promise<void> {
   await client.close();
 }
 
-test('a peer lying in its connection data is refused before any setup', async (t) => {
+test(`${provider}: a peer lying in its connection data is refused before any setup`, async (t) => {
   if (skipWithout(t)) return;
   const s = await server();
   try {
@@ -111,7 +112,7 @@ test('a peer lying in its connection data is refused before any setup', async (t
   }
 });
 
-test('garbage, a message beyond our buffer size, and sends beyond credits close with an error', async (t) => {
+test(`${provider}: garbage, a message beyond our buffer size, and sends beyond credits close with an error`, async (t) => {
   if (skipWithout(t)) return;
   const cases: {
     name: string;
@@ -220,7 +221,7 @@ test('garbage, a message beyond our buffer size, and sends beyond credits close 
   }
 });
 
-test('a peer that vanishes in the middle of a large transfer: by-peer, no crash, buffers released', async (t) => {
+test(`${provider}: a peer that vanishes in the middle of a large transfer: by-peer, no crash, buffers released`, async (t) => {
   if (skipWithout(t)) return;
   const s = await server((ch) => ch.setReceiver(() => {}));
   try {
@@ -239,7 +240,7 @@ test('a peer that vanishes in the middle of a large transfer: by-peer, no crash,
   }
 });
 
-test('a peer that closes and never disconnects: acknowledged, closed by-peer, released after the linger', async (t) => {
+test(`${provider}: a peer that closes and never disconnects: acknowledged, closed by-peer, released after the linger`, async (t) => {
   if (skipWithout(t)) return;
   // Real timers, except the close timeouts, which the test fires itself.
   const held: (() => void)[] = [];
