@@ -87,16 +87,11 @@ const spec = (address: string): PathSpec => ({
   peer: { transport: 'memory', family: 'memory', address, port: 0 },
 });
 
-function open(clock: ManualClock): {
-  s: MultipathSession;
-  fast: FakePath;
-  eth: FakePath;
-  failed: PathEvent[];
-} {
-  // ping-timeout 200 ms: heartbeats every 25 ms, the active path fails after 100 ms of silence.
-  const s = new MultipathSession(
+/** ping-timeout 200 ms: heartbeats every 25 ms, the active path fails after 100 ms of silence. */
+function session(id: string, clock: ManualClock): MultipathSession {
+  return new MultipathSession(
     {
-      id: 'hb',
+      id,
       sessionId: Buffer.alloc(16),
       key: Buffer.alloc(32),
       alg: 'sha256',
@@ -106,6 +101,15 @@ function open(clock: ManualClock): {
     },
     spec('fast'),
   );
+}
+
+function open(clock: ManualClock): {
+  s: MultipathSession;
+  fast: FakePath;
+  eth: FakePath;
+  failed: PathEvent[];
+} {
+  const s = session('hb', clock);
   const fast = new FakePath('fast', spec('fast'));
   const eth = new FakePath('eth', spec('eth'));
   s.attach(fast, fast.path, 0, { data: 0, control: 0 });
@@ -158,18 +162,7 @@ test('a process whose every tick is late still detects a dead path', () => {
 
 test('a message whose path dies inside send() goes out on the next path, before later ones', () => {
   const clock = new ManualClock();
-  const s = new MultipathSession(
-    {
-      id: 'die',
-      sessionId: Buffer.alloc(16),
-      key: Buffer.alloc(32),
-      alg: 'sha256',
-      initiator: true,
-      clock,
-      opts: { pingTimeoutMs: 200, timeoutMs: 5_000 },
-    },
-    spec('fast'),
-  );
+  const s = session('die', clock);
   const fast = new FakePath('fast', spec('fast'));
   s.attach(fast, fast.path, 0, { data: 0, control: 0 });
   fast.dieOnData = true;
