@@ -13,6 +13,8 @@ import { fabricTransport } from '../dist/src/transport/fabric/index.js';
 import { systemClock } from '../dist/src/platform/clock.js';
 
 const provider = process.env.PROVIDER ?? 'sockets';
+// PROGRESS=auto|manual overrides the addon's choice (manual for sockets; fabric-progress).
+const progress = process.env.PROGRESS;
 const ep = (port) => ({ transport: 'fabric', family: 'ipv4', address: '127.0.0.1', port });
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -62,9 +64,12 @@ function dump(name, ch) {
   );
 }
 
+// KEEP=1 leaves every round's connections open (no teardown while later rounds run).
+const kept = [];
 for (let round = 0; round < Number(process.env.ROUNDS ?? 400); round++) {
-  const ta = fabricTransport({ provider })({ clock: systemClock });
-  const tb = fabricTransport({ provider })({ clock: systemClock });
+  if (round % 10 === 0) console.error(`round ${round}`);
+  const ta = fabricTransport({ provider, progress })({ clock: systemClock });
+  const tb = fabricTransport({ provider, progress })({ clock: systemClock });
   let accept;
   const accepted = new Promise((r) => (accept = r));
   const l = await tb.listen(ep(0), (ch) => accept(ch));
@@ -94,6 +99,10 @@ for (let round = 0; round < Number(process.env.ROUNDS ?? 400); round++) {
       );
     }
     process.exit(3);
+  }
+  if (process.env.KEEP === '1') {
+    kept.push([a, b, l, ta, tb]);
+    continue;
   }
   a.destroy();
   b.destroy();

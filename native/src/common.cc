@@ -120,15 +120,18 @@ int Kicker::Start(uv_loop_t *loop, Callback cb) {
   return 0;
 }
 
-void Kicker::Kick() {
-  if (handle_ == nullptr || uv_is_active(reinterpret_cast<uv_handle_t *>(&handle_->timer))) return;
+void Kicker::Kick(uint64_t delayMs) {
+  if (handle_ == nullptr) return;
+  if (uv_is_active(reinterpret_cast<uv_handle_t *>(&handle_->timer)) &&
+      (delayMs > 0 || uv_timer_get_due_in(&handle_->timer) == 0))
+    return;
   uv_timer_start(
       &handle_->timer,
       [](uv_timer_t *t) {
         auto *h = static_cast<Handle *>(t->data);
         if (h->owner != nullptr && h->owner->cb_) h->owner->cb_();
       },
-      0, 0);
+      delayMs, 0);
 }
 
 void Kicker::Stop() {

@@ -29,6 +29,8 @@ constexpr uint32_t kBufferCountMax = 4096;
 constexpr size_t kConnDataMax = 256;
 constexpr size_t kPendingConnReqMax = 64;
 constexpr uint32_t kRecvPollUsMax = 1000000;
+// Idle poll interval of a connection in manual progress (see Connection::manual_).
+constexpr uint64_t kManualPollMs = 1;
 
 std::string FiError(const char *what, int rc);
 
@@ -79,7 +81,9 @@ class Kicker {
   Kicker &operator=(const Kicker &) = delete;
   ~Kicker() { Stop(); }
   int Start(uv_loop_t *loop, Callback cb);
-  void Kick();
+  // Runs the callback after delayMs (0: next loop iteration). A pending run is kept, except
+  // that a request for the next iteration brings a later one forward.
+  void Kick(uint64_t delayMs = 0);
   void Stop();
 
   struct Handle {

@@ -76,16 +76,26 @@ bool Connection::Fail(Napi::Env env, const std::string &msg) {
 bool Connection::Setup(Napi::Env env, fi_info *info, SharedFabric fabric, Napi::Object opts,
                        Napi::Function onEvent) {
   info_ = info;
+  std::string progress;
   if (!ReadUint(env, opts, "bufferBytes", kBufferBytesMin, kBufferBytesMax, 64 * 1024,
                 &bufferBytes_) ||
       !ReadUint(env, opts, "recvBuffers", 2, kBufferCountMax, 64, &recvCount_) ||
       !ReadUint(env, opts, "sendBuffers", 1, kBufferCountMax, 64, &sendCount_) ||
       !ReadUint(env, opts, "zcopyThreshold", 0, kBufferBytesMax, 8192, &zcopyThreshold_) ||
-      !ReadUint(env, opts, "recvPollUs", 0, kRecvPollUsMax, 0, &recvPollUs_)) {
+      !ReadUint(env, opts, "recvPollUs", 0, kRecvPollUsMax, 0, &recvPollUs_) ||
+      !ReadString(env, opts, "progress", &progress, false)) {
     state_ = State::Closed;
     Teardown();
     return false;
   }
+  if (progress.empty()) {
+    const char *prov = info->fabric_attr ? info->fabric_attr->prov_name : nullptr;
+    progress = prov && std::strcmp(prov, "sockets") == 0 ? "manual" : "auto";
+  }
+  if (progress != "auto" && progress != "manual")
+    return Fail(env, "progress must be \"auto\" or \"manual\", got \"" + progress + "\"");
+  manual_ = progress == "manual";
+  if (manual_) info->domain_attr->data_progress = FI_PROGRESS_MANUAL;
   // Queue depths bound what we may post; never post more than the provider accepts.
   // The posted count is what the peer is told it may send: it must be exact, never clamped.
   if (info->rx_attr->size && recvCount_ > info->rx_attr->size)
@@ -110,10 +120,11 @@ bool Connection::Setup(Napi::Env env, fi_info *info, SharedFabric fabric, Napi::
   eqa.size = 16;
   eqa.wait_obj = FI_WAIT_FD;
   if ((rc = fi_eq_open(fabric_, &eqa, &eq_, nullptr))) return Fail(env, FiError("fi_eq_open", rc));
-  if ((rc = fi_domain(fabric_, info, &domain_, nullptr))) return Fail(env, FiError("fi_domain", rc));
+  if ((rc = fi_domain(fabric_, info, &domain_, nullptr)))
+    return Fail(env, FiError(manual_ ? "fi_domain (manual progress)" : "fi_domain", rc));
   fi_cq_attr cqa{};
   cqa.format = FI_CQ_FORMAT_MSG;
-  cqa.wait_obj = FI_WAIT_FD;
+  cqa.wait_obj = manual_ ? FI_WAIT_NONE : FI_WAIT_FD;
   cqa.size = sendCount_ + 1;
   if ((rc = fi_cq_open(domain_, &cqa, &txcq_, nullptr))) return Fail(env, FiError("fi_cq_open(tx)", rc));
   cqa.size = recvCount_ + 1;
@@ -153,20 +164,33 @@ bool Connection::Setup(Napi::Env env, fi_info *info, SharedFabric fabric, Napi::
   napi_get_uv_event_loop(env, &loop);
   int fd = -1;
   if (kick_.Start(loop, [this] {
+        double idleBefore = emptyWakeups_;
         OnRx();
         OnTx();
+        if (!manual_ || state_ == State::Closed) return;
+        polls_++;
+        // Both queues empty: look again after the poll interval; otherwise at once.
+        kick_.Kick(emptyWakeups_ - idleBefore >= 2 ? kManualPollMs : 0);
       }))
     return Fail(env, "uv_timer_init failed");
   if ((rc = GetWaitFd(&eq_->fid, &fd)) || eqWatch_.Start(loop, fd, [this] { OnEq(); }))
     return Fail(env, FiError("event queue wait fd", rc));
-  if ((rc = GetWaitFd(&txcq_->fid, &fd)) || txWatch_.Start(loop, fd, [this] { OnTx(); }))
-    return Fail(env, FiError("send queue wait fd", rc));
-  if ((rc = GetWaitFd(&rxcq_->fid, &fd)) || rxWatch_.Start(loop, fd, [this] { OnRx(); }))
-    return Fail(env, FiError("receive queue wait fd", rc));
+  if (!manual_) {
+    if ((rc = GetWaitFd(&txcq_->fid, &fd)) || txWatch_.Start(loop, fd, [this] { OnTx(); }))
+      return Fail(env, FiError("send queue wait fd", rc));
+    if ((rc = GetWaitFd(&rxcq_->fid, &fd)) || rxWatch_.Start(loop, fd, [this] { OnRx(); }))
+      return Fail(env, FiError("receive queue wait fd", rc));
+  }
   // Arm each wait object on its own: fi_trywait over a list stops at the first queue that is
   // not empty, leaving the others unarmed (verbs: a CQ never notified). Queues that are not
   // empty yet are drained and re-armed when the connection comes up.
-  for (fid *f : {&eq_->fid, &txcq_->fid, &rxcq_->fid}) fi_trywait(fabric_, &f, 1);
+  if (manual_) {
+    fid *f = &eq_->fid;
+    fi_trywait(fabric_, &f, 1);
+    kick_.Kick(kManualPollMs);
+  } else {
+    for (fid *f : {&eq_->fid, &txcq_->fid, &rxcq_->fid}) fi_trywait(fabric_, &f, 1);
+  }
   Ref();
   refed_ = true;
   state_ = State::Connecting;
@@ -387,6 +411,7 @@ Napi::Value Connection::Send(const Napi::CallbackInfo &info) {
     return env.Undefined();
   }
   freeSend_.pop_back();
+  if (manual_) kick_.Kick(0);  // the provider moves it only when we poll
   slot->busy = true;
   slot->zc = zc;
   slot->token = info[4].As<Napi::Number>().DoubleValue();
@@ -516,6 +541,7 @@ void Connection::OnRx() {
 }
 
 void Connection::Settle(fid_cq *cq, bool tx) {
+  if (manual_) return;  // nothing to arm: the poll timer comes back
   for (int i = 0; i < kSettleRounds && state_ != State::Closed; i++) {
     fid *f = &cq->fid;
     if (fi_trywait(fabric_, &f, 1) != -FI_EAGAIN) return;
@@ -670,6 +696,8 @@ Napi::Value Connection::Stats(const Napi::CallbackInfo &info) {
   o.Set("busyPolls", busyPolls_);
   o.Set("wakeups", wakeups_);
   o.Set("emptyWakeups", emptyWakeups_);
+  o.Set("progress", manual_ ? "manual" : "auto");
+  o.Set("progressPolls", polls_);
   o.Set("sendBuffersFree", static_cast<double>(freeSend_.size()));
   return o;
 }

@@ -241,6 +241,12 @@ const NET: OptionSchema[] = [
     'libfabric provider for sdp/rdma (verbs, tcp, sockets; default $FI_PROVIDER, else verbs if present, else tcp)',
   ),
   opt(
+    'fabric-progress',
+    oneOf(['auto', 'manual']),
+    'tandem',
+    'fabric: who moves data, the provider\'s thread (auto) or the addon polling its queues (manual; default for sockets, else auto)',
+  ),
+  opt(
     'zcopy-threshold',
     num(0, FABRIC_BUFFER_BYTES_MAX, FABRIC_ZCOPY_THRESHOLD_BYTES, '1', 'bytes'),
     'tandem',

@@ -248,8 +248,10 @@ function fabricOptions(net: OptionMap): FabricOptions {
     return typeof v === 'number' ? { [field]: v } : {};
   };
   const provider = net['fabric-provider'];
+  const progress = net['fabric-progress'];
   return {
     ...(typeof provider === 'string' ? { provider } : {}),
+    ...(progress === 'auto' || progress === 'manual' ? { progress } : {}),
     ...n('zcopy-threshold', 'zcopyThresholdBytes'),
     ...n('recv-poll', 'recvPollUs'),
     ...n('fabric-buffer-size', 'bufferBytes'),

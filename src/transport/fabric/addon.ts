@@ -23,6 +23,8 @@ export interface NativeConnectionOptions {
   readonly sendBuffers: number;
   readonly zcopyThreshold: number;
   readonly recvPollUs: number;
+  /** '' or absent: manual for the sockets provider, else auto. */
+  readonly progress?: 'auto' | 'manual';
 }
 
 export interface NativeConnectionStats {
@@ -34,6 +36,9 @@ export interface NativeConnectionStats {
   readonly registrations: number;
   readonly registrationCacheHits: number;
   readonly busyPolls: number;
+  /** Whether the addon drives the provider's progress by polling ('manual'). */
+  readonly progress: 'auto' | 'manual';
+  readonly progressPolls: number;
   readonly sendBuffersFree: number;
 }
 

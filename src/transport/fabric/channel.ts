@@ -70,6 +70,8 @@ export interface FabricChannelStats extends ChannelStats {
   readonly copiedBytes: number;
   /** Credits we hold for sending on each stream right now. */
   readonly credits: { readonly data: number; readonly control: number };
+  /** 'manual': the addon moves the provider's data by polling its queues (`fabric-progress`). */
+  readonly progress: 'auto' | 'manual';
 }
 
 /** Both sides' handshake, once the connection is up. */
@@ -239,7 +241,7 @@ export class FabricChannel extends BaseChannel {
 
   fabricStats(): Pick<
     FabricChannelStats,
-    'provider' | 'zeroCopyBytes' | 'copiedBytes' | 'credits'
+    'provider' | 'zeroCopyBytes' | 'copiedBytes' | 'credits' | 'progress'
   > {
     const s = this.conn.stats();
     return {
@@ -247,6 +249,7 @@ export class FabricChannel extends BaseChannel {
       zeroCopyBytes: s.zeroCopyBytes,
       copiedBytes: s.copiedBytes,
       credits: { ...this.credits },
+      progress: s.progress,
     };
   }
 

@@ -146,6 +146,7 @@ class FabricTransport implements FabricTransportApi {
       sendBuffers: this.opts.sendBuffers,
       zcopyThreshold: this.opts.zcopyThresholdBytes,
       recvPollUs: this.opts.recvPollUs,
+      ...(this.opts.progress !== undefined ? { progress: this.opts.progress } : {}),
     };
   }
 

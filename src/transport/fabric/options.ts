@@ -22,6 +22,11 @@ export interface FabricOptions {
   readonly provider?: string;
   /** Payloads at or above this many bytes are sent without a copy (`zcopy-threshold`). @default 8192 */
   readonly zcopyThresholdBytes?: number;
+  /**
+   * Who moves data (`fabric-progress`): the provider ('auto') or the addon polling its queues
+   * ('manual'). @default 'manual' for sockets, else 'auto'
+   */
+  readonly progress?: 'auto' | 'manual';
   /** Busy-poll the receive queue this long before sleeping (`recv-poll`). @default 0 */
   readonly recvPollUs?: number;
   /** Size of each registered receive/bounce buffer (`fabric-buffer-size`). @default 65536 */
@@ -38,6 +43,8 @@ export interface FabricOptions {
 
 export interface ResolvedFabricOptions {
   readonly provider: string | undefined;
+  /** undefined: the addon picks by provider (manual for sockets). */
+  readonly progress: 'auto' | 'manual' | undefined;
   readonly zcopyThresholdBytes: number;
   readonly recvPollUs: number;
   readonly bufferBytes: number;
@@ -85,8 +92,13 @@ export function resolveFabricOptions(o: FabricOptions = {}): ResolvedFabricOptio
   if (provider !== undefined && !/^[a-z0-9_;-]{1,64}$/i.test(provider)) {
     throw new ConfigError(`fabric-provider "${provider}" is not a libfabric provider name`);
   }
+  const progress = o.progress;
+  if (progress !== undefined && progress !== 'auto' && progress !== 'manual') {
+    throw new ConfigError(`fabric-progress must be auto or manual, got ${String(progress)}`);
+  }
   return {
     provider,
+    progress,
     bufferBytes,
     dataCredits,
     controlCredits,
