@@ -244,7 +244,7 @@ const NET: OptionSchema[] = [
     'fabric-progress',
     oneOf(['auto', 'manual']),
     'tandem',
-    'fabric: who moves data, the provider\'s thread (auto) or the addon polling its queues (manual; default for sockets, else auto)',
+    "fabric: who moves data, the provider's thread (auto) or the addon polling its queues (manual; default for sockets, else auto)",
   ),
   opt(
     'zcopy-threshold',
