@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// Reproduces the pause of libfabric 1.17's `sockets` provider (docs/TRANSPORTS.md, "The sockets
-// provider"): fabric channel pairs on 127.0.0.1, both sides sending 2000 interleaved messages
+// Reproduces the pause of libfabric 1.17's `sockets` provider in its own progress (PROGRESS=auto,
+// the default here; the transport itself runs sockets in manual progress, docs/TRANSPORTS.md,
+// "The sockets provider"): fabric channel pairs on 127.0.0.1, both sides sending 2000 interleaved messages
 // right after connecting, round after round. When nothing arrives for 2.5 s (PAUSE_MS) it prints both
 // channels' counters and, with DUMP=1, attaches gdb to itself to print the provider's progress
 // engines and completion queues (needs a libfabric built with symbols: LD_LIBRARY_PATH=...).
@@ -13,8 +14,8 @@ import { fabricTransport } from '../dist/src/transport/fabric/index.js';
 import { systemClock } from '../dist/src/platform/clock.js';
 
 const provider = process.env.PROVIDER ?? 'sockets';
-// PROGRESS=auto|manual overrides the addon's choice (manual for sockets; fabric-progress).
-const progress = process.env.PROGRESS;
+// PROGRESS=auto|manual (fabric-progress); manual is what the transport uses for sockets.
+const progress = process.env.PROGRESS ?? 'auto';
 const ep = (port) => ({ transport: 'fabric', family: 'ipv4', address: '127.0.0.1', port });
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 

@@ -1,6 +1,8 @@
 // Passive endpoint (see listener.h).
 #include "listener.h"
 
+#include <cstring>
+
 #include "connection.h"
 
 #include <arpa/inet.h>
@@ -164,6 +166,11 @@ Napi::Value Listener::Accept(const Napi::CallbackInfo &info) {
   }
   fi_info *req = it->second;
   pending_.erase(it);
+  // sockets leaves the provider's name out of a connection request's info; the connection
+  // needs it (its name, its progress default), and it is the listener's provider.
+  if (req->fabric_attr && !req->fabric_attr->prov_name && info_ && info_->fabric_attr &&
+      info_->fabric_attr->prov_name)
+    req->fabric_attr->prov_name = strdup(info_->fabric_attr->prov_name);
   // The new connection owns req from here on, whether it succeeds or not.
   return Connection::Accept(env, req, fabricRef_, info[1].As<Napi::Object>(), info[2],
                             info[3].As<Napi::Function>());

@@ -1,8 +1,8 @@
 // Two real nodes replicating over the fabric transport: connect, initial sync, writes through
 // NBD, both backing files identical, and `status` names the fabric transport and its provider
 // and proves the zero-copy path (zeroCopyBytes grows with large writes). On the host: libfabric's
-// tcp provider on loopback, selected by `address sdp` and by `transport "rdma"`
-// (FABRIC_E2E_PROVIDERS=tcp,sockets adds sockets). The Soft-RoCE guest test
+// tcp and sockets providers on loopback, selected by `address sdp` and by `transport "rdma"`
+// (FABRIC_E2E_PROVIDERS picks others). The Soft-RoCE guest test
 // (test/transport/fabric/softroce.test.ts) reruns this file over `verbs` on its rxe address
 // (FABRIC_E2E_PROVIDERS, FABRIC_E2E_HOSTS).
 import { test } from 'node:test';
@@ -23,8 +23,8 @@ import {
   type PairOptions,
 } from './support.js';
 
-/** libfabric providers to replicate over: tcp here (sockets too if asked); verbs in the guest. */
-const PROVIDERS = (process.env['FABRIC_E2E_PROVIDERS'] ?? 'tcp').split(',');
+/** libfabric providers to replicate over: tcp and sockets here; verbs in the guest. */
+const PROVIDERS = (process.env['FABRIC_E2E_PROVIDERS'] ?? 'tcp,sockets').split(',');
 /** alice's and bob's addresses: loopback here; the guest's rxe address there. */
 const [ALICE_IP = '127.0.0.1', BOB_IP = ALICE_IP] = (
   process.env['FABRIC_E2E_HOSTS'] ?? '127.0.0.1'

@@ -79,8 +79,8 @@ function sendBurst(ch: Channel, n: number, round: number): void {
   ch.send('control', 2, [Buffer.alloc(4)]);
 }
 
-// sockets (the provider this pins) with FABRIC_TEST_PROVIDERS=tcp,sockets: see compliance.test.ts.
-for (const provider of (process.env['FABRIC_TEST_PROVIDERS'] ?? 'tcp').split(',')) {
+// tcp and sockets (the provider this pins) unless FABRIC_TEST_PROVIDERS says otherwise.
+for (const provider of (process.env['FABRIC_TEST_PROVIDERS'] ?? 'tcp,sockets').split(',')) {
   const missing = fabricAvailable(provider);
   const skip = (t: test.TestContext): boolean => {
     if (missing === null) return false;
