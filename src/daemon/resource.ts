@@ -87,8 +87,8 @@ interface PeerView {
 
 /**
  * `tandem show --json`: one resource's configuration in effect, with every option adjust changes
- * live but csums/verify/digest (the engine keeps csums-alg and verify-alg only as flags and a
- * function, not as the names drbd.conf gives).
+ * live; csums-alg and verify-alg by the names drbd.conf gives (the engine keeps them only as
+ * flags and a digest function).
  */
 export interface ResourceShow extends Omit<
   Required<ReconfigurableOptions>,
@@ -99,12 +99,20 @@ export interface ResourceShow extends Omit<
   readonly sizeBytes: number;
   readonly device: string;
   readonly disk: string;
+  /** net { csums-alg }, null when unset. */
+  readonly csumsAlg: string | null;
+  /** net { verify-alg }, null when unset. */
+  readonly verifyAlg: string | null;
   readonly peers: readonly {
     readonly name: string;
     readonly nodeId: number;
     readonly paths: readonly string[];
     readonly connectIntMs: number;
   }[];
+}
+
+function nameOf(v: unknown): string | null {
+  return typeof v === 'string' ? v : null;
 }
 
 /** Omit that keeps a union a union. */
@@ -300,6 +308,8 @@ export class Resource implements ResourceRuntime {
       device: this.exportUri(),
       disk: this.plan.diskPath,
       ...live,
+      csumsAlg: nameOf(this.plan.net['csums-alg']),
+      verifyAlg: nameOf(this.plan.net['verify-alg']),
       resync: { ...cfg.resync },
       peers: this.plan.peers.map((p) => ({
         name: p.name,

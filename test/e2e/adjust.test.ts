@@ -53,7 +53,10 @@ test('adjust applies options live, moves both nodes to new ports, and brings up 
     await edit(c, (t) =>
       t
         .replace('  disk {\n', '  disk {\n    resync-rate 12M;\n')
-        .replace('protocol C;\n', 'protocol C;\n    max-epoch-size 1000;\n'),
+        .replace(
+          'protocol C;\n',
+          'protocol C;\n    max-epoch-size 1000;\n    verify-alg sha256;\n',
+        ),
     );
     const dry = await c.tandem('alice', 'adjust', '--dry-run');
     assert.match(dry, /r0: would apply .*resync-rate \(default\) -> 12288/);
@@ -64,6 +67,9 @@ test('adjust applies options live, moves both nodes to new ports, and brings up 
       const s = await show(c, n);
       assert.equal(s.resync.resyncRateBytesPerSec, 12 * MIB);
       assert.equal(s.maxEpochSize, 1000);
+      assert.equal(s.verifyAlg, 'sha256');
+      assert.equal(s.csumsAlg, null);
+      assert.match(await c.tandem(n, 'show', c.resource), /\n {4}verify-alg sha256;\n/);
     }
     assert.match(await c.tandem('alice', 'adjust'), /all resources: no changes/);
 

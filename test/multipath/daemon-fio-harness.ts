@@ -291,7 +291,11 @@ export async function cutsUnderFio(t: TestContext, sc: Scenario): Promise<void> 
           mark = events.length;
 
           ns.setLink('interconnect', side, true);
-          failbacks.push(await events.wait(switched('failback', '203.0.113'), `heal ${i}`, mark));
+          // Failback needs a reconnect on the healed path (connect-int retries): on a loaded
+          // machine that has taken over 20 s, so it gets longer than a failover.
+          failbacks.push(
+            await events.wait(switched('failback', '203.0.113'), `heal ${i}`, mark, 60_000),
+          );
           await dwell();
         }
       } finally {

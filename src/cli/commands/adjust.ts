@@ -68,6 +68,8 @@ function formatShow(r: ResourceShow): string {
     `    after-sb-1pri ${r.afterSb1Pri};`,
     `    after-sb-2pri ${r.afterSb2Pri};`,
     `    max-epoch-size ${r.maxEpochSize};`,
+    ...(r.csumsAlg !== null ? [`    csums-alg ${r.csumsAlg};`] : []),
+    ...(r.verifyAlg !== null ? [`    verify-alg ${r.verifyAlg};`] : []),
     '  }',
     '  disk {',
     `    resync-rate ${kib(r.resync.resyncRateBytesPerSec)};`,
