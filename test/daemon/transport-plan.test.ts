@@ -51,12 +51,13 @@ test('address sdp selects the fabric transport, with the fabric tunables from ne
     hosts(
       'sdp 127.0.0.1:7100',
       'sdp 127.0.0.1:7101',
-      'net { fabric-provider tcp; zcopy-threshold 16384; recv-poll 50; fabric-data-buffers 32; }',
+      'net { fabric-provider tcp; fabric-progress manual; zcopy-threshold 16384; recv-poll 50; fabric-data-buffers 32; }',
     ),
   );
   assert.equal(p.peers[0]!.paths[0]!.peer.transport, 'fabric');
   assert.equal(p.listen[0]!.transport, 'fabric');
   assert.equal(p.fabric.provider, 'tcp');
+  assert.equal(p.fabric.progress, 'manual');
   assert.equal(p.fabric.zcopyThresholdBytes, 16384);
   assert.equal(p.fabric.recvPollUs, 50);
   assert.equal(p.fabric.dataCredits, 32);
@@ -73,6 +74,10 @@ test('a bad fabric tunable is a config error naming the option', () => {
   assert.throws(
     () => plan(hosts('sdp 127.0.0.1:7100', 'sdp 127.0.0.1:7101', 'net { recv-poll 5000000; }')),
     /recv-poll/,
+  );
+  assert.throws(
+    () => plan(hosts('sdp 127.0.0.1:7100', 'sdp 127.0.0.1:7101', 'net { fabric-progress often; }')),
+    /fabric-progress/,
   );
 });
 

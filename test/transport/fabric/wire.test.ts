@@ -150,6 +150,11 @@ test('fabric options: defaults, and bad values name the option', () => {
   assert.throws(() => resolveFabricOptions({ controlCredits: 2 }), /fabric-control-buffers/);
   assert.throws(() => resolveFabricOptions({ bufferBytes: 100 }), /fabric-buffer-size/);
   assert.throws(() => resolveFabricOptions({ provider: 'tcp; rm -rf /' }), /fabric-provider/);
+  assert.equal(o.progress, undefined, 'the addon picks by provider');
+  assert.throws(
+    () => resolveFabricOptions({ progress: 'sometimes' as 'auto' }),
+    /fabric-progress must be auto or manual/,
+  );
 });
 
 test('a missing addon says exactly what to install', () => {
