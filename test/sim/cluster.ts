@@ -422,6 +422,8 @@ export class Simulation {
   private readonly overlapRng: SeededRandom;
   private conn: { id: number; lastAt: Record<string, number> } | null = null;
   private partitionedUntil = 0;
+  /** A handshake was refused because a Primary held the older data (seed 9715). */
+  private primaryRefusedTarget = false;
   private delaySpikeUntil = 0;
   private phase: 'workload' | 'heal' | 'done' = 'workload';
   private healStart = 0;
@@ -857,6 +859,8 @@ export class Simulation {
 
   private onNote(n: Node, note: Extract<Action, { type: 'note' }>['note']): void {
     this.log(`${n.name} NOTE ${JSON.stringify(note)}`);
+    if (note.kind === 'split-brain' && note.resolved.startsWith('refused: a Primary'))
+      this.primaryRefusedTarget = true;
     if (note.kind === 'resync-started' && note.role === 'target') {
       this.stats.resyncs++;
       this.sessions.set(`${note.peer}->${n.id}`, {
@@ -1451,6 +1455,12 @@ export class Simulation {
     if (a.engine !== null && b.engine !== null) {
       const prim = this.primaries();
       if (prim.length === 2) this.admin(b, { cmd: 'secondary' });
+      // A Primary promoted on a stale disk (the failover fault after a restart) refuses to
+      // become SyncTarget, as DRBD does: the operator demotes it so the newer data flows to it.
+      if (this.primaryRefusedTarget) {
+        this.primaryRefusedTarget = false;
+        for (const p of prim) this.admin(p, { cmd: 'secondary' });
+      }
       for (const n of [a, b]) {
         const v = n.view();
         if (v.conn === 'StandAlone') {

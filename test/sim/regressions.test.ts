@@ -42,3 +42,11 @@ test('seed 7321: a Diskless Primary gains no durable floor on the disk it no lon
   const r = runSeed({ seed: 7321 });
   assert.ok(r.ok, r.violation ?? '');
 });
+
+test('seed 9715: a Primary promoted on a stale disk is demoted at heal and resyncs', () => {
+  // The simulator, not the engine: the failover fault promoted a restarted node whose disk had
+  // missed the peer's writes; the engine refuses to make a Primary SyncTarget (as DRBD does), so
+  // the heal never converged until it demoted that Primary, as an operator would.
+  const r = runSeed({ seed: 9715 });
+  assert.ok(r.ok, r.violation ?? '');
+});
