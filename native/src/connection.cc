@@ -88,10 +88,7 @@ bool Connection::Setup(Napi::Env env, fi_info *info, SharedFabric fabric, Napi::
     Teardown();
     return false;
   }
-  if (progress.empty()) {
-    const char *prov = info->fabric_attr ? info->fabric_attr->prov_name : nullptr;
-    progress = prov && std::strcmp(prov, "sockets") == 0 ? "manual" : "auto";
-  }
+  if (progress.empty()) progress = "auto";
   if (progress != "auto" && progress != "manual")
     return Fail(env, "progress must be \"auto\" or \"manual\", got \"" + progress + "\"");
   manual_ = progress == "manual";
@@ -168,7 +165,6 @@ bool Connection::Setup(Napi::Env env, fi_info *info, SharedFabric fabric, Napi::
         OnRx();
         OnTx();
         if (!manual_ || state_ == State::Closed) return;
-        polls_++;
         // Both queues empty: look again after the poll interval; otherwise at once.
         kick_.Kick(emptyWakeups_ - idleBefore >= 2 ? kManualPollMs : 0);
       }))
@@ -697,7 +693,6 @@ Napi::Value Connection::Stats(const Napi::CallbackInfo &info) {
   o.Set("wakeups", wakeups_);
   o.Set("emptyWakeups", emptyWakeups_);
   o.Set("progress", manual_ ? "manual" : "auto");
-  o.Set("progressPolls", polls_);
   o.Set("sendBuffersFree", static_cast<double>(freeSend_.size()));
   return o;
 }

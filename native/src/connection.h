@@ -110,8 +110,8 @@ class Connection : public Napi::ObjectWrap<Connection> {
   uint32_t recvPollUs_ = 0;
   // Manual progress: the provider runs no thread of its own; our reads of the completion
   // queues move its data, on a poll timer (kManualPollMs while idle, every loop iteration while
-  // there is work) and right after each send. The default for the sockets provider, whose
-  // progress thread (libfabric 1.17) can sleep with work pending: docs/TRANSPORTS.md.
+  // there is work) and right after each send. TypeScript asks for it (defaultProgress: the
+  // sockets provider, whose progress thread in libfabric 1.17 can sleep with work pending).
   bool manual_ = false;
 
   uint8_t *recvRegion_ = nullptr;
@@ -135,7 +135,7 @@ class Connection : public Napi::ObjectWrap<Connection> {
 
   double zeroCopyBytes_ = 0, copiedBytes_ = 0, sentMessages_ = 0, recvMessages_ = 0,
          recvBytes_ = 0, registrations_ = 0, cacheHits_ = 0, busyPolls_ = 0, wakeups_ = 0,
-         emptyWakeups_ = 0, polls_ = 0;
+         emptyWakeups_ = 0;
 };
 
 }  // namespace tandem

@@ -166,8 +166,8 @@ Napi::Value Listener::Accept(const Napi::CallbackInfo &info) {
   }
   fi_info *req = it->second;
   pending_.erase(it);
-  // sockets leaves the provider's name out of a connection request's info; the connection
-  // needs it (its name, its progress default), and it is the listener's provider.
+  // sockets leaves the provider's name out of a connection request's info; the accepted
+  // connection reports it (`provider`), and it is the listener's provider.
   if (req->fabric_attr && !req->fabric_attr->prov_name && info_ && info_->fabric_attr &&
       info_->fabric_attr->prov_name)
     req->fabric_attr->prov_name = strdup(info_->fabric_attr->prov_name);

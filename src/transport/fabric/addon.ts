@@ -23,8 +23,8 @@ export interface NativeConnectionOptions {
   readonly sendBuffers: number;
   readonly zcopyThreshold: number;
   readonly recvPollUs: number;
-  /** '' or absent: manual for the sockets provider, else auto. */
-  readonly progress?: 'auto' | 'manual';
+  /** 'manual': the addon drives the provider by polling its queues (`fabric-progress`). */
+  readonly progress: 'auto' | 'manual';
 }
 
 export interface NativeConnectionStats {
@@ -38,7 +38,6 @@ export interface NativeConnectionStats {
   readonly busyPolls: number;
   /** Whether the addon drives the provider's progress by polling ('manual'). */
   readonly progress: 'auto' | 'manual';
-  readonly progressPolls: number;
   readonly sendBuffersFree: number;
 }
 

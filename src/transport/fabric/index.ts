@@ -30,7 +30,12 @@ import {
   type NativeListener,
 } from './addon.js';
 import { FabricChannel, type FabricChannelStats } from './channel.js';
-import { resolveFabricOptions, type FabricOptions, type ResolvedFabricOptions } from './options.js';
+import {
+  defaultProgress,
+  resolveFabricOptions,
+  type FabricOptions,
+  type ResolvedFabricOptions,
+} from './options.js';
 import { decodeConnHello, describeWireError, encodeConnHello, type ConnHello } from './wire.js';
 
 export type { FabricOptions } from './options.js';
@@ -146,7 +151,7 @@ class FabricTransport implements FabricTransportApi {
       sendBuffers: this.opts.sendBuffers,
       zcopyThreshold: this.opts.zcopyThresholdBytes,
       recvPollUs: this.opts.recvPollUs,
-      ...(this.opts.progress !== undefined ? { progress: this.opts.progress } : {}),
+      progress: this.opts.progress ?? defaultProgress(this.provider),
     };
   }
 

@@ -43,7 +43,7 @@ export interface FabricOptions {
 
 export interface ResolvedFabricOptions {
   readonly provider: string | undefined;
-  /** undefined: the addon picks by provider (manual for sockets). */
+  /** undefined: by provider (`defaultProgress`). */
   readonly progress: 'auto' | 'manual' | undefined;
   readonly zcopyThresholdBytes: number;
   readonly recvPollUs: number;
@@ -59,6 +59,14 @@ function intIn(name: string, v: number | undefined, dflt: number, lo: number, hi
     throw new ConfigError(`${name} must be an integer in [${lo}, ${hi}], got ${String(v)}`);
   }
   return x;
+}
+
+/**
+ * Progress when `fabric-progress` is not set: manual for libfabric's sockets provider, whose
+ * progress thread (1.17) can sleep with work pending (docs/TRANSPORTS.md); auto for the rest.
+ */
+export function defaultProgress(provider: string): 'auto' | 'manual' {
+  return provider === 'sockets' ? 'manual' : 'auto';
 }
 
 export function resolveFabricOptions(o: FabricOptions = {}): ResolvedFabricOptions {

@@ -9,6 +9,7 @@ import {
   type NativeConnectionEvent,
 } from '../../../src/transport/fabric/addon.js';
 import { fabricTransport } from '../../../src/transport/fabric/index.js';
+import { defaultProgress } from '../../../src/transport/fabric/options.js';
 import {
   decodeFragmentHeader,
   encodeConnHello,
@@ -37,6 +38,7 @@ function misbehaviourSuite(provider: string): void {
     sendBuffers: 128,
     zcopyThreshold: 8192,
     recvPollUs: 0,
+    progress: defaultProgress(provider),
   };
 
   function skipWithout(t: { skip: (m: string) => void }): boolean {
