@@ -1275,9 +1275,8 @@ export class Resource implements ResourceRuntime {
           : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
       },
       write: async (offsetBytes, chunks, fua) => {
-        // The engine takes one contiguous payload; most NBD writes arrive in one chunk.
-        const data = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
-        await submit({ op: 'write', offsetBytes, data, fua });
+        // The slices the NBD socket delivered go to the disk and the wire as they are.
+        await submit({ op: 'write', offsetBytes, data: chunks, fua });
       },
       flush: async () => {
         await submit({ op: 'flush' });

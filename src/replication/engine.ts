@@ -17,6 +17,7 @@ import {
 } from '../limits.js';
 import { assert } from '../util/assert.js';
 import { SeededRandom } from '../util/prng.js';
+import { NO_CHUNKS, chunksLength, sliceChunks } from '../util/chunks.js';
 import { Bitmap, mergeRanges } from './bitmap.js';
 import type {
   Action,
@@ -655,7 +656,7 @@ function broadcastDiskLost(s: EngineState): void {
 
 function onRequest(s: EngineState, req: ClientRequest): void {
   if (req.op !== 'flush') {
-    const len = req.op === 'write' ? req.data.length : req.lengthBytes;
+    const len = requestBytes(req);
     if (
       req.offsetBytes < 0 ||
       len <= 0 ||
@@ -684,12 +685,14 @@ function onRequest(s: EngineState, req: ClientRequest): void {
   startRequest(s, req);
 }
 
+/** Bytes a data request covers (a write's payload is the sum of its slices). */
+function requestBytes(req: Exclude<ClientRequest, { op: 'flush' }>): number {
+  return req.op === 'write' ? chunksLength(req.data) : req.lengthBytes;
+}
+
 function noteNotStarted(s: EngineState, req: ClientRequest): void {
   if (req.op === 'write' || req.op === 'trim' || req.op === 'zeroes')
-    s.writesNotStarted.set(
-      req.id,
-      blockRangeOf(req.offsetBytes, req.op === 'write' ? req.data.length : req.lengthBytes),
-    );
+    s.writesNotStarted.set(req.id, blockRangeOf(req.offsetBytes, requestBytes(req)));
 }
 
 function overlaps(a: BlockRange, b: BlockRange): boolean {
@@ -742,13 +745,7 @@ function pumpQueue(s: EngineState): void {
     const req = s.queued[0];
     assert(req !== undefined);
     if (req.op === 'write' || req.op === 'trim' || req.op === 'zeroes') {
-      if (
-        !alReady(
-          s,
-          blockRangeOf(req.offsetBytes, req.op === 'write' ? req.data.length : req.lengthBytes),
-        )
-      )
-        return;
+      if (!alReady(s, blockRangeOf(req.offsetBytes, requestBytes(req)))) return;
     }
     s.queued.shift();
     startRequest(s, req);
@@ -903,7 +900,7 @@ function startWrite(
   s: EngineState,
   req: Extract<ClientRequest, { op: 'write' | 'trim' | 'zeroes' }>,
 ): void {
-  const lengthBytes = req.op === 'write' ? req.data.length : req.lengthBytes;
+  const lengthBytes = requestBytes(req);
   const range = blockRangeOf(req.offsetBytes, lengthBytes);
   if (overlapsEarlierWrite(s, req.id, range)) {
     s.writesHeld.push(req);
@@ -980,7 +977,7 @@ function startWrite(
         op: req.op,
         offsetBytes: req.offsetBytes,
         lengthBytes,
-        data: req.op === 'write' ? req.data : new Uint8Array(0),
+        data: req.op === 'write' ? req.data : NO_CHUNKS,
         fua: req.fua,
         ack,
         peerSeq: p.rxLastSeq,
@@ -2280,7 +2277,7 @@ function startPeerWrite(s: EngineState, p: Peer, pk: Extract<Packet, { kind: 'Da
           type: 'diskWrite',
           ioId,
           offsetBytes: part.offsetBytes,
-          data: pk.data.subarray(off, off + part.lengthBytes),
+          data: sliceChunks(pk.data, off, part.lengthBytes),
           fua: pk.fua,
         });
       else if (pk.op === 'trim')
@@ -2673,7 +2670,7 @@ function onRsReply(
       type: 'diskWrite',
       ioId,
       offsetBytes: r.start * BLOCK,
-      data: data.subarray(off, off + r.count * BLOCK),
+      data: [data.subarray(off, off + r.count * BLOCK)],
       fua: false,
     });
   }

@@ -141,7 +141,8 @@ export type ClientRequest =
       readonly op: 'write';
       readonly id: number;
       readonly offsetBytes: number;
-      readonly data: Uint8Array;
+      /** The payload as the slices the client connection received (never concatenated). */
+      readonly data: readonly Uint8Array[];
       readonly fua: boolean;
     }
   | {
@@ -253,7 +254,8 @@ export type Action =
       readonly type: 'diskWrite';
       readonly ioId: number;
       readonly offsetBytes: number;
-      readonly data: Uint8Array;
+      /** Written as their concatenation; slices of received buffers, not to be modified. */
+      readonly data: readonly Uint8Array[];
       readonly fua: boolean;
     }
   | {
@@ -388,7 +390,8 @@ export type Packet =
       readonly op: 'write' | 'trim' | 'zeroes';
       readonly offsetBytes: number;
       readonly lengthBytes: number;
-      readonly data: Uint8Array;
+      /** op 'write': the payload, scatter-gather (empty for trim and zeroes). */
+      readonly data: readonly Uint8Array[];
       readonly fua: boolean;
       readonly ack: 'none' | 'recv' | 'write';
       /** Highest Data seq the sender had received from us when it wrote this (two Primaries). */

@@ -1,6 +1,10 @@
 // Binary codec for the engine's peer packets: a 12-byte big-endian header (magic, version,
 // command, body length) followed by a fixed per-command field layout. Decoders return results
 // and never throw on bad bytes; encoders return a Buffer list so bulk payloads are not copied.
+// The layout is one table (SCHEMA) read by a generic codec; the packets of every replicated
+// write (Data, its acks, Barrier, BarrierAck) also have hand-written codecs that produce and
+// accept exactly the same bytes without a BigInt or a table walk per field. A hot packet the
+// fast decoder does not accept as it is goes to the generic decoder, so errors are identical.
 import type { BlockRange, Packet, PacketKind } from './types.js';
 import { err, ok, type Result } from '../util/result.js';
 import { WIRE_BODY_BYTES_MAX, UUID_HISTORY_MAX, WIRE_RANGES_MAX } from '../limits.js';
@@ -16,10 +20,13 @@ type FieldType =
   | 'u64' // bigint
   | 'bool'
   | 'bytes'
+  | 'chunks' // like bytes, but the value is a list of slices (scatter-gather); decodes to one
   | 'u64list'
   | 'ranges'
   | { readonly oneOf: readonly string[] };
 
+const DATA_OP = { oneOf: ['write', 'trim', 'zeroes'] } as const;
+const DATA_ACK = { oneOf: ['none', 'recv', 'write'] } as const;
 const ROLE = { oneOf: ['Primary', 'Secondary', 'Unknown'] } as const;
 const DISK = {
   oneOf: ['Diskless', 'Attaching', 'Inconsistent', 'Outdated', 'UpToDate', 'Failed'],
@@ -66,13 +73,13 @@ const SCHEMA: Readonly<Record<PacketKind, readonly (readonly [string, FieldType]
   Data: [
     ['seq', 'num'],
     ['epoch', 'num'],
-    ['op', { oneOf: ['write', 'trim', 'zeroes'] }],
+    ['op', DATA_OP],
     ['offsetBytes', 'num'],
     ['lengthBytes', 'num'],
     ['fua', 'bool'],
-    ['ack', { oneOf: ['none', 'recv', 'write'] }],
+    ['ack', DATA_ACK],
     ['peerSeq', 'num'],
-    ['data', 'bytes'],
+    ['data', 'chunks'],
   ],
   Barrier: [
     ['epoch', 'num'],
@@ -179,8 +186,29 @@ export type WireError = {
 const werr = (code: WireError['code'], message: string): { ok: false; error: WireError } =>
   err({ code, message });
 
-/** Encodes a packet as [header+fields, payload?]; the payload buffer is not copied. */
+/** Encodes a packet as [header+fields, ...payload]; payload buffers are not copied. */
 export function encodePacket(p: Packet): Buffer[] {
+  switch (p.kind) {
+    case 'Data':
+      return encodeData(p);
+    case 'RecvAck':
+    case 'WriteAck':
+    case 'NegAck':
+      return encodeSeqAck(
+        p.kind === 'WriteAck' ? CMD_WRITE_ACK : p.kind === 'RecvAck' ? CMD_RECV_ACK : CMD_NEG_ACK,
+        p.seq,
+      );
+    case 'Barrier':
+      return encodeBarrier(p.epoch, p.flush);
+    case 'BarrierAck':
+      return encodeBarrierAck(p.epoch, p.setSize);
+    default:
+      return encodePacketGeneric(p);
+  }
+}
+
+/** The table-driven encoder for every kind (the reference the hot-packet encoders match). */
+export function encodePacketGeneric(p: Packet): Buffer[] {
   const fields = SCHEMA[p.kind];
   const rec = p as unknown as Record<string, unknown>;
   let size = 0;
@@ -194,7 +222,12 @@ export function encodePacket(p: Packet): Buffer[] {
   head.writeUInt16BE(WIRE_VERSION, 4);
   head.writeUInt16BE(CMD_OF.get(p.kind) ?? 0, 6);
   head.writeUInt32BE(size + payloadBytes, 8);
-  return [head, ...payloads.map((b) => Buffer.from(b.buffer, b.byteOffset, b.length))];
+  return [head, ...payloads.map(asBuffer)];
+}
+
+/** The same memory as a Buffer (the transport's type), never a copy. */
+function asBuffer(b: Uint8Array): Buffer {
+  return Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.length);
 }
 
 function fieldSize(t: FieldType, v: unknown): number {
@@ -209,7 +242,8 @@ function fieldSize(t: FieldType, v: unknown): number {
     case 'u64':
       return 8;
     case 'bytes':
-      return 4; // length; the bytes travel as a separate payload buffer
+    case 'chunks':
+      return 4; // length; the bytes travel as separate payload buffers
     case 'u64list':
       return 2 + 8 * (v as readonly bigint[]).length;
     case 'ranges':
@@ -248,6 +282,14 @@ function writeField(
       const d = v as Uint8Array;
       b.writeUInt32BE(d.length, o);
       if (d.length > 0) payloads.push(d);
+      return o + 4;
+    }
+    case 'chunks': {
+      const l = v as readonly Uint8Array[];
+      let n = 0;
+      for (const d of l) n += d.length;
+      b.writeUInt32BE(n, o);
+      for (const d of l) if (d.length > 0) payloads.push(d);
       return o + 4;
     }
     case 'u64list': {
@@ -292,8 +334,14 @@ export function decodeHeader(b: Uint8Array): Result<WireHeader, WireError> {
   return ok({ kind, bodyBytes });
 }
 
-/** Decodes one whole packet (header and body, nothing after it). */
+/** Decodes one whole packet (header and body, nothing after it); payloads are slices of `b`. */
 export function decodePacket(b: Uint8Array): Result<Packet, WireError> {
+  const hot = decodeHotPacket(b);
+  return hot !== null ? ok(hot) : decodePacketGeneric(b);
+}
+
+/** The table-driven decoder for every kind (the reference the hot-packet decoders match). */
+export function decodePacketGeneric(b: Uint8Array): Result<Packet, WireError> {
   const h = decodeHeader(b);
   if (!h.ok) return h;
   if (b.length !== WIRE_HEADER_BYTES + h.value.bodyBytes)
@@ -306,20 +354,23 @@ export function decodePacket(b: Uint8Array): Result<Packet, WireError> {
   let o = WIRE_HEADER_BYTES;
   const byteFields: string[] = [];
   const byteLens: number[] = [];
+  const byteLists: boolean[] = [];
   for (const [name, t] of SCHEMA[h.value.kind]) {
     const r = readField(v, o, t);
     if (!r.ok) return werr('field', `${h.value.kind}.${name}: ${r.error}`);
     o = r.value.next;
-    if (t === 'bytes') {
+    if (t === 'bytes' || t === 'chunks') {
       byteFields.push(name);
       byteLens.push(r.value.value as number);
+      byteLists.push(t === 'chunks');
     } else out[name] = r.value.value;
   }
   for (let i = 0; i < byteFields.length; i++) {
     const n = byteLens[i] ?? 0;
     if (o + n > b.length)
       return werr('field', `${h.value.kind}.${byteFields[i]}: payload runs past the packet`);
-    out[byteFields[i] ?? ''] = b.subarray(o, o + n);
+    const slice = b.subarray(o, o + n);
+    out[byteFields[i] ?? ''] = byteLists[i] === true ? (n > 0 ? [slice] : []) : slice;
     o += n;
   }
   if (o !== b.length) return werr('length', `${h.value.kind}: ${b.length - o} trailing bytes`);
@@ -356,6 +407,7 @@ function readField(v: DataView, o: number, t: FieldType): Read {
     case 'u64':
       return need(8) ? ok({ value: v.getBigUint64(o), next: o + 8 }) : err('truncated');
     case 'bytes':
+    case 'chunks':
       return need(4) ? ok({ value: v.getUint32(o), next: o + 4 }) : err('truncated');
     case 'u64list': {
       if (!need(2)) return err('truncated');
@@ -380,5 +432,189 @@ function readField(v: DataView, o: number, t: FieldType): Read {
       }
       return ok({ value: l, next: o + 4 + 16 * n });
     }
+  }
+}
+
+// --- hot packets ------------------------------------------------------------------------------
+// One fixed layout each, written and read at constant offsets. Numbers travel as u64 (two u32
+// halves here); a decoded one above 2^53-1 is an error, left to the generic decoder to name.
+
+const cmdOf = (k: PacketKind): number => CMD_OF.get(k) ?? 0;
+const CMD_DATA = cmdOf('Data');
+const CMD_BARRIER = cmdOf('Barrier');
+const CMD_BARRIER_ACK = cmdOf('BarrierAck');
+const CMD_RECV_ACK = cmdOf('RecvAck');
+const CMD_WRITE_ACK = cmdOf('WriteAck');
+const CMD_NEG_ACK = cmdOf('NegAck');
+
+// Data: seq, epoch (u64), op (u8), offsetBytes, lengthBytes (u64), fua, ack (u8), peerSeq (u64),
+// payload length (u32), then the payload.
+const DATA_FIELDS_BYTES = 8 + 8 + 1 + 8 + 8 + 1 + 1 + 8 + 4;
+const SEQ_ACK_FIELDS_BYTES = 8;
+const BARRIER_FIELDS_BYTES = 8 + 1;
+const BARRIER_ACK_FIELDS_BYTES = 8 + 8;
+const TWO_32 = 0x1_0000_0000;
+const SAFE_HIGH_MAX = Math.floor(Number.MAX_SAFE_INTEGER / TWO_32); // 2^21 - 1
+
+function writeHeader(b: Buffer, cmd: number, bodyBytes: number): void {
+  b.writeUInt32BE(WIRE_MAGIC, 0);
+  b.writeUInt16BE(WIRE_VERSION, 4);
+  b.writeUInt16BE(cmd, 6);
+  b.writeUInt32BE(bodyBytes, 8);
+}
+
+/** A non-negative integer below 2^64 as a big-endian u64 (what the generic encoder accepts). */
+function writeNum(b: Buffer, o: number, v: number): void {
+  if (!Number.isInteger(v) || v < 0 || v >= TWO_32 * TWO_32)
+    throw new RangeError(`${v} is not an unsigned 64-bit integer`);
+  const hi = Math.floor(v / TWO_32);
+  b.writeUInt32BE(hi, o);
+  b.writeUInt32BE(v - hi * TWO_32, o + 4);
+}
+
+function oneOfIndex(t: { readonly oneOf: readonly string[] }, v: string): number {
+  const i = t.oneOf.indexOf(v);
+  if (i < 0) throw new RangeError(`${v} is not one of ${t.oneOf.join(', ')}`);
+  return i;
+}
+
+function encodeData(p: Extract<Packet, { kind: 'Data' }>): Buffer[] {
+  const head = Buffer.allocUnsafe(WIRE_HEADER_BYTES + DATA_FIELDS_BYTES);
+  const out: Buffer[] = [head];
+  let n = 0;
+  for (const d of p.data) {
+    if (d.length === 0) continue;
+    n += d.length;
+    out.push(asBuffer(d));
+  }
+  writeHeader(head, CMD_DATA, DATA_FIELDS_BYTES + n);
+  writeNum(head, 12, p.seq);
+  writeNum(head, 20, p.epoch);
+  head[28] = oneOfIndex(DATA_OP, p.op);
+  writeNum(head, 29, p.offsetBytes);
+  writeNum(head, 37, p.lengthBytes);
+  head[45] = p.fua ? 1 : 0;
+  head[46] = oneOfIndex(DATA_ACK, p.ack);
+  writeNum(head, 47, p.peerSeq);
+  head.writeUInt32BE(n, 55);
+  return out;
+}
+
+function encodeSeqAck(cmd: number, seq: number): Buffer[] {
+  const b = Buffer.allocUnsafe(WIRE_HEADER_BYTES + SEQ_ACK_FIELDS_BYTES);
+  writeHeader(b, cmd, SEQ_ACK_FIELDS_BYTES);
+  writeNum(b, 12, seq);
+  return [b];
+}
+
+function encodeBarrier(epoch: number, flush: boolean): Buffer[] {
+  const b = Buffer.allocUnsafe(WIRE_HEADER_BYTES + BARRIER_FIELDS_BYTES);
+  writeHeader(b, CMD_BARRIER, BARRIER_FIELDS_BYTES);
+  writeNum(b, 12, epoch);
+  b[20] = flush ? 1 : 0;
+  return [b];
+}
+
+function encodeBarrierAck(epoch: number, setSize: number): Buffer[] {
+  const b = Buffer.allocUnsafe(WIRE_HEADER_BYTES + BARRIER_ACK_FIELDS_BYTES);
+  writeHeader(b, CMD_BARRIER_ACK, BARRIER_ACK_FIELDS_BYTES);
+  writeNum(b, 12, epoch);
+  writeNum(b, 20, setSize);
+  return [b];
+}
+
+function u16(b: Uint8Array, o: number): number {
+  return (b[o]! << 8) | b[o + 1]!;
+}
+
+function u32(b: Uint8Array, o: number): number {
+  return b[o]! * 0x100_0000 + ((b[o + 1]! << 16) | (b[o + 2]! << 8) | b[o + 3]!);
+}
+
+/** A u64 that fits a safe integer, or -1 (the generic decoder then names the error). */
+function num(b: Uint8Array, o: number): number {
+  const hi = u32(b, o);
+  return hi > SAFE_HIGH_MAX ? -1 : hi * TWO_32 + u32(b, o + 4);
+}
+
+/**
+ * The fast path alone: the packet when `b` is a well-formed hot packet, else null (another
+ * kind, or bad bytes for the generic decoder to name). Exported for the tests.
+ */
+export function decodeHotPacket(b: Uint8Array): Packet | null {
+  if (
+    b.length < WIRE_HEADER_BYTES ||
+    u32(b, 0) !== WIRE_MAGIC ||
+    u16(b, 4) !== WIRE_VERSION ||
+    u32(b, 8) !== b.length - WIRE_HEADER_BYTES ||
+    b.length - WIRE_HEADER_BYTES > WIRE_BODY_BYTES_MAX
+  )
+    return null;
+  return decodeHot(b, u16(b, 6));
+}
+
+/** decodeHotPacket after the header checks. */
+function decodeHot(b: Uint8Array, cmd: number): Packet | null {
+  const body = b.length - WIRE_HEADER_BYTES;
+  switch (cmd) {
+    case CMD_DATA: {
+      if (body < DATA_FIELDS_BYTES) return null;
+      const seq = num(b, 12);
+      const epoch = num(b, 20);
+      const op = DATA_OP.oneOf[b[28]!];
+      const offsetBytes = num(b, 29);
+      const lengthBytes = num(b, 37);
+      const fua = b[45]!;
+      const ack = DATA_ACK.oneOf[b[46]!];
+      const peerSeq = num(b, 47);
+      const n = u32(b, 55);
+      if (
+        seq < 0 ||
+        epoch < 0 ||
+        offsetBytes < 0 ||
+        lengthBytes < 0 ||
+        peerSeq < 0 ||
+        op === undefined ||
+        fua > 1 ||
+        ack === undefined ||
+        n !== body - DATA_FIELDS_BYTES
+      )
+        return null;
+      const at = WIRE_HEADER_BYTES + DATA_FIELDS_BYTES;
+      return {
+        kind: 'Data',
+        seq,
+        epoch,
+        op,
+        offsetBytes,
+        lengthBytes,
+        fua: fua === 1,
+        ack,
+        peerSeq,
+        data: n > 0 ? [b.subarray(at, at + n)] : [],
+      };
+    }
+    case CMD_RECV_ACK:
+    case CMD_WRITE_ACK:
+    case CMD_NEG_ACK: {
+      const seq = body === SEQ_ACK_FIELDS_BYTES ? num(b, 12) : -1;
+      if (seq < 0) return null;
+      const kind = cmd === CMD_WRITE_ACK ? 'WriteAck' : cmd === CMD_RECV_ACK ? 'RecvAck' : 'NegAck';
+      return { kind, seq };
+    }
+    case CMD_BARRIER: {
+      if (body !== BARRIER_FIELDS_BYTES) return null;
+      const epoch = num(b, 12);
+      const flush = b[20]!;
+      return epoch < 0 || flush > 1 ? null : { kind: 'Barrier', epoch, flush: flush === 1 };
+    }
+    case CMD_BARRIER_ACK: {
+      if (body !== BARRIER_ACK_FIELDS_BYTES) return null;
+      const epoch = num(b, 12);
+      const setSize = num(b, 20);
+      return epoch < 0 || setSize < 0 ? null : { kind: 'BarrierAck', epoch, setSize };
+    }
+    default:
+      return null;
   }
 }

@@ -38,7 +38,7 @@ function failInsideAlTransaction(p: Pair): { wire: Packet[]; reqId: number } {
       op: 'write',
       id: reqId,
       offsetBytes: COLD_BLOCK * BLOCK,
-      data: new Uint8Array(BLOCK).fill(0x77),
+      data: [new Uint8Array(BLOCK).fill(0x77)],
       fua: true,
     },
   }).actions;

@@ -50,7 +50,7 @@ export const samples: Packet[] = [
     op: 'write',
     offsetBytes: 4096,
     lengthBytes: 4096,
-    data: bytes(4096),
+    data: [bytes(1448, 1), bytes(4096 - 1448, 2)],
     fua: true,
     ack: 'write',
     peerSeq: 3,
@@ -62,7 +62,7 @@ export const samples: Packet[] = [
     op: 'trim',
     offsetBytes: 0,
     lengthBytes: 8192,
-    data: new Uint8Array(0),
+    data: [],
     fua: false,
     ack: 'none',
     peerSeq: 0,
@@ -96,6 +96,9 @@ export const samples: Packet[] = [
 
 function norm(x: unknown): unknown {
   if (typeof x === 'bigint') return `n${x}`;
+  // A scatter-gather payload decodes as one slice: compare the bytes, not the split.
+  if (Array.isArray(x) && x.every((c) => c instanceof Uint8Array))
+    return Array.from(Buffer.concat(x));
   if (x instanceof Uint8Array) return Array.from(x);
   if (Array.isArray(x)) return x.map(norm);
   if (typeof x === 'object' && x !== null)

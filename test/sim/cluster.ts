@@ -39,6 +39,7 @@ import { UUID_JUST_CREATED } from '../../src/replication/uuid.js';
 import { decodePacket, encodePacket } from '../../src/replication/wire.js';
 import { SimDisk, type FlushSnapshot } from './disk.js';
 import { barrierFlushesData } from '../../src/daemon/disk.js';
+import { chunksLength } from '../../src/util/chunks.js';
 
 const BLOCK = BITMAP_BLOCK_BYTES;
 const SECTORS = BLOCK / SECTOR_BYTES;
@@ -702,8 +703,7 @@ export class Simulation {
       case 'diskWrite':
       case 'diskTrim':
       case 'diskZeroes': {
-        const data =
-          a.type === 'diskWrite' ? new Uint8Array(a.data) : new Uint8Array(a.lengthBytes);
+        const data = a.type === 'diskWrite' ? Buffer.concat(a.data) : new Uint8Array(a.lengthBytes);
         const fua = a.type === 'diskTrim' ? false : a.fua;
         return this.afterBarriers(
           n,
@@ -1016,7 +1016,7 @@ export class Simulation {
         op: 'write',
         id,
         offsetBytes: start * BLOCK,
-        data: stampData(stampSeq, range),
+        data: asReceived(stampData(stampSeq, range)),
         fua: this.rng.next() < this.p.fuaProb,
       };
     }
@@ -1649,6 +1649,18 @@ function stampData(seq: number, r: BlockRange): Uint8Array {
   return d;
 }
 
+const TCP_SEGMENT_BYTES = 1448;
+
+/**
+ * A payload as an NBD socket may hand it over: a first segment that ends mid-sector (1448 bytes,
+ * a TCP segment's payload), then the rest, so the engine's scatter-gather paths carry the data.
+ */
+function asReceived(d: Uint8Array): Uint8Array[] {
+  return d.length > TCP_SEGMENT_BYTES
+    ? [d.subarray(0, TCP_SEGMENT_BYTES), d.subarray(TCP_SEGMENT_BYTES)]
+    : [d];
+}
+
 function stampOf(block: Uint8Array): number {
   const v = new DataView(block.buffer, block.byteOffset, block.length);
   return v.getUint32(0) === STAMP_MAGIC ? v.getUint32(4) : 0;
@@ -1697,7 +1709,7 @@ function describePacket(p: Packet): string {
 function describeAction(a: Action): string {
   switch (a.type) {
     case 'diskWrite':
-      return `diskWrite io=${a.ioId} @${a.offsetBytes / BLOCK}+${a.data.length / BLOCK}${a.fua ? ' fua' : ''}`;
+      return `diskWrite io=${a.ioId} @${a.offsetBytes / BLOCK}+${chunksLength(a.data) / BLOCK}${a.fua ? ' fua' : ''}`;
     case 'persistMeta':
       return `persistMeta current=${a.meta.currentUuid.toString(16)} bm=${Object.values(
         a.meta.bitmapUuids,

@@ -172,7 +172,7 @@ export class Pair {
     return this.request(n, {
       op: 'write',
       offsetBytes: block * BLOCK,
-      data: new Uint8Array(blocks * BLOCK).fill(fill),
+      data: [new Uint8Array(blocks * BLOCK).fill(fill)],
       fua,
     });
   }
@@ -197,8 +197,7 @@ export class Pair {
       case 'diskWrite':
       case 'diskZeroes':
       case 'diskTrim': {
-        const data =
-          a.type === 'diskWrite' ? new Uint8Array(a.data) : new Uint8Array(a.lengthBytes);
+        const data = a.type === 'diskWrite' ? Buffer.concat(a.data) : new Uint8Array(a.lengthBytes);
         const fua = a.type === 'diskTrim' ? false : a.fua;
         n.pendingIo.push({
           ioId: a.ioId,
