@@ -1,6 +1,7 @@
 // Framing shared by byte-stream transports: an 8-byte big-endian header (magic u16, type u16,
 // payload length u32) then the payload. The decoder never throws on bad bytes and hands out
-// payloads as slices of the received chunks; it copies only a payload that spans chunks.
+// payloads as slices of the received chunks; it copies only a payload that spans chunks which
+// are not adjacent in one buffer (reads into one slab, see tcp/slab.ts, are adjacent).
 import { TRANSPORT_FRAME_HEADER_BYTES, TRANSPORT_MESSAGE_PAYLOAD_BYTES_MAX } from '../limits.js';
 
 /** First two bytes of every frame ("Tn"); catches a peer that is not Tandem or lost sync. */
@@ -99,7 +100,10 @@ export class FrameDecoder {
     return { ok: false, error };
   }
 
-  /** Removes n buffered bytes: a slice when they lie in the first chunk, else one copy. */
+  /**
+   * Removes n buffered bytes: a slice when they lie in the first chunk or in chunks that follow
+   * each other in one buffer, else one copy.
+   */
   private take(n: number): Buffer {
     this.buffered -= n;
     const first = this.chunks[0];
@@ -110,6 +114,8 @@ export class FrameDecoder {
       else this.chunks[0] = first.subarray(n);
       return out;
     }
+    const joined = this.takeAdjacent(first, n);
+    if (joined !== null) return joined;
     const out = Buffer.allocUnsafe(n);
     let filled = 0;
     while (filled < n) {
@@ -126,6 +132,32 @@ export class FrameDecoder {
         this.chunks[0] = c.subarray(want);
       }
     }
+    return out;
+  }
+
+  /**
+   * The first n bytes as one view when the chunks holding them are back to back in one
+   * ArrayBuffer (successive reads into a slab): the same bytes a copy would hold, since a chunk
+   * handed to push() is never rewritten. Null (nothing consumed) otherwise.
+   */
+  private takeAdjacent(first: Buffer, n: number): Buffer | null {
+    let end = first.byteOffset + first.length;
+    let have = first.length;
+    let i = 1;
+    for (; have < n; i++) {
+      const c = this.chunks[i];
+      if (c === undefined || c.buffer !== first.buffer || c.byteOffset !== end) return null;
+      end += c.length;
+      have += c.length;
+    }
+    const out = Buffer.from(first.buffer, first.byteOffset, n);
+    // chunks[0..i-1] cover the n bytes; the last of them may hold bytes after them.
+    const last = this.chunks[i - 1] as Buffer;
+    const rest = have - n;
+    if (rest > 0) {
+      this.chunks[i - 1] = last.subarray(last.length - rest);
+      this.chunks.splice(0, i - 1);
+    } else this.chunks.splice(0, i);
     return out;
   }
 }

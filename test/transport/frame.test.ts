@@ -24,7 +24,8 @@ test('frames survive any chunking of the byte stream', () => {
     fc.property(
       fc.array(frameArb, { maxLength: 20 }),
       fc.array(fc.integer({ min: 1, max: 5000 })),
-      (frames, cuts) => {
+      fc.array(fc.boolean()),
+      (frames, cuts, copied) => {
         const stream = Buffer.concat(
           frames.flatMap((f) => [
             encodeFrameHeader(f.type, f.payload.length),
@@ -34,8 +35,10 @@ test('frames survive any chunking of the byte stream', () => {
         const dec = new FrameDecoder();
         const out: { type: number; payload: Buffer }[] = [];
         let off = 0;
-        for (const c of [...cuts, stream.length]) {
-          dec.push(stream.subarray(off, Math.min(stream.length, off + c)));
+        for (const [i, c] of [...cuts, stream.length].entries()) {
+          // Slices of one buffer (reads into a slab) or separate buffers (one per read).
+          const piece = stream.subarray(off, Math.min(stream.length, off + c));
+          dec.push(copied[i] === true ? Buffer.from(piece) : piece);
           off = Math.min(stream.length, off + c);
           for (;;) {
             const r = dec.next();
@@ -64,6 +67,48 @@ test('a payload inside one chunk is a slice of it, not a copy', () => {
   const r = dec.next();
   assert.ok(r.ok && r.frame);
   assert.equal(r.frame.payload.buffer, chunk.buffer);
+});
+
+test('a payload across chunks adjacent in one buffer is a view of it, not a copy', () => {
+  // Own ArrayBuffers (Buffer.alloc never takes from the shared pool), so identity is telling.
+  const own = (b: Buffer): Buffer => {
+    const c = Buffer.alloc(b.length);
+    b.copy(c);
+    return c;
+  };
+  const slab = own(
+    Buffer.concat([
+      encodeFrameHeader(1, 10),
+      Buffer.from('0123456789'),
+      encodeFrameHeader(2, 3),
+      Buffer.from('abc'),
+    ]),
+  );
+  const dec = new FrameDecoder();
+  // Three reads into one slab: the payload spans all of them, the last holds the next frame's
+  // first byte, which must stay queued.
+  dec.push(slab.subarray(0, 11));
+  dec.push(slab.subarray(11, 14));
+  dec.push(slab.subarray(14, 19));
+  const r = dec.next();
+  assert.ok(r.ok && r.frame);
+  assert.equal(r.frame.payload.buffer, slab.buffer);
+  assert.equal(r.frame.payload.toString(), '0123456789');
+  assert.equal(dec.bufferedBytes, 1);
+  dec.push(slab.subarray(19));
+  const r1 = dec.next();
+  assert.ok(r1.ok && r1.frame);
+  assert.equal(r1.frame.type, 2);
+  assert.equal(r1.frame.payload.toString(), 'abc');
+  // Separate buffers: copied, same bytes.
+  const dec2 = new FrameDecoder();
+  dec2.push(own(slab.subarray(0, 11)));
+  dec2.push(own(slab.subarray(11, 18)));
+  const r2 = dec2.next();
+  assert.ok(r2.ok && r2.frame);
+  assert.notEqual(r2.frame.payload.buffer, slab.buffer);
+  assert.equal(r2.frame.payload.toString(), '0123456789');
+  assert.equal(dec2.bufferedBytes, 0);
 });
 
 test('random bytes never make the frame decoder throw; bad magic and oversize are errors', () => {
