@@ -7,7 +7,8 @@ import type { Clock, Timer } from '../platform/clock.js';
 import type { Logger } from '../platform/log.js';
 import type { ConnectionManager } from '../cm/manager.js';
 import type { CmEvent } from '../cm/types.js';
-import { createEngine, step, type EngineState } from '../replication/engine.js';
+import { createEngine, type EngineState } from '../replication/engine.js';
+import { Driver, type ClockPort, type DriverHost, type NetPort } from '../replication/driver.js';
 import { decodePacket, encodePacket } from '../replication/wire.js';
 import type {
   Action,
@@ -28,7 +29,7 @@ import {
   STORE_INLINE_READ_BYTES_MAX,
   STORE_INLINE_WRITE_BYTES_MAX,
 } from '../limits.js';
-import { InvalidRequestError, NbdCommandError, StateError, TandemError } from '../util/errors.js';
+import { InvalidRequestError, NbdCommandError, StateError } from '../util/errors.js';
 import type { ControlRequest, TandemEvent } from './control-protocol.js';
 import { liveOptionsOf, type AdjustStep } from './adjust.js';
 import type { EventSink, ResourceRuntime } from './daemon.js';
@@ -154,15 +155,13 @@ export class Resource implements ResourceRuntime {
   readonly name: string;
   private up = false;
   private disk: LocalDisk | null = null;
-  private engine: EngineState | null = null;
+  /** The engine and the driver that carries out its actions; null while the resource is down. */
+  private driver: Driver | null = null;
   private role: Role = 'Secondary';
   private diskState: DiskState = 'Diskless';
   private readonly peers = new Map<number, PeerView>();
-  private readonly inbox: EngineEvent[] = [];
-  private stepping = false;
   private readonly requests = new Map<number, Pending<Uint8Array | undefined>>();
   private readonly admins = new Map<number, Pending<string> & { command: AdminCommand }>();
-  private readonly timers = new Map<number, Timer>();
   private nextId = 1;
   private progressTimer: Timer | null = null;
   /** Set while a graceful shutdown waits for `requests` to empty. */
@@ -171,8 +170,6 @@ export class Resource implements ResourceRuntime {
   private detaching = false;
   /** A disk the engine detached on its own (I/O error) being let go, or null. */
   private diskDropping: Promise<void> | null = null;
-  /** DATA-stream sends waiting for a metadata barrier (see sendData), or null. */
-  private dataQueue: Promise<void> | null = null;
   /** Set by shutdown(): new client requests fail at once instead of entering the engine. */
   private closing = false;
   private exportAddress = '';
@@ -203,6 +200,10 @@ export class Resource implements ResourceRuntime {
       });
     }
     this.offCm = svc.cm.on((e) => this.onCm(e));
+  }
+
+  private get engine(): EngineState | null {
+    return this.driver?.engine ?? null;
   }
 
   // --- control operations ----------------------------------------------------------------
@@ -415,6 +416,7 @@ export class Resource implements ResourceRuntime {
       );
     }
     this.disk = disk;
+    this.driver?.attachDisk(disk.port(this.svc.log));
     if (disk.recoveredExtents.length > 0) {
       this.svc.log.warn(
         { extents: disk.recoveredExtents.length },
@@ -424,8 +426,13 @@ export class Resource implements ResourceRuntime {
     if (this.engine === null) {
       const seed = secureBytes(4).readUInt32BE(0);
       const r = createEngine(engineConfig(this.plan, disk.sizeBytes, seed), disk.bootState());
-      this.engine = r.state;
-      this.execute(r.actions);
+      this.driver = new Driver(r.state, {
+        disk: disk.port(this.svc.log),
+        net: this.netPort,
+        clock: this.clockPort,
+        host: this.host,
+      });
+      this.driver.start(r.actions);
       this.exportAddress = await this.svc.nbd.addExport(
         this.plan.nbd.listener,
         this.plan.nbd.exportName,
@@ -448,7 +455,24 @@ export class Resource implements ResourceRuntime {
     const disk = this.disk;
     if (disk === null) return;
     this.disk = null;
-    await disk.close();
+    await this.letGo(disk);
+  }
+
+  /**
+   * Closes a disk the driver no longer uses, once every I/O and barrier it had under way has
+   * answered: cleanly (bitmap written, AL marked clean), or, when a metadata write failed it,
+   * like a crash (nothing written: the AL must keep covering what the disk may lack).
+   */
+  private async letGo(disk: LocalDisk): Promise<void> {
+    const d = this.driver;
+    let failed = false;
+    if (d !== null)
+      failed = await new Promise<boolean>((resolve) =>
+        d.engine === null
+          ? d.whenDiskIdle(() => resolve(d.diskFailure !== null))
+          : d.detachDisk(resolve),
+      );
+    await (failed ? disk.abandon() : disk.close());
   }
 
   private async takeDown(): Promise<void> {
@@ -469,8 +493,8 @@ export class Resource implements ResourceRuntime {
 
   /** Stops the engine and closes the disk cleanly (bitmap written, AL marked clean). */
   private async release(): Promise<void> {
-    for (const t of this.timers.values()) t.cancel();
-    this.timers.clear();
+    const driver = this.driver;
+    for (const e of driver?.stop() ?? []) this.failEvent(e);
     this.progressTimer?.cancel();
     this.progressTimer = null;
     for (const [id, p] of this.peers) {
@@ -480,12 +504,12 @@ export class Resource implements ResourceRuntime {
     for (const r of this.requests.values())
       r.reject(new NbdCommandError(`${this.name} is going down`, 108));
     this.requests.clear();
-    this.engine = null;
     this.up = false;
     const disk = this.disk;
     this.disk = null;
-    // close() lets every disk I/O settle first, as do detach() and dropDisk().
-    if (disk !== null) await disk.close();
+    // Every disk I/O settles first, as in detach() and dropDisk().
+    if (disk !== null) await this.letGo(disk);
+    this.driver = null;
     if (this.diskDropping !== null) await this.diskDropping;
     this.setDisk('Diskless');
   }
@@ -594,22 +618,8 @@ export class Resource implements ResourceRuntime {
   // --- the engine loop -------------------------------------------------------------------
 
   private feed(ev: EngineEvent): void {
-    this.inbox.push(ev);
-    if (this.stepping) return;
-    this.stepping = true;
-    try {
-      for (let e = this.inbox.shift(); e !== undefined; e = this.inbox.shift()) {
-        if (this.engine === null) {
-          this.failEvent(e);
-          continue;
-        }
-        const r = step(this.engine, e);
-        this.engine = r.state;
-        this.execute(r.actions);
-      }
-    } finally {
-      this.stepping = false;
-    }
+    if (this.driver === null) this.failEvent(ev);
+    else this.driver.feed(ev);
   }
 
   /** An event for a resource that went down: whoever waits on it gets an answer. */
@@ -623,167 +633,54 @@ export class Resource implements ResourceRuntime {
     }
   }
 
-  /**
-   * Performs a step's actions in order, except that local data writes and flushes go last: a
-   * Primary's write then puts its Data (a flush its Barrier) on the wire before its own disk
-   * work (an inline write is synchronous; a threadpool submission wakes a worker that may take
-   * the CPU), since the peer's round trip is the longer path. Nothing in a step depends on an
-   * I/O being issued (the engine waits for its diskDone; a flush covers writes done before it),
-   * and a metadata barrier later in the step still gates the I/O (LocalDisk.io): issuing it
-   * later only orders it more strictly.
-   */
-  private execute(actions: readonly Action[]): void {
-    let deferred = false;
-    for (const a of actions) {
-      if (isLocalDataIo(a)) deferred = true;
-      else this.perform(a);
-    }
-    if (deferred) for (const a of actions) if (isLocalDataIo(a)) this.perform(a);
-  }
+  /** The driver's ports into this daemon: the peers' channels, the clock, and the rest. */
+  private readonly netPort: NetPort = {
+    connection: (peer) => this.peers.get(peer)?.channel ?? null,
+    send: (peer, stream, packet, conn) =>
+      this.send(peer, stream, packet, conn === undefined ? undefined : (conn as Channel | null)),
+    connect: (peer) => this.connectPeer(peer),
+    disconnect: (peer) => this.disconnectPeer(peer),
+  };
 
-  private perform(a: Action): void {
-    switch (a.type) {
-      case 'diskRead':
-        return this.diskIo(a.ioId, (d) => d.data.read(a.offsetBytes, a.lengthBytes));
-      case 'diskWrite':
-        return this.diskIo(a.ioId, (d) => d.data.write(a.offsetBytes, a.data, { fua: a.fua }));
-      case 'diskTrim':
-        return this.diskIo(a.ioId, (d) => d.data.discard(a.offsetBytes, a.lengthBytes));
-      case 'diskZeroes':
-        return this.diskIo(a.ioId, (d) =>
-          d.data.writeZeroes(a.offsetBytes, a.lengthBytes, { fua: a.fua }),
-        );
-      case 'diskFlush':
-        return this.diskIo(a.ioId, (d) => d.data.flush());
-      case 'persistMeta':
-        return this.metaIo((d) => d.persistMeta(a.meta));
-      case 'alCommit':
-        return this.metaIo((d) => d.alCommit(a.add, a.remove));
-      case 'bitmapSet':
-        this.disk?.bitmapSet(a.peer, a.ranges);
-        return;
-      case 'bitmapClear':
-        this.disk?.bitmapClear(a.peer, a.ranges);
-        return;
-      case 'bitmapFlush':
-        return this.metaIo((d) => d.bitmapFlush());
-      case 'send':
-        // An overtaking send (our disk is gone) waits for no barrier and passes held ones.
-        if (a.stream === 'data' && a.overtake !== true) return this.sendData(a.peer, a.packet);
-        return this.send(a.peer, a.stream, a.packet);
-      case 'connect':
-        return this.connectPeer(a.peer);
-      case 'disconnect':
-        return this.disconnectPeer(a.peer);
-      case 'complete': {
-        const p = this.requests.get(a.reqId);
-        this.requests.delete(a.reqId);
-        if (this.requests.size === 0) this.requestsDrained?.();
-        if (p === undefined) return;
-        if (a.ok) p.resolve(a.data);
-        else p.reject(new NbdCommandError(`${this.name}: ${a.errno}`, ERRNO[a.errno] ?? 5));
-        return;
-      }
-      case 'setTimer': {
-        this.timers.get(a.timerId)?.cancel();
-        this.timers.set(
-          a.timerId,
-          this.svc.clock.setTimeout(() => {
-            this.timers.delete(a.timerId);
-            this.feed({ type: 'timer', timerId: a.timerId });
-          }, a.afterMs),
-        );
-        return;
-      }
-      case 'cancelTimer':
-        this.timers.get(a.timerId)?.cancel();
-        this.timers.delete(a.timerId);
-        return;
-      case 'adminResult': {
-        const p = this.admins.get(a.cmdId);
-        this.admins.delete(a.cmdId);
-        if (p === undefined) return;
-        if (a.ok) p.resolve(a.message);
-        else p.reject(new StateError(this.explain(p.command, a.message)));
-        return;
-      }
-      case 'stateChange':
-        return this.onStateChange(a.change);
-      case 'probeCapacity':
-        return this.probeCapacity(a.token);
-      case 'growDisk':
-        return this.growDisk(a.token, a.sizeBytes);
-      case 'note':
-        if (a.note.kind === 'resized')
-          this.emitEvent('change', 'device', undefined, { size: a.note.sizeBytes, volume: 0 });
-        this.svc.log.info({ ...noteFields(a.note) }, `engine: ${a.note.kind}`);
-        this.emitEvent('call', 'resource', this.peerName(noteFields(a.note)['peer']), {
-          note: a.note.kind,
-          ...stringify(noteFields(a.note)),
-        });
-        if (a.note.kind === 'resync-started') this.startProgress(a.note.peer, a.note.bits);
-        if (a.note.kind === 'resync-finished') this.finishProgress(a.note.peer);
-        return;
-    }
-  }
+  private readonly clockPort: ClockPort = {
+    setTimeout: (fn, ms) => this.svc.clock.setTimeout(fn, ms),
+    defer: (fn) => queueMicrotask(fn),
+  };
 
-  private diskIo(ioId: number, op: (d: LocalDisk) => Promise<void | Buffer>): void {
-    const d = this.disk;
-    if (d === null) {
-      queueMicrotask(() => this.feed({ type: 'diskDone', ioId, ok: false, errno: 'ENODEV' }));
-      return;
-    }
-    d.io(() => op(d)).then(
-      (v) =>
-        this.feed(
-          v instanceof Buffer
-            ? { type: 'diskDone', ioId, ok: true, data: v }
-            : { type: 'diskDone', ioId, ok: true },
-        ),
-      (e: unknown) => {
-        this.svc.log.error({ err: String(e) }, 'disk I/O failed');
-        this.feed({ type: 'diskDone', ioId, ok: false, errno: errnoOf(e) });
-      },
-    );
-  }
-
-  private probeCapacity(token: number): void {
-    const d = this.disk;
-    const answer = d === null ? Promise.reject(new Error('no disk')) : d.capacity();
-    answer.then(
-      (c) =>
-        this.feed({ type: 'capacity', token, capacityBytes: c.capacityBytes, refusal: c.refusal }),
-      (e: unknown) => {
-        this.svc.log.error({ err: String(e) }, 'cannot measure the backing device');
-        this.feed({ type: 'capacity', token, capacityBytes: 0, refusal: 'failed' });
-      },
-    );
-  }
-
-  private growDisk(token: number, sizeBytes: number): void {
-    const d = this.disk;
-    const grown = d === null ? Promise.reject(new Error('no disk')) : d.grow(sizeBytes);
-    grown.then(
-      () => {
-        this.svc.log.info({ sizeBytes }, 'backing device grown');
-        this.feed({ type: 'diskGrown', token, ok: true });
-      },
-      (e: unknown) => {
-        this.svc.log.error({ err: String(e), sizeBytes }, 'cannot grow the backing device');
-        this.feed({ type: 'diskGrown', token, ok: false });
-      },
-    );
-  }
-
-  private metaIo(op: (d: LocalDisk) => Promise<void>): void {
-    const d = this.disk;
-    if (d === null) return;
-    op(d).catch((e: unknown) => {
-      // A metadata write that fails leaves the on-disk state unknown: stop using this disk.
-      this.svc.log.error({ err: String(e) }, 'metadata write failed; detaching');
+  private readonly host: DriverHost = {
+    complete: (a) => {
+      const p = this.requests.get(a.reqId);
+      this.requests.delete(a.reqId);
+      if (this.requests.size === 0) this.requestsDrained?.();
+      if (p === undefined) return;
+      if (a.ok) p.resolve(a.data);
+      else p.reject(new NbdCommandError(`${this.name}: ${a.errno}`, ERRNO[a.errno] ?? 5));
+    },
+    adminResult: (a) => {
+      const p = this.admins.get(a.cmdId);
+      this.admins.delete(a.cmdId);
+      if (p === undefined) return;
+      if (a.ok) p.resolve(a.message);
+      else p.reject(new StateError(this.explain(p.command, a.message)));
+    },
+    stateChange: (c) => this.onStateChange(c),
+    note: (n) => {
+      if (n.kind === 'resized')
+        this.emitEvent('change', 'device', undefined, { size: n.sizeBytes, volume: 0 });
+      this.svc.log.info({ ...noteFields(n) }, `engine: ${n.kind}`);
+      this.emitEvent('call', 'resource', this.peerName(noteFields(n)['peer']), {
+        note: n.kind,
+        ...stringify(noteFields(n)),
+      });
+      if (n.kind === 'resync-started') this.startProgress(n.peer, n.bits);
+      if (n.kind === 'resync-finished') this.finishProgress(n.peer);
+    },
+    // A metadata write that failed leaves the on-disk state unknown: stop using this disk.
+    diskFailed: (errno) => {
+      this.svc.log.error({ errno }, 'metadata write failed; detaching');
       this.feed({ type: 'admin', cmdId: this.nextId++, command: { cmd: 'detach' } });
-    });
-  }
+    },
+  };
 
   // --- peers -----------------------------------------------------------------------------
 
@@ -920,29 +817,6 @@ export class Resource implements ResourceRuntime {
       p.blocked[stream] = true;
   }
 
-  /**
-   * DATA-stream packets wait for the metadata barriers queued before them, as local writes do
-   * (LocalDisk.io). The engine emits `alCommit` and then, in the same step, the `Data` for the
-   * write it covers: sent at once, the peer could write a block whose extent our activity log
-   * does not hold yet, and a crash here would leave that block different on the two disks with
-   * nothing to resync it. Once one packet waits, later ones queue behind it: the stream keeps
-   * its order. CONTROL packets (acks, pings of the protocol) never wait: no order ties them to
-   * DATA. A failed barrier is answered (metaIo feeds the detach) before its gate opens, so the
-   * engine's overtaking State goes out before anything the barrier held (Action contract).
-   */
-  private sendData(peer: number, packet: Packet): void {
-    const barrier = this.disk?.metadataSettled() ?? null;
-    if (barrier === null && this.dataQueue === null) return this.send(peer, 'data', packet);
-    const channel = this.peers.get(peer)?.channel ?? null;
-    const queued: Promise<void> = Promise.all([this.dataQueue, barrier]).then(() =>
-      this.send(peer, 'data', packet, channel),
-    );
-    this.dataQueue = queued;
-    void queued.then(() => {
-      if (this.dataQueue === queued) this.dataQueue = null;
-    });
-  }
-
   private drain(p: PeerView, stream: StreamId): void {
     p.blocked[stream] = false;
     const q = p.backlog[stream];
@@ -1023,7 +897,7 @@ export class Resource implements ResourceRuntime {
    */
   private dropDisk(disk: LocalDisk): void {
     this.disk = null;
-    const dropping = disk.abandon().finally(() => {
+    const dropping = this.letGo(disk).finally(() => {
       if (this.diskDropping === dropping) this.diskDropping = null;
     });
     this.diskDropping = dropping;
@@ -1322,12 +1196,6 @@ function shownDisk(p: PeerView): DiskState {
   return p.conn === 'Connected' && p.repl !== 'Off' ? p.engineDisk : 'DUnknown';
 }
 
-function errnoOf(e: unknown): string {
-  if (e instanceof TandemError && 'errno' in e && typeof e.errno === 'string') return e.errno;
-  const code = (e as NodeJS.ErrnoException | undefined)?.code;
-  return typeof code === 'string' ? code : 'EIO';
-}
-
 function noteFields(n: Extract<Action, { type: 'note' }>['note']): Record<string, unknown> {
   const { kind: _kind, ...rest } = n;
   return rest;
@@ -1340,13 +1208,4 @@ function stringify(o: Record<string, unknown>): Record<string, string | number |
     out[k] = typeof v === 'number' || typeof v === 'boolean' ? v : String(v);
   }
   return out;
-}
-
-function isLocalDataIo(a: Action): boolean {
-  return (
-    a.type === 'diskWrite' ||
-    a.type === 'diskTrim' ||
-    a.type === 'diskZeroes' ||
-    a.type === 'diskFlush'
-  );
 }
