@@ -55,7 +55,7 @@ type Io =
       ack: 'none' | 'recv' | 'write';
       range: BlockRange;
       /** Parts of one peer write still in flight (a conflict winner writes only some blocks). */
-      group: { remaining: number; failed: boolean };
+      group: { remaining: number; failed: boolean; readonly epoch: RxOpenEpoch };
     }
   | { kind: 'epochFlush'; peer: number; inc: number }
   | { kind: 'peerRead'; peer: number; inc: number; id: number }
@@ -141,10 +141,18 @@ interface Peer {
   readonly epochSizes: Map<number, number>;
   readonly tl: Map<number, { epoch: number; range: BlockRange }>;
   // receiver side
-  rxDraining: boolean;
-  rxEpoch: number;
-  rxInflight: number;
-  rxCount: number;
+  /** The epoch whose Barrier has not arrived yet. */
+  rxOpen: RxOpenEpoch;
+  /**
+   * Epochs whose Barrier arrived while writes of theirs were still in flight, oldest first.
+   * The next epoch's writes do not wait for them (pipelined, see pumpRx); their BarrierAcks
+   * leave in order once each has drained.
+   */
+  readonly rxClosing: {
+    readonly epoch: number;
+    readonly flush: boolean;
+    readonly ep: RxOpenEpoch;
+  }[];
   /**
    * Drained epochs whose BarrierAck waits for a flush, oldest first: `flushing` are covered by
    * the flush in flight (issued after they drained), `unflushed` need the next one. Later
@@ -152,8 +160,6 @@ interface Peer {
    */
   rxFlushing: RxEpoch[];
   rxUnflushed: RxEpoch[];
-  /** The Barrier being drained asked for a flush (someone waits for its ack). */
-  rxEpochFlush: boolean;
   /** A flush is due for `rxUnflushed` (asked for, the write bound, or the delay expired). */
   rxFlushDue: boolean;
   /** The timer that makes unflushed epochs due (RX_EPOCH_FLUSH_DELAY_MS), or null. */
@@ -186,6 +192,12 @@ interface Peer {
    * later one waits for them, so the disk applies overlapping writes in the Primary's order.
    */
   readonly rxNotStarted: Map<number, BlockRange>;
+}
+
+/** A received epoch's writes: how many arrived, how many are still on the disk. */
+interface RxOpenEpoch {
+  inflight: number;
+  count: number;
 }
 
 /** A drained epoch on the receiving side: what its BarrierAck will say. */
@@ -254,7 +266,8 @@ export interface EngineState {
   wasUpToDate: boolean;
   crashedPrimary: boolean;
   readonly bitmaps: Map<number, Bitmap>;
-  readonly al: number[]; // hot extents, least recently used first
+  /** Hot extents, least recently used first (a Set keeps insertion order; a touch re-adds). */
+  readonly al: Set<number>;
   readonly alWrites: Map<number, number>; // extent -> writes holding it hot
   /** seq -> extents and references (the request plus each peer's transfer log entry). */
   readonly alHolds: Map<number, { extents: readonly number[]; refs: number }>;
@@ -319,7 +332,7 @@ export function createEngine(cfg: EngineConfig, boot: BootState | null): StepRes
     wasUpToDate: false,
     crashedPrimary: false,
     bitmaps: new Map(),
-    al: [],
+    al: new Set(),
     alWrites: new Map(),
     alHolds: new Map(),
     rng: new SeededRandom(cfg.uuidSeed),
@@ -375,13 +388,10 @@ function newPeer(id: number, name: string): Peer {
     closeEpoch: false,
     epochSizes: new Map(),
     tl: new Map(),
-    rxDraining: false,
-    rxEpoch: 0,
-    rxInflight: 0,
-    rxCount: 0,
+    rxOpen: { inflight: 0, count: 0 },
+    rxClosing: [],
     rxFlushing: [],
     rxUnflushed: [],
-    rxEpochFlush: false,
     rxFlushDue: false,
     rxFlushTimer: null,
     flushAskedEpoch: 0,
@@ -413,13 +423,12 @@ function loadBoot(s: EngineState, boot: BootState): void {
     for (const r of boot.bitmaps[id] ?? []) bm.set(clampRange(s, r));
     s.bitmapUuids.set(id, m.bitmapUuids[id] ?? 0n);
   }
-  s.al.length = 0;
-  for (const e of boot.alExtents)
-    if (e >= 0 && e * s.alExtentBlocks < s.blocks && !s.al.includes(e)) s.al.push(e);
+  s.al.clear();
+  for (const e of boot.alExtents) if (e >= 0 && e * s.alExtentBlocks < s.blocks) s.al.add(e);
   setDisk(s, !s.consistent ? 'Inconsistent' : s.wasUpToDate ? 'UpToDate' : 'Outdated');
   if (s.crashedPrimary) {
     // A Primary died: any write in a hot extent may have reached one disk and not another.
-    const ranges = s.al.map((e) => extentRange(s, e));
+    const ranges = [...s.al].map((e) => extentRange(s, e));
     for (const [id, bm] of s.bitmaps) {
       for (const r of ranges) bm.set(r);
       if (ranges.length > 0) emit(s, { type: 'bitmapSet', peer: id, ranges });
@@ -866,28 +875,49 @@ function extentsOf(s: EngineState, r: BlockRange): number[] {
   return out;
 }
 
+/** Extents of `r` not hot yet (none for almost every write: the O(1) path). */
+function alMissing(s: EngineState, r: BlockRange): number {
+  const first = Math.floor(r.start / s.alExtentBlocks);
+  const last = Math.floor((r.start + r.count - 1) / s.alExtentBlocks);
+  let need = 0;
+  for (let e = first; e <= last; e++) if (!s.al.has(e)) need++;
+  return need;
+}
+
 /** Whether the extents of a write can be made hot now (evicting idle ones if needed). */
 function alReady(s: EngineState, r: BlockRange): boolean {
   if (!hasDisk(s)) return true;
-  const need = extentsOf(s, r).filter((e) => !s.al.includes(e));
-  const free = s.cfg.alExtents - s.al.length;
-  const idle = s.al.filter((e) => (s.alWrites.get(e) ?? 0) === 0 && !extentsOf(s, r).includes(e));
-  return need.length <= free + idle.length;
+  const need = alMissing(s, r);
+  if (need === 0) return true;
+  let room = s.cfg.alExtents - s.al.size;
+  if (need <= room) return true;
+  const first = Math.floor(r.start / s.alExtentBlocks);
+  const last = Math.floor((r.start + r.count - 1) / s.alExtentBlocks);
+  for (const e of s.al) {
+    if ((s.alWrites.get(e) ?? 0) === 0 && (e < first || e > last) && ++room >= need) return true;
+  }
+  return false;
 }
 
 function alActivate(s: EngineState, r: BlockRange): void {
   const exts = extentsOf(s, r);
-  const add = exts.filter((e) => !s.al.includes(e));
+  const add = alMissing(s, r) === 0 ? [] : exts.filter((e) => !s.al.has(e));
   const remove: number[] = [];
-  while (s.al.length + add.length > s.cfg.alExtents) {
-    const i = s.al.findIndex((e) => (s.alWrites.get(e) ?? 0) === 0 && !exts.includes(e));
-    assert(i >= 0, 'alReady checked an idle extent exists');
-    remove.push(...s.al.splice(i, 1));
+  if (s.al.size + add.length > s.cfg.alExtents) {
+    // Least recently used idle extents leave, oldest first.
+    for (const e of s.al) {
+      if (s.al.size - remove.length + add.length <= s.cfg.alExtents) break;
+      if ((s.alWrites.get(e) ?? 0) === 0 && !exts.includes(e)) remove.push(e);
+    }
+    assert(
+      s.al.size - remove.length + add.length <= s.cfg.alExtents,
+      'alReady checked enough idle extents exist',
+    );
+    for (const e of remove) s.al.delete(e);
   }
   for (const e of exts) {
-    const i = s.al.indexOf(e);
-    if (i >= 0) s.al.splice(i, 1);
-    s.al.push(e);
+    s.al.delete(e);
+    s.al.add(e);
     s.alWrites.set(e, (s.alWrites.get(e) ?? 0) + 1);
   }
   // An extent leaving the log is no longer covered after a crash: its bitmap bits (for peers
@@ -1063,11 +1093,13 @@ function lockRs(s: EngineState, r: BlockRange, d: number): void {
 }
 
 function blockedByResync(s: EngineState, r: BlockRange): boolean {
+  if (s.rsLocks.size === 0) return false;
   for (let b = r.start; b < r.start + r.count; b++) if ((s.rsLocks.get(b) ?? 0) > 0) return true;
   return false;
 }
 
 function blockedByWrites(s: EngineState, r: BlockRange): boolean {
+  if (s.writeLocks.size === 0) return false;
   for (let b = r.start; b < r.start + r.count; b++) if ((s.writeLocks.get(b) ?? 0) > 0) return true;
   return false;
 }
@@ -1085,9 +1117,15 @@ function rxQueued(s: EngineState, r: BlockRange): boolean {
 }
 
 function wakeLockWaiters(s: EngineState): void {
-  const ws = s.lockWaiters.splice(0);
-  for (const w of ws) w();
+  if (s.lockWaiters.length > 0) {
+    const ws = s.lockWaiters.splice(0);
+    for (const w of ws) w();
+  }
   retryHeldWrites(s);
+  // Every write completion comes here: allocate nothing when nobody waits.
+  let waiters = 0;
+  for (const p of s.peers.values()) waiters += p.rsSourceWaiting.length + p.readsWaiting.length;
+  if (waiters === 0) return;
   const waiting = [...s.peers.values()].flatMap((p) =>
     p.rsSourceWaiting.splice(0).map((r) => [p, r] as const),
   );
@@ -1209,7 +1247,7 @@ function peerWriteDone(
   if (--what.group.remaining > 0) return;
   const p = s.peers.get(what.peer);
   if (p === undefined || p.inc !== what.inc) return;
-  p.rxInflight--;
+  what.group.epoch.inflight--;
   if (what.group.failed) send(s, p, 'control', { kind: 'NegAck', seq: what.seq });
   else if (what.ack === 'write') send(s, p, 'control', { kind: 'WriteAck', seq: what.seq });
   maybeFinishRxEpoch(s, p);
@@ -1302,7 +1340,7 @@ function detach(s: EngineState): void {
   // Outstanding local I/O is abandoned: its completion will be ignored.
   const abandoned = [...s.ios.values()];
   s.ios.clear();
-  s.al.length = 0;
+  s.al.clear();
   s.alWrites.clear();
   s.alHolds.clear();
   s.writeLocks.clear();
@@ -1644,7 +1682,6 @@ function onEstablished(s: EngineState, peerId: number): void {
   p.closeEpoch = false;
   p.epochSizes.clear();
   p.flushAskedEpoch = 0;
-  p.rxEpoch = 1;
   p.rxNoAck = false;
   p.rxLastSeq = 0;
   p.sentLog.length = 0;
@@ -1977,13 +2014,12 @@ function onClosed(s: EngineState, peerId: number, byNetwork: boolean): void {
   p.ov = null;
   p.rxQueue.length = 0;
   p.rxNotStarted.clear();
-  p.rxDraining = false;
+  p.rxClosing.length = 0;
   p.rxFlushing.length = 0;
   p.rxUnflushed.length = 0;
   p.rxFlushDue = false;
   cancelRxFlushTimer(s, p);
-  p.rxInflight = 0;
-  p.rxCount = 0;
+  p.rxOpen = { inflight: 0, count: 0 };
   setPeerRole(s, p, 'Unknown');
   if (s.pendingPromote?.waiting.has(p.id) === true) onPromoteReply(s, p, p.promoteId, true);
   resizePeerLost(s, p);
@@ -2179,14 +2215,29 @@ function onPacket(s: EngineState, peerId: number, pk: Packet): void {
 
 // --- receiver: epochs and barriers ----------------------------------------------------------
 
+/**
+ * Received writes go to the disk as they arrive, whatever their epoch: a Barrier closes the
+ * epoch (its BarrierAck waits until every write of it completed, and its flush), but the next
+ * epoch's writes do not wait for that drain. What the drain ordered is ordered already where
+ * it matters: overlapping writes by the write locks and rxNotStarted (the Primary's order); a
+ * write a client issued after another completed, under protocol C, after that one was on this
+ * disk (its WriteAck); and with a volatile cache (disk-flushes yes) a completed write is not
+ * durable before a flush, which covers only drained epochs, so a power loss may keep the later
+ * write without the earlier one with or without the drain, as on the Primary's own disk.
+ * Without flushes (disk-flushes no: the cache is non-volatile, a completed write is durable)
+ * the drain stays, so that a later write never becomes durable before an earlier one it may
+ * depend on (protocols A and B complete before the peer wrote). DRBD's receiver stops at every
+ * Barrier; with one epoch per completed write, that made each write wait for the one before.
+ */
 function pumpRx(s: EngineState, p: Peer): void {
-  while (!p.rxDraining && p.rxQueue.length > 0) {
+  const drains = s.cfg.diskFlushes === false;
+  while (p.rxQueue.length > 0) {
+    if (drains && p.rxClosing.length > 0) return;
     const pk = p.rxQueue.shift();
     assert(pk !== undefined);
     if (pk.kind === 'Barrier') {
-      p.rxDraining = true;
-      p.rxEpoch = pk.epoch;
-      p.rxEpochFlush = pk.flush;
+      p.rxClosing.push({ epoch: pk.epoch, flush: pk.flush, ep: p.rxOpen });
+      p.rxOpen = { inflight: 0, count: 0 };
       maybeFinishRxEpoch(s, p);
     } else if (pk.kind === 'Data') {
       startPeerWrite(s, p, pk);
@@ -2195,10 +2246,11 @@ function pumpRx(s: EngineState, p: Peer): void {
 }
 
 function startPeerWrite(s: EngineState, p: Peer, pk: Extract<Packet, { kind: 'Data' }>): void {
-  p.rxInflight++;
-  p.rxCount++;
+  const epoch = p.rxOpen;
+  epoch.count++;
+  epoch.inflight++;
   if (!hasDisk(s)) {
-    p.rxInflight--;
+    epoch.inflight--;
     send(s, p, 'control', { kind: 'NegAck', seq: pk.seq });
     return;
   }
@@ -2249,7 +2301,7 @@ function startPeerWrite(s: EngineState, p: Peer, pk: Extract<Packet, { kind: 'Da
       conflicting.size > 0 && iWin
         ? byteRunsExcluding(pk.offsetBytes, pk.lengthBytes, conflicting)
         : [{ offsetBytes: pk.offsetBytes, lengthBytes: pk.lengthBytes }];
-    const group = { remaining: parts.length, failed: false };
+    const group = { remaining: parts.length, failed: false, epoch };
     if (parts.length === 0) {
       group.remaining = 1;
       peerWriteDone(
@@ -2331,27 +2383,28 @@ function byteRunsExcluding(
   return out;
 }
 
+/**
+ * Finishes the closed epochs that drained, oldest first (an epoch drained before an older one
+ * waits for it). Its flush only gates the BarrierAck (what lets the peer forget the writes):
+ * a client flush waits for that ack, and a block device orders nothing else.
+ */
 function maybeFinishRxEpoch(s: EngineState, p: Peer): void {
-  if (!p.rxDraining || p.rxInflight > 0) return;
-  const e: RxEpoch = { epoch: p.rxEpoch, setSize: p.rxCount };
-  p.rxCount = 0;
-  p.rxDraining = false;
-  if (!p.rxNoAck) {
+  for (let c = p.rxClosing[0]; c !== undefined && c.ep.inflight === 0; c = p.rxClosing[0]) {
+    p.rxClosing.shift();
+    if (p.rxNoAck) continue;
+    const e: RxEpoch = { epoch: c.epoch, setSize: c.ep.count };
     const flushes = hasDisk(s) && flushesEpochs(s);
     // BarrierAcks leave in epoch order: one waiting for a flush holds back later ones.
     if (!flushes && p.rxFlushing.length === 0 && p.rxUnflushed.length === 0)
       send(s, p, 'control', { kind: 'BarrierAck', epoch: e.epoch, setSize: e.setSize });
     else {
       p.rxUnflushed.push(e);
-      if (p.rxEpochFlush || unflushedWrites(p) >= RX_UNFLUSHED_WRITES_MAX) p.rxFlushDue = true;
+      if (c.flush || unflushedWrites(p) >= RX_UNFLUSHED_WRITES_MAX) p.rxFlushDue = true;
       flushRxEpochs(s, p);
     }
   }
-  // The epoch is drained: every write of it completed, so the next epoch's writes can start
-  // now. Its flush only gates the BarrierAck (what lets the peer forget the writes), not the
-  // next writes: a client flush waits for that ack, and a block device orders nothing else
-  // (DRBD blocks its receiver here; the next write need not pay a flush it never asked for).
-  pumpRx(s, p);
+  // Draining (see pumpRx): the next epoch's writes may go now.
+  if (p.rxClosing.length === 0) pumpRx(s, p);
 }
 
 function flushesEpochs(s: EngineState): boolean {
@@ -3182,7 +3235,6 @@ export function checkInvariants(s: EngineState): void {
     )
       assert(s.cfg.allowTwoPrimaries, 'two Primaries without allow-two-primaries');
   }
-  assert(s.al.length <= s.cfg.alExtents, 'activity log within al-extents');
-  for (const [e, n] of s.alWrites)
-    assert(n > 0 && s.al.includes(e), 'writes only into hot extents');
+  assert(s.al.size <= s.cfg.alExtents, 'activity log within al-extents');
+  for (const [e, n] of s.alWrites) assert(n > 0 && s.al.has(e), 'writes only into hot extents');
 }

@@ -61,28 +61,43 @@ test('flush completes after the peer flushed the epoch (barrier ack)', () => {
   assert.equal(p.b.disk.cache.size, 0, 'the peer flushed before acknowledging');
 });
 
-test('epochs: the peer starts no write of epoch n+1 before epoch n is written; epochs nobody waits for are flushed later', () => {
+test('epochs: the peer writes epoch n+1 while epoch n is in flight; BarrierAcks stay in order, after a flush', () => {
   const p = Pair.initialized({ protocol: 'A' });
   const acks = (): number[] => p.b.sent.flatMap((x) => (x.kind === 'BarrierAck' ? [x.epoch] : []));
   const before = acks().length;
   const flushesBefore = p.b.flushIos;
   const w1 = p.write(p.a, 10, 1);
-  p.completeIo(p.a); // w1 completes: its epoch closes, w2 depends on it
+  p.completeIo(p.a); // w1 completes: its epoch closes
   assert.equal(done(p.a, w1), true);
   p.write(p.a, 11, 2);
   while (p.deliver(1, 'data'));
-  assert.equal(p.b.pendingIo.length, 1, 'only w1 is issued on bravo');
-  p.completeIo(p.b); // w1 written: epoch 1 drained, w2 starts at once, no flush yet
-  assert.equal(p.b.pendingIo.length, 1, 'w2, and no flush');
+  assert.equal(p.b.pendingIo.length, 2, 'w1 and w2 are both issued on bravo (pipelined)');
+  p.completeNewestIo(p.b); // w2 lands first: epoch 2 is not closed, epoch 1 still in flight
+  assert.equal(acks().length, before, 'no BarrierAck while epoch 1 is in flight');
+  p.completeIo(p.b); // w1 written: epoch 1 drained, no flush yet
   assert.equal(p.b.flushIos, flushesBefore);
   assert.equal(acks().length, before, 'no BarrierAck before a flush');
   assert.equal(p.b.engine.timers.size, 1, 'a timer bounds how long epoch 1 waits');
-  p.completeIo(p.b); // w2
   p.tick(); // the delay expires: one flush
   assert.equal(p.b.flushIos - flushesBefore, 1);
   p.completeIo(p.b);
   assert.deepEqual(acks().slice(before), [1]);
   assert.equal(p.b.disk.durable.get(10)?.[0], 1, 'epoch 1 is durable when it is acknowledged');
+  p.settle();
+  assert.equal(blockOf(p.b, 11), 2);
+});
+
+test('disk-flushes no: the peer starts no write of epoch n+1 before epoch n is written', () => {
+  // Completed is durable on such a disk: a later write must not become durable first.
+  const p = Pair.initialized({ protocol: 'A', diskFlushes: false });
+  const w1 = p.write(p.a, 10, 1);
+  p.completeIo(p.a);
+  assert.equal(done(p.a, w1), true);
+  p.write(p.a, 11, 2);
+  while (p.deliver(1, 'data'));
+  assert.equal(p.b.pendingIo.length, 1, 'only w1 is issued on bravo');
+  p.completeIo(p.b); // w1 written: epoch 1 drained, w2 starts
+  assert.equal(p.b.pendingIo.length, 1, 'w2');
   p.settle();
   assert.equal(blockOf(p.b, 11), 2);
 });

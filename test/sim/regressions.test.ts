@@ -36,6 +36,15 @@ test('seed 1410: the State of a lost disk overtakes the Data a failed AL transac
   assert.ok(r.ok, r.violation ?? '');
 });
 
+test('seed 1001: the old order of a failed barrier (State behind the held Data) is caught', () => {
+  // On the shared driver seed 1410 no longer reaches that order; seed 1001 does (found by
+  // running seeds 1.. with the bug planted): clean as it is, an unmarked difference without
+  // the overtaking State.
+  assert.ok(runSeed({ seed: 1001 }).ok);
+  const old = runSeed({ seed: 1001, plantedBug: 'state-behind-held-data' });
+  assert.match(old.violation ?? '', /unmarked difference/);
+});
+
 test('seed 7321: a Diskless Primary gains no durable floor on the disk it no longer has', () => {
   // The checker, not the engine: the detached disk (its detach unrecorded, the metadata write
   // failed) comes back UpToDate after a power loss of both and is promoted alone; it serves
