@@ -39,8 +39,31 @@ const DAEMON_READY_TIMEOUT_MS = 15_000;
 const CONNECT_TIMEOUT_MS = 30_000;
 const REQUEST_TIMEOUT_MS = 30_000;
 
-const daemonScript = fileURLToPath(new URL('../../src/daemon/main.js', import.meta.url));
-const cliScript = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+/** Which build runs: this one, or (a baseline system) another built checkout's dist/. */
+interface Build {
+  readonly daemon: string;
+  readonly cli: string;
+}
+const thisBuild: Build = {
+  daemon: fileURLToPath(new URL('../../src/daemon/main.js', import.meta.url)),
+  cli: fileURLToPath(new URL('../../src/cli/main.js', import.meta.url)),
+};
+const daemonScript = thisBuild.daemon;
+
+/**
+ * TANDEM_BENCH_BASELINE=DIR: a checkout of an earlier commit, built (`npm ci` there), whose
+ * protocol-C pair runs as `tandem-C-baseline` in the same interleaved run, so a data-path
+ * change is measured before and after against the same peers, files and load.
+ */
+export const BASELINE_ENV = 'TANDEM_BENCH_BASELINE';
+function baselineBuild(): Build | null {
+  const dir = process.env[BASELINE_ENV];
+  if (dir === undefined || dir === '') return null;
+  return {
+    daemon: join(dir, 'dist', 'src', 'daemon', 'main.js'),
+    cli: join(dir, 'dist', 'src', 'cli', 'main.js'),
+  };
+}
 /** Writing fresh metadata onto a preallocated file is quick; this is only a bound. */
 const CREATE_MD_TIMEOUT_MS = 30_000;
 
@@ -184,6 +207,7 @@ async function launchPair(
   protocol: Protocol,
   transport: PairTransport,
   diskFlushes: boolean,
+  build: Build,
 ): Promise<Pair> {
   const nodes: PairNode[] = [];
   for (const [i, name] of ['alpha', 'beta'].entries()) {
@@ -222,7 +246,7 @@ async function launchPair(
       await ctx.children.run(
         `create-md ${n.name}`,
         process.execPath,
-        [cliScript, '--config', config, '--node', n.name, 'create-md', RESOURCE, '--force'],
+        [build.cli, '--config', config, '--node', n.name, 'create-md', RESOURCE, '--force'],
         CREATE_MD_TIMEOUT_MS,
       );
     }
@@ -231,7 +255,7 @@ async function launchPair(
       const d = await ctx.children.start(
         `tandemd-${n.name}`,
         process.execPath,
-        [...ctx.nodeArgs, daemonScript, '--config', config, '--node', n.name, '--control', control],
+        [...ctx.nodeArgs, build.daemon, '--config', config, '--node', n.name, '--control', control],
         { env: { ...process.env, FI_PROVIDER: 'tcp' } },
       );
       daemons.push(d);
@@ -266,8 +290,14 @@ async function launchPair(
   }
 }
 
-function pairSystem(protocol: Protocol, transport: PairTransport, diskFlushes = true): System {
-  const id = `tandem-${protocol}${transport === 'tcp' ? '' : `-${transport}`}${diskFlushes ? '' : '-noflush'}`;
+function pairSystem(
+  protocol: Protocol,
+  transport: PairTransport,
+  diskFlushes = true,
+  baseline: Build | null = null,
+): System {
+  const build = baseline ?? thisBuild;
+  const id = `tandem-${protocol}${transport === 'tcp' ? '' : `-${transport}`}${diskFlushes ? '' : '-noflush'}${baseline === null ? '' : '-baseline'}`;
   const over =
     transport === 'tcp'
       ? 'the tcp transport'
@@ -278,14 +308,15 @@ function pairSystem(protocol: Protocol, transport: PairTransport, diskFlushes = 
     id,
     label:
       `Tandem, two nodes (tandemd alpha Primary → beta), protocol ${protocol} over ${over} on loopback` +
-      (diskFlushes ? '' : ', disk-flushes no, md-flushes no'),
+      (diskFlushes ? '' : ', disk-flushes no, md-flushes no') +
+      (baseline === null ? '' : `, the baseline build in $${BASELINE_ENV}`),
     kind: 'tandem',
     ...(diskFlushes ? {} : { optIn: true }),
 
-    probe: () => probeDaemon(),
+    probe: () => probeDaemon(build.daemon),
 
     async start(ctx: StartContext): Promise<RunningSystem> {
-      const p = await launchPair(ctx, protocol, transport, diskFlushes);
+      const p = await launchPair(ctx, protocol, transport, diskFlushes, build);
       try {
         const alpha = p.controls[0] ?? '';
         // Like qsd-mirror's start: a full initial sync to the peer before fio (not measured
@@ -318,7 +349,7 @@ function pairSystem(protocol: Protocol, transport: PairTransport, diskFlushes = 
     },
 
     async initialSync(ctx: StartContext): Promise<SyncMeasurement> {
-      const p = await launchPair(ctx, protocol, transport, diskFlushes);
+      const p = await launchPair(ctx, protocol, transport, diskFlushes, build);
       try {
         const alpha = p.controls[0] ?? '';
         const m = await measureProcesses(
@@ -359,16 +390,16 @@ function pairSystem(protocol: Protocol, transport: PairTransport, diskFlushes = 
 }
 
 /** The daemon on main may still be the stub that refuses to run; then say so. */
-async function probeDaemon(): Promise<Availability> {
-  if (!existsSync(daemonScript))
-    return { available: false, reason: `${daemonScript} is missing (run npm run build)` };
+async function probeDaemon(daemon: string = daemonScript): Promise<Availability> {
+  if (!existsSync(daemon))
+    return { available: false, reason: `${daemon} is missing (run npm run build)` };
   const dir = await mkdtemp(join(tmpdir(), 'tb-probe-'));
   try {
     const stderr = await new Promise<string>((resolve) => {
       execFile(
         process.execPath,
         [
-          daemonScript,
+          daemon,
           '--config',
           join(dir, 'none.conf'),
           '--node',
@@ -398,4 +429,5 @@ export const tandemPairSystems: readonly System[] = [
   pairSystem('A', 'tcp'),
   pairSystem('C', 'fabric'),
   pairSystem('C', 'multipath'),
+  ...((b) => (b === null ? [] : [pairSystem('C', 'tcp', true, b)]))(baselineBuild()),
 ];
