@@ -18,6 +18,13 @@ export interface StageLatency {
   readonly p50Us: number;
   readonly p99Us: number;
   readonly maxUs: number;
+  readonly sumUs: number;
+  /**
+   * The histogram: samples per log2 bucket (bucket b >= 1 holds [2^(b-1), 2^b) us), trailing
+   * empty buckets left out; two snapshots give the breakdown of what ran between them
+   * (`stageDelta`).
+   */
+  readonly buckets: readonly number[];
 }
 
 /** `tandem status --json`: a resource's write latency by stage, since it was created. */
@@ -84,16 +91,81 @@ export class Log2Histogram {
   }
 
   summary(): StageLatency {
-    if (this.count === 0) return { count: 0, meanUs: 0, p50Us: 0, p99Us: 0, maxUs: 0 };
-    const r = (x: number): number => Math.round(x * 10) / 10;
+    if (this.count === 0) return EMPTY;
+    let last = WRITE_STAGES_BUCKETS - 1;
+    while (last > 0 && this.buckets[last] === 0) last--;
     return {
       count: this.count,
-      meanUs: r(this.sum / this.count),
-      p50Us: r(this.quantile(0.5)),
-      p99Us: r(this.quantile(0.99)),
-      maxUs: r(this.max),
+      meanUs: round1(this.sum / this.count),
+      p50Us: round1(this.quantile(0.5)),
+      p99Us: round1(this.quantile(0.99)),
+      maxUs: round1(this.max),
+      sumUs: round1(this.sum),
+      buckets: Array.from(this.buckets.subarray(0, last + 1)),
     };
   }
+}
+
+const EMPTY: StageLatency = {
+  count: 0,
+  meanUs: 0,
+  p50Us: 0,
+  p99Us: 0,
+  maxUs: 0,
+  sumUs: 0,
+  buckets: [],
+};
+
+function round1(x: number): number {
+  return Math.round(x * 10) / 10;
+}
+
+/**
+ * The writes between two snapshots of one stage (`before` taken earlier from the same resource;
+ * null: since it started). Percentiles come from the bucket counts alone, interpolated inside
+ * each bucket's bounds, so they are good to a factor of two at worst; max is the upper bound
+ * of the highest bucket used, kept within `after.maxUs`.
+ */
+export function stageDelta(after: StageLatency, before: StageLatency | null): StageLatency {
+  const buckets = after.buckets.map((n, b) => n - (before?.buckets[b] ?? 0));
+  const count = after.count - (before?.count ?? 0);
+  if (count <= 0 || buckets.some((n) => n < 0)) return EMPTY;
+  const sumUs = after.sumUs - (before?.sumUs ?? 0);
+  let last = buckets.length - 1;
+  while (last > 0 && buckets[last] === 0) last--;
+  const upper = (b: number): number => Math.min(after.maxUs, b === 0 ? 1 : 2 ** b);
+  const quantile = (q: number): number => {
+    const rank = Math.max(1, Math.ceil(q * count));
+    let below = 0;
+    for (let b = 0; b <= last; b++) {
+      const n = buckets[b]!;
+      if (n > 0 && below + n >= rank) {
+        const lo = b === 0 ? 0 : 2 ** (b - 1);
+        return lo + ((upper(b) - lo) * (rank - below)) / n;
+      }
+      below += n;
+    }
+    return upper(last);
+  };
+  return {
+    count,
+    meanUs: round1(sumUs / count),
+    p50Us: round1(quantile(0.5)),
+    p99Us: round1(quantile(0.99)),
+    maxUs: round1(upper(last)),
+    sumUs: round1(sumUs),
+    buckets: buckets.slice(0, last + 1),
+  };
+}
+
+/** `stageDelta` of every stage. */
+export function writeStagesDelta(
+  after: WriteStagesStatus,
+  before: WriteStagesStatus | null,
+): WriteStagesStatus {
+  const stages = {} as Record<WriteStage, StageLatency>;
+  for (const k of WRITE_STAGES) stages[k] = stageDelta(after.stages[k], before?.stages[k] ?? null);
+  return { stages, dropped: after.dropped - (before?.dropped ?? 0) };
 }
 
 /**

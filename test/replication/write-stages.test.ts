@@ -10,6 +10,8 @@ import {
   WriteStages,
   formatStageP50,
   formatUs,
+  stageDelta,
+  writeStagesDelta,
 } from '../../src/replication/write-stages.js';
 import { BLOCK, Pair, type HNode } from '../sim/harness.js';
 
@@ -37,6 +39,8 @@ test('percentiles of known inputs', () => {
     p50Us: 100,
     p99Us: 100,
     maxUs: 100,
+    sumUs: 10_000,
+    buckets: [0, 0, 0, 0, 0, 0, 0, 100],
   });
 
   // 1..1000 us: the true p50 is 500, p99 990; a log2 histogram places each in its bucket.
@@ -76,6 +80,8 @@ test('percentiles of known inputs', () => {
     p50Us: 0,
     p99Us: 0,
     maxUs: 0,
+    sumUs: 0,
+    buckets: [],
   });
 });
 
@@ -191,6 +197,34 @@ test('failed writes count no total; memory is fixed slots: writes beyond them ar
   }
   assert.equal(w.status().stages.total.count, 200_000);
   assert.ok(process.memoryUsage().heapUsed - heapBefore < 8 * 1024 * 1024, 'no growth per write');
+});
+
+test('the delta of two snapshots describes only the samples between them', () => {
+  const h = new Log2Histogram();
+  for (let i = 0; i < 50; i++) h.add(3000); // an earlier workload
+  const before = h.summary();
+  for (let i = 0; i < 100; i++) h.add(100);
+  const d = stageDelta(h.summary(), before);
+  assert.equal(d.count, 100);
+  assert.equal(d.meanUs, 100);
+  assert.ok(d.p50Us >= 64 && d.p50Us < 128, `p50 ${d.p50Us}`);
+  assert.ok(d.p99Us >= 64 && d.p99Us <= 128, `p99 ${d.p99Us}`);
+  assert.equal(d.buckets.length, 8, 'the earlier samples are gone');
+  assert.deepEqual(stageDelta(h.summary(), null).count, 150);
+  assert.equal(stageDelta(before, h.summary()).count, 0, 'snapshots the wrong way round');
+
+  const c = manualClock();
+  const w = new WriteStages(c.now);
+  const s0 = w.status();
+  w.received(1);
+  c.at(40);
+  w.issued(1, 1);
+  w.complete(1, true);
+  const d2 = writeStagesDelta(w.status(), s0);
+  assert.equal(d2.stages.total.count, 1);
+  assert.equal(d2.stages.engine.count, 1);
+  assert.equal(d2.stages.disk.count, 0);
+  assert.ok(d2.stages.total.p50Us >= 32 && d2.stages.total.p50Us <= 40);
 });
 
 test('formatUs: microseconds below 1 ms, then milliseconds', () => {
