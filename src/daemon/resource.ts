@@ -512,6 +512,7 @@ export class Resource implements ResourceRuntime {
     for (const r of this.requests.values())
       r.reject(new NbdCommandError(`${this.name} is going down`, 108));
     this.requests.clear();
+    this.stages.forgetInFlight(); // stage hook: the engine stops
     this.up = false;
     const disk = this.disk;
     this.disk = null;
@@ -637,6 +638,7 @@ export class Resource implements ResourceRuntime {
       this.admins.delete(e.cmdId);
     } else if (e.type === 'request') {
       this.requests.get(e.req.id)?.reject(new NbdCommandError(`${this.name} is down`, 108));
+      this.stages.complete(e.req.id, false); // stage hook: failed without the engine
       this.requests.delete(e.req.id);
     }
   }

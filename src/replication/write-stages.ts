@@ -256,6 +256,15 @@ export class WriteStages {
     this.req[i] = NONE;
   }
 
+  /**
+   * The writes in flight will never complete through the engine (it stopped: the resource went
+   * down and failed them): forget them, so a later engine's I/O ids and sequence numbers, which
+   * start again, cannot be taken for theirs. The histograms stay.
+   */
+  forgetInFlight(): void {
+    this.req.fill(NONE);
+  }
+
   status(): WriteStagesStatus {
     const stages = {} as Record<WriteStage, StageLatency>;
     WRITE_STAGES.forEach((name, k) => (stages[name] = this.hist[k]!.summary()));

@@ -227,6 +227,24 @@ test('the delta of two snapshots describes only the samples between them', () =>
   assert.ok(d2.stages.total.p50Us >= 32 && d2.stages.total.p50Us <= 40);
 });
 
+test("forgetInFlight: a stopped engine's writes take no later marks", () => {
+  const c = manualClock();
+  const w = new WriteStages(c.now);
+  w.received(1);
+  w.sent(1, 5);
+  w.issued(1, 9);
+  w.forgetInFlight();
+  // A new engine numbers its I/Os and Data from the start again.
+  w.diskDone(9);
+  w.peerAck(5);
+  w.complete(1, true);
+  const s = w.status();
+  assert.equal(s.stages.engine.count, 1, 'what was measured stays');
+  assert.equal(s.stages.disk.count + s.stages.peer.count + s.stages.total.count, 0);
+  w.received(2);
+  assert.equal(w.status().dropped, 0);
+});
+
 test('formatUs: microseconds below 1 ms, then milliseconds', () => {
   assert.equal(formatUs(12.4), '12us');
   assert.equal(formatUs(1500), '1.5ms');
