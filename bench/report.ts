@@ -171,7 +171,7 @@ export function renderMarkdown(r: Report): string {
     out.push('');
     out.push(
       "p50 µs of each stage for the Primary's writes during the measured run (`tandem status " +
-        '--json` writeStages, before minus after; log2 buckets, so within 2×), medians over ' +
+        '--json` writeStages, after minus before; log2 buckets, so within 2×), medians over ' +
         'rounds. engine: received from NBD → issued; barrier: → activity-log transaction done ' +
         '(writes that waited for one); disk: → local write done; peer: → peer ack; total: → ' +
         'reply. docs/REPLICATION.md has the details.',

@@ -123,7 +123,8 @@ function round1(x: number): number {
 /**
  * The writes between two snapshots of one stage (`before` taken earlier from the same resource;
  * null: since it started). Percentiles come from the bucket counts alone, interpolated inside
- * each bucket's bounds, so they are good to a factor of two at worst; max is the upper bound
+ * each bucket's bounds (a lone sample at its middle), so they are good to a factor of two at
+ * worst; max is the upper bound
  * of the highest bucket used, kept within `after.maxUs`.
  */
 export function stageDelta(after: StageLatency, before: StageLatency | null): StageLatency {
@@ -141,7 +142,7 @@ export function stageDelta(after: StageLatency, before: StageLatency | null): St
       const n = buckets[b]!;
       if (n > 0 && below + n >= rank) {
         const lo = b === 0 ? 0 : 2 ** (b - 1);
-        return lo + ((upper(b) - lo) * (rank - below)) / n;
+        return lo + ((upper(b) - lo) * (rank - below - 0.5)) / n;
       }
       below += n;
     }
