@@ -5,6 +5,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { WRITE_STAGES_BUCKETS, WRITE_STAGES_TRACKED_MAX } from '../../src/limits.js';
 import type { Action, EngineEvent } from '../../src/replication/types.js';
+import { Driver, type DiskPort, type IoDone } from '../../src/replication/driver.js';
+import type { EngineState } from '../../src/replication/engine.js';
 import {
   Log2Histogram,
   WriteStages,
@@ -322,3 +324,115 @@ for (const protocol of ['A', 'B', 'C'] as const) {
     assert.equal(s.stages.peer.count, protocol === 'A' ? 0 : ids.length);
   });
 }
+
+/**
+ * The driver's marks on a scripted engine: two writes held behind one activity-log transaction
+ * (the second issued while it was pending), one after it, with a manual clock.
+ */
+test('driver: writes held behind a metadata barrier are timed from its end; others have none', () => {
+  const c = manualClock();
+  const w = new WriteStages(c.now);
+  const pending: { what: string; done: IoDone }[] = [];
+  const answer = (what: string) => (done: IoDone) => pending.push({ what, done });
+  const disk: DiskPort = {
+    read: (_o, _l, done) => answer('read')(done),
+    write: (o, _d, _f, done) => answer(`write@${o}`)(done),
+    trim: (_o, _l, done) => answer('trim')(done),
+    zeroes: (_o, _l, _f, done) => answer('zeroes')(done),
+    flush: (done) => answer('flush')(done),
+    writeMeta: (a, done) => answer(`meta:${a.type}`)(done),
+    bitmapSet: () => undefined,
+    bitmapClear: () => undefined,
+    capacity: (done) => done(0, 'none'),
+    grow: (_s, done) => answer('grow')(done),
+  };
+  const sent: number[] = [];
+  let script: Action[] = [];
+  const driver = new Driver(
+    {} as EngineState,
+    {
+      disk,
+      net: {
+        connection: () => 'c',
+        send: (_p, _s, packet) => {
+          if (packet.kind === 'Data') sent.push(packet.seq);
+        },
+        connect: () => undefined,
+        disconnect: () => undefined,
+      },
+      clock: { setTimeout: () => ({ cancel: () => undefined }), defer: (fn) => fn() },
+      host: {
+        complete: () => undefined,
+        adminResult: () => undefined,
+        stateChange: () => undefined,
+        note: () => undefined,
+        diskFailed: () => undefined,
+      },
+    },
+    { stages: w, step: (s) => ({ state: s, actions: script }) },
+  );
+  const write = (reqId: number, seq: number, ioId: number): Action[] => [
+    {
+      type: 'send',
+      peer: 2,
+      stream: 'data',
+      reqId,
+      packet: {
+        kind: 'Data',
+        seq,
+        epoch: 1,
+        op: 'write',
+        offsetBytes: reqId * 4096,
+        lengthBytes: 4096,
+        data: new Uint8Array(4096),
+        fua: false,
+        ack: 'write',
+        peerSeq: 0,
+      },
+    },
+    {
+      type: 'diskWrite',
+      ioId,
+      offsetBytes: reqId * 4096,
+      data: new Uint8Array(4096),
+      fua: false,
+      reqId,
+    },
+  ];
+  const step = (actions: Action[]): void => {
+    script = actions;
+    driver.feed({ type: 'timer', timerId: 1 });
+  };
+  const done = (what: string): void => {
+    const i = pending.findIndex((p) => p.what === what);
+    assert.ok(i >= 0, `${what} pending (${pending.map((p) => p.what).join(', ')})`);
+    pending.splice(i, 1)[0]!.done(null);
+  };
+  c.at(0);
+  for (const id of [1, 2, 3]) w.received(id);
+  c.at(5);
+  step([{ type: 'alCommit', add: [0], remove: [] }, ...write(1, 1, 10)]);
+  c.at(10);
+  step(write(2, 2, 11)); // the barrier still runs: held too
+  assert.deepEqual(sent, [], 'the Data waits for the AL transaction');
+  c.at(50);
+  done('meta:alCommit');
+  assert.deepEqual(sent, [1, 2]);
+  c.at(70);
+  done('write@4096');
+  c.at(90);
+  done('write@8192');
+  c.at(100);
+  step(write(3, 3, 12));
+  c.at(110);
+  done('write@12288');
+  c.at(120);
+  w.peerAck(1);
+  const s = w.status().stages;
+  assert.equal(s.engine.count, 3);
+  assert.equal(s.barrier.count, 2, 'only the two held writes');
+  assert.equal(s.barrier.meanUs, 42.5); // 45 and 40
+  assert.equal(s.disk.count, 3);
+  assert.equal(s.disk.meanUs, 23.3); // 20 and 40 from the barrier's end, 10 from its issue
+  assert.equal(s.peer.p50Us, 70, 'the Data left when the barrier let it go');
+});
