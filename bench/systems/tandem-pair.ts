@@ -3,6 +3,8 @@
 // the fabric transport's tcp provider and a two-path multipath session); fio drives alpha.
 // Both daemons are the system: CPU and RSS are summed over them. Driven through the control
 // socket with the CLI's own client, so the harness waits on events, never on sleeps.
+// `tandem-solo` is one tandemd with a single-host resource (no peer), Primary: the engine and
+// daemon path alone, beside the standalone export. Each reports alpha's write-stage breakdown.
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -13,6 +15,7 @@ import { request, streamEvents } from '../../src/cli/control-client.js';
 import { EventState, allConnected, allInSync } from '../../src/cli/event-state.js';
 import type { ChildHandle } from '../children.js';
 import { measureProcesses, realProcFs } from '../proc.js';
+import type { WriteStagesStatus } from '../../src/replication/write-stages.js';
 import type {
   Availability,
   RunningSystem,
@@ -193,6 +196,19 @@ async function transportInUse(controlPath: string): Promise<string> {
   return typeof name === 'string' && name !== '' ? name : 'unknown';
 }
 
+/** alpha's `writeStages` from `status --json`. */
+async function writeStagesOf(controlPath: string): Promise<WriteStagesStatus> {
+  const status = await withTimeout(
+    'status',
+    request(controlPath, 'status', { resource: RESOURCE }),
+    REQUEST_TIMEOUT_MS,
+  );
+  const ws = (status as { writeStages?: WriteStagesStatus }[])[0]?.writeStages;
+  if (typeof ws?.stages?.total?.count !== 'number')
+    throw new Error('status --json has no writeStages (a tandemd without the stage breakdown)');
+  return ws;
+}
+
 interface Pair {
   readonly daemons: readonly ChildHandle[];
   readonly controls: readonly string[];
@@ -201,16 +217,20 @@ interface Pair {
   stop(): Promise<void>;
 }
 
-/** Writes the config, starts both daemons, brings the resource up and waits for Connected. */
+/**
+ * Writes the config, starts both daemons, brings the resource up and waits for Connected; with
+ * `solo`, alpha alone (a single-host resource: nothing to connect to).
+ */
 async function launchPair(
   ctx: StartContext,
   protocol: Protocol,
   transport: PairTransport,
   diskFlushes: boolean,
-  build: Build,
+  build: Build = thisBuild,
+  solo = false,
 ): Promise<Pair> {
   const nodes: PairNode[] = [];
-  for (const [i, name] of ['alpha', 'beta'].entries()) {
+  for (const [i, name] of (solo ? ['alpha'] : ['alpha', 'beta']).entries()) {
     nodes.push({
       name,
       nodeId: i,
@@ -265,6 +285,7 @@ async function launchPair(
     ctx.log(`${RESOURCE}: daemons up, bringing the resource up on both nodes`);
     for (const c of controls)
       await withTimeout('up', request(c, 'up', { resource: RESOURCE }), REQUEST_TIMEOUT_MS);
+    if (solo) return { daemons, controls, nodes, config, stop };
     // Connected is not enough: promote only once replication is Established (the peers'
     // handshake done), as a careful admin script would after `wait-connect`.
     await waitState(
@@ -341,6 +362,7 @@ function pairSystem(
             `tandemd --config CONF --node alpha|beta; protocol ${protocol}; create-md; up; primary --force; wait until UpToDate/UpToDate`,
           ],
           stop: () => p.stop(),
+          writeStages: () => writeStagesOf(alpha),
         };
       } catch (e) {
         await p.stop();
@@ -421,6 +443,51 @@ async function probeDaemon(daemon: string = daemonScript): Promise<Availability>
     await rm(dir, { recursive: true, force: true });
   }
 }
+
+/**
+ * One tandemd, a single-host resource made Primary with --force (a new data generation: there
+ * is no peer to sync from); fio drives its export.
+ */
+export const tandemSoloSystem: System = {
+  id: 'tandem-solo',
+  label: 'Tandem, one tandemd: a single-host resource (no peer), Primary',
+  kind: 'tandem',
+
+  probe: () => probeDaemon(),
+
+  async start(ctx: StartContext): Promise<RunningSystem> {
+    const p = await launchPair(ctx, 'C', 'tcp', true, thisBuild, true);
+    try {
+      const alpha = p.controls[0] ?? '';
+      ctx.log(`${RESOURCE}: primary --force on alpha (single host)`);
+      await withTimeout(
+        'primary --force',
+        request(alpha, 'primary', { resource: RESOURCE, flags: { force: true } }),
+        REQUEST_TIMEOUT_MS,
+      );
+      await waitState(
+        alpha,
+        'Primary and UpToDate',
+        (s) =>
+          s.get('resource', RESOURCE)?.['role'] === 'Primary' &&
+          s.all('device', RESOURCE).some((d) => d['disk'] === 'UpToDate'),
+        REQUEST_TIMEOUT_MS,
+      );
+      return {
+        uri: `nbd://127.0.0.1:${p.nodes[0]?.nbdPort ?? 0}/${RESOURCE}`,
+        pids: () => p.daemons.map((d) => d.pid),
+        notes: [
+          'tandemd --config CONF --node alpha, a resource with one `on` host; create-md; up; primary --force',
+        ],
+        stop: () => p.stop(),
+        writeStages: () => writeStagesOf(alpha),
+      };
+    } catch (e) {
+      await p.stop();
+      throw withDaemonOutput(e, p.daemons);
+    }
+  },
+};
 
 export const tandemPairSystems: readonly System[] = [
   pairSystem('C', 'tcp'),

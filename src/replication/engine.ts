@@ -981,6 +981,7 @@ function startWrite(
         offsetBytes: req.offsetBytes,
         data: req.data,
         fua: req.fua,
+        reqId: req.id,
       });
     else if (req.op === 'trim')
       emit(s, { type: 'diskTrim', ioId, offsetBytes: req.offsetBytes, lengthBytes });
@@ -1003,17 +1004,23 @@ function startWrite(
           : s.cfg.protocol === 'B'
             ? 'recv'
             : 'none';
-      send(s, p, 'data', {
-        kind: 'Data',
-        seq,
-        epoch: p.epoch,
-        op: req.op,
-        offsetBytes: req.offsetBytes,
-        lengthBytes,
-        data: req.op === 'write' ? req.data : new Uint8Array(0),
-        fua: req.fua,
-        ack,
-        peerSeq: p.rxLastSeq,
+      emit(s, {
+        type: 'send',
+        peer: p.id,
+        stream: 'data',
+        reqId: req.id,
+        packet: {
+          kind: 'Data',
+          seq,
+          epoch: p.epoch,
+          op: req.op,
+          offsetBytes: req.offsetBytes,
+          lengthBytes,
+          data: req.op === 'write' ? req.data : new Uint8Array(0),
+          fua: req.fua,
+          ack,
+          peerSeq: p.rxLastSeq,
+        },
       });
       if (s.cfg.allowTwoPrimaries) {
         p.sentLog.push({ seq, range });

@@ -255,6 +255,8 @@ export type Action =
       readonly offsetBytes: number;
       readonly data: Uint8Array;
       readonly fua: boolean;
+      /** The client request this write carries out (none for peer and resync writes). */
+      readonly reqId?: number;
     }
   | {
       readonly type: 'diskTrim';
@@ -288,6 +290,8 @@ export type Action =
       readonly packet: Packet;
       /** DATA stream: goes out at once, ahead of DATA sends held by barriers (see above). */
       readonly overtake?: true;
+      /** A `Data` that replicates a client write: that request's id (not on the wire). */
+      readonly reqId?: number;
     }
   /** Start (or keep) trying to connect to the peer. */
   | { readonly type: 'connect'; readonly peer: number }
