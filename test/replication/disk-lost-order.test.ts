@@ -90,10 +90,13 @@ test('the peer marks the held write before it lands: a crash of the peer keeps t
   assert.equal(wire[0]?.kind, 'State');
   const data = wire.findIndex((pk) => pk.kind === 'Data');
   for (const pk of wire.slice(0, data + 1)) deliverToBravo(p, pk);
-  // bravo's bitmap on disk holds the block before the write is even issued: the harness
-  // applies the bitmapFlush at once and keeps the write pending.
+  // bravo's bitmap on disk holds the block before the write is even issued: the write waits
+  // behind the bitmap's metadata barrier, which completes first here.
+  assert.ok(p.b.pendingOf(['meta-flush', 'meta']) > 0, 'the mark is being written');
+  assert.equal(p.b.pendingOf(['write']), 0, 'the write is held behind the mark');
+  p.completeMeta(p.b);
   assert.ok(p.b.pbitmap.test(COLD_BLOCK), 'the mark is durable before the write lands');
-  assert.ok(p.b.pendingIo.length > 0, 'the write itself has not completed yet');
+  assert.equal(p.b.pendingOf(['write']), 1, 'the write itself has not completed yet');
   // bravo writes the block to its cache, then loses power; it restarts from its metadata.
   while (p.completeIo(p.b));
   p.crash(p.b, 5);
