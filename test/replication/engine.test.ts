@@ -462,8 +462,18 @@ test('reads on a SyncTarget Primary come from the source for out-of-sync blocks'
   for (let i = 0; i < 6; i++) {
     p.deliver(1, 'data');
     p.deliver(2, 'data');
+    // The handshake's metadata writes (the DATA packets after them wait for them).
+    p.completeMeta(p.a);
+    p.completeMeta(p.b);
   }
+  assert.equal(p.peerOf(p.b).repl, 'SyncSource', 'the resync has started');
+  assert.equal(p.a.engine.bitmaps.get(2)?.test(9), true, 'block 9 is out of sync on alpha');
+  const sent = p.a.sent.length;
   const r = p.request(p.a, { op: 'read', offsetBytes: 9 * BLOCK, lengthBytes: BLOCK });
+  assert.ok(
+    p.a.sent.slice(sent).some((x) => x.kind === 'DataRequest'),
+    'the read goes to bravo',
+  );
   p.settle();
   assert.equal(p.a.completions.get(r)?.data?.[0], 0x89);
 });
