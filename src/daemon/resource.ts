@@ -10,6 +10,7 @@ import type { CmEvent } from '../cm/types.js';
 import { createEngine, type EngineState } from '../replication/engine.js';
 import { Driver, type ClockPort, type DriverHost, type NetPort } from '../replication/driver.js';
 import { decodePacket, encodePacket } from '../replication/wire.js';
+import { WriteStages } from '../replication/write-stages.js';
 import type {
   Action,
   AdminCommand,
@@ -174,12 +175,15 @@ export class Resource implements ResourceRuntime {
   private closing = false;
   private exportAddress = '';
   private readonly offCm: () => void;
+  /** Where client writes spend their time (status `writeStages`); always on. */
+  private readonly stages: WriteStages;
 
   constructor(
     private plan: ResourcePlan,
     private readonly svc: NodeServices,
   ) {
     this.name = plan.name;
+    this.stages = new WriteStages(() => svc.clock.nowMs() * 1000);
     for (const p of plan.peers) {
       this.peers.set(p.nodeId, {
         name: p.name,
@@ -426,12 +430,16 @@ export class Resource implements ResourceRuntime {
     if (this.engine === null) {
       const seed = secureBytes(4).readUInt32BE(0);
       const r = createEngine(engineConfig(this.plan, disk.sizeBytes, seed), disk.bootState());
-      this.driver = new Driver(r.state, {
-        disk: disk.port(this.svc.log),
-        net: this.netPort,
-        clock: this.clockPort,
-        host: this.host,
-      });
+      this.driver = new Driver(
+        r.state,
+        {
+          disk: disk.port(this.svc.log),
+          net: this.netPort,
+          clock: this.clockPort,
+          host: this.host,
+        },
+        { stages: this.stages },
+      );
       this.driver.start(r.actions);
       this.exportAddress = await this.svc.nbd.addExport(
         this.plan.nbd.listener,
@@ -504,6 +512,7 @@ export class Resource implements ResourceRuntime {
     for (const r of this.requests.values())
       r.reject(new NbdCommandError(`${this.name} is going down`, 108));
     this.requests.clear();
+    this.stages.forgetInFlight(); // stage hook: the engine stops
     this.up = false;
     const disk = this.disk;
     this.disk = null;
@@ -629,6 +638,7 @@ export class Resource implements ResourceRuntime {
       this.admins.delete(e.cmdId);
     } else if (e.type === 'request') {
       this.requests.get(e.req.id)?.reject(new NbdCommandError(`${this.name} is down`, 108));
+      this.stages.complete(e.req.id, false); // stage hook: failed without the engine
       this.requests.delete(e.req.id);
     }
   }
@@ -649,6 +659,7 @@ export class Resource implements ResourceRuntime {
 
   private readonly host: DriverHost = {
     complete: (a) => {
+      this.stages.complete(a.reqId, a.ok); // stage hook: the reply
       const p = this.requests.get(a.reqId);
       this.requests.delete(a.reqId);
       if (this.requests.size === 0) this.requestsDrained?.();
@@ -792,6 +803,7 @@ export class Resource implements ResourceRuntime {
       return;
     }
     if (d.value.kind === 'RsReply') p.resyncBytes += d.value.data.length;
+    if (d.value.kind === 'WriteAck' || d.value.kind === 'RecvAck') this.stages.peerAck(d.value.seq); // stage hook
     this.svc.log.debug({ peer: p.name, packet: d.value.kind, stream: m.stream }, 'received');
     this.feed({ type: 'packet', peer, packet: d.value });
   }
@@ -1053,6 +1065,7 @@ export class Resource implements ResourceRuntime {
       sizeBytes: this.disk === null ? 0 : (this.engine?.cfg.sizeBytes ?? this.disk.sizeBytes),
       device: this.exportUri(),
       writable: this.up && this.role === 'Primary',
+      writeStages: this.stages.status(),
       peers: [...this.peers].map(([id, p]) => {
         const configured = this.plan.peers.find((x) => x.nodeId === id)?.paths ?? [];
         const shown = describeTransport(
@@ -1093,6 +1106,7 @@ export class Resource implements ResourceRuntime {
   /** Feeds one client request to the engine; resolves or rejects when it completes it. */
   private request(req: WithoutId<ClientRequest>): Promise<Uint8Array | undefined> {
     const id = this.nextId++;
+    if (req.op === 'write') this.stages.received(id); // stage hook: NBD handed it over
     const p = new Promise<Uint8Array | undefined>((resolve, reject) => {
       this.requests.set(id, { resolve, reject });
       this.feed({ type: 'request', req: { ...req, id } as ClientRequest });

@@ -23,6 +23,7 @@ import type {
   StateChange,
   Stream,
 } from './types.js';
+import type { WriteStages } from './write-stages.js';
 
 /** A disk operation's answer: null when it succeeded, else its errno ('EIO', 'ENOSPC', ...). */
 export type IoDone = (errno: string | null, data?: Uint8Array) => void;
@@ -122,6 +123,11 @@ export interface DriverOptions {
   readonly plantedBug?: DriverBug;
   /** The engine's step function; a test may script the actions instead. @default step */
   readonly step?: (s: EngineState, ev: EngineEvent) => StepResult;
+  /**
+   * Where client writes spend their time: the driver marks what it sees of each (issued, let
+   * go by a barrier, local disk done, its Data sent); the owner marks the rest.
+   */
+  readonly stages?: WriteStages;
 }
 
 export interface DriverPorts {
@@ -161,6 +167,7 @@ export class Driver {
   private readonly host: DriverHost;
   private readonly bug: DriverBug | undefined;
   private readonly step: (s: EngineState, ev: EngineEvent) => StepResult;
+  private readonly stages: WriteStages | undefined;
   private readonly timers = new Map<number, Timer>();
   /** Barriers not yet done, oldest first; the first one runs. */
   private readonly barriers = new Fifo<Barrier>();
@@ -189,6 +196,7 @@ export class Driver {
     this.host = ports.host;
     this.bug = options.plantedBug;
     this.step = options.step ?? step;
+    this.stages = options.stages;
   }
 
   get engine(): EngineState | null {
@@ -379,6 +387,7 @@ export class Driver {
    * overtaking send (our disk is gone: the peer must hear it before the writes held here).
    */
   private send(a: Extract<Action, { type: 'send' }>): void {
+    if (a.packet.kind === 'Data') this.stages?.sent(a.reqId, a.packet.seq); // stage hook
     const overtake = a.overtake === true && this.bug !== 'state-behind-held-data';
     if (a.stream === 'control' || overtake || this.bug === 'data-before-al' || this.clear())
       return this.net.send(a.peer, a.stream, a.packet);
@@ -397,6 +406,7 @@ export class Driver {
   }
 
   private io(a: LocalIo): void {
+    if (a.type === 'diskWrite') this.stages?.issued(a.reqId, a.ioId); // stage hook
     if (!this.clear()) {
       this.held.push({ kind: 'io', ticket: this.barriersQueued, action: a });
       return;
@@ -417,6 +427,7 @@ export class Driver {
     this.diskBusy++;
     const done: IoDone = (errno, data) => {
       this.diskAnswered();
+      if (errno === null) this.stages?.diskDone(ioId); // stage hook: local disk done
       if (errno !== null) this.feed({ type: 'diskDone', ioId, ok: false, errno });
       else if (data !== undefined) this.feed({ type: 'diskDone', ioId, ok: true, data });
       else this.feed({ type: 'diskDone', ioId, ok: true });
@@ -548,6 +559,8 @@ export class Driver {
     for (let h = this.held.peek(); h !== undefined; h = this.held.peek()) {
       if (h.ticket > this.barriersDone || this.stopped) return;
       this.held.shift();
+      if (h.kind === 'io' && h.action.type === 'diskWrite')
+        this.stages?.barrierDone(h.action.reqId); // stage hook
       if (h.kind === 'io') this.issue(h.action);
       else this.net.send(h.peer, 'data', h.packet, h.conn);
     }

@@ -978,6 +978,7 @@ function startWrite(
         offsetBytes: req.offsetBytes,
         data: req.data,
         fua: req.fua,
+        reqId: req.id,
       });
     else if (req.op === 'trim')
       emit(s, { type: 'diskTrim', ioId, offsetBytes: req.offsetBytes, lengthBytes });
@@ -1000,17 +1001,23 @@ function startWrite(
           : s.cfg.protocol === 'B'
             ? 'recv'
             : 'none';
-      send(s, p, 'data', {
-        kind: 'Data',
-        seq,
-        epoch: p.epoch,
-        op: req.op,
-        offsetBytes: req.offsetBytes,
-        lengthBytes,
-        data: req.op === 'write' ? req.data : NO_CHUNKS,
-        fua: req.fua,
-        ack,
-        peerSeq: p.rxLastSeq,
+      emit(s, {
+        type: 'send',
+        peer: p.id,
+        stream: 'data',
+        reqId: req.id,
+        packet: {
+          kind: 'Data',
+          seq,
+          epoch: p.epoch,
+          op: req.op,
+          offsetBytes: req.offsetBytes,
+          lengthBytes,
+          data: req.op === 'write' ? req.data : NO_CHUNKS,
+          fua: req.fua,
+          ack,
+          peerSeq: p.rxLastSeq,
+        },
       });
       if (s.cfg.allowTwoPrimaries) {
         p.sentLog.push({ seq, range });

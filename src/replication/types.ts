@@ -257,6 +257,8 @@ export type Action =
       /** Written as their concatenation; slices of received buffers, not to be modified. */
       readonly data: readonly Uint8Array[];
       readonly fua: boolean;
+      /** The client request this write carries out (none for peer and resync writes). */
+      readonly reqId?: number;
     }
   | {
       readonly type: 'diskTrim';
@@ -290,6 +292,8 @@ export type Action =
       readonly packet: Packet;
       /** DATA stream: goes out at once, ahead of DATA sends held by barriers (see above). */
       readonly overtake?: true;
+      /** A `Data` that replicates a client write: that request's id (not on the wire). */
+      readonly reqId?: number;
     }
   /** Start (or keep) trying to connect to the peer. */
   | { readonly type: 'connect'; readonly peer: number }
