@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { WRITE_STAGES_BUCKETS, WRITE_STAGES_TRACKED_MAX } from '../../src/limits.js';
-import type { Action, EngineEvent } from '../../src/replication/types.js';
+import type { Action } from '../../src/replication/types.js';
 import { Driver, type DiskPort, type IoDone } from '../../src/replication/driver.js';
 import type { EngineState } from '../../src/replication/engine.js';
 import {
@@ -260,39 +260,27 @@ test('formatUs: microseconds below 1 ms, then milliseconds', () => {
  * whose payload it carries.
  */
 function observe(p: Pair, n: HNode, w: WriteStages, fills: Map<number, number>): void {
-  const self = p as unknown as {
-    apply(node: HNode, actions: readonly Action[]): void;
-    step(node: HNode, ev: EngineEvent): void;
-  };
-  const apply = self.apply.bind(p);
-  const step = self.step.bind(p);
-  self.step = (node, ev) => {
-    if (node === n) {
-      if (ev.type === 'request' && ev.req.op === 'write') {
-        fills.set(ev.req.id, ev.req.data[0]![0]!);
-        w.received(ev.req.id);
-      }
-      if (ev.type === 'diskDone') w.diskDone(ev.ioId);
-      if (ev.type === 'packet' && (ev.packet.kind === 'WriteAck' || ev.packet.kind === 'RecvAck'))
-        w.peerAck(ev.packet.seq);
+  p.observer = (node, ev, actions) => {
+    if (node !== n) return;
+    if (ev.type === 'request' && ev.req.op === 'write') {
+      fills.set(ev.req.id, ev.req.data[0]![0]!);
+      w.received(ev.req.id);
     }
-    step(node, ev);
-  };
-  self.apply = (node, actions) => {
-    if (node === n)
-      for (const a of actions) {
-        if (a.type === 'send' && a.packet.kind === 'Data') {
-          assert.notEqual(a.reqId, undefined, 'a client Data names its request');
-          assert.equal(a.packet.data[0], fills.get(a.reqId!), `Data of request ${a.reqId}`);
-          w.sent(a.reqId, a.packet.seq);
-        }
-        if (a.type === 'diskWrite') {
-          assert.equal(a.data[0], fills.get(a.reqId!), `diskWrite of request ${a.reqId}`);
-          w.issued(a.reqId, a.ioId);
-        }
-        if (a.type === 'complete') w.complete(a.reqId, a.ok);
+    if (ev.type === 'diskDone') w.diskDone(ev.ioId);
+    if (ev.type === 'packet' && (ev.packet.kind === 'WriteAck' || ev.packet.kind === 'RecvAck'))
+      w.peerAck(ev.packet.seq);
+    for (const a of actions) {
+      if (a.type === 'send' && a.packet.kind === 'Data') {
+        assert.notEqual(a.reqId, undefined, 'a client Data names its request');
+        assert.equal(a.packet.data[0], fills.get(a.reqId!), `Data of request ${a.reqId}`);
+        w.sent(a.reqId, a.packet.seq);
       }
-    apply(node, actions);
+      if (a.type === 'diskWrite') {
+        assert.equal(a.data[0], fills.get(a.reqId!), `diskWrite of request ${a.reqId}`);
+        w.issued(a.reqId, a.ioId);
+      }
+      if (a.type === 'complete') w.complete(a.reqId, a.ok);
+    }
   };
 }
 

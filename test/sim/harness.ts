@@ -15,6 +15,7 @@ import {
 } from '../../src/replication/driver.js';
 import { checkInvariants, createEngine, type EngineState } from '../../src/replication/engine.js';
 import type {
+  Action,
   AdminCommand,
   BootState,
   ClientRequest,
@@ -314,6 +315,9 @@ export class Pair {
     }
   }
 
+  /** Sees every step of either node: its event and the actions it returned (tests' marks). */
+  observer: ((n: HNode, ev: EngineEvent, actions: readonly Action[]) => void) | null = null;
+
   private driverFor(n: HNode, state: EngineState): Driver {
     const driver: Driver = new Driver(state, {
       disk: this.portFor(n),
@@ -363,7 +367,8 @@ export class Pair {
           n.ownCmds.add(cmdId);
           driver.feed({ type: 'admin', cmdId, command: { cmd: 'detach' } });
         },
-        stepped: (_ev, actions) => {
+        stepped: (ev, actions) => {
+          this.observer?.(n, ev, actions);
           const e = driver.engine;
           if (e !== null) checkInvariants(e);
           for (const a of actions) if (a.type === 'diskFlush') n.flushIos++;
