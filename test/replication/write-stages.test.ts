@@ -272,11 +272,11 @@ function observe(p: Pair, n: HNode, w: WriteStages, fills: Map<number, number>):
     for (const a of actions) {
       if (a.type === 'send' && a.packet.kind === 'Data') {
         assert.notEqual(a.reqId, undefined, 'a client Data names its request');
-        assert.equal(a.packet.data[0], fills.get(a.reqId!), `Data of request ${a.reqId}`);
+        assert.equal(a.packet.data[0]?.[0], fills.get(a.reqId!), `Data of request ${a.reqId}`);
         w.sent(a.reqId, a.packet.seq);
       }
       if (a.type === 'diskWrite') {
-        assert.equal(a.data[0], fills.get(a.reqId!), `diskWrite of request ${a.reqId}`);
+        assert.equal(a.data[0]?.[0], fills.get(a.reqId!), `diskWrite of request ${a.reqId}`);
         w.issued(a.reqId, a.ioId);
       }
       if (a.type === 'complete') w.complete(a.reqId, a.ok);
