@@ -30,8 +30,7 @@ import { errnoOf } from '../util/errno.js';
 import {
   BITMAP_BLOCK_BYTES,
   ENGINE_QUEUED_REQUESTS_MAX,
-  NBD_CONNECTIONS_MAX,
-  NBD_CONN_REQUESTS_IN_FLIGHT_MAX,
+  NBD_ADMISSION_WAITING_MAX,
   NBD_PAYLOAD_BYTES_MAX,
   SECTOR_BYTES,
   SHUTDOWN_DRAIN_MS,
@@ -56,11 +55,6 @@ import {
 
 /** The transport message type that carries engine packets (the engine has its own header). */
 export const ENGINE_MESSAGE_TYPE = 0x0100;
-/**
- * Client requests that may wait for room in the engine: every request every NBD connection may
- * have in flight, which the connections' own bounds already guarantee.
- */
-const ADMISSION_WAITING_MAX = NBD_CONNECTIONS_MAX * NBD_CONN_REQUESTS_IN_FLIGHT_MAX;
 /** How often sync progress is published while a resync runs. */
 const PROGRESS_INTERVAL_MS = 500;
 
@@ -1204,7 +1198,7 @@ export class Resource implements ResourceRuntime {
     // The engine refuses requests beyond its queue bound (EAGAIN); the gate keeps the rest
     // waiting in order and the NBD connections stop reading meanwhile. One slot stays free for
     // the flush of a graceful shutdown (quiesce), the only request that bypasses the gate.
-    const gate = new AdmissionGate(ENGINE_QUEUED_REQUESTS_MAX - 1, ADMISSION_WAITING_MAX);
+    const gate = new AdmissionGate(ENGINE_QUEUED_REQUESTS_MAX - 1, NBD_ADMISSION_WAITING_MAX);
     const submit = (req: WithoutId<ClientRequest>): Promise<Uint8Array | undefined> =>
       gate.run(() => {
         if (this.closing)
