@@ -31,7 +31,7 @@ import { TandemError } from '../../src/util/errors.js';
 
 const RUNS = 10_000;
 /** A small device keeps each run's copy of the image cheap; internal metadata at its end. */
-const DEVICE_BYTES = 256 * 1024;
+const DEVICE_BYTES = 96 * 1024;
 const EXTENT_BYTES = 4 * 1024 * 1024;
 
 /** A freshly created image with peers, bits and an AL that holds a few extents (unclean). */
@@ -42,6 +42,8 @@ async function baseImage(): Promise<{ image: Buffer; layout: MetadataStore['layo
     maxPeers: 2,
     nodeId: 0,
     alExtents: 67,
+    // A ring of 2 transactions (DRBD's default is 8): the same code, a quarter of the bytes.
+    alStripeSize4k: 2,
   });
   await md.ensurePeerSlots([1, 2]);
   md.changeBits(1, [{ start: 3, count: 7 }], true);
@@ -128,7 +130,7 @@ test(`activity log: ${RUNS} transactions and rings decode, replay or fail with a
     { numRuns: RUNS },
   );
   const stripes = 1;
-  const size4k = 8;
+  const size4k = 4;
   fc.assert(
     fc.property(
       fc.array(fc.tuple(fc.nat(size4k - 1), transaction), { maxLength: size4k }),
@@ -188,7 +190,7 @@ test(`MetadataStore.open: ${RUNS} mutated images open or fail with a MetadataErr
     fc.asyncProperty(
       fc.nat(regions.length - 1),
       mutations,
-      fc.option(fc.tuple(fc.nat(7), transaction)),
+      fc.option(fc.tuple(fc.nat(1), transaction)),
       async (region, flips, tr) => {
         const img = Buffer.from(image);
         const r = regions[region]!;
