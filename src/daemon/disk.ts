@@ -15,7 +15,7 @@ import {
   type FileStoreOptions,
   type MetaDiskSpec,
 } from '../storage/index.js';
-import { MetadataError, TandemError } from '../util/errors.js';
+import { MetadataError } from '../util/errors.js';
 import { errnoOf } from '../util/errno.js';
 import type { MetaDiskSpec as ConfigMetaDisk } from '../config/index.js';
 

@@ -26,7 +26,6 @@ import type { Channel, Message, PathEvent, PathSpec, StreamId } from '../transpo
 import type { NbdExportBackend, NbdExtent } from '../nbd/types.js';
 import { AdmissionGate } from '../nbd/admission.js';
 import { NBD_EIO, NBD_ERROR_OF, NBD_ESHUTDOWN } from '../nbd/protocol.js';
-import { errnoOf } from '../util/errno.js';
 import {
   BITMAP_BLOCK_BYTES,
   ENGINE_QUEUED_REQUESTS_MAX,
