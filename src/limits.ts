@@ -76,6 +76,11 @@ export const NBD_CLOSE_TIMEOUT_MS = 5_000;
 export const NBD_STRING_BYTES_MAX = 4096;
 /** Extent descriptors in one BLOCK_STATUS reply. */
 export const NBD_BLOCK_STATUS_EXTENTS_MAX = 4096;
+/**
+ * Requests that may wait for room in a full backend (AdmissionGate): all that every connection
+ * may have in flight. Connections stop reading while a backend is full, so few ever wait.
+ */
+export const NBD_ADMISSION_WAITING_MAX = NBD_CONNECTIONS_MAX * NBD_CONN_REQUESTS_IN_FLIGHT_MAX;
 assert(
   NBD_CONN_IN_FLIGHT_BYTES_MAX >= NBD_PAYLOAD_BYTES_MAX,
   'one full-size request fits in flight',

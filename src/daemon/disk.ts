@@ -15,7 +15,8 @@ import {
   type FileStoreOptions,
   type MetaDiskSpec,
 } from '../storage/index.js';
-import { MetadataError, TandemError } from '../util/errors.js';
+import { MetadataError } from '../util/errors.js';
+import { errnoOf } from '../util/errno.js';
 import type { MetaDiskSpec as ConfigMetaDisk } from '../config/index.js';
 
 /** How the backing files are opened (FileStoreOptions without readOnly/direct). */
@@ -248,10 +249,4 @@ async function claimNodeId(meta: MetadataStore, nodeId: number): Promise<void> {
     );
   }
   await meta.updateSuperblock((cur) => ({ ...cur, nodeId }));
-}
-
-function errnoOf(e: unknown): string {
-  if (e instanceof TandemError && 'errno' in e && typeof e.errno === 'string') return e.errno;
-  const code = (e as NodeJS.ErrnoException | undefined)?.code;
-  return typeof code === 'string' ? code : 'EIO';
 }

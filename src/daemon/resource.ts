@@ -9,11 +9,13 @@ import type { ConnectionManager } from '../cm/manager.js';
 import type { CmEvent } from '../cm/types.js';
 import { createEngine, type EngineState } from '../replication/engine.js';
 import { Driver, type ClockPort, type DriverHost, type NetPort } from '../replication/driver.js';
+import { refusalMessage } from '../replication/refusal.js';
 import { decodePacket, encodePacket } from '../replication/wire.js';
 import { WriteStages } from '../replication/write-stages.js';
 import type {
   Action,
   AdminCommand,
+  AdminRefusal,
   ClientRequest,
   EngineEvent,
   Packet,
@@ -22,8 +24,12 @@ import type {
 import { channelTransportStats } from '../transport/channel-base.js';
 import type { Channel, Message, PathEvent, PathSpec, StreamId } from '../transport/types.js';
 import type { NbdExportBackend, NbdExtent } from '../nbd/types.js';
+import { AdmissionGate } from '../nbd/admission.js';
+import { NBD_EIO, NBD_ERROR_OF, NBD_ESHUTDOWN } from '../nbd/protocol.js';
 import {
   BITMAP_BLOCK_BYTES,
+  ENGINE_QUEUED_REQUESTS_MAX,
+  NBD_ADMISSION_WAITING_MAX,
   NBD_PAYLOAD_BYTES_MAX,
   SECTOR_BYTES,
   SHUTDOWN_DRAIN_MS,
@@ -124,17 +130,6 @@ interface Pending<T> {
   resolve(v: T): void;
   reject(e: Error): void;
 }
-
-const ERRNO: Record<string, number> = {
-  EPERM: 1,
-  EIO: 5,
-  ENOMEM: 12,
-  EINVAL: 22,
-  ENOSPC: 28,
-  EROFS: 1,
-  ENOTSUP: 95,
-  ESHUTDOWN: 108,
-};
 
 /** What each admin command tries to do, for "r0: cannot <verb>: ..." messages. */
 const VERBS: Record<AdminCommand['cmd'], string> = {
@@ -579,49 +574,129 @@ export class Resource implements ResourceRuntime {
   /**
    * Turns an engine refusal into one line that names what failed, why, and what to do next:
    * "r0: cannot become Primary: disk is Inconsistent and peer bob is not connected; use --force
-   * to start a new data generation".
+   * to start a new data generation". One case per refusal code, checked exhaustive.
    */
-  private explain(c: AdminCommand, why: string): string {
+  private explain(c: AdminCommand, refusal: AdminRefusal): string {
+    const { reason, next } = this.explanation(refusal);
+    return `${this.name}: cannot ${VERBS[c.cmd]}: ${reason}${next !== undefined ? `; ${next}` : ''}`;
+  }
+
+  private explanation(f: AdminRefusal): { reason: string; next?: string } {
     const r = this.name;
+    const why = refusalMessage(f);
     const peers = [...this.peers.values()];
     const names = (ps: PeerView[]): string => ps.map((p) => p.name).join(', ');
-    let reason = why;
-    let next: string | undefined;
-    const disk = /^disk is (\w+); UpToDate needed/.exec(why);
-    if (disk !== null) {
-      const apart = peers.filter((p) => p.conn !== 'Connected');
-      const syncing = peers.some((p) => p.repl === 'SyncTarget' || p.repl === 'PausedSyncT');
-      reason = `disk is ${disk[1]}`;
-      if (apart.length > 0)
-        reason += ` and peer ${names(apart)} ${apart.length > 1 ? 'are' : 'is'} not connected`;
-      else if (peers.length > 0)
-        reason += ` and peer ${peers.map((p) => `${p.name} is ${shownDisk(p)}`).join(', ')}`;
-      next = syncing
-        ? `wait for the resync: \`tandem wait-sync ${r}\``
-        : 'use --force to start a new data generation from this disk';
-    } else if (/peer is Primary|becoming Primary/.test(why)) {
-      const prim = peers.filter((p) => shownRole(p) === 'Primary');
-      reason = prim.length > 0 ? `peer ${names(prim)} is Primary` : why;
-      next = `run \`tandem secondary ${r}\` there first (two Primaries need allow-two-primaries)`;
-    } else if (why.includes('resync into this node')) {
-      next = `wait for it: \`tandem wait-sync ${r}\``;
-    } else if (why.includes('handshake')) {
-      reason = 'a handshake with a peer is in progress';
-      next = `retry once \`tandem wait-connect ${r}\` returns`;
-    } else if (why.includes('I/O in flight')) {
-      next = 'stop the NBD clients of this export and retry';
-    } else if (why.includes('established connection')) {
-      next = `connect first: \`tandem connect ${r}\` and \`tandem wait-connect ${r}\``;
-    } else if (why.includes('verify-alg')) {
-      next = 'set verify-alg in the net section (e.g. `verify-alg sha256;`), then down and up';
-    } else if (why.includes('Primary needs an UpToDate peer') || why.includes('Primary cannot')) {
-      next = `demote it first: \`tandem secondary ${r}\``;
-    } else if (why.includes('no local disk') || why.includes('no disk attached')) {
-      next = `attach it first: \`tandem attach ${r}\``;
-    } else if (c.cmd === 'resize') {
-      next = resizeHint(r, why);
+    const waitSync = `wait for it: \`tandem wait-sync ${r}\``;
+    const connectFirst = `connect first: \`tandem connect ${r}\` and \`tandem wait-connect ${r}\``;
+    const attachFirst = `attach it first: \`tandem attach ${r}\``;
+    const demoteFirst = `demote it first: \`tandem secondary ${r}\``;
+    switch (f.code) {
+      case 'disk-not-up-to-date': {
+        // Not forceable: a disk neither UpToDate nor usable (e.g. Failed) cannot be promoted.
+        if (!f.forceable) return { reason: why };
+        const apart = peers.filter((p) => p.conn !== 'Connected');
+        const syncing = peers.some((p) => p.repl === 'SyncTarget' || p.repl === 'PausedSyncT');
+        let reason = `disk is ${f.disk}`;
+        if (apart.length > 0)
+          reason += ` and peer ${names(apart)} ${apart.length > 1 ? 'are' : 'is'} not connected`;
+        else if (peers.length > 0)
+          reason += ` and peer ${peers.map((p) => `${p.name} is ${shownDisk(p)}`).join(', ')}`;
+        return {
+          reason,
+          next: syncing
+            ? `wait for the resync: \`tandem wait-sync ${r}\``
+            : 'use --force to start a new data generation from this disk',
+        };
+      }
+      case 'peer-primary': {
+        const prim = peers.filter((p) => shownRole(p) === 'Primary');
+        return {
+          reason: prim.length > 0 ? `peer ${names(prim)} is Primary` : why,
+          next: `run \`tandem secondary ${r}\` there first (two Primaries need allow-two-primaries)`,
+        };
+      }
+      case 'resync-running':
+        return { reason: why, next: waitSync };
+      case 'handshaking':
+        return {
+          reason: 'a handshake with a peer is in progress',
+          next: `retry once \`tandem wait-connect ${r}\` returns`,
+        };
+      case 'io-in-flight':
+        return { reason: why, next: 'stop the NBD clients of this export and retry' };
+      case 'not-established':
+      case 'verify-not-established':
+        return { reason: why, next: connectFirst };
+      case 'no-verify-alg':
+        return {
+          reason: why,
+          next: 'set verify-alg in the net section (e.g. `verify-alg sha256;`), then down and up',
+        };
+      case 'primary-invalidate':
+        return { reason: why, next: demoteFirst };
+      case 'primary-needs-up-to-date-peer':
+        return f.action === 'detach'
+          ? { reason: why, next: demoteFirst }
+          : { reason: why, next: `${connectFirst}, or ${demoteFirst}` };
+      case 'no-disk':
+      case 'no-up-to-date-data':
+        return { reason: why, next: attachFirst };
+      case 'unknown-peer':
+        return { reason: why, next: `the peers of ${r} are: ${names(peers) || 'none'}` };
+      case 'disk-attached':
+        return { reason: why, next: `detach it first: \`tandem detach ${r}\`` };
+      case 'sync-source-not-up-to-date':
+        return {
+          reason: why,
+          next: `wait until the source is UpToDate: \`tandem wait-sync ${r}\``,
+        };
+      case 'promotion-in-progress':
+        return { reason: why, next: 'wait for it to finish' };
+      case 'protocol-change-connected':
+        return {
+          reason: why,
+          next: `disconnect first (\`tandem disconnect ${r}\`), adjust, then connect`,
+        };
+      case 'option-out-of-range':
+        return { reason: why, next: `fix ${f.option} in the configuration file` };
+      case 'resize-in-progress':
+        return { reason: why, next: 'wait for it to finish' };
+      case 'resize-disk-not-up-to-date':
+      case 'resize-peer-not-up-to-date':
+        return {
+          reason: why,
+          next: `wait until every node is UpToDate: \`tandem wait-sync ${r}\``,
+        };
+      case 'resize-peers-apart':
+        return {
+          reason: why,
+          next: f.alone
+            ? `connect first (\`tandem connect ${r}\`, \`tandem wait-sync ${r}\`), or grow each node alone to the same --size before they connect`
+            : `connect first (\`tandem connect ${r}\`, \`tandem wait-sync ${r}\`), or disconnect every peer to grow each node alone with --size`,
+        };
+      case 'resize-peer-busy':
+        return { reason: why, next: waitSync };
+      case 'resize-peer-primary':
+        return { reason: why, next: 'run it on the Primary' };
+      case 'resize-does-not-fit':
+        return { reason: why, next: 'grow that backing device first, or ask for less' };
+      case 'resize-shrink':
+        return f.requestedBytes === null
+          ? {
+              reason: why,
+              next: 'grow that backing device (e.g. `truncate -s +64M FILE` or lvextend) and retry',
+            }
+          : {
+              reason: why,
+              next: 'Tandem only grows a device (shrinking needs the filesystem shrunk first, as in DRBD); to shrink, copy the data to a smaller resource',
+            };
+      case 'resize-failed':
+        return { reason: why, next: 'check the backing devices named, then retry' };
+      case 'resize-peer-lost':
+        return { reason: why };
+      case 'resize-local-grow-failed':
+        return { reason: why, next: 'check the backing device, then retry' };
     }
-    return `${r}: cannot ${VERBS[c.cmd]}: ${reason}${next !== undefined ? `; ${next}` : ''}`;
   }
 
   // --- the engine loop -------------------------------------------------------------------
@@ -665,14 +740,14 @@ export class Resource implements ResourceRuntime {
       if (this.requests.size === 0) this.requestsDrained?.();
       if (p === undefined) return;
       if (a.ok) p.resolve(a.data);
-      else p.reject(new NbdCommandError(`${this.name}: ${a.errno}`, ERRNO[a.errno] ?? 5));
+      else p.reject(new NbdCommandError(`${this.name}: ${a.errno}`, NBD_ERROR_OF[a.errno]));
     },
     adminResult: (a) => {
       const p = this.admins.get(a.cmdId);
       this.admins.delete(a.cmdId);
       if (p === undefined) return;
       if (a.ok) p.resolve(a.message);
-      else p.reject(new StateError(this.explain(p.command, a.message)));
+      else p.reject(new StateError(this.explain(p.command, a.refusal)));
     },
     stateChange: (c) => this.onStateChange(c),
     note: (n) => {
@@ -1119,11 +1194,18 @@ export class Resource implements ResourceRuntime {
   private backend(): NbdExportBackend {
     // eslint-disable-next-line @typescript-eslint/no-this-alias -- the getter below needs it
     const self = this;
-    const submit = (req: WithoutId<ClientRequest>): Promise<Uint8Array | undefined> => {
-      if (this.closing)
-        return Promise.reject(new NbdCommandError(`${this.name} is shutting down`, 108));
-      return this.request(req);
-    };
+    // The engine refuses requests beyond its queue bound (EAGAIN); the gate keeps the rest
+    // waiting in order and the NBD connections stop reading meanwhile. One slot stays free for
+    // the flush of a graceful shutdown (quiesce), the only request that bypasses the gate.
+    const gate = new AdmissionGate(ENGINE_QUEUED_REQUESTS_MAX - 1, NBD_ADMISSION_WAITING_MAX);
+    const submit = (req: WithoutId<ClientRequest>): Promise<Uint8Array | undefined> =>
+      gate.run(() => {
+        if (this.closing)
+          return Promise.reject(
+            new NbdCommandError(`${this.name} is shutting down`, NBD_ESHUTDOWN),
+          );
+        return this.request(req);
+      });
     return {
       // Read at each client's handshake: after a resize, new clients see the new size (an
       // NBD client already connected cannot be told; it must reconnect).
@@ -1155,9 +1237,10 @@ export class Resource implements ResourceRuntime {
         }
         return undefined;
       },
+      admission: gate,
       read: async (offsetBytes, lengthBytes) => {
         const data = await submit({ op: 'read', offsetBytes, lengthBytes });
-        if (data === undefined) throw new NbdCommandError('read returned no data', 5);
+        if (data === undefined) throw new NbdCommandError('read returned no data', NBD_EIO);
         return Buffer.isBuffer(data)
           ? data
           : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
@@ -1180,25 +1263,6 @@ export class Resource implements ResourceRuntime {
         Promise.resolve([{ lengthBytes, hole: false, zero: false }]),
     };
   }
-}
-
-/** What to do next after a refused resize, by the engine's reason. */
-function resizeHint(r: string, why: string): string | undefined {
-  if (why.includes('growing alone'))
-    return `connect first (\`tandem connect ${r}\`, \`tandem wait-sync ${r}\`), or grow each node alone to the same --size before they connect`;
-  if (why.includes('not connected'))
-    return `connect first (\`tandem connect ${r}\`, \`tandem wait-sync ${r}\`), or disconnect every peer to grow each node alone with --size`;
-  if (why.includes('shrinking'))
-    return 'Tandem only grows a device (shrinking needs the filesystem shrunk first, as in DRBD); to shrink, copy the data to a smaller resource';
-  if (why.includes('does not fit')) return 'grow that backing device first, or ask for less';
-  if (why.includes('room for only'))
-    return 'grow that backing device (e.g. `truncate -s +64M FILE` or lvextend) and retry';
-  if (why.includes('is Primary')) return 'run it on the Primary';
-  if (why.includes('resync or verify')) return `wait for it: \`tandem wait-sync ${r}\``;
-  if (why.includes('disconnected during')) return undefined;
-  if (why.includes('UpToDate'))
-    return `wait until every node is UpToDate: \`tandem wait-sync ${r}\``;
-  return undefined;
 }
 
 /** DRBD shows a peer's role and disk only while the handshake has settled the connection. */

@@ -10,6 +10,7 @@
 // through three small ports (disk, network, clock) and a host that receives what is not I/O.
 // tandemd plugs in its files and channels, the simulator its crash-prone disks and seeded
 // network: a rule written once here is a rule the simulator tests.
+import type { Errno } from '../util/errno.js';
 import type { Timer } from '../platform/clock.js';
 import { Fifo } from '../util/fifo.js';
 import { step, type EngineState, type StepResult } from './engine.js';
@@ -26,7 +27,7 @@ import type {
 import type { WriteStages } from './write-stages.js';
 
 /** A disk operation's answer: null when it succeeded, else its errno ('EIO', 'ENOSPC', ...). */
-export type IoDone = (errno: string | null, data?: Uint8Array) => void;
+export type IoDone = (errno: Errno | null, data?: Uint8Array) => void;
 
 /** The engine's metadata actions: each is a barrier. */
 export type MetaAction = Extract<Action, { type: 'persistMeta' | 'alCommit' | 'bitmapFlush' }>;
@@ -94,7 +95,7 @@ export interface DriverHost {
    * longer say what the data holds. The host feeds the engine its answer (the on-io-error
    * detach) from here; the driver releases what the barrier held only afterwards.
    */
-  diskFailed(errno: string): void;
+  diskFailed(errno: Errno): void;
   /** After each step, before its actions run (traces, invariant checks). */
   stepped?(ev: EngineEvent, actions: readonly Action[]): void;
   /** A metadata barrier starts its I/O (the simulator arms crashes inside barriers here). */
@@ -176,7 +177,7 @@ export class Driver {
   private barrierRunning = false;
   private readonly held = new Fifo<Held>();
   /** The errno of the barrier that failed the disk, or null (reset by attachDisk). */
-  private failure: string | null = null;
+  private failure: Errno | null = null;
   /** A failed barrier is being answered: what barriers held stays held meanwhile. */
   private answering = false;
   /** A failure arrived during a step: release once the inbox is drained. */
@@ -204,7 +205,7 @@ export class Driver {
   }
 
   /** The metadata barrier that failed the disk, as an errno, or null. */
-  get diskFailure(): string | null {
+  get diskFailure(): Errno | null {
     return this.failure;
   }
 
@@ -511,7 +512,7 @@ export class Driver {
     });
   }
 
-  private barrierDone(b: Barrier, errno: string | null): void {
+  private barrierDone(b: Barrier, errno: Errno | null): void {
     if (this.stopped) return this.wakeIdle();
     this.barriers.shift();
     this.barriersDone++;
@@ -538,7 +539,7 @@ export class Driver {
   }
 
   /** The host answers a failed barrier (a detach) before what the barriers held moves. */
-  private answer(errno: string): void {
+  private answer(errno: Errno): void {
     if (this.stepping) {
       this.releaseAfterSteps = true;
       this.host.diskFailed(errno);

@@ -22,6 +22,7 @@ import { Bitmap, mergeRanges } from './bitmap.js';
 import type {
   Action,
   AdminCommand,
+  AdminRefusal,
   BlockRange,
   BootState,
   ClientRequest,
@@ -34,10 +35,12 @@ import type {
   Packet,
   ReconfigurableOptions,
   ReplState,
+  ResizeFailure,
   ResizeRefusal,
   Role,
   Stream,
 } from './types.js';
+import { refusalMessage } from './refusal.js';
 import { UUID_JUST_CREATED, UUID_NEW_BM_OFFSET, handshakeVerdict, type UuidView } from './uuid.js';
 
 const BLOCK = BITMAP_BLOCK_BYTES;
@@ -229,7 +232,7 @@ interface ResizeOp {
   readonly peers: readonly number[];
   readonly waiting: Set<number>;
   readonly grown: number[];
-  readonly failed: string[];
+  readonly failed: ResizeFailure[];
 }
 
 /** Local storage work the engine asked the daemon for (probeCapacity / growDisk). */
@@ -1437,8 +1440,12 @@ function detach(s: EngineState): void {
 
 // --- admin ----------------------------------------------------------------------------------
 
-function reply(s: EngineState, cmdId: number, ok: boolean, message: string): void {
-  emit(s, { type: 'adminResult', cmdId, ok, message });
+function reply(s: EngineState, cmdId: number, message: string): void {
+  emit(s, { type: 'adminResult', cmdId, ok: true, message });
+}
+
+function refuseAdmin(s: EngineState, cmdId: number, refusal: AdminRefusal): void {
+  emit(s, { type: 'adminResult', cmdId, ok: false, refusal, message: refusalMessage(refusal) });
 }
 
 /** Commands that change roles, UUIDs or the disk would race the handshake's view of them. */
@@ -1456,7 +1463,7 @@ const REFUSED_WHILE_HANDSHAKING: ReadonlySet<AdminCommand['cmd']> = new Set([
 
 function onAdmin(s: EngineState, cmdId: number, c: AdminCommand): void {
   if (REFUSED_WHILE_HANDSHAKING.has(c.cmd) && mustQueue(s)) {
-    return reply(s, cmdId, false, 'a handshake with a peer is in progress; retry');
+    return refuseAdmin(s, cmdId, { code: 'handshaking' });
   }
   switch (c.cmd) {
     case 'primary':
@@ -1467,29 +1474,29 @@ function onAdmin(s: EngineState, cmdId: number, c: AdminCommand): void {
       return;
     case 'connect': {
       const p = s.peers.get(c.peer);
-      if (p === undefined) return reply(s, cmdId, false, `unknown peer ${c.peer}`);
+      if (p === undefined) return refuseAdmin(s, cmdId, { code: 'unknown-peer', peer: c.peer });
       p.wantConnect = true;
       p.discardMyData = c.discardMyData;
       if (p.conn === 'StandAlone') setConn(s, p, 'Connecting');
       emit(s, { type: 'connect', peer: p.id });
-      return reply(s, cmdId, true, 'connecting');
+      return reply(s, cmdId, 'connecting');
     }
     case 'disconnect': {
       const p = s.peers.get(c.peer);
-      if (p === undefined) return reply(s, cmdId, false, `unknown peer ${c.peer}`);
+      if (p === undefined) return refuseAdmin(s, cmdId, { code: 'unknown-peer', peer: c.peer });
       p.wantConnect = false;
       emit(s, { type: 'disconnect', peer: p.id });
       onClosed(s, p.id, false);
       setConn(s, p, 'StandAlone');
-      return reply(s, cmdId, true, 'disconnected');
+      return reply(s, cmdId, 'disconnected');
     }
     case 'new-current-uuid':
       return newCurrentUuidCmd(s, cmdId, c.clearBitmap);
     case 'invalidate':
     case 'invalidate-remote': {
       const p = s.peers.get(c.peer);
-      if (p === undefined) return reply(s, cmdId, false, `unknown peer ${c.peer}`);
-      if (!hasDisk(s)) return reply(s, cmdId, false, 'no local disk');
+      if (p === undefined) return refuseAdmin(s, cmdId, { code: 'unknown-peer', peer: c.peer });
+      if (!hasDisk(s)) return refuseAdmin(s, cmdId, { code: 'no-disk' });
       const iAmSource = c.cmd === 'invalidate-remote';
       if (p.conn !== 'Connected' || !p.settled || p.repl !== 'Established' || p.sync !== null) {
         if (c.cmd === 'invalidate' && p.conn !== 'Connected') {
@@ -1499,31 +1506,31 @@ function onAdmin(s: EngineState, cmdId: number, c: AdminCommand): void {
           setDisk(s, 'Inconsistent');
           emit(s, { type: 'bitmapFlush' });
           persist(s);
-          return reply(s, cmdId, true, 'invalidated; full sync on connect');
+          return reply(s, cmdId, 'invalidated; full sync on connect');
         }
-        return reply(s, cmdId, false, 'needs an established connection');
+        return refuseAdmin(s, cmdId, { code: 'not-established' });
       }
       if (iAmSource ? s.disk !== 'UpToDate' : p.disk !== 'UpToDate')
-        return reply(s, cmdId, false, 'the sync source must be UpToDate');
+        return refuseAdmin(s, cmdId, { code: 'sync-source-not-up-to-date' });
       if (!iAmSource && s.role === 'Primary')
-        return reply(s, cmdId, false, 'a Primary cannot invalidate its own data');
+        return refuseAdmin(s, cmdId, { code: 'primary-invalidate' });
       send(s, p, 'data', { kind: 'StartResync', senderIsSource: iAmSource, full: true });
       beginSync(s, p, iAmSource ? 'source' : 'target', true);
-      return reply(s, cmdId, true, 'full sync started');
+      return reply(s, cmdId, 'full sync started');
     }
     case 'verify':
       return startVerify(s, cmdId, c.peer);
     case 'detach':
-      if (!hasDisk(s)) return reply(s, cmdId, false, 'no disk attached');
+      if (!hasDisk(s)) return refuseAdmin(s, cmdId, { code: 'no-disk' });
       if (
         s.role === 'Primary' &&
         ![...s.peers.values()].some((p) => isConnectedSettled(p) && p.disk === 'UpToDate')
       )
-        return reply(s, cmdId, false, 'a Primary needs an UpToDate peer to detach');
+        return refuseAdmin(s, cmdId, { code: 'primary-needs-up-to-date-peer', action: 'detach' });
       persist(s);
       emit(s, { type: 'bitmapFlush' });
       detach(s);
-      return reply(s, cmdId, true, 'detached');
+      return reply(s, cmdId, 'detached');
     case 'attach':
       return attach(s, cmdId, c.boot);
     case 'resize':
@@ -1534,20 +1541,20 @@ function onAdmin(s: EngineState, cmdId: number, c: AdminCommand): void {
 }
 
 function promote(s: EngineState, cmdId: number, force: boolean): void {
-  if (s.role === 'Primary') return reply(s, cmdId, true, 'already Primary');
-  if (s.pendingPromote !== null)
-    return reply(s, cmdId, false, 'a promotion is already in progress');
+  if (s.role === 'Primary') return reply(s, cmdId, 'already Primary');
+  if (s.pendingPromote !== null) return refuseAdmin(s, cmdId, { code: 'promotion-in-progress' });
   const connected = [...s.peers.values()].filter((p) => isConnectedSettled(p));
   if (!s.cfg.allowTwoPrimaries && connected.some((p) => p.role === 'Primary'))
-    return reply(s, cmdId, false, 'the peer is Primary and allow-two-primaries is off');
+    return refuseAdmin(s, cmdId, { code: 'peer-primary', voted: false });
   if (s.disk === 'Diskless') {
     if (!connected.some((p) => p.disk === 'UpToDate'))
-      return reply(s, cmdId, false, 'no local disk and no UpToDate peer');
+      return refuseAdmin(s, cmdId, { code: 'no-up-to-date-data' });
   } else if (s.disk !== 'UpToDate' && !force) {
-    return reply(s, cmdId, false, `disk is ${s.disk}; UpToDate needed (or --force)`);
-  } else if (!hasDisk(s)) return reply(s, cmdId, false, `disk is ${s.disk}`);
+    return refuseAdmin(s, cmdId, { code: 'disk-not-up-to-date', disk: s.disk, forceable: true });
+  } else if (!hasDisk(s))
+    return refuseAdmin(s, cmdId, { code: 'disk-not-up-to-date', disk: s.disk, forceable: false });
   if (connected.some((p) => p.sync !== null && p.sync.role === 'source') && s.disk !== 'UpToDate')
-    return reply(s, cmdId, false, 'a resync into this node is running');
+    return refuseAdmin(s, cmdId, { code: 'resync-running', intoThisNode: true });
   if (connected.length === 0 || s.cfg.allowTwoPrimaries) return becomePrimary(s, cmdId, force);
   // Two-phase: every connected peer must agree that it is not (becoming) Primary.
   const pp: PendingPromote = { cmdId, force, waiting: new Set(), refused: false };
@@ -1568,7 +1575,7 @@ function onPromoteReply(s: EngineState, p: Peer, id: number, granted: boolean): 
   s.pendingPromote = null;
   if (pp.refused) {
     broadcastState(s); // tells peers that granted that we stay Secondary
-    return reply(s, pp.cmdId, false, 'a peer is Primary or becoming Primary');
+    return refuseAdmin(s, pp.cmdId, { code: 'peer-primary', voted: true });
   }
   becomePrimary(s, pp.cmdId, pp.force);
 }
@@ -1604,32 +1611,32 @@ function becomePrimary(s: EngineState, cmdId: number, force: boolean): void {
       }
     }
   }
-  reply(s, cmdId, true, forcedUp ? 'Primary (forced: new data generation)' : 'Primary');
+  reply(s, cmdId, forcedUp ? 'Primary (forced: new data generation)' : 'Primary');
 }
 
 function demote(s: EngineState, cmdId: number): void {
-  if (s.role !== 'Primary') return reply(s, cmdId, true, 'already Secondary');
+  if (s.role !== 'Primary') return reply(s, cmdId, 'already Secondary');
   if (s.writes.size > 0 || s.flushes.size > 0 || s.queued.length > 0 || s.writesNotStarted.size > 0)
-    return reply(s, cmdId, false, 'device is busy (I/O in flight)');
+    return refuseAdmin(s, cmdId, { code: 'io-in-flight' });
   setRole(s, 'Secondary');
   s.crashedPrimary = false;
   s.current = withRoleBit(s, s.current);
   persist(s);
   emit(s, { type: 'bitmapFlush' });
   broadcastState(s);
-  reply(s, cmdId, true, 'Secondary');
+  reply(s, cmdId, 'Secondary');
 }
 
 function newCurrentUuidCmd(s: EngineState, cmdId: number, clearBitmap: boolean): void {
-  if (!hasDisk(s)) return reply(s, cmdId, false, 'no local disk');
+  if (!hasDisk(s)) return refuseAdmin(s, cmdId, { code: 'no-disk' });
   if (!clearBitmap) {
     newCurrentUuid(s);
-    return reply(s, cmdId, true, 'new current UUID');
+    return reply(s, cmdId, 'new current UUID');
   }
   // Skip the initial sync: every connected disk is declared identical (e.g. all zeroed).
   const connected = [...s.peers.values()].filter((p) => isConnectedSettled(p));
   if (connected.some((p) => p.sync !== null || p.repl !== 'Established'))
-    return reply(s, cmdId, false, 'a resync is running');
+    return refuseAdmin(s, cmdId, { code: 'resync-running', intoThisNode: false });
   pushHistory(s, s.current);
   s.current = withRoleBit(s, randomUuid(s));
   for (const p of s.peers.values()) {
@@ -1647,16 +1654,16 @@ function newCurrentUuidCmd(s: EngineState, cmdId: number, clearBitmap: boolean):
     if (p.disk !== 'Diskless') setPeerDisk(s, p, 'UpToDate');
   }
   broadcastState(s);
-  reply(s, cmdId, true, 'new current UUID; bitmap cleared');
+  reply(s, cmdId, 'new current UUID; bitmap cleared');
 }
 
 function attach(s: EngineState, cmdId: number, boot: BootState): void {
-  if (hasDisk(s)) return reply(s, cmdId, false, 'a disk is already attached');
+  if (hasDisk(s)) return refuseAdmin(s, cmdId, { code: 'disk-attached' });
   if (
     s.role === 'Primary' &&
     ![...s.peers.values()].some((p) => isConnectedSettled(p) && p.disk === 'UpToDate')
   )
-    return reply(s, cmdId, false, 'a Primary attaches only while connected to an UpToDate peer');
+    return refuseAdmin(s, cmdId, { code: 'primary-needs-up-to-date-peer', action: 'attach' });
   setDisk(s, 'Attaching');
   loadBoot(s, boot);
   if (s.disk === 'UpToDate') setDisk(s, 'Outdated'); // it missed writes while away; peers decide
@@ -1672,7 +1679,7 @@ function attach(s: EngineState, cmdId: number, boot: BootState): void {
       send(s, p, 'data', handshakePacket(s, p));
     }
   }
-  reply(s, cmdId, true, 'attached');
+  reply(s, cmdId, 'attached');
 }
 
 // --- connection and handshake ---------------------------------------------------------------
@@ -2811,54 +2818,52 @@ function onResyncDoneAck(s: EngineState, p: Peer, uuid: bigint): void {
 // itself last: until then no write can reach the new area anywhere. The new area is out of sync
 // (unless assume-clean): the initiator resyncs it to its peers as SyncSource.
 
-function refusalText(r: ResizeRefusal, who: string): string {
-  switch (r) {
-    case 'failed':
-      return `${who} could not measure its backing device (see its log)`;
-    case 'none':
-      return '';
-  }
-}
-
 function startResize(
   s: EngineState,
   cmdId: number,
   c: Extract<AdminCommand, { cmd: 'resize' }>,
 ): void {
-  if (s.resize !== null) return reply(s, cmdId, false, 'a resize is already in progress');
-  if (!hasDisk(s)) return reply(s, cmdId, false, 'no local disk');
+  if (s.resize !== null) return refuseAdmin(s, cmdId, { code: 'resize-in-progress' });
+  if (!hasDisk(s)) return refuseAdmin(s, cmdId, { code: 'no-disk' });
   if (s.disk !== 'UpToDate')
-    return reply(s, cmdId, false, `disk is ${s.disk}; resize needs UpToDate data here`);
-  if (c.refusal !== 'none') return reply(s, cmdId, false, refusalText(c.refusal, 'this node'));
+    return refuseAdmin(s, cmdId, { code: 'resize-disk-not-up-to-date', disk: s.disk });
+  if (c.refusal !== 'none')
+    return refuseAdmin(s, cmdId, {
+      code: 'resize-failed',
+      failures: [{ who: 'this node', step: 'measure' }],
+      targetBytes: c.sizeBytes ?? 0,
+    });
   const all = [...s.peers.values()];
   const connected = all.filter((p) => p.conn === 'Connected');
   const apart = all.filter((p) => p.conn !== 'Connected');
   if (connected.length > 0 && apart.length > 0) {
-    return reply(
-      s,
-      cmdId,
-      false,
-      `peer ${apart.map((p) => p.name).join(', ')} is not connected; resize needs every peer connected (or none)`,
-    );
+    return refuseAdmin(s, cmdId, {
+      code: 'resize-peers-apart',
+      peers: apart.map((p) => p.name),
+      alone: false,
+    });
   }
   // Alone, nobody can tell this node which size its peers will take: it must be given, so the
   // peers can be grown to the very same size before they connect (the handshake needs it).
   if (connected.length === 0 && apart.length > 0 && c.sizeBytes === null) {
-    return reply(
-      s,
-      cmdId,
-      false,
-      `peer ${apart.map((p) => p.name).join(', ')} is not connected; growing alone needs an explicit size`,
-    );
+    return refuseAdmin(s, cmdId, {
+      code: 'resize-peers-apart',
+      peers: apart.map((p) => p.name),
+      alone: true,
+    });
   }
   for (const p of connected) {
-    if (!p.settled) return reply(s, cmdId, false, 'a handshake with a peer is in progress; retry');
+    if (!p.settled) return refuseAdmin(s, cmdId, { code: 'handshaking' });
     if (p.repl !== 'Established' || p.sync !== null || p.rs !== null || p.ov !== null)
-      return reply(s, cmdId, false, `a resync or verify with peer ${p.name} is running`);
+      return refuseAdmin(s, cmdId, { code: 'resize-peer-busy', peer: p.name });
     if (p.disk !== 'UpToDate')
-      return reply(s, cmdId, false, `peer ${p.name} is ${p.disk}; resize needs UpToDate peers`);
+      return refuseAdmin(s, cmdId, {
+        code: 'resize-peer-not-up-to-date',
+        peer: p.name,
+        disk: p.disk,
+      });
     if (p.role === 'Primary')
-      return reply(s, cmdId, false, `peer ${p.name} is Primary; resize runs on the Primary`);
+      return refuseAdmin(s, cmdId, { code: 'resize-peer-primary', peer: p.name });
   }
   const op: ResizeOp = {
     cmdId,
@@ -2879,14 +2884,14 @@ function startResize(
   for (const p of connected) send(s, p, 'data', { kind: 'ResizeQuery', id: op.id });
 }
 
-function failResize(s: EngineState, op: ResizeOp, message: string): void {
+function failResize(s: EngineState, op: ResizeOp, refusal: AdminRefusal): void {
   s.resize = null;
   // A peer that grew while we cannot must not stay connected at a size we do not share.
   for (const id of op.grown) {
     const p = s.peers.get(id);
     if (p !== undefined && p.conn === 'Connected') goStandAlone(s, p);
   }
-  reply(s, op.cmdId, false, message);
+  refuseAdmin(s, op.cmdId, refusal);
 }
 
 function decideResize(s: EngineState, op: ResizeOp): void {
@@ -2894,26 +2899,27 @@ function decideResize(s: EngineState, op: ResizeOp): void {
   const fit = Math.floor(op.capacityBytes / BLOCK) * BLOCK;
   const req = op.requestedBytes === null ? null : Math.floor(op.requestedBytes / BLOCK) * BLOCK;
   if (req !== null && req > fit) {
-    return failResize(
-      s,
-      op,
-      `--size ${req} bytes does not fit: ${op.smallest} has room for ${fit} bytes`,
-    );
+    return failResize(s, op, {
+      code: 'resize-does-not-fit',
+      requestedBytes: req,
+      smallest: op.smallest,
+      fitBytes: fit,
+    });
   }
   const target = req ?? fit;
   if (target < current) {
-    return failResize(
-      s,
-      op,
-      req !== null
-        ? `--size ${req} bytes is smaller than the device (${current} bytes); shrinking is not supported`
-        : `${op.smallest} has room for only ${fit} bytes, less than the device (${current} bytes); shrinking is not supported`,
-    );
+    return failResize(s, op, {
+      code: 'resize-shrink',
+      requestedBytes: req,
+      currentBytes: current,
+      smallest: op.smallest,
+      fitBytes: fit,
+    });
   }
   if (target === current) {
     s.resize = null;
     const why = op.smallest === 'this node' ? '' : ` (${op.smallest} has no room for more)`;
-    return reply(s, op.cmdId, true, `already ${current} bytes; nothing to grow${why}`);
+    return reply(s, op.cmdId, `already ${current} bytes; nothing to grow${why}`);
   }
   op.targetBytes = target;
   if (op.peers.length === 0) return growLocal(s, op);
@@ -2971,13 +2977,18 @@ function onResizeInfo(
 ): void {
   const op = s.resize;
   if (op?.phase !== 'query' || op.id !== id || !op.waiting.delete(p.id)) return;
-  if (refusal !== 'none') op.failed.push(refusalText(refusal, `peer ${p.name}`));
+  if (refusal !== 'none') op.failed.push({ who: `peer ${p.name}`, step: 'measure' });
   else if (capacityBytes < op.capacityBytes) {
     op.capacityBytes = capacityBytes;
     op.smallest = `peer ${p.name}`;
   }
   if (op.waiting.size > 0) return;
-  if (op.failed.length > 0) return failResize(s, op, op.failed.join('; '));
+  if (op.failed.length > 0)
+    return failResize(s, op, {
+      code: 'resize-failed',
+      failures: op.failed,
+      targetBytes: op.targetBytes,
+    });
   decideResize(s, op);
 }
 
@@ -3005,9 +3016,14 @@ function onResizeDone(s: EngineState, p: Peer, id: number, ok: boolean): void {
   const op = s.resize;
   if (op?.phase !== 'peers' || op.id !== id || !op.waiting.delete(p.id)) return;
   if (ok) op.grown.push(p.id);
-  else op.failed.push(`peer ${p.name} could not grow to ${op.targetBytes} bytes (see its log)`);
+  else op.failed.push({ who: `peer ${p.name}`, step: 'grow' });
   if (op.waiting.size > 0) return;
-  if (op.failed.length > 0) return failResize(s, op, op.failed.join('; '));
+  if (op.failed.length > 0)
+    return failResize(s, op, {
+      code: 'resize-failed',
+      failures: op.failed,
+      targetBytes: op.targetBytes,
+    });
   growLocal(s, op);
 }
 
@@ -3015,11 +3031,12 @@ function onResizeDone(s: EngineState, p: Peer, id: number, ok: boolean): void {
 function resizePeerLost(s: EngineState, p: Peer): void {
   const op = s.resize;
   if (op === null || !op.waiting.has(p.id)) return;
-  const msg =
-    op.phase === 'query'
-      ? `peer ${p.name} disconnected during the resize; nothing changed, retry once connected`
-      : `peer ${p.name} disconnected during the resize and may have grown to ${op.targetBytes} bytes; if the sizes now differ, run resize --size ${op.targetBytes} on the smaller node before connecting`;
-  failResize(s, op, msg);
+  failResize(s, op, {
+    code: 'resize-peer-lost',
+    peer: p.name,
+    grew: op.phase !== 'query',
+    targetBytes: op.targetBytes,
+  });
 }
 
 /** The device grows to `sizeBytes`; returns the new blocks. */
@@ -3055,12 +3072,11 @@ function onDiskGrown(s: EngineState, token: number, ok: boolean): void {
   const op = s.resize;
   if (op === null) return;
   if (!ok || !hasDisk(s)) {
-    return failResize(
-      s,
-      op,
-      `the local disk could not grow to ${op.targetBytes} bytes (see the log)` +
-        (op.grown.length > 0 ? '; the peers that grew were disconnected' : ''),
-    );
+    return failResize(s, op, {
+      code: 'resize-local-grow-failed',
+      targetBytes: op.targetBytes,
+      peersDisconnected: op.grown.length > 0,
+    });
   }
   s.resize = null;
   const from = s.cfg.sizeBytes;
@@ -3078,7 +3094,6 @@ function onDiskGrown(s: EngineState, token: number, ok: boolean): void {
   reply(
     s,
     op.cmdId,
-    true,
     `grown from ${from} to ${op.targetBytes} bytes` +
       (op.assumeClean ? ' (assume-clean: no resync)' : ''),
   );
@@ -3089,32 +3104,36 @@ function onDiskGrown(s: EngineState, token: number, ok: boolean): void {
 function reconfigure(s: EngineState, cmdId: number, o: ReconfigurableOptions): void {
   const connected = [...s.peers.values()].filter((p) => p.conn === 'Connected');
   if (o.protocol !== undefined && o.protocol !== s.cfg.protocol && connected.length > 0)
-    return reply(s, cmdId, false, 'the protocol changes only while disconnected');
+    return refuseAdmin(s, cmdId, { code: 'protocol-change-connected' });
   if (o.maxEpochSize !== undefined && (!Number.isSafeInteger(o.maxEpochSize) || o.maxEpochSize < 1))
-    return reply(s, cmdId, false, `max-epoch-size ${o.maxEpochSize} out of range`);
+    return refuseAdmin(s, cmdId, {
+      code: 'option-out-of-range',
+      option: 'max-epoch-size',
+      value: o.maxEpochSize,
+    });
   const defined = Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined));
   s.cfg = { ...s.cfg, ...defined };
-  reply(s, cmdId, true, 'reconfigured');
+  reply(s, cmdId, 'reconfigured');
 }
 
 // --- online verify --------------------------------------------------------------------------
 
 function startVerify(s: EngineState, cmdId: number, peerId: number): void {
   const p = s.peers.get(peerId);
-  if (p === undefined) return reply(s, cmdId, false, `unknown peer ${peerId}`);
-  if (!s.cfg.verify) return reply(s, cmdId, false, 'no verify-alg configured');
+  if (p === undefined) return refuseAdmin(s, cmdId, { code: 'unknown-peer', peer: peerId });
+  if (!s.cfg.verify) return refuseAdmin(s, cmdId, { code: 'no-verify-alg' });
   if (
     !isConnectedSettled(p) ||
     p.repl !== 'Established' ||
     s.disk !== 'UpToDate' ||
     p.disk !== 'UpToDate'
   )
-    return reply(s, cmdId, false, 'verify needs an established connection between UpToDate disks');
+    return refuseAdmin(s, cmdId, { code: 'verify-not-established' });
   setRepl(s, p, 'VerifyS');
   send(s, p, 'data', { kind: 'OvStart' });
   p.ov = { cursor: 0, inflight: new Map(), found: 0, nextId: 1 };
   issueVerify(s, p);
-  reply(s, cmdId, true, 'verify started');
+  reply(s, cmdId, 'verify started');
 }
 
 function issueVerify(s: EngineState, p: Peer): void {

@@ -15,6 +15,7 @@ import {
   type IoDone,
 } from '../../src/replication/driver.js';
 import type { EngineState } from '../../src/replication/engine.js';
+import type { Errno } from '../../src/util/errno.js';
 import type { Action, EngineEvent, Packet } from '../../src/replication/types.js';
 import { LocalDisk } from '../../src/daemon/disk.js';
 import { MetadataStore, openBackingDevices } from '../../src/storage/index.js';
@@ -102,7 +103,7 @@ class World {
   }
 
   /** Answers the oldest I/O the disk port holds. */
-  answer(errno: string | null = null): string {
+  answer(errno: Errno | null = null): string {
     const p = this.pending.shift();
     assert.ok(p !== undefined, 'an I/O is pending');
     p.done(errno);

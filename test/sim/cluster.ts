@@ -16,6 +16,7 @@ import {
   Driver,
   type DiskPort,
   type DriverBug,
+  type IoDone,
   type MetaAction,
 } from '../../src/replication/driver.js';
 import type {
@@ -651,7 +652,7 @@ export class Simulation {
     offsetBytes: number,
     payload: Uint8Array,
     fua: boolean,
-    done: (errno: string | null) => void,
+    done: IoDone,
   ): void {
     const inc = n.incarnation;
     const data = new Uint8Array(payload);

@@ -30,6 +30,7 @@ import { UUID_JUST_CREATED } from '../../src/replication/uuid.js';
 import { decodePacket, encodePacket } from '../../src/replication/wire.js';
 import { SimDisk } from './disk.js';
 import { SeededRandom } from '../../src/util/prng.js';
+import type { Errno } from '../../src/util/errno.js';
 import { fnvDigest } from './cluster.js';
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
@@ -50,7 +51,7 @@ export interface PendingIo {
   /** Applies the operation to the disk and answers the driver. */
   run(): void;
   /** Answers the driver with an error; nothing reaches the disk. */
-  fail(errno: string): void;
+  fail(errno: Errno): void;
 }
 
 const DATA_IO: ReadonlySet<IoKind> = new Set(['read', 'write', 'trim', 'zeroes', 'flush']);
@@ -233,7 +234,7 @@ export class Pair {
       kind: IoKind,
       apply: () => Uint8Array | undefined,
       done: IoDone,
-      errnoOf?: () => string | null,
+      errnoOf?: () => Errno | null,
     ): void => {
       n.pendingIo.push({
         kind,
