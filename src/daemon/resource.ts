@@ -33,6 +33,7 @@ import type { ControlRequest, TandemEvent } from './control-protocol.js';
 import { liveOptionsOf, type AdjustStep } from './adjust.js';
 import type { EventSink, ResourceRuntime } from './daemon.js';
 import { LocalDisk } from './disk.js';
+import { handlerEnv, runHandler } from './handlers.js';
 import type { NbdHub } from './nbd-hub.js';
 import { engineConfig, type ResourcePlan } from './resource-config.js';
 import {
@@ -713,6 +714,10 @@ export class Resource implements ResourceRuntime {
         return this.probeCapacity(a.token);
       case 'growDisk':
         return this.growDisk(a.token, a.sizeBytes);
+      case 'fencePeer':
+        return this.fencePeer(a.peer, a.token);
+      case 'unfencePeer':
+        return this.unfencePeer(a.peer);
       case 'note':
         if (a.note.kind === 'resized')
           this.emitEvent('change', 'device', undefined, { size: a.note.sizeBytes, volume: 0 });
@@ -745,6 +750,47 @@ export class Resource implements ResourceRuntime {
         this.feed({ type: 'diskDone', ioId, ok: false, errno: errnoOf(e) });
       },
     );
+  }
+
+  /**
+   * Resource-level fencing: the fence-peer handler's exit code goes back to the engine, which
+   * holds frozen I/O or a promotion until it arrives. No handler configured is a failure
+   * (DRBD: "fence-peer helper not defined"), so fencing without one never promotes blindly.
+   */
+  private fencePeer(peer: number, token: number): void {
+    const command = this.plan.handlers['fence-peer'];
+    const log = this.svc.log;
+    if (typeof command !== 'string') {
+      log.error({ peer: this.peerName(peer) }, 'fencing is on but no fence-peer handler is set');
+      queueMicrotask(() => this.feed({ type: 'fencePeerDone', peer, token, exitCode: null }));
+      return;
+    }
+    log.info({ peer: this.peerName(peer), command }, 'running the fence-peer handler');
+    void runHandler(command, this.handlerEnv(peer)).then((exitCode) => {
+      log.info({ peer: this.peerName(peer), exitCode }, 'fence-peer handler finished');
+      this.feed({ type: 'fencePeerDone', peer, token, exitCode });
+    });
+  }
+
+  /** The peer fenced earlier is UpToDate again: unfence-peer lifts what fence-peer placed. */
+  private unfencePeer(peer: number): void {
+    const command = this.plan.handlers['unfence-peer'];
+    if (typeof command !== 'string') return;
+    const log = this.svc.log;
+    log.info({ peer: this.peerName(peer), command }, 'running the unfence-peer handler');
+    void runHandler(command, this.handlerEnv(peer)).then((exitCode) => {
+      if (exitCode === 0) log.info({ peer: this.peerName(peer) }, 'unfence-peer handler finished');
+      else log.error({ peer: this.peerName(peer), exitCode }, 'unfence-peer handler failed');
+    });
+  }
+
+  private handlerEnv(peer: number): Record<string, string> {
+    const e = this.engine;
+    const upToDate: number[] = [];
+    if (e?.disk === 'UpToDate') upToDate.push(this.plan.nodeId);
+    for (const [id, p] of this.peers)
+      if (p.conn === 'Connected' && p.engineDisk === 'UpToDate') upToDate.push(id);
+    return handlerEnv(this.plan, peer, upToDate);
   }
 
   private probeCapacity(token: number): void {

@@ -748,6 +748,10 @@ export class Simulation {
               : { kind: a.type, flushData, stage: 'queued' };
         return this.queueMeta(n, op, inc);
       }
+      case 'fencePeer':
+      case 'unfencePeer':
+        // The simulator's configurations keep fencing dont-care; the engine never asks.
+        throw new Error(`simulator: unexpected ${a.type} (fencing is not simulated)`);
       case 'bitmapSet':
         for (const r of a.ranges) {
           n.mbitmap.set(r);
@@ -1676,6 +1680,8 @@ function describeEvent(ev: EngineEvent): string {
       return `capacity token=${ev.token} ${ev.capacityBytes} ${ev.refusal}`;
     case 'diskGrown':
       return `diskGrown token=${ev.token} ${ev.ok ? 'ok' : 'failed'}`;
+    case 'fencePeerDone':
+      return `fencePeerDone peer=${ev.peer} token=${ev.token} exit=${ev.exitCode}`;
   }
 }
 

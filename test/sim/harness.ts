@@ -51,6 +51,10 @@ export interface HNode {
   flushIos: number;
   /** What a capacity probe reports (the backing device's room for data). @default SIZE */
   capacityBytes: number;
+  /** fencePeer actions not answered yet (the test answers with fencePeerDone). */
+  readonly fences: { peer: number; token: number }[];
+  /** unfencePeer actions, by peer. */
+  readonly unfences: number[];
 }
 
 export function baseConfig(id: number, over: Partial<EngineConfig> = {}): EngineConfig {
@@ -122,6 +126,8 @@ export class Pair {
       failNextIo: false,
       flushIos: 0,
       capacityBytes: SIZE,
+      fences: [],
+      unfences: [],
     };
     const r = createEngine(baseConfig(id, over), this.boot(n));
     n.engine = r.state;
@@ -276,6 +282,12 @@ export class Pair {
           ioId: -1,
           run: () => ({ type: 'diskGrown', token: a.token, ok: a.sizeBytes <= n.capacityBytes }),
         });
+        return;
+      case 'fencePeer':
+        n.fences.push({ peer: a.peer, token: a.token });
+        return;
+      case 'unfencePeer':
+        n.unfences.push(a.peer);
         return;
       case 'note':
         n.notes.push(a.note);
