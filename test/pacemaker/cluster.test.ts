@@ -8,8 +8,15 @@
 // be promoted, and a failover that loses acknowledged writes.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import { NbdClient } from '../../src/nbd/client.js';
-import { PacemakerPair, pollUntil, requireCluster, type NodeName } from '../support/pacemaker.js';
+import {
+  PacemakerPair,
+  REPO_ROOT,
+  pollUntil,
+  requireCluster,
+  type NodeName,
+} from '../support/pacemaker.js';
 import {
   BLOCK,
   RESOURCE,
@@ -21,6 +28,22 @@ import {
 } from './support.js';
 
 const MIB = 1024 * 1024;
+
+/** The fence-peer handler's location constraint: which node it lets be Promoted, or null. */
+async function fenceConstraint(
+  pair: PacemakerPair,
+  on: NodeName,
+): Promise<{ keeps: string } | null> {
+  const r = await pair.on(on, [
+    'cibadmin',
+    '-Q',
+    '--xpath',
+    `//rsc_location[@id='tandem-fence-${RESOURCE}']//expression`,
+  ]);
+  if (r.code !== 0) return null;
+  const hit = / value="([^"]*)"/.exec(r.stdout);
+  return { keeps: hit?.[1] ?? '?' };
+}
 const DISK_BYTES = 64 * MIB;
 /** The write load covers 16 MiB: four activity-log extents' worth of random 4 KiB blocks. */
 const REGION_BLOCKS = (16 * MIB) / BLOCK;
@@ -30,7 +53,12 @@ test('Pacemaker fails Tandem over after SIGKILL of the Promoted tandemd: no ackn
   if (!requireCluster(t)) return;
   const pair = await PacemakerPair.create({ tokenMs: 1000 });
   try {
-    const c = await setupTandem(pair, { diskBytes: DISK_BYTES });
+    const fencer = join(REPO_ROOT, 'contrib', 'ocf', 'crm-fence-peer.sh');
+    const c = await setupTandem(pair, {
+      diskBytes: DISK_BYTES,
+      net: 'fencing resource-only;',
+      handlers: `fence-peer "${fencer}"; unfence-peer "${fencer} --unfence";`,
+    });
     await pair.startCluster();
     await pair.onOk('n1', [
       'crm_attribute',
@@ -125,6 +153,12 @@ test('Pacemaker fails Tandem over after SIGKILL of the Promoted tandemd: no ackn
     );
     const failoverSec = (performance.now() - killedAt) / 1000;
     assert.equal((await tandemStatus(c, S)).role, 'Primary');
+    // S promoted over an unknown peer: its fence-peer handler keeps P from promotion.
+    assert.deepEqual(
+      await fenceConstraint(pair, S),
+      { keeps: S },
+      'the fence constraint is in place',
+    );
 
     const back = await NbdClient.connect({
       listener: { kind: 'unix', path: c.nbdSocket(S) },

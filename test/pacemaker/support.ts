@@ -26,11 +26,11 @@ export interface TandemCluster {
 
 /**
  * Writes tandem.conf (the same for both nodes), wrappers for tandem/tandemd and create-md on
- * both disks. `disk` and `handlers` go into the resource's sections.
+ * both disks. `net` and `handlers` go into the resource's sections.
  */
 export async function setupTandem(
   pair: PacemakerPair,
-  o: { diskBytes: number; disk?: string; handlers?: string },
+  o: { diskBytes: number; net?: string; handlers?: string },
 ): Promise<TandemCluster> {
   const bin = join(pair.dir, 'bin');
   await mkdir(bin, { recursive: true });
@@ -58,12 +58,8 @@ export async function setupTandem(
   await writeFile(
     config,
     `resource ${RESOURCE} {
-  net { protocol C; connect-int 1; ping-int 1; ping-timeout 5; }
-  disk {
-    c-fill-target 16M;
-    c-max-rate 4G;
-${o.disk ?? ''}
-  }
+  net { protocol C; connect-int 1; ping-int 1; ping-timeout 5; ${o.net ?? ''} }
+  disk { c-fill-target 16M; c-max-rate 4G; }
   handlers {
 ${o.handlers ?? ''}
   }
