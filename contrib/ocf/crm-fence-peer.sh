@@ -13,8 +13,8 @@
 #
 #   net { fencing resource-only; }
 #   handlers {
-#     fence-peer   "/usr/lib/ocf/resource.d/tandem/crm-fence-peer.sh";
-#     unfence-peer "/usr/lib/ocf/resource.d/tandem/crm-fence-peer.sh --unfence";
+#     fence-peer   "/usr/lib/tandem/crm-fence-peer.sh";
+#     unfence-peer "/usr/lib/tandem/crm-fence-peer.sh --unfence";
 #   }
 #
 # Options: --clone ID  the promotable clone (default: the clone of the ocf:tandem:tandem

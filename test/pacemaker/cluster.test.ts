@@ -21,7 +21,7 @@ import {
   BLOCK,
   RESOURCE,
   WriteLog,
-  cloneXml,
+  crmCommands,
   setupTandem,
   tandem,
   tandemStatus,
@@ -78,7 +78,7 @@ test('Pacemaker fails Tandem over after SIGKILL of the Promoted tandemd: no ackn
       '-v',
       'ignore',
     ]);
-    await pair.onOk('n1', ['cibadmin', '--create', '-o', 'resources', '--xml-text', cloneXml(c)]);
+    for (const cmd of crmCommands(c)) await pair.onOk('n1', cmd, 60_000);
 
     // Both started, neither promoted: Inconsistent disks have no promotion score.
     await pollUntil(

@@ -100,36 +100,66 @@ export async function tandemStatus(c: TandemCluster, n: NodeName): Promise<Resou
 /** The agent runs on each node; its tandemd log lands in that node's private /var/log. */
 export const TANDEMD_LOG = '/var/log/pacemaker/tandemd.log';
 
-export function cloneXml(c: TandemCluster): string {
-  const attr = (name: string, value: string): string =>
-    `<nvpair id="tdm-${name}" name="${name}" value="${value}"/>`;
-  return `<clone id="tdm-clone">
-  <meta_attributes id="tdm-clone-meta">
-    <nvpair id="tdm-clone-promotable" name="promotable" value="true"/>
-    <nvpair id="tdm-clone-promoted-max" name="promoted-max" value="1"/>
-    <nvpair id="tdm-clone-clone-max" name="clone-max" value="2"/>
-    <nvpair id="tdm-clone-notify" name="notify" value="true"/>
-  </meta_attributes>
-  <primitive id="tdm" class="ocf" provider="tandem" type="tandem">
-    <instance_attributes id="tdm-ia">
-      ${attr('resource', RESOURCE)}
-      ${attr('config', c.config)}
-      ${attr('tandem', join(c.bin, 'tandem'))}
-      ${attr('tandemd', join(c.bin, 'tandemd'))}
-      ${attr('log', TANDEMD_LOG)}
-    </instance_attributes>
-    <meta_attributes id="tdm-meta">
-      <nvpair id="tdm-migration-threshold" name="migration-threshold" value="1"/>
-    </meta_attributes>
-    <operations>
-      <op id="tdm-mon-p" name="monitor" interval="2s" role="Promoted" timeout="20s"/>
-      <op id="tdm-mon-u" name="monitor" interval="3s" role="Unpromoted" timeout="20s"/>
-      <op id="tdm-start" name="start" interval="0" timeout="60s"/>
-      <op id="tdm-stop" name="stop" interval="0" timeout="60s"/>
-      <op id="tdm-promote" name="promote" interval="0" timeout="60s"/>
-    </operations>
-  </primitive>
-</clone>`;
+/**
+ * The promotable clone of ocf:tandem:tandem, created with crmsh in the README's form (crm
+ * configure primitive + clone with promotable=true), with this cluster's paths and short
+ * monitor intervals. migration-threshold=1: a node whose instance failed is not picked again
+ * until `crm_resource --cleanup`.
+ */
+export function crmCommands(c: TandemCluster): string[][] {
+  return [
+    [
+      'crm',
+      'configure',
+      'primitive',
+      'tdm',
+      'ocf:tandem:tandem',
+      'params',
+      `resource=${RESOURCE}`,
+      `config=${c.config}`,
+      `tandem=${join(c.bin, 'tandem')}`,
+      `tandemd=${join(c.bin, 'tandemd')}`,
+      `log=${TANDEMD_LOG}`,
+      'meta',
+      'migration-threshold=1',
+      'op',
+      'monitor',
+      'interval=2s',
+      'role=Promoted',
+      'timeout=20s',
+      'op',
+      'monitor',
+      'interval=3s',
+      'role=Unpromoted',
+      'timeout=20s',
+      'op',
+      'start',
+      'timeout=60s',
+      'op',
+      'stop',
+      'timeout=60s',
+      'op',
+      'promote',
+      'timeout=60s',
+      'op',
+      'demote',
+      'timeout=60s',
+    ],
+    [
+      'crm',
+      'configure',
+      'clone',
+      'tdm-clone',
+      'tdm',
+      'meta',
+      'promotable=true',
+      'promoted-max=1',
+      'promoted-node-max=1',
+      'clone-max=2',
+      'clone-node-max=1',
+      'notify=true',
+    ],
+  ];
 }
 
 // --- the stamped write log -----------------------------------------------------------------

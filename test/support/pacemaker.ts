@@ -41,6 +41,7 @@ export function requireCluster(t: TestContext): boolean {
       'crm_attribute',
       'crm_resource',
     ) &&
+    requirePeers(t, 'crmsh', 'crm') &&
     requirePeers(t, 'iproute2', 'ip') &&
     requirePeers(t, 'util-linux', 'nsenter', 'unshare')
   );
