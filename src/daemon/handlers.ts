@@ -1,7 +1,7 @@
 // drbd.conf `handlers { }`: shell commands tandemd runs on engine events, with the environment
 // DRBD gives its handlers (DRBD_RESOURCE, DRBD_PEER_NODE_ID, DRBD_NODE_ID_<id>, ...), so that
 // handlers written for DRBD (crm-fence-peer.9.sh and the like) read what they expect.
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import type { ResourcePlan } from './resource-config.js';
 
 /** The handler names tandemd runs (the others are accepted and ignored, see docs/CONFIG.md). */
@@ -35,6 +35,17 @@ export function handlerEnv(
   return env;
 }
 
+/** Handlers still running, so that a stopping tandemd ends them (see stopHandlers). */
+const running = new Set<ChildProcess>();
+
+/**
+ * Ends every handler still running (SIGTERM): a stopping tandemd leaves none behind (a
+ * fence-peer handler can wait a long time for its cluster).
+ */
+export function stopHandlers(): void {
+  for (const c of running) c.kill('SIGTERM');
+}
+
 /**
  * Runs `command` with `sh -c` and resolves with its exit code, or null when it could not be
  * started or died by a signal. Never rejects: a handler's failure is an answer, not an error.
@@ -51,7 +62,14 @@ export function runHandler(command: string, env: Record<string, string>): Promis
       done(null);
       return;
     }
-    child.once('error', () => done(null));
-    child.once('exit', (code) => done(code));
+    running.add(child);
+    child.once('error', () => {
+      running.delete(child);
+      done(null);
+    });
+    child.once('exit', (code) => {
+      running.delete(child);
+      done(code);
+    });
   });
 }
