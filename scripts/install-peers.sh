@@ -12,6 +12,8 @@ PKGS=(
   qemu-system-x86 busybox-static cpio kmod rdma-core ibverbs-providers ibverbs-utils  # Soft-RoCE guest (fabric verbs)
   qemu-system-common time                # bench: qemu-storage-daemon mirror peer, GNU time for nbdcopy
   qemu-system-x86 busybox-static cpio kmod nbd-client  # test/support/guest.ts: kernel peers in a qemu guest
+  pacemaker pacemaker-cli-utils corosync crmsh  # test/pacemaker: a real two-node cluster in namespaces
+  resource-agents libxml2-utils          # ocf-tester (and the xmllint it validates meta-data with)
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -26,6 +26,8 @@ export interface LocalClusterOptions {
   readonly diskBytes: number;
   /** Extra lines for the resource's net { } section. */
   readonly net?: string;
+  /** Lines of the resource's handlers { } section (e.g. fence-peer "CMD";). */
+  readonly handlers?: string;
   /** Extra lines for the resource's disk { } section. */
   readonly disk?: string;
   /**
@@ -163,6 +165,7 @@ export class LocalCluster {
       `resource ${resource} {`,
       `  net {\n    protocol C;\n${o.net ?? ''}\n  }`,
       `  disk {\n${o.disk ?? ''}\n  }`,
+      ...(o.handlers === undefined ? [] : [`  handlers {\n${o.handlers}\n  }`]),
       ...hosts,
       ...(multi ? [await LocalCluster.connection(names, pathIps, family)] : []),
       `}`,

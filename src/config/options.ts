@@ -200,8 +200,8 @@ const NET: OptionSchema[] = [
   opt(
     'fencing',
     oneOf(['dont-care', 'resource-only', 'resource-and-stonith'], 'dont-care'),
-    A,
-    'fencing policy',
+    S,
+    'resource-level fencing: run fence-peer when a Primary loses a peer or before promoting over an unknown one; resource-and-stonith also freezes I/O until it answers',
   ),
   opt(
     'max-buffers',
@@ -468,12 +468,19 @@ const HANDLER_NAMES = [
   'quorum-lost',
   'disconnected',
 ];
+const HANDLER_DOCS: Readonly<Record<string, string>> = {
+  'fence-peer':
+    "shell command that keeps the peer from promotion (fencing); exit 3-7 as DRBD's, e.g. 4 = peer outdated",
+  'unfence-peer': 'shell command that undoes fence-peer once the fenced peer is UpToDate again',
+};
 const HANDLERS: OptionSchema[] = HANDLER_NAMES.map((n) =>
   opt(
     n,
     str(),
-    n === 'split-brain' || n === 'local-io-error' || n === 'fence-peer' ? S : A,
-    'shell command run on this event',
+    n === 'split-brain' || n === 'local-io-error' || n === 'fence-peer' || n === 'unfence-peer'
+      ? S
+      : A,
+    HANDLER_DOCS[n] ?? 'shell command run on this event',
   ),
 );
 

@@ -8,6 +8,7 @@ import { Command } from 'commander';
 import { loadConfig, resourcesForNode, formatDiagnostic } from '../config/index.js';
 import { defaultControlPath } from '../cli/context.js';
 import { createLogger } from '../platform/log.js';
+import { stopHandlers } from './handlers.js';
 import { startNode } from './node.js';
 
 const program = new Command('tandemd')
@@ -64,6 +65,7 @@ const program = new Command('tandemd')
         log.error({ err: String(e) }, 'shutdown failed');
         process.exitCode = 1;
       }
+      stopHandlers();
       // Sockets of clients that never hang up must not keep a stopped daemon alive.
       process.exit(process.exitCode ?? 0);
     }

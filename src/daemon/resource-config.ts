@@ -16,6 +16,7 @@ import type {
   AfterSb0Pri,
   AfterSb1Pri,
   AfterSb2Pri,
+  FencingPolicy,
   EngineConfig,
   Protocol,
 } from '../replication/types.js';
@@ -65,6 +66,8 @@ export interface ResourcePlan {
   readonly fabric: FabricOptions;
   readonly net: OptionMap;
   readonly disk: OptionMap;
+  /** `handlers { }`: handler name -> shell command. */
+  readonly handlers: OptionMap;
 }
 
 /** Node ids: as configured, or (two hosts, DRBD 8.4 style) the position of the `on` section. */
@@ -212,6 +215,7 @@ export function planResource(r: ResourceConfig, node: string): ResourcePlan {
     fabric: checkedFabricOptions(r.name, r.sections.net),
     net: r.sections.net,
     disk: { ...r.sections.disk, ...volume.diskOptions },
+    handlers: r.sections.handlers,
   };
 }
 
@@ -333,5 +337,11 @@ export function engineConfig(
     verify: typeof verify === 'string',
     digest: digestFor(alg),
     uuidSeed,
+    fencing: fencingOf(net),
   };
+}
+
+function fencingOf(net: OptionMap): FencingPolicy {
+  const f = str(net, 'fencing', 'dont-care');
+  return f === 'resource-only' || f === 'resource-and-stonith' ? f : 'dont-care';
 }

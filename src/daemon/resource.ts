@@ -41,6 +41,7 @@ import type { ControlRequest, TandemEvent } from './control-protocol.js';
 import { liveOptionsOf, type AdjustStep } from './adjust.js';
 import type { EventSink, ResourceRuntime } from './daemon.js';
 import { LocalDisk } from './disk.js';
+import { handlerEnv, runHandler } from './handlers.js';
 import type { NbdHub } from './nbd-hub.js';
 import { engineConfig, type ResourcePlan } from './resource-config.js';
 import {
@@ -652,6 +653,16 @@ export class Resource implements ResourceRuntime {
         };
       case 'promotion-in-progress':
         return { reason: why, next: 'wait for it to finish' };
+      case 'fence-failed':
+        return {
+          reason: why,
+          next: `check the fence-peer handler's log, or promote with --force if the peer is known to be down with older data: \`tandem primary --force ${r}\``,
+        };
+      case 'fence-pending':
+        return {
+          reason: why,
+          next: `wait for the handler, or connect the peer first: \`tandem wait-connect ${r}\``,
+        };
       case 'protocol-change-connected':
         return {
           reason: why,
@@ -750,6 +761,8 @@ export class Resource implements ResourceRuntime {
       else p.reject(new StateError(this.explain(p.command, a.refusal)));
     },
     stateChange: (c) => this.onStateChange(c),
+    fencePeer: (peer, token) => this.fencePeer(peer, token),
+    unfencePeer: (peer) => this.unfencePeer(peer),
     note: (n) => {
       if (n.kind === 'resized')
         this.emitEvent('change', 'device', undefined, { size: n.sizeBytes, volume: 0 });
@@ -767,6 +780,47 @@ export class Resource implements ResourceRuntime {
       this.feed({ type: 'admin', cmdId: this.nextId++, command: { cmd: 'detach' } });
     },
   };
+
+  /**
+   * Resource-level fencing: the fence-peer handler's exit code goes back to the engine, which
+   * holds frozen I/O or a promotion until it arrives. No handler configured is a failure
+   * (DRBD: "fence-peer helper not defined"), so fencing without one never promotes blindly.
+   */
+  private fencePeer(peer: number, token: number): void {
+    const command = this.plan.handlers['fence-peer'];
+    const log = this.svc.log;
+    if (typeof command !== 'string') {
+      log.error({ peer: this.peerName(peer) }, 'fencing is on but no fence-peer handler is set');
+      queueMicrotask(() => this.feed({ type: 'fencePeerDone', peer, token, exitCode: null }));
+      return;
+    }
+    log.info({ peer: this.peerName(peer), command }, 'running the fence-peer handler');
+    void runHandler(command, this.handlerEnv(peer)).then((exitCode) => {
+      log.info({ peer: this.peerName(peer), exitCode }, 'fence-peer handler finished');
+      this.feed({ type: 'fencePeerDone', peer, token, exitCode });
+    });
+  }
+
+  /** The peer fenced earlier is UpToDate again: unfence-peer lifts what fence-peer placed. */
+  private unfencePeer(peer: number): void {
+    const command = this.plan.handlers['unfence-peer'];
+    if (typeof command !== 'string') return;
+    const log = this.svc.log;
+    log.info({ peer: this.peerName(peer), command }, 'running the unfence-peer handler');
+    void runHandler(command, this.handlerEnv(peer)).then((exitCode) => {
+      if (exitCode === 0) log.info({ peer: this.peerName(peer) }, 'unfence-peer handler finished');
+      else log.error({ peer: this.peerName(peer), exitCode }, 'unfence-peer handler failed');
+    });
+  }
+
+  private handlerEnv(peer: number): Record<string, string> {
+    const e = this.engine;
+    const upToDate: number[] = [];
+    if (e?.disk === 'UpToDate') upToDate.push(this.plan.nodeId);
+    for (const [id, p] of this.peers)
+      if (p.conn === 'Connected' && p.engineDisk === 'UpToDate') upToDate.push(id);
+    return handlerEnv(this.plan, peer, upToDate);
+  }
 
   // --- peers -----------------------------------------------------------------------------
 

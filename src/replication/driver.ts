@@ -89,6 +89,10 @@ export interface DriverHost {
   complete(a: Extract<Action, { type: 'complete' }>): void;
   adminResult(a: Extract<Action, { type: 'adminResult' }>): void;
   stateChange(c: StateChange): void;
+  /** Run the fence-peer handler against `peer`; feed fencePeerDone with `token` when it ends. */
+  fencePeer(peer: number, token: number): void;
+  /** Run the unfence-peer handler (the peer fenced earlier is UpToDate again). */
+  unfencePeer(peer: number): void;
   note(n: EngineNote): void;
   /**
    * A metadata barrier failed (its write, or its data flush): the on-disk metadata may no
@@ -345,6 +349,10 @@ export class Driver {
         return this.host.adminResult(a);
       case 'stateChange':
         return this.host.stateChange(a.change);
+      case 'fencePeer':
+        return this.host.fencePeer(a.peer, a.token);
+      case 'unfencePeer':
+        return this.host.unfencePeer(a.peer);
       case 'note':
         return this.host.note(a.note);
       case 'setTimer': {

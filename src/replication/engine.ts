@@ -127,6 +127,13 @@ interface VerifyReq {
 interface Peer {
   readonly id: number;
   readonly name: string;
+  /**
+   * Resource-level fencing of this peer: its fence-peer handler runs (`fencing`), it answered
+   * that the peer cannot be promoted (`fenced`, until the peer is UpToDate again and the
+   * unfence-peer handler runs), or neither.
+   */
+  fence: 'none' | 'fencing' | 'fenced';
+  fenceToken: number;
   inc: number; // connection incarnation: bumps on every establish/close
   conn: ConnState;
   repl: ReplState;
@@ -302,6 +309,11 @@ export interface EngineState {
   /** retryHeldWrites is running (it re-enters through completions). */
   retryingHeld: 'no' | 'yes' | 'again';
   pendingPromote: PendingPromote | null;
+  /**
+   * Resource-level fencing: I/O frozen (resource-and-stonith: no write or flush completes
+   * until every fence-peer handler answered), and a promotion waiting for the handlers.
+   */
+  readonly fence: { frozen: boolean; promote: { cmdId: number; force: boolean } | null };
   /** A Primary attached a disk that is not yet UpToDate (it syncs from a peer). */
   attachedAsPrimary: boolean;
   appIoThisTick: number;
@@ -356,6 +368,7 @@ export function createEngine(cfg: EngineConfig, boot: BootState | null): StepRes
     writesHeld: [],
     retryingHeld: 'no',
     pendingPromote: null,
+    fence: { frozen: false, promote: null },
     attachedAsPrimary: false,
     appIoThisTick: 0,
     resize: null,
@@ -376,6 +389,8 @@ function newPeer(id: number, name: string): Peer {
   return {
     id,
     name,
+    fence: 'none',
+    fenceToken: 0,
     inc: 0,
     conn: 'StandAlone',
     repl: 'Off',
@@ -471,6 +486,9 @@ export function step(s: EngineState, ev: EngineEvent): StepResult {
     case 'diskGrown':
       onDiskGrown(s, ev.token, ev.ok);
       break;
+    case 'fencePeerDone':
+      onFencePeerDone(s, ev.peer, ev.token, ev.exitCode);
+      break;
   }
   return { state: s, actions: drain(s) };
 }
@@ -530,6 +548,7 @@ function setPeerDisk(s: EngineState, p: Peer, d: DiskState): void {
   if (p.disk === d) return;
   p.disk = d;
   emit(s, { type: 'stateChange', change: { what: 'peerDisk', peer: p.id, disk: d } });
+  if (d === 'UpToDate' && p.conn === 'Connected') unfence(s, p);
 }
 
 function setPeerRole(s: EngineState, p: Peer, r: Role): void {
@@ -748,6 +767,7 @@ function retryHeldWrites(s: EngineState): void {
 
 /** While a handshake is undecided, I/O waits (DRBD suspends I/O across state changes). */
 function mustQueue(s: EngineState): boolean {
+  if (s.fence.frozen) return true;
   for (const p of s.peers.values()) if (p.conn === 'Connected' && !p.settled) return true;
   return false;
 }
@@ -861,7 +881,7 @@ function closeEpochNow(s: EngineState, p: Peer, flush = false): number {
 }
 
 function maybeCompleteFlush(s: EngineState, f: FlushReq): void {
-  if (f.localPending || f.barriers.size > 0) return;
+  if (f.localPending || f.barriers.size > 0 || s.fence.frozen) return;
   s.flushes.delete(f.reqId);
   emit(s, { type: 'complete', reqId: f.reqId, ok: true });
 }
@@ -1045,7 +1065,7 @@ function startWrite(
 }
 
 function maybeCompleteWrite(s: EngineState, w: WriteReq): void {
-  if (w.localPending || w.peersPending.size > 0) return;
+  if (w.localPending || w.peersPending.size > 0 || s.fence.frozen) return;
   s.writes.delete(w.seq);
   releaseAl(s, w.seq);
   if (w.copies > 0) {
@@ -1555,6 +1575,18 @@ function promote(s: EngineState, cmdId: number, force: boolean): void {
     return refuseAdmin(s, cmdId, { code: 'disk-not-up-to-date', disk: s.disk, forceable: false });
   if (connected.some((p) => p.sync !== null && p.sync.role === 'source') && s.disk !== 'UpToDate')
     return refuseAdmin(s, cmdId, { code: 'resync-running', intoThisNode: true });
+  if (fencingOn(s) && !force) {
+    // DRBD: a peer whose disk is unknown may hold newer data; fence it before promoting.
+    const unknown = [...s.peers.values()].filter(
+      (p) => p.conn !== 'Connected' && p.fence !== 'fenced',
+    );
+    if (unknown.length > 0) {
+      if (s.fence.promote !== null) return refuseAdmin(s, cmdId, { code: 'fence-pending' });
+      s.fence.promote = { cmdId, force };
+      for (const p of unknown) startFence(s, p);
+      return;
+    }
+  }
   if (connected.length === 0 || s.cfg.allowTwoPrimaries) return becomePrimary(s, cmdId, force);
   // Two-phase: every connected peer must agree that it is not (becoming) Primary.
   const pp: PendingPromote = { cmdId, force, waiting: new Set(), refused: false };
@@ -1564,6 +1596,107 @@ function promote(s: EngineState, cmdId: number, force: boolean): void {
     send(s, p, 'control', { kind: 'PromoteRequest', id: p.promoteId });
   }
   s.pendingPromote = pp;
+}
+
+// --- resource-level fencing -----------------------------------------------------------------
+
+function fencingOn(s: EngineState): boolean {
+  return (s.cfg.fencing ?? 'dont-care') !== 'dont-care';
+}
+
+function startFence(s: EngineState, p: Peer): void {
+  if (p.fence === 'fencing') return;
+  p.fence = 'fencing';
+  p.fenceToken = s.nextId++;
+  emit(s, { type: 'fencePeer', peer: p.id, token: p.fenceToken });
+}
+
+/** A fenced peer that is UpToDate again (resynced) may be promoted again: lift the fence. */
+function unfence(s: EngineState, p: Peer): void {
+  if (p.fence !== 'fenced') return;
+  p.fence = 'none';
+  emit(s, { type: 'unfencePeer', peer: p.id });
+}
+
+/** What DRBD makes of the fence-peer handler's exit code (drbd_try_outdate_peer). */
+function fenceOutcome(
+  s: EngineState,
+  exitCode: number | null,
+): { peerDisk: DiskState | null; result: string } {
+  switch (exitCode) {
+    case 3:
+      return { peerDisk: 'Inconsistent', result: 'peer is Inconsistent' };
+    case 4:
+      return { peerDisk: 'Outdated', result: 'peer was outdated' };
+    case 5:
+      return s.disk === 'UpToDate'
+        ? { peerDisk: 'Outdated', result: 'peer is unreachable, assumed dead' }
+        : { peerDisk: null, result: 'peer is unreachable and the local disk is not UpToDate' };
+    case 6:
+      return { peerDisk: null, result: 'peer is Primary' };
+    case 7:
+      return {
+        peerDisk: 'Outdated',
+        result:
+          s.cfg.fencing === 'resource-and-stonith'
+            ? 'peer was STONITHed'
+            : 'peer was STONITHed (exit 7 without fencing resource-and-stonith)',
+      };
+    case null:
+      return { peerDisk: null, result: 'the fence-peer handler did not run or was killed' };
+    default:
+      return { peerDisk: null, result: `the fence-peer handler failed (exit ${exitCode})` };
+  }
+}
+
+function onFencePeerDone(
+  s: EngineState,
+  peerId: number,
+  token: number,
+  exitCode: number | null,
+): void {
+  const p = s.peers.get(peerId);
+  if (p === undefined || p.fence !== 'fencing' || token !== p.fenceToken) return;
+  const { peerDisk, result } = fenceOutcome(s, exitCode);
+  const fenced = peerDisk !== null;
+  p.fence = fenced ? 'fenced' : 'none';
+  emit(s, { type: 'note', note: { kind: 'fence-peer', peer: p.id, exitCode, result, fenced } });
+  if (exitCode === 6 && s.role !== 'Primary' && s.disk === 'UpToDate') {
+    // The peer is Primary: this copy stops following the data (DRBD outdates itself).
+    s.wasUpToDate = false;
+    setDisk(s, 'Outdated');
+    persist(s);
+  }
+  if (fenced) {
+    if (p.conn !== 'Connected') setPeerDisk(s, p, peerDisk);
+    // Reconnected while the handler ran: lift the fence again once the peer is good.
+    else if (p.settled && p.disk === 'UpToDate') unfence(s, p);
+  }
+  if ([...s.peers.values()].some((q) => q.fence === 'fencing')) return;
+  // Frozen I/O resumes once every peer is fenced; a failed handler keeps it frozen until the
+  // peer is back (DRBD: until resume-io or a reconnect).
+  if (
+    s.fence.frozen &&
+    [...s.peers.values()].every((q) => q.fence !== 'none' || q.conn === 'Connected')
+  )
+    thaw(s);
+  const pp = s.fence.promote;
+  if (pp === null) return;
+  s.fence.promote = null;
+  const unfenced = [...s.peers.values()].some(
+    (q) => q.conn !== 'Connected' && q.fence !== 'fenced',
+  );
+  if (unfenced) return refuseAdmin(s, pp.cmdId, { code: 'fence-failed', result });
+  promote(s, pp.cmdId, pp.force);
+}
+
+/** Resumes frozen I/O: writes and flushes that finished meanwhile complete now. */
+function thaw(s: EngineState): void {
+  if (!s.fence.frozen) return;
+  s.fence.frozen = false;
+  for (const w of [...s.writes.values()]) maybeCompleteWrite(s, w);
+  for (const f of [...s.flushes.values()]) maybeCompleteFlush(s, f);
+  pumpQueue(s);
 }
 
 function onPromoteReply(s: EngineState, p: Peer, id: number, granted: boolean): void {
@@ -1689,6 +1822,9 @@ function onEstablished(s: EngineState, peerId: number): void {
   if (p === undefined || p.conn === 'Connected' || !p.wantConnect) return;
   p.inc++;
   setConn(s, p, 'Connected');
+  // The peer is reachable again: it cannot have been promoted behind our back; frozen I/O
+  // resumes (requests still wait for the handshake to settle).
+  if (s.fence.frozen && ![...s.peers.values()].some((q) => q.fence === 'fencing')) thaw(s);
   p.settled = false;
   p.hsSent = true;
   p.epoch = 1;
@@ -2008,6 +2144,12 @@ function onClosed(s: EngineState, peerId: number, byNetwork: boolean): void {
   setConn(s, p, p.wantConnect ? 'Connecting' : 'StandAlone');
   setRepl(s, p, 'Off');
   const wasInSync = p.settled && p.disk === 'UpToDate';
+  // A Primary losing a peer with good data fences it before any write it alone holds
+  // completes; under resource-and-stonith nothing completes until the handler answers.
+  if (s.role === 'Primary' && fencingOn(s) && p.disk === 'UpToDate' && p.fence === 'none') {
+    if (s.cfg.fencing === 'resource-and-stonith') s.fence.frozen = true;
+    startFence(s, p);
+  }
   p.settled = false;
   p.hsSent = false;
   p.sync = null;

@@ -24,6 +24,10 @@ export function refusalMessage(r: AdminRefusal): string {
         : 'a Primary attaches only while connected to an UpToDate peer';
     case 'promotion-in-progress':
       return 'a promotion is already in progress';
+    case 'fence-pending':
+      return 'a promotion is waiting for the fence-peer handler';
+    case 'fence-failed':
+      return `fence-peer: ${r.result}; the peer may hold newer data (promote with --force to override)`;
     case 'peer-primary':
       return r.voted
         ? 'a peer is Primary or becoming Primary'

@@ -28,6 +28,12 @@ export type AfterSb0Pri =
   | `discard-node-${string}`;
 export type AfterSb1Pri = 'disconnect' | 'consensus' | 'violently-as0p' | 'discard-secondary';
 export type AfterSb2Pri = 'disconnect' | 'violently-as0p';
+/**
+ * DRBD's resource-level fencing: dont-care never fences; resource-only runs the fence-peer
+ * handler when a Primary loses a peer with good data, or before promoting while a peer is
+ * unknown; resource-and-stonith also freezes I/O (nothing completes) until the handler answers.
+ */
+export type FencingPolicy = 'dont-care' | 'resource-only' | 'resource-and-stonith';
 
 /** Deliberately wrong variants the simulator must catch (test-only; never set in production). */
 export type PlantedBug =
@@ -93,6 +99,8 @@ export interface EngineConfig {
   readonly uuidSeed: number;
   /** Test-only planted bug (see PlantedBug). */
   readonly plantedBug?: PlantedBug;
+  /** @default 'dont-care' */
+  readonly fencing?: FencingPolicy;
 }
 
 export interface MetaFlags {
@@ -215,6 +223,10 @@ export type AdminRefusal =
   /** A Primary detaching or attaching would be left without good data. */
   | { readonly code: 'primary-needs-up-to-date-peer'; readonly action: 'detach' | 'attach' }
   | { readonly code: 'promotion-in-progress' }
+  /** A promotion waits for the fence-peer handler (fencing on, a peer's disk unknown). */
+  | { readonly code: 'fence-pending' }
+  /** The fence-peer handler did not fence the peer, which may hold newer data. */
+  | { readonly code: 'fence-failed'; readonly result: string }
   /** SS_TWO_PRIMARIES: a connected peer is Primary (`voted`: it answered our promote request). */
   | { readonly code: 'peer-primary'; readonly voted: boolean }
   /** SS_NO_UP_TO_DATE_DISK, diskless: no local disk and no UpToDate peer to serve from. */
@@ -314,7 +326,18 @@ export type EngineEvent =
       readonly refusal: ResizeRefusal;
     }
   /** Answer to a growDisk action. */
-  | { readonly type: 'diskGrown'; readonly token: number; readonly ok: boolean };
+  | { readonly type: 'diskGrown'; readonly token: number; readonly ok: boolean }
+  /**
+   * Answer to a fencePeer action: the fence-peer handler's exit code with DRBD's meaning (3
+   * peer Inconsistent, 4 peer Outdated, 5 peer unreachable, 6 peer is Primary, 7 peer
+   * STONITHed; anything else a failure), or null when it could not run or died by a signal.
+   */
+  | {
+      readonly type: 'fencePeerDone';
+      readonly peer: number;
+      readonly token: number;
+      readonly exitCode: number | null;
+    };
 
 // --- actions --------------------------------------------------------------------------------
 
@@ -427,7 +450,11 @@ export type Action =
    * Make the local storage cover `sizeBytes` (metadata and bitmap grown, the agreed size
    * persisted); answer with `diskGrown`. Until then the engine keeps its old size.
    */
-  | { readonly type: 'growDisk'; readonly token: number; readonly sizeBytes: number };
+  | { readonly type: 'growDisk'; readonly token: number; readonly sizeBytes: number }
+  /** Run the fence-peer handler against `peer`; answer with fencePeerDone and this token. */
+  | { readonly type: 'fencePeer'; readonly peer: number; readonly token: number }
+  /** A peer fenced earlier is UpToDate again: run the unfence-peer handler (no answer). */
+  | { readonly type: 'unfencePeer'; readonly peer: number };
 
 export type StateChange =
   | { readonly what: 'role'; readonly role: Role }
@@ -456,7 +483,15 @@ export type EngineNote =
   | { readonly kind: 'verify-finished'; readonly peer: number; readonly outOfSyncBlocks: number }
   | { readonly kind: 'io-error'; readonly errno: Errno }
   | { readonly kind: 'conflict'; readonly peer: number; readonly block: number }
-  | { readonly kind: 'resized'; readonly fromBytes: number; readonly sizeBytes: number };
+  | { readonly kind: 'resized'; readonly fromBytes: number; readonly sizeBytes: number }
+  | {
+      readonly kind: 'fence-peer';
+      readonly peer: number;
+      readonly exitCode: number | null;
+      /** What the engine made of it, e.g. "peer was outdated". */
+      readonly result: string;
+      readonly fenced: boolean;
+    };
 
 // --- packets --------------------------------------------------------------------------------
 

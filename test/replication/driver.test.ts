@@ -85,6 +85,8 @@ class World {
           complete: () => undefined,
           adminResult: () => undefined,
           stateChange: () => undefined,
+          fencePeer: () => undefined,
+          unfencePeer: () => undefined,
           note: () => undefined,
           diskFailed: (errno) => {
             this.log.push(`diskFailed ${errno}`);

@@ -353,6 +353,8 @@ test('driver: writes held behind a metadata barrier are timed from its end; othe
         complete: () => undefined,
         adminResult: () => undefined,
         stateChange: () => undefined,
+        fencePeer: () => undefined,
+        unfencePeer: () => undefined,
         note: () => undefined,
         diskFailed: () => undefined,
       },

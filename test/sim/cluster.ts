@@ -623,6 +623,13 @@ export class Simulation {
             cb?.(a.ok);
           },
           stateChange: (c) => this.onStateChange(n, c),
+          // The simulator's configurations keep fencing dont-care; the engine never asks.
+          fencePeer: () => {
+            throw new Error('simulator: unexpected fencePeer (fencing is not simulated)');
+          },
+          unfencePeer: () => {
+            throw new Error('simulator: unexpected unfencePeer (fencing is not simulated)');
+          },
           note: (note) => this.onNote(n, note),
           diskFailed: () => {
             this.log(`${n.name} metadata write failed: detach`);
@@ -1542,6 +1549,8 @@ function describeEvent(ev: EngineEvent): string {
       return `capacity token=${ev.token} ${ev.capacityBytes} ${ev.refusal}`;
     case 'diskGrown':
       return `diskGrown token=${ev.token} ${ev.ok ? 'ok' : 'failed'}`;
+    case 'fencePeerDone':
+      return `fencePeerDone peer=${ev.peer} token=${ev.token} exit=${ev.exitCode}`;
   }
 }
 

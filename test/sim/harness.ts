@@ -90,6 +90,10 @@ export class HNode {
   flushIos = 0;
   /** What a capacity probe reports (the backing device's room for data). @default SIZE */
   capacityBytes = SIZE;
+  /** fencePeer actions not answered yet (the test answers with fencePeerDone). */
+  readonly fences: { peer: number; token: number }[] = [];
+  /** unfencePeer actions, by peer. */
+  readonly unfences: number[] = [];
   /** The next flush issued is a barrier's data flush (set by DriverHost.barrierStarted). */
   barrierFlushNext = false;
 
@@ -353,6 +357,8 @@ export class Pair {
           if (n.ownCmds.delete(a.cmdId)) return;
           n.admin.push({ ok: a.ok, message: a.message });
         },
+        fencePeer: (peer, token) => void n.fences.push({ peer, token }),
+        unfencePeer: (peer) => void n.unfences.push(peer),
         stateChange: (c) => {
           // The engine let its disk go (detach, on-io-error): the daemon's driver stops
           // using it, and an attach gives it back.
