@@ -8,7 +8,16 @@ import { Command } from 'commander';
 import { loadConfig, resourcesForNode, formatDiagnostic } from '../config/index.js';
 import { defaultControlPath } from '../cli/context.js';
 import { createLogger } from '../platform/log.js';
+import { parseMetricsAddress, type MetricsAddress } from './metrics.js';
 import { startNode } from './node.js';
+
+interface DaemonOptions {
+  readonly config: string;
+  readonly node?: string;
+  readonly control?: string;
+  readonly logLevel: string;
+  readonly metricsAddress?: string;
+}
 
 const program = new Command('tandemd')
   .description('Tandem node daemon: runs every resource configured for this node')
@@ -23,8 +32,20 @@ const program = new Command('tandemd')
   )
   .option('--control <path>', 'control socket path (default /run/tandem/NODE.sock)')
   .option('--log-level <level>', 'debug, info, warn or error', 'info')
-  .action(async (o: { config: string; node?: string; control?: string; logLevel: string }) => {
+  .option(
+    '--metrics-address <host:port>',
+    'serve Prometheus metrics on http://HOST:PORT/metrics (e.g. 127.0.0.1:9942; none by default)',
+  )
+  .action(async (o: DaemonOptions) => {
     const node = o.node ?? process.env['TANDEM_NODE'] ?? hostname();
+    let metricsAddress: MetricsAddress | undefined;
+    try {
+      if (o.metricsAddress !== undefined) metricsAddress = parseMetricsAddress(o.metricsAddress);
+    } catch (e) {
+      process.stderr.write(`tandemd: ${(e as Error).message}\n`);
+      process.exitCode = 2;
+      return;
+    }
     const log = createLogger({ node }, o.logLevel);
     let loaded;
     try {
@@ -51,6 +72,7 @@ const program = new Command('tandemd')
       controlPath,
       log,
       configPath: resolve(o.config),
+      ...(metricsAddress !== undefined ? { metricsAddress } : {}),
       onShutdownRequest: () => void stop('control'),
     });
     async function stop(why: string): Promise<void> {
