@@ -12,6 +12,8 @@ PKGS=(
   qemu-system-x86 busybox-static cpio kmod rdma-core ibverbs-providers ibverbs-utils  # Soft-RoCE guest (fabric verbs)
   qemu-system-common time                # bench: qemu-storage-daemon mirror peer, GNU time for nbdcopy
   qemu-system-x86 busybox-static cpio kmod nbd-client  # test/support/guest.ts: kernel peers in a qemu guest
+  prometheus                             # promtool and a real server scraping tandemd --metrics-address
+  systemd                                # systemd-analyze verify on contrib/systemd units
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -30,7 +30,10 @@ const program = new Command('tandemd')
     '-n, --node <name>',
     'which `on HOST` section is this node (env TANDEM_NODE; default the hostname)',
   )
-  .option('--control <path>', 'control socket path (default /run/tandem/NODE.sock)')
+  .option(
+    '--control <path>',
+    'control socket path (env TANDEM_CONTROL; default /run/tandem/NODE.sock)',
+  )
   .option('--log-level <level>', 'debug, info, warn or error', 'info')
   .option(
     '--metrics-address <host:port>',
@@ -64,7 +67,7 @@ const program = new Command('tandemd')
       process.exitCode = 2;
       return;
     }
-    const controlPath = o.control ?? defaultControlPath(node);
+    const controlPath = o.control ?? process.env['TANDEM_CONTROL'] ?? defaultControlPath(node);
     let stopping = false;
     const running = await startNode({
       node,
