@@ -481,6 +481,7 @@ export async function serveMetrics(
     a === null || typeof a === 'string'
       ? String(a)
       : `${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`;
+  server.on('error', (e) => log.error({ err: String(e) }, 'metrics endpoint failed'));
   // A scraper's keep-alive connection must not hold a stopping daemon.
   server.keepAliveTimeout = 5_000;
   return {
