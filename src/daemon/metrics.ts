@@ -1,14 +1,13 @@
-// Prometheus metrics of one tandemd (`--metrics-address`). Values are read from each
-// Resource's status() at scrape time, so nothing on the data path changes when the endpoint is
-// off and little when it is on; the one exception is the write latency histogram, observed by
-// a wrapper around the NBD export (instrumentExport). Metric names follow drbd-reactor's
-// prometheus plugin wherever DRBD has the metric (dashboards and alerts written for DRBD work
-// unchanged); the rest is `tandem_*`. docs/OPERATIONS.md lists them.
+// Prometheus metrics of one tandemd (`--metrics-address`). Every value, the write-stage
+// histograms included, is read from each Resource's status() at scrape time: the endpoint adds
+// nothing to the data path. Metric names follow drbd-reactor's prometheus plugin wherever DRBD
+// has the metric (dashboards and alerts written for DRBD work unchanged); the rest is
+// `tandem_*`. docs/OPERATIONS.md lists them.
 import { isIP } from 'node:net';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { NbdExportBackend } from '../nbd/types.js';
-import type { Clock } from '../platform/clock.js';
+import { Counter, Gauge, Registry, collectDefaultMetrics, type Metric } from 'prom-client';
+import { WRITE_STAGES_BUCKETS } from '../limits.js';
+import { WRITE_STAGES } from '../replication/write-stages.js';
 import type { Logger } from '../platform/log.js';
 import { ConfigError } from '../util/errors.js';
 import type {
@@ -47,24 +46,8 @@ const REPLICATION_STATES: readonly ReplicationState[] = [
   'VerifyT',
 ];
 
-/**
- * Stages of a write, for `tandem_write_latency_seconds{stage}`. Only `total` (the export's
- * write call, from the backend's submit to the engine's completion) is observed today; the
- * per-stage breakdown of `tandem status --json` adds its stage names here and calls
- * `observeWrite` for each, and the histogram needs nothing else.
- */
-export type WriteStage = 'total';
-
-/** Seconds: a loopback protocol-C write takes tens of microseconds, a slow disk a second. */
-const WRITE_LATENCY_BUCKETS_SEC = [
-  0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
-];
-
 export interface TandemMetrics {
   readonly registry: Registry;
-  /** Wraps a resource's NBD export so each completed write is observed (NodeServices hook). */
-  instrumentExport(resource: string, backend: NbdExportBackend): NbdExportBackend;
-  observeWrite(resource: string, stage: WriteStage, seconds: number): void;
   /** The exposition text of one scrape. */
   render(): Promise<string>;
 }
@@ -72,7 +55,6 @@ export interface TandemMetrics {
 /** Metrics over `statuses()`, which is read once per scrape. */
 export function createMetrics(deps: {
   readonly statuses: () => readonly ResourceStatus[];
-  readonly clock: Clock;
 }): TandemMetrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
@@ -374,33 +356,74 @@ export function createMetrics(deps: {
     },
   );
 
-  const writeLatency = new Histogram<'name' | 'stage'>({
-    name: 'tandem_write_latency_seconds',
-    help: 'Client write latency on this node: stage="total" is from the export submitting the write to the engine completing it',
-    labelNames: ['name', 'stage'],
-    buckets: WRITE_LATENCY_BUCKETS_SEC,
-    registers: [registry],
-  });
-  const observeWrite = (resource: string, stage: WriteStage, seconds: number): void =>
-    writeLatency.observe({ name: resource, stage }, seconds);
+  registry.registerMetric(writeStagesHistogram(up) as unknown as Metric);
+  counter(
+    'tandem_write_stages_dropped_total',
+    'Client writes left out of tandem_write_stage_seconds (their tracking slot was reused while they were in flight)',
+    R,
+    (set) => {
+      for (const r of up()) set({ name: r.name }, r.writeStages.dropped);
+    },
+  );
 
   return {
     registry,
-    observeWrite,
-    instrumentExport(resource, backend) {
-      const { clock } = deps;
-      // The prototype keeps the backend's getters (sizeBytes) live; only write is replaced.
-      const write: NbdExportBackend['write'] = async (offsetBytes, data, fua) => {
-        const startMs = clock.nowMs();
-        await backend.write(offsetBytes, data, fua);
-        observeWrite(resource, 'total', (clock.nowMs() - startMs) / 1000);
-      };
-      return Object.create(backend, { write: { value: write } }) as NbdExportBackend;
-    },
     async render() {
       scrape = deps.statuses();
       return registry.metrics();
     },
+  };
+}
+
+/**
+ * `tandem_write_stage_seconds{name,stage}`: the write-stage breakdown of `tandem status --json`
+ * (src/replication/write-stages.ts) as a Prometheus histogram, read at scrape time. Its log2
+ * buckets become the `le` bounds (bucket b holds [2^(b-1), 2^b) us, so everything up to bucket b
+ * is le = 2^b us); the last bucket, which holds the rest, is only in +Inf. prom-client's
+ * Histogram only observes samples, so this is a collector object of the shape its registry
+ * reads (name, help, type, get).
+ */
+function writeStagesHistogram(up: () => readonly ResourceStatus[]): object {
+  const name = 'tandem_write_stage_seconds';
+  const help =
+    'Client write latency by stage: engine (received to issued), barrier (activity-log transaction), disk, peer (ack), total (received from NBD to completed)';
+  const bounds = Array.from({ length: WRITE_STAGES_BUCKETS - 1 }, (_, b) => 2 ** b / 1e6);
+  const values = (): {
+    metricName: string;
+    labels: Record<string, string | number>;
+    value: number;
+  }[] => {
+    const out: { metricName: string; labels: Record<string, string | number>; value: number }[] =
+      [];
+    for (const r of up()) {
+      for (const stage of WRITE_STAGES) {
+        const h = r.writeStages.stages[stage];
+        const labels = { name: r.name, stage };
+        let below = 0;
+        bounds.forEach((le, b) => {
+          below += h.buckets[b] ?? 0;
+          out.push({ metricName: `${name}_bucket`, labels: { ...labels, le }, value: below });
+        });
+        out.push({
+          metricName: `${name}_bucket`,
+          labels: { ...labels, le: '+Inf' },
+          value: h.count,
+        });
+        out.push({ metricName: `${name}_sum`, labels, value: h.sumUs / 1e6 });
+        out.push({ metricName: `${name}_count`, labels, value: h.count });
+      }
+    }
+    return out;
+  };
+  return {
+    name,
+    help,
+    type: 'histogram',
+    aggregator: 'sum',
+    collect: () => undefined,
+    reset: () => undefined,
+    get: () =>
+      Promise.resolve({ name, help, type: 'histogram', aggregator: 'sum', values: values() }),
   };
 }
 

@@ -48,10 +48,7 @@ export async function startNode(init: NodeInit): Promise<RunningNode> {
   const metrics =
     init.metricsAddress === undefined
       ? null
-      : createMetrics({
-          statuses: () => [...resources.values()].map((r) => r.status()),
-          clock: systemClock,
-        });
+      : createMetrics({ statuses: () => [...resources.values()].map((r) => r.status()) });
   let metricsServer: MetricsServer | null = null;
   if (metrics !== null && init.metricsAddress !== undefined) {
     metricsServer = await serveMetrics(init.metricsAddress, metrics, log);
@@ -101,9 +98,6 @@ export async function startNode(init: NodeInit): Promise<RunningNode> {
       clock: systemClock,
       log: log.child({ resource: p.name }),
       emit: daemon.emit,
-      ...(metrics === null
-        ? {}
-        : { instrumentExport: (name, b) => metrics.instrumentExport(name, b) }),
     });
     resources.set(p.name, r);
     daemon.add(r);

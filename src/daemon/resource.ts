@@ -64,8 +64,6 @@ export interface NodeServices {
   readonly clock: Clock;
   readonly log: Logger;
   readonly emit: EventSink;
-  /** Wraps the resource's NBD export once, at first attach (the metrics' write latency). */
-  readonly instrumentExport?: (resource: string, backend: NbdExportBackend) => NbdExportBackend;
 }
 
 interface PeerView {
@@ -443,7 +441,7 @@ export class Resource implements ResourceRuntime {
       this.exportAddress = await this.svc.nbd.addExport(
         this.plan.nbd.listener,
         this.plan.nbd.exportName,
-        this.svc.instrumentExport?.(this.name, this.backend()) ?? this.backend(),
+        this.backend(),
       );
     } else {
       await this.admin({ cmd: 'attach', boot: disk.bootState() });

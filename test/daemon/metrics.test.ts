@@ -5,8 +5,7 @@
 // than asked.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { NbdExportBackend } from '../../src/nbd/types.js';
-import type { Clock } from '../../src/platform/clock.js';
+import { WriteStages } from '../../src/replication/write-stages.js';
 import { createLogger } from '../../src/platform/log.js';
 import { createMetrics, parseMetricsAddress, serveMetrics } from '../../src/daemon/metrics.js';
 import type { PeerStatus, ResourceStatus } from '../../src/daemon/status.js';
@@ -69,6 +68,7 @@ const r0: ResourceStatus = {
   device: 'nbd://127.0.0.1:10809/r0',
   writable: true,
   io: { readBytes: 8192, writtenBytes: 65536, requestsInFlight: 4 },
+  writeStages: new WriteStages(() => 0).status(),
   peers: [peer],
 };
 const down: ResourceStatus = { ...r0, name: 'r1', up: false, peers: [] };
@@ -78,20 +78,9 @@ function sample(text: string, series: string): number | undefined {
   return line === undefined ? undefined : Number(line.slice(series.length + 1));
 }
 
-const fakeClock = (): Clock & { advance(ms: number): void } => {
-  let now = 0;
-  return {
-    nowMs: () => now,
-    setTimeout: () => ({ cancel: () => undefined }),
-    advance(ms: number) {
-      now += ms;
-    },
-  };
-};
-
 test('a status becomes drbd-reactor metrics and tandem_* ones; promtool accepts the text', async () => {
   let statuses: ResourceStatus[] = [r0, down];
-  const m = createMetrics({ statuses: () => statuses, clock: fakeClock() });
+  const m = createMetrics({ statuses: () => statuses });
   const text = await m.render();
   const c = 'name="r0",conn_name="bob",peer_node_id="1"';
   const pd = `${c},volume="0"`;
@@ -169,47 +158,38 @@ test('a status becomes drbd-reactor metrics and tandem_* ones; promtool accepts 
   assert.equal(sample(after, 'tandem_resource_up{name="r1"}'), undefined);
 });
 
-test('the export wrapper times completed writes and leaves the rest of the backend as it is', async () => {
-  const clock = fakeClock();
-  const m = createMetrics({ statuses: () => [], clock });
-  let size = 1024;
-  let fail = false;
-  let flushes = 0;
-  const base = {
-    get sizeBytes() {
-      return size;
-    },
-    readOnly: false,
-    write: async () => {
-      clock.advance(3);
-      await Promise.resolve();
-      if (fail) throw new Error('EIO');
-    },
-    flush: () => {
-      flushes++;
-      return Promise.resolve();
-    },
-  } as unknown as NbdExportBackend;
-  const b = m.instrumentExport('r0', base);
-  size = 2048;
-  assert.equal(b.sizeBytes, 2048, 'the size getter stays live');
-  await b.flush();
-  assert.equal(flushes, 1);
-  await b.write(0, [Buffer.alloc(512)], false);
-  await b.write(512, [Buffer.alloc(512)], true);
-  fail = true;
-  await assert.rejects(b.write(0, [Buffer.alloc(512)], false), /EIO/);
+test('the write-stage breakdown of status is a Prometheus histogram per stage', async () => {
+  const empty = r0.writeStages.stages.total;
+  const total = {
+    ...empty,
+    count: 3,
+    sumUs: 3500,
+    // One write in [2, 4) us, two in [1024, 2048) us.
+    buckets: [0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+  };
+  const withStages: ResourceStatus = {
+    ...r0,
+    writeStages: { stages: { ...r0.writeStages.stages, total }, dropped: 5 },
+  };
+  const m = createMetrics({ statuses: () => [withStages] });
   const text = await m.render();
-  assert.equal(sample(text, 'tandem_write_latency_seconds_count{name="r0",stage="total"}'), 2);
-  assert.equal(sample(text, 'tandem_write_latency_seconds_sum{name="r0",stage="total"}'), 0.006);
-  assert.equal(
-    sample(text, 'tandem_write_latency_seconds_bucket{le="0.0025",name="r0",stage="total"}'),
-    0,
-  );
-  assert.equal(
-    sample(text, 'tandem_write_latency_seconds_bucket{le="0.005",name="r0",stage="total"}'),
-    2,
-  );
+  const t = 'name="r0",stage="total"';
+  const bucket = (le: string): number | undefined =>
+    sample(text, `tandem_write_stage_seconds_bucket{${t},le="${le}"}`);
+  assert.equal(bucket('0.000002'), 0);
+  assert.equal(bucket('0.000004'), 1);
+  assert.equal(bucket('0.001024'), 1);
+  assert.equal(bucket('0.002048'), 3);
+  assert.equal(bucket('1073.741824'), 3);
+  assert.equal(bucket('+Inf'), 3);
+  assert.equal(sample(text, `tandem_write_stage_seconds_sum{${t}}`), 0.0035);
+  assert.equal(sample(text, `tandem_write_stage_seconds_count{${t}}`), 3);
+  assert.equal(sample(text, 'tandem_write_stage_seconds_count{name="r0",stage="disk"}'), 0);
+  assert.equal(sample(text, 'tandem_write_stages_dropped_total{name="r0"}'), 5);
+  if (optionalPeer('prometheus', 'promtool')) {
+    const lint = await promtoolCheck(text);
+    assert.equal(lint.code, 0, lint.output);
+  }
 });
 
 test('--metrics-address takes HOST:PORT with an IP literal or localhost, nothing wider by default', () => {
@@ -238,7 +218,7 @@ test('--metrics-address takes HOST:PORT with an IP literal or localhost, nothing
 });
 
 test('the endpoint serves GET /metrics only, and a taken port is a clear error', async () => {
-  const m = createMetrics({ statuses: () => [r0], clock: fakeClock() });
+  const m = createMetrics({ statuses: () => [r0] });
   const log = createLogger({ node: 'test' }, 'error');
   const s = await serveMetrics({ host: '127.0.0.1', port: 0 }, m, log);
   try {

@@ -111,15 +111,10 @@ test('a running pair serves /metrics; promtool accepts it; Prometheus scrapes it
           2 * payload.length,
       );
       assert.equal(sample(alice, 'drbd_device_upperpending', { ...r, volume: '0' }), 0);
-      // Each write (and only writes) went into the latency histogram.
-      assert.equal(
-        sample(alice, 'tandem_write_latency_seconds_count', { ...r, stage: 'total' }),
-        2,
-      );
-      assert.equal(
-        sample(bob, 'tandem_write_latency_seconds_count', { ...r, stage: 'total' }),
-        undefined,
-      );
+      // Each client write (and only those) is in the stage histograms; bob had none.
+      for (const stage of ['engine', 'disk', 'peer', 'total'])
+        assert.equal(sample(alice, 'tandem_write_stage_seconds_count', { ...r, stage }), 2, stage);
+      assert.equal(sample(bob, 'tandem_write_stage_seconds_count', { ...r, stage: 'total' }), 0);
 
       for (const [node, text] of [
         ['alice', alice],
