@@ -14,6 +14,8 @@ PKGS=(
   qemu-system-x86 busybox-static cpio kmod nbd-client  # test/support/guest.ts: kernel peers in a qemu guest
   pacemaker pacemaker-cli-utils corosync crmsh  # test/pacemaker: a real two-node cluster in namespaces
   resource-agents libxml2-utils          # ocf-tester (and the xmllint it validates meta-data with)
+  prometheus                             # promtool and a real server scraping tandemd --metrics-address
+  systemd                                # systemd-analyze verify on contrib/systemd units
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -9,7 +9,7 @@ export interface GlobalOptions {
   readonly configPath: string;
   /** Which `on HOST` section is this node (--node, $TANDEM_NODE, the hostname). */
   readonly node: string;
-  /** The daemon's control socket (--control, default /run/tandem/NODE.sock). */
+  /** The daemon's control socket (--control, $TANDEM_CONTROL, /run/tandem/NODE.sock). */
   readonly controlPath: string;
 }
 
@@ -23,7 +23,7 @@ export function globalOptions(cmd: Command): GlobalOptions {
   return {
     configPath: o.config ?? process.env['TANDEM_CONFIG'] ?? DEFAULT_CONFIG_PATH,
     node,
-    controlPath: o.control ?? defaultControlPath(node),
+    controlPath: o.control ?? process.env['TANDEM_CONTROL'] ?? defaultControlPath(node),
   };
 }
 

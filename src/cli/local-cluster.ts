@@ -52,6 +52,8 @@ export interface LocalClusterOptions {
   };
   /** Command prefix each daemon runs under, e.g. ['ip', 'netns', 'exec', NS] per node. */
   readonly wrap?: (node: string) => readonly string[];
+  /** More tandemd options per node, e.g. ['--metrics-address', '127.0.0.1:PORT']. */
+  readonly daemonArgs?: (node: string) => readonly string[];
 }
 
 export interface LocalNode {
@@ -104,6 +106,7 @@ export class LocalCluster {
   readonly nodes = new Map<string, LocalNode>();
 
   private wrap: (node: string) => readonly string[] = () => [];
+  private daemonArgs: (node: string) => readonly string[] = () => [];
 
   private constructor(
     readonly dir: string,
@@ -117,6 +120,7 @@ export class LocalCluster {
     const names = o.nodes ?? ['alice', 'bob'];
     const c = new LocalCluster(dir, resource, join(dir, 'tandem.conf'));
     if (o.wrap) c.wrap = o.wrap;
+    if (o.daemonArgs) c.daemonArgs = o.daemonArgs;
     const hosts: string[] = [];
     const family = o.addressFamily ?? 'ipv4';
     const pathIps =
@@ -227,6 +231,7 @@ export class LocalCluster {
       process.execPath,
       DAEMON_JS,
       ...['-c', this.configPath, '-n', name, '--control', n.controlPath],
+      ...this.daemonArgs(name),
     ];
     const p = spawn(cmd ?? process.execPath, pre, {
       stdio: ['ignore', 'ignore', 'pipe'],

@@ -15,7 +15,10 @@ export function buildProgram(): Command {
       '-n, --node <name>',
       'which `on HOST` section is this node (env TANDEM_NODE; default the hostname)',
     )
-    .option('--control <path>', "the daemon's control socket (default /run/tandem/NODE.sock)")
+    .option(
+      '--control <path>',
+      "the daemon's control socket (env TANDEM_CONTROL; default /run/tandem/NODE.sock)",
+    )
     .showHelpAfterError()
     .exitOverride();
   registerCommands(program);

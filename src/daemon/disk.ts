@@ -15,6 +15,8 @@ import {
   type FileStoreOptions,
   type MetaDiskSpec,
 } from '../storage/index.js';
+import { totalLength } from '../storage/request.js';
+import type { WriteOptions, ZeroOptions } from '../storage/types.js';
 import { MetadataError } from '../util/errors.js';
 import { errnoOf } from '../util/errno.js';
 import type { MetaDiskSpec as ConfigMetaDisk } from '../config/index.js';
@@ -24,6 +26,43 @@ export type StoreOptions = Pick<
   FileStoreOptions,
   'inlineWriteMaxBytes' | 'inlineReadMaxBytes' | 'clock'
 >;
+
+/**
+ * Bytes submitted to the data region, for `status` and the metrics (drbd's `read`/`written`).
+ * The owner keeps the object, so the counts survive a detach and a new attach.
+ */
+export interface DiskIoCounters {
+  readBytes: number;
+  writtenBytes: number;
+}
+
+/**
+ * The data region with reads and writes counted at submission, as DRBD counts them. One
+ * property add per request and no extra promise: it sits under every data I/O.
+ */
+function countedStore(s: BlockStore, c: DiskIoCounters | undefined): BlockStore {
+  if (c === undefined) return s;
+  return {
+    get sizeBytes() {
+      return s.sizeBytes;
+    },
+    name: s.name,
+    read(offsetBytes: number, lengthBytes: number) {
+      c.readBytes += lengthBytes;
+      return s.read(offsetBytes, lengthBytes);
+    },
+    write(offsetBytes: number, data: Uint8Array | readonly Uint8Array[], opts?: WriteOptions) {
+      c.writtenBytes += totalLength(data);
+      return s.write(offsetBytes, data, opts);
+    },
+    flush: () => s.flush(),
+    discard: (offsetBytes: number, lengthBytes: number) => s.discard(offsetBytes, lengthBytes),
+    writeZeroes: (offsetBytes: number, lengthBytes: number, opts?: ZeroOptions) =>
+      s.writeZeroes(offsetBytes, lengthBytes, opts),
+    extents: (offsetBytes: number, lengthBytes: number) => s.extents(offsetBytes, lengthBytes),
+    close: () => s.close(),
+  };
+}
 
 export function storageMetaDisk(m: ConfigMetaDisk | null): MetaDiskSpec {
   if (m === null || m.kind === 'internal') return { kind: 'internal' };
@@ -39,6 +78,7 @@ export class LocalDisk {
     public data: BlockStore,
     /** Extents the AL held after a crash, already marked out of sync in the bitmap. */
     readonly recoveredExtents: readonly number[],
+    private readonly counters: DiskIoCounters | undefined,
   ) {}
 
   /**
@@ -52,6 +92,7 @@ export class LocalDisk {
     peerIds: readonly number[],
     alExtents: number,
     storeOptions: StoreOptions = {},
+    counters?: DiskIoCounters,
   ): Promise<LocalDisk> {
     const devices = await openBackingDevices(diskPath, storageMetaDisk(metaDisk), storeOptions);
     try {
@@ -86,8 +127,8 @@ export class LocalDisk {
       const dataBytes =
         agreed > 0 ? Math.floor(agreed / BITMAP_BLOCK_BYTES) * BITMAP_BLOCK_BYTES : room;
       if (agreed === 0) await meta.setEffectiveSize(dataBytes);
-      const data = sliceStore(devices.disk, 0, dataBytes);
-      return new LocalDisk(devices, meta, data, recovered);
+      const data = countedStore(sliceStore(devices.disk, 0, dataBytes), counters);
+      return new LocalDisk(devices, meta, data, recovered, counters);
     } catch (e) {
       await devices.close();
       throw e;
@@ -126,7 +167,7 @@ export class LocalDisk {
         `${this.devices.disk.name}: cannot grow to ${sizeBytes} bytes: room for ${room}`,
       );
     }
-    this.data = sliceStore(this.devices.disk, 0, sizeBytes);
+    this.data = countedStore(sliceStore(this.devices.disk, 0, sizeBytes), this.counters);
     await this.meta.flushBitmap();
     await this.meta.setEffectiveSize(sizeBytes);
   }

@@ -9,7 +9,16 @@ import { loadConfig, resourcesForNode, formatDiagnostic } from '../config/index.
 import { defaultControlPath } from '../cli/context.js';
 import { createLogger } from '../platform/log.js';
 import { stopHandlers } from './handlers.js';
+import { parseMetricsAddress, type MetricsAddress } from './metrics.js';
 import { startNode } from './node.js';
+
+interface DaemonOptions {
+  readonly config: string;
+  readonly node?: string;
+  readonly control?: string;
+  readonly logLevel: string;
+  readonly metricsAddress?: string;
+}
 
 const program = new Command('tandemd')
   .description('Tandem node daemon: runs every resource configured for this node')
@@ -22,10 +31,25 @@ const program = new Command('tandemd')
     '-n, --node <name>',
     'which `on HOST` section is this node (env TANDEM_NODE; default the hostname)',
   )
-  .option('--control <path>', 'control socket path (default /run/tandem/NODE.sock)')
+  .option(
+    '--control <path>',
+    'control socket path (env TANDEM_CONTROL; default /run/tandem/NODE.sock)',
+  )
   .option('--log-level <level>', 'debug, info, warn or error', 'info')
-  .action(async (o: { config: string; node?: string; control?: string; logLevel: string }) => {
+  .option(
+    '--metrics-address <host:port>',
+    'serve Prometheus metrics on http://HOST:PORT/metrics (e.g. 127.0.0.1:9942; none by default)',
+  )
+  .action(async (o: DaemonOptions) => {
     const node = o.node ?? process.env['TANDEM_NODE'] ?? hostname();
+    let metricsAddress: MetricsAddress | undefined;
+    try {
+      if (o.metricsAddress !== undefined) metricsAddress = parseMetricsAddress(o.metricsAddress);
+    } catch (e) {
+      process.stderr.write(`tandemd: ${(e as Error).message}\n`);
+      process.exitCode = 2;
+      return;
+    }
     const log = createLogger({ node }, o.logLevel);
     let loaded;
     try {
@@ -44,7 +68,7 @@ const program = new Command('tandemd')
       process.exitCode = 2;
       return;
     }
-    const controlPath = o.control ?? defaultControlPath(node);
+    const controlPath = o.control ?? process.env['TANDEM_CONTROL'] ?? defaultControlPath(node);
     let stopping = false;
     const running = await startNode({
       node,
@@ -52,6 +76,7 @@ const program = new Command('tandemd')
       controlPath,
       log,
       configPath: resolve(o.config),
+      ...(metricsAddress !== undefined ? { metricsAddress } : {}),
       onShutdownRequest: () => void stop('control'),
     });
     async function stop(why: string): Promise<void> {

@@ -13,6 +13,7 @@ import { NbdHub } from './nbd-hub.js';
 import { Resource } from './resource.js';
 import { endpointKey, planResource, type ResourcePlan } from './resource-config.js';
 import { adjuster } from './adjust-node.js';
+import { createMetrics, serveMetrics, type MetricsAddress, type MetricsServer } from './metrics.js';
 import { createTransports, interconnectEndpoints, onLocalSubnet } from './transports.js';
 
 export interface NodeInit {
@@ -23,6 +24,8 @@ export interface NodeInit {
   readonly onShutdownRequest: () => void;
   /** The configuration file, read again by `tandem adjust`. */
   readonly configPath?: string;
+  /** Serve Prometheus metrics there (`--metrics-address`); none when absent. */
+  readonly metricsAddress?: MetricsAddress;
 }
 
 export interface RunningNode {
@@ -39,6 +42,18 @@ export async function startNode(init: NodeInit): Promise<RunningNode> {
     );
   }
   const first = plans[0]!;
+  const resources = new Map<string, Resource>();
+  // Read at scrape time, so resources `adjust` adds later are in it. Bound before anything
+  // else opens, so a refused address stops the daemon with nothing to undo.
+  const metrics =
+    init.metricsAddress === undefined
+      ? null
+      : createMetrics({ statuses: () => [...resources.values()].map((r) => r.status()) });
+  let metricsServer: MetricsServer | null = null;
+  if (metrics !== null && init.metricsAddress !== undefined) {
+    metricsServer = await serveMetrics(init.metricsAddress, metrics, log);
+    log.info({ address: metricsServer.address }, 'metrics: serving /metrics');
+  }
   const { transports, fabric } = createTransports(plans, {
     clock: systemClock,
     randomBytes: secureBytes,
@@ -75,7 +90,6 @@ export async function startNode(init: NodeInit): Promise<RunningNode> {
   }
   const nbd = new NbdHub(log);
   const daemon = new Daemon(init.onShutdownRequest);
-  const resources = new Map<string, Resource>();
   const create = (p: ResourcePlan): Resource => {
     const r = new Resource(p, {
       node: init.node,
@@ -111,6 +125,7 @@ export async function startNode(init: NodeInit): Promise<RunningNode> {
   const control = await ControlServer.listen(init.controlPath, daemon);
   return {
     async stop() {
+      await metricsServer?.close();
       await daemon.shutdown();
       await nbd.close();
       await cm.close();

@@ -40,7 +40,7 @@ import { InvalidRequestError, NbdCommandError, StateError } from '../util/errors
 import type { ControlRequest, TandemEvent } from './control-protocol.js';
 import { liveOptionsOf, type AdjustStep } from './adjust.js';
 import type { EventSink, ResourceRuntime } from './daemon.js';
-import { LocalDisk } from './disk.js';
+import { LocalDisk, type DiskIoCounters } from './disk.js';
 import { handlerEnv, runHandler } from './handlers.js';
 import type { NbdHub } from './nbd-hub.js';
 import { engineConfig, type ResourcePlan } from './resource-config.js';
@@ -170,6 +170,7 @@ export class Resource implements ResourceRuntime {
   /** Set by shutdown(): new client requests fail at once instead of entering the engine. */
   private closing = false;
   private exportAddress = '';
+  private readonly diskCounters: DiskIoCounters = { readBytes: 0, writtenBytes: 0 };
   private readonly offCm: () => void;
   /** Where client writes spend their time (status `writeStages`); always on. */
   private readonly stages: WriteStages;
@@ -407,6 +408,7 @@ export class Resource implements ResourceRuntime {
           inlineReadMaxBytes: STORE_INLINE_READ_BYTES_MAX,
           clock: this.svc.clock,
         },
+        this.diskCounters,
       );
     } catch (e) {
       this.setDisk('Diskless');
@@ -1195,6 +1197,7 @@ export class Resource implements ResourceRuntime {
       device: this.exportUri(),
       writable: this.up && this.role === 'Primary',
       writeStages: this.stages.status(),
+      io: { ...this.diskCounters, requestsInFlight: this.requests.size },
       peers: [...this.peers].map(([id, p]) => {
         const configured = this.plan.peers.find((x) => x.nodeId === id)?.paths ?? [];
         const shown = describeTransport(

@@ -80,6 +80,15 @@ export interface PeerStatus {
   readonly transport: PeerTransportStatus | null;
 }
 
+/** This node's side of the device: what reached the local disk, and requests not yet answered. */
+export interface DeviceIoStatus {
+  /** Bytes submitted to the local disk for reads and writes (client, peer and resync I/O). */
+  readonly readBytes: number;
+  readonly writtenBytes: number;
+  /** Client requests the engine has not completed yet (DRBD's upper pending). */
+  readonly requestsInFlight: number;
+}
+
 export interface ResourceStatus {
   readonly name: string;
   readonly up: boolean;
@@ -95,6 +104,8 @@ export interface ResourceStatus {
    * time goes").
    */
   readonly writeStages: WriteStagesStatus;
+  /** Counters since the daemon started; they keep counting across detach and attach. */
+  readonly io: DeviceIoStatus;
   readonly peers: readonly PeerStatus[];
 }
 

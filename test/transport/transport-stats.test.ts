@@ -239,6 +239,7 @@ test('status shows the transport, the provider and the zero-copy counters per pe
     device: 'nbd://127.0.0.1:1/r0',
     writable: true,
     writeStages: new WriteStages(() => 0).status(),
+    io: { readBytes: 0, writtenBytes: 0, requestsInFlight: 0 },
     peers: [peer],
   };
   const text = formatStatus([res]).split('\n');
