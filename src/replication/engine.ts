@@ -90,6 +90,13 @@ interface FlushReq {
   localPending: boolean;
   /** peer -> epoch whose BarrierAck we wait for */
   readonly barriers: Map<number, number>;
+  /**
+   * Good copies that flushed: the local UpToDate disk, peers that acknowledged the barrier.
+   * None (a Diskless Primary whose peer went away first) fails the flush, as DRBD completes a
+   * request no disk served with EIO (seed 31404443: an "ok" flush vouched for a write the only
+   * disk lost in its crash).
+   */
+  copies: number;
 }
 
 interface RsInFlight {
@@ -616,7 +623,8 @@ function newCurrentUuid(s: EngineState): void {
   pushHistory(s, old);
   s.current = withRoleBit(s, randomUuid(s));
   for (const p of s.peers.values()) {
-    if (inSyncWith(p))
+    // A Diskless peer exposes our data: it follows our generation (see onHandshake).
+    if (inSyncWith(p) || (isConnectedSettled(p) && p.disk === 'Diskless'))
       send(s, p, 'data', { kind: 'NewCurrentUuid', uuid: s.current, clearBitmap: false });
   }
   persist(s);
@@ -821,7 +829,7 @@ function canReadLocally(s: EngineState, r: BlockRange): boolean {
 }
 
 function startFlush(s: EngineState, reqId: number): void {
-  const f: FlushReq = { reqId, localPending: false, barriers: new Map() };
+  const f: FlushReq = { reqId, localPending: false, barriers: new Map(), copies: 0 };
   if (hasDisk(s)) {
     f.localPending = true;
     emit(s, { type: 'diskFlush', ioId: io(s, { kind: 'clientFlush', reqId }) });
@@ -854,7 +862,8 @@ function closeEpochNow(s: EngineState, p: Peer, flush = false): number {
 function maybeCompleteFlush(s: EngineState, f: FlushReq): void {
   if (f.localPending || f.barriers.size > 0) return;
   s.flushes.delete(f.reqId);
-  emit(s, { type: 'complete', reqId: f.reqId, ok: true });
+  if (f.copies > 0) emit(s, { type: 'complete', reqId: f.reqId, ok: true });
+  else emit(s, { type: 'complete', reqId: f.reqId, ok: false, errno: 'EIO' });
 }
 
 function replicatesTo(s: EngineState, p: Peer): boolean {
@@ -1155,6 +1164,7 @@ function onDiskDone(s: EngineState, ev: Extract<EngineEvent, { type: 'diskDone' 
       const f = s.flushes.get(what.reqId);
       if (f === undefined) return;
       f.localPending = false;
+      if (s.disk === 'UpToDate') f.copies++;
       maybeCompleteFlush(s, f);
       return;
     }
@@ -1725,6 +1735,26 @@ function onHandshake(s: EngineState, p: Peer, h: HandshakePacket): void {
     });
     return goStandAlone(s, p);
   }
+  if (diskless && !hasDisk(s) && h.disk !== 'Diskless' && h.disk !== 'Failed') {
+    // A Diskless node exposes the peer's data generation (DRBD's ed_uuid). A Diskless Primary
+    // may only connect to data of the generation it exposed: a peer on another one lacks writes
+    // this Primary acknowledged (they went to a disk it has lost since, or to a peer whose new
+    // generation a crash undid), and serving from it would take data back in time
+    // (DRBD's "Can only connect to data with current UUID"; seed 31418678).
+    if (s.role === 'Primary' && (s.current & ~1n) !== (h.currentUuid & ~1n)) {
+      emit(s, {
+        type: 'note',
+        note: {
+          kind: 'handshake',
+          peer: p.id,
+          rule: 'diskless-stale-data',
+          decision: 'disconnect',
+        },
+      });
+      return goStandAlone(s, p);
+    }
+    s.current = withRoleBit(s, h.currentUuid);
+  }
   if (diskless) {
     emit(s, {
       type: 'note',
@@ -2054,7 +2084,11 @@ function onPacket(s: EngineState, peerId: number, pk: Packet): void {
       }
       return;
     case 'NewCurrentUuid':
-      if (!hasDisk(s)) return;
+      // Diskless: the generation this node exposes is the peer's (DRBD's ed_uuid).
+      if (!hasDisk(s)) {
+        s.current = withRoleBit(s, pk.uuid);
+        return;
+      }
       if (pk.clearBitmap) {
         bm(s, p.id).clearAll();
         emit(s, { type: 'bitmapClear', peer: p.id, ranges: [{ start: 0, count: s.blocks }] });
@@ -2427,6 +2461,7 @@ function onBarrierAck(s: EngineState, p: Peer, epoch: number, setSize: number): 
     const e = f.barriers.get(p.id);
     if (e !== undefined && e <= epoch) {
       f.barriers.delete(p.id);
+      f.copies++;
       maybeCompleteFlush(s, f);
     }
   }

@@ -73,6 +73,17 @@ function reattachAndCheck(p: Pair): void {
     p.connect();
     p.settle();
   }
+  if (p.a.engine.peers.get(2)?.conn === 'StandAlone') {
+    // bravo's new generation (made when alpha's disk went) never reached Diskless alpha, or
+    // bravo lost it: as DRBD, a Diskless Primary connects only to the generation it exposes.
+    // The operator demotes it; as a Secondary it connects and attaches.
+    assert.ok(p.a.notes.some((n) => n.kind === 'handshake' && n.rule === 'diskless-stale-data'));
+    p.cut();
+    assert.equal(p.adminCmd(p.a, { cmd: 'secondary' }).ok, true);
+    p.adminCmd(p.a, { cmd: 'connect', peer: 2, discardMyData: false });
+    p.connect();
+    p.settle();
+  }
   assert.equal(p.adminCmd(p.a, { cmd: 'attach', boot: p.boot(p.a) }).ok, true);
   p.settle();
   assert.equal(p.a.engine.disk, 'UpToDate');

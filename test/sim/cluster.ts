@@ -424,6 +424,8 @@ export class Simulation {
   private partitionedUntil = 0;
   /** A handshake was refused because a Primary held the older data (seed 9715). */
   private primaryRefusedTarget = false;
+  /** Diskless Primaries that refused a peer's data of another generation (the heal demotes). */
+  private readonly disklessRefused = new Set<number>();
   private delaySpikeUntil = 0;
   private phase: 'workload' | 'heal' | 'done' = 'workload';
   private healStart = 0;
@@ -861,6 +863,8 @@ export class Simulation {
     this.log(`${n.name} NOTE ${JSON.stringify(note)}`);
     if (note.kind === 'split-brain' && note.resolved.startsWith('refused: a Primary'))
       this.primaryRefusedTarget = true;
+    if (note.kind === 'handshake' && note.rule === 'diskless-stale-data')
+      this.disklessRefused.add(n.id);
     if (note.kind === 'resync-started' && note.role === 'target') {
       this.stats.resyncs++;
       this.sessions.set(`${note.peer}->${n.id}`, {
@@ -1372,10 +1376,14 @@ export class Simulation {
     // of its own: what this disk lost from its cache is lost to that node's clients too (a
     // block device may lose unflushed writes on power loss; the resync brings this disk's
     // version back even over a newer one the other disk holds, as DRBD does).
+    // A detached node's own disk is not the crashed one: it keeps what it had durably (seed
+    // 84979563: a disk whose detach was never recorded came back claiming UpToDate and was
+    // promoted alone, serving what it held, as DRBD without fencing does; it never had the
+    // writes the crashed disk held).
     for (const o of this.nodes) {
       if (o === n || o.engine === null || o.diskState === 'UpToDate') continue;
       o.floor = new Int32Array(n.durable);
-      o.durable = new Int32Array(n.durable);
+      if (!o.detached) o.durable = new Int32Array(n.durable);
     }
     for (const [id, op] of this.ops) {
       if (op.node !== n.id) continue;
@@ -1457,6 +1465,15 @@ export class Simulation {
       if (prim.length === 2) this.admin(b, { cmd: 'secondary' });
       // A Primary promoted on a stale disk (the failover fault after a restart) refuses to
       // become SyncTarget, as DRBD does: the operator demotes it so the newer data flows to it.
+      // A Diskless Primary refused the peer's data (another generation than it exposed, as
+      // DRBD's "Can only connect to data with current UUID"): the operator demotes it, and it
+      // connects and re-attaches as a Secondary.
+      for (const id of this.disklessRefused) {
+        const n = this.node(id);
+        if (n.role === 'Primary' && n.engine !== null && n.engine.disk === 'Diskless')
+          this.admin(n, { cmd: 'secondary' });
+      }
+      this.disklessRefused.clear();
       if (this.primaryRefusedTarget) {
         this.primaryRefusedTarget = false;
         for (const p of prim) this.admin(p, { cmd: 'secondary' });

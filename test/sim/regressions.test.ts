@@ -50,3 +50,31 @@ test('seed 9715: a Primary promoted on a stale disk is demoted at heal and resyn
   const r = runSeed({ seed: 9715 });
   assert.ok(r.ok, r.violation ?? '');
 });
+
+// The first fresh-seed run past 20,000 (about 20,600 seeds from random starts) stopped at three
+// seeds, all after a burst of disk errors. Two were engine bugs of a Diskless Primary, pinned by
+// test/replication/diskless-primary.test.ts; one was the checker.
+test('seed 31404443: a Diskless Primary fails a FLUSH no disk served', () => {
+  // Its only peer crashed before acknowledging the Barrier; the FLUSH completed "ok" and
+  // vouched for a write the crash took from the peer's cache. Now EIO.
+  const r = runSeed({ seed: 31404443 });
+  assert.ok(r.ok, r.violation ?? '');
+});
+
+test('seed 31418678: a Diskless Primary refuses a peer of another generation', () => {
+  // A Primary wrote alone in a partition, lost its disk, and reconnected to the peer left
+  // behind: it served the older blocks. Now it refuses (DRBD's "Can only connect to data with
+  // current UUID") and the heal demotes it, as an operator would.
+  const r = runSeed({ seed: 31418678 });
+  assert.ok(r.ok, r.violation ?? '');
+});
+
+test('seed 84979563: a detached disk keeps its own durable floor when the other disk crashes', () => {
+  // The checker, not the engine: the crash of the UpToDate disk gave the detached node (whose
+  // detach was never recorded) that disk's durable floor; restarted claiming UpToDate and
+  // promoted alone, it served what its own disk held, as DRBD without fencing does (the seed
+  // 7321 class). Since the engine fixes above the seed takes another path, so this replays it
+  // with its scenario but no longer pins the checker fix.
+  const r = runSeed({ seed: 84979563 });
+  assert.ok(r.ok, r.violation ?? '');
+});
