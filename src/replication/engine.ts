@@ -46,6 +46,8 @@ type Io =
   | { kind: 'clientWrite'; seq: number }
   | { kind: 'clientRead'; reqId: number; offsetBytes: number; lengthBytes: number }
   | { kind: 'clientFlush'; reqId: number }
+  /** A flush queued behind the barriers that persist a locally stale mark (pass_on). */
+  | { kind: 'staleMark'; seq: number }
   | {
       kind: 'peerWrite';
       peer: number;
@@ -260,6 +262,13 @@ export interface EngineState {
   wasUpToDate: boolean;
   crashedPrimary: boolean;
   readonly bitmaps: Map<number, Bitmap>;
+  /**
+   * on-io-error pass_on: blocks whose local write failed while a peer took it. This disk holds
+   * an older version of them; reads go to an UpToDate peer until a resync repairs them. Only
+   * kept for a disk that was UpToDate when it started (the rest of it is good); on disk it is
+   * DRBD's representation (the blocks marked in every peer's bitmap, the disk Inconsistent).
+   */
+  localStale: Bitmap;
   readonly al: number[]; // hot extents, least recently used first
   readonly alWrites: Map<number, number>; // extent -> writes holding it hot
   /** seq -> extents and references (the request plus each peer's transfer log entry). */
@@ -325,6 +334,7 @@ export function createEngine(cfg: EngineConfig, boot: BootState | null): StepRes
     wasUpToDate: false,
     crashedPrimary: false,
     bitmaps: new Map(),
+    localStale: new Bitmap(blocks),
     al: [],
     alWrites: new Map(),
     alHolds: new Map(),
@@ -420,6 +430,7 @@ function loadBoot(s: EngineState, boot: BootState): void {
     s.bitmapUuids.set(id, m.bitmapUuids[id] ?? 0n);
   }
   s.al.length = 0;
+  s.localStale.clearAll(); // on disk it is the bitmaps and an Inconsistent disk
   for (const e of boot.alExtents)
     if (e >= 0 && e * s.alExtentBlocks < s.blocks && !s.al.includes(e)) s.al.push(e);
   setDisk(s, !s.consistent ? 'Inconsistent' : s.wasUpToDate ? 'UpToDate' : 'Outdated');
@@ -792,9 +803,15 @@ function startRequest(s: EngineState, req: ClientRequest): void {
   }
 }
 
-function startRead(s: EngineState, reqId: number, offsetBytes: number, lengthBytes: number): void {
+function startRead(
+  s: EngineState,
+  reqId: number,
+  offsetBytes: number,
+  lengthBytes: number,
+  localFailed = false,
+): void {
   const r = blockRangeOf(offsetBytes, lengthBytes);
-  if (canReadLocally(s, r)) {
+  if (!localFailed && canReadLocally(s, r)) {
     emit(s, {
       type: 'diskRead',
       ioId: io(s, { kind: 'clientRead', reqId, offsetBytes, lengthBytes }),
@@ -817,6 +834,14 @@ function startRead(s: EngineState, reqId: number, offsetBytes: number, lengthByt
 function canReadLocally(s: EngineState, r: BlockRange): boolean {
   if (s.disk === 'UpToDate') return true;
   if (s.disk !== 'Inconsistent') return false;
+  if (s.localStale.weight > 0 && ![...s.peers.values()].some((p) => p.repl === 'SyncTarget')) {
+    // pass_on left this (once UpToDate) disk stale in places: a block no bitmap marks is good
+    // here (DRBD's rule for reading an Inconsistent disk); a marked one comes from a peer.
+    for (const b of s.bitmaps.values())
+      for (let i = r.start; i < r.start + r.count; i++) if (b.test(i)) return false;
+    for (let i = r.start; i < r.start + r.count; i++) if (s.localStale.test(i)) return false;
+    return true;
+  }
   // A SyncTarget serves blocks it already holds in sync; others come from the source.
   for (const p of s.peers.values()) {
     if (p.repl !== 'SyncTarget') continue;
@@ -1160,6 +1185,9 @@ function onDiskDone(s: EngineState, ev: Extract<EngineEvent, { type: 'diskDone' 
     case 'clientRead':
       emit(s, { type: 'complete', reqId: what.reqId, ok: true, data });
       return;
+    case 'staleMark':
+      staleMarked(s, what.seq);
+      return;
     case 'clientFlush': {
       const f = s.flushes.get(what.reqId);
       if (f === undefined) return;
@@ -1238,13 +1266,26 @@ function onIoError(s: EngineState, what: Io): void {
         w.localFailed = true;
         lockWrite(s, w.range, -1);
         // Peers now hold data this disk does not: the disk is no longer a full copy.
+        if (s.cfg.onIoError === 'pass_on' && s.cfg.plantedBug !== 'pass-on-unmarked') {
+          // The write completes through the peers only once the mark is durable: acknowledged
+          // first, a crash could bring this disk back UpToDate with the old block, and as
+          // SyncSource of its activity log it would send that block to the peers.
+          markLocallyStale(s, w.range);
+          w.localPending = true;
+          emit(s, { type: 'diskFlush', ioId: io(s, { kind: 'staleMark', seq: w.seq }) });
+        }
       }
       break;
     }
+    case 'staleMark':
+      staleMarked(s, what.seq);
+      break;
     case 'clientRead':
       break;
     case 'peerWrite':
       lockWrite(s, what.range, -1);
+      if (s.cfg.onIoError === 'pass_on' && s.cfg.plantedBug !== 'pass-on-unmarked')
+        markLocallyStale(s, what.range);
       peerWriteDone(s, what, false);
       break;
     case 'rsWrite':
@@ -1288,8 +1329,10 @@ function onIoError(s: EngineState, what: Io): void {
     const p = s.peers.get(what.peer);
     if (p !== undefined && p.inc === what.inc) maybeFinishRxEpoch(s, p);
   }
-  // Requests whose local part failed complete now, through the peers if they can.
-  if (what.kind === 'clientRead') startRead(s, what.reqId, what.offsetBytes, what.lengthBytes);
+  // Requests whose local part failed complete now, through the peers if they can (DRBD's read
+  // retry on the peer; under pass_on the disk is still here and may fail the same read again).
+  if (what.kind === 'clientRead')
+    startRead(s, what.reqId, what.offsetBytes, what.lengthBytes, true);
   if (what.kind === 'clientFlush') {
     const f = s.flushes.get(what.reqId);
     if (f !== undefined) {
@@ -1301,6 +1344,35 @@ function onIoError(s: EngineState, what: Io): void {
     const w = s.writes.get(what.seq);
     if (w !== undefined) maybeCompleteWrite(s, w);
   }
+}
+
+/**
+ * on-io-error pass_on: `r` failed on this disk but the data lives on (a peer took the write).
+ * As DRBD: the blocks are out of sync with every peer and the disk goes Inconsistent (both
+ * persisted: that is what a restart, or DRBD itself, finds); in memory `localStale` keeps which
+ * blocks are stale, so the rest of a disk that was UpToDate still serves reads. A resync as
+ * SyncTarget (the handshake makes an Inconsistent disk the target) repairs them.
+ */
+function markLocallyStale(s: EngineState, r: BlockRange): void {
+  if (!hasDisk(s)) return;
+  for (const id of s.bitmaps.keys()) markOutOfSync(s, id, r);
+  const syncTarget = [...s.peers.values()].some((p) => p.repl === 'SyncTarget');
+  if (s.disk === 'UpToDate' || (s.localStale.weight > 0 && syncTarget)) s.localStale.set(r);
+  if (s.disk === 'UpToDate') {
+    s.consistent = false;
+    setDisk(s, 'Inconsistent');
+    broadcastState(s);
+  }
+  emit(s, { type: 'bitmapFlush' });
+  persist(s);
+}
+
+/** The barriers persisting a stale mark are done: the write completes through the peers. */
+function staleMarked(s: EngineState, seq: number): void {
+  const w = s.writes.get(seq);
+  if (w === undefined) return;
+  w.localPending = false;
+  maybeCompleteWrite(s, w);
 }
 
 /** on-io-error detach / admin detach: go Diskless and keep serving through the peers. */
@@ -1391,6 +1463,7 @@ function detach(s: EngineState): void {
         break;
       }
       case 'clientWrite':
+      case 'staleMark': // the write completes below (the peers mark it: OutOfSync above)
       case 'rsCsumRead':
       case 'rsWrite':
       case 'ovLocalRead':
@@ -2774,6 +2847,7 @@ function onResyncDoneAck(s: EngineState, p: Peer, uuid: bigint): void {
   s.consistent = true;
   s.wasUpToDate = true;
   s.crashedPrimary = s.role === 'Primary';
+  s.localStale.clearAll(); // its blocks were marked: the resync brought them
   setDisk(s, 'UpToDate');
   emit(s, { type: 'bitmapFlush' });
   persist(s);
@@ -3007,6 +3081,7 @@ function applyGrowth(s: EngineState, sizeBytes: number): BlockRange {
   s.cfg = { ...s.cfg, sizeBytes };
   s.blocks = sizeBytes / BLOCK;
   for (const [id, b] of s.bitmaps) s.bitmaps.set(id, b.grown(s.blocks));
+  s.localStale = s.localStale.grown(s.blocks);
   emit(s, { type: 'note', note: { kind: 'resized', fromBytes: from, sizeBytes } });
   return { start: oldBlocks, count: s.blocks - oldBlocks };
 }
@@ -3185,7 +3260,9 @@ export function checkInvariants(s: EngineState): void {
     );
     const catchingUp =
       (s.disk === 'Inconsistent' && syncTarget) ||
-      ((s.disk === 'Outdated' || s.disk === 'Inconsistent') && s.attachedAsPrimary);
+      ((s.disk === 'Outdated' || s.disk === 'Inconsistent') && s.attachedAsPrimary) ||
+      // pass_on: a failed local write left it stale in places until a resync repairs them.
+      (s.disk === 'Inconsistent' && s.localStale.weight > 0);
     assert(
       s.disk === 'UpToDate' || s.disk === 'Diskless' || catchingUp,
       `Primary with a ${s.disk} disk`,

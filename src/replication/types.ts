@@ -34,7 +34,8 @@ export type PlantedBug =
   | 'resync-overwrites-newer'
   | 'early-ack'
   | 'barrier-ack-before-flush'
-  | 'overlap-unordered';
+  | 'overlap-unordered'
+  | 'pass-on-unmarked';
 
 export interface ResyncRateOptions {
   /** Fixed resync rate used when cPlanAheadTenths is 0. @default 250 KiB/s (DRBD) */

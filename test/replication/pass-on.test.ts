@@ -1,0 +1,93 @@
+// on-io-error pass_on: a write whose local part fails completes through the peer. The block is
+// then stale here: it is marked out of sync with every peer, the disk goes Inconsistent (both
+// persisted, as DRBD does), reads of it go to an UpToDate peer (EIO without one), and a resync
+// as SyncTarget repairs it. Before, nothing marked it and later reads returned the old block.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { EngineConfig } from '../../src/replication/types.js';
+import { BLOCK, Pair, type HNode } from '../sim/harness.js';
+
+const blockOf = (n: HNode, b: number): number => n.disk.read(b * BLOCK, BLOCK)[0] ?? -1;
+
+function read(p: Pair, n: HNode, block: number): { ok: boolean; errno?: string; first?: number } {
+  const id = p.request(n, { op: 'read', offsetBytes: block * BLOCK, lengthBytes: BLOCK });
+  p.settle();
+  const c = n.completions.get(id);
+  assert.ok(c !== undefined, 'the read completed');
+  return c.ok ? { ok: true, first: c.data?.[0] ?? -1 } : { ok: false, errno: c.errno ?? '' };
+}
+
+/** alpha (Primary) writes 0x11 then 0x22 to block 5; the second write fails on its disk. */
+function staleBlock(over: Partial<EngineConfig> = {}): Pair {
+  const p = Pair.initialized(
+    { protocol: 'C', onIoError: 'pass_on', ...over },
+    {
+      onIoError: 'pass_on',
+    },
+  );
+  p.write(p.a, 5, 0x11);
+  p.write(p.a, 7, 0x77);
+  p.settle();
+  p.a.failNextIo = true;
+  const w = p.write(p.a, 5, 0x22);
+  p.settle();
+  assert.equal(p.a.completions.get(w)?.ok, true, 'acknowledged: the peer has it');
+  assert.equal(blockOf(p.a, 5), 0x11, "alpha's disk still holds the older write");
+  assert.equal(blockOf(p.b, 5), 0x22);
+  return p;
+}
+
+test('pass_on: a block whose local write failed is read from the UpToDate peer', () => {
+  const p = staleBlock();
+  assert.equal(p.a.engine.disk, 'Inconsistent');
+  assert.equal(p.a.engine.role, 'Primary');
+  assert.ok(p.a.engine.localStale.test(5));
+  assert.ok(p.a.pbitmap.test(5), 'the mark is on disk');
+  assert.equal(p.a.meta.flags.consistent, false, 'the disk is Inconsistent on disk too');
+  assert.deepEqual(read(p, p.a, 5), { ok: true, first: 0x22 });
+  const before = p.a.sent.filter((pk) => pk.kind === 'DataRequest').length;
+  assert.deepEqual(read(p, p.a, 7), { ok: true, first: 0x77 });
+  assert.equal(
+    p.a.sent.filter((pk) => pk.kind === 'DataRequest').length,
+    before,
+    'a block no bitmap marks is still read from the local disk',
+  );
+});
+
+test('pass_on: without an UpToDate peer the stale block is EIO, never the old data', () => {
+  const p = staleBlock();
+  p.cut();
+  assert.deepEqual(read(p, p.a, 5), { ok: false, errno: 'EIO' });
+});
+
+test('pass_on: a reconnect resyncs the stale block to this disk, which is UpToDate again', () => {
+  const p = staleBlock();
+  p.cut();
+  p.adminCmd(p.a, { cmd: 'connect', peer: 2, discardMyData: false });
+  p.adminCmd(p.b, { cmd: 'connect', peer: 1, discardMyData: false });
+  p.connect();
+  p.settle();
+  assert.equal(p.a.engine.disk, 'UpToDate');
+  assert.equal(p.a.engine.localStale.weight, 0);
+  assert.equal(blockOf(p.a, 5), 0x22);
+  assert.equal(p.oos(p.a) + p.oos(p.b), 0);
+  assert.ok(p.identical());
+});
+
+test('pass_on: the mark survives a power loss; the restarted disk syncs from the peer', () => {
+  const p = staleBlock();
+  p.crash(p.a, 9);
+  assert.equal(p.a.engine.disk, 'Inconsistent', 'restarted from its metadata');
+  p.adminCmd(p.a, { cmd: 'connect', peer: 2, discardMyData: false });
+  p.connect();
+  p.settle();
+  assert.equal(p.a.engine.disk, 'UpToDate');
+  assert.equal(blockOf(p.a, 5), 0x22);
+  assert.ok(p.identical());
+});
+
+test('pass_on with the mark planted away: the old block is served (what the fix prevents)', () => {
+  const p = staleBlock({ plantedBug: 'pass-on-unmarked' });
+  assert.equal(p.a.engine.disk, 'UpToDate');
+  assert.deepEqual(read(p, p.a, 5), { ok: true, first: 0x11 });
+});
