@@ -1270,7 +1270,7 @@ function onIoError(s: EngineState, what: Io): void {
           // The write completes through the peers only once the mark is durable: acknowledged
           // first, a crash could bring this disk back UpToDate with the old block, and as
           // SyncSource of its activity log it would send that block to the peers.
-          markLocallyStale(s, w.range);
+          markLocallyStale(s, [w.range]);
           w.localPending = true;
           emit(s, { type: 'diskFlush', ioId: io(s, { kind: 'staleMark', seq: w.seq }) });
         }
@@ -1285,7 +1285,7 @@ function onIoError(s: EngineState, what: Io): void {
     case 'peerWrite':
       lockWrite(s, what.range, -1);
       if (s.cfg.onIoError === 'pass_on' && s.cfg.plantedBug !== 'pass-on-unmarked')
-        markLocallyStale(s, what.range);
+        markLocallyStale(s, [what.range]);
       peerWriteDone(s, what, false);
       break;
     case 'rsWrite':
@@ -1319,6 +1319,15 @@ function onIoError(s: EngineState, what: Io): void {
       break;
     }
     case 'clientFlush':
+      // pass_on: writes still in this disk's cache may not survive a power loss. The activity
+      // log covers every write no successful flush has made stable (an extent leaves it only
+      // after a barrier's data flush), so its extents are what may go stale.
+      if (s.cfg.onIoError === 'pass_on' && s.cfg.plantedBug !== 'pass-on-unmarked')
+        markLocallyStale(
+          s,
+          s.al.map((e) => extentRange(s, e)),
+        );
+      break;
     case 'rsCsumRead':
     case 'ovLocalRead':
     case 'ovPeerRead':
@@ -1353,11 +1362,13 @@ function onIoError(s: EngineState, what: Io): void {
  * blocks are stale, so the rest of a disk that was UpToDate still serves reads. A resync as
  * SyncTarget (the handshake makes an Inconsistent disk the target) repairs them.
  */
-function markLocallyStale(s: EngineState, r: BlockRange): void {
-  if (!hasDisk(s)) return;
-  for (const id of s.bitmaps.keys()) markOutOfSync(s, id, r);
+function markLocallyStale(s: EngineState, ranges: readonly BlockRange[]): void {
+  if (!hasDisk(s) || ranges.length === 0) return;
   const syncTarget = [...s.peers.values()].some((p) => p.repl === 'SyncTarget');
-  if (s.disk === 'UpToDate' || (s.localStale.weight > 0 && syncTarget)) s.localStale.set(r);
+  for (const r of ranges) {
+    for (const id of s.bitmaps.keys()) markOutOfSync(s, id, r);
+    if (s.disk === 'UpToDate' || (s.localStale.weight > 0 && syncTarget)) s.localStale.set(r);
+  }
   if (s.disk === 'UpToDate') {
     s.consistent = false;
     setDisk(s, 'Inconsistent');

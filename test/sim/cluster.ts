@@ -73,6 +73,11 @@ export interface SimOptions {
    * @default true
    */
   readonly overlap?: boolean;
+  /**
+   * on-io-error of both nodes. By default drawn from a third stream of the seed (pass_on in a
+   * quarter of the seeds), so seeds recorded before pass_on existed replay with 'detach'.
+   */
+  readonly onIoError?: 'detach' | 'pass_on';
 }
 
 export interface SimStats {
@@ -420,6 +425,7 @@ export class Simulation {
    */
   private readonly overlapProb: number;
   private readonly overlapRng: SeededRandom;
+  private readonly onIoError: 'detach' | 'pass_on';
   private conn: { id: number; lastAt: Record<string, number> } | null = null;
   private partitionedUntil = 0;
   /** A handshake was refused because a Primary held the older data (seed 9715). */
@@ -442,6 +448,13 @@ export class Simulation {
     this.overlapRng = new SeededRandom(opts.seed ^ 0x6f766c70);
     this.overlapProb =
       opts.overlap === false || this.overlapRng.int(4) === 0 ? 0 : this.overlapRng.next();
+    this.onIoError =
+      opts.onIoError ??
+      (new SeededRandom(opts.seed ^ 0x7061736f).int(4) === 0 ? 'pass_on' : 'detach');
+    // pass_on is about disk errors: its seeds always have some (their fault choice differs
+    // from the same seed under 'detach' from the first disk-error fault on anyway).
+    if (this.onIoError === 'pass_on')
+      this.p.faultWeights.diskErrors = Math.max(this.p.faultWeights.diskErrors, 2);
     this.nodes = [
       new Node(1, 'n1', 2, this.p.diskFlushes),
       new Node(2, 'n2', 1, this.p.diskFlushes),
@@ -450,7 +463,7 @@ export class Simulation {
 
   params(): string {
     const p = this.p;
-    return `protocol=${p.protocol} net=${p.netDelayMs.toFixed(2)}ms disk=${p.diskDelayMs.toFixed(2)}ms workload=${p.workloadMs}ms qd=${p.queueDepth} faultEvery=${p.faultIntervalMs}ms csums=${p.csums} verify=${p.verify} fixedRate=${p.fixedRate} al=${p.alExtents} fullSync=${p.initialFullSync} sb0=${p.afterSb0Pri} sb1=${p.afterSb1Pri} hot=${p.hotBlocks} diskFlushes=${p.diskFlushes} overlap=${this.overlapProb.toFixed(2)}`;
+    return `protocol=${p.protocol} net=${p.netDelayMs.toFixed(2)}ms disk=${p.diskDelayMs.toFixed(2)}ms workload=${p.workloadMs}ms qd=${p.queueDepth} faultEvery=${p.faultIntervalMs}ms csums=${p.csums} verify=${p.verify} fixedRate=${p.fixedRate} al=${p.alExtents} fullSync=${p.initialFullSync} sb0=${p.afterSb0Pri} sb1=${p.afterSb1Pri} hot=${p.hotBlocks} diskFlushes=${p.diskFlushes} overlap=${this.overlapProb.toFixed(2)} onIoError=${this.onIoError}`;
   }
 
   private log(line: string): void {
@@ -480,7 +493,7 @@ export class Simulation {
       maxEpochSize: 2048,
       alExtents: this.p.alExtents,
       alExtentBytes: AL_EXTENT_BYTES_SIM,
-      onIoError: 'detach',
+      onIoError: this.onIoError,
       diskFlushes: this.p.diskFlushes,
       resync: {
         resyncRateBytesPerSec: 2 * 1024 * 1024,
