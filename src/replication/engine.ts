@@ -1336,7 +1336,18 @@ function onIoError(s: EngineState, what: Io): void {
   if (s.cfg.onIoError === 'detach') detach(s);
   if (what.kind === 'epochFlush') {
     const p = s.peers.get(what.peer);
-    if (p !== undefined && p.inc === what.inc) maybeFinishRxEpoch(s, p);
+    if (p !== undefined && p.inc === what.inc) {
+      maybeFinishRxEpoch(s, p);
+      // pass_on keeps the disk, but those epochs can never be acknowledged: the peer would
+      // wait for their BarrierAcks (and a FLUSH with them) forever. Drop the connection, as
+      // for a protocol error: the peer marks what it had not seen acknowledged (its transfer
+      // log) and the reconnect resyncs it (simulator seed 61001300).
+      if (s.cfg.onIoError === 'pass_on' && p.conn === 'Connected') {
+        p.wantConnect = true;
+        emit(s, { type: 'disconnect', peer: p.id });
+        onClosed(s, p.id, true);
+      }
+    }
   }
   // Requests whose local part failed complete now, through the peers if they can (DRBD's read
   // retry on the peer; under pass_on the disk is still here and may fail the same read again).

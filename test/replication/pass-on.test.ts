@@ -91,3 +91,26 @@ test('pass_on with the mark planted away: the old block is served (what the fix 
   assert.equal(p.a.engine.disk, 'UpToDate');
   assert.deepEqual(read(p, p.a, 5), { ok: true, first: 0x11 });
 });
+
+test('pass_on: a Secondary whose epoch flush fails drops the link; the FLUSH completes, the resync repairs', () => {
+  // Simulator seed 61001300: the epochs could never be acknowledged, and the Primary's FLUSH
+  // waited for their BarrierAck forever.
+  const p = Pair.initialized({ protocol: 'C', onIoError: 'pass_on' }, { onIoError: 'pass_on' });
+  p.write(p.a, 4, 0x44);
+  p.settle();
+  const f = p.request(p.a, { op: 'flush' });
+  while (p.completeIo(p.a));
+  while (p.deliver(1)); // the Barrier asking bravo to flush
+  assert.ok(p.b.pendingIo.length > 0, "bravo's epoch flush is pending");
+  p.b.failNextIo = true;
+  p.settle();
+  assert.notEqual(p.b.engine.peers.get(1)?.conn, 'Connected', 'bravo dropped the connection');
+  p.cut(); // alpha sees the link go
+  assert.deepEqual(p.a.completions.get(f), { ok: true }, "alpha's own disk flushed");
+  p.connect();
+  p.settle();
+  assert.equal(p.a.engine.peers.get(2)?.repl, 'Established');
+  assert.equal(p.b.engine.disk, 'UpToDate');
+  assert.equal(p.oos(p.a) + p.oos(p.b), 0);
+  assert.ok(p.identical());
+});

@@ -81,3 +81,10 @@ test('seed 84979563: a detached disk keeps its own durable floor when the other 
   const r = runSeed({ seed: 84979563 });
   assert.ok(r.ok, r.violation ?? '');
 });
+
+test('seed 61001300: under pass_on a Secondary whose epoch flush fails drops the link', () => {
+  // Found by the first fresh-seed run with pass_on: the epochs could never be acknowledged and
+  // the Primary's FLUSH waited forever (liveness). test/replication/pass-on.test.ts pins it.
+  const r = runSeed({ seed: 61001300, onIoError: 'pass_on' });
+  assert.ok(r.ok, r.violation ?? '');
+});
