@@ -2160,6 +2160,13 @@ function onPacket(s: EngineState, peerId: number, pk: Packet): void {
       if (!pk.senderIsSource && s.disk !== 'UpToDate') return goStandAlone(s, p);
       return beginSync(s, p, pk.senderIsSource ? 'target' : 'source', pk.full);
     case 'State':
+      // A disk comes back only through attach, which re-handshakes: a State still claiming a
+      // disk after the peer said its disk was gone is one the detach's State overtook (it was
+      // held behind the metadata barrier whose failure caused the detach), and is stale
+      // (simulator seed 61001464: the peer would count a Diskless node as an UpToDate copy).
+      // ('Failed' is also our own guess after a NegAck: a pass_on peer keeps its disk and
+      // says Inconsistent next, so only a Diskless peer is held to this.)
+      if (p.disk === 'Diskless' && pk.disk !== 'Diskless' && pk.disk !== 'Failed') return;
       setPeerRole(s, p, pk.role);
       setPeerDisk(s, p, pk.disk);
       if ((pk.disk === 'Diskless' || pk.disk === 'Failed') && p.repl !== 'Off') {

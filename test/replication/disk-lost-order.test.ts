@@ -141,3 +141,26 @@ test('the old order (Data before State) leaves the block unmarked: why State ove
   assert.equal(p.oos(p.b), 0, 'a Data from a Primary with a disk is not marked');
   assert.equal(blockOf(p.b, COLD_BLOCK), 0x77);
 });
+
+test('a State overtaken by the detach (held behind the failed barrier) is ignored when it lands', () => {
+  // Simulator seed 61001464: bravo's "UpToDate" (sent as its resync finished) waited behind a
+  // metadata barrier; the barrier failed, the detach's State (Diskless) overtook it, and the
+  // stale one arrived last: alpha counted a Diskless node as an UpToDate copy.
+  const p = Pair.initialized({ protocol: 'C' });
+  assert.equal(p.adminCmd(p.b, { cmd: 'detach' }).ok, true);
+  p.settle();
+  assert.equal(p.peerOf(p.a).disk, 'Diskless');
+  p.step(p.a, {
+    type: 'packet',
+    peer: 2,
+    packet: onWire({ kind: 'State', role: 'Secondary', disk: 'UpToDate' }),
+  });
+  assert.equal(p.peerOf(p.a).disk, 'Diskless', 'a disk comes back only through attach');
+  p.write(p.a, 3, 0x33);
+  p.settle();
+  assert.ok(p.oos(p.a) >= 1, 'writes are still marked for the Diskless peer');
+  assert.equal(p.adminCmd(p.b, { cmd: 'attach', boot: p.boot(p.b) }).ok, true);
+  p.settle();
+  assert.equal(p.peerOf(p.a).disk, 'UpToDate');
+  assert.ok(p.identical());
+});

@@ -88,3 +88,11 @@ test('seed 61001300: under pass_on a Secondary whose epoch flush fails drops the
   const r = runSeed({ seed: 61001300, onIoError: 'pass_on' });
   assert.ok(r.ok, r.violation ?? '');
 });
+
+test('seed 61001464: a State the detach overtook is stale when it lands', () => {
+  // A "disk UpToDate" State waited behind the metadata barrier whose failure detached the
+  // disk; the detach's State overtook it and the stale one arrived last (the peer then counted
+  // a Diskless node as an UpToDate copy: an invariant). test/replication/disk-lost-order.test.ts.
+  const r = runSeed({ seed: 61001464, onIoError: 'pass_on' });
+  assert.ok(r.ok, r.violation ?? '');
+});
