@@ -781,7 +781,12 @@ export class Resource implements ResourceRuntime {
     op(d).catch((e: unknown) => {
       // A metadata write that fails leaves the on-disk state unknown: stop using this disk.
       this.svc.log.error({ err: String(e) }, 'metadata write failed; detaching');
-      this.feed({ type: 'admin', cmdId: this.nextId++, command: { cmd: 'detach' } });
+      // `failed`: a lone Primary goes Diskless too (under pass_on no data error would detach it).
+      this.feed({
+        type: 'admin',
+        cmdId: this.nextId++,
+        command: { cmd: 'detach', failed: true },
+      });
     });
   }
 

@@ -1579,6 +1579,7 @@ function onAdmin(s: EngineState, cmdId: number, c: AdminCommand): void {
     case 'detach':
       if (!hasDisk(s)) return reply(s, cmdId, false, 'no disk attached');
       if (
+        c.failed !== true &&
         s.role === 'Primary' &&
         ![...s.peers.values()].some((p) => isConnectedSettled(p) && p.disk === 'UpToDate')
       )

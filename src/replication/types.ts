@@ -163,7 +163,12 @@ export type AdminCommand =
   | { readonly cmd: 'invalidate'; readonly peer: number }
   | { readonly cmd: 'invalidate-remote'; readonly peer: number }
   | { readonly cmd: 'verify'; readonly peer: number }
-  | { readonly cmd: 'detach' }
+  /**
+   * `failed`: the disk failed (a metadata write did; the driver's on-io-error), so it goes
+   * whatever the role, as DRBD detaches on a metadata I/O error even under pass_on. Without it
+   * (the operator's `detach`) a Primary keeps its only good disk.
+   */
+  | { readonly cmd: 'detach'; readonly failed?: boolean }
   | { readonly cmd: 'attach'; readonly boot: BootState }
   /**
    * Grow the device (drbdadm resize): to `sizeBytes`, or to the smallest capacity of this node

@@ -89,3 +89,18 @@ test('a Diskless Primary follows the peer generation while connected, and reconn
   p.settle();
   assert.equal(p.a.completions.get(r)?.data?.[0], 0x66, 'the FUA write survived on bravo');
 });
+
+test('a failed disk detaches even from a lone Primary; the operator detach keeps it', () => {
+  // Simulator seed 61002091: under pass_on a metadata write failed on a disconnected Primary;
+  // the driver's detach was refused ("needs an UpToDate peer"), and the disk, failing every
+  // I/O from then on, stayed attached (a SyncTarget that never finished).
+  const p = Pair.initialized({ protocol: 'C', onIoError: 'pass_on' });
+  p.cut();
+  assert.equal(p.adminCmd(p.a, { cmd: 'detach' }).ok, false, 'the operator may not');
+  assert.equal(p.a.engine.disk, 'UpToDate');
+  assert.equal(p.adminCmd(p.a, { cmd: 'detach', failed: true }).ok, true);
+  assert.equal(p.a.engine.disk, 'Diskless');
+  const r = p.request(p.a, { op: 'read', offsetBytes: 0, lengthBytes: BLOCK });
+  p.settle();
+  assert.deepEqual(p.a.completions.get(r), { ok: false, errno: 'EIO' });
+});

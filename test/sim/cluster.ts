@@ -636,7 +636,9 @@ export class Simulation {
     this.log(`${n.name} metadata write failed: detach`);
     n.answeringFailure = hold;
     try {
-      this.admin(n, { cmd: 'detach' });
+      // `failed`: even a lone Primary goes (under pass_on no data error would detach it:
+      // seed 61002091, its disk failing every I/O stayed attached as a stuck SyncTarget).
+      this.admin(n, { cmd: 'detach', failed: true });
     } finally {
       n.answeringFailure = false;
     }

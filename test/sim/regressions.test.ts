@@ -96,3 +96,11 @@ test('seed 61001464: a State the detach overtook is stale when it lands', () => 
   const r = runSeed({ seed: 61001464, onIoError: 'pass_on' });
   assert.ok(r.ok, r.violation ?? '');
 });
+
+test('seed 61002091: a metadata failure detaches even a lone Primary (pass_on)', () => {
+  // The driver's detach after a failed metadata write was refused for a disconnected Primary;
+  // under pass_on no data error detached it either, and its failed disk, a SyncTarget whose
+  // every write failed, never converged. test/replication/diskless-primary.test.ts.
+  const r = runSeed({ seed: 61002091, onIoError: 'pass_on' });
+  assert.ok(r.ok, r.violation ?? '');
+});
