@@ -1349,6 +1349,11 @@ function onIoError(s: EngineState, what: Io): void {
       }
     }
   }
+  // pass_on keeps the disk: an online-verify read that failed counts as a difference (an empty
+  // digest never matches), so the verify goes on and a resync covers the range (simulator seed
+  // 62000049: VerifyS waited for the failed read forever).
+  if ((what.kind === 'ovLocalRead' || what.kind === 'ovPeerRead') && hasDisk(s))
+    ovReadDone(s, what, new Uint8Array(0));
   // Requests whose local part failed complete now, through the peers if they can (DRBD's read
   // retry on the peer; under pass_on the disk is still here and may fail the same read again).
   if (what.kind === 'clientRead')
@@ -3266,7 +3271,8 @@ function ovCompare(s: EngineState, p: Peer, id: number): void {
   const q = ov?.inflight.get(id);
   if (ov === null || q === undefined || q.local === null || q.remote === null) return;
   ov.inflight.delete(id);
-  const dl = q.count > 0 ? q.local.length / q.count : 0;
+  // A failed read gives an empty digest (pass_on): every block of it then differs.
+  const dl = q.count > 0 ? Math.max(q.local.length, q.remote.length) / q.count : 0;
   for (let i = 0; i < q.count; i++) {
     const a = q.local.subarray(i * dl, (i + 1) * dl);
     const b = q.remote.subarray(i * dl, (i + 1) * dl);

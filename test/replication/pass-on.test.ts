@@ -114,3 +114,18 @@ test('pass_on: a Secondary whose epoch flush fails drops the link; the FLUSH com
   assert.equal(p.oos(p.a) + p.oos(p.b), 0);
   assert.ok(p.identical());
 });
+
+test('pass_on: an online-verify read that fails counts as a difference; the verify finishes', () => {
+  // Simulator seed 62000049: VerifyS waited for its failed local read forever.
+  const p = Pair.initialized({ protocol: 'C', onIoError: 'pass_on' }, { onIoError: 'pass_on' });
+  p.write(p.a, 2, 0x22);
+  p.settle();
+  assert.equal(p.adminCmd(p.a, { cmd: 'verify', peer: 2 }).ok, true);
+  p.a.failNextIo = true; // the first verify read on alpha
+  p.settle();
+  const done = p.a.notes.find((n) => n.kind === 'verify-finished');
+  assert.ok(done !== undefined && done.kind === 'verify-finished', 'the verify finished');
+  assert.ok(done.outOfSyncBlocks >= 1, 'the unreadable range is marked');
+  assert.equal(p.peerOf(p.a).repl, 'Established');
+  assert.ok(p.oos(p.a) >= 1);
+});

@@ -104,3 +104,9 @@ test('seed 61002091: a metadata failure detaches even a lone Primary (pass_on)',
   const r = runSeed({ seed: 61002091, onIoError: 'pass_on' });
   assert.ok(r.ok, r.violation ?? '');
 });
+
+test('seed 62000049: under pass_on a failed online-verify read counts as a difference', () => {
+  // VerifyS waited for its failed local read forever (liveness). test/replication/pass-on.test.ts.
+  const r = runSeed({ seed: 62000049, onIoError: 'pass_on' });
+  assert.ok(r.ok, r.violation ?? '');
+});
