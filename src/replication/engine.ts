@@ -1288,9 +1288,19 @@ function onIoError(s: EngineState, what: Io): void {
         markLocallyStale(s, [what.range]);
       peerWriteDone(s, what, false);
       break;
-    case 'rsWrite':
+    case 'rsWrite': {
       lockRs(s, what.range, -1);
+      // pass_on keeps the disk and the resync: the failed blocks stay marked (`partial`: not
+      // cleared when the request retires) and the resync asks for them again on its next pass
+      // (simulator seed 70000448: the request never retired and the resync never finished).
+      const p = s.peers.get(what.peer);
+      const f = p?.rs?.inflight.get(what.id);
+      if (s.cfg.onIoError !== 'pass_on' || p === undefined || p.inc !== what.inc || f === undefined)
+        break;
+      for (let b = what.range.start; b < what.range.start + what.range.count; b++) f.partial.add(b);
+      if (--f.writesPending <= 0) finishRsRequest(s, p, what.id);
       break;
+    }
     case 'peerRead': {
       const p = s.peers.get(what.peer);
       if (p !== undefined && p.inc === what.inc)

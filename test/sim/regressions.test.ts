@@ -110,3 +110,9 @@ test('seed 62000049: under pass_on a failed online-verify read counts as a diffe
   const r = runSeed({ seed: 62000049, onIoError: 'pass_on' });
   assert.ok(r.ok, r.violation ?? '');
 });
+
+test('seed 70000448: under pass_on a failed resync write stays marked and is asked for again', () => {
+  // The failed resync request never retired and the resync never finished (liveness).
+  const r = runSeed({ seed: 70000448, onIoError: 'pass_on' });
+  assert.ok(r.ok, r.violation ?? '');
+});
