@@ -129,3 +129,25 @@ test('pass_on: an online-verify read that fails counts as a difference; the veri
   assert.equal(p.peerOf(p.a).repl, 'Established');
   assert.ok(p.oos(p.a) >= 1);
 });
+
+test('pass_on: a resync write that fails stays marked and is asked for again', () => {
+  // Simulator seed 70000448: the failed request never retired and the resync never finished.
+  const p = Pair.initialized({ protocol: 'C', onIoError: 'pass_on' }, { onIoError: 'pass_on' });
+  p.cut();
+  p.write(p.a, 10, 0x10);
+  p.write(p.a, 30, 0x30);
+  p.settle();
+  p.adminCmd(p.a, { cmd: 'connect', peer: 2, discardMyData: false });
+  p.adminCmd(p.b, { cmd: 'connect', peer: 1, discardMyData: false });
+  p.connect();
+  p.b.failNextIo = true; // bravo's first I/O: a resync write
+  p.settle();
+  assert.ok(
+    p.b.notes.some((n) => n.kind === 'io-error'),
+    'a resync write failed',
+  );
+  assert.equal(p.b.engine.disk, 'UpToDate', 'the resync finished');
+  assert.equal(blockOf(p.b, 10), 0x10);
+  assert.equal(blockOf(p.b, 30), 0x30);
+  assert.ok(p.identical());
+});
