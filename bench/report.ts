@@ -6,12 +6,14 @@ import {
   aggregate,
   checkGoals,
   findAggregate,
+  pairRatios,
   ratios,
   type Aggregate,
   type GoalResult,
   type Ratio,
 } from './stats.js';
 import type { Latency, Sample, SampleWorkloadId } from './types.js';
+import { WRITE_STAGES } from '../src/replication/write-stages.js';
 
 export interface SystemEntry {
   readonly id: string;
@@ -56,7 +58,7 @@ export function buildReport(
 ): Report {
   const aggs = aggregate(samples);
   const tandemIds = systems.filter((s) => s.kind === 'tandem').map((s) => s.id);
-  const rs = ratios(aggs, workloads, tandemIds, BASELINE_IDS);
+  const rs = [...ratios(aggs, workloads, tandemIds, BASELINE_IDS), ...pairRatios(aggs, workloads)];
   return {
     run,
     systems,
@@ -163,6 +165,30 @@ export function renderMarkdown(r: Report): string {
       );
     out.push('');
   }
+  const staged = r.aggregates.filter((a) => a.writeStagesP50 !== null);
+  if (staged.length > 0) {
+    out.push("## Where a write's time goes (Tandem daemons)");
+    out.push('');
+    out.push(
+      "p50 µs of each stage for the Primary's writes during the measured run (`tandem status " +
+        '--json` writeStages, after minus before; log2 buckets, so within 2×), medians over ' +
+        'rounds. engine: received from NBD → issued; barrier: → activity-log transaction done ' +
+        '(writes that waited for one); disk: → local write done; peer: → peer ack; total: → ' +
+        'reply. docs/REPLICATION.md has the details.',
+    );
+    out.push('');
+    out.push(`| workload | system | ${WRITE_STAGES.join(' | ')} |`);
+    out.push(`|---|---|${WRITE_STAGES.map(() => '---').join('|')}|`);
+    for (const w of r.workloads)
+      for (const a of staged) {
+        if (a.workload !== w.id) continue;
+        const p = a.writeStagesP50;
+        out.push(
+          `| ${w.title} | ${a.systemId} | ${WRITE_STAGES.map((k) => fmt(p?.[k])).join(' | ')} |`,
+        );
+      }
+    out.push('');
+  }
   out.push('## Ratios, Tandem / baseline');
   out.push('');
   if (r.ratios.length === 0) {
@@ -191,7 +217,7 @@ export function renderMarkdown(r: Report): string {
     }
   }
   out.push('');
-  out.push('## Goals (issue 10)');
+  out.push('## Goals (issues 10 and 16)');
   out.push('');
   out.push('| goal | measured ratio | status |');
   out.push('|---|---|---|');

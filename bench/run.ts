@@ -15,7 +15,7 @@ import { nbdkitSystem } from './systems/nbdkit.js';
 import { commandOutput } from './systems/probe.js';
 import { qsdMirrorSystem } from './systems/qsd-mirror.js';
 import { tandemStandaloneSystem, tandemStandaloneVariants } from './systems/tandem.js';
-import { tandemPairSystems } from './systems/tandem-pair.js';
+import { tandemPairSystems, tandemSoloSystem } from './systems/tandem-pair.js';
 import type { SampleWorkloadId, System } from './types.js';
 
 const MIB = 2 ** 20;
@@ -25,6 +25,7 @@ const ALL_SYSTEMS: readonly System[] = [
   nbdkitSystem,
   qsdMirrorSystem,
   tandemStandaloneSystem,
+  tandemSoloSystem,
   ...tandemStandaloneVariants,
   ...tandemPairSystems,
 ];

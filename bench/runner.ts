@@ -7,7 +7,20 @@ import { join } from 'node:path';
 import type { Children } from './children.js';
 import { fioArgs, parseFioJson } from './fio.js';
 import { measureProcesses, realProcFs } from './proc.js';
-import type { RunningSystem, Sample, StartContext, System, Workload } from './types.js';
+import type {
+  RunningSystem,
+  Sample,
+  StageSample,
+  StartContext,
+  System,
+  Workload,
+} from './types.js';
+import {
+  WRITE_STAGES,
+  writeStagesDelta,
+  type WriteStage,
+  type WriteStagesStatus,
+} from '../src/replication/write-stages.js';
 import { peerEnv } from './util.js';
 
 const GIB = 2 ** 30;
@@ -116,12 +129,14 @@ export async function runWorkload(
     await o.children.run('sync', 'sync', ['-f', ctx.storageDir], QUIESCE_TIMEOUT_MS, {
       env: peerEnv(),
     });
+    const stagesBefore = await stagesOf(sys, o);
     const m = await measureProcesses(
       realProcFs,
       () => sys.pids(),
       () =>
         o.children.run('fio', 'fio', args, o.runtimeSec * 1000 + FIO_GRACE_MS, { env: peerEnv() }),
     );
+    const stages = stagesBetween(stagesBefore, await stagesOf(sys, o));
     const parsed = parseFioJson(await readFile(outputPath, 'utf8'));
     if (!parsed.ok) return { ...base, ok: false, error: parsed.error };
     const f = parsed.value;
@@ -142,10 +157,34 @@ export async function runWorkload(
       peakRssBytes: m.peakRssBytes,
       rssSamplesBytes: m.rssSamplesBytes,
       fioCpuPercent: f.fioCpuPercent,
+      ...(stages === null ? {} : { writeStages: stages }),
     };
   } catch (e) {
     return { ...base, ok: false, error: errorMessage(e) };
   }
+}
+
+/** The system's write-stage snapshot, or null (not a Tandem daemon, or status failed). */
+async function stagesOf(sys: RunningSystem, o: RunOptions): Promise<WriteStagesStatus | null> {
+  if (sys.writeStages === undefined) return null;
+  try {
+    return await sys.writeStages();
+  } catch (e) {
+    o.log(`write stages: ${errorMessage(e)}`);
+    return null;
+  }
+}
+
+/** Count and p50 per stage of the writes between two snapshots. */
+export function stagesBetween(
+  before: WriteStagesStatus | null,
+  after: WriteStagesStatus | null,
+): Record<WriteStage, StageSample> | null {
+  if (before === null || after === null) return null;
+  const d = writeStagesDelta(after, before);
+  const out = {} as Record<WriteStage, StageSample>;
+  for (const k of WRITE_STAGES) out[k] = { count: d.stages[k].count, p50Us: d.stages[k].p50Us };
+  return out;
 }
 
 function addNotes(out: RunOutput, id: string, notes: readonly string[]): void {

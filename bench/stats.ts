@@ -2,6 +2,7 @@
 // of every Tandem system to each baseline, and the issue's goals checked against them. Pure
 // functions over plain data, so the numbers in a report can be re-derived from its JSON.
 import type { Latency, Sample, SampleWorkloadId } from './types.js';
+import { WRITE_STAGES, type WriteStage } from '../src/replication/write-stages.js';
 
 /** Median of the finite values; null when there are none. Even counts average the middle two. */
 export function median(values: readonly (number | undefined | null)[]): number | null {
@@ -37,7 +38,27 @@ export interface Aggregate {
   /** Medians of the first and the last RSS sample of each run: growth under load. */
   readonly rssFirstBytes: number | null;
   readonly rssLastBytes: number | null;
+  /**
+   * Tandem daemons: median over rounds of each stage's p50 (us) for the writes of the run,
+   * null for a stage no write went through; null for other systems.
+   */
+  readonly writeStagesP50: Readonly<Record<WriteStage, number | null>> | null;
   readonly errors: readonly string[];
+}
+
+function medianStages(ss: readonly Sample[]): Record<WriteStage, number | null> | null {
+  const withStages = ss.filter((s) => s.writeStages !== undefined);
+  if (withStages.length === 0) return null;
+  const out = {} as Record<WriteStage, number | null>;
+  for (const k of WRITE_STAGES) {
+    out[k] = median(
+      withStages.map((s) => {
+        const st = s.writeStages?.[k];
+        return st !== undefined && st.count > 0 ? st.p50Us : null;
+      }),
+    );
+  }
+  return out;
 }
 
 function medianLatency(ls: readonly (Latency | undefined)[]): Latency | null {
@@ -75,6 +96,7 @@ export function aggregate(samples: readonly Sample[]): Aggregate[] {
       peakRssBytes: maxOf(good.map((s) => s.peakRssBytes)),
       rssFirstBytes: median(good.map((s) => s.rssSamplesBytes?.[0])),
       rssLastBytes: median(good.map((s) => s.rssSamplesBytes?.at(-1))),
+      writeStagesP50: medianStages(good),
       errors: g.filter((s) => !s.ok).map((s) => `round ${s.round}: ${s.error ?? 'failed'}`),
     });
   }
@@ -132,7 +154,23 @@ export function ratios(
   return out;
 }
 
-/** A goal from issue 10, stated as a bound on one ratio. */
+/**
+ * Tandem systems compared with another Tandem system, beside the baselines: the single-host
+ * daemon against the standalone export measures the engine's own cost.
+ */
+export const TANDEM_PAIRS: readonly { systemId: string; baselineId: string }[] = [
+  { systemId: 'tandem-solo', baselineId: 'tandem-standalone' },
+];
+
+/** The ratios of TANDEM_PAIRS, for the systems that produced numbers. */
+export function pairRatios(
+  aggs: readonly Aggregate[],
+  workloads: readonly SampleWorkloadId[],
+): Ratio[] {
+  return TANDEM_PAIRS.flatMap((p) => ratios(aggs, workloads, [p.systemId], [p.baselineId]));
+}
+
+/** A goal from issues 10 and 16, stated as a bound on one ratio. */
 export interface Goal {
   readonly text: string;
   readonly systemId: string;
@@ -165,6 +203,14 @@ export const GOALS: readonly Goal[] = [
     systemId: 'tandem-standalone',
     workload: w,
     baselineId: 'nbdkit',
+    metric: 'throughput',
+    bound: { atLeast: 0.9 },
+  })),
+  ...STANDALONE_WORKLOADS.map((w): Goal => ({
+    text: `tandem-solo ≥ 0.9× tandem-standalone (${w})`,
+    systemId: 'tandem-solo',
+    workload: w,
+    baselineId: 'tandem-standalone',
     metric: 'throughput',
     bound: { atLeast: 0.9 },
   })),

@@ -2,6 +2,7 @@
 // and the samples one run of a workload yields. Imports nothing at runtime. Every number in a
 // sample was measured; a system or run that could not be measured carries a reason instead.
 import type { Children } from './children.js';
+import type { WriteStage, WriteStagesStatus } from '../src/replication/write-stages.js';
 
 /** Why a system cannot run here (yet); shown in the report instead of numbers. */
 export type Availability = { available: true } | { available: false; reason: string };
@@ -34,6 +35,11 @@ export interface RunningSystem {
   readonly notes: readonly string[];
   /** Stops every process of the system; idempotent. */
   stop(): Promise<void>;
+  /**
+   * Tandem daemons: the Primary's write-stage breakdown since it started (`tandem status
+   * --json`, `writeStages`); the runner takes one before and one after each measured run.
+   */
+  writeStages?(): Promise<WriteStagesStatus>;
 }
 
 /** One measured initial full sync (a whole device copied to an empty peer). */
@@ -124,4 +130,12 @@ export interface Sample {
   /** RSS of the system once a second during the run (growth under load shows here). */
   readonly rssSamplesBytes?: readonly number[];
   readonly fioCpuPercent?: number;
+  /** Tandem daemons: the writes of this run by stage (count and p50), from the status delta. */
+  readonly writeStages?: Readonly<Record<WriteStage, StageSample>>;
+}
+
+/** One stage of the writes of one run. */
+export interface StageSample {
+  readonly count: number;
+  readonly p50Us: number;
 }

@@ -76,6 +76,11 @@ export const NBD_CLOSE_TIMEOUT_MS = 5_000;
 export const NBD_STRING_BYTES_MAX = 4096;
 /** Extent descriptors in one BLOCK_STATUS reply. */
 export const NBD_BLOCK_STATUS_EXTENTS_MAX = 4096;
+/**
+ * Requests that may wait for room in a full backend (AdmissionGate): all that every connection
+ * may have in flight. Connections stop reading while a backend is full, so few ever wait.
+ */
+export const NBD_ADMISSION_WAITING_MAX = NBD_CONNECTIONS_MAX * NBD_CONN_REQUESTS_IN_FLIGHT_MAX;
 assert(
   NBD_CONN_IN_FLIGHT_BYTES_MAX >= NBD_PAYLOAD_BYTES_MAX,
   'one full-size request fits in flight',
@@ -191,9 +196,21 @@ export const ENGINE_QUEUED_REQUESTS_MAX = 4096;
 export const RX_EPOCH_FLUSH_DELAY_MS = 50;
 /** ...or once they hold this many writes, whichever comes first. */
 export const RX_UNFLUSHED_WRITES_MAX = 4096;
+/**
+ * Client writes in flight whose stage timestamps a resource keeps (`write-stages.ts`), a power
+ * of two: a write whose slot a newer one takes is left out of the breakdown (counted in
+ * `dropped`), so the memory stays fixed however deep the queues are.
+ */
+export const WRITE_STAGES_TRACKED_MAX = 1024;
+/** Buckets of a stage's latency histogram: bucket b >= 1 holds [2^(b-1), 2^b) microseconds. */
+export const WRITE_STAGES_BUCKETS = 32;
 
 assert(RESYNC_REQUEST_BYTES_MAX % BITMAP_BLOCK_BYTES === 0, 'resync request is whole blocks');
 assert(AL_EXTENT_BYTES % BITMAP_BLOCK_BYTES === 0, 'AL extent is whole bitmap blocks');
+assert(
+  (WRITE_STAGES_TRACKED_MAX & (WRITE_STAGES_TRACKED_MAX - 1)) === 0,
+  'write stages: slots are a power of two',
+);
 assert(WIRE_BODY_BYTES_MAX > RESYNC_REQUEST_BYTES_MAX, 'a resync reply fits in one packet');
 // --- fabric transport (libfabric) ----------------------------------------------------------
 /** Size of each pre-registered receive and bounce buffer: the largest fabric message. */

@@ -3,6 +3,8 @@
 // the fabric transport's tcp provider and a two-path multipath session); fio drives alpha.
 // Both daemons are the system: CPU and RSS are summed over them. Driven through the control
 // socket with the CLI's own client, so the harness waits on events, never on sleeps.
+// `tandem-solo` is one tandemd with a single-host resource (no peer), Primary: the engine and
+// daemon path alone, beside the standalone export. Each reports alpha's write-stage breakdown.
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -13,6 +15,7 @@ import { request, streamEvents } from '../../src/cli/control-client.js';
 import { EventState, allConnected, allInSync } from '../../src/cli/event-state.js';
 import type { ChildHandle } from '../children.js';
 import { measureProcesses, realProcFs } from '../proc.js';
+import type { WriteStagesStatus } from '../../src/replication/write-stages.js';
 import type {
   Availability,
   RunningSystem,
@@ -39,8 +42,31 @@ const DAEMON_READY_TIMEOUT_MS = 15_000;
 const CONNECT_TIMEOUT_MS = 30_000;
 const REQUEST_TIMEOUT_MS = 30_000;
 
-const daemonScript = fileURLToPath(new URL('../../src/daemon/main.js', import.meta.url));
-const cliScript = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+/** Which build runs: this one, or (a baseline system) another built checkout's dist/. */
+interface Build {
+  readonly daemon: string;
+  readonly cli: string;
+}
+const thisBuild: Build = {
+  daemon: fileURLToPath(new URL('../../src/daemon/main.js', import.meta.url)),
+  cli: fileURLToPath(new URL('../../src/cli/main.js', import.meta.url)),
+};
+const daemonScript = thisBuild.daemon;
+
+/**
+ * TANDEM_BENCH_BASELINE=DIR: a checkout of an earlier commit, built (`npm ci` there), whose
+ * protocol-C pair runs as `tandem-C-baseline` in the same interleaved run, so a data-path
+ * change is measured before and after against the same peers, files and load.
+ */
+export const BASELINE_ENV = 'TANDEM_BENCH_BASELINE';
+function baselineBuild(): Build | null {
+  const dir = process.env[BASELINE_ENV];
+  if (dir === undefined || dir === '') return null;
+  return {
+    daemon: join(dir, 'dist', 'src', 'daemon', 'main.js'),
+    cli: join(dir, 'dist', 'src', 'cli', 'main.js'),
+  };
+}
 /** Writing fresh metadata onto a preallocated file is quick; this is only a bound. */
 const CREATE_MD_TIMEOUT_MS = 30_000;
 
@@ -170,6 +196,19 @@ async function transportInUse(controlPath: string): Promise<string> {
   return typeof name === 'string' && name !== '' ? name : 'unknown';
 }
 
+/** alpha's `writeStages` from `status --json`. */
+async function writeStagesOf(controlPath: string): Promise<WriteStagesStatus> {
+  const status = await withTimeout(
+    'status',
+    request(controlPath, 'status', { resource: RESOURCE }),
+    REQUEST_TIMEOUT_MS,
+  );
+  const ws = (status as { writeStages?: WriteStagesStatus }[])[0]?.writeStages;
+  if (typeof ws?.stages?.total?.count !== 'number')
+    throw new Error('status --json has no writeStages (a tandemd without the stage breakdown)');
+  return ws;
+}
+
 interface Pair {
   readonly daemons: readonly ChildHandle[];
   readonly controls: readonly string[];
@@ -178,15 +217,20 @@ interface Pair {
   stop(): Promise<void>;
 }
 
-/** Writes the config, starts both daemons, brings the resource up and waits for Connected. */
+/**
+ * Writes the config, starts both daemons, brings the resource up and waits for Connected; with
+ * `solo`, alpha alone (a single-host resource: nothing to connect to).
+ */
 async function launchPair(
   ctx: StartContext,
   protocol: Protocol,
   transport: PairTransport,
   diskFlushes: boolean,
+  build: Build = thisBuild,
+  solo = false,
 ): Promise<Pair> {
   const nodes: PairNode[] = [];
-  for (const [i, name] of ['alpha', 'beta'].entries()) {
+  for (const [i, name] of (solo ? ['alpha'] : ['alpha', 'beta']).entries()) {
     nodes.push({
       name,
       nodeId: i,
@@ -222,7 +266,7 @@ async function launchPair(
       await ctx.children.run(
         `create-md ${n.name}`,
         process.execPath,
-        [cliScript, '--config', config, '--node', n.name, 'create-md', RESOURCE, '--force'],
+        [build.cli, '--config', config, '--node', n.name, 'create-md', RESOURCE, '--force'],
         CREATE_MD_TIMEOUT_MS,
       );
     }
@@ -231,7 +275,7 @@ async function launchPair(
       const d = await ctx.children.start(
         `tandemd-${n.name}`,
         process.execPath,
-        [...ctx.nodeArgs, daemonScript, '--config', config, '--node', n.name, '--control', control],
+        [...ctx.nodeArgs, build.daemon, '--config', config, '--node', n.name, '--control', control],
         { env: { ...process.env, FI_PROVIDER: 'tcp' } },
       );
       daemons.push(d);
@@ -241,6 +285,7 @@ async function launchPair(
     ctx.log(`${RESOURCE}: daemons up, bringing the resource up on both nodes`);
     for (const c of controls)
       await withTimeout('up', request(c, 'up', { resource: RESOURCE }), REQUEST_TIMEOUT_MS);
+    if (solo) return { daemons, controls, nodes, config, stop };
     // Connected is not enough: promote only once replication is Established (the peers'
     // handshake done), as a careful admin script would after `wait-connect`.
     await waitState(
@@ -266,8 +311,14 @@ async function launchPair(
   }
 }
 
-function pairSystem(protocol: Protocol, transport: PairTransport, diskFlushes = true): System {
-  const id = `tandem-${protocol}${transport === 'tcp' ? '' : `-${transport}`}${diskFlushes ? '' : '-noflush'}`;
+function pairSystem(
+  protocol: Protocol,
+  transport: PairTransport,
+  diskFlushes = true,
+  baseline: Build | null = null,
+): System {
+  const build = baseline ?? thisBuild;
+  const id = `tandem-${protocol}${transport === 'tcp' ? '' : `-${transport}`}${diskFlushes ? '' : '-noflush'}${baseline === null ? '' : '-baseline'}`;
   const over =
     transport === 'tcp'
       ? 'the tcp transport'
@@ -278,14 +329,15 @@ function pairSystem(protocol: Protocol, transport: PairTransport, diskFlushes = 
     id,
     label:
       `Tandem, two nodes (tandemd alpha Primary → beta), protocol ${protocol} over ${over} on loopback` +
-      (diskFlushes ? '' : ', disk-flushes no, md-flushes no'),
+      (diskFlushes ? '' : ', disk-flushes no, md-flushes no') +
+      (baseline === null ? '' : `, the baseline build in $${BASELINE_ENV}`),
     kind: 'tandem',
     ...(diskFlushes ? {} : { optIn: true }),
 
-    probe: () => probeDaemon(),
+    probe: () => probeDaemon(build.daemon),
 
     async start(ctx: StartContext): Promise<RunningSystem> {
-      const p = await launchPair(ctx, protocol, transport, diskFlushes);
+      const p = await launchPair(ctx, protocol, transport, diskFlushes, build);
       try {
         const alpha = p.controls[0] ?? '';
         // Like qsd-mirror's start: a full initial sync to the peer before fio (not measured
@@ -310,6 +362,7 @@ function pairSystem(protocol: Protocol, transport: PairTransport, diskFlushes = 
             `tandemd --config CONF --node alpha|beta; protocol ${protocol}; create-md; up; primary --force; wait until UpToDate/UpToDate`,
           ],
           stop: () => p.stop(),
+          writeStages: () => writeStagesOf(alpha),
         };
       } catch (e) {
         await p.stop();
@@ -318,7 +371,7 @@ function pairSystem(protocol: Protocol, transport: PairTransport, diskFlushes = 
     },
 
     async initialSync(ctx: StartContext): Promise<SyncMeasurement> {
-      const p = await launchPair(ctx, protocol, transport, diskFlushes);
+      const p = await launchPair(ctx, protocol, transport, diskFlushes, build);
       try {
         const alpha = p.controls[0] ?? '';
         const m = await measureProcesses(
@@ -359,16 +412,16 @@ function pairSystem(protocol: Protocol, transport: PairTransport, diskFlushes = 
 }
 
 /** The daemon on main may still be the stub that refuses to run; then say so. */
-async function probeDaemon(): Promise<Availability> {
-  if (!existsSync(daemonScript))
-    return { available: false, reason: `${daemonScript} is missing (run npm run build)` };
+async function probeDaemon(daemon: string = daemonScript): Promise<Availability> {
+  if (!existsSync(daemon))
+    return { available: false, reason: `${daemon} is missing (run npm run build)` };
   const dir = await mkdtemp(join(tmpdir(), 'tb-probe-'));
   try {
     const stderr = await new Promise<string>((resolve) => {
       execFile(
         process.execPath,
         [
-          daemonScript,
+          daemon,
           '--config',
           join(dir, 'none.conf'),
           '--node',
@@ -391,6 +444,51 @@ async function probeDaemon(): Promise<Availability> {
   }
 }
 
+/**
+ * One tandemd, a single-host resource made Primary with --force (a new data generation: there
+ * is no peer to sync from); fio drives its export.
+ */
+export const tandemSoloSystem: System = {
+  id: 'tandem-solo',
+  label: 'Tandem, one tandemd: a single-host resource (no peer), Primary',
+  kind: 'tandem',
+
+  probe: () => probeDaemon(),
+
+  async start(ctx: StartContext): Promise<RunningSystem> {
+    const p = await launchPair(ctx, 'C', 'tcp', true, thisBuild, true);
+    try {
+      const alpha = p.controls[0] ?? '';
+      ctx.log(`${RESOURCE}: primary --force on alpha (single host)`);
+      await withTimeout(
+        'primary --force',
+        request(alpha, 'primary', { resource: RESOURCE, flags: { force: true } }),
+        REQUEST_TIMEOUT_MS,
+      );
+      await waitState(
+        alpha,
+        'Primary and UpToDate',
+        (s) =>
+          s.get('resource', RESOURCE)?.['role'] === 'Primary' &&
+          s.all('device', RESOURCE).some((d) => d['disk'] === 'UpToDate'),
+        REQUEST_TIMEOUT_MS,
+      );
+      return {
+        uri: `nbd://127.0.0.1:${p.nodes[0]?.nbdPort ?? 0}/${RESOURCE}`,
+        pids: () => p.daemons.map((d) => d.pid),
+        notes: [
+          'tandemd --config CONF --node alpha, a resource with one `on` host; create-md; up; primary --force',
+        ],
+        stop: () => p.stop(),
+        writeStages: () => writeStagesOf(alpha),
+      };
+    } catch (e) {
+      await p.stop();
+      throw withDaemonOutput(e, p.daemons);
+    }
+  },
+};
+
 export const tandemPairSystems: readonly System[] = [
   pairSystem('C', 'tcp'),
   pairSystem('C', 'tcp', false),
@@ -398,4 +496,5 @@ export const tandemPairSystems: readonly System[] = [
   pairSystem('A', 'tcp'),
   pairSystem('C', 'fabric'),
   pairSystem('C', 'multipath'),
+  ...((b) => (b === null ? [] : [pairSystem('C', 'tcp', true, b)]))(baselineBuild()),
 ];

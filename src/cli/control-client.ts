@@ -40,7 +40,12 @@ export async function request(
       CONTROL_LINE_BYTES_MAX,
       (line) => {
         s.end();
-        const r = JSON.parse(line) as ControlReply;
+        let r: ControlReply;
+        try {
+          r = JSON.parse(line) as ControlReply;
+        } catch {
+          return reject(new CliError('tandemd sent a reply that is not JSON'));
+        }
         if (r.ok) resolve(r.result);
         else reject(new CliError(r.error.message, exitCodeOf(r.error.code)));
       },

@@ -145,7 +145,11 @@ export function decodeAddresses(b: Buffer): Decoded<AnnouncedAddress[]> {
     off += 5;
     if (transport === undefined || family === undefined) return err('addresses: unknown code');
     if (off + len > b.length) return err('addresses: truncated');
-    out.push({ transport, family, port, address: b.subarray(off, off + len).toString('utf8') });
+    const bytes = b.subarray(off, off + len);
+    const text = bytes.toString('utf8');
+    // Replacement characters would make an address nobody announced.
+    if (!Buffer.from(text, 'utf8').equals(bytes)) return err('addresses: not UTF-8');
+    out.push({ transport, family, port, address: text });
     off += len;
   }
   if (off !== b.length) return err('addresses: trailing bytes');

@@ -1,18 +1,11 @@
-// A resource's local disk as the engine sees it: the data region, the v09 metadata beside it,
-// and the ordering rules between them. Data I/O runs concurrently; a metadata action (superblock,
-// AL transaction, bitmap flush) is a barrier: it first flushes the data disk (not needed for an
-// AL transaction that only adds extents), then writes the metadata durably, and no later data
-// I/O starts before it is done (engine Action contract). A barrier that fails fails the disk:
-// the I/O it held back, and any after, is answered EIO without running.
-// The metadata itself is storage's MetadataStore, through its engine-facing methods.
+// A resource's local disk as the engine sees it: the data region and the v09 metadata beside
+// it, opened, recovered after a crash, grown and closed here. The ordering rules between data
+// I/O and metadata writes (barriers, what a failed one holds back) are the shared driver's
+// (src/replication/driver.ts); `port()` hands the driver this disk's operations.
 import { BITMAP_BLOCK_BYTES } from '../limits.js';
-import type {
-  Action,
-  BlockRange,
-  BootState,
-  Metadata,
-  ResizeRefusal,
-} from '../replication/types.js';
+import type { BlockRange, BootState, ResizeRefusal } from '../replication/types.js';
+import type { DiskPort, IoDone, MetaAction } from '../replication/driver.js';
+import type { Logger } from '../platform/log.js';
 import {
   MetadataStore,
   openBackingDevices,
@@ -22,7 +15,8 @@ import {
   type FileStoreOptions,
   type MetaDiskSpec,
 } from '../storage/index.js';
-import { DiskIoError, MetadataError } from '../util/errors.js';
+import { MetadataError } from '../util/errors.js';
+import { errnoOf } from '../util/errno.js';
 import type { MetaDiskSpec as ConfigMetaDisk } from '../config/index.js';
 
 /** How the backing files are opened (FileStoreOptions without readOnly/direct). */
@@ -37,29 +31,7 @@ export function storageMetaDisk(m: ConfigMetaDisk | null): MetaDiskSpec {
   return { kind: 'flex-external', path: m.path };
 }
 
-/** The engine's metadata actions: each is a barrier (LocalDisk.barrier). */
-export type MetaAction = Extract<Action, { type: 'persistMeta' | 'alCommit' | 'bitmapFlush' }>;
-
-/**
- * Whether a metadata barrier flushes the data disk before its own write. Only an extent leaving
- * the activity log needs the data flush first (its writes lose their cover); adding one changes
- * nothing for writes already done, which stay covered by their own hot extents. The simulator
- * runs this same rule (test/sim/cluster.ts).
- */
-export function barrierFlushesData(a: MetaAction): boolean {
-  return a.type !== 'alCommit' || a.remove.length > 0;
-}
-
 export class LocalDisk {
-  private gate: Promise<void> | null = null;
-  /**
-   * The metadata write that failed, or null. From then on the metadata may not say what the
-   * data holds (an AL transaction may be missing): a write that waited for it must not land
-   * (after a crash nothing would mark its block), so no data I/O runs any more; the resource
-   * detaches the disk (on-io-error) and the engine settles the I/O as failed.
-   */
-  private failure: Error | null = null;
-
   private constructor(
     private readonly devices: BackingDevices,
     readonly meta: MetadataStore,
@@ -142,7 +114,8 @@ export class LocalDisk {
   /**
    * Grows the data region to `sizeBytes` (the engine's growDisk): the backing's new size is
    * adopted, the bitmap covers the new blocks, and the superblock records the new size, after
-   * the data and bitmap are durable (a metadata barrier like the others).
+   * the data and bitmap are durable (the driver runs it as a metadata barrier: the data is
+   * flushed before, and no data I/O runs meanwhile).
    */
   async grow(sizeBytes: number): Promise<void> {
     if (sizeBytes <= this.data.sizeBytes) return;
@@ -154,10 +127,8 @@ export class LocalDisk {
       );
     }
     this.data = sliceStore(this.devices.disk, 0, sizeBytes);
-    await this.barrier(async () => {
-      await this.meta.flushBitmap();
-      await this.meta.setEffectiveSize(sizeBytes);
-    });
+    await this.meta.flushBitmap();
+    await this.meta.setEffectiveSize(sizeBytes);
   }
 
   /** What the engine boots from: UUIDs, flags, every slot's set bits as ranges. */
@@ -169,91 +140,74 @@ export class LocalDisk {
     return { meta: view.meta, bitmaps: view.bitmaps, alExtents: [] };
   }
 
-  /** Settles when every metadata barrier queued so far is done; null when none is pending. */
-  metadataSettled(): Promise<void> | null {
-    return this.gate;
-  }
-
-  /** A metadata barrier failed: the disk takes no more I/O (see `failure`). */
-  get failed(): boolean {
-    return this.failure !== null;
-  }
-
   /**
-   * Runs a data I/O in order with the metadata barriers before it; after a failed barrier it
-   * rejects with EIO instead (DiskIoError) and `op` never runs.
+   * The driver's view of this disk. Every answer comes through a promise's reaction, so never
+   * synchronously (DiskPort's rule). A failed data I/O is logged here, with its errno.
    */
-  io<T>(op: () => Promise<T>): Promise<T> {
-    const run = (): Promise<T> => (this.failure === null ? op() : Promise.reject(this.failedIo()));
-    const p = this.gate === null ? run() : this.gate.then(run);
-    this.ioRunning++;
-    p.then(this.ioDone, this.ioDone);
-    return p;
+  port(log: Logger): DiskPort {
+    const answer =
+      (what: string, done: IoDone) =>
+      (e: unknown): void => {
+        const errno = errnoOf(e);
+        log.error({ err: String(e), errno }, `${what} failed`);
+        done(errno);
+      };
+    const ok = (done: IoDone) => (): void => done(null);
+    return {
+      read: (offsetBytes, lengthBytes, done) => {
+        this.data
+          .read(offsetBytes, lengthBytes)
+          .then((b) => done(null, b), answer('disk read', done));
+      },
+      write: (offsetBytes, data, fua, done) => {
+        this.data.write(offsetBytes, data, { fua }).then(ok(done), answer('disk write', done));
+      },
+      trim: (offsetBytes, lengthBytes, done) => {
+        this.data.discard(offsetBytes, lengthBytes).then(ok(done), answer('disk trim', done));
+      },
+      zeroes: (offsetBytes, lengthBytes, fua, done) => {
+        this.data
+          .writeZeroes(offsetBytes, lengthBytes, { fua })
+          .then(ok(done), answer('disk write-zeroes', done));
+      },
+      flush: (done) => {
+        this.data.flush().then(ok(done), answer('disk flush', done));
+      },
+      writeMeta: (a, done) => {
+        this.writeMeta(a).then(ok(done), answer(`metadata write (${a.type})`, done));
+      },
+      bitmapSet: (peer, ranges) => this.bitmapSet(peer, ranges),
+      bitmapClear: (peer, ranges) => this.bitmapClear(peer, ranges),
+      capacity: (done) => {
+        this.capacity().then(
+          (c) => done(c.capacityBytes, c.refusal),
+          (e: unknown) => {
+            log.error({ err: String(e) }, 'cannot measure the backing device');
+            done(0, 'failed');
+          },
+        );
+      },
+      grow: (sizeBytes, done) => {
+        this.grow(sizeBytes).then(
+          () => {
+            log.info({ sizeBytes }, 'backing device grown');
+            done(null);
+          },
+          answer('growing the backing device', done),
+        );
+      },
+    };
   }
 
-  /** Data I/O issued through io() and not yet settled; close()/abandon() wait for none. */
-  private ioRunning = 0;
-  private ioIdle: (() => void)[] = [];
-  private readonly ioDone = (): void => {
-    if (--this.ioRunning === 0) for (const wake of this.ioIdle.splice(0)) wake();
-  };
-
-  /**
-   * Settles once every data I/O issued so far has: a write still running when the files close
-   * could land after the AL was marked clean (or after a crash-like abandon), covered by nothing.
-   */
-  private settled(): Promise<void> {
-    if (this.ioRunning === 0) return Promise.resolve();
-    return new Promise((resolve) => this.ioIdle.push(resolve));
-  }
-
-  private failedIo(): DiskIoError {
-    return new DiskIoError(
-      `${this.devices.disk.name}: a metadata write failed, the disk takes no more I/O`,
-      -1,
-      'EIO',
-      { cause: this.failure },
-    );
-  }
-
-  /**
-   * Queues a metadata barrier: flush data (unless `flushData` is false), then `write`; later
-   * I/O waits for it.
-   */
-  barrier(write: () => Promise<void>, flushData = true): Promise<void> {
-    const run = (this.gate ?? Promise.resolve())
-      .then(async () => {
-        if (this.failure !== null) throw this.failedIo();
-        if (flushData) await this.data.flush();
-        await write();
-      })
-      .catch((e: unknown) => {
-        // Set before the gate opens, so everything it held back sees the failure.
-        this.failure ??= e instanceof Error ? e : new Error(String(e));
-        throw e;
-      });
-    const gate = run.catch(() => undefined);
-    this.gate = gate;
-    void gate.then(() => {
-      if (this.gate === gate) this.gate = null;
-    });
-    return run;
-  }
-
-  persistMeta(m: Metadata): Promise<void> {
-    return this.barrier(() => this.meta.persistMeta(m));
-  }
-
-  /**
-   * The engine's AL transaction: extents `add` become hot before any write into them. The data
-   * flush runs only when extents leave (barrierFlushesData): a whole-file fdatasync would
-   * otherwise stall every write while a sequential writer crosses into each new 4 MiB extent.
-   */
-  alCommit(add: readonly number[], remove: readonly number[]): Promise<void> {
-    return this.barrier(
-      () => this.meta.commitAlChange(add, remove),
-      barrierFlushesData({ type: 'alCommit', add, remove }),
-    );
+  private writeMeta(a: MetaAction): Promise<void> {
+    switch (a.type) {
+      case 'persistMeta':
+        return this.meta.persistMeta(a.meta);
+      case 'alCommit':
+        return this.meta.commitAlChange(a.add, a.remove);
+      case 'bitmapFlush':
+        return this.meta.flushBitmap();
+    }
   }
 
   bitmapSet(peer: number, ranges: readonly BlockRange[]): void {
@@ -264,18 +218,12 @@ export class LocalDisk {
     this.meta.changeBits(peer, ranges, false);
   }
 
-  bitmapFlush(): Promise<void> {
-    return this.barrier(() => this.meta.flushBitmap());
-  }
-
   /**
-   * Clean detach: every I/O done, bitmap written, AL marked clean, devices closed. A failed
-   * disk writes nothing (marking the AL clean would drop the cover of what it may lack).
+   * Clean detach, once the driver saw every I/O and barrier answered (Driver.detachDisk):
+   * bitmap written, AL marked clean, devices closed. A disk whose metadata write failed must
+   * be abandoned instead (marking the AL clean would drop the cover of what it may lack).
    */
   async close(): Promise<void> {
-    await this.settled();
-    await (this.gate ?? Promise.resolve());
-    if (this.failure !== null) return this.abandon();
     try {
       await this.data.flush();
       await this.meta.markClean();
@@ -286,7 +234,6 @@ export class LocalDisk {
 
   /** Crash-like close for a failed disk: release the files, write nothing. */
   async abandon(): Promise<void> {
-    await this.settled();
     await this.devices.close().catch(() => undefined);
   }
 }

@@ -7,11 +7,15 @@ import type { Clock, Timer } from '../platform/clock.js';
 import type { Logger } from '../platform/log.js';
 import type { ConnectionManager } from '../cm/manager.js';
 import type { CmEvent } from '../cm/types.js';
-import { createEngine, step, type EngineState } from '../replication/engine.js';
+import { createEngine, type EngineState } from '../replication/engine.js';
+import { Driver, type ClockPort, type DriverHost, type NetPort } from '../replication/driver.js';
+import { refusalMessage } from '../replication/refusal.js';
 import { decodePacket, encodePacket } from '../replication/wire.js';
+import { WriteStages } from '../replication/write-stages.js';
 import type {
   Action,
   AdminCommand,
+  AdminRefusal,
   ClientRequest,
   EngineEvent,
   Packet,
@@ -20,15 +24,19 @@ import type {
 import { channelTransportStats } from '../transport/channel-base.js';
 import type { Channel, Message, PathEvent, PathSpec, StreamId } from '../transport/types.js';
 import type { NbdExportBackend, NbdExtent } from '../nbd/types.js';
+import { AdmissionGate } from '../nbd/admission.js';
+import { NBD_EIO, NBD_ERROR_OF, NBD_ESHUTDOWN } from '../nbd/protocol.js';
 import {
   BITMAP_BLOCK_BYTES,
+  ENGINE_QUEUED_REQUESTS_MAX,
+  NBD_ADMISSION_WAITING_MAX,
   NBD_PAYLOAD_BYTES_MAX,
   SECTOR_BYTES,
   SHUTDOWN_DRAIN_MS,
   STORE_INLINE_READ_BYTES_MAX,
   STORE_INLINE_WRITE_BYTES_MAX,
 } from '../limits.js';
-import { InvalidRequestError, NbdCommandError, StateError, TandemError } from '../util/errors.js';
+import { InvalidRequestError, NbdCommandError, StateError } from '../util/errors.js';
 import type { ControlRequest, TandemEvent } from './control-protocol.js';
 import { liveOptionsOf, type AdjustStep } from './adjust.js';
 import type { EventSink, ResourceRuntime } from './daemon.js';
@@ -123,17 +131,6 @@ interface Pending<T> {
   reject(e: Error): void;
 }
 
-const ERRNO: Record<string, number> = {
-  EPERM: 1,
-  EIO: 5,
-  ENOMEM: 12,
-  EINVAL: 22,
-  ENOSPC: 28,
-  EROFS: 1,
-  ENOTSUP: 95,
-  ESHUTDOWN: 108,
-};
-
 /** What each admin command tries to do, for "r0: cannot <verb>: ..." messages. */
 const VERBS: Record<AdminCommand['cmd'], string> = {
   primary: 'become Primary',
@@ -154,15 +151,13 @@ export class Resource implements ResourceRuntime {
   readonly name: string;
   private up = false;
   private disk: LocalDisk | null = null;
-  private engine: EngineState | null = null;
+  /** The engine and the driver that carries out its actions; null while the resource is down. */
+  private driver: Driver | null = null;
   private role: Role = 'Secondary';
   private diskState: DiskState = 'Diskless';
   private readonly peers = new Map<number, PeerView>();
-  private readonly inbox: EngineEvent[] = [];
-  private stepping = false;
   private readonly requests = new Map<number, Pending<Uint8Array | undefined>>();
   private readonly admins = new Map<number, Pending<string> & { command: AdminCommand }>();
-  private readonly timers = new Map<number, Timer>();
   private nextId = 1;
   private progressTimer: Timer | null = null;
   /** Set while a graceful shutdown waits for `requests` to empty. */
@@ -171,18 +166,19 @@ export class Resource implements ResourceRuntime {
   private detaching = false;
   /** A disk the engine detached on its own (I/O error) being let go, or null. */
   private diskDropping: Promise<void> | null = null;
-  /** DATA-stream sends waiting for a metadata barrier (see sendData), or null. */
-  private dataQueue: Promise<void> | null = null;
   /** Set by shutdown(): new client requests fail at once instead of entering the engine. */
   private closing = false;
   private exportAddress = '';
   private readonly offCm: () => void;
+  /** Where client writes spend their time (status `writeStages`); always on. */
+  private readonly stages: WriteStages;
 
   constructor(
     private plan: ResourcePlan,
     private readonly svc: NodeServices,
   ) {
     this.name = plan.name;
+    this.stages = new WriteStages(() => svc.clock.nowMs() * 1000);
     for (const p of plan.peers) {
       this.peers.set(p.nodeId, {
         name: p.name,
@@ -203,6 +199,10 @@ export class Resource implements ResourceRuntime {
       });
     }
     this.offCm = svc.cm.on((e) => this.onCm(e));
+  }
+
+  private get engine(): EngineState | null {
+    return this.driver?.engine ?? null;
   }
 
   // --- control operations ----------------------------------------------------------------
@@ -415,6 +415,7 @@ export class Resource implements ResourceRuntime {
       );
     }
     this.disk = disk;
+    this.driver?.attachDisk(disk.port(this.svc.log));
     if (disk.recoveredExtents.length > 0) {
       this.svc.log.warn(
         { extents: disk.recoveredExtents.length },
@@ -424,8 +425,17 @@ export class Resource implements ResourceRuntime {
     if (this.engine === null) {
       const seed = secureBytes(4).readUInt32BE(0);
       const r = createEngine(engineConfig(this.plan, disk.sizeBytes, seed), disk.bootState());
-      this.engine = r.state;
-      this.execute(r.actions);
+      this.driver = new Driver(
+        r.state,
+        {
+          disk: disk.port(this.svc.log),
+          net: this.netPort,
+          clock: this.clockPort,
+          host: this.host,
+        },
+        { stages: this.stages },
+      );
+      this.driver.start(r.actions);
       this.exportAddress = await this.svc.nbd.addExport(
         this.plan.nbd.listener,
         this.plan.nbd.exportName,
@@ -448,7 +458,24 @@ export class Resource implements ResourceRuntime {
     const disk = this.disk;
     if (disk === null) return;
     this.disk = null;
-    await disk.close();
+    await this.letGo(disk);
+  }
+
+  /**
+   * Closes a disk the driver no longer uses, once every I/O and barrier it had under way has
+   * answered: cleanly (bitmap written, AL marked clean), or, when a metadata write failed it,
+   * like a crash (nothing written: the AL must keep covering what the disk may lack).
+   */
+  private async letGo(disk: LocalDisk): Promise<void> {
+    const d = this.driver;
+    let failed = false;
+    if (d !== null)
+      failed = await new Promise<boolean>((resolve) =>
+        d.engine === null
+          ? d.whenDiskIdle(() => resolve(d.diskFailure !== null))
+          : d.detachDisk(resolve),
+      );
+    await (failed ? disk.abandon() : disk.close());
   }
 
   private async takeDown(): Promise<void> {
@@ -469,8 +496,8 @@ export class Resource implements ResourceRuntime {
 
   /** Stops the engine and closes the disk cleanly (bitmap written, AL marked clean). */
   private async release(): Promise<void> {
-    for (const t of this.timers.values()) t.cancel();
-    this.timers.clear();
+    const driver = this.driver;
+    for (const e of driver?.stop() ?? []) this.failEvent(e);
     this.progressTimer?.cancel();
     this.progressTimer = null;
     for (const [id, p] of this.peers) {
@@ -480,12 +507,13 @@ export class Resource implements ResourceRuntime {
     for (const r of this.requests.values())
       r.reject(new NbdCommandError(`${this.name} is going down`, 108));
     this.requests.clear();
-    this.engine = null;
+    this.stages.forgetInFlight(); // stage hook: the engine stops
     this.up = false;
     const disk = this.disk;
     this.disk = null;
-    // close() lets every disk I/O settle first, as do detach() and dropDisk().
-    if (disk !== null) await disk.close();
+    // Every disk I/O settles first, as in detach() and dropDisk().
+    if (disk !== null) await this.letGo(disk);
+    this.driver = null;
     if (this.diskDropping !== null) await this.diskDropping;
     this.setDisk('Diskless');
   }
@@ -546,70 +574,136 @@ export class Resource implements ResourceRuntime {
   /**
    * Turns an engine refusal into one line that names what failed, why, and what to do next:
    * "r0: cannot become Primary: disk is Inconsistent and peer bob is not connected; use --force
-   * to start a new data generation".
+   * to start a new data generation". One case per refusal code, checked exhaustive.
    */
-  private explain(c: AdminCommand, why: string): string {
+  private explain(c: AdminCommand, refusal: AdminRefusal): string {
+    const { reason, next } = this.explanation(refusal);
+    return `${this.name}: cannot ${VERBS[c.cmd]}: ${reason}${next !== undefined ? `; ${next}` : ''}`;
+  }
+
+  private explanation(f: AdminRefusal): { reason: string; next?: string } {
     const r = this.name;
+    const why = refusalMessage(f);
     const peers = [...this.peers.values()];
     const names = (ps: PeerView[]): string => ps.map((p) => p.name).join(', ');
-    let reason = why;
-    let next: string | undefined;
-    const disk = /^disk is (\w+); UpToDate needed/.exec(why);
-    if (disk !== null) {
-      const apart = peers.filter((p) => p.conn !== 'Connected');
-      const syncing = peers.some((p) => p.repl === 'SyncTarget' || p.repl === 'PausedSyncT');
-      reason = `disk is ${disk[1]}`;
-      if (apart.length > 0)
-        reason += ` and peer ${names(apart)} ${apart.length > 1 ? 'are' : 'is'} not connected`;
-      else if (peers.length > 0)
-        reason += ` and peer ${peers.map((p) => `${p.name} is ${shownDisk(p)}`).join(', ')}`;
-      next = syncing
-        ? `wait for the resync: \`tandem wait-sync ${r}\``
-        : 'use --force to start a new data generation from this disk';
-    } else if (/peer is Primary|becoming Primary/.test(why)) {
-      const prim = peers.filter((p) => shownRole(p) === 'Primary');
-      reason = prim.length > 0 ? `peer ${names(prim)} is Primary` : why;
-      next = `run \`tandem secondary ${r}\` there first (two Primaries need allow-two-primaries)`;
-    } else if (why.includes('resync into this node')) {
-      next = `wait for it: \`tandem wait-sync ${r}\``;
-    } else if (why.includes('handshake')) {
-      reason = 'a handshake with a peer is in progress';
-      next = `retry once \`tandem wait-connect ${r}\` returns`;
-    } else if (why.includes('I/O in flight')) {
-      next = 'stop the NBD clients of this export and retry';
-    } else if (why.includes('established connection')) {
-      next = `connect first: \`tandem connect ${r}\` and \`tandem wait-connect ${r}\``;
-    } else if (why.includes('verify-alg')) {
-      next = 'set verify-alg in the net section (e.g. `verify-alg sha256;`), then down and up';
-    } else if (why.includes('Primary needs an UpToDate peer') || why.includes('Primary cannot')) {
-      next = `demote it first: \`tandem secondary ${r}\``;
-    } else if (why.includes('no local disk') || why.includes('no disk attached')) {
-      next = `attach it first: \`tandem attach ${r}\``;
-    } else if (c.cmd === 'resize') {
-      next = resizeHint(r, why);
+    const waitSync = `wait for it: \`tandem wait-sync ${r}\``;
+    const connectFirst = `connect first: \`tandem connect ${r}\` and \`tandem wait-connect ${r}\``;
+    const attachFirst = `attach it first: \`tandem attach ${r}\``;
+    const demoteFirst = `demote it first: \`tandem secondary ${r}\``;
+    switch (f.code) {
+      case 'disk-not-up-to-date': {
+        // Not forceable: a disk neither UpToDate nor usable (e.g. Failed) cannot be promoted.
+        if (!f.forceable) return { reason: why };
+        const apart = peers.filter((p) => p.conn !== 'Connected');
+        const syncing = peers.some((p) => p.repl === 'SyncTarget' || p.repl === 'PausedSyncT');
+        let reason = `disk is ${f.disk}`;
+        if (apart.length > 0)
+          reason += ` and peer ${names(apart)} ${apart.length > 1 ? 'are' : 'is'} not connected`;
+        else if (peers.length > 0)
+          reason += ` and peer ${peers.map((p) => `${p.name} is ${shownDisk(p)}`).join(', ')}`;
+        return {
+          reason,
+          next: syncing
+            ? `wait for the resync: \`tandem wait-sync ${r}\``
+            : 'use --force to start a new data generation from this disk',
+        };
+      }
+      case 'peer-primary': {
+        const prim = peers.filter((p) => shownRole(p) === 'Primary');
+        return {
+          reason: prim.length > 0 ? `peer ${names(prim)} is Primary` : why,
+          next: `run \`tandem secondary ${r}\` there first (two Primaries need allow-two-primaries)`,
+        };
+      }
+      case 'resync-running':
+        return { reason: why, next: waitSync };
+      case 'handshaking':
+        return {
+          reason: 'a handshake with a peer is in progress',
+          next: `retry once \`tandem wait-connect ${r}\` returns`,
+        };
+      case 'io-in-flight':
+        return { reason: why, next: 'stop the NBD clients of this export and retry' };
+      case 'not-established':
+      case 'verify-not-established':
+        return { reason: why, next: connectFirst };
+      case 'no-verify-alg':
+        return {
+          reason: why,
+          next: 'set verify-alg in the net section (e.g. `verify-alg sha256;`), then down and up',
+        };
+      case 'primary-invalidate':
+        return { reason: why, next: demoteFirst };
+      case 'primary-needs-up-to-date-peer':
+        return f.action === 'detach'
+          ? { reason: why, next: demoteFirst }
+          : { reason: why, next: `${connectFirst}, or ${demoteFirst}` };
+      case 'no-disk':
+      case 'no-up-to-date-data':
+        return { reason: why, next: attachFirst };
+      case 'unknown-peer':
+        return { reason: why, next: `the peers of ${r} are: ${names(peers) || 'none'}` };
+      case 'disk-attached':
+        return { reason: why, next: `detach it first: \`tandem detach ${r}\`` };
+      case 'sync-source-not-up-to-date':
+        return {
+          reason: why,
+          next: `wait until the source is UpToDate: \`tandem wait-sync ${r}\``,
+        };
+      case 'promotion-in-progress':
+        return { reason: why, next: 'wait for it to finish' };
+      case 'protocol-change-connected':
+        return {
+          reason: why,
+          next: `disconnect first (\`tandem disconnect ${r}\`), adjust, then connect`,
+        };
+      case 'option-out-of-range':
+        return { reason: why, next: `fix ${f.option} in the configuration file` };
+      case 'resize-in-progress':
+        return { reason: why, next: 'wait for it to finish' };
+      case 'resize-disk-not-up-to-date':
+      case 'resize-peer-not-up-to-date':
+        return {
+          reason: why,
+          next: `wait until every node is UpToDate: \`tandem wait-sync ${r}\``,
+        };
+      case 'resize-peers-apart':
+        return {
+          reason: why,
+          next: f.alone
+            ? `connect first (\`tandem connect ${r}\`, \`tandem wait-sync ${r}\`), or grow each node alone to the same --size before they connect`
+            : `connect first (\`tandem connect ${r}\`, \`tandem wait-sync ${r}\`), or disconnect every peer to grow each node alone with --size`,
+        };
+      case 'resize-peer-busy':
+        return { reason: why, next: waitSync };
+      case 'resize-peer-primary':
+        return { reason: why, next: 'run it on the Primary' };
+      case 'resize-does-not-fit':
+        return { reason: why, next: 'grow that backing device first, or ask for less' };
+      case 'resize-shrink':
+        return f.requestedBytes === null
+          ? {
+              reason: why,
+              next: 'grow that backing device (e.g. `truncate -s +64M FILE` or lvextend) and retry',
+            }
+          : {
+              reason: why,
+              next: 'Tandem only grows a device (shrinking needs the filesystem shrunk first, as in DRBD); to shrink, copy the data to a smaller resource',
+            };
+      case 'resize-failed':
+        return { reason: why, next: 'check the backing devices named, then retry' };
+      case 'resize-peer-lost':
+        return { reason: why };
+      case 'resize-local-grow-failed':
+        return { reason: why, next: 'check the backing device, then retry' };
     }
-    return `${r}: cannot ${VERBS[c.cmd]}: ${reason}${next !== undefined ? `; ${next}` : ''}`;
   }
 
   // --- the engine loop -------------------------------------------------------------------
 
   private feed(ev: EngineEvent): void {
-    this.inbox.push(ev);
-    if (this.stepping) return;
-    this.stepping = true;
-    try {
-      for (let e = this.inbox.shift(); e !== undefined; e = this.inbox.shift()) {
-        if (this.engine === null) {
-          this.failEvent(e);
-          continue;
-        }
-        const r = step(this.engine, e);
-        this.engine = r.state;
-        this.execute(r.actions);
-      }
-    } finally {
-      this.stepping = false;
-    }
+    if (this.driver === null) this.failEvent(ev);
+    else this.driver.feed(ev);
   }
 
   /** An event for a resource that went down: whoever waits on it gets an answer. */
@@ -619,176 +713,65 @@ export class Resource implements ResourceRuntime {
       this.admins.delete(e.cmdId);
     } else if (e.type === 'request') {
       this.requests.get(e.req.id)?.reject(new NbdCommandError(`${this.name} is down`, 108));
+      this.stages.complete(e.req.id, false); // stage hook: failed without the engine
       this.requests.delete(e.req.id);
     }
   }
 
-  /**
-   * Performs a step's actions in order, except that local data writes and flushes go last: a
-   * Primary's write then puts its Data (a flush its Barrier) on the wire before its own disk
-   * work (an inline write is synchronous; a threadpool submission wakes a worker that may take
-   * the CPU), since the peer's round trip is the longer path. Nothing in a step depends on an
-   * I/O being issued (the engine waits for its diskDone; a flush covers writes done before it),
-   * and a metadata barrier later in the step still gates the I/O (LocalDisk.io): issuing it
-   * later only orders it more strictly.
-   */
-  private execute(actions: readonly Action[]): void {
-    let deferred = false;
-    for (const a of actions) {
-      if (isLocalDataIo(a)) deferred = true;
-      else this.perform(a);
-    }
-    if (deferred) for (const a of actions) if (isLocalDataIo(a)) this.perform(a);
-  }
+  /** The driver's ports into this daemon: the peers' channels, the clock, and the rest. */
+  private readonly netPort: NetPort = {
+    connection: (peer) => this.peers.get(peer)?.channel ?? null,
+    send: (peer, stream, packet, conn) =>
+      this.send(peer, stream, packet, conn === undefined ? undefined : (conn as Channel | null)),
+    connect: (peer) => this.connectPeer(peer),
+    disconnect: (peer) => this.disconnectPeer(peer),
+  };
 
-  private perform(a: Action): void {
-    switch (a.type) {
-      case 'diskRead':
-        return this.diskIo(a.ioId, (d) => d.data.read(a.offsetBytes, a.lengthBytes));
-      case 'diskWrite':
-        return this.diskIo(a.ioId, (d) => d.data.write(a.offsetBytes, a.data, { fua: a.fua }));
-      case 'diskTrim':
-        return this.diskIo(a.ioId, (d) => d.data.discard(a.offsetBytes, a.lengthBytes));
-      case 'diskZeroes':
-        return this.diskIo(a.ioId, (d) =>
-          d.data.writeZeroes(a.offsetBytes, a.lengthBytes, { fua: a.fua }),
-        );
-      case 'diskFlush':
-        return this.diskIo(a.ioId, (d) => d.data.flush());
-      case 'persistMeta':
-        return this.metaIo((d) => d.persistMeta(a.meta));
-      case 'alCommit':
-        return this.metaIo((d) => d.alCommit(a.add, a.remove));
-      case 'bitmapSet':
-        this.disk?.bitmapSet(a.peer, a.ranges);
-        return;
-      case 'bitmapClear':
-        this.disk?.bitmapClear(a.peer, a.ranges);
-        return;
-      case 'bitmapFlush':
-        return this.metaIo((d) => d.bitmapFlush());
-      case 'send':
-        // An overtaking send (our disk is gone) waits for no barrier and passes held ones.
-        if (a.stream === 'data' && a.overtake !== true) return this.sendData(a.peer, a.packet);
-        return this.send(a.peer, a.stream, a.packet);
-      case 'connect':
-        return this.connectPeer(a.peer);
-      case 'disconnect':
-        return this.disconnectPeer(a.peer);
-      case 'complete': {
-        const p = this.requests.get(a.reqId);
-        this.requests.delete(a.reqId);
-        if (this.requests.size === 0) this.requestsDrained?.();
-        if (p === undefined) return;
-        if (a.ok) p.resolve(a.data);
-        else p.reject(new NbdCommandError(`${this.name}: ${a.errno}`, ERRNO[a.errno] ?? 5));
-        return;
-      }
-      case 'setTimer': {
-        this.timers.get(a.timerId)?.cancel();
-        this.timers.set(
-          a.timerId,
-          this.svc.clock.setTimeout(() => {
-            this.timers.delete(a.timerId);
-            this.feed({ type: 'timer', timerId: a.timerId });
-          }, a.afterMs),
-        );
-        return;
-      }
-      case 'cancelTimer':
-        this.timers.get(a.timerId)?.cancel();
-        this.timers.delete(a.timerId);
-        return;
-      case 'adminResult': {
-        const p = this.admins.get(a.cmdId);
-        this.admins.delete(a.cmdId);
-        if (p === undefined) return;
-        if (a.ok) p.resolve(a.message);
-        else p.reject(new StateError(this.explain(p.command, a.message)));
-        return;
-      }
-      case 'stateChange':
-        return this.onStateChange(a.change);
-      case 'probeCapacity':
-        return this.probeCapacity(a.token);
-      case 'growDisk':
-        return this.growDisk(a.token, a.sizeBytes);
-      case 'note':
-        if (a.note.kind === 'resized')
-          this.emitEvent('change', 'device', undefined, { size: a.note.sizeBytes, volume: 0 });
-        this.svc.log.info({ ...noteFields(a.note) }, `engine: ${a.note.kind}`);
-        this.emitEvent('call', 'resource', this.peerName(noteFields(a.note)['peer']), {
-          note: a.note.kind,
-          ...stringify(noteFields(a.note)),
-        });
-        if (a.note.kind === 'resync-started') this.startProgress(a.note.peer, a.note.bits);
-        if (a.note.kind === 'resync-finished') this.finishProgress(a.note.peer);
-        return;
-    }
-  }
+  private readonly clockPort: ClockPort = {
+    setTimeout: (fn, ms) => this.svc.clock.setTimeout(fn, ms),
+    defer: (fn) => queueMicrotask(fn),
+  };
 
-  private diskIo(ioId: number, op: (d: LocalDisk) => Promise<void | Buffer>): void {
-    const d = this.disk;
-    if (d === null) {
-      queueMicrotask(() => this.feed({ type: 'diskDone', ioId, ok: false, errno: 'ENODEV' }));
-      return;
-    }
-    d.io(() => op(d)).then(
-      (v) =>
-        this.feed(
-          v instanceof Buffer
-            ? { type: 'diskDone', ioId, ok: true, data: v }
-            : { type: 'diskDone', ioId, ok: true },
-        ),
-      (e: unknown) => {
-        this.svc.log.error({ err: String(e) }, 'disk I/O failed');
-        this.feed({ type: 'diskDone', ioId, ok: false, errno: errnoOf(e) });
-      },
-    );
-  }
-
-  private probeCapacity(token: number): void {
-    const d = this.disk;
-    const answer = d === null ? Promise.reject(new Error('no disk')) : d.capacity();
-    answer.then(
-      (c) =>
-        this.feed({ type: 'capacity', token, capacityBytes: c.capacityBytes, refusal: c.refusal }),
-      (e: unknown) => {
-        this.svc.log.error({ err: String(e) }, 'cannot measure the backing device');
-        this.feed({ type: 'capacity', token, capacityBytes: 0, refusal: 'failed' });
-      },
-    );
-  }
-
-  private growDisk(token: number, sizeBytes: number): void {
-    const d = this.disk;
-    const grown = d === null ? Promise.reject(new Error('no disk')) : d.grow(sizeBytes);
-    grown.then(
-      () => {
-        this.svc.log.info({ sizeBytes }, 'backing device grown');
-        this.feed({ type: 'diskGrown', token, ok: true });
-      },
-      (e: unknown) => {
-        this.svc.log.error({ err: String(e), sizeBytes }, 'cannot grow the backing device');
-        this.feed({ type: 'diskGrown', token, ok: false });
-      },
-    );
-  }
-
-  private metaIo(op: (d: LocalDisk) => Promise<void>): void {
-    const d = this.disk;
-    if (d === null) return;
-    op(d).catch((e: unknown) => {
-      // A metadata write that fails leaves the on-disk state unknown: stop using this disk.
-      this.svc.log.error({ err: String(e) }, 'metadata write failed; detaching');
+  private readonly host: DriverHost = {
+    complete: (a) => {
+      this.stages.complete(a.reqId, a.ok); // stage hook: the reply
+      const p = this.requests.get(a.reqId);
+      this.requests.delete(a.reqId);
+      if (this.requests.size === 0) this.requestsDrained?.();
+      if (p === undefined) return;
+      if (a.ok) p.resolve(a.data);
+      else p.reject(new NbdCommandError(`${this.name}: ${a.errno}`, NBD_ERROR_OF[a.errno]));
+    },
+    adminResult: (a) => {
+      const p = this.admins.get(a.cmdId);
+      this.admins.delete(a.cmdId);
+      if (p === undefined) return;
+      if (a.ok) p.resolve(a.message);
+      else p.reject(new StateError(this.explain(p.command, a.refusal)));
+    },
+    stateChange: (c) => this.onStateChange(c),
+    note: (n) => {
+      if (n.kind === 'resized')
+        this.emitEvent('change', 'device', undefined, { size: n.sizeBytes, volume: 0 });
+      this.svc.log.info({ ...noteFields(n) }, `engine: ${n.kind}`);
+      this.emitEvent('call', 'resource', this.peerName(noteFields(n)['peer']), {
+        note: n.kind,
+        ...stringify(noteFields(n)),
+      });
+      if (n.kind === 'resync-started') this.startProgress(n.peer, n.bits);
+      if (n.kind === 'resync-finished') this.finishProgress(n.peer);
+    },
+    // A metadata write that failed leaves the on-disk state unknown: stop using this disk.
+    diskFailed: (errno) => {
+      this.svc.log.error({ errno }, 'metadata write failed; detaching');
       // `failed`: a lone Primary goes Diskless too (under pass_on no data error would detach it).
       this.feed({
         type: 'admin',
         cmdId: this.nextId++,
         command: { cmd: 'detach', failed: true },
       });
-    });
-  }
+    },
+  };
 
   // --- peers -----------------------------------------------------------------------------
 
@@ -900,6 +883,7 @@ export class Resource implements ResourceRuntime {
       return;
     }
     if (d.value.kind === 'RsReply') p.resyncBytes += d.value.data.length;
+    if (d.value.kind === 'WriteAck' || d.value.kind === 'RecvAck') this.stages.peerAck(d.value.seq); // stage hook
     this.svc.log.debug({ peer: p.name, packet: d.value.kind, stream: m.stream }, 'received');
     this.feed({ type: 'packet', peer, packet: d.value });
   }
@@ -923,29 +907,6 @@ export class Resource implements ResourceRuntime {
     }
     if (p.channel.send(stream, ENGINE_MESSAGE_TYPE, parts) === 'over-high-water')
       p.blocked[stream] = true;
-  }
-
-  /**
-   * DATA-stream packets wait for the metadata barriers queued before them, as local writes do
-   * (LocalDisk.io). The engine emits `alCommit` and then, in the same step, the `Data` for the
-   * write it covers: sent at once, the peer could write a block whose extent our activity log
-   * does not hold yet, and a crash here would leave that block different on the two disks with
-   * nothing to resync it. Once one packet waits, later ones queue behind it: the stream keeps
-   * its order. CONTROL packets (acks, pings of the protocol) never wait: no order ties them to
-   * DATA. A failed barrier is answered (metaIo feeds the detach) before its gate opens, so the
-   * engine's overtaking State goes out before anything the barrier held (Action contract).
-   */
-  private sendData(peer: number, packet: Packet): void {
-    const barrier = this.disk?.metadataSettled() ?? null;
-    if (barrier === null && this.dataQueue === null) return this.send(peer, 'data', packet);
-    const channel = this.peers.get(peer)?.channel ?? null;
-    const queued: Promise<void> = Promise.all([this.dataQueue, barrier]).then(() =>
-      this.send(peer, 'data', packet, channel),
-    );
-    this.dataQueue = queued;
-    void queued.then(() => {
-      if (this.dataQueue === queued) this.dataQueue = null;
-    });
   }
 
   private drain(p: PeerView, stream: StreamId): void {
@@ -1028,7 +989,7 @@ export class Resource implements ResourceRuntime {
    */
   private dropDisk(disk: LocalDisk): void {
     this.disk = null;
-    const dropping = disk.abandon().finally(() => {
+    const dropping = this.letGo(disk).finally(() => {
       if (this.diskDropping === dropping) this.diskDropping = null;
     });
     this.diskDropping = dropping;
@@ -1184,6 +1145,7 @@ export class Resource implements ResourceRuntime {
       sizeBytes: this.disk === null ? 0 : (this.engine?.cfg.sizeBytes ?? this.disk.sizeBytes),
       device: this.exportUri(),
       writable: this.up && this.role === 'Primary',
+      writeStages: this.stages.status(),
       peers: [...this.peers].map(([id, p]) => {
         const configured = this.plan.peers.find((x) => x.nodeId === id)?.paths ?? [];
         const shown = describeTransport(
@@ -1224,6 +1186,7 @@ export class Resource implements ResourceRuntime {
   /** Feeds one client request to the engine; resolves or rejects when it completes it. */
   private request(req: WithoutId<ClientRequest>): Promise<Uint8Array | undefined> {
     const id = this.nextId++;
+    if (req.op === 'write') this.stages.received(id); // stage hook: NBD handed it over
     const p = new Promise<Uint8Array | undefined>((resolve, reject) => {
       this.requests.set(id, { resolve, reject });
       this.feed({ type: 'request', req: { ...req, id } as ClientRequest });
@@ -1236,11 +1199,18 @@ export class Resource implements ResourceRuntime {
   private backend(): NbdExportBackend {
     // eslint-disable-next-line @typescript-eslint/no-this-alias -- the getter below needs it
     const self = this;
-    const submit = (req: WithoutId<ClientRequest>): Promise<Uint8Array | undefined> => {
-      if (this.closing)
-        return Promise.reject(new NbdCommandError(`${this.name} is shutting down`, 108));
-      return this.request(req);
-    };
+    // The engine refuses requests beyond its queue bound (EAGAIN); the gate keeps the rest
+    // waiting in order and the NBD connections stop reading meanwhile. One slot stays free for
+    // the flush of a graceful shutdown (quiesce), the only request that bypasses the gate.
+    const gate = new AdmissionGate(ENGINE_QUEUED_REQUESTS_MAX - 1, NBD_ADMISSION_WAITING_MAX);
+    const submit = (req: WithoutId<ClientRequest>): Promise<Uint8Array | undefined> =>
+      gate.run(() => {
+        if (this.closing)
+          return Promise.reject(
+            new NbdCommandError(`${this.name} is shutting down`, NBD_ESHUTDOWN),
+          );
+        return this.request(req);
+      });
     return {
       // Read at each client's handshake: after a resize, new clients see the new size (an
       // NBD client already connected cannot be told; it must reconnect).
@@ -1272,9 +1242,10 @@ export class Resource implements ResourceRuntime {
         }
         return undefined;
       },
+      admission: gate,
       read: async (offsetBytes, lengthBytes) => {
         const data = await submit({ op: 'read', offsetBytes, lengthBytes });
-        if (data === undefined) throw new NbdCommandError('read returned no data', 5);
+        if (data === undefined) throw new NbdCommandError('read returned no data', NBD_EIO);
         return Buffer.isBuffer(data)
           ? data
           : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
@@ -1300,25 +1271,6 @@ export class Resource implements ResourceRuntime {
   }
 }
 
-/** What to do next after a refused resize, by the engine's reason. */
-function resizeHint(r: string, why: string): string | undefined {
-  if (why.includes('growing alone'))
-    return `connect first (\`tandem connect ${r}\`, \`tandem wait-sync ${r}\`), or grow each node alone to the same --size before they connect`;
-  if (why.includes('not connected'))
-    return `connect first (\`tandem connect ${r}\`, \`tandem wait-sync ${r}\`), or disconnect every peer to grow each node alone with --size`;
-  if (why.includes('shrinking'))
-    return 'Tandem only grows a device (shrinking needs the filesystem shrunk first, as in DRBD); to shrink, copy the data to a smaller resource';
-  if (why.includes('does not fit')) return 'grow that backing device first, or ask for less';
-  if (why.includes('room for only'))
-    return 'grow that backing device (e.g. `truncate -s +64M FILE` or lvextend) and retry';
-  if (why.includes('is Primary')) return 'run it on the Primary';
-  if (why.includes('resync or verify')) return `wait for it: \`tandem wait-sync ${r}\``;
-  if (why.includes('disconnected during')) return undefined;
-  if (why.includes('UpToDate'))
-    return `wait until every node is UpToDate: \`tandem wait-sync ${r}\``;
-  return undefined;
-}
-
 /** DRBD shows a peer's role and disk only while the handshake has settled the connection. */
 function shownRole(p: PeerView): Role {
   return p.conn === 'Connected' ? p.engineRole : 'Unknown';
@@ -1326,12 +1278,6 @@ function shownRole(p: PeerView): Role {
 
 function shownDisk(p: PeerView): DiskState {
   return p.conn === 'Connected' && p.repl !== 'Off' ? p.engineDisk : 'DUnknown';
-}
-
-function errnoOf(e: unknown): string {
-  if (e instanceof TandemError && 'errno' in e && typeof e.errno === 'string') return e.errno;
-  const code = (e as NodeJS.ErrnoException | undefined)?.code;
-  return typeof code === 'string' ? code : 'EIO';
 }
 
 function noteFields(n: Extract<Action, { type: 'note' }>['note']): Record<string, unknown> {
@@ -1346,13 +1292,4 @@ function stringify(o: Record<string, unknown>): Record<string, string | number |
     out[k] = typeof v === 'number' || typeof v === 'boolean' ? v : String(v);
   }
   return out;
-}
-
-function isLocalDataIo(a: Action): boolean {
-  return (
-    a.type === 'diskWrite' ||
-    a.type === 'diskTrim' ||
-    a.type === 'diskZeroes' ||
-    a.type === 'diskFlush'
-  );
 }

@@ -2,6 +2,7 @@
 // connection, replication and sync progress, with counters that only grow while it is up.
 // State names are DRBD's so operators and Pacemaker agents read them without translation.
 import type { ChannelTransportStats, PathSpec, PathTransportStats } from '../transport/types.js';
+import { formatStageP50, type WriteStagesStatus } from '../replication/write-stages.js';
 
 export type Role = 'Primary' | 'Secondary' | 'Unknown';
 export type DiskState =
@@ -88,6 +89,12 @@ export interface ResourceStatus {
   /** Where NBD clients attach, e.g. nbd://127.0.0.1:10809/r0. */
   readonly device: string;
   readonly writable: boolean;
+  /**
+   * Client writes on this node by stage (engine, barrier, disk, peer, total): count, mean, p50,
+   * p99 and max in microseconds, since the daemon started (docs/REPLICATION.md "Where a write's
+   * time goes").
+   */
+  readonly writeStages: WriteStagesStatus;
   readonly peers: readonly PeerStatus[];
 }
 
@@ -101,6 +108,8 @@ export function formatStatus(resources: readonly ResourceStatus[]): string {
     }
     out.push(`${r.name} role:${r.role}`);
     out.push(`  disk:${r.disk} size:${r.sizeBytes} device:${r.device}`);
+    const p50 = formatStageP50(r.writeStages);
+    if (p50 !== '') out.push(`  write latency p50: ${p50}`);
     for (const p of r.peers) {
       const role = p.connection === 'Connected' ? ` role:${p.role}` : '';
       out.push(`  ${p.name} connection:${p.connection}${role}`);

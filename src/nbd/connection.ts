@@ -10,6 +10,7 @@ import {
   NBD_PAYLOAD_BYTES_MAX,
 } from '../limits.js';
 import { DiskIoError, InvalidRequestError, NbdCommandError } from '../util/errors.js';
+import { errnoOf as errnoFromError } from '../util/errno.js';
 import { ByteQueue } from './byte-queue.js';
 import {
   BASE_ALLOCATION_CONTEXT_ID,
@@ -36,6 +37,7 @@ import {
   NBD_ENOSPC,
   NBD_EOVERFLOW,
   NBD_EPERM,
+  NBD_ERROR_OF,
   NBD_ESHUTDOWN,
   NBD_FLAG_SEND_CACHE,
   NBD_FLAG_SEND_DF,
@@ -245,9 +247,30 @@ export class NbdConnection {
     return (
       this.inFlight >= NBD_CONN_REQUESTS_IN_FLIGHT_MAX ||
       this.inFlightBytes >= NBD_CONN_IN_FLIGHT_BYTES_MAX ||
-      this.wire.writableNeedDrain
+      this.wire.writableNeedDrain ||
+      this.backendSaturated()
     );
   }
+
+  /**
+   * The backend has no room (its admission says so): stop reading until it calls back. The
+   * callback is registered once per wait; a request completing on this connection also
+   * re-checks, so a missed callback cannot stall it while it has requests in flight.
+   */
+  private backendSaturated(): boolean {
+    const a = this.params?.backend.admission;
+    if (a === undefined || !a.saturated()) return false;
+    if (!this.awaitingRoom) {
+      this.awaitingRoom = true;
+      a.onRoom(() => {
+        this.awaitingRoom = false;
+        this.maybeResume();
+      });
+    }
+    return true;
+  }
+
+  private awaitingRoom = false;
 
   private pauseReading(): void {
     if (this.readPaused) return;
@@ -546,19 +569,10 @@ export class NbdConnection {
   }
 }
 
-const ENOSPC_ERRNOS = new Set(['ENOSPC', 'EDQUOT', 'EFBIG']);
-
 /** Maps a backend failure to the NBD error value and a message for the client. */
 export function errnoOf(e: unknown): [number, string] {
   if (e instanceof NbdCommandError) return [e.nbdErrno, e.message];
   if (e instanceof InvalidRequestError) return [NBD_EINVAL, e.message];
-  if (e instanceof DiskIoError)
-    return [ENOSPC_ERRNOS.has(e.errno) ? NBD_ENOSPC : NBD_EIO, e.message];
-  if (e instanceof Error) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code !== undefined && ENOSPC_ERRNOS.has(code)) return [NBD_ENOSPC, e.message];
-    if (code === 'EROFS' || code === 'EPERM' || code === 'EACCES') return [NBD_EPERM, e.message];
-    return [NBD_EIO, e.message];
-  }
+  if (e instanceof Error) return [NBD_ERROR_OF[errnoFromError(e)], e.message];
   return [NBD_EIO, String(e)];
 }

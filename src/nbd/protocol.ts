@@ -1,6 +1,7 @@
 // The NBD wire format (fixed newstyle, structured replies, base:allocation): constants,
 // encoders and pure decoders. All integers are big-endian. Decoders never throw on bad bytes;
 // 64-bit offsets are decoded to numbers and anything past 2^53 is reported as such.
+import type { Errno } from '../util/errno.js';
 
 export const NBD_MAGIC_INIT = 0x4e42444d41474943n; // "NBDMAGIC"
 export const NBD_MAGIC_OPTS = 0x49484156454f5054n; // "IHAVEOPT"
@@ -96,6 +97,33 @@ export const NBD_ENOSPC = 28;
 export const NBD_EOVERFLOW = 75;
 export const NBD_ENOTSUP = 95;
 export const NBD_ESHUTDOWN = 108;
+
+/**
+ * The one map from Tandem's errno values to what an NBD client is told. The spec's set is
+ * small: a read-only or forbidden target is EPERM, a full device (quota, file size) ENOSPC, a
+ * missing disk an I/O error. EAGAIN (the engine's queue was full) never reaches a client while
+ * the export's admission gate works; should it, ENOMEM is the spec's "retry later".
+ */
+export const NBD_ERROR_OF: Readonly<Record<Errno, number>> = {
+  EPERM: NBD_EPERM,
+  EIO: NBD_EIO,
+  ENOMEM: NBD_ENOMEM,
+  EINVAL: NBD_EINVAL,
+  ENOSPC: NBD_ENOSPC,
+  EDQUOT: NBD_ENOSPC,
+  EFBIG: NBD_ENOSPC,
+  EROFS: NBD_EPERM,
+  EACCES: NBD_EPERM,
+  ENOTSUP: NBD_ENOTSUP,
+  EOVERFLOW: NBD_EOVERFLOW,
+  ESHUTDOWN: NBD_ESHUTDOWN,
+  EAGAIN: NBD_ENOMEM,
+  ENODEV: NBD_EIO,
+  ENOENT: NBD_EIO,
+  EISDIR: NBD_EIO,
+  EBUSY: NBD_EIO,
+  ENXIO: NBD_EIO,
+};
 
 // base:allocation status flags.
 export const NBD_STATE_HOLE = 1 << 0;

@@ -51,6 +51,17 @@ export interface NbdWriteZeroesOptions {
 }
 
 /**
+ * Backpressure from a backend with a bounded queue to every connection of its export: while
+ * `saturated()` holds, the server reads no new request on any of them; `onRoom(fn)` calls fn
+ * once, when room returns. A request read before saturation is still submitted (the backend
+ * holds it, in order), so a backend sees at most one request per connection beyond its bound.
+ */
+export interface NbdAdmission {
+  saturated(): boolean;
+  onRoom(fn: () => void): void;
+}
+
+/**
  * What an export offers. The server validates every request (range, alignment, flags,
  * read-only) before calling in, so a backend sees only well-formed, in-range requests.
  * Errors: throw NbdCommandError to pick the NBD error; InvalidRequestError maps to EINVAL,
@@ -68,6 +79,8 @@ export interface NbdExportBackend {
    * or undefined when it can. NBD_OPT_GO answers NBD_REP_ERR_UNKNOWN with this text.
    */
   unavailable?(): string | undefined;
+  /** Backpressure, for a backend that cannot take every request the connections allow. */
+  readonly admission?: NbdAdmission;
 
   read(offsetBytes: number, lengthBytes: number): Promise<Buffer>;
   /** `data` is the payload as received (zero-copy slices); its total length is the length. */

@@ -21,6 +21,7 @@ import { Bitmap, mergeRanges } from './bitmap.js';
 import type {
   Action,
   AdminCommand,
+  AdminRefusal,
   BlockRange,
   BootState,
   ClientRequest,
@@ -33,10 +34,12 @@ import type {
   Packet,
   ReconfigurableOptions,
   ReplState,
+  ResizeFailure,
   ResizeRefusal,
   Role,
   Stream,
 } from './types.js';
+import { refusalMessage } from './refusal.js';
 import { UUID_JUST_CREATED, UUID_NEW_BM_OFFSET, handshakeVerdict, type UuidView } from './uuid.js';
 
 const BLOCK = BITMAP_BLOCK_BYTES;
@@ -56,7 +59,7 @@ type Io =
       ack: 'none' | 'recv' | 'write';
       range: BlockRange;
       /** Parts of one peer write still in flight (a conflict winner writes only some blocks). */
-      group: { remaining: number; failed: boolean };
+      group: { remaining: number; failed: boolean; readonly epoch: RxOpenEpoch };
     }
   | { kind: 'epochFlush'; peer: number; inc: number }
   | { kind: 'peerRead'; peer: number; inc: number; id: number }
@@ -149,10 +152,18 @@ interface Peer {
   readonly epochSizes: Map<number, number>;
   readonly tl: Map<number, { epoch: number; range: BlockRange }>;
   // receiver side
-  rxDraining: boolean;
-  rxEpoch: number;
-  rxInflight: number;
-  rxCount: number;
+  /** The epoch whose Barrier has not arrived yet. */
+  rxOpen: RxOpenEpoch;
+  /**
+   * Epochs whose Barrier arrived while writes of theirs were still in flight, oldest first.
+   * The next epoch's writes do not wait for them (pipelined, see pumpRx); their BarrierAcks
+   * leave in order once each has drained.
+   */
+  readonly rxClosing: {
+    readonly epoch: number;
+    readonly flush: boolean;
+    readonly ep: RxOpenEpoch;
+  }[];
   /**
    * Drained epochs whose BarrierAck waits for a flush, oldest first: `flushing` are covered by
    * the flush in flight (issued after they drained), `unflushed` need the next one. Later
@@ -160,8 +171,6 @@ interface Peer {
    */
   rxFlushing: RxEpoch[];
   rxUnflushed: RxEpoch[];
-  /** The Barrier being drained asked for a flush (someone waits for its ack). */
-  rxEpochFlush: boolean;
   /** A flush is due for `rxUnflushed` (asked for, the write bound, or the delay expired). */
   rxFlushDue: boolean;
   /** The timer that makes unflushed epochs due (RX_EPOCH_FLUSH_DELAY_MS), or null. */
@@ -196,6 +205,12 @@ interface Peer {
   readonly rxNotStarted: Map<number, BlockRange>;
 }
 
+/** A received epoch's writes: how many arrived, how many are still on the disk. */
+interface RxOpenEpoch {
+  inflight: number;
+  count: number;
+}
+
 /** A drained epoch on the receiving side: what its BarrierAck will say. */
 interface RxEpoch {
   readonly epoch: number;
@@ -225,7 +240,7 @@ interface ResizeOp {
   readonly peers: readonly number[];
   readonly waiting: Set<number>;
   readonly grown: number[];
-  readonly failed: string[];
+  readonly failed: ResizeFailure[];
 }
 
 /** Local storage work the engine asked the daemon for (probeCapacity / growDisk). */
@@ -269,7 +284,8 @@ export interface EngineState {
    * DRBD's representation (the blocks marked in every peer's bitmap, the disk Inconsistent).
    */
   localStale: Bitmap;
-  readonly al: number[]; // hot extents, least recently used first
+  /** Hot extents, least recently used first (a Set keeps insertion order; a touch re-adds). */
+  readonly al: Set<number>;
   readonly alWrites: Map<number, number>; // extent -> writes holding it hot
   /** seq -> extents and references (the request plus each peer's transfer log entry). */
   readonly alHolds: Map<number, { extents: readonly number[]; refs: number }>;
@@ -335,7 +351,7 @@ export function createEngine(cfg: EngineConfig, boot: BootState | null): StepRes
     crashedPrimary: false,
     bitmaps: new Map(),
     localStale: new Bitmap(blocks),
-    al: [],
+    al: new Set(),
     alWrites: new Map(),
     alHolds: new Map(),
     rng: new SeededRandom(cfg.uuidSeed),
@@ -391,13 +407,10 @@ function newPeer(id: number, name: string): Peer {
     closeEpoch: false,
     epochSizes: new Map(),
     tl: new Map(),
-    rxDraining: false,
-    rxEpoch: 0,
-    rxInflight: 0,
-    rxCount: 0,
+    rxOpen: { inflight: 0, count: 0 },
+    rxClosing: [],
     rxFlushing: [],
     rxUnflushed: [],
-    rxEpochFlush: false,
     rxFlushDue: false,
     rxFlushTimer: null,
     flushAskedEpoch: 0,
@@ -429,14 +442,13 @@ function loadBoot(s: EngineState, boot: BootState): void {
     for (const r of boot.bitmaps[id] ?? []) bm.set(clampRange(s, r));
     s.bitmapUuids.set(id, m.bitmapUuids[id] ?? 0n);
   }
-  s.al.length = 0;
+  s.al.clear();
   s.localStale.clearAll(); // on disk it is the bitmaps and an Inconsistent disk
-  for (const e of boot.alExtents)
-    if (e >= 0 && e * s.alExtentBlocks < s.blocks && !s.al.includes(e)) s.al.push(e);
+  for (const e of boot.alExtents) if (e >= 0 && e * s.alExtentBlocks < s.blocks) s.al.add(e);
   setDisk(s, !s.consistent ? 'Inconsistent' : s.wasUpToDate ? 'UpToDate' : 'Outdated');
   if (s.crashedPrimary) {
     // A Primary died: any write in a hot extent may have reached one disk and not another.
-    const ranges = s.al.map((e) => extentRange(s, e));
+    const ranges = [...s.al].map((e) => extentRange(s, e));
     for (const [id, bm] of s.bitmaps) {
       for (const r of ranges) bm.set(r);
       if (ranges.length > 0) emit(s, { type: 'bitmapSet', peer: id, ranges });
@@ -903,28 +915,49 @@ function extentsOf(s: EngineState, r: BlockRange): number[] {
   return out;
 }
 
+/** Extents of `r` not hot yet (none for almost every write: the O(1) path). */
+function alMissing(s: EngineState, r: BlockRange): number {
+  const first = Math.floor(r.start / s.alExtentBlocks);
+  const last = Math.floor((r.start + r.count - 1) / s.alExtentBlocks);
+  let need = 0;
+  for (let e = first; e <= last; e++) if (!s.al.has(e)) need++;
+  return need;
+}
+
 /** Whether the extents of a write can be made hot now (evicting idle ones if needed). */
 function alReady(s: EngineState, r: BlockRange): boolean {
   if (!hasDisk(s)) return true;
-  const need = extentsOf(s, r).filter((e) => !s.al.includes(e));
-  const free = s.cfg.alExtents - s.al.length;
-  const idle = s.al.filter((e) => (s.alWrites.get(e) ?? 0) === 0 && !extentsOf(s, r).includes(e));
-  return need.length <= free + idle.length;
+  const need = alMissing(s, r);
+  if (need === 0) return true;
+  let room = s.cfg.alExtents - s.al.size;
+  if (need <= room) return true;
+  const first = Math.floor(r.start / s.alExtentBlocks);
+  const last = Math.floor((r.start + r.count - 1) / s.alExtentBlocks);
+  for (const e of s.al) {
+    if ((s.alWrites.get(e) ?? 0) === 0 && (e < first || e > last) && ++room >= need) return true;
+  }
+  return false;
 }
 
 function alActivate(s: EngineState, r: BlockRange): void {
   const exts = extentsOf(s, r);
-  const add = exts.filter((e) => !s.al.includes(e));
+  const add = alMissing(s, r) === 0 ? [] : exts.filter((e) => !s.al.has(e));
   const remove: number[] = [];
-  while (s.al.length + add.length > s.cfg.alExtents) {
-    const i = s.al.findIndex((e) => (s.alWrites.get(e) ?? 0) === 0 && !exts.includes(e));
-    assert(i >= 0, 'alReady checked an idle extent exists');
-    remove.push(...s.al.splice(i, 1));
+  if (s.al.size + add.length > s.cfg.alExtents) {
+    // Least recently used idle extents leave, oldest first.
+    for (const e of s.al) {
+      if (s.al.size - remove.length + add.length <= s.cfg.alExtents) break;
+      if ((s.alWrites.get(e) ?? 0) === 0 && !exts.includes(e)) remove.push(e);
+    }
+    assert(
+      s.al.size - remove.length + add.length <= s.cfg.alExtents,
+      'alReady checked enough idle extents exist',
+    );
+    for (const e of remove) s.al.delete(e);
   }
   for (const e of exts) {
-    const i = s.al.indexOf(e);
-    if (i >= 0) s.al.splice(i, 1);
-    s.al.push(e);
+    s.al.delete(e);
+    s.al.add(e);
     s.alWrites.set(e, (s.alWrites.get(e) ?? 0) + 1);
   }
   // An extent leaving the log is no longer covered after a crash: its bitmap bits (for peers
@@ -985,6 +1018,7 @@ function startWrite(
         offsetBytes: req.offsetBytes,
         data: req.data,
         fua: req.fua,
+        reqId: req.id,
       });
     else if (req.op === 'trim')
       emit(s, { type: 'diskTrim', ioId, offsetBytes: req.offsetBytes, lengthBytes });
@@ -1007,17 +1041,23 @@ function startWrite(
           : s.cfg.protocol === 'B'
             ? 'recv'
             : 'none';
-      send(s, p, 'data', {
-        kind: 'Data',
-        seq,
-        epoch: p.epoch,
-        op: req.op,
-        offsetBytes: req.offsetBytes,
-        lengthBytes,
-        data: req.op === 'write' ? req.data : new Uint8Array(0),
-        fua: req.fua,
-        ack,
-        peerSeq: p.rxLastSeq,
+      emit(s, {
+        type: 'send',
+        peer: p.id,
+        stream: 'data',
+        reqId: req.id,
+        packet: {
+          kind: 'Data',
+          seq,
+          epoch: p.epoch,
+          op: req.op,
+          offsetBytes: req.offsetBytes,
+          lengthBytes,
+          data: req.op === 'write' ? req.data : new Uint8Array(0),
+          fua: req.fua,
+          ack,
+          peerSeq: p.rxLastSeq,
+        },
       });
       if (s.cfg.allowTwoPrimaries) {
         p.sentLog.push({ seq, range });
@@ -1100,11 +1140,13 @@ function lockRs(s: EngineState, r: BlockRange, d: number): void {
 }
 
 function blockedByResync(s: EngineState, r: BlockRange): boolean {
+  if (s.rsLocks.size === 0) return false;
   for (let b = r.start; b < r.start + r.count; b++) if ((s.rsLocks.get(b) ?? 0) > 0) return true;
   return false;
 }
 
 function blockedByWrites(s: EngineState, r: BlockRange): boolean {
+  if (s.writeLocks.size === 0) return false;
   for (let b = r.start; b < r.start + r.count; b++) if ((s.writeLocks.get(b) ?? 0) > 0) return true;
   return false;
 }
@@ -1122,9 +1164,15 @@ function rxQueued(s: EngineState, r: BlockRange): boolean {
 }
 
 function wakeLockWaiters(s: EngineState): void {
-  const ws = s.lockWaiters.splice(0);
-  for (const w of ws) w();
+  if (s.lockWaiters.length > 0) {
+    const ws = s.lockWaiters.splice(0);
+    for (const w of ws) w();
+  }
   retryHeldWrites(s);
+  // Every write completion comes here: allocate nothing when nobody waits.
+  let waiters = 0;
+  for (const p of s.peers.values()) waiters += p.rsSourceWaiting.length + p.readsWaiting.length;
+  if (waiters === 0) return;
   const waiting = [...s.peers.values()].flatMap((p) =>
     p.rsSourceWaiting.splice(0).map((r) => [p, r] as const),
   );
@@ -1250,7 +1298,7 @@ function peerWriteDone(
   if (--what.group.remaining > 0) return;
   const p = s.peers.get(what.peer);
   if (p === undefined || p.inc !== what.inc) return;
-  p.rxInflight--;
+  what.group.epoch.inflight--;
   if (what.group.failed) send(s, p, 'control', { kind: 'NegAck', seq: what.seq });
   else if (what.ack === 'write') send(s, p, 'control', { kind: 'WriteAck', seq: what.seq });
   maybeFinishRxEpoch(s, p);
@@ -1335,10 +1383,26 @@ function onIoError(s: EngineState, what: Io): void {
       if (s.cfg.onIoError === 'pass_on' && s.cfg.plantedBug !== 'pass-on-unmarked')
         markLocallyStale(
           s,
-          s.al.map((e) => extentRange(s, e)),
+          [...s.al].map((e) => extentRange(s, e)),
         );
       break;
-    case 'rsCsumRead':
+    case 'rsCsumRead': {
+      // pass_on keeps the resync: without a checksum of the local block the request asks for
+      // the data itself (an empty digest), instead of never being sent (simulator seed 385).
+      const p = s.peers.get(what.peer);
+      const f = p?.rs?.inflight.get(what.id);
+      if (s.cfg.onIoError !== 'pass_on' || p === undefined || p.inc !== what.inc || f === undefined)
+        break;
+      f.sent = true;
+      send(s, p, 'data', {
+        kind: 'RsRequest',
+        id: what.id,
+        start: f.start,
+        count: f.count,
+        digest: new Uint8Array(0),
+      });
+      break;
+    }
     case 'ovLocalRead':
     case 'ovPeerRead':
       break;
@@ -1424,7 +1488,7 @@ function detach(s: EngineState): void {
   // Outstanding local I/O is abandoned: its completion will be ignored.
   const abandoned = [...s.ios.values()];
   s.ios.clear();
-  s.al.length = 0;
+  s.al.clear();
   s.alWrites.clear();
   s.alHolds.clear();
   s.writeLocks.clear();
@@ -1515,8 +1579,12 @@ function detach(s: EngineState): void {
 
 // --- admin ----------------------------------------------------------------------------------
 
-function reply(s: EngineState, cmdId: number, ok: boolean, message: string): void {
-  emit(s, { type: 'adminResult', cmdId, ok, message });
+function reply(s: EngineState, cmdId: number, message: string): void {
+  emit(s, { type: 'adminResult', cmdId, ok: true, message });
+}
+
+function refuseAdmin(s: EngineState, cmdId: number, refusal: AdminRefusal): void {
+  emit(s, { type: 'adminResult', cmdId, ok: false, refusal, message: refusalMessage(refusal) });
 }
 
 /** Commands that change roles, UUIDs or the disk would race the handshake's view of them. */
@@ -1534,7 +1602,7 @@ const REFUSED_WHILE_HANDSHAKING: ReadonlySet<AdminCommand['cmd']> = new Set([
 
 function onAdmin(s: EngineState, cmdId: number, c: AdminCommand): void {
   if (REFUSED_WHILE_HANDSHAKING.has(c.cmd) && mustQueue(s)) {
-    return reply(s, cmdId, false, 'a handshake with a peer is in progress; retry');
+    return refuseAdmin(s, cmdId, { code: 'handshaking' });
   }
   switch (c.cmd) {
     case 'primary':
@@ -1545,29 +1613,29 @@ function onAdmin(s: EngineState, cmdId: number, c: AdminCommand): void {
       return;
     case 'connect': {
       const p = s.peers.get(c.peer);
-      if (p === undefined) return reply(s, cmdId, false, `unknown peer ${c.peer}`);
+      if (p === undefined) return refuseAdmin(s, cmdId, { code: 'unknown-peer', peer: c.peer });
       p.wantConnect = true;
       p.discardMyData = c.discardMyData;
       if (p.conn === 'StandAlone') setConn(s, p, 'Connecting');
       emit(s, { type: 'connect', peer: p.id });
-      return reply(s, cmdId, true, 'connecting');
+      return reply(s, cmdId, 'connecting');
     }
     case 'disconnect': {
       const p = s.peers.get(c.peer);
-      if (p === undefined) return reply(s, cmdId, false, `unknown peer ${c.peer}`);
+      if (p === undefined) return refuseAdmin(s, cmdId, { code: 'unknown-peer', peer: c.peer });
       p.wantConnect = false;
       emit(s, { type: 'disconnect', peer: p.id });
       onClosed(s, p.id, false);
       setConn(s, p, 'StandAlone');
-      return reply(s, cmdId, true, 'disconnected');
+      return reply(s, cmdId, 'disconnected');
     }
     case 'new-current-uuid':
       return newCurrentUuidCmd(s, cmdId, c.clearBitmap);
     case 'invalidate':
     case 'invalidate-remote': {
       const p = s.peers.get(c.peer);
-      if (p === undefined) return reply(s, cmdId, false, `unknown peer ${c.peer}`);
-      if (!hasDisk(s)) return reply(s, cmdId, false, 'no local disk');
+      if (p === undefined) return refuseAdmin(s, cmdId, { code: 'unknown-peer', peer: c.peer });
+      if (!hasDisk(s)) return refuseAdmin(s, cmdId, { code: 'no-disk' });
       const iAmSource = c.cmd === 'invalidate-remote';
       if (p.conn !== 'Connected' || !p.settled || p.repl !== 'Established' || p.sync !== null) {
         if (c.cmd === 'invalidate' && p.conn !== 'Connected') {
@@ -1577,32 +1645,32 @@ function onAdmin(s: EngineState, cmdId: number, c: AdminCommand): void {
           setDisk(s, 'Inconsistent');
           emit(s, { type: 'bitmapFlush' });
           persist(s);
-          return reply(s, cmdId, true, 'invalidated; full sync on connect');
+          return reply(s, cmdId, 'invalidated; full sync on connect');
         }
-        return reply(s, cmdId, false, 'needs an established connection');
+        return refuseAdmin(s, cmdId, { code: 'not-established' });
       }
       if (iAmSource ? s.disk !== 'UpToDate' : p.disk !== 'UpToDate')
-        return reply(s, cmdId, false, 'the sync source must be UpToDate');
+        return refuseAdmin(s, cmdId, { code: 'sync-source-not-up-to-date' });
       if (!iAmSource && s.role === 'Primary')
-        return reply(s, cmdId, false, 'a Primary cannot invalidate its own data');
+        return refuseAdmin(s, cmdId, { code: 'primary-invalidate' });
       send(s, p, 'data', { kind: 'StartResync', senderIsSource: iAmSource, full: true });
       beginSync(s, p, iAmSource ? 'source' : 'target', true);
-      return reply(s, cmdId, true, 'full sync started');
+      return reply(s, cmdId, 'full sync started');
     }
     case 'verify':
       return startVerify(s, cmdId, c.peer);
     case 'detach':
-      if (!hasDisk(s)) return reply(s, cmdId, false, 'no disk attached');
+      if (!hasDisk(s)) return refuseAdmin(s, cmdId, { code: 'no-disk' });
       if (
         c.failed !== true &&
         s.role === 'Primary' &&
         ![...s.peers.values()].some((p) => isConnectedSettled(p) && p.disk === 'UpToDate')
       )
-        return reply(s, cmdId, false, 'a Primary needs an UpToDate peer to detach');
+        return refuseAdmin(s, cmdId, { code: 'primary-needs-up-to-date-peer', action: 'detach' });
       persist(s);
       emit(s, { type: 'bitmapFlush' });
       detach(s);
-      return reply(s, cmdId, true, 'detached');
+      return reply(s, cmdId, 'detached');
     case 'attach':
       return attach(s, cmdId, c.boot);
     case 'resize':
@@ -1613,20 +1681,20 @@ function onAdmin(s: EngineState, cmdId: number, c: AdminCommand): void {
 }
 
 function promote(s: EngineState, cmdId: number, force: boolean): void {
-  if (s.role === 'Primary') return reply(s, cmdId, true, 'already Primary');
-  if (s.pendingPromote !== null)
-    return reply(s, cmdId, false, 'a promotion is already in progress');
+  if (s.role === 'Primary') return reply(s, cmdId, 'already Primary');
+  if (s.pendingPromote !== null) return refuseAdmin(s, cmdId, { code: 'promotion-in-progress' });
   const connected = [...s.peers.values()].filter((p) => isConnectedSettled(p));
   if (!s.cfg.allowTwoPrimaries && connected.some((p) => p.role === 'Primary'))
-    return reply(s, cmdId, false, 'the peer is Primary and allow-two-primaries is off');
+    return refuseAdmin(s, cmdId, { code: 'peer-primary', voted: false });
   if (s.disk === 'Diskless') {
     if (!connected.some((p) => p.disk === 'UpToDate'))
-      return reply(s, cmdId, false, 'no local disk and no UpToDate peer');
+      return refuseAdmin(s, cmdId, { code: 'no-up-to-date-data' });
   } else if (s.disk !== 'UpToDate' && !force) {
-    return reply(s, cmdId, false, `disk is ${s.disk}; UpToDate needed (or --force)`);
-  } else if (!hasDisk(s)) return reply(s, cmdId, false, `disk is ${s.disk}`);
+    return refuseAdmin(s, cmdId, { code: 'disk-not-up-to-date', disk: s.disk, forceable: true });
+  } else if (!hasDisk(s))
+    return refuseAdmin(s, cmdId, { code: 'disk-not-up-to-date', disk: s.disk, forceable: false });
   if (connected.some((p) => p.sync !== null && p.sync.role === 'source') && s.disk !== 'UpToDate')
-    return reply(s, cmdId, false, 'a resync into this node is running');
+    return refuseAdmin(s, cmdId, { code: 'resync-running', intoThisNode: true });
   if (connected.length === 0 || s.cfg.allowTwoPrimaries) return becomePrimary(s, cmdId, force);
   // Two-phase: every connected peer must agree that it is not (becoming) Primary.
   const pp: PendingPromote = { cmdId, force, waiting: new Set(), refused: false };
@@ -1647,7 +1715,7 @@ function onPromoteReply(s: EngineState, p: Peer, id: number, granted: boolean): 
   s.pendingPromote = null;
   if (pp.refused) {
     broadcastState(s); // tells peers that granted that we stay Secondary
-    return reply(s, pp.cmdId, false, 'a peer is Primary or becoming Primary');
+    return refuseAdmin(s, pp.cmdId, { code: 'peer-primary', voted: true });
   }
   becomePrimary(s, pp.cmdId, pp.force);
 }
@@ -1683,32 +1751,32 @@ function becomePrimary(s: EngineState, cmdId: number, force: boolean): void {
       }
     }
   }
-  reply(s, cmdId, true, forcedUp ? 'Primary (forced: new data generation)' : 'Primary');
+  reply(s, cmdId, forcedUp ? 'Primary (forced: new data generation)' : 'Primary');
 }
 
 function demote(s: EngineState, cmdId: number): void {
-  if (s.role !== 'Primary') return reply(s, cmdId, true, 'already Secondary');
+  if (s.role !== 'Primary') return reply(s, cmdId, 'already Secondary');
   if (s.writes.size > 0 || s.flushes.size > 0 || s.queued.length > 0 || s.writesNotStarted.size > 0)
-    return reply(s, cmdId, false, 'device is busy (I/O in flight)');
+    return refuseAdmin(s, cmdId, { code: 'io-in-flight' });
   setRole(s, 'Secondary');
   s.crashedPrimary = false;
   s.current = withRoleBit(s, s.current);
   persist(s);
   emit(s, { type: 'bitmapFlush' });
   broadcastState(s);
-  reply(s, cmdId, true, 'Secondary');
+  reply(s, cmdId, 'Secondary');
 }
 
 function newCurrentUuidCmd(s: EngineState, cmdId: number, clearBitmap: boolean): void {
-  if (!hasDisk(s)) return reply(s, cmdId, false, 'no local disk');
+  if (!hasDisk(s)) return refuseAdmin(s, cmdId, { code: 'no-disk' });
   if (!clearBitmap) {
     newCurrentUuid(s);
-    return reply(s, cmdId, true, 'new current UUID');
+    return reply(s, cmdId, 'new current UUID');
   }
   // Skip the initial sync: every connected disk is declared identical (e.g. all zeroed).
   const connected = [...s.peers.values()].filter((p) => isConnectedSettled(p));
   if (connected.some((p) => p.sync !== null || p.repl !== 'Established'))
-    return reply(s, cmdId, false, 'a resync is running');
+    return refuseAdmin(s, cmdId, { code: 'resync-running', intoThisNode: false });
   pushHistory(s, s.current);
   s.current = withRoleBit(s, randomUuid(s));
   for (const p of s.peers.values()) {
@@ -1726,16 +1794,16 @@ function newCurrentUuidCmd(s: EngineState, cmdId: number, clearBitmap: boolean):
     if (p.disk !== 'Diskless') setPeerDisk(s, p, 'UpToDate');
   }
   broadcastState(s);
-  reply(s, cmdId, true, 'new current UUID; bitmap cleared');
+  reply(s, cmdId, 'new current UUID; bitmap cleared');
 }
 
 function attach(s: EngineState, cmdId: number, boot: BootState): void {
-  if (hasDisk(s)) return reply(s, cmdId, false, 'a disk is already attached');
+  if (hasDisk(s)) return refuseAdmin(s, cmdId, { code: 'disk-attached' });
   if (
     s.role === 'Primary' &&
     ![...s.peers.values()].some((p) => isConnectedSettled(p) && p.disk === 'UpToDate')
   )
-    return reply(s, cmdId, false, 'a Primary attaches only while connected to an UpToDate peer');
+    return refuseAdmin(s, cmdId, { code: 'primary-needs-up-to-date-peer', action: 'attach' });
   setDisk(s, 'Attaching');
   loadBoot(s, boot);
   if (s.disk === 'UpToDate') setDisk(s, 'Outdated'); // it missed writes while away; peers decide
@@ -1751,7 +1819,7 @@ function attach(s: EngineState, cmdId: number, boot: BootState): void {
       send(s, p, 'data', handshakePacket(s, p));
     }
   }
-  reply(s, cmdId, true, 'attached');
+  reply(s, cmdId, 'attached');
 }
 
 // --- connection and handshake ---------------------------------------------------------------
@@ -1768,7 +1836,6 @@ function onEstablished(s: EngineState, peerId: number): void {
   p.closeEpoch = false;
   p.epochSizes.clear();
   p.flushAskedEpoch = 0;
-  p.rxEpoch = 1;
   p.rxNoAck = false;
   p.rxLastSeq = 0;
   p.sentLog.length = 0;
@@ -2121,13 +2188,12 @@ function onClosed(s: EngineState, peerId: number, byNetwork: boolean): void {
   p.ov = null;
   p.rxQueue.length = 0;
   p.rxNotStarted.clear();
-  p.rxDraining = false;
+  p.rxClosing.length = 0;
   p.rxFlushing.length = 0;
   p.rxUnflushed.length = 0;
   p.rxFlushDue = false;
   cancelRxFlushTimer(s, p);
-  p.rxInflight = 0;
-  p.rxCount = 0;
+  p.rxOpen = { inflight: 0, count: 0 };
   setPeerRole(s, p, 'Unknown');
   if (s.pendingPromote?.waiting.has(p.id) === true) onPromoteReply(s, p, p.promoteId, true);
   resizePeerLost(s, p);
@@ -2334,14 +2400,29 @@ function onPacket(s: EngineState, peerId: number, pk: Packet): void {
 
 // --- receiver: epochs and barriers ----------------------------------------------------------
 
+/**
+ * Received writes go to the disk as they arrive, whatever their epoch: a Barrier closes the
+ * epoch (its BarrierAck waits until every write of it completed, and its flush), but the next
+ * epoch's writes do not wait for that drain. What the drain ordered is ordered already where
+ * it matters: overlapping writes by the write locks and rxNotStarted (the Primary's order); a
+ * write a client issued after another completed, under protocol C, after that one was on this
+ * disk (its WriteAck); and with a volatile cache (disk-flushes yes) a completed write is not
+ * durable before a flush, which covers only drained epochs, so a power loss may keep the later
+ * write without the earlier one with or without the drain, as on the Primary's own disk.
+ * Without flushes (disk-flushes no: the cache is non-volatile, a completed write is durable)
+ * the drain stays, so that a later write never becomes durable before an earlier one it may
+ * depend on (protocols A and B complete before the peer wrote). DRBD's receiver stops at every
+ * Barrier; with one epoch per completed write, that made each write wait for the one before.
+ */
 function pumpRx(s: EngineState, p: Peer): void {
-  while (!p.rxDraining && p.rxQueue.length > 0) {
+  const drains = s.cfg.diskFlushes === false;
+  while (p.rxQueue.length > 0) {
+    if (drains && p.rxClosing.length > 0) return;
     const pk = p.rxQueue.shift();
     assert(pk !== undefined);
     if (pk.kind === 'Barrier') {
-      p.rxDraining = true;
-      p.rxEpoch = pk.epoch;
-      p.rxEpochFlush = pk.flush;
+      p.rxClosing.push({ epoch: pk.epoch, flush: pk.flush, ep: p.rxOpen });
+      p.rxOpen = { inflight: 0, count: 0 };
       maybeFinishRxEpoch(s, p);
     } else if (pk.kind === 'Data') {
       startPeerWrite(s, p, pk);
@@ -2350,10 +2431,11 @@ function pumpRx(s: EngineState, p: Peer): void {
 }
 
 function startPeerWrite(s: EngineState, p: Peer, pk: Extract<Packet, { kind: 'Data' }>): void {
-  p.rxInflight++;
-  p.rxCount++;
+  const epoch = p.rxOpen;
+  epoch.count++;
+  epoch.inflight++;
   if (!hasDisk(s)) {
-    p.rxInflight--;
+    epoch.inflight--;
     send(s, p, 'control', { kind: 'NegAck', seq: pk.seq });
     return;
   }
@@ -2404,7 +2486,7 @@ function startPeerWrite(s: EngineState, p: Peer, pk: Extract<Packet, { kind: 'Da
       conflicting.size > 0 && iWin
         ? byteRunsExcluding(pk.offsetBytes, pk.lengthBytes, conflicting)
         : [{ offsetBytes: pk.offsetBytes, lengthBytes: pk.lengthBytes }];
-    const group = { remaining: parts.length, failed: false };
+    const group = { remaining: parts.length, failed: false, epoch };
     if (parts.length === 0) {
       group.remaining = 1;
       peerWriteDone(
@@ -2486,27 +2568,28 @@ function byteRunsExcluding(
   return out;
 }
 
+/**
+ * Finishes the closed epochs that drained, oldest first (an epoch drained before an older one
+ * waits for it). Its flush only gates the BarrierAck (what lets the peer forget the writes):
+ * a client flush waits for that ack, and a block device orders nothing else.
+ */
 function maybeFinishRxEpoch(s: EngineState, p: Peer): void {
-  if (!p.rxDraining || p.rxInflight > 0) return;
-  const e: RxEpoch = { epoch: p.rxEpoch, setSize: p.rxCount };
-  p.rxCount = 0;
-  p.rxDraining = false;
-  if (!p.rxNoAck) {
+  for (let c = p.rxClosing[0]; c !== undefined && c.ep.inflight === 0; c = p.rxClosing[0]) {
+    p.rxClosing.shift();
+    if (p.rxNoAck) continue;
+    const e: RxEpoch = { epoch: c.epoch, setSize: c.ep.count };
     const flushes = hasDisk(s) && flushesEpochs(s);
     // BarrierAcks leave in epoch order: one waiting for a flush holds back later ones.
     if (!flushes && p.rxFlushing.length === 0 && p.rxUnflushed.length === 0)
       send(s, p, 'control', { kind: 'BarrierAck', epoch: e.epoch, setSize: e.setSize });
     else {
       p.rxUnflushed.push(e);
-      if (p.rxEpochFlush || unflushedWrites(p) >= RX_UNFLUSHED_WRITES_MAX) p.rxFlushDue = true;
+      if (c.flush || unflushedWrites(p) >= RX_UNFLUSHED_WRITES_MAX) p.rxFlushDue = true;
       flushRxEpochs(s, p);
     }
   }
-  // The epoch is drained: every write of it completed, so the next epoch's writes can start
-  // now. Its flush only gates the BarrierAck (what lets the peer forget the writes), not the
-  // next writes: a client flush waits for that ack, and a block device orders nothing else
-  // (DRBD blocks its receiver here; the next write need not pay a flush it never asked for).
-  pumpRx(s, p);
+  // Draining (see pumpRx): the next epoch's writes may go now.
+  if (p.rxClosing.length === 0) pumpRx(s, p);
 }
 
 function flushesEpochs(s: EngineState): boolean {
@@ -2908,54 +2991,52 @@ function onResyncDoneAck(s: EngineState, p: Peer, uuid: bigint): void {
 // itself last: until then no write can reach the new area anywhere. The new area is out of sync
 // (unless assume-clean): the initiator resyncs it to its peers as SyncSource.
 
-function refusalText(r: ResizeRefusal, who: string): string {
-  switch (r) {
-    case 'failed':
-      return `${who} could not measure its backing device (see its log)`;
-    case 'none':
-      return '';
-  }
-}
-
 function startResize(
   s: EngineState,
   cmdId: number,
   c: Extract<AdminCommand, { cmd: 'resize' }>,
 ): void {
-  if (s.resize !== null) return reply(s, cmdId, false, 'a resize is already in progress');
-  if (!hasDisk(s)) return reply(s, cmdId, false, 'no local disk');
+  if (s.resize !== null) return refuseAdmin(s, cmdId, { code: 'resize-in-progress' });
+  if (!hasDisk(s)) return refuseAdmin(s, cmdId, { code: 'no-disk' });
   if (s.disk !== 'UpToDate')
-    return reply(s, cmdId, false, `disk is ${s.disk}; resize needs UpToDate data here`);
-  if (c.refusal !== 'none') return reply(s, cmdId, false, refusalText(c.refusal, 'this node'));
+    return refuseAdmin(s, cmdId, { code: 'resize-disk-not-up-to-date', disk: s.disk });
+  if (c.refusal !== 'none')
+    return refuseAdmin(s, cmdId, {
+      code: 'resize-failed',
+      failures: [{ who: 'this node', step: 'measure' }],
+      targetBytes: c.sizeBytes ?? 0,
+    });
   const all = [...s.peers.values()];
   const connected = all.filter((p) => p.conn === 'Connected');
   const apart = all.filter((p) => p.conn !== 'Connected');
   if (connected.length > 0 && apart.length > 0) {
-    return reply(
-      s,
-      cmdId,
-      false,
-      `peer ${apart.map((p) => p.name).join(', ')} is not connected; resize needs every peer connected (or none)`,
-    );
+    return refuseAdmin(s, cmdId, {
+      code: 'resize-peers-apart',
+      peers: apart.map((p) => p.name),
+      alone: false,
+    });
   }
   // Alone, nobody can tell this node which size its peers will take: it must be given, so the
   // peers can be grown to the very same size before they connect (the handshake needs it).
   if (connected.length === 0 && apart.length > 0 && c.sizeBytes === null) {
-    return reply(
-      s,
-      cmdId,
-      false,
-      `peer ${apart.map((p) => p.name).join(', ')} is not connected; growing alone needs an explicit size`,
-    );
+    return refuseAdmin(s, cmdId, {
+      code: 'resize-peers-apart',
+      peers: apart.map((p) => p.name),
+      alone: true,
+    });
   }
   for (const p of connected) {
-    if (!p.settled) return reply(s, cmdId, false, 'a handshake with a peer is in progress; retry');
+    if (!p.settled) return refuseAdmin(s, cmdId, { code: 'handshaking' });
     if (p.repl !== 'Established' || p.sync !== null || p.rs !== null || p.ov !== null)
-      return reply(s, cmdId, false, `a resync or verify with peer ${p.name} is running`);
+      return refuseAdmin(s, cmdId, { code: 'resize-peer-busy', peer: p.name });
     if (p.disk !== 'UpToDate')
-      return reply(s, cmdId, false, `peer ${p.name} is ${p.disk}; resize needs UpToDate peers`);
+      return refuseAdmin(s, cmdId, {
+        code: 'resize-peer-not-up-to-date',
+        peer: p.name,
+        disk: p.disk,
+      });
     if (p.role === 'Primary')
-      return reply(s, cmdId, false, `peer ${p.name} is Primary; resize runs on the Primary`);
+      return refuseAdmin(s, cmdId, { code: 'resize-peer-primary', peer: p.name });
   }
   const op: ResizeOp = {
     cmdId,
@@ -2976,14 +3057,14 @@ function startResize(
   for (const p of connected) send(s, p, 'data', { kind: 'ResizeQuery', id: op.id });
 }
 
-function failResize(s: EngineState, op: ResizeOp, message: string): void {
+function failResize(s: EngineState, op: ResizeOp, refusal: AdminRefusal): void {
   s.resize = null;
   // A peer that grew while we cannot must not stay connected at a size we do not share.
   for (const id of op.grown) {
     const p = s.peers.get(id);
     if (p !== undefined && p.conn === 'Connected') goStandAlone(s, p);
   }
-  reply(s, op.cmdId, false, message);
+  refuseAdmin(s, op.cmdId, refusal);
 }
 
 function decideResize(s: EngineState, op: ResizeOp): void {
@@ -2991,26 +3072,27 @@ function decideResize(s: EngineState, op: ResizeOp): void {
   const fit = Math.floor(op.capacityBytes / BLOCK) * BLOCK;
   const req = op.requestedBytes === null ? null : Math.floor(op.requestedBytes / BLOCK) * BLOCK;
   if (req !== null && req > fit) {
-    return failResize(
-      s,
-      op,
-      `--size ${req} bytes does not fit: ${op.smallest} has room for ${fit} bytes`,
-    );
+    return failResize(s, op, {
+      code: 'resize-does-not-fit',
+      requestedBytes: req,
+      smallest: op.smallest,
+      fitBytes: fit,
+    });
   }
   const target = req ?? fit;
   if (target < current) {
-    return failResize(
-      s,
-      op,
-      req !== null
-        ? `--size ${req} bytes is smaller than the device (${current} bytes); shrinking is not supported`
-        : `${op.smallest} has room for only ${fit} bytes, less than the device (${current} bytes); shrinking is not supported`,
-    );
+    return failResize(s, op, {
+      code: 'resize-shrink',
+      requestedBytes: req,
+      currentBytes: current,
+      smallest: op.smallest,
+      fitBytes: fit,
+    });
   }
   if (target === current) {
     s.resize = null;
     const why = op.smallest === 'this node' ? '' : ` (${op.smallest} has no room for more)`;
-    return reply(s, op.cmdId, true, `already ${current} bytes; nothing to grow${why}`);
+    return reply(s, op.cmdId, `already ${current} bytes; nothing to grow${why}`);
   }
   op.targetBytes = target;
   if (op.peers.length === 0) return growLocal(s, op);
@@ -3068,13 +3150,18 @@ function onResizeInfo(
 ): void {
   const op = s.resize;
   if (op?.phase !== 'query' || op.id !== id || !op.waiting.delete(p.id)) return;
-  if (refusal !== 'none') op.failed.push(refusalText(refusal, `peer ${p.name}`));
+  if (refusal !== 'none') op.failed.push({ who: `peer ${p.name}`, step: 'measure' });
   else if (capacityBytes < op.capacityBytes) {
     op.capacityBytes = capacityBytes;
     op.smallest = `peer ${p.name}`;
   }
   if (op.waiting.size > 0) return;
-  if (op.failed.length > 0) return failResize(s, op, op.failed.join('; '));
+  if (op.failed.length > 0)
+    return failResize(s, op, {
+      code: 'resize-failed',
+      failures: op.failed,
+      targetBytes: op.targetBytes,
+    });
   decideResize(s, op);
 }
 
@@ -3102,9 +3189,14 @@ function onResizeDone(s: EngineState, p: Peer, id: number, ok: boolean): void {
   const op = s.resize;
   if (op?.phase !== 'peers' || op.id !== id || !op.waiting.delete(p.id)) return;
   if (ok) op.grown.push(p.id);
-  else op.failed.push(`peer ${p.name} could not grow to ${op.targetBytes} bytes (see its log)`);
+  else op.failed.push({ who: `peer ${p.name}`, step: 'grow' });
   if (op.waiting.size > 0) return;
-  if (op.failed.length > 0) return failResize(s, op, op.failed.join('; '));
+  if (op.failed.length > 0)
+    return failResize(s, op, {
+      code: 'resize-failed',
+      failures: op.failed,
+      targetBytes: op.targetBytes,
+    });
   growLocal(s, op);
 }
 
@@ -3112,11 +3204,12 @@ function onResizeDone(s: EngineState, p: Peer, id: number, ok: boolean): void {
 function resizePeerLost(s: EngineState, p: Peer): void {
   const op = s.resize;
   if (op === null || !op.waiting.has(p.id)) return;
-  const msg =
-    op.phase === 'query'
-      ? `peer ${p.name} disconnected during the resize; nothing changed, retry once connected`
-      : `peer ${p.name} disconnected during the resize and may have grown to ${op.targetBytes} bytes; if the sizes now differ, run resize --size ${op.targetBytes} on the smaller node before connecting`;
-  failResize(s, op, msg);
+  failResize(s, op, {
+    code: 'resize-peer-lost',
+    peer: p.name,
+    grew: op.phase !== 'query',
+    targetBytes: op.targetBytes,
+  });
 }
 
 /** The device grows to `sizeBytes`; returns the new blocks. */
@@ -3153,12 +3246,11 @@ function onDiskGrown(s: EngineState, token: number, ok: boolean): void {
   const op = s.resize;
   if (op === null) return;
   if (!ok || !hasDisk(s)) {
-    return failResize(
-      s,
-      op,
-      `the local disk could not grow to ${op.targetBytes} bytes (see the log)` +
-        (op.grown.length > 0 ? '; the peers that grew were disconnected' : ''),
-    );
+    return failResize(s, op, {
+      code: 'resize-local-grow-failed',
+      targetBytes: op.targetBytes,
+      peersDisconnected: op.grown.length > 0,
+    });
   }
   s.resize = null;
   const from = s.cfg.sizeBytes;
@@ -3176,7 +3268,6 @@ function onDiskGrown(s: EngineState, token: number, ok: boolean): void {
   reply(
     s,
     op.cmdId,
-    true,
     `grown from ${from} to ${op.targetBytes} bytes` +
       (op.assumeClean ? ' (assume-clean: no resync)' : ''),
   );
@@ -3187,32 +3278,36 @@ function onDiskGrown(s: EngineState, token: number, ok: boolean): void {
 function reconfigure(s: EngineState, cmdId: number, o: ReconfigurableOptions): void {
   const connected = [...s.peers.values()].filter((p) => p.conn === 'Connected');
   if (o.protocol !== undefined && o.protocol !== s.cfg.protocol && connected.length > 0)
-    return reply(s, cmdId, false, 'the protocol changes only while disconnected');
+    return refuseAdmin(s, cmdId, { code: 'protocol-change-connected' });
   if (o.maxEpochSize !== undefined && (!Number.isSafeInteger(o.maxEpochSize) || o.maxEpochSize < 1))
-    return reply(s, cmdId, false, `max-epoch-size ${o.maxEpochSize} out of range`);
+    return refuseAdmin(s, cmdId, {
+      code: 'option-out-of-range',
+      option: 'max-epoch-size',
+      value: o.maxEpochSize,
+    });
   const defined = Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined));
   s.cfg = { ...s.cfg, ...defined };
-  reply(s, cmdId, true, 'reconfigured');
+  reply(s, cmdId, 'reconfigured');
 }
 
 // --- online verify --------------------------------------------------------------------------
 
 function startVerify(s: EngineState, cmdId: number, peerId: number): void {
   const p = s.peers.get(peerId);
-  if (p === undefined) return reply(s, cmdId, false, `unknown peer ${peerId}`);
-  if (!s.cfg.verify) return reply(s, cmdId, false, 'no verify-alg configured');
+  if (p === undefined) return refuseAdmin(s, cmdId, { code: 'unknown-peer', peer: peerId });
+  if (!s.cfg.verify) return refuseAdmin(s, cmdId, { code: 'no-verify-alg' });
   if (
     !isConnectedSettled(p) ||
     p.repl !== 'Established' ||
     s.disk !== 'UpToDate' ||
     p.disk !== 'UpToDate'
   )
-    return reply(s, cmdId, false, 'verify needs an established connection between UpToDate disks');
+    return refuseAdmin(s, cmdId, { code: 'verify-not-established' });
   setRepl(s, p, 'VerifyS');
   send(s, p, 'data', { kind: 'OvStart' });
   p.ov = { cursor: 0, inflight: new Map(), found: 0, nextId: 1 };
   issueVerify(s, p);
-  reply(s, cmdId, true, 'verify started');
+  reply(s, cmdId, 'verify started');
 }
 
 function issueVerify(s: EngineState, p: Peer): void {
@@ -3343,7 +3438,6 @@ export function checkInvariants(s: EngineState): void {
     )
       assert(s.cfg.allowTwoPrimaries, 'two Primaries without allow-two-primaries');
   }
-  assert(s.al.length <= s.cfg.alExtents, 'activity log within al-extents');
-  for (const [e, n] of s.alWrites)
-    assert(n > 0 && s.al.includes(e), 'writes only into hot extents');
+  assert(s.al.size <= s.cfg.alExtents, 'activity log within al-extents');
+  for (const [e, n] of s.alWrites) assert(n > 0 && s.al.has(e), 'writes only into hot extents');
 }

@@ -1,6 +1,7 @@
 // The replication engine's contract: configuration, the events the daemon feeds it, the actions
 // it asks the daemon to perform, and the peer packets. Imports nothing at runtime.
 // Block numbers count BITMAP_BLOCK_BYTES (4 KiB) blocks; extents count AL_EXTENT_BYTES (4 MiB).
+import type { Errno } from '../util/errno.js';
 
 export type Role = 'Primary' | 'Secondary' | 'Unknown';
 export type DiskState =
@@ -188,6 +189,97 @@ export type AdminCommand =
 /** Why a backing device cannot grow: none, its metadata is internal, or it could not be measured. */
 export type ResizeRefusal = 'none' | 'failed';
 
+/** A node or peer that took part in a resize and failed a step of it. */
+export interface ResizeFailure {
+  /** 'this node' or 'peer NAME'. */
+  readonly who: string;
+  /** measure: could not measure its backing device; grow: could not grow it. */
+  readonly step: 'measure' | 'grow';
+}
+
+/**
+ * Why the engine refused an admin command: a stable code plus the details an explanation needs
+ * (DRBD's state changes return SS_* codes the same way; the nearest is named where one exists).
+ * The daemon's explanation is an exhaustive switch over `code`; `refusalMessage` gives the
+ * engine's own one-line text.
+ */
+export type AdminRefusal =
+  /** SS_IN_TRANSIENT_STATE: a peer handshake is settling roles, UUIDs and disks. */
+  | { readonly code: 'handshaking' }
+  | { readonly code: 'unknown-peer'; readonly peer: number }
+  /** SS_NO_LOCAL_DISK: the command needs a disk to act on. */
+  | { readonly code: 'no-disk' }
+  /** attach with a disk already attached. */
+  | { readonly code: 'disk-attached' }
+  /** SS_NEED_CONNECTION: invalidate needs an established connection to the peer. */
+  | { readonly code: 'not-established' }
+  /** The side that would be the sync source is not UpToDate. */
+  | { readonly code: 'sync-source-not-up-to-date' }
+  /** invalidate on a Primary (its data is what the clients see). */
+  | { readonly code: 'primary-invalidate' }
+  /** A Primary detaching or attaching would be left without good data. */
+  | { readonly code: 'primary-needs-up-to-date-peer'; readonly action: 'detach' | 'attach' }
+  | { readonly code: 'promotion-in-progress' }
+  /** SS_TWO_PRIMARIES: a connected peer is Primary (`voted`: it answered our promote request). */
+  | { readonly code: 'peer-primary'; readonly voted: boolean }
+  /** SS_NO_UP_TO_DATE_DISK, diskless: no local disk and no UpToDate peer to serve from. */
+  | { readonly code: 'no-up-to-date-data' }
+  /** SS_NO_UP_TO_DATE_DISK: the local disk is not UpToDate (`forceable`: --force would do). */
+  | { readonly code: 'disk-not-up-to-date'; readonly disk: DiskState; readonly forceable: boolean }
+  /** SS_RESYNC_RUNNING: `intoThisNode` for a promotion of a SyncTarget. */
+  | { readonly code: 'resync-running'; readonly intoThisNode: boolean }
+  /** SS_DEVICE_IN_USE: demotion with client I/O in flight. */
+  | { readonly code: 'io-in-flight' }
+  | { readonly code: 'resize-in-progress' }
+  /** Resize needs UpToDate data on this node. */
+  | { readonly code: 'resize-disk-not-up-to-date'; readonly disk: DiskState }
+  /** Some peers connected, others not; or none connected and no --size given. */
+  | {
+      readonly code: 'resize-peers-apart';
+      readonly peers: readonly string[];
+      readonly alone: boolean;
+    }
+  | { readonly code: 'resize-peer-busy'; readonly peer: string }
+  | { readonly code: 'resize-peer-not-up-to-date'; readonly peer: string; readonly disk: DiskState }
+  | { readonly code: 'resize-peer-primary'; readonly peer: string }
+  | {
+      readonly code: 'resize-does-not-fit';
+      readonly requestedBytes: number;
+      readonly smallest: string;
+      readonly fitBytes: number;
+    }
+  | {
+      readonly code: 'resize-shrink';
+      readonly requestedBytes: number | null;
+      readonly currentBytes: number;
+      readonly smallest: string;
+      readonly fitBytes: number;
+    }
+  | {
+      readonly code: 'resize-failed';
+      readonly failures: readonly ResizeFailure[];
+      readonly targetBytes: number;
+    }
+  | {
+      readonly code: 'resize-peer-lost';
+      readonly peer: string;
+      /** Before any peer was asked to grow (nothing changed), or after. */
+      readonly grew: boolean;
+      readonly targetBytes: number;
+    }
+  | {
+      readonly code: 'resize-local-grow-failed';
+      readonly targetBytes: number;
+      readonly peersDisconnected: boolean;
+    }
+  | { readonly code: 'protocol-change-connected' }
+  | { readonly code: 'option-out-of-range'; readonly option: string; readonly value: number }
+  | { readonly code: 'no-verify-alg' }
+  /** Verify needs an established connection between UpToDate disks. */
+  | { readonly code: 'verify-not-established' };
+
+export type AdminRefusalCode = AdminRefusal['code'];
+
 /** The part of EngineConfig that `adjust` may change on a running engine. */
 export type ReconfigurableOptions = Partial<
   Pick<
@@ -214,7 +306,7 @@ export type EngineEvent =
       readonly ok: true;
       readonly data?: Uint8Array;
     }
-  | { readonly type: 'diskDone'; readonly ioId: number; readonly ok: false; readonly errno: string }
+  | { readonly type: 'diskDone'; readonly ioId: number; readonly ok: false; readonly errno: Errno }
   | { readonly type: 'timer'; readonly timerId: number }
   | { readonly type: 'admin'; readonly cmdId: number; readonly command: AdminCommand }
   | { readonly type: 'connEstablished'; readonly peer: number }
@@ -261,6 +353,8 @@ export type Action =
       readonly offsetBytes: number;
       readonly data: Uint8Array;
       readonly fua: boolean;
+      /** The client request this write carries out (none for peer and resync writes). */
+      readonly reqId?: number;
     }
   | {
       readonly type: 'diskTrim';
@@ -294,6 +388,8 @@ export type Action =
       readonly packet: Packet;
       /** DATA stream: goes out at once, ahead of DATA sends held by barriers (see above). */
       readonly overtake?: true;
+      /** A `Data` that replicates a client write: that request's id (not on the wire). */
+      readonly reqId?: number;
     }
   /** Start (or keep) trying to connect to the peer. */
   | { readonly type: 'connect'; readonly peer: number }
@@ -309,14 +405,22 @@ export type Action =
       readonly type: 'complete';
       readonly reqId: number;
       readonly ok: false;
-      readonly errno: string;
+      readonly errno: Errno;
     }
   | { readonly type: 'setTimer'; readonly timerId: number; readonly afterMs: number }
   | { readonly type: 'cancelTimer'; readonly timerId: number }
   | {
       readonly type: 'adminResult';
       readonly cmdId: number;
-      readonly ok: boolean;
+      readonly ok: true;
+      readonly message: string;
+    }
+  | {
+      readonly type: 'adminResult';
+      readonly cmdId: number;
+      readonly ok: false;
+      readonly refusal: AdminRefusal;
+      /** refusalMessage(refusal): for logs and tests. */
       readonly message: string;
     }
   | { readonly type: 'stateChange'; readonly change: StateChange }
@@ -354,7 +458,7 @@ export type EngineNote =
     }
   | { readonly kind: 'resync-finished'; readonly peer: number; readonly role: 'source' | 'target' }
   | { readonly kind: 'verify-finished'; readonly peer: number; readonly outOfSyncBlocks: number }
-  | { readonly kind: 'io-error'; readonly errno: string }
+  | { readonly kind: 'io-error'; readonly errno: Errno }
   | { readonly kind: 'conflict'; readonly peer: number; readonly block: number }
   | { readonly kind: 'resized'; readonly fromBytes: number; readonly sizeBytes: number };
 

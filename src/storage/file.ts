@@ -17,6 +17,7 @@ import {
   STORE_ZERO_CHUNK_BYTES,
 } from '../limits.js';
 import { DiskIoError, InvalidRequestError } from '../util/errors.js';
+import { errnoFromCode } from '../util/errno.js';
 import { checkOpen, checkRange, chunks, settle, totalLength } from './request.js';
 import type { BlockStore, Extent, WriteOptions, ZeroOptions } from './types.js';
 
@@ -120,8 +121,7 @@ async function blockDeviceBytes(path: string, rdev: number): Promise<number> {
 }
 
 function ioError(message: string, offsetBytes: number, cause: unknown): DiskIoError {
-  const errno = (cause as { code?: unknown } | null)?.code;
-  const code = typeof errno === 'string' ? errno : 'EIO';
+  const code = errnoFromCode((cause as { code?: unknown } | null)?.code);
   const detail = cause instanceof Error ? cause.message : String(cause);
   return new DiskIoError(`${message}: ${detail}`, offsetBytes, code, { cause });
 }

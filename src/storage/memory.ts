@@ -4,6 +4,7 @@
 import { SECTOR_BYTES } from '../limits.js';
 import { assert } from '../util/assert.js';
 import { DiskIoError } from '../util/errors.js';
+import type { Errno } from '../util/errno.js';
 import type { Random } from '../util/prng.js';
 import { checkOpen, checkRange, chunks, settle, totalLength } from './request.js';
 import type { BlockStore, Extent, WriteOptions, ZeroOptions } from './types.js';
@@ -15,7 +16,7 @@ export type FaultInjector = (
   op: StoreOp,
   offsetBytes: number,
   lengthBytes: number,
-) => string | undefined;
+) => Errno | undefined;
 
 /**
  * Which sectors of the writes since the last flush survive a crash. `writeIndex` counts those

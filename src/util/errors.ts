@@ -1,5 +1,6 @@
 // Typed operating errors with stable codes: bad input, dead peers, failing disks.
 // Every error a user can see carries a code they can search for and a message they can act on.
+import type { Errno } from './errno.js';
 
 export abstract class TandemError extends Error {
   abstract readonly code: string;
@@ -25,7 +26,7 @@ export class DiskIoError extends TandemError {
   constructor(
     message: string,
     readonly offsetBytes: number,
-    readonly errno: string,
+    readonly errno: Errno,
     options?: ErrorOptions,
   ) {
     super(message, options);

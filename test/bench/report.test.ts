@@ -114,3 +114,40 @@ test('with no Tandem numbers the report says so instead of an empty ratio table'
   );
   assert.match(renderMarkdown(r), /No Tandem system produced numbers/);
 });
+
+test('tandem-solo against tandem-standalone: a goal per workload, and the stage table', () => {
+  const stages = (p50: number) => ({
+    engine: { count: 100, p50Us: p50 / 10 },
+    barrier: { count: 0, p50Us: 0 },
+    disk: { count: 100, p50Us: p50 / 2 },
+    peer: { count: 0, p50Us: 0 },
+    total: { count: 100, p50Us: p50 },
+  });
+  const r = buildReport(
+    run,
+    [
+      { id: 'nbdkit', label: 'nbdkit', kind: 'baseline', available: true, notes: [] },
+      { id: 'tandem-standalone', label: 'one node', kind: 'tandem', available: true, notes: [] },
+      { id: 'tandem-solo', label: 'one tandemd', kind: 'tandem', available: true, notes: [] },
+    ],
+    ['rw1', 'seqw'],
+    [
+      sample('nbdkit', 'rw1', 40, 50),
+      sample('tandem-standalone', 'rw1', 36, 60),
+      { ...sample('tandem-solo', 'rw1', 18, 120), writeStages: stages(120) },
+      { ...sample('tandem-solo', 'rw1', 20, 110), round: 2, writeStages: stages(100) },
+      sample('tandem-standalone', 'seqw', 1000, 400),
+      { ...sample('tandem-solo', 'seqw', 950, 420), writeStages: stages(400) },
+    ],
+  );
+  const md = renderMarkdown(r);
+  assert.match(md, /tandem-solo ≥ 0\.9× tandem-standalone \(rw1\) \| 0\.53 \| not met/);
+  assert.match(md, /tandem-solo ≥ 0\.9× tandem-standalone \(seqw\) \| 0\.95 \| met/);
+  assert.match(md, /tandem-solo ≥ 0\.9× tandem-standalone \(mix\) \| - \| not measured/);
+  assert.match(md, /## Where a write's time goes/);
+  assert.match(md, /\| workload \| system \| engine \| barrier \| disk \| peer \| total \|/);
+  // Medians over the two rounds (total 120 and 100); stages no write went through show a dash.
+  assert.match(md, /\| 4 KiB randwrite QD1 \| tandem-solo \| 11\.0 \| - \| 55\.0 \| - \| 110 \|/);
+  const section = md.slice(md.indexOf("## Where a write's time goes"), md.indexOf('## Ratios'));
+  assert.doesNotMatch(section, /tandem-standalone/, 'the export has no engine stages');
+});

@@ -1,5 +1,6 @@
 // Property tests of the handshake and the request decoder, in process: 10,000 generated inputs
-// each, cut at random points. Properties: nothing throws; output is well-formed; feeding bytes
+// each, cut at random points (requests also against a backend behind an AdmissionGate of one,
+// so the connection stops and resumes reading). Properties: nothing throws; output is well-formed; feeding bytes
 // split or whole gives the same result; every well-formed request gets exactly one reply with
 // an error the spec allows; in-flight work drains to zero (no leak).
 import { test } from 'node:test';
@@ -10,6 +11,8 @@ import { NbdConnection, type NbdWire } from '../../src/nbd/connection.js';
 import { Handshake, type ExportDirectory } from '../../src/nbd/handshake.js';
 import * as P from '../../src/nbd/protocol.js';
 import { storeBackend } from '../../src/nbd/store-backend.js';
+import { AdmissionGate } from '../../src/nbd/admission.js';
+import type { NbdExportBackend } from '../../src/nbd/types.js';
 import { BufferStore } from './support/buffer-store.js';
 import { handshakeBytes, requestStream, split, splitPoints } from './support/gen.js';
 import { parseReplies, preface } from './support/replies.js';
@@ -17,10 +20,27 @@ import { parseReplies, preface } from './support/replies.js';
 const RUNS = 10_000;
 const MIB = 1024 * 1024;
 
+/** A backend behind an AdmissionGate of one request: the connection must stop and resume. */
+function gated(inner: NbdExportBackend): NbdExportBackend {
+  const gate = new AdmissionGate(1, 1024);
+  return {
+    ...inner,
+    admission: gate,
+    read: (o, l) => gate.run(() => inner.read(o, l)),
+    write: (o, d, f) => gate.run(() => inner.write(o, d, f)),
+    flush: () => gate.run(() => inner.flush()),
+    trim: (o, l, f) => gate.run(() => inner.trim(o, l, f)),
+    writeZeroes: (o, l, z) => gate.run(() => inner.writeZeroes(o, l, z)),
+    cache: (o, l) => gate.run(() => inner.cache(o, l)),
+    blockStatus: (o, l) => gate.run(() => inner.blockStatus(o, l)),
+  };
+}
+
 function directory(): ExportDirectory {
   const m = new Map([
     ['r0', storeBackend(new BufferStore(MIB))],
     ['ro', storeBackend(new BufferStore(MIB), { readOnly: true })],
+    ['gated', gated(storeBackend(new BufferStore(MIB)))],
   ]);
   return { lookup: (n) => m.get(n), names: () => [...m.keys()] };
 }
@@ -126,7 +146,7 @@ test(`request decoder: ${RUNS} generated request streams, split anywhere`, async
       requestStream(),
       splitPoints(),
       fc.boolean(),
-      fc.constantFrom('r0', 'ro'),
+      fc.constantFrom('r0', 'ro', 'gated'),
       async (reqs, cuts, structured, name) => {
         const wire = new FakeWire();
         let closedReason = '';
@@ -152,7 +172,9 @@ test(`request decoder: ${RUNS} generated request streams, split anywhere`, async
           ...(allGood ? [disc] : []),
         ]);
         for (const piece of split(stream, cuts)) conn.onData(piece);
-        for (let i = 0; i < 4; i++) await settle();
+        // Behind the gate, requests go one at a time: let them (bounded, so a stall fails).
+        for (let i = 0; i < 4 || (conn.requestsInFlight > 0 && i < 4 * reqs.length + 8); i++)
+          await settle();
         assert.equal(conn.requestsInFlight, 0, 'in-flight work drains');
         if (allGood) {
           assert.ok(wire.ended, 'DISC ends the connection once every request is answered');

@@ -101,10 +101,13 @@ test('the peer marks the held write before it lands: a crash of the peer keeps t
   assert.equal(wire[0]?.kind, 'State');
   const data = wire.findIndex((pk) => pk.kind === 'Data');
   for (const pk of wire.slice(0, data + 1)) deliverToBravo(p, pk);
-  // bravo's bitmap on disk holds the block before the write is even issued: the harness
-  // applies the bitmapFlush at once and keeps the write pending.
+  // bravo's bitmap on disk holds the block before the write is even issued: the write waits
+  // behind the bitmap's metadata barrier, which completes first here.
+  assert.ok(p.b.pendingOf(['meta-flush', 'meta']) > 0, 'the mark is being written');
+  assert.equal(p.b.pendingOf(['write']), 0, 'the write is held behind the mark');
+  p.completeMeta(p.b);
   assert.ok(p.b.pbitmap.test(COLD_BLOCK), 'the mark is durable before the write lands');
-  assert.ok(p.b.pendingIo.length > 0, 'the write itself has not completed yet');
+  assert.equal(p.b.pendingOf(['write']), 1, 'the write itself has not completed yet');
   // bravo writes the block to its cache, then loses power; it restarts from its metadata.
   while (p.completeIo(p.b));
   p.crash(p.b, 5);
@@ -163,4 +166,50 @@ test('a State overtaken by the detach (held behind the failed barrier) is ignore
   p.settle();
   assert.equal(p.peerOf(p.a).disk, 'UpToDate');
   assert.ok(p.identical());
+});
+
+/** The packets waiting on a link, decoded, without delivering them. */
+function onLink(p: Pair, key: string): Packet[] {
+  return (p.links.get(key) ?? []).map(onWireBytes);
+}
+
+function onWireBytes(bytes: Uint8Array): Packet {
+  const d = decodePacket(bytes);
+  if (!d.ok) throw new Error(d.error.message);
+  return d.value;
+}
+
+test("through the harness's driver: the failed AL transaction is answered first, its State goes before the held Data", () => {
+  // The first test's scenario with the order the driver really produces: the write's Data
+  // waits behind the AL transaction, the transaction fails, the detach answers it.
+  const p = Pair.initialized({ protocol: 'C' });
+  p.write(p.a, 1, 0x11);
+  p.settle();
+  p.write(p.a, COLD_BLOCK, 0x77, 1, true);
+  assert.deepEqual(
+    p.a.pendingIo.map((io) => io.kind),
+    ['meta'],
+    'the AL transaction runs; the write waits for it',
+  );
+  assert.deepEqual(onLink(p, '1:data'), [], 'and so does its Data');
+  p.a.failNextMeta = true;
+  assert.equal(p.completeMeta(p.a), 1);
+  assert.equal(p.a.engine.disk, 'Diskless');
+  const wire = onLink(p, '1:data');
+  assert.deepEqual(wire[0], { kind: 'State', role: 'Primary', disk: 'Diskless' });
+  assert.equal(wire[1]?.kind, 'Data');
+  assert.equal(p.a.pendingOf(['write']), 0, 'the held write never reached the failed disk');
+  // bravo hears the State, then the Data: the mark is durable before the write is issued.
+  p.deliver(1, 'data');
+  p.deliver(1, 'data');
+  assert.equal(p.b.pendingOf(['write']), 0, 'the write is held behind the mark');
+  p.completeMeta(p.b);
+  assert.ok(p.b.pbitmap.test(COLD_BLOCK), 'the mark is durable');
+  while (p.completeIo(p.b));
+  p.crash(p.b, 5);
+  assert.ok(p.b.pbitmap.test(COLD_BLOCK));
+  p.adminCmd(p.b, { cmd: 'connect', peer: 1, discardMyData: false });
+  p.connect();
+  p.settle();
+  reattachAndCheck(p);
 });

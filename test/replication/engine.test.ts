@@ -12,6 +12,7 @@ const blockOf = (n: HNode, b: number): number => n.disk.read(b * BLOCK, BLOCK)[0
 test('protocol C: a write completes only after the peer wrote it', () => {
   const p = Pair.initialized({ protocol: 'C' });
   const id = p.write(p.a, 3, 0x11);
+  p.completeMeta(p.a); // the AL transaction of extent 0: the write and its Data wait for it
   p.completeIo(p.a);
   assert.equal(done(p.a, id), false, 'local write alone must not complete it');
   p.deliver(1, 'data'); // Data reaches bravo
@@ -27,6 +28,7 @@ test('protocol C: a write completes only after the peer wrote it', () => {
 test('protocol B: completes when the peer received it; protocol A: when sent', () => {
   const b = Pair.initialized({ protocol: 'B' });
   const id = b.write(b.a, 1, 0x22);
+  b.completeMeta(b.a);
   b.completeIo(b.a);
   b.deliver(1, 'data');
   b.deliver(2, 'control'); // RecvAck, bravo's disk write still pending
@@ -34,6 +36,7 @@ test('protocol B: completes when the peer received it; protocol A: when sent', (
   assert.equal(b.b.pendingIo.length, 1);
   const a = Pair.initialized({ protocol: 'A' });
   const id2 = a.write(a.a, 1, 0x33);
+  a.completeMeta(a.a);
   a.completeIo(a.a);
   assert.equal(done(a.a, id2), true, 'protocol A needs no packet delivered');
 });
@@ -41,6 +44,7 @@ test('protocol B: completes when the peer received it; protocol A: when sent', (
 test('FUA under protocol A still waits until every UpToDate node has it durably', () => {
   const p = Pair.initialized({ protocol: 'A' });
   const id = p.write(p.a, 2, 0x44, 1, true);
+  p.completeMeta(p.a);
   p.completeIo(p.a);
   assert.equal(done(p.a, id), false);
   p.settle();
@@ -61,28 +65,45 @@ test('flush completes after the peer flushed the epoch (barrier ack)', () => {
   assert.equal(p.b.disk.cache.size, 0, 'the peer flushed before acknowledging');
 });
 
-test('epochs: the peer starts no write of epoch n+1 before epoch n is written; epochs nobody waits for are flushed later', () => {
+test('epochs: the peer writes epoch n+1 while epoch n is in flight; BarrierAcks stay in order, after a flush', () => {
   const p = Pair.initialized({ protocol: 'A' });
   const acks = (): number[] => p.b.sent.flatMap((x) => (x.kind === 'BarrierAck' ? [x.epoch] : []));
   const before = acks().length;
   const flushesBefore = p.b.flushIos;
   const w1 = p.write(p.a, 10, 1);
-  p.completeIo(p.a); // w1 completes: its epoch closes, w2 depends on it
+  p.completeMeta(p.a);
+  p.completeIo(p.a); // w1 completes: its epoch closes
   assert.equal(done(p.a, w1), true);
   p.write(p.a, 11, 2);
   while (p.deliver(1, 'data'));
-  assert.equal(p.b.pendingIo.length, 1, 'only w1 is issued on bravo');
-  p.completeIo(p.b); // w1 written: epoch 1 drained, w2 starts at once, no flush yet
-  assert.equal(p.b.pendingIo.length, 1, 'w2, and no flush');
+  assert.equal(p.b.pendingIo.length, 2, 'w1 and w2 are both issued on bravo (pipelined)');
+  p.completeNewestIo(p.b); // w2 lands first: epoch 2 is not closed, epoch 1 still in flight
+  assert.equal(acks().length, before, 'no BarrierAck while epoch 1 is in flight');
+  p.completeIo(p.b); // w1 written: epoch 1 drained, no flush yet
   assert.equal(p.b.flushIos, flushesBefore);
   assert.equal(acks().length, before, 'no BarrierAck before a flush');
   assert.equal(p.b.engine.timers.size, 1, 'a timer bounds how long epoch 1 waits');
-  p.completeIo(p.b); // w2
   p.tick(); // the delay expires: one flush
   assert.equal(p.b.flushIos - flushesBefore, 1);
   p.completeIo(p.b);
   assert.deepEqual(acks().slice(before), [1]);
   assert.equal(p.b.disk.durable.get(10)?.[0], 1, 'epoch 1 is durable when it is acknowledged');
+  p.settle();
+  assert.equal(blockOf(p.b, 11), 2);
+});
+
+test('disk-flushes no: the peer starts no write of epoch n+1 before epoch n is written', () => {
+  // Completed is durable on such a disk: a later write must not become durable first.
+  const p = Pair.initialized({ protocol: 'A', diskFlushes: false });
+  const w1 = p.write(p.a, 10, 1);
+  p.completeMeta(p.a);
+  p.completeIo(p.a);
+  assert.equal(done(p.a, w1), true);
+  p.write(p.a, 11, 2);
+  while (p.deliver(1, 'data'));
+  assert.equal(p.b.pendingIo.length, 1, 'only w1 is issued on bravo');
+  p.completeIo(p.b); // w1 written: epoch 1 drained, w2 starts
+  assert.equal(p.b.pendingIo.length, 1, 'w2');
   p.settle();
   assert.equal(blockOf(p.b, 11), 2);
 });
@@ -94,6 +115,7 @@ test('a client flush makes the peer flush at once, acknowledging every earlier e
   const flushesBefore = p.b.flushIos;
   for (let i = 0; i < 3; i++) {
     p.write(p.a, 20 + i, i + 1);
+    p.completeMeta(p.a); // the first one activates extent 1
     p.completeIo(p.a); // completes: the epoch closes (nobody waits for its ack)
   }
   const f = p.request(p.a, { op: 'flush' });
@@ -118,6 +140,7 @@ test('epochs drained while a flush runs share the next flush; BarrierAcks stay i
   while (p.deliver(1, 'data')); // bravo: epoch 1 drained, flush F1 running
   assert.equal(p.b.flushIos - flushesBefore, 1);
   p.write(p.a, 30, 7);
+  p.completeMeta(p.a);
   p.completeIo(p.a); // epoch 2 closes
   p.request(p.a, { op: 'flush' }); // epoch 3 (empty), flush asked
   p.completeIo(p.a);
@@ -439,8 +462,18 @@ test('reads on a SyncTarget Primary come from the source for out-of-sync blocks'
   for (let i = 0; i < 6; i++) {
     p.deliver(1, 'data');
     p.deliver(2, 'data');
+    // The handshake's metadata writes (the DATA packets after them wait for them).
+    p.completeMeta(p.a);
+    p.completeMeta(p.b);
   }
+  assert.equal(p.peerOf(p.b).repl, 'SyncSource', 'the resync has started');
+  assert.equal(p.a.engine.bitmaps.get(2)?.test(9), true, 'block 9 is out of sync on alpha');
+  const sent = p.a.sent.length;
   const r = p.request(p.a, { op: 'read', offsetBytes: 9 * BLOCK, lengthBytes: BLOCK });
+  assert.ok(
+    p.a.sent.slice(sent).some((x) => x.kind === 'DataRequest'),
+    'the read goes to bravo',
+  );
   p.settle();
   assert.equal(p.a.completions.get(r)?.data?.[0], 0x89);
 });

@@ -32,6 +32,7 @@ for (const protocol of ['A', 'B', 'C'] as const) {
     const p = Pair.initialized({ protocol });
     const w1 = p.write(p.a, 3, 0x11, 2);
     const w2 = p.write(p.a, 4, 0x22, 2);
+    p.completeMeta(p.a); // the AL transaction both writes wait for
     assert.equal(p.a.pendingIo.length, 1, 'the overlapping write is held, not issued');
     settleReordering(p);
     assert.ok(done(p.a, w1) && done(p.a, w2));
@@ -45,6 +46,7 @@ test('without the ordering (planted bug) the same interleaving diverges', () => 
   const p = Pair.initialized({ protocol: 'C', plantedBug: 'overlap-unordered' });
   p.write(p.a, 3, 0x11, 2);
   p.write(p.a, 4, 0x22, 2);
+  p.completeMeta(p.a);
   assert.equal(p.a.pendingIo.length, 2, 'both issued at once');
   settleReordering(p);
   assert.equal(p.identical(), false, 'the reordering disk made them differ');
@@ -55,6 +57,7 @@ test('writes that do not overlap are issued together', () => {
   p.write(p.a, 3, 0x11, 2);
   p.write(p.a, 5, 0x22, 2);
   p.request(p.a, { op: 'trim', offsetBytes: 7 * BLOCK, lengthBytes: BLOCK, fua: false });
+  p.completeMeta(p.a);
   assert.equal(p.a.pendingIo.length, 3);
   p.settle();
   assert.ok(p.identical());
@@ -65,6 +68,7 @@ test('a write overlapping a held write waits behind it (arrival order)', () => {
   p.write(p.a, 3, 0x11, 1);
   p.write(p.a, 3, 0x22, 2); // held by the first
   p.write(p.a, 4, 0x33, 1); // overlaps only the held one: must not overtake it
+  p.completeMeta(p.a);
   assert.equal(p.a.pendingIo.length, 1);
   settleReordering(p);
   assert.equal(blockOf(p.a, 3), 0x22);
@@ -79,6 +83,7 @@ test('the Secondary issues overlapping writes of one epoch one after the other',
   p.write(p.a, 3, 0x11, 2);
   p.write(p.a, 4, 0x22, 2);
   p.write(p.a, 9, 0x44, 1);
+  p.completeMeta(p.a); // the Data wait for alpha's AL transaction
   while (p.deliver(1, 'data'));
   assert.equal(p.b.pendingIo.length, 2, 'the overlapping one waits; the other goes');
   while (p.completeNewestIo(p.b));
@@ -91,6 +96,7 @@ test('demote refuses while a write is held', () => {
   const p = Pair.initialized({ protocol: 'C' });
   p.write(p.a, 3, 0x11, 2);
   p.write(p.a, 4, 0x22, 2);
+  p.completeMeta(p.a);
   p.completeIo(p.a);
   const r = p.adminCmd(p.a, { cmd: 'secondary' });
   assert.equal(r.ok, false);

@@ -149,7 +149,7 @@ test('fuzz: random bytes never make the decoder throw', () => {
       const r = decodePacket(b);
       assert.equal(typeof r.ok, 'boolean');
     }),
-    { numRuns: 3000 },
+    { numRuns: 10_000 },
   );
 });
 
@@ -168,6 +168,6 @@ test('fuzz: mutated valid packets decode to a result, never a throw', () => {
         if (r.ok) assert.ok(typeof r.value.kind === 'string');
       },
     ),
-    { numRuns: 3000 },
+    { numRuns: 10_000 },
   );
 });

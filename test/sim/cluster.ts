@@ -1,8 +1,8 @@
 // Deterministic simulation of a replicated cluster (VOPR style): engines, a network carrying
 // wire-encoded packets, crash-prone disks with volatile caches and a workload, all driven by one
-// seeded PRNG in virtual time. Each node's driver keeps the daemon's rules (LocalDisk): metadata
-// actions are asynchronous barriers (data flush, then the metadata write) that hold back later
-// data I/O and DATA sends; a crash keeps only what was durable. Fault rates are drawn from the
+// seeded PRNG in virtual time. Each node runs the daemon's own action driver
+// (src/replication/driver.ts: metadata barriers that hold back later data I/O and DATA sends,
+// failed barriers, timers) on simulated ports; a crash keeps only what was durable. Fault rates are drawn from the
 // seed (swarm testing); after the fault phase a heal phase must converge. Checkers: per-sector
 // no-lost-acknowledged-write, durability of FUA/FLUSH at ack time, protocol C on the peer,
 // no unmarked difference between connected replicas, convergence, resync volume, liveness, and
@@ -10,12 +10,15 @@
 import { BITMAP_BLOCK_BYTES, SECTOR_BYTES } from '../../src/limits.js';
 import { SeededRandom } from '../../src/util/prng.js';
 import { Bitmap } from '../../src/replication/bitmap.js';
+import { checkInvariants, createEngine, type EngineState } from '../../src/replication/engine.js';
 import {
-  checkInvariants,
-  createEngine,
-  step,
-  type EngineState,
-} from '../../src/replication/engine.js';
+  DRIVER_BUGS,
+  Driver,
+  type DiskPort,
+  type DriverBug,
+  type IoDone,
+  type MetaAction,
+} from '../../src/replication/driver.js';
 import type {
   Action,
   AdminCommand,
@@ -38,30 +41,15 @@ import type {
 import { UUID_JUST_CREATED } from '../../src/replication/uuid.js';
 import { decodePacket, encodePacket } from '../../src/replication/wire.js';
 import { SimDisk, type FlushSnapshot } from './disk.js';
-import { barrierFlushesData } from '../../src/daemon/disk.js';
 
 const BLOCK = BITMAP_BLOCK_BYTES;
 const SECTORS = BLOCK / SECTOR_BYTES;
 const STAMP_MAGIC = 0x5354_414d;
 
-/**
- * Planted bugs of the node driver (the daemon's side of the Action contract), test-only:
- * `data-before-al` puts DATA packets on the wire without waiting for the metadata barriers
- * (AL transactions) queued before them; `meta-skips-flush` runs no metadata barrier's data
- * flush (a9a7518 skips it only for AL transactions that add extents); `failed-meta-releases-io`
- * runs the data I/O a failed metadata barrier held back (LocalDisk's gate before seed 16490);
- * `state-behind-held-data` ignores `overtake`: the State saying the disk is gone waits behind
- * the DATA sends a failed barrier held (the order before seed 1410's fix).
- */
-export type DriverBug =
-  'data-before-al' | 'meta-skips-flush' | 'failed-meta-releases-io' | 'state-behind-held-data';
+/** Planted bugs: the engine's, and the driver's (DriverBug, src/replication/driver.ts). */
+export type { DriverBug };
 export type SimBug = PlantedBug | DriverBug;
-const DRIVER_BUGS: readonly string[] = [
-  'data-before-al',
-  'meta-skips-flush',
-  'failed-meta-releases-io',
-  'state-behind-held-data',
-] satisfies DriverBug[];
+const isDriverBug = (b: SimBug): b is DriverBug => (DRIVER_BUGS as readonly string[]).includes(b);
 
 export interface SimOptions {
   readonly seed: number;
@@ -294,24 +282,16 @@ interface ResyncSession {
   readonly moved: Set<number>;
 }
 
-/** A metadata action as the daemon's LocalDisk runs it: a barrier with its own I/O. */
-type MetaOp = (
-  | { readonly kind: 'persistMeta'; readonly meta: Metadata }
-  | {
-      readonly kind: 'alCommit';
-      readonly add: readonly number[];
-      readonly remove: readonly number[];
-    }
-  | { readonly kind: 'bitmapFlush' }
-) & {
-  readonly flushData: boolean;
-  stage: 'queued' | 'flushing' | 'writing';
+/** A metadata write under way (a crash lands any part of it). */
+interface MetaWrite {
+  readonly action: MetaAction;
   /** bitmapFlush: the in-memory bitmap when its write began (the daemon takes pages then). */
-  bits?: Bitmap;
-};
+  readonly bits: Bitmap | null;
+}
 
 class Node {
-  engine: EngineState | null = null;
+  /** The running engine's driver; null while the node is down. */
+  driver: Driver | null = null;
   incarnation = 0;
   readonly disk: SimDisk;
   meta: Metadata;
@@ -319,7 +299,6 @@ class Node {
   mbitmap: Bitmap; // the daemon's in-memory bitmap, mirroring the engine's actions
   readonly pal = new Set<number>();
   readonly wantConnect = new Set<number>();
-  readonly timers = new Map<number, number>(); // timerId -> token
   role: Role = 'Secondary';
   diskState: DiskState = 'Diskless';
   readonly views = new Map<number, PeerView>();
@@ -327,21 +306,16 @@ class Node {
   detached = false;
   floor = new Int32Array(BLOCKS);
   durable = new Int32Array(BLOCKS);
-  /** Metadata barriers, oldest first; the first one runs (LocalDisk's gate). */
-  readonly metaQ: MetaOp[] = [];
-  metaQueued = 0;
-  metaDone = 0;
-  /**
-   * Data I/O and DATA sends waiting for the barriers queued before them (`ticket`). After a
-   * failed barrier, data I/O runs `fail` instead (LocalDisk answers it EIO); DATA goes out.
-   */
-  readonly held: { ticket: number; run: () => void; fail: (() => void) | null }[] = [];
-  /** A metadata write failed: the disk (LocalDisk) takes no more I/O until re-attached. */
-  metaFailed = false;
-  /** The engine is being told of a failed barrier: what the barriers held stays held. */
-  answeringFailure = false;
+  /** This incarnation's simulated disk as the driver sees it. */
+  port: DiskPort | null = null;
+  /** The metadata write under way, if any. */
+  metaWriting: MetaWrite | null = null;
   /** crashInMeta: crash while the next metadata barrier runs, if one starts before this. */
   crashArmedUntil = 0;
+
+  get engine(): EngineState | null {
+    return this.driver?.engine ?? null;
+  }
 
   constructor(
     readonly id: number,
@@ -411,7 +385,7 @@ export class Simulation {
   private nextCmd = 1;
   private nextStamp = 1;
   private nextConn = 1;
-  private nextToken = 1;
+  private nextIo = 1;
   private packetsInFlight = 0;
   private closesPending = 0;
   readonly ops = new Map<number, ClientOp>();
@@ -506,8 +480,8 @@ export class Simulation {
       verify: this.p.verify,
       digest: fnvDigest,
       uuidSeed: this.rng.int(0x7fff_ffff),
-      ...(this.opts.plantedBug !== undefined && !DRIVER_BUGS.includes(this.opts.plantedBug)
-        ? { plantedBug: this.opts.plantedBug as PlantedBug }
+      ...(this.opts.plantedBug !== undefined && !isDriverBug(this.opts.plantedBug)
+        ? { plantedBug: this.opts.plantedBug }
         : {}),
     };
   }
@@ -535,48 +509,29 @@ export class Simulation {
       epoch: n.view().epoch + 1,
     });
     n.detached = false;
-    n.metaFailed = false;
-    n.metaQ.length = 0;
-    n.held.length = 0;
-    n.metaQueued = n.metaDone = 0;
+    n.metaWriting = null;
     const r = createEngine(this.config(n), boot);
-    n.engine = r.state;
+    n.driver = this.driverFor(n, r.state);
     this.log(
       `${n.name} START uuid=${n.meta.currentUuid.toString(16)} crashed=${n.meta.flags.crashedPrimary}`,
     );
-    this.apply(n, r.actions);
+    n.driver.start(r.actions);
     this.admin(n, { cmd: 'connect', peer: n.peerId, discardMyData: false });
   }
 
   private deliver(n: Node, ev: EngineEvent): void {
-    const e = n.engine;
-    if (e === null) return;
-    this.stats.events++;
-    if (this.opts.trace === true) this.log(`${n.name} <- ${describeEvent(ev)}`);
-    let actions: Action[];
     try {
-      actions = step(e, ev).actions;
-      checkInvariants(e);
+      n.driver?.feed(ev);
     } catch (err) {
+      if (err instanceof Violation) throw err;
       throw new Violation(`invariant/assertion on ${n.name}: ${(err as Error).message}`);
     }
-    this.apply(n, actions);
   }
 
   admin(n: Node, command: AdminCommand, then?: (ok: boolean) => void): void {
     const cmdId = this.nextCmd++;
     if (then !== undefined) this.cmdCallbacks.set(cmdId, then);
     this.deliver(n, { type: 'admin', cmdId, command });
-  }
-
-  private apply(n: Node, actions: readonly Action[]): void {
-    const inc = n.incarnation;
-    for (const a of actions) {
-      if (n.engine === null || n.incarnation !== inc) return;
-      if (this.opts.trace === true && a.type !== 'send')
-        this.log(`${n.name} -> ${describeAction(a)}`);
-      this.applyOne(n, a, inc);
-    }
   }
 
   private diskLatency(): number {
@@ -588,258 +543,156 @@ export class Simulation {
   }
 
   /**
-   * Runs `run` now, or once every metadata barrier queued so far is done (the daemon's
-   * LocalDisk.io and sendData). Held work keeps its order.
+   * The production driver on this node's simulated disk, network and virtual clock. Its
+   * answers are dropped once the node crashed (a new incarnation has a new driver).
    */
-  private afterBarriers(n: Node, run: () => void, fail: (() => void) | null = null): void {
-    if (n.metaDone >= n.metaQueued && n.held.length === 0) {
-      if (n.metaFailed && fail !== null) return this.at(0, fail);
-      return run();
-    }
-    n.held.push({ ticket: n.metaQueued, run, fail });
-  }
-
-  /** What LocalDisk answers a data I/O once a metadata write failed. */
-  private ioFailed(n: Node, ioId: number, inc: number): () => void {
-    return () => {
-      if (n.incarnation === inc)
-        this.deliver(n, { type: 'diskDone', ioId, ok: false, errno: 'EIO' });
-    };
-  }
-
-  private releaseHeld(n: Node): void {
-    if (n.answeringFailure) return;
-    while (n.held.length > 0 && n.held[0]!.ticket <= n.metaDone) {
-      const h = n.held.shift()!;
-      if (n.metaFailed && h.fail !== null) h.fail();
-      else h.run();
-    }
-  }
-
-  private queueMeta(n: Node, op: MetaOp, inc: number): void {
-    n.metaQ.push(op);
-    n.metaQueued++;
-    if (n.metaQ.length === 1) this.runMeta(n, inc);
-  }
-
-  /** The planted driver bugs that keep the order of seeds 16490 and 1410: release, then answer. */
-  private oldFailureOrder(): boolean {
-    const b = this.opts.plantedBug;
-    return b === 'failed-meta-releases-io' || b === 'state-behind-held-data';
-  }
-
-  /**
-   * Tells the engine a metadata write failed (on-io-error detach). With `hold`, nothing the
-   * barriers held moves meanwhile (the detach's own barriers fail at once and would release it).
-   */
-  private answerMetaFailure(n: Node, hold: boolean): void {
-    this.log(`${n.name} metadata write failed: detach`);
-    n.answeringFailure = hold;
-    try {
-      // `failed`: even a lone Primary goes (under pass_on no data error would detach it:
-      // seed 61002091, its disk failing every I/O stayed attached as a stuck SyncTarget).
-      this.admin(n, { cmd: 'detach', failed: true });
-    } finally {
-      n.answeringFailure = false;
-    }
-  }
-
-  /** Starts the oldest barrier: flush the data disk (if its kind needs it), then write. */
-  private runMeta(n: Node, inc: number): void {
-    const op = n.metaQ[0];
-    if (op === undefined || op.stage !== 'queued') return;
-    if (n.metaFailed) {
-      // LocalDisk's later barriers fail at once and write nothing.
-      n.metaQ.shift();
-      n.metaDone++;
-      this.releaseHeld(n);
-      return this.runMeta(n, inc);
-    }
-    if (n.crashArmedUntil > this.now) {
-      n.crashArmedUntil = 0;
-      // Somewhere inside this barrier's flush or write.
-      this.at(this.rng.next() * 3 * this.p.diskDelayMs, () => {
-        if (n.incarnation === inc && n.engine !== null && this.downCount() === 0) {
-          this.fault('crashInMeta');
-          this.crash(n);
-          this.at(100 + this.rng.int(3000), () => this.restart(n));
-        }
-      });
-    }
-    const write = (): void => {
-      op.stage = 'writing';
-      if (op.kind === 'bitmapFlush') op.bits = copyBitmap(n.mbitmap);
+  private driverFor(n: Node, state: EngineState): Driver {
+    const inc = n.incarnation;
+    const live = (): boolean => n.incarnation === inc;
+    const later = (run: () => void): void =>
       this.at(this.diskLatency(), () => {
-        if (n.incarnation !== inc) return;
-        // A failed metadata write lands in part; the daemon detaches the disk (metaIo), and
-        // LocalDisk answers the data I/O the barrier held back (and later I/O) with EIO.
-        const failed = this.diskFails(n);
-        applyMeta(n, op, failed ? this.rng : null);
-        if (failed && this.opts.plantedBug !== 'failed-meta-releases-io') n.metaFailed = true;
-        n.metaQ.shift();
-        n.metaDone++;
-        // The daemon's metaIo answers the failure (detach) before the barrier's gate opens:
-        // the engine's State (overtake) goes out before what the barrier held back.
-        const answerFirst = failed && n.engine !== null && !this.oldFailureOrder();
-        if (answerFirst) this.answerMetaFailure(n, true);
-        this.releaseHeld(n);
-        if (failed && !answerFirst && n.engine !== null) this.answerMetaFailure(n, false);
-        this.runMeta(n, inc);
+        if (live()) run();
       });
-    };
-    op.stage = 'flushing';
-    if (!op.flushData) return write();
-    const snap: FlushSnapshot = n.disk.snapshot();
-    this.at(this.diskLatency(), () => {
-      if (n.incarnation !== inc) return;
-      n.disk.flushSnapshot(snap);
-      write();
-    });
-  }
-
-  private applyOne(n: Node, a: Action, inc: number): void {
-    switch (a.type) {
-      case 'diskRead':
-        return this.afterBarriers(
-          n,
-          () =>
-            this.at(this.diskLatency(), () => {
-              if (n.incarnation !== inc) return;
-              if (this.diskFails(n))
-                return this.deliver(n, { type: 'diskDone', ioId: a.ioId, ok: false, errno: 'EIO' });
-              this.deliver(n, {
-                type: 'diskDone',
-                ioId: a.ioId,
-                ok: true,
-                data: n.disk.read(a.offsetBytes, a.lengthBytes),
-              });
-            }),
-          this.ioFailed(n, a.ioId, inc),
-        );
-      case 'diskWrite':
-      case 'diskTrim':
-      case 'diskZeroes': {
-        const data =
-          a.type === 'diskWrite' ? new Uint8Array(a.data) : new Uint8Array(a.lengthBytes);
-        const fua = a.type === 'diskTrim' ? false : a.fua;
-        return this.afterBarriers(
-          n,
-          () => {
-            n.disk.inFlight.set(a.ioId, { offsetBytes: a.offsetBytes, data });
-            this.at(this.diskLatency(), () => {
-              if (n.incarnation !== inc) return;
-              n.disk.inFlight.delete(a.ioId);
-              if (this.diskFails(n))
-                return this.deliver(n, { type: 'diskDone', ioId: a.ioId, ok: false, errno: 'EIO' });
-              n.disk.write(a.offsetBytes, data, fua);
-              this.deliver(n, { type: 'diskDone', ioId: a.ioId, ok: true });
-            });
-          },
-          this.ioFailed(n, a.ioId, inc),
-        );
-      }
-      case 'diskFlush':
-        return this.afterBarriers(
-          n,
-          () => {
-            const snap = n.disk.snapshot();
-            this.at(this.diskLatency(), () => {
-              if (n.incarnation !== inc) return;
-              if (this.diskFails(n))
-                return this.deliver(n, { type: 'diskDone', ioId: a.ioId, ok: false, errno: 'EIO' });
-              n.disk.flushSnapshot(snap);
-              this.deliver(n, { type: 'diskDone', ioId: a.ioId, ok: true });
-            });
-          },
-          this.ioFailed(n, a.ioId, inc),
-        );
-      case 'persistMeta':
-      case 'alCommit':
-      case 'bitmapFlush': {
-        const flushData = barrierFlushesData(a) && this.opts.plantedBug !== 'meta-skips-flush';
-        const op: MetaOp =
-          a.type === 'persistMeta'
-            ? { kind: a.type, meta: a.meta, flushData, stage: 'queued' }
-            : a.type === 'alCommit'
-              ? { kind: a.type, add: [...a.add], remove: [...a.remove], flushData, stage: 'queued' }
-              : { kind: a.type, flushData, stage: 'queued' };
-        return this.queueMeta(n, op, inc);
-      }
-      case 'bitmapSet':
-        for (const r of a.ranges) {
+    const disk: DiskPort = {
+      read: (offsetBytes, lengthBytes, done) =>
+        later(() =>
+          this.diskFails(n) ? done('EIO') : done(null, n.disk.read(offsetBytes, lengthBytes)),
+        ),
+      write: (offsetBytes, data, fua, done) => this.simWrite(n, offsetBytes, data, fua, done),
+      trim: (offsetBytes, lengthBytes, done) =>
+        this.simWrite(n, offsetBytes, new Uint8Array(lengthBytes), false, done),
+      zeroes: (offsetBytes, lengthBytes, fua, done) =>
+        this.simWrite(n, offsetBytes, new Uint8Array(lengthBytes), fua, done),
+      flush: (done) => {
+        const snap: FlushSnapshot = n.disk.snapshot();
+        later(() => {
+          if (this.diskFails(n)) return done('EIO');
+          n.disk.flushSnapshot(snap);
+          done(null);
+        });
+      },
+      writeMeta: (action, done) => {
+        const w: MetaWrite = {
+          action,
+          bits: action.type === 'bitmapFlush' ? copyBitmap(n.mbitmap) : null,
+        };
+        n.metaWriting = w;
+        later(() => {
+          n.metaWriting = null;
+          // A failed metadata write lands in part.
+          const failed = this.diskFails(n);
+          applyMeta(n, w, failed ? this.rng : null);
+          if (failed) this.log(`${n.name} metadata write failed`);
+          done(failed ? 'EIO' : null);
+        });
+      },
+      bitmapSet: (_peer, ranges) => {
+        for (const r of ranges) {
           n.mbitmap.set(r);
           this.noteBitsAdded(n, r.count);
         }
-        return;
-      case 'bitmapClear':
-        for (const r of a.ranges) n.mbitmap.clear(r);
-        return;
-      case 'send': {
-        const overtake = a.overtake === true && this.opts.plantedBug !== 'state-behind-held-data';
-        if (a.stream === 'control' || overtake || this.opts.plantedBug === 'data-before-al')
-          return this.send(n, a.peer, a.stream, a.packet);
-        // The connection the packet was meant for: a later one must not get it.
-        const connId = this.conn?.id ?? -1;
-        return this.afterBarriers(n, () => {
-          if (n.incarnation === inc && this.conn?.id === connId)
-            this.send(n, a.peer, a.stream, a.packet);
-        });
-      }
-      case 'connect':
-        n.wantConnect.add(a.peer);
-        this.scheduleConnect();
-        return;
-      case 'disconnect':
-        n.wantConnect.delete(a.peer);
-        this.closeConn(n);
-        return;
-      case 'complete':
-        this.onComplete(n, a);
-        return;
-      case 'setTimer': {
-        const token = this.nextToken++;
-        n.timers.set(a.timerId, token);
-        this.at(a.afterMs, () => {
-          if (n.incarnation !== inc || n.timers.get(a.timerId) !== token) return;
-          n.timers.delete(a.timerId);
-          this.deliver(n, { type: 'timer', timerId: a.timerId });
-        });
-        return;
-      }
-      case 'cancelTimer':
-        n.timers.delete(a.timerId);
-        return;
-      case 'adminResult': {
-        const cb = this.cmdCallbacks.get(a.cmdId);
-        this.cmdCallbacks.delete(a.cmdId);
-        cb?.(a.ok);
-        return;
-      }
-      case 'stateChange':
-        this.onStateChange(n, a.change);
-        return;
-      case 'note':
-        this.onNote(n, a.note);
-        return;
+      },
+      bitmapClear: (_peer, ranges) => {
+        for (const r of ranges) n.mbitmap.clear(r);
+      },
       // The simulator's disks never grow: a capacity probe reports the current size.
-      case 'probeCapacity':
-        this.at(this.diskLatency(), () => {
-          if (n.incarnation !== inc) return;
-          this.deliver(n, {
-            type: 'capacity',
-            token: a.token,
-            capacityBytes: n.disk.sizeBytes,
-            refusal: 'none',
-          });
-        });
-        return;
-      case 'growDisk':
-        this.at(this.diskLatency(), () => {
-          if (n.incarnation !== inc) return;
-          this.deliver(n, { type: 'diskGrown', token: a.token, ok: false });
-        });
-        return;
-    }
+      capacity: (done) => later(() => done(n.disk.sizeBytes, 'none')),
+      grow: (_sizeBytes, done) => later(() => done('ENOSPC')),
+    };
+    n.port = disk;
+    return new Driver(
+      state,
+      {
+        disk,
+        net: {
+          connection: () => this.conn?.id ?? -1,
+          send: (peer, stream, packet, conn) => {
+            if (conn === undefined || this.conn?.id === conn) this.send(n, peer, stream, packet);
+          },
+          connect: (peer) => {
+            n.wantConnect.add(peer);
+            this.scheduleConnect();
+          },
+          disconnect: (peer) => {
+            n.wantConnect.delete(peer);
+            this.closeConn(n);
+          },
+        },
+        clock: {
+          setTimeout: (fn, delayMs) => {
+            let live = true;
+            this.at(delayMs, () => {
+              if (live) fn();
+            });
+            return { cancel: () => (live = false) };
+          },
+          defer: (fn) => this.at(0, fn),
+        },
+        host: {
+          complete: (a) => this.onComplete(n, a),
+          adminResult: (a) => {
+            const cb = this.cmdCallbacks.get(a.cmdId);
+            this.cmdCallbacks.delete(a.cmdId);
+            cb?.(a.ok);
+          },
+          stateChange: (c) => this.onStateChange(n, c),
+          note: (note) => this.onNote(n, note),
+          diskFailed: () => {
+            this.log(`${n.name} metadata write failed: detach`);
+            // `failed`: even a lone Primary goes (under pass_on no data error would detach it:
+            // seed 61002091, its disk failing every I/O stayed attached as a stuck SyncTarget).
+            this.admin(n, { cmd: 'detach', failed: true });
+          },
+          stepped: (ev, actions) => {
+            this.stats.events++;
+            if (this.opts.trace === true) {
+              this.log(`${n.name} <- ${describeEvent(ev)}`);
+              for (const a of actions)
+                if (a.type !== 'send') this.log(`${n.name} -> ${describeAction(a)}`);
+            }
+            checkInvariants(state);
+          },
+          barrierStarted: () => this.armedCrash(n, inc),
+        },
+      },
+      this.opts.plantedBug !== undefined && isDriverBug(this.opts.plantedBug)
+        ? { plantedBug: this.opts.plantedBug }
+        : {},
+    );
+  }
+
+  /** A data write (or trim/zeroes as zeros) on the simulated disk, failing in error bursts. */
+  private simWrite(
+    n: Node,
+    offsetBytes: number,
+    payload: Uint8Array,
+    fua: boolean,
+    done: IoDone,
+  ): void {
+    const inc = n.incarnation;
+    const data = new Uint8Array(payload);
+    const key = this.nextIo++;
+    n.disk.inFlight.set(key, { offsetBytes, data });
+    this.at(this.diskLatency(), () => {
+      if (n.incarnation !== inc) return;
+      n.disk.inFlight.delete(key);
+      if (this.diskFails(n)) return done('EIO');
+      n.disk.write(offsetBytes, data, fua);
+      done(null);
+    });
+  }
+
+  /** crashInMeta: a crash somewhere inside this barrier's flush or write. */
+  private armedCrash(n: Node, inc: number): void {
+    if (n.crashArmedUntil <= this.now) return;
+    n.crashArmedUntil = 0;
+    this.at(this.rng.next() * 3 * this.p.diskDelayMs, () => {
+      if (n.incarnation === inc && n.engine !== null && this.downCount() === 0) {
+        this.fault('crashInMeta');
+        this.crash(n);
+        this.at(100 + this.rng.int(3000), () => this.restart(n));
+      }
+    });
   }
 
   private onStateChange(n: Node, c: Extract<Action, { type: 'stateChange' }>['change']): void {
@@ -1374,16 +1227,14 @@ export class Simulation {
   private crash(n: Node, failover = true): void {
     // A metadata write under way lands in part; barriers not started and the I/O and DATA
     // packets they held back never happen.
-    const running = n.metaQ[0];
-    if (running?.stage === 'writing') applyMeta(n, running, this.rng);
-    n.metaQ.length = 0;
-    n.held.length = 0;
+    if (n.metaWriting !== null) applyMeta(n, n.metaWriting, this.rng);
+    n.metaWriting = null;
+    n.driver?.stop();
+    n.driver = null;
     n.crashArmedUntil = 0;
     const r = n.disk.crash(this.rng);
     this.log(`${n.name} CRASH lost=${r.lostBlocks} torn=${r.tornWrites}`);
-    n.engine = null;
     n.incarnation++;
-    n.timers.clear();
     n.wantConnect.clear();
     n.role = 'Secondary';
     n.floor = new Int32Array(n.durable);
@@ -1423,8 +1274,8 @@ export class Simulation {
   private reattach(n: Node): void {
     if (n.engine === null || !n.detached || n.diskState !== 'Diskless') return;
     n.errorUntil = 0;
-    n.metaFailed = false;
-    // A fresh LocalDisk: the in-memory bitmap is what the disk holds.
+    // A fresh LocalDisk: the in-memory bitmap is what the disk holds; the failure is forgotten.
+    if (n.port !== null) n.driver?.attachDisk(n.port);
     const boot = n.boot(AL_EXTENT_BLOCKS);
     n.mbitmap = copyBitmap(n.pbitmap);
     this.admin(n, { cmd: 'attach', boot }, (ok) => {
@@ -1642,9 +1493,10 @@ function copyBitmap(b: Bitmap): Bitmap {
  * the write any part of it (bitmap pages and AL transactions land in any order; a torn
  * superblock is caught by its checksum, so it is all or nothing).
  */
-function applyMeta(n: Node, op: MetaOp, rng: SeededRandom | null): void {
+function applyMeta(n: Node, w: MetaWrite, rng: SeededRandom | null): void {
   const take = (): boolean => rng === null || rng.int(2) === 0;
-  switch (op.kind) {
+  const op = w.action;
+  switch (op.type) {
     case 'persistMeta':
       if (take()) n.meta = op.meta;
       return;
@@ -1653,7 +1505,7 @@ function applyMeta(n: Node, op: MetaOp, rng: SeededRandom | null): void {
       for (const e of op.add) if (take()) n.pal.add(e);
       return;
     case 'bitmapFlush': {
-      const bits = op.bits!;
+      const bits = w.bits!;
       for (let b = 0; b < BLOCKS; b++) {
         const want = bits.test(b);
         if (want !== n.pbitmap.test(b) && take()) {

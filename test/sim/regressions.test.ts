@@ -1,6 +1,9 @@
 // Seeds that once found a defect, replayed with the workload they were found with
-// (`overlap: false`: recorded before overlapping writes existed). The scenario and unit tests
-// that fail without each fix: test/daemon/local-disk.test.ts (16490),
+// (`overlap: false`: recorded before overlapping writes existed). Since the simulator runs the
+// daemon's own driver (src/replication/driver.ts) the event order of every seed changed, so a
+// seed now replays a different history than the one that found its bug; what pins each fix is
+// the scenario or unit test that fails without it: test/replication/driver.test.ts (16490,
+// the failed barrier's order of 1410),
 // test/replication/outdated-source.test.ts (13351, 744), test/replication/disk-lost-order.test.ts
 // (1410).
 import { test } from 'node:test';
@@ -11,7 +14,7 @@ import { runSeed } from './cluster.js';
 // the seed streams now draws pass_on, and three of these would.
 
 // 16490 replays clean even with the old gate planted back (OutOfSync marking covers it since):
-// what pins its fix is test/daemon/local-disk.test.ts; this keeps the seed's scenario running.
+// what pins its fix is test/replication/driver.test.ts; this keeps the seed's scenario running.
 test('seed 16490 replays clean (a failed metadata barrier with data I/O held behind it)', () => {
   const r = runSeed({ seed: 16490, overlap: false, onIoError: 'detach' });
   assert.ok(r.ok, r.violation ?? '');
@@ -29,11 +32,20 @@ test('seed 13351: an Outdated disk with the newer generation serves the resync i
 });
 
 test('seed 1410: the State of a lost disk overtakes the Data a failed AL transaction held', () => {
+  // Found with the old order (the State waited behind the held Data: the peer wrote the block
+  // unmarked and crashed before the OutOfSync mark was durable). The order is pinned by
+  // test/replication/driver.test.ts and test/replication/disk-lost-order.test.ts.
   const r = runSeed({ seed: 1410 });
   assert.ok(r.ok, r.violation ?? '');
-  // With the old order planted back (the State waits behind the held Data), the peer writes
-  // the block unmarked and crashes before the OutOfSync mark is durable.
-  const old = runSeed({ seed: 1410, plantedBug: 'state-behind-held-data' });
+});
+
+test('seed 1680: the old order of a failed barrier (State behind the held Data) is caught', () => {
+  // On the shared driver seed 1410 no longer reaches that order. Seed 1001 did (found by
+  // running seeds 1.. with the bug planted) until a Diskless Primary refused a peer of another
+  // generation (DRBD's ed_uuid rule) and that path changed; seed 1680 reaches it now: clean as
+  // it is, an unmarked difference without the overtaking State.
+  assert.ok(runSeed({ seed: 1680 }).ok);
+  const old = runSeed({ seed: 1680, plantedBug: 'state-behind-held-data' });
   assert.match(old.violation ?? '', /unmarked difference/);
 });
 
@@ -114,5 +126,12 @@ test('seed 62000049: under pass_on a failed online-verify read counts as a diffe
 test('seed 70000448: under pass_on a failed resync write stays marked and is asked for again', () => {
   // The failed resync request never retired and the resync never finished (liveness).
   const r = runSeed({ seed: 70000448, onIoError: 'pass_on' });
+  assert.ok(r.ok, r.violation ?? '');
+});
+
+test('seed 385: under pass_on a resync request whose checksum read fails asks for the data', () => {
+  // With csums-alg the SyncTarget reads its block for a digest first; that read failed and the
+  // request was never sent (liveness; found after merging the shared driver).
+  const r = runSeed({ seed: 385 });
   assert.ok(r.ok, r.violation ?? '');
 });

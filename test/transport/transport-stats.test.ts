@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { describeTransport, formatStatus, matchPaths } from '../../src/daemon/status.js';
 import type { PeerStatus, ResourceStatus } from '../../src/daemon/status.js';
+import { WriteStages } from '../../src/replication/write-stages.js';
 import { channelTransportStats } from '../../src/transport/channel-base.js';
 import { MemoryNetwork } from '../../src/transport/memory/index.js';
 import type {
@@ -237,6 +238,7 @@ test('status shows the transport, the provider and the zero-copy counters per pe
     sizeBytes: 1 << 20,
     device: 'nbd://127.0.0.1:1/r0',
     writable: true,
+    writeStages: new WriteStages(() => 0).status(),
     peers: [peer],
   };
   const text = formatStatus([res]).split('\n');

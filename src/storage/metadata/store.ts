@@ -246,7 +246,15 @@ export class MetadataStore {
       sb.alStripes,
       sb.alStripeSize4k,
     );
-    const replay = replayed.ok ? replayed.value : undefined;
+    // An extent past the data (a stray or corrupt transaction) covers nothing: drop it here, so
+    // the engine is never told of blocks the device does not have.
+    const extentsInData = Math.ceil(layout.dataBytes / 2 ** AL_EXTENT_SHIFT);
+    const replay = replayed.ok
+      ? {
+          ...replayed.value,
+          hotExtents: replayed.value.hotExtents.filter((e) => e < extentsInData),
+        }
+      : undefined;
     let alExtents = opts.alExtents ?? sb.alExtents;
     if (
       opts.alExtents === undefined &&
