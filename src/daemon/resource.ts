@@ -779,7 +779,12 @@ export class Resource implements ResourceRuntime {
     // A metadata write that failed leaves the on-disk state unknown: stop using this disk.
     diskFailed: (errno) => {
       this.svc.log.error({ errno }, 'metadata write failed; detaching');
-      this.feed({ type: 'admin', cmdId: this.nextId++, command: { cmd: 'detach' } });
+      // `failed`: a lone Primary goes Diskless too (under pass_on no data error would detach it).
+      this.feed({
+        type: 'admin',
+        cmdId: this.nextId++,
+        command: { cmd: 'detach', failed: true },
+      });
     },
   };
 

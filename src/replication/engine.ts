@@ -50,6 +50,8 @@ type Io =
   | { kind: 'clientWrite'; seq: number }
   | { kind: 'clientRead'; reqId: number; offsetBytes: number; lengthBytes: number }
   | { kind: 'clientFlush'; reqId: number }
+  /** A flush queued behind the barriers that persist a locally stale mark (pass_on). */
+  | { kind: 'staleMark'; seq: number }
   | {
       kind: 'peerWrite';
       peer: number;
@@ -94,6 +96,13 @@ interface FlushReq {
   localPending: boolean;
   /** peer -> epoch whose BarrierAck we wait for */
   readonly barriers: Map<number, number>;
+  /**
+   * Good copies that flushed: the local UpToDate disk, peers that acknowledged the barrier.
+   * None (a Diskless Primary whose peer went away first) fails the flush, as DRBD completes a
+   * request no disk served with EIO (seed 31404443: an "ok" flush vouched for a write the only
+   * disk lost in its crash).
+   */
+  copies: number;
 }
 
 interface RsInFlight {
@@ -276,6 +285,13 @@ export interface EngineState {
   wasUpToDate: boolean;
   crashedPrimary: boolean;
   readonly bitmaps: Map<number, Bitmap>;
+  /**
+   * on-io-error pass_on: blocks whose local write failed while a peer took it. This disk holds
+   * an older version of them; reads go to an UpToDate peer until a resync repairs them. Only
+   * kept for a disk that was UpToDate when it started (the rest of it is good); on disk it is
+   * DRBD's representation (the blocks marked in every peer's bitmap, the disk Inconsistent).
+   */
+  localStale: Bitmap;
   /** Hot extents, least recently used first (a Set keeps insertion order; a touch re-adds). */
   readonly al: Set<number>;
   readonly alWrites: Map<number, number>; // extent -> writes holding it hot
@@ -347,6 +363,7 @@ export function createEngine(cfg: EngineConfig, boot: BootState | null): StepRes
     wasUpToDate: false,
     crashedPrimary: false,
     bitmaps: new Map(),
+    localStale: new Bitmap(blocks),
     al: new Set(),
     alWrites: new Map(),
     alHolds: new Map(),
@@ -442,6 +459,7 @@ function loadBoot(s: EngineState, boot: BootState): void {
     s.bitmapUuids.set(id, m.bitmapUuids[id] ?? 0n);
   }
   s.al.clear();
+  s.localStale.clearAll(); // on disk it is the bitmaps and an Inconsistent disk
   for (const e of boot.alExtents) if (e >= 0 && e * s.alExtentBlocks < s.blocks) s.al.add(e);
   setDisk(s, !s.consistent ? 'Inconsistent' : s.wasUpToDate ? 'UpToDate' : 'Outdated');
   if (s.crashedPrimary) {
@@ -648,7 +666,8 @@ function newCurrentUuid(s: EngineState): void {
   pushHistory(s, old);
   s.current = withRoleBit(s, randomUuid(s));
   for (const p of s.peers.values()) {
-    if (inSyncWith(p))
+    // A Diskless peer exposes our data: it follows our generation (see onHandshake).
+    if (inSyncWith(p) || (isConnectedSettled(p) && p.disk === 'Diskless'))
       send(s, p, 'data', { kind: 'NewCurrentUuid', uuid: s.current, clearBitmap: false });
   }
   persist(s);
@@ -813,9 +832,15 @@ function startRequest(s: EngineState, req: ClientRequest): void {
   }
 }
 
-function startRead(s: EngineState, reqId: number, offsetBytes: number, lengthBytes: number): void {
+function startRead(
+  s: EngineState,
+  reqId: number,
+  offsetBytes: number,
+  lengthBytes: number,
+  localFailed = false,
+): void {
   const r = blockRangeOf(offsetBytes, lengthBytes);
-  if (canReadLocally(s, r)) {
+  if (!localFailed && canReadLocally(s, r)) {
     emit(s, {
       type: 'diskRead',
       ioId: io(s, { kind: 'clientRead', reqId, offsetBytes, lengthBytes }),
@@ -838,6 +863,14 @@ function startRead(s: EngineState, reqId: number, offsetBytes: number, lengthByt
 function canReadLocally(s: EngineState, r: BlockRange): boolean {
   if (s.disk === 'UpToDate') return true;
   if (s.disk !== 'Inconsistent') return false;
+  if (s.localStale.weight > 0 && ![...s.peers.values()].some((p) => p.repl === 'SyncTarget')) {
+    // pass_on left this (once UpToDate) disk stale in places: a block no bitmap marks is good
+    // here (DRBD's rule for reading an Inconsistent disk); a marked one comes from a peer.
+    for (const b of s.bitmaps.values())
+      for (let i = r.start; i < r.start + r.count; i++) if (b.test(i)) return false;
+    for (let i = r.start; i < r.start + r.count; i++) if (s.localStale.test(i)) return false;
+    return true;
+  }
   // A SyncTarget serves blocks it already holds in sync; others come from the source.
   for (const p of s.peers.values()) {
     if (p.repl !== 'SyncTarget') continue;
@@ -850,7 +883,7 @@ function canReadLocally(s: EngineState, r: BlockRange): boolean {
 }
 
 function startFlush(s: EngineState, reqId: number): void {
-  const f: FlushReq = { reqId, localPending: false, barriers: new Map() };
+  const f: FlushReq = { reqId, localPending: false, barriers: new Map(), copies: 0 };
   if (hasDisk(s)) {
     f.localPending = true;
     emit(s, { type: 'diskFlush', ioId: io(s, { kind: 'clientFlush', reqId }) });
@@ -883,7 +916,8 @@ function closeEpochNow(s: EngineState, p: Peer, flush = false): number {
 function maybeCompleteFlush(s: EngineState, f: FlushReq): void {
   if (f.localPending || f.barriers.size > 0 || s.fence.frozen) return;
   s.flushes.delete(f.reqId);
-  emit(s, { type: 'complete', reqId: f.reqId, ok: true });
+  if (f.copies > 0) emit(s, { type: 'complete', reqId: f.reqId, ok: true });
+  else emit(s, { type: 'complete', reqId: f.reqId, ok: false, errno: 'EIO' });
 }
 
 function replicatesTo(s: EngineState, p: Peer): boolean {
@@ -1216,10 +1250,14 @@ function onDiskDone(s: EngineState, ev: Extract<EngineEvent, { type: 'diskDone' 
     case 'clientRead':
       emit(s, { type: 'complete', reqId: what.reqId, ok: true, data });
       return;
+    case 'staleMark':
+      staleMarked(s, what.seq);
+      return;
     case 'clientFlush': {
       const f = s.flushes.get(what.reqId);
       if (f === undefined) return;
       f.localPending = false;
+      if (s.disk === 'UpToDate') f.copies++;
       maybeCompleteFlush(s, f);
       return;
     }
@@ -1293,18 +1331,41 @@ function onIoError(s: EngineState, what: Io): void {
         w.localFailed = true;
         lockWrite(s, w.range, -1);
         // Peers now hold data this disk does not: the disk is no longer a full copy.
+        if (s.cfg.onIoError === 'pass_on' && s.cfg.plantedBug !== 'pass-on-unmarked') {
+          // The write completes through the peers only once the mark is durable: acknowledged
+          // first, a crash could bring this disk back UpToDate with the old block, and as
+          // SyncSource of its activity log it would send that block to the peers.
+          markLocallyStale(s, [w.range]);
+          w.localPending = true;
+          emit(s, { type: 'diskFlush', ioId: io(s, { kind: 'staleMark', seq: w.seq }) });
+        }
       }
       break;
     }
+    case 'staleMark':
+      staleMarked(s, what.seq);
+      break;
     case 'clientRead':
       break;
     case 'peerWrite':
       lockWrite(s, what.range, -1);
+      if (s.cfg.onIoError === 'pass_on' && s.cfg.plantedBug !== 'pass-on-unmarked')
+        markLocallyStale(s, [what.range]);
       peerWriteDone(s, what, false);
       break;
-    case 'rsWrite':
+    case 'rsWrite': {
       lockRs(s, what.range, -1);
+      // pass_on keeps the disk and the resync: the failed blocks stay marked (`partial`: not
+      // cleared when the request retires) and the resync asks for them again on its next pass
+      // (simulator seed 70000448: the request never retired and the resync never finished).
+      const p = s.peers.get(what.peer);
+      const f = p?.rs?.inflight.get(what.id);
+      if (s.cfg.onIoError !== 'pass_on' || p === undefined || p.inc !== what.inc || f === undefined)
+        break;
+      for (let b = what.range.start; b < what.range.start + what.range.count; b++) f.partial.add(b);
+      if (--f.writesPending <= 0) finishRsRequest(s, p, what.id);
       break;
+    }
     case 'peerRead': {
       const p = s.peers.get(what.peer);
       if (p !== undefined && p.inc === what.inc)
@@ -1333,7 +1394,32 @@ function onIoError(s: EngineState, what: Io): void {
       break;
     }
     case 'clientFlush':
-    case 'rsCsumRead':
+      // pass_on: writes still in this disk's cache may not survive a power loss. The activity
+      // log covers every write no successful flush has made stable (an extent leaves it only
+      // after a barrier's data flush), so its extents are what may go stale.
+      if (s.cfg.onIoError === 'pass_on' && s.cfg.plantedBug !== 'pass-on-unmarked')
+        markLocallyStale(
+          s,
+          [...s.al].map((e) => extentRange(s, e)),
+        );
+      break;
+    case 'rsCsumRead': {
+      // pass_on keeps the resync: without a checksum of the local block the request asks for
+      // the data itself (an empty digest), instead of never being sent (simulator seed 385).
+      const p = s.peers.get(what.peer);
+      const f = p?.rs?.inflight.get(what.id);
+      if (s.cfg.onIoError !== 'pass_on' || p === undefined || p.inc !== what.inc || f === undefined)
+        break;
+      f.sent = true;
+      send(s, p, 'data', {
+        kind: 'RsRequest',
+        id: what.id,
+        start: f.start,
+        count: f.count,
+        digest: new Uint8Array(0),
+      });
+      break;
+    }
     case 'ovLocalRead':
     case 'ovPeerRead':
       break;
@@ -1341,10 +1427,28 @@ function onIoError(s: EngineState, what: Io): void {
   if (s.cfg.onIoError === 'detach') detach(s);
   if (what.kind === 'epochFlush') {
     const p = s.peers.get(what.peer);
-    if (p !== undefined && p.inc === what.inc) maybeFinishRxEpoch(s, p);
+    if (p !== undefined && p.inc === what.inc) {
+      maybeFinishRxEpoch(s, p);
+      // pass_on keeps the disk, but those epochs can never be acknowledged: the peer would
+      // wait for their BarrierAcks (and a FLUSH with them) forever. Drop the connection, as
+      // for a protocol error: the peer marks what it had not seen acknowledged (its transfer
+      // log) and the reconnect resyncs it (simulator seed 61001300).
+      if (s.cfg.onIoError === 'pass_on' && p.conn === 'Connected') {
+        p.wantConnect = true;
+        emit(s, { type: 'disconnect', peer: p.id });
+        onClosed(s, p.id, true);
+      }
+    }
   }
-  // Requests whose local part failed complete now, through the peers if they can.
-  if (what.kind === 'clientRead') startRead(s, what.reqId, what.offsetBytes, what.lengthBytes);
+  // pass_on keeps the disk: an online-verify read that failed counts as a difference (an empty
+  // digest never matches), so the verify goes on and a resync covers the range (simulator seed
+  // 62000049: VerifyS waited for the failed read forever).
+  if ((what.kind === 'ovLocalRead' || what.kind === 'ovPeerRead') && hasDisk(s))
+    ovReadDone(s, what, new Uint8Array(0));
+  // Requests whose local part failed complete now, through the peers if they can (DRBD's read
+  // retry on the peer; under pass_on the disk is still here and may fail the same read again).
+  if (what.kind === 'clientRead')
+    startRead(s, what.reqId, what.offsetBytes, what.lengthBytes, true);
   if (what.kind === 'clientFlush') {
     const f = s.flushes.get(what.reqId);
     if (f !== undefined) {
@@ -1356,6 +1460,37 @@ function onIoError(s: EngineState, what: Io): void {
     const w = s.writes.get(what.seq);
     if (w !== undefined) maybeCompleteWrite(s, w);
   }
+}
+
+/**
+ * on-io-error pass_on: `r` failed on this disk but the data lives on (a peer took the write).
+ * As DRBD: the blocks are out of sync with every peer and the disk goes Inconsistent (both
+ * persisted: that is what a restart, or DRBD itself, finds); in memory `localStale` keeps which
+ * blocks are stale, so the rest of a disk that was UpToDate still serves reads. A resync as
+ * SyncTarget (the handshake makes an Inconsistent disk the target) repairs them.
+ */
+function markLocallyStale(s: EngineState, ranges: readonly BlockRange[]): void {
+  if (!hasDisk(s) || ranges.length === 0) return;
+  const syncTarget = [...s.peers.values()].some((p) => p.repl === 'SyncTarget');
+  for (const r of ranges) {
+    for (const id of s.bitmaps.keys()) markOutOfSync(s, id, r);
+    if (s.disk === 'UpToDate' || (s.localStale.weight > 0 && syncTarget)) s.localStale.set(r);
+  }
+  if (s.disk === 'UpToDate') {
+    s.consistent = false;
+    setDisk(s, 'Inconsistent');
+    broadcastState(s);
+  }
+  emit(s, { type: 'bitmapFlush' });
+  persist(s);
+}
+
+/** The barriers persisting a stale mark are done: the write completes through the peers. */
+function staleMarked(s: EngineState, seq: number): void {
+  const w = s.writes.get(seq);
+  if (w === undefined) return;
+  w.localPending = false;
+  maybeCompleteWrite(s, w);
 }
 
 /** on-io-error detach / admin detach: go Diskless and keep serving through the peers. */
@@ -1446,6 +1581,7 @@ function detach(s: EngineState): void {
         break;
       }
       case 'clientWrite':
+      case 'staleMark': // the write completes below (the peers mark it: OutOfSync above)
       case 'rsCsumRead':
       case 'rsWrite':
       case 'ovLocalRead':
@@ -1543,6 +1679,7 @@ function onAdmin(s: EngineState, cmdId: number, c: AdminCommand): void {
     case 'detach':
       if (!hasDisk(s)) return refuseAdmin(s, cmdId, { code: 'no-disk' });
       if (
+        c.failed !== true &&
         s.role === 'Primary' &&
         ![...s.peers.values()].some((p) => isConnectedSettled(p) && p.disk === 'UpToDate')
       )
@@ -1909,6 +2046,26 @@ function onHandshake(s: EngineState, p: Peer, h: HandshakePacket): void {
     });
     return goStandAlone(s, p);
   }
+  if (diskless && !hasDisk(s) && h.disk !== 'Diskless' && h.disk !== 'Failed') {
+    // A Diskless node exposes the peer's data generation (DRBD's ed_uuid). A Diskless Primary
+    // may only connect to data of the generation it exposed: a peer on another one lacks writes
+    // this Primary acknowledged (they went to a disk it has lost since, or to a peer whose new
+    // generation a crash undid), and serving from it would take data back in time
+    // (DRBD's "Can only connect to data with current UUID"; seed 31418678).
+    if (s.role === 'Primary' && (s.current & ~1n) !== (h.currentUuid & ~1n)) {
+      emit(s, {
+        type: 'note',
+        note: {
+          kind: 'handshake',
+          peer: p.id,
+          rule: 'diskless-stale-data',
+          decision: 'disconnect',
+        },
+      });
+      return goStandAlone(s, p);
+    }
+    s.current = withRoleBit(s, h.currentUuid);
+  }
   if (diskless) {
     emit(s, {
       type: 'note',
@@ -2224,6 +2381,13 @@ function onPacket(s: EngineState, peerId: number, pk: Packet): void {
       if (!pk.senderIsSource && s.disk !== 'UpToDate') return goStandAlone(s, p);
       return beginSync(s, p, pk.senderIsSource ? 'target' : 'source', pk.full);
     case 'State':
+      // A disk comes back only through attach, which re-handshakes: a State still claiming a
+      // disk after the peer said its disk was gone is one the detach's State overtook (it was
+      // held behind the metadata barrier whose failure caused the detach), and is stale
+      // (simulator seed 61001464: the peer would count a Diskless node as an UpToDate copy).
+      // ('Failed' is also our own guess after a NegAck: a pass_on peer keeps its disk and
+      // says Inconsistent next, so only a Diskless peer is held to this.)
+      if (p.disk === 'Diskless' && pk.disk !== 'Diskless' && pk.disk !== 'Failed') return;
       setPeerRole(s, p, pk.role);
       setPeerDisk(s, p, pk.disk);
       if ((pk.disk === 'Diskless' || pk.disk === 'Failed') && p.repl !== 'Off') {
@@ -2243,7 +2407,11 @@ function onPacket(s: EngineState, peerId: number, pk: Packet): void {
       }
       return;
     case 'NewCurrentUuid':
-      if (!hasDisk(s)) return;
+      // Diskless: the generation this node exposes is the peer's (DRBD's ed_uuid).
+      if (!hasDisk(s)) {
+        s.current = withRoleBit(s, pk.uuid);
+        return;
+      }
       if (pk.clearBitmap) {
         bm(s, p.id).clearAll();
         emit(s, { type: 'bitmapClear', peer: p.id, ranges: [{ start: 0, count: s.blocks }] });
@@ -2633,6 +2801,7 @@ function onBarrierAck(s: EngineState, p: Peer, epoch: number, setSize: number): 
     const e = f.barriers.get(p.id);
     if (e !== undefined && e <= epoch) {
       f.barriers.delete(p.id);
+      f.copies++;
       maybeCompleteFlush(s, f);
     }
   }
@@ -2945,6 +3114,7 @@ function onResyncDoneAck(s: EngineState, p: Peer, uuid: bigint): void {
   s.consistent = true;
   s.wasUpToDate = true;
   s.crashedPrimary = s.role === 'Primary';
+  s.localStale.clearAll(); // its blocks were marked: the resync brought them
   setDisk(s, 'UpToDate');
   emit(s, { type: 'bitmapFlush' });
   persist(s);
@@ -3188,6 +3358,7 @@ function applyGrowth(s: EngineState, sizeBytes: number): BlockRange {
   s.cfg = { ...s.cfg, sizeBytes };
   s.blocks = sizeBytes / BLOCK;
   for (const [id, b] of s.bitmaps) s.bitmaps.set(id, b.grown(s.blocks));
+  s.localStale = s.localStale.grown(s.blocks);
   emit(s, { type: 'note', note: { kind: 'resized', fromBytes: from, sizeBytes } });
   return { start: oldBlocks, count: s.blocks - oldBlocks };
 }
@@ -3344,7 +3515,8 @@ function ovCompare(s: EngineState, p: Peer, id: number): void {
   const q = ov?.inflight.get(id);
   if (ov === null || q === undefined || q.local === null || q.remote === null) return;
   ov.inflight.delete(id);
-  const dl = q.count > 0 ? q.local.length / q.count : 0;
+  // A failed read gives an empty digest (pass_on): every block of it then differs.
+  const dl = q.count > 0 ? Math.max(q.local.length, q.remote.length) / q.count : 0;
   for (let i = 0; i < q.count; i++) {
     const a = q.local.subarray(i * dl, (i + 1) * dl);
     const b = q.remote.subarray(i * dl, (i + 1) * dl);
@@ -3368,7 +3540,9 @@ export function checkInvariants(s: EngineState): void {
     );
     const catchingUp =
       (s.disk === 'Inconsistent' && syncTarget) ||
-      ((s.disk === 'Outdated' || s.disk === 'Inconsistent') && s.attachedAsPrimary);
+      ((s.disk === 'Outdated' || s.disk === 'Inconsistent') && s.attachedAsPrimary) ||
+      // pass_on: a failed local write left it stale in places until a resync repairs them.
+      (s.disk === 'Inconsistent' && s.localStale.weight > 0);
     assert(
       s.disk === 'UpToDate' || s.disk === 'Diskless' || catchingUp,
       `Primary with a ${s.disk} disk`,

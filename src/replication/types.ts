@@ -41,7 +41,8 @@ export type PlantedBug =
   | 'resync-overwrites-newer'
   | 'early-ack'
   | 'barrier-ack-before-flush'
-  | 'overlap-unordered';
+  | 'overlap-unordered'
+  | 'pass-on-unmarked';
 
 export interface ResyncRateOptions {
   /** Fixed resync rate used when cPlanAheadTenths is 0. @default 250 KiB/s (DRBD) */
@@ -172,7 +173,12 @@ export type AdminCommand =
   | { readonly cmd: 'invalidate'; readonly peer: number }
   | { readonly cmd: 'invalidate-remote'; readonly peer: number }
   | { readonly cmd: 'verify'; readonly peer: number }
-  | { readonly cmd: 'detach' }
+  /**
+   * `failed`: the disk failed (a metadata write did; the driver's on-io-error), so it goes
+   * whatever the role, as DRBD detaches on a metadata I/O error even under pass_on. Without it
+   * (the operator's `detach`) a Primary keeps its only good disk.
+   */
+  | { readonly cmd: 'detach'; readonly failed?: boolean }
   | { readonly cmd: 'attach'; readonly boot: BootState }
   /**
    * Grow the device (drbdadm resize): to `sizeBytes`, or to the smallest capacity of this node

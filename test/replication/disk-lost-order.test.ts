@@ -73,6 +73,17 @@ function reattachAndCheck(p: Pair): void {
     p.connect();
     p.settle();
   }
+  if (p.a.engine.peers.get(2)?.conn === 'StandAlone') {
+    // bravo's new generation (made when alpha's disk went) never reached Diskless alpha, or
+    // bravo lost it: as DRBD, a Diskless Primary connects only to the generation it exposes.
+    // The operator demotes it; as a Secondary it connects and attaches.
+    assert.ok(p.a.notes.some((n) => n.kind === 'handshake' && n.rule === 'diskless-stale-data'));
+    p.cut();
+    assert.equal(p.adminCmd(p.a, { cmd: 'secondary' }).ok, true);
+    p.adminCmd(p.a, { cmd: 'connect', peer: 2, discardMyData: false });
+    p.connect();
+    p.settle();
+  }
   assert.equal(p.adminCmd(p.a, { cmd: 'attach', boot: p.boot(p.a) }).ok, true);
   p.settle();
   assert.equal(p.a.engine.disk, 'UpToDate');
@@ -132,6 +143,29 @@ test('the old order (Data before State) leaves the block unmarked: why State ove
   while (p.completeIo(p.b));
   assert.equal(p.oos(p.b), 0, 'a Data from a Primary with a disk is not marked');
   assert.equal(blockOf(p.b, COLD_BLOCK), 0x77);
+});
+
+test('a State overtaken by the detach (held behind the failed barrier) is ignored when it lands', () => {
+  // Simulator seed 61001464: bravo's "UpToDate" (sent as its resync finished) waited behind a
+  // metadata barrier; the barrier failed, the detach's State (Diskless) overtook it, and the
+  // stale one arrived last: alpha counted a Diskless node as an UpToDate copy.
+  const p = Pair.initialized({ protocol: 'C' });
+  assert.equal(p.adminCmd(p.b, { cmd: 'detach' }).ok, true);
+  p.settle();
+  assert.equal(p.peerOf(p.a).disk, 'Diskless');
+  p.step(p.a, {
+    type: 'packet',
+    peer: 2,
+    packet: onWire({ kind: 'State', role: 'Secondary', disk: 'UpToDate' }),
+  });
+  assert.equal(p.peerOf(p.a).disk, 'Diskless', 'a disk comes back only through attach');
+  p.write(p.a, 3, 0x33);
+  p.settle();
+  assert.ok(p.oos(p.a) >= 1, 'writes are still marked for the Diskless peer');
+  assert.equal(p.adminCmd(p.b, { cmd: 'attach', boot: p.boot(p.b) }).ok, true);
+  p.settle();
+  assert.equal(p.peerOf(p.a).disk, 'UpToDate');
+  assert.ok(p.identical());
 });
 
 /** The packets waiting on a link, decoded, without delivering them. */

@@ -686,6 +686,16 @@ test('equal generations: an Outdated disk (detached, still flagged crashed-prima
   p.adminCmd(p.b, { cmd: 'connect', peer: 1, discardMyData: false });
   p.connect();
   p.settle();
+  // Diskless alpha exposed bravo's new generation, which bravo lost: as DRBD ("Can only connect
+  // to data with current UUID"), a Diskless Primary refuses data of another generation; the
+  // operator demotes it, and it connects and attaches as a Secondary.
+  assert.ok(p.a.notes.some((n) => n.kind === 'handshake' && n.rule === 'diskless-stale-data'));
+  assert.equal(p.a.engine.peers.get(2)?.conn, 'StandAlone');
+  p.cut(); // the refusing side closed the connection
+  assert.equal(p.adminCmd(p.a, { cmd: 'secondary' }).ok, true);
+  p.adminCmd(p.a, { cmd: 'connect', peer: 2, discardMyData: false });
+  p.connect();
+  p.settle();
   assert.equal(p.adminCmd(p.a, { cmd: 'attach', boot: p.boot(p.a) }).ok, true);
   p.settle();
   assert.equal(p.a.engine.disk, 'UpToDate');

@@ -31,6 +31,9 @@ const cases: [SimBug, RegExp][] = [
   // The Primary issues a write overlapping one still in flight: its disk and the peer's may
   // apply the two in different orders (the replicas diverge, or an acked write is undone).
   ['overlap-unordered', /unmarked difference|convergence|lost write/],
+  // on-io-error pass_on without marking a block whose local write failed: the old block is
+  // what this disk keeps (a completed FLUSH or FUA vouches for it; a read returns it).
+  ['pass-on-unmarked', /lost write/],
 ];
 
 for (const [bug, kind] of cases) {

@@ -1,6 +1,7 @@
 // Simulator command line: `npm run sim -- --seeds N [--seed-start S] [--bug NAME]` runs seeds
 // S..S+N-1 and stops at the first violation (exit 1); `--seed S --trace` replays one seed and
 // prints its full event trace (identical on every replay). `--no-overlap`: no overlapping writes.
+// `--on-io-error detach|pass_on`: both nodes use it (default: drawn from the seed).
 import { runSeed, type SimStats } from './cluster.js';
 import type { SimBug } from './cluster.js';
 
@@ -24,6 +25,13 @@ const bug = arg('--bug') as SimBug | undefined;
 const trace = process.argv.includes('--trace');
 // Seeds recorded before overlapping writes existed replay with --no-overlap.
 const noOverlap = process.argv.includes('--no-overlap') ? { overlap: false } : {};
+const ioErr = arg('--on-io-error');
+if (ioErr !== undefined && ioErr !== 'detach' && ioErr !== 'pass_on') {
+  console.error(`sim: --on-io-error needs detach or pass_on, got ${JSON.stringify(ioErr)}`);
+  process.exit(2);
+}
+const onIoError: { onIoError?: 'detach' | 'pass_on' } =
+  ioErr === 'detach' || ioErr === 'pass_on' ? { onIoError: ioErr } : {};
 const one = arg('--seed');
 const totals: SimStats = {
   simulatedMs: 0,
@@ -56,6 +64,7 @@ if (one !== undefined) {
     seed,
     trace,
     ...noOverlap,
+    ...onIoError,
     ...(bug !== undefined ? { plantedBug: bug } : {}),
   });
   if (trace) for (const l of r.trace) console.log(l);
@@ -67,13 +76,18 @@ if (one !== undefined) {
 const count = num('--seeds', 100);
 const from = num('--seed-start', 1);
 for (let seed = from; seed < from + count; seed++) {
-  const r = runSeed({ seed, ...noOverlap, ...(bug !== undefined ? { plantedBug: bug } : {}) });
+  const r = runSeed({
+    seed,
+    ...noOverlap,
+    ...onIoError,
+    ...(bug !== undefined ? { plantedBug: bug } : {}),
+  });
   add(r.stats);
   if (!r.ok) {
     console.log(`seed ${seed}: VIOLATION ${r.violation}`);
     console.log(`params: ${r.params}`);
     console.log(
-      `replay: npm run sim -- --seed ${seed} --trace${bug !== undefined ? ` --bug ${bug}` : ''}`,
+      `replay: npm run sim -- --seed ${seed} --trace${bug !== undefined ? ` --bug ${bug}` : ''}${ioErr !== undefined ? ` --on-io-error ${ioErr}` : ''}`,
     );
     process.exit(1);
   }

@@ -62,6 +62,11 @@ export interface SimOptions {
    * @default true
    */
   readonly overlap?: boolean;
+  /**
+   * on-io-error of both nodes. By default drawn from a third stream of the seed (pass_on in a
+   * quarter of the seeds), so seeds recorded before pass_on existed replay with 'detach'.
+   */
+  readonly onIoError?: 'detach' | 'pass_on';
 }
 
 export interface SimStats {
@@ -395,10 +400,13 @@ export class Simulation {
    */
   private readonly overlapProb: number;
   private readonly overlapRng: SeededRandom;
+  private readonly onIoError: 'detach' | 'pass_on';
   private conn: { id: number; lastAt: Record<string, number> } | null = null;
   private partitionedUntil = 0;
   /** A handshake was refused because a Primary held the older data (seed 9715). */
   private primaryRefusedTarget = false;
+  /** Diskless Primaries that refused a peer's data of another generation (the heal demotes). */
+  private readonly disklessRefused = new Set<number>();
   private delaySpikeUntil = 0;
   private phase: 'workload' | 'heal' | 'done' = 'workload';
   private healStart = 0;
@@ -415,6 +423,13 @@ export class Simulation {
     this.overlapRng = new SeededRandom(opts.seed ^ 0x6f766c70);
     this.overlapProb =
       opts.overlap === false || this.overlapRng.int(4) === 0 ? 0 : this.overlapRng.next();
+    this.onIoError =
+      opts.onIoError ??
+      (new SeededRandom(opts.seed ^ 0x7061736f).int(4) === 0 ? 'pass_on' : 'detach');
+    // pass_on is about disk errors: its seeds always have some (their fault choice differs
+    // from the same seed under 'detach' from the first disk-error fault on anyway).
+    if (this.onIoError === 'pass_on')
+      this.p.faultWeights.diskErrors = Math.max(this.p.faultWeights.diskErrors, 2);
     this.nodes = [
       new Node(1, 'n1', 2, this.p.diskFlushes),
       new Node(2, 'n2', 1, this.p.diskFlushes),
@@ -423,7 +438,7 @@ export class Simulation {
 
   params(): string {
     const p = this.p;
-    return `protocol=${p.protocol} net=${p.netDelayMs.toFixed(2)}ms disk=${p.diskDelayMs.toFixed(2)}ms workload=${p.workloadMs}ms qd=${p.queueDepth} faultEvery=${p.faultIntervalMs}ms csums=${p.csums} verify=${p.verify} fixedRate=${p.fixedRate} al=${p.alExtents} fullSync=${p.initialFullSync} sb0=${p.afterSb0Pri} sb1=${p.afterSb1Pri} hot=${p.hotBlocks} diskFlushes=${p.diskFlushes} overlap=${this.overlapProb.toFixed(2)}`;
+    return `protocol=${p.protocol} net=${p.netDelayMs.toFixed(2)}ms disk=${p.diskDelayMs.toFixed(2)}ms workload=${p.workloadMs}ms qd=${p.queueDepth} faultEvery=${p.faultIntervalMs}ms csums=${p.csums} verify=${p.verify} fixedRate=${p.fixedRate} al=${p.alExtents} fullSync=${p.initialFullSync} sb0=${p.afterSb0Pri} sb1=${p.afterSb1Pri} hot=${p.hotBlocks} diskFlushes=${p.diskFlushes} overlap=${this.overlapProb.toFixed(2)} onIoError=${this.onIoError}`;
   }
 
   private log(line: string): void {
@@ -453,7 +468,7 @@ export class Simulation {
       maxEpochSize: 2048,
       alExtents: this.p.alExtents,
       alExtentBytes: AL_EXTENT_BYTES_SIM,
-      onIoError: 'detach',
+      onIoError: this.onIoError,
       diskFlushes: this.p.diskFlushes,
       resync: {
         resyncRateBytesPerSec: 2 * 1024 * 1024,
@@ -633,7 +648,9 @@ export class Simulation {
           note: (note) => this.onNote(n, note),
           diskFailed: () => {
             this.log(`${n.name} metadata write failed: detach`);
-            this.admin(n, { cmd: 'detach' });
+            // `failed`: even a lone Primary goes (under pass_on no data error would detach it:
+            // seed 61002091, its disk failing every I/O stayed attached as a stuck SyncTarget).
+            this.admin(n, { cmd: 'detach', failed: true });
           },
           stepped: (ev, actions) => {
             this.stats.events++;
@@ -723,6 +740,8 @@ export class Simulation {
     this.log(`${n.name} NOTE ${JSON.stringify(note)}`);
     if (note.kind === 'split-brain' && note.resolved.startsWith('refused: a Primary'))
       this.primaryRefusedTarget = true;
+    if (note.kind === 'handshake' && note.rule === 'diskless-stale-data')
+      this.disklessRefused.add(n.id);
     if (note.kind === 'resync-started' && note.role === 'target') {
       this.stats.resyncs++;
       this.sessions.set(`${note.peer}->${n.id}`, {
@@ -1232,10 +1251,14 @@ export class Simulation {
     // of its own: what this disk lost from its cache is lost to that node's clients too (a
     // block device may lose unflushed writes on power loss; the resync brings this disk's
     // version back even over a newer one the other disk holds, as DRBD does).
+    // A detached node's own disk is not the crashed one: it keeps what it had durably (seed
+    // 84979563: a disk whose detach was never recorded came back claiming UpToDate and was
+    // promoted alone, serving what it held, as DRBD without fencing does; it never had the
+    // writes the crashed disk held).
     for (const o of this.nodes) {
       if (o === n || o.engine === null || o.diskState === 'UpToDate') continue;
       o.floor = new Int32Array(n.durable);
-      o.durable = new Int32Array(n.durable);
+      if (!o.detached) o.durable = new Int32Array(n.durable);
     }
     for (const [id, op] of this.ops) {
       if (op.node !== n.id) continue;
@@ -1317,6 +1340,15 @@ export class Simulation {
       if (prim.length === 2) this.admin(b, { cmd: 'secondary' });
       // A Primary promoted on a stale disk (the failover fault after a restart) refuses to
       // become SyncTarget, as DRBD does: the operator demotes it so the newer data flows to it.
+      // A Diskless Primary refused the peer's data (another generation than it exposed, as
+      // DRBD's "Can only connect to data with current UUID"): the operator demotes it, and it
+      // connects and re-attaches as a Secondary.
+      for (const id of this.disklessRefused) {
+        const n = this.node(id);
+        if (n.role === 'Primary' && n.engine !== null && n.engine.disk === 'Diskless')
+          this.admin(n, { cmd: 'secondary' });
+      }
+      this.disklessRefused.clear();
       if (this.primaryRefusedTarget) {
         this.primaryRefusedTarget = false;
         for (const p of prim) this.admin(p, { cmd: 'secondary' });

@@ -372,7 +372,7 @@ export class Pair {
           this.log.push(`${n.name}: metadata write failed (${errno}): detach`);
           const cmdId = this.cmd++;
           n.ownCmds.add(cmdId);
-          driver.feed({ type: 'admin', cmdId, command: { cmd: 'detach' } });
+          driver.feed({ type: 'admin', cmdId, command: { cmd: 'detach', failed: true } });
         },
         stepped: (ev, actions) => {
           this.observer?.(n, ev, actions);
