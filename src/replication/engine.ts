@@ -1286,14 +1286,7 @@ function onDiskDone(s: EngineState, ev: Extract<EngineEvent, { type: 'diskDone' 
       const p = s.peers.get(what.peer);
       const f = p?.rs?.inflight.get(what.id);
       if (p === undefined || p.inc !== what.inc || f === undefined) return;
-      f.sent = true;
-      send(s, p, 'data', {
-        kind: 'RsRequest',
-        id: what.id,
-        start: f.start,
-        count: f.count,
-        digest: s.cfg.digest(data),
-      });
+      sendRsRequest(s, p, what.id, f, s.cfg.digest(data));
       return;
     }
     case 'rsWrite':
@@ -1304,6 +1297,18 @@ function onDiskDone(s: EngineState, ev: Extract<EngineEvent, { type: 'diskDone' 
       ovReadDone(s, what, data);
       return;
   }
+}
+
+/** The resync request of a checksum-based resync, once its local checksum read is done. */
+function sendRsRequest(
+  s: EngineState,
+  p: Peer,
+  id: number,
+  f: { sent: boolean; readonly start: number; readonly count: number },
+  digest: Uint8Array,
+): void {
+  f.sent = true;
+  send(s, p, 'data', { kind: 'RsRequest', id, start: f.start, count: f.count, digest });
 }
 
 function peerWriteDone(
@@ -1410,14 +1415,7 @@ function onIoError(s: EngineState, what: Io): void {
       const f = p?.rs?.inflight.get(what.id);
       if (s.cfg.onIoError !== 'pass_on' || p === undefined || p.inc !== what.inc || f === undefined)
         break;
-      f.sent = true;
-      send(s, p, 'data', {
-        kind: 'RsRequest',
-        id: what.id,
-        start: f.start,
-        count: f.count,
-        digest: new Uint8Array(0),
-      });
+      sendRsRequest(s, p, what.id, f, new Uint8Array(0));
       break;
     }
     case 'ovLocalRead':
