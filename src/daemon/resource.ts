@@ -10,7 +10,7 @@ import type { CmEvent } from '../cm/types.js';
 import { createEngine, type EngineState } from '../replication/engine.js';
 import { Driver, type ClockPort, type DriverHost, type NetPort } from '../replication/driver.js';
 import { refusalMessage } from '../replication/refusal.js';
-import { decodePacket, encodePacket } from '../replication/wire.js';
+import { dataShapeError, decodePacket, encodePacket } from '../replication/wire.js';
 import { WriteStages } from '../replication/write-stages.js';
 import type {
   Action,
@@ -936,6 +936,12 @@ export class Resource implements ResourceRuntime {
         'bad packet from peer; disconnecting',
       );
       p.channel?.destroy(new Error(d.error.message));
+      return;
+    }
+    const shape = d.value.kind === 'Data' ? dataShapeError(d.value) : null;
+    if (shape !== null) {
+      this.svc.log.warn({ peer: p.name, err: shape }, 'bad packet from peer; disconnecting');
+      p.channel?.destroy(new Error(shape));
       return;
     }
     if (d.value.kind === 'RsReply') p.resyncBytes += d.value.data.length;

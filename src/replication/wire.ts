@@ -7,7 +7,7 @@
 // fast decoder does not accept as it is goes to the generic decoder, so errors are identical.
 import type { BlockRange, Packet, PacketKind } from './types.js';
 import { err, ok, type Result } from '../util/result.js';
-import { WIRE_BODY_BYTES_MAX, UUID_HISTORY_MAX, WIRE_RANGES_MAX } from '../limits.js';
+import { SECTOR_BYTES, WIRE_BODY_BYTES_MAX, UUID_HISTORY_MAX, WIRE_RANGES_MAX } from '../limits.js';
 
 export const WIRE_MAGIC = 0x54_4e_44_4d; // "TNDM"
 export const WIRE_VERSION = 2;
@@ -617,4 +617,27 @@ function decodeHot(b: Uint8Array, cmd: number): Packet | null {
     default:
       return null;
   }
+}
+
+/**
+ * What a well-formed Data packet must also be, beyond its fields decoding: a write carries
+ * exactly `lengthBytes` of payload, trim and zeroes carry none, and the range is whole,
+ * non-empty sectors. The receiver checks before the engine locks, marks and writes that range
+ * (a peer whose payload disagrees with its range is broken or hostile). Returns what is wrong,
+ * or null.
+ */
+export function dataShapeError(p: Extract<Packet, { kind: 'Data' }>): string | null {
+  let payload = 0;
+  for (const c of p.data) payload += c.length;
+  if (p.op === 'write' && payload !== p.lengthBytes)
+    return `Data ${p.seq}: payload of ${payload} bytes for a write of ${p.lengthBytes}`;
+  if (p.op !== 'write' && payload !== 0)
+    return `Data ${p.seq}: ${p.op} carries ${payload} bytes of payload`;
+  if (
+    p.lengthBytes === 0 ||
+    p.lengthBytes % SECTOR_BYTES !== 0 ||
+    p.offsetBytes % SECTOR_BYTES !== 0
+  )
+    return `Data ${p.seq}: range ${p.offsetBytes}+${p.lengthBytes} is not whole sectors`;
+  return null;
 }

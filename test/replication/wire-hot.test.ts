@@ -6,6 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import {
+  dataShapeError,
   decodeHotPacket,
   decodePacket,
   decodePacketGeneric,
@@ -274,4 +275,37 @@ test('values no u64 holds are refused by both encoders alike', () => {
     assert.throws(() => encodePacketGeneric(p), RangeError, `generic ${JSON.stringify(p)}`);
     assert.throws(() => encodePacket(p), RangeError, `fast ${JSON.stringify(p)}`);
   }
+});
+
+test('dataShapeError: a Data whose payload disagrees with its range is refused', () => {
+  const base = {
+    kind: 'Data' as const,
+    seq: 7,
+    epoch: 1,
+    offsetBytes: 4096,
+    lengthBytes: 4096,
+    fua: false,
+    ack: 'write' as const,
+    peerSeq: 0,
+  };
+  const four = new Uint8Array(4096);
+  assert.equal(dataShapeError({ ...base, op: 'write', data: [four] }), null);
+  assert.equal(
+    dataShapeError({ ...base, op: 'write', data: [four.subarray(0, 1000), four.subarray(1000)] }),
+    null,
+  );
+  assert.equal(dataShapeError({ ...base, op: 'trim', data: [] }), null);
+  assert.match(
+    dataShapeError({ ...base, op: 'write', data: [four, four] }) ?? '',
+    /payload of 8192 bytes for a write of 4096/,
+  );
+  assert.match(dataShapeError({ ...base, op: 'zeroes', data: [four] }) ?? '', /carries 4096/);
+  assert.match(
+    dataShapeError({ ...base, op: 'trim', lengthBytes: 100, data: [] }) ?? '',
+    /not whole sectors/,
+  );
+  assert.match(
+    dataShapeError({ ...base, op: 'write', lengthBytes: 0, data: [] }) ?? '',
+    /not whole sectors/,
+  );
 });
