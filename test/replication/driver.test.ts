@@ -8,16 +8,12 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import {
-  Driver,
-  type DiskPort,
-  type DriverBug,
-  type IoDone,
-} from '../../src/replication/driver.js';
+import { Driver, type DriverBug, type IoDone } from '../../src/replication/driver.js';
 import type { EngineState } from '../../src/replication/engine.js';
 import type { Errno } from '../../src/util/errno.js';
 import type { Action, EngineEvent, Packet } from '../../src/replication/types.js';
 import { LocalDisk } from '../../src/daemon/disk.js';
+import { pendingDiskPort } from '../support/pending-disk.js';
 import { MetadataStore, openBackingDevices } from '../../src/storage/index.js';
 import { silentLogger } from '../../src/platform/log.js';
 
@@ -47,22 +43,9 @@ class World {
   driver: Driver;
 
   constructor(bug?: DriverBug) {
-    const answer = (what: string) => (done: IoDone) => {
-      this.log.push(`issue ${what}`);
-      this.pending.push({ what, done });
-    };
-    const disk: DiskPort = {
-      read: (_o, _l, done) => answer('read')(done),
-      write: (o, _d, _f, done) => answer(`write@${o}`)(done),
-      trim: (_o, _l, done) => answer('trim')(done),
-      zeroes: (_o, _l, _f, done) => answer('zeroes')(done),
-      flush: (done) => answer('flush')(done),
-      writeMeta: (a, done) => answer(`meta:${a.type}`)(done),
-      bitmapSet: () => this.log.push('bitmapSet'),
-      bitmapClear: () => this.log.push('bitmapClear'),
-      capacity: (done) => done(0, 'none'),
-      grow: (_s, done) => answer('grow')(done),
-    };
+    const disk = pendingDiskPort(this.pending, (what) =>
+      this.log.push(what.startsWith('bitmap') ? what : `issue ${what}`),
+    );
     this.driver = new Driver(
       {} as EngineState,
       {

@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { WRITE_STAGES_BUCKETS, WRITE_STAGES_TRACKED_MAX } from '../../src/limits.js';
 import type { Action } from '../../src/replication/types.js';
-import { Driver, type DiskPort, type IoDone } from '../../src/replication/driver.js';
+import { Driver, type IoDone } from '../../src/replication/driver.js';
 import type { EngineState } from '../../src/replication/engine.js';
 import {
   Log2Histogram,
@@ -16,6 +16,7 @@ import {
   writeStagesDelta,
 } from '../../src/replication/write-stages.js';
 import { BLOCK, Pair, type HNode } from '../sim/harness.js';
+import { pendingDiskPort } from '../support/pending-disk.js';
 
 test('log2 buckets: [2^(b-1), 2^b) microseconds, below 1 in bucket 0, the rest in the last', () => {
   assert.equal(Log2Histogram.bucketOf(0), 0);
@@ -321,19 +322,8 @@ test('driver: writes held behind a metadata barrier are timed from its end; othe
   const c = manualClock();
   const w = new WriteStages(c.now);
   const pending: { what: string; done: IoDone }[] = [];
-  const answer = (what: string) => (done: IoDone) => pending.push({ what, done });
-  const disk: DiskPort = {
-    read: (_o, _l, done) => answer('read')(done),
-    write: (o, _d, _f, done) => answer(`write@${o}`)(done),
-    trim: (_o, _l, done) => answer('trim')(done),
-    zeroes: (_o, _l, _f, done) => answer('zeroes')(done),
-    flush: (done) => answer('flush')(done),
-    writeMeta: (a, done) => answer(`meta:${a.type}`)(done),
-    bitmapSet: () => undefined,
-    bitmapClear: () => undefined,
-    capacity: (done) => done(0, 'none'),
-    grow: (_s, done) => answer('grow')(done),
-  };
+  const disk = pendingDiskPort(pending, () => undefined);
+
   const sent: number[] = [];
   let script: Action[] = [];
   const driver = new Driver(
