@@ -343,12 +343,7 @@ function pairSystem(
         // Like qsd-mirror's start: a full initial sync to the peer before fio (not measured
         // here; initialSync below measures it).
         ctx.log(`${RESOURCE}: primary --force on alpha, waiting for the initial sync`);
-        await withTimeout(
-          'primary --force',
-          request(alpha, 'primary', { resource: RESOURCE, flags: { force: true } }),
-          REQUEST_TIMEOUT_MS,
-        );
-        await waitState(
+        await forcePrimary(
           alpha,
           'in sync',
           (s) => allInSync(s, RESOURCE),
@@ -378,12 +373,7 @@ function pairSystem(
           realProcFs,
           () => p.daemons.map((d) => d.pid),
           async () => {
-            await withTimeout(
-              'primary --force',
-              request(alpha, 'primary', { resource: RESOURCE, flags: { force: true } }),
-              REQUEST_TIMEOUT_MS,
-            );
-            await waitState(
+            await forcePrimary(
               alpha,
               'in sync',
               (s) => allInSync(s, RESOURCE),
@@ -409,6 +399,21 @@ function pairSystem(
       }
     },
   };
+}
+
+/** `tandem primary --force` on one node (a new data generation), then wait for `until`. */
+async function forcePrimary(
+  control: string,
+  what: string,
+  until: (s: EventState) => boolean,
+  timeoutMs: number,
+): Promise<void> {
+  await withTimeout(
+    'primary --force',
+    request(control, 'primary', { resource: RESOURCE, flags: { force: true } }),
+    REQUEST_TIMEOUT_MS,
+  );
+  await waitState(control, what, until, timeoutMs);
 }
 
 /** The daemon on main may still be the stub that refuses to run; then say so. */
@@ -460,12 +465,7 @@ export const tandemSoloSystem: System = {
     try {
       const alpha = p.controls[0] ?? '';
       ctx.log(`${RESOURCE}: primary --force on alpha (single host)`);
-      await withTimeout(
-        'primary --force',
-        request(alpha, 'primary', { resource: RESOURCE, flags: { force: true } }),
-        REQUEST_TIMEOUT_MS,
-      );
-      await waitState(
+      await forcePrimary(
         alpha,
         'Primary and UpToDate',
         (s) =>
