@@ -49,6 +49,8 @@ const PING_TIMEOUT_MS = 500;
 const FAULT_MS = 4 * PING_TIMEOUT_MS;
 /** How long the writer runs on a healthy pair before the fault. */
 const BEFORE_MS = 300;
+/** How long the heal lets the resync run under the writer's load before stopping it. */
+const RESYNC_UNDER_LOAD_MS = 3_000;
 /** The bound on a heal: longer, and the pair counts as stuck. */
 export const STUCK_MS = 30_000;
 
@@ -265,7 +267,9 @@ export class Chaos {
         `    connect-int 1;`,
       ].join('\n'),
       // Resync fast, but not so fast that a restart cannot land in the middle of one.
-      disk: '    c-max-rate 32M;\n    c-fill-target 1M;',
+      // c-min-rate: the rate resync keeps while the writer is busy (DRBD's default, 250k, would
+      // make every heal under load take minutes).
+      disk: '    c-max-rate 32M;\n    c-min-rate 8M;\n    c-fill-target 1M;',
     });
     this.world.cluster = this.c;
     for (const n of ['alice', 'bob'] as const) {
@@ -375,8 +379,11 @@ export class Chaos {
   private async heal(want: Node): Promise<void> {
     await this.revive('alice');
     await this.revive('bob');
-    await this.waitInSync('alice', 'in sync');
-    await this.waitInSync('bob', 'in sync');
+    // The resync starts under the writer's load for a while (writes racing resync requests),
+    // then the writer stops so the bound on the heal is the pair's, not the load's.
+    await this.c
+      .waitFor(this.primary, 'in sync', (s) => allInSync(s, this.c.resource), RESYNC_UNDER_LOAD_MS)
+      .catch(() => undefined);
     await this.stopWriter();
     await this.waitInSync('alice', 'in sync');
     await this.waitInSync('bob', 'in sync');
