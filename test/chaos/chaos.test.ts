@@ -32,7 +32,7 @@ test('chaos: 10 seeded fault cycles on two tandemd lose nothing, diverge nowhere
   const seed = randomInt(1, 2 ** 31);
   t.diagnostic(`seed ${seed} (replay: npm run chaos -- --cycles 10 --seed ${seed})`);
   const r = await chaos(['--cycles', '10', '--seed', String(seed)]);
-  t.diagnostic(r.out.trim());
+  for (const line of r.out.trim().split('\n')) t.diagnostic(line);
   assert.equal(r.code, 0, `seed ${seed}:\n${r.out}`);
   assert.deepEqual(summary(r.out), { cycles: 10, lost: 0, divergent: 0, stuck: 0 });
 });

@@ -2,8 +2,9 @@
 // joined by a veth link, each with its backing file on its own size-limited tmpfs; a writer of
 // stamped blocks on the Primary's NBD export; one fault per cycle drawn from the seed; then the
 // heal an operator would do, and the checks:
-//   - lost: a block holding an acknowledged write reads (through the Primary) as something other
-//     than that write or a later issued one;
+//   - lost: a block holding an acknowledged write reads (through the Primary, after the heal; or
+//     by the writer's own reads, during the fault) as something other than that write or a
+//     later issued one;
 //   - divergent: once both disks are UpToDate and connected, a 4 KiB block of the data regions
 //     of the two backing files (read directly) differs;
 //   - stuck: the pair is not Connected and UpToDate on both sides within STUCK_MS of the heal,
@@ -221,6 +222,7 @@ export class Chaos {
       let r: CycleResult;
       try {
         r = await this.cycle(fault);
+        r.lost.push(...this.writer.stats.staleReads);
       } catch (e) {
         if (!(e instanceof Stuck)) throw e;
         s.stuck++;
@@ -242,7 +244,7 @@ export class Chaos {
       const w = this.writer.stats;
       this.o.print(
         `cycle ${i}/${this.o.cycles} ${fault.padEnd(18)} ${r.note.padEnd(34)} ` +
-          `writes ${w.acked} acked ${w.failed} failed; checked ${r.checked}; ` +
+          `writes ${w.acked} acked ${w.failed} failed; reads ${w.reads}; checked ${r.checked}; ` +
           `lost ${r.lost.length}; divergent ${r.divergent}; ` +
           `${((performance.now() - c0) / 1000).toFixed(1)} s; primary ${this.primary}`,
       );

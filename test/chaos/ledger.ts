@@ -100,6 +100,23 @@ export class Ledger {
     }
   }
 
+  /** A read of these blocks is in flight: no write may be issued to them meanwhile. */
+  hold(blocks: readonly number[]): void {
+    for (const b of blocks) {
+      let r = this.blocks.get(b);
+      if (r === undefined) {
+        r = { acked: 0, unacked: [], inFlight: false };
+        this.blocks.set(b, r);
+      }
+      if (r.inFlight) throw new Error(`block ${b}: a read and a write in flight`);
+      r.inFlight = true;
+    }
+  }
+
+  release(blocks: readonly number[]): void {
+    for (const b of blocks) this.record(b).inFlight = false;
+  }
+
   /** The write `seq` to these blocks was acknowledged to the client. */
   ack(blocks: readonly number[], seq: number): void {
     for (const b of blocks) {

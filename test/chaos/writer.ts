@@ -1,10 +1,11 @@
 // The chaos writer: a few concurrent streams of stamped writes (1 to 4 blocks each, some FUA,
 // a FLUSH now and then) through the Primary's NBD export, recording in the Ledger what was
-// issued and what was acknowledged. It writes until told to stop or until a write fails (a
+// issued and what was acknowledged, with reads among them checked against the Ledger as they
+// come back. It writes until told to stop or until a write fails (a
 // killed Primary, a refused write): then it stops issuing and waits for what is in flight.
 import { NbdClient } from '../../src/nbd/client.js';
 import type { SeededRandom } from '../../src/util/prng.js';
-import { BLOCK_BYTES, stampBlock, type Ledger } from './ledger.js';
+import { BLOCK_BYTES, readStamp, stampBlock, type Ledger } from './ledger.js';
 
 export interface WriterRegion {
   /** Blocks [0, mainBlocks) take the random writes. */
@@ -26,8 +27,21 @@ export interface WriterStats {
   issued: number;
   acked: number;
   failed: number;
+  /** Reads answered while the writer ran (faults included). */
+  reads: number;
+  /** Reads that returned neither the last acknowledged write nor a later one. */
+  staleReads: string[];
   lastError: string;
 }
+
+const noStats = (): WriterStats => ({
+  issued: 0,
+  acked: 0,
+  failed: 0,
+  reads: 0,
+  staleReads: [],
+  lastError: '',
+});
 
 export class Writer {
   private seq = 0;
@@ -37,7 +51,7 @@ export class Writer {
   private client: NbdClient | null = null;
   private running = false;
   private streams: Promise<void>[] = [];
-  stats: WriterStats = { issued: 0, acked: 0, failed: 0, lastError: '' };
+  stats: WriterStats = noStats();
 
   constructor(
     private readonly ledger: Ledger,
@@ -54,7 +68,7 @@ export class Writer {
 
   /** Starts counting afresh (once per cycle: the writer may start several times in one). */
   resetStats(): void {
-    this.stats = { issued: 0, acked: 0, failed: 0, lastError: '' };
+    this.stats = noStats();
   }
 
   /** The first block no write has been issued to yet. */
@@ -101,9 +115,9 @@ export class Writer {
     return drained;
   }
 
-  private pick(): number[] | null {
+  private pick(read: boolean): number[] | null {
     const n = 1 + this.rng.int(4);
-    if (this.freshBudgetLeft > 0 && this.freshNext + n <= this.region.freshEnd) {
+    if (!read && this.freshBudgetLeft > 0 && this.freshNext + n <= this.region.freshEnd) {
       const start = this.freshNext;
       this.freshNext += n;
       this.freshBudgetLeft -= n;
@@ -122,8 +136,16 @@ export class Writer {
     if (client === null) return;
     let sinceFlush = 0;
     while (this.running) {
-      const blocks = this.pick();
+      // One operation in four is a read, checked at once: what the Primary serves during a
+      // fault (a detached disk, a peer gone) must never be older than what was acknowledged.
+      const read = this.rng.int(4) === 0;
+      const blocks = this.pick(read);
       if (blocks === null) {
+        await sleep(PAUSE_MS);
+        continue;
+      }
+      if (read) {
+        if (!(await this.read(client, blocks))) return;
         await sleep(PAUSE_MS);
         continue;
       }
@@ -152,6 +174,31 @@ export class Writer {
         return;
       }
       await sleep(PAUSE_MS);
+    }
+  }
+
+  /** Reads `blocks` and checks them against the ledger; false when the read failed. */
+  private async read(client: NbdClient, blocks: readonly number[]): Promise<boolean> {
+    this.ledger.hold(blocks);
+    try {
+      const data = await client.read(blocks[0]! * BLOCK_BYTES, blocks.length * BLOCK_BYTES);
+      this.stats.reads++;
+      blocks.forEach((b, i) => {
+        const seen = readStamp(
+          data.subarray(i * BLOCK_BYTES, (i + 1) * BLOCK_BYTES),
+          this.ledger.runTag,
+          b,
+        );
+        const why = this.ledger.verdict(b, seen);
+        if (why !== null) this.stats.staleReads.push(`read during the fault: ${why}`);
+      });
+      return true;
+    } catch (e) {
+      this.stats.lastError = e instanceof Error ? e.message : String(e);
+      this.running = false;
+      return false;
+    } finally {
+      this.ledger.release(blocks);
     }
   }
 }
