@@ -1,5 +1,6 @@
 // A short seeded run of the real-process fault harness (`npm run chaos`): ten cycles, a seed that
-// changes with every run (printed, so a failure can be run again with its fault sequence), and
+// changes with every run (printed, so a failure can be run again with its fault sequence; its
+// parity picks on-io-error detach or pass_on), and
 // the harness's own checks shown to fire on a planted loss and a planted divergence. Needs root
 // (network namespaces, tmpfs mounts); in CI a missing privilege is a failure, not a skip.
 import { test } from 'node:test';
@@ -30,8 +31,11 @@ function summary(out: string): Record<string, number> {
 test('chaos: 10 seeded fault cycles on two tandemd lose nothing, diverge nowhere, never stick', async (t) => {
   if (!requireRoot(t)) return;
   const seed = randomInt(1, 2 ** 31);
-  t.diagnostic(`seed ${seed} (replay: npm run chaos -- --cycles 10 --seed ${seed})`);
-  const r = await chaos(['--cycles', '10', '--seed', String(seed)]);
+  // Odd seeds run on-io-error pass_on (a full disk leaves stale blocks attached), even detach.
+  const onIoError = seed % 2 === 1 ? 'pass_on' : 'detach';
+  const args = ['--cycles', '10', '--seed', String(seed), '--on-io-error', onIoError];
+  t.diagnostic(`seed ${seed} (replay: npm run chaos -- ${args.join(' ')})`);
+  const r = await chaos(args);
   for (const line of r.out.trim().split('\n')) t.diagnostic(line);
   assert.equal(r.code, 0, `seed ${seed}:\n${r.out}`);
   assert.deepEqual(summary(r.out), { cycles: 10, lost: 0, divergent: 0, stuck: 0 });

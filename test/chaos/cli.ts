@@ -1,4 +1,4 @@
-// `npm run chaos -- --cycles N --seed S [--faults a,b,...]`: the real-process fault harness
+// `npm run chaos -- --cycles N --seed S [--faults a,b,...] [--on-io-error pass_on]`: the real-process fault harness
 // (harness.ts). Needs root (network namespaces, tmpfs mounts). Exit status: 0 when nothing was
 // lost, nothing diverged and nothing got stuck; 1 otherwise; 2 on bad arguments.
 import { randomInt } from 'node:crypto';
@@ -7,7 +7,7 @@ import { Chaos, ChaosWorld, FAULTS, type Fault } from './harness.js';
 function usage(why: string): never {
   console.error(`chaos: ${why}`);
   console.error(
-    `usage: chaos [--cycles N] [--seed S] [--faults ${FAULTS.join(',')}] [--plant lost|divergent]`,
+    `usage: chaos [--cycles N] [--seed S] [--faults ${FAULTS.join(',')}] [--plant lost|divergent] [--on-io-error detach|pass_on]`,
   );
   process.exit(2);
 }
@@ -17,10 +17,12 @@ interface Opts {
   seed: number;
   faults: Fault[];
   plant?: 'lost' | 'divergent';
+  onIoError?: 'detach' | 'pass_on';
 }
 
 function parse(argv: readonly string[]): Opts {
   let plant: Opts['plant'];
+  let onIoError: Opts['onIoError'];
   let cycles = 10;
   let seed = randomInt(1, 2 ** 31);
   let faults: Fault[] = [...FAULTS];
@@ -47,10 +49,20 @@ function parse(argv: readonly string[]): Opts {
       if (v !== 'lost' && v !== 'divergent') usage('--plant wants lost or divergent');
       plant = v;
       i++;
+    } else if (a === '--on-io-error') {
+      if (v !== 'detach' && v !== 'pass_on') usage('--on-io-error wants detach or pass_on');
+      onIoError = v;
+      i++;
     } else usage(`unknown argument ${a}`);
   }
   if (cycles < 1) usage('--cycles must be at least 1');
-  return { cycles, seed, faults, ...(plant === undefined ? {} : { plant }) };
+  return {
+    cycles,
+    seed,
+    faults,
+    ...(plant === undefined ? {} : { plant }),
+    ...(onIoError === undefined ? {} : { onIoError }),
+  };
 }
 
 const opts = parse(process.argv.slice(2));

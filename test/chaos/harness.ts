@@ -80,6 +80,8 @@ export interface ChaosOptions {
    * an acknowledged write in both backing files; `divergent` zeroes it in the Secondary's only.
    */
   readonly plant?: 'lost' | 'divergent';
+  /** What a failed local write does (`enospc`): detach (default) or pass_on (stale blocks). */
+  readonly onIoError?: 'detach' | 'pass_on';
 }
 
 export interface ChaosSummary {
@@ -248,6 +250,7 @@ export class Chaos {
           `lost ${r.lost.length}; divergent ${r.divergent}; ` +
           `${((performance.now() - c0) / 1000).toFixed(1)} s; primary ${this.primary}`,
       );
+      if (w.failed > 0 && w.lastError !== '') this.o.print(`  writer stopped: ${w.lastError}`);
       for (const d of bad) this.o.print(`  ${d}`);
       if (r.lost.length > 0 || r.divergent > 0) break;
     }
@@ -271,7 +274,12 @@ export class Chaos {
       // Resync fast, but not so fast that a restart cannot land in the middle of one.
       // c-min-rate: the rate resync keeps while the writer is busy (DRBD's default, 250k, would
       // make every heal under load take minutes).
-      disk: '    c-max-rate 32M;\n    c-min-rate 8M;\n    c-fill-target 1M;',
+      disk: [
+        '    c-max-rate 32M;',
+        '    c-min-rate 8M;',
+        '    c-fill-target 1M;',
+        `    on-io-error ${this.o.onIoError ?? 'detach'};`,
+      ].join('\n'),
     });
     this.world.cluster = this.c;
     for (const n of ['alice', 'bob'] as const) {
@@ -298,7 +306,8 @@ export class Chaos {
     this.primary = 'alice';
     this.sizeBytes = (await this.status('alice')).sizeBytes;
     this.o.print(
-      `chaos: seed ${this.o.seed}, ${this.o.cycles} cycles; namespaces ${this.ns.nsA} ` +
+      `chaos: seed ${this.o.seed}, ${this.o.cycles} cycles, on-io-error ` +
+        `${this.o.onIoError ?? 'detach'}; namespaces ${this.ns.nsA} ` +
         `${this.ns.nsB}; device ${this.sizeBytes} bytes; dir ${this.c.dir}`,
     );
   }
@@ -387,6 +396,19 @@ export class Chaos {
       .waitFor(this.primary, 'in sync', (s) => allInSync(s, this.c.resource), RESYNC_UNDER_LOAD_MS)
       .catch(() => undefined);
     await this.stopWriter();
+    // pass_on leaves an Inconsistent disk attached and connected: nothing starts its resync
+    // until the next handshake, which the operator makes with disconnect + connect (with the
+    // writer drained: an Inconsistent Primary without its peer fails every request, as DRBD's).
+    for (const n of ['alice', 'bob'] as const) {
+      const st = await this.status(n);
+      const idle = st.peers.every(
+        (p) => p.connection === 'Connected' && p.replication === 'Established',
+      );
+      if (st.disk === 'Inconsistent' && idle) {
+        await this.tandem(n, 'disconnect', this.c.resource);
+        await this.tandem(n, 'connect', this.c.resource);
+      }
+    }
     await this.waitInSync('alice', 'in sync');
     await this.waitInSync('bob', 'in sync');
     const roles = {
