@@ -741,6 +741,7 @@ export class Resource implements ResourceRuntime {
   };
 
   private readonly clockPort: ClockPort = {
+    nowMs: () => this.svc.clock.nowMs(),
     setTimeout: (fn, ms) => this.svc.clock.setTimeout(fn, ms),
     defer: (fn) => queueMicrotask(fn),
   };
