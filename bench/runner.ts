@@ -252,7 +252,9 @@ async function roundOfSync(o: RunOptions, s: System, round: number, out: RunOutp
     };
     o.log(
       `round ${round}: ${s.id} sync: ${sample.mbPerSec?.toFixed(1)} MB/s in ${m.seconds.toFixed(2)} s` +
-        (m.rampSeconds === undefined ? '' : `, at target rate after ${m.rampSeconds ?? 'never'} s`),
+        (m.rampSeconds === undefined
+          ? ''
+          : `, at target rate after ${m.rampSeconds === null ? 'never' : `${m.rampSeconds.toFixed(2)} s`}`),
     );
     out.samples.push(sample);
   } catch (e) {
