@@ -2449,6 +2449,10 @@ function onPacket(s: EngineState, peerId: number, pk: Packet): void {
     case 'PromoteReply':
       return onPromoteReply(s, p, pk.id, pk.granted);
     case 'Data':
+      if (pastEnd(s, pk.offsetBytes, pk.lengthBytes))
+        return peerProtocolError(s, p, `Data past the device's end`, pk);
+      p.rxQueue.push(pk);
+      return pumpRx(s, p);
     case 'Barrier':
       p.rxQueue.push(pk);
       return pumpRx(s, p);
@@ -2469,6 +2473,8 @@ function onPacket(s: EngineState, peerId: number, pk: Packet): void {
       return maybeCompleteWrite(s, w);
     }
     case 'DataRequest':
+      if (pastEnd(s, pk.offsetBytes, pk.lengthBytes))
+        return peerProtocolError(s, p, `DataRequest past the device's end`, pk);
       return servePeerRead(s, p, pk);
     case 'DataReply': {
       const reqId = p.readsViaPeer.get(pk.id);
@@ -2580,6 +2586,36 @@ function pumpRx(s: EngineState, p: Peer): void {
       startPeerWrite(s, p, pk);
     }
   }
+}
+
+/**
+ * A peer range that leaves the device: both nodes agreed on the size in the handshake (and on
+ * every resize before either writes the new area), so only a broken or hostile peer sends
+ * one. Served, it would fail our own disk and detach it.
+ */
+function pastEnd(s: EngineState, offsetBytes: number, lengthBytes: number): boolean {
+  return offsetBytes < 0 || lengthBytes < 0 || offsetBytes + lengthBytes > s.cfg.sizeBytes;
+}
+
+/** DRBD drops a connection that breaks the protocol and reconnects; so do we, saying why. */
+function peerProtocolError(
+  s: EngineState,
+  p: Peer,
+  what: string,
+  pk: { readonly offsetBytes: number; readonly lengthBytes: number },
+): void {
+  emit(s, {
+    type: 'note',
+    note: {
+      kind: 'protocol-error',
+      peer: p.id,
+      what: `${what}: ${pk.lengthBytes} bytes at ${pk.offsetBytes}, device ${s.cfg.sizeBytes} bytes`,
+    },
+  });
+  if (p.conn !== 'Connected') return;
+  p.wantConnect = true;
+  emit(s, { type: 'disconnect', peer: p.id });
+  onClosed(s, p.id, true);
 }
 
 function startPeerWrite(s: EngineState, p: Peer, pk: Extract<Packet, { kind: 'Data' }>): void {

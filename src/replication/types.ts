@@ -481,6 +481,8 @@ export type EngineNote =
       readonly decision: string;
     }
   | { readonly kind: 'split-brain'; readonly peer: number; readonly resolved: string }
+  /** The peer sent what the protocol rules out (e.g. a range past the device's end). */
+  | { readonly kind: 'protocol-error'; readonly peer: number; readonly what: string }
   | {
       readonly kind: 'resync-started';
       readonly peer: number;
