@@ -55,6 +55,14 @@ assert(
   'inline read backoff bounds ordered',
 );
 
+// --- process ---------------------------------------------------------------------------------
+/**
+ * V8's old-generation growing factor in tandemd, as 100 × (factor - 1): the limit after a full
+ * GC is 10 × the live heap, so per-request Buffers are freed by scavenges instead of forcing
+ * back-to-back full GCs (src/platform/heap.ts, docs/PERFORMANCE.md).
+ */
+export const HEAP_GROWING_PERCENT = 900;
+
 // --- nbd ---------------------------------------------------------------------------------
 /** Largest READ/WRITE payload an NBD client may send or ask for (NBD block size maximum). */
 export const NBD_PAYLOAD_BYTES_MAX = 32 * MIB;
