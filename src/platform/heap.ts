@@ -4,8 +4,8 @@
 // live heap, and external memory allocated since that GC counts against it: at a few hundred
 // MB/s the slack is gone within milliseconds, so V8 marks and compacts the whole heap again,
 // about every 100 ms, for as long as the I/O runs (docs/PERFORMANCE.md). With a growing factor
-// of 10 the slack stays above V8's 64 MB external-memory pressure threshold, where a cheap
-// scavenge frees the short-lived Buffers first. Cost: tens of MB more heap before a full GC.
+// of 6 the slack is large enough that a cheap scavenge (V8 starts one under external-memory
+// pressure) frees the short-lived Buffers first. Cost: tens of MB more heap before a full GC.
 import { setFlagsFromString } from 'node:v8';
 import { HEAP_GROWING_PERCENT } from '../limits.js';
 
