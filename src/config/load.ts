@@ -58,7 +58,19 @@ export function hostForNode(
   resourceName: string,
   node: string,
 ): HostConfig | undefined {
-  return findResource(config, resourceName)?.hosts.find((h) => h.name === node);
+  return findHost(findResource(config, resourceName)?.hosts ?? [], node);
+}
+
+/**
+ * The host section for `node`: the `on` section naming it (any of `on alpha beta`'s names), else
+ * a `_this_host` section (drbdadm's section for whichever machine reads the file).
+ */
+export function findHost(hosts: readonly HostConfig[], node: string): HostConfig | undefined {
+  return (
+    hosts.find((h) => !h.floating && (h.names ?? [h.name]).includes(node)) ??
+    hosts.find((h) => h.name === node) ??
+    hosts.find((h) => h.name === '_this_host' && !h.floating)
+  );
 }
 
 /**
@@ -78,7 +90,7 @@ export function requireHostForNode(
       `no resource '${resourceName}' in ${config.files[0] ?? 'the configuration'} (it has: ${names.join(', ') || 'none'})${hint ? `; did you mean '${hint}'?` : ''}`,
     );
   }
-  const h = r.hosts.find((x) => x.name === node);
+  const h = findHost(r.hosts, node);
   if (!h) {
     const names = r.hosts.map((x) => x.name);
     const hint = didYouMean(node, names);
@@ -95,7 +107,7 @@ export function findResource(config: TandemConfig, name: string): ResourceConfig
 
 /** Resources that have an `on` section for `node`. */
 export function resourcesForNode(config: TandemConfig, node: string): ResourceConfig[] {
-  return config.resources.filter((r) => r.hosts.some((h) => h.name === node));
+  return config.resources.filter((r) => findHost(r.hosts, node) !== undefined);
 }
 
 /** The real file system, with drbdadm's glob(3) for `include`: `*`, `?` and `[...]` per path segment. */

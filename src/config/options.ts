@@ -42,9 +42,15 @@ export type OptionKind =
       readonly default?: string;
     }
   | { readonly type: 'boolean'; readonly default?: boolean }
-  | { readonly type: 'enum'; readonly values: readonly string[]; readonly default?: string }
+  | {
+      readonly type: 'enum';
+      readonly values: readonly string[];
+      readonly default?: string;
+      /** drbdadm compares the value case-insensitively (protocol); stored as listed in `values`. */
+      readonly nocase?: boolean;
+    }
   | { readonly type: 'string'; readonly maxLength?: number }
-  /** A value-less flag (`wait-after-sb;`), stored as true. */
+  /** A value-less flag (`stacked-timeouts;`), stored as true. */
   | { readonly type: 'flag' };
 
 export type OptionStatus = 'supported' | 'accepted' | 'tandem';
@@ -89,7 +95,7 @@ const A = 'accepted';
 const NET: OptionSchema[] = [
   opt(
     'protocol',
-    oneOf(['A', 'B', 'C'], 'C'),
+    { type: 'enum', values: ['A', 'B', 'C'], default: 'C', nocase: true },
     S,
     'replication protocol: A async, B memory-sync, C sync',
   ),
@@ -441,7 +447,7 @@ const STARTUP: OptionSchema[] = [
     A,
     'the same when this node was Outdated',
   ),
-  opt('wait-after-sb', { type: 'flag' }, A, 'keep waiting after a split brain'),
+  opt('wait-after-sb', bool(false), A, 'keep waiting after a split brain'),
   opt(
     'stacked-timeouts',
     { type: 'flag' },

@@ -2,6 +2,9 @@
 // hostname is a host of the file and whose loopback carries the test addresses, as
 // /work/shared/probes/FINDINGS.md §1 describes. Also a tiny XML reader for `drbdadm dump-xml`.
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { peerEnv } from '../support/peers.js';
 
 /** Addresses every namespace gets (documentation ranges only, never the host's own). */
@@ -44,12 +47,68 @@ export function drbdadm(file: string, hostname: string, args: readonly string[])
       timeout: 20_000,
     },
   );
-  const stderr = (r.stderr ?? '')
+  return { status: r.status ?? -1, stdout: r.stdout ?? '', stderr: clean(r.stderr ?? '') };
+}
+
+export interface DrbdadmJob {
+  readonly file: string;
+  readonly hostname: string;
+  readonly args: readonly string[];
+}
+
+/**
+ * Many `drbdadm -c FILE ARGS...` runs in one namespace (one process spawn for the whole batch,
+ * which keeps the parity test fast as the corpus grows): the hostname is set before each run.
+ * Results are in the order of `jobs`.
+ */
+export function drbdadmBatch(jobs: readonly DrbdadmJob[]): DrbdadmResult[] {
+  if (jobs.length === 0) return [];
+  const dir = mkdtempSync(join(tmpdir(), 'tandem-drbdadm-'));
+  try {
+    const lines = [
+      'ip link set lo up || exit 99',
+      `for a in ${TEST_ADDRESSES.join(' ')}; do ip addr add "$a" dev lo 2>/dev/null; done`,
+      'd="$1"; i=0',
+      // Each job is three lines of the jobs file: hostname, file, arguments (space-separated).
+      'while IFS= read -r h && IFS= read -r f && IFS= read -r a; do',
+      '  if hostname "$h" 2>"$d/$i.err"; then',
+      '    drbdadm -c "$f" $a >"$d/$i.out" 2>"$d/$i.err"; echo $? >"$d/$i.rc"',
+      '  else : >"$d/$i.out"; echo 99 >"$d/$i.rc"; fi',
+      '  i=$((i+1))',
+      'done <"$d/jobs"',
+    ].join('\n');
+    for (const j of jobs) {
+      for (const v of [j.hostname, j.file, ...j.args]) {
+        if (/[\s]/.test(v)) throw new Error(`drbdadmBatch: whitespace in '${v}'`);
+      }
+    }
+    writeFileSync(
+      join(dir, 'jobs'),
+      jobs.map((j) => `${j.hostname}\n${j.file}\n${j.args.join(' ')}\n`).join(''),
+    );
+    const r = spawnSync('unshare', ['-u', '-n', 'sh', '-c', lines, 'sh', dir], {
+      encoding: 'utf8',
+      env: peerEnv(),
+      timeout: 20_000 + 2_000 * jobs.length,
+    });
+    if (r.status !== 0) {
+      throw new Error(`drbdadm batch failed (${r.status ?? r.signal}): ${r.stderr}`);
+    }
+    return jobs.map((_, i) => {
+      const read = (ext: string): string => readFileSync(join(dir, `${i}.${ext}`), 'utf8');
+      return { status: Number(read('rc').trim()), stdout: read('out'), stderr: clean(read('err')) };
+    });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function clean(stderr: string): string {
+  return stderr
     .split('\n')
     .filter((l) => !/modinfo/.test(l))
     .join('\n')
     .trim();
-  return { status: r.status ?? -1, stdout: r.stdout ?? '', stderr };
 }
 
 /** Whether this process may create namespaces (root); drbdadm's oracle needs it. */
