@@ -367,11 +367,14 @@ class Interpreter {
         continue;
       }
       for (const path of matches) {
-        if (chain.includes(path)) {
-          this.error(
-            arg.location,
-            `'${printable(path)}' includes itself (through ${chain.join(' -> ')})`,
-          );
+        // As drbdadm: a file already read (this one, an includer, or an earlier include) is
+        // skipped, so `include "*.res";` may match the including file itself.
+        if (this.files.includes(path)) {
+          if (!isGlob)
+            this.warning(
+              arg.location,
+              `'${printable(path)}' is already read${chain.includes(path) ? ` (it includes itself through ${chain.join(' -> ')})` : ''}: skipped, as drbdadm does`,
+            );
           continue;
         }
         if (this.files.length >= CONFIG_FILES_MAX) {
@@ -741,12 +744,22 @@ class Interpreter {
           continue;
         }
         mesh = { hosts: [], net: {}, location: s.keyword.location };
+        let meshNetAt: SourceLocation | null = null;
         for (const m of s.body ?? []) {
           if (m.keyword.text === 'hosts') {
             if (this.expectStatement(m, 2, 32, 'two or more host names'))
               mesh.hosts.push(...m.args);
           } else if (m.keyword.text === 'net') {
-            if (this.expectSection(m, 0)) this.optionsInto('net', m.body ?? [], mesh.net);
+            if (!this.expectSection(m, 0)) continue;
+            if (meshNetAt) {
+              this.error(
+                m.keyword.location,
+                `second 'net' section in 'connection-mesh' (the first is at line ${meshNetAt.line}); drbdadm allows one`,
+              );
+              continue;
+            }
+            meshNetAt = m.keyword.location;
+            this.optionsInto('net', m.body ?? [], mesh.net);
           } else this.unknown(m.keyword, MESH_KEYWORDS, "in 'connection-mesh'");
         }
       } else if (kw === 'stacked-on-top-of') {
@@ -1179,6 +1192,7 @@ class Interpreter {
       location: s.keyword.location,
       badEndpoints: 0,
     };
+    let netAt: SourceLocation | null = null;
     for (const f of s.body) {
       const kw = f.keyword.text;
       if (kw === 'host') {
@@ -1199,7 +1213,16 @@ class Interpreter {
         }
         c.paths.push({ endpoints, location: f.keyword.location });
       } else if (kw === 'net') {
-        if (this.expectSection(f, 0)) this.optionsInto('net', f.body ?? [], c.net);
+        if (!this.expectSection(f, 0)) continue;
+        if (netAt) {
+          this.error(
+            f.keyword.location,
+            `second 'net' section in this connection (the first is at line ${netAt.line}); drbdadm allows one`,
+          );
+          continue;
+        }
+        netAt = f.keyword.location;
+        this.optionsInto('net', f.body ?? [], c.net);
       } else if (kw === 'disk') {
         if (this.expectSection(f, 0))
           this.optionsInto('disk', f.body ?? [], c.disk, PEER_DEVICE_OPTIONS);
@@ -1217,8 +1240,18 @@ class Interpreter {
     return c;
   }
 
-  /** `host NAME [address [AF] IP:PORT] [port P];` */
-  private endpoint(f: Statement): RawEndpoint | undefined {
+  /** `host NAME [address [AF] IP:PORT] [port P] [via proxy on HOST { ... }];` */
+  private endpoint(written: Statement): RawEndpoint | undefined {
+    let f = written;
+    const via = f.args.findIndex((a) => a.text === 'via' && a.kind === 'word');
+    if (via >= 0) {
+      // DRBD Proxy between the hosts: Tandem connects directly (the proxy section is skipped).
+      this.warning(
+        f.args[via]!.location,
+        "'via proxy' is accepted but not implemented by Tandem: the hosts connect directly",
+      );
+      f = { ...f, args: f.args.slice(0, via), body: null };
+    }
     if (!this.expectStatement(f, 1, 10, 'a host name')) return undefined;
     const hostTok = f.args[0] as Token;
     const ep: RawEndpoint = {

@@ -501,9 +501,9 @@ export const GLOBAL_OPTIONS: readonly OptionSchema[] = [
   opt('dialog-refresh', num(0, 2147483647, 1, '1', 's'), A, 'drbdadm dialog refresh'),
   opt('disable-ip-verification', { type: 'flag' }, A, 'do not check that the local address exists'),
   opt('udev-always-use-vnr', { type: 'flag' }, A, 'udev names include the volume number'),
-  opt('cmd-timeout-short', num(0, 2147483647, 5, '1', 's'), A, 'drbdadm short command timeout'),
-  opt('cmd-timeout-medium', num(0, 2147483647, 121, '1', 's'), A, 'drbdadm medium command timeout'),
-  opt('cmd-timeout-long', num(0, 2147483647, 600, '1', 's'), A, 'drbdadm long command timeout'),
+  opt('cmd-timeout-short', num(0, 900, 5, '1', 's'), A, 'drbdadm short command timeout'),
+  opt('cmd-timeout-medium', num(0, 900, 121, '1', 's'), A, 'drbdadm medium command timeout'),
+  opt('cmd-timeout-long', num(0, 900, 600, '1', 's'), A, 'drbdadm long command timeout'),
 ];
 
 export const SECTION_OPTIONS: Readonly<Record<SectionName, readonly OptionSchema[]>> = {

@@ -197,7 +197,7 @@ function tandemView(r: ResourceConfig): View {
         const md = v.metaDisk;
         const mdText =
           md === null
-            ? 'internal'
+            ? 'undefined'
             : md.kind === 'internal'
               ? 'internal'
               : md.kind === 'flexible'
