@@ -66,11 +66,27 @@ export function hostForNode(
  * a `_this_host` section (drbdadm's section for whichever machine reads the file).
  */
 export function findHost(hosts: readonly HostConfig[], node: string): HostConfig | undefined {
+  const named = (same: (a: string, b: string) => boolean): HostConfig | undefined =>
+    hosts.find((h) => !h.floating && (h.names ?? [h.name]).some((n) => same(n, node)));
   return (
-    hosts.find((h) => !h.floating && (h.names ?? [h.name]).includes(node)) ??
+    named((a, b) => a === b) ??
     hosts.find((h) => h.name === node) ??
+    named(hostnamesEqual) ??
     hosts.find((h) => h.name === '_this_host' && !h.floating)
   );
+}
+
+/**
+ * drbdadm's host name match: without case, and a short name matches a fully qualified one
+ * (`on alpha.example.com` is node `alpha`); two fully qualified names must be equal.
+ */
+function hostnamesEqual(a: string, b: string): boolean {
+  const da = a.indexOf('.');
+  const db = b.indexOf('.');
+  if (da >= 0 && db >= 0) return a.toLowerCase() === b.toLowerCase();
+  const sa = da >= 0 ? a.slice(0, da) : a;
+  const sb = db >= 0 ? b.slice(0, db) : b;
+  return sa.toLowerCase() === sb.toLowerCase();
 }
 
 /**

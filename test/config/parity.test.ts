@@ -90,6 +90,8 @@ function sectionsOf(n: XmlNode | undefined): Record<string, Record<string, Optio
   const out: Record<string, Record<string, OptionValue>> = {};
   for (const s of n ? kids(n, 'section') : []) {
     const name = s.attrs['name'] as SectionName;
+    // DRBD Proxy's options: Tandem accepts the section and does not read it (no proxy).
+    if ((name as string) === 'proxy') continue;
     const opts: Record<string, OptionValue> = {};
     for (const o of kids(s, 'option')) {
       const oname = o.attrs['name'] ?? '';
