@@ -1,7 +1,8 @@
 // Runs the real drbdadm (drbd-utils) as an oracle: in a private UTS+network namespace whose
 // hostname is a host of the file and whose loopback carries the test addresses, as
 // /work/shared/probes/FINDINGS.md §1 describes. Also a tiny XML reader for `drbdadm dump-xml`.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -57,15 +58,29 @@ export interface DrbdadmJob {
 }
 
 /**
- * Many `drbdadm -c FILE ARGS...` runs in one namespace (one process spawn for the whole batch,
- * which keeps the parity test fast as the corpus grows): the hostname is set before each run.
- * Results are in the order of `jobs`.
+ * Many `drbdadm -c FILE ARGS...` runs, in a few namespaces run side by side (one process spawn
+ * per namespace, which keeps the parity test fast as the corpus grows): the hostname is set
+ * before each run. Results are in the order of `jobs`.
  */
-export function drbdadmBatch(jobs: readonly DrbdadmJob[]): DrbdadmResult[] {
-  if (jobs.length === 0) return [];
+export async function drbdadmBatch(
+  jobs: readonly DrbdadmJob[],
+  parallel = 3,
+): Promise<DrbdadmResult[]> {
+  for (const j of jobs) {
+    for (const v of [j.hostname, j.file, ...j.args]) {
+      if (/\s/.test(v)) throw new Error(`drbdadmBatch: whitespace in '${v}'`);
+    }
+  }
+  const size = Math.max(1, Math.ceil(jobs.length / parallel));
+  const chunks: DrbdadmJob[][] = [];
+  for (let i = 0; i < jobs.length; i += size) chunks.push(jobs.slice(i, i + size));
+  return (await Promise.all(chunks.map((c) => batchInOneNamespace(c)))).flat();
+}
+
+async function batchInOneNamespace(jobs: readonly DrbdadmJob[]): Promise<DrbdadmResult[]> {
   const dir = mkdtempSync(join(tmpdir(), 'tandem-drbdadm-'));
   try {
-    const lines = [
+    const script = [
       'ip link set lo up || exit 99',
       `for a in ${TEST_ADDRESSES.join(' ')}; do ip addr add "$a" dev lo 2>/dev/null; done`,
       'd="$1"; i=0',
@@ -77,23 +92,20 @@ export function drbdadmBatch(jobs: readonly DrbdadmJob[]): DrbdadmResult[] {
       '  i=$((i+1))',
       'done <"$d/jobs"',
     ].join('\n');
-    for (const j of jobs) {
-      for (const v of [j.hostname, j.file, ...j.args]) {
-        if (/[\s]/.test(v)) throw new Error(`drbdadmBatch: whitespace in '${v}'`);
-      }
-    }
     writeFileSync(
       join(dir, 'jobs'),
       jobs.map((j) => `${j.hostname}\n${j.file}\n${j.args.join(' ')}\n`).join(''),
     );
-    const r = spawnSync('unshare', ['-u', '-n', 'sh', '-c', lines, 'sh', dir], {
-      encoding: 'utf8',
+    const child = spawn('unshare', ['-u', '-n', 'sh', '-c', script, 'sh', dir], {
       env: peerEnv(),
+      stdio: ['ignore', 'ignore', 'pipe'],
       timeout: 20_000 + 2_000 * jobs.length,
     });
-    if (r.status !== 0) {
-      throw new Error(`drbdadm batch failed (${r.status ?? r.signal}): ${r.stderr}`);
-    }
+    let stderr = '';
+    child.stderr.setEncoding('utf8');
+    child.stderr.on('data', (d: string) => (stderr += d));
+    const [code, signal] = (await once(child, 'close')) as [number | null, string | null];
+    if (code !== 0) throw new Error(`drbdadm batch failed (${code ?? signal}): ${stderr}`);
     return jobs.map((_, i) => {
       const read = (ext: string): string => readFileSync(join(dir, `${i}.${ext}`), 'utf8');
       return { status: Number(read('rc').trim()), stdout: read('out'), stderr: clean(read('err')) };

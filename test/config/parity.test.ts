@@ -233,8 +233,10 @@ function tandemView(r: ResourceConfig): View {
 
 /** drbdadm's reading of each file (dump-xml and dump), all of them in one batch. */
 /** Each function asserts that drbdadm accepted its file and returns its reading. */
-function oraclesOf(files: readonly { file: string; host: string }[]): (() => Map<string, View>)[] {
-  const results = drbdadmBatch(
+async function oraclesOf(
+  files: readonly { file: string; host: string }[],
+): Promise<(() => Map<string, View>)[]> {
+  const results = await drbdadmBatch(
     files.flatMap(({ file, host }) => [
       { file, hostname: host, args: ['dump-xml', 'all'] },
       { file, hostname: host, args: ['dump', 'all'] },
@@ -274,7 +276,7 @@ async function oracleOfGood(name: string): Promise<Map<string, View>> {
       }
       files.push({ file: join(CORPUS, 'good', n), host });
     }
-    const views = oraclesOf(files);
+    const views = await oraclesOf(files);
     goodOracles = new Map(good.map((n, i) => [n, views[i] as () => Map<string, View>]));
   }
   return (goodOracles.get(name) as () => Map<string, View>)();
@@ -316,7 +318,7 @@ test("parity: drbdadm reads Tandem's dump as the same configuration as the origi
         `${name}: re-parse`,
       );
     }
-    const fromDump = oraclesOf(files);
+    const fromDump = await oraclesOf(files);
     for (const [i, name] of good.entries()) {
       assert.deepEqual(
         (fromDump[i] as () => Map<string, View>)(),
@@ -350,7 +352,7 @@ test('parity: Tandem rejects every broken file, and more than drbdadm does', asy
     });
   }
   if (peers) {
-    const results = drbdadmBatch(
+    const results = await drbdadmBatch(
       bad.map((name) => ({
         file: join(CORPUS, 'bad', name),
         hostname: 'alpha',
