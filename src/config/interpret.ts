@@ -666,6 +666,11 @@ class Interpreter {
         if (!this.expectStatement(st, 1, 1, 'a number')) return undefined;
         const a = st.args[0] as Token;
         const r = parseNumericValue(a.text, k);
+        if (r.ok && r.clampedFrom !== undefined)
+          this.warning(
+            a.location,
+            `${name} ${printable(a.text)} is out of range ${k.min}..${k.max}: clamped to ${r.value}, as DRBD clamps it`,
+          );
         if (r.ok) return r.value;
         this.error(a.location, `${name}: ${r.error}`, r.expected);
         return undefined;

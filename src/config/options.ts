@@ -33,6 +33,8 @@ export type OptionKind =
       readonly prefix: UnitPrefix;
       /** The native unit of the stored number, e.g. "bytes", "sectors", "KiB/s", "1/10 s", "s", "ms". */
       readonly unit: string;
+      /** Out-of-range values are clamped into min..max (drbdadm's implicit clamp: al-extents). */
+      readonly clamp?: boolean;
     }
   | {
       readonly type: 'numeric-or-symbol';
@@ -308,7 +310,20 @@ const DISK: OptionSchema[] = [
   opt('disk-drain', bool(true), A, 'drain requests before a barrier'),
   opt('md-flushes', bool(true), A, 'flush metadata writes (Tandem always does)'),
   opt('resync-after', str(), A, 'resync after this resource (RES or RES/VOLUME) has finished'),
-  opt('al-extents', num(67, 65534, 1237, '1', 'extents'), S, 'activity log size (4 MiB extents)'),
+  opt(
+    'al-extents',
+    {
+      type: 'numeric',
+      min: 67,
+      max: 65534,
+      default: 1237,
+      prefix: '1',
+      unit: 'extents',
+      clamp: true,
+    },
+    S,
+    'activity log size (4 MiB extents)',
+  ),
   opt('al-updates', bool(true), A, 'update the activity log on disk'),
   opt('discard-zeroes-if-aligned', bool(true), A, 'treat aligned discards as zeroing'),
   opt('disable-write-same', bool(false), A, 'never send WRITE SAME'),
@@ -571,7 +586,9 @@ const SUFFIX_BYTES: Readonly<Record<string, number>> = {
 export function parseNumericValue(
   word: string,
   kind: Extract<OptionKind, { type: 'numeric' }>,
-): { ok: true; value: number } | { ok: false; error: string; expected: string } {
+):
+  | { ok: true; value: number; clampedFrom?: number }
+  | { ok: false; error: string; expected: string } {
   const m = /^(-?[0-9]+)([a-zA-Z]?)$/.exec(word);
   const range = `${kind.min}..${kind.max}${kind.unit ? ` (${kind.unit})` : ''}`;
   if (!m) return { ok: false, error: `'${word}' is not a number`, expected: `a number ${range}` };
@@ -594,6 +611,8 @@ export function parseNumericValue(
       return { ok: false, error: `'${word}' is too large`, expected: `a number ${range}` };
   }
   if (value < kind.min || value > kind.max) {
+    if (kind.clamp)
+      return { ok: true, value: Math.min(kind.max, Math.max(kind.min, value)), clampedFrom: value };
     return { ok: false, error: `${word} is out of range`, expected: `a value ${range}` };
   }
   return { ok: true, value };
