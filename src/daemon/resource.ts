@@ -414,6 +414,7 @@ export class Resource implements ResourceRuntime {
       this.setDisk('Diskless');
       throw new StateError(
         `${this.name}: cannot attach ${this.plan.diskPath}: ${(e as Error).message}`,
+        undefined,
         { cause: e },
       );
     }
@@ -741,6 +742,7 @@ export class Resource implements ResourceRuntime {
   };
 
   private readonly clockPort: ClockPort = {
+    nowMs: () => this.svc.clock.nowMs(),
     setTimeout: (fn, ms) => this.svc.clock.setTimeout(fn, ms),
     defer: (fn) => queueMicrotask(fn),
   };
@@ -760,7 +762,7 @@ export class Resource implements ResourceRuntime {
       this.admins.delete(a.cmdId);
       if (p === undefined) return;
       if (a.ok) p.resolve(a.message);
-      else p.reject(new StateError(this.explain(p.command, a.refusal)));
+      else p.reject(new StateError(this.explain(p.command, a.refusal), a.refusal.code));
     },
     stateChange: (c) => this.onStateChange(c),
     fencePeer: (peer, token) => this.fencePeer(peer, token),
@@ -1306,8 +1308,13 @@ export class Resource implements ResourceRuntime {
         return undefined;
       },
       admission: gate,
-      read: async (offsetBytes, lengthBytes) => {
-        const data = await submit({ op: 'read', offsetBytes, lengthBytes });
+      read: async (offsetBytes, lengthBytes, into) => {
+        const data = await submit({
+          op: 'read',
+          offsetBytes,
+          lengthBytes,
+          ...(into === undefined ? {} : { into }),
+        });
         if (data === undefined) throw new NbdCommandError('read returned no data', NBD_EIO);
         return Buffer.isBuffer(data)
           ? data
