@@ -157,6 +157,8 @@ type Held =
       readonly conn: unknown;
     };
 
+type BitmapChange = Extract<Action, { type: 'bitmapSet' | 'bitmapClear' }>;
+
 type LocalIo = Extract<
   Action,
   { type: 'diskRead' | 'diskWrite' | 'diskTrim' | 'diskZeroes' | 'diskFlush' }
@@ -192,6 +194,8 @@ export class Driver {
   private stopped = false;
   /** Reused for a step's local data I/O, issued after the step's other actions. */
   private readonly deferredIo: LocalIo[] = [];
+  /** Bitmap changes made while a barrier ran, for the port once it ends (`bitmapChange`). */
+  private readonly bitmapLater = new Fifo<BitmapChange>();
 
   constructor(state: EngineState, ports: DriverPorts, options: DriverOptions = {}) {
     this.state = state;
@@ -307,6 +311,7 @@ export class Driver {
     this.timers.clear();
     this.barriers.drain();
     this.held.drain();
+    this.bitmapLater.drain();
     // Idle waiters still wait for what the disk port has under way (a write landing after
     // the files close would be covered by nothing).
     return this.inbox.drain();
@@ -332,11 +337,8 @@ export class Driver {
           flushData: barrierFlushesData(a) && this.bug !== 'meta-skips-flush',
         });
       case 'bitmapSet':
-        this.disk?.bitmapSet(a.peer, a.ranges);
-        return;
       case 'bitmapClear':
-        this.disk?.bitmapClear(a.peer, a.ranges);
-        return;
+        return this.bitmapChange(a);
       case 'send':
         return this.send(a);
       case 'connect':
@@ -407,6 +409,38 @@ export class Driver {
       packet: a.packet,
       conn: this.net.connection(a.peer),
     });
+  }
+
+  /**
+   * The port's in-memory bitmap is what a metadata barrier writes, and that barrier's data
+   * flush is what makes a cleared bit true on disk: it covers the writes done before it was
+   * issued. A bit cleared later (a resync write that completed meanwhile, its data maybe still
+   * in the disk's cache) must not ride along, or a power loss keeps the cleared bit and loses
+   * the data, and nothing marks the block any more (simulator seed 500000946: a SyncTarget's
+   * resync writes). So while a barrier runs (flush, then write) the changes wait, in order, and
+   * reach the port when it ends; the next bitmap write is preceded by its own flush.
+   * (DRBD writes bitmap pages without flushing the data device first, so it has this window
+   * with a volatile cache; closing it costs nothing but the wait.)
+   */
+  private bitmapChange(a: BitmapChange): void {
+    const d = this.disk;
+    if (d === null) return;
+    if (this.barrierRunning || this.bitmapLater.length > 0) {
+      this.bitmapLater.push(a);
+      return;
+    }
+    if (a.type === 'bitmapSet') d.bitmapSet(a.peer, a.ranges);
+    else d.bitmapClear(a.peer, a.ranges);
+  }
+
+  /** The barrier ended: the bitmap changes it held reach the port, in order. */
+  private releaseBitmap(): void {
+    const d = this.disk;
+    for (let a = this.bitmapLater.shift(); a !== undefined; a = this.bitmapLater.shift()) {
+      if (d === null) continue;
+      if (a.type === 'bitmapSet') d.bitmapSet(a.peer, a.ranges);
+      else d.bitmapClear(a.peer, a.ranges);
+    }
   }
 
   /** Nothing is held and no barrier is pending: work may go at once. */
@@ -525,6 +559,7 @@ export class Driver {
     this.barriers.shift();
     this.barriersDone++;
     this.barrierRunning = false;
+    this.releaseBitmap();
     if (b.kind === 'grow') {
       // A resize that failed is refused; the disk itself stays in use (its size unchanged).
       this.feed({ type: 'diskGrown', token: b.token, ok: errno === null });

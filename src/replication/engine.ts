@@ -3113,6 +3113,21 @@ function onResyncDoneAck(s: EngineState, p: Peer, uuid: bigint): void {
   s.wasUpToDate = true;
   s.crashedPrimary = s.role === 'Primary';
   s.localStale.clearAll(); // its blocks were marked: the resync brought them
+  const failed = bm(s, p.id);
+  if (failed.weight > 0) {
+    // Blocks marked after our ResyncDone left (a pass_on write that failed here meanwhile;
+    // simulator seed 600005688): this disk holds the generation but not those blocks. As
+    // DRBD's resync with failed blocks, it stays Inconsistent (the source stays UpToDate) and
+    // the next connect resyncs them; reads of them go to the peer, as after any pass_on mark.
+    s.consistent = false;
+    for (const r of failed.ranges()) s.localStale.set(r);
+    emit(s, { type: 'bitmapFlush' });
+    persist(s);
+    setRepl(s, p, 'Established');
+    emit(s, { type: 'note', note: { kind: 'resync-finished', peer: p.id, role: 'target' } });
+    broadcastState(s);
+    return;
+  }
   setDisk(s, 'UpToDate');
   emit(s, { type: 'bitmapFlush' });
   persist(s);

@@ -193,6 +193,25 @@ test('a DATA send held for a connection that was replaced is dropped', () => {
   assert.deepEqual(w.log.slice(-1), ['drop Data']);
 });
 
+test('a bit cleared while a barrier runs reaches the port after it, in order with sets', () => {
+  // Simulator seed 500000946: a SyncTarget's resync write completed after the bitmap barrier's
+  // data flush was issued; its cleared bit rode along in the bitmap write, the power loss kept
+  // the bit and lost the data, and no bitmap marked the block any more.
+  const w = new World();
+  const clear: Action = { type: 'bitmapClear', peer: 2, ranges: [{ start: 7, count: 1 }] };
+  const set: Action = { type: 'bitmapSet', peer: 2, ranges: [{ start: 7, count: 1 }] };
+  w.request([clear]);
+  assert.deepEqual(w.log, ['bitmapClear'], 'with no barrier running it applies at once');
+  w.request([{ type: 'bitmapFlush' }]);
+  w.request([clear, set]);
+  assert.deepEqual(w.log.slice(1), ['issue flush'], 'they wait while the flush runs');
+  w.answer(); // the data flush
+  w.request([clear]);
+  assert.deepEqual(w.log.slice(1), ['issue flush', 'issue meta:bitmapFlush'], 'and the write');
+  w.answer(); // the bitmap write
+  assert.deepEqual(w.log.slice(3), ['bitmapClear', 'bitmapSet', 'bitmapClear']);
+});
+
 test('detachDisk waits for the I/O under way; new I/O gets ENODEV', () => {
   const w = new World();
   w.request([write(1)]);

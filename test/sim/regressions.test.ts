@@ -135,3 +135,21 @@ test('seed 385: under pass_on a resync request whose checksum read fails asks fo
   const r = runSeed({ seed: 385 });
   assert.ok(r.ok, r.violation ?? '');
 });
+
+// The fresh runs of 3,000+ seeds per start after pass_on stopped at two pass_on seeds.
+test('seed 500000946: a bit cleared during a bitmap barrier waits for the next one', () => {
+  // A SyncTarget's resync write completed after the bitmap barrier's data flush was issued; the
+  // cleared bit went into that barrier's write, the power loss inside it kept the bit and lost
+  // the cached data (the source had cleared its bit on RsWriteAck), and no bitmap marked the
+  // block: an unmarked difference. test/replication/driver.test.ts pins the rule.
+  const r = runSeed({ seed: 500000946 });
+  assert.ok(r.ok, r.violation ?? '');
+});
+
+test('seed 600005688: a write failing on a SyncTarget after its ResyncDone keeps it Inconsistent', () => {
+  // Under pass_on a replicated write failed on the target between its ResyncDone and the
+  // source's ResyncDoneAck; the target went UpToDate with the block marked (an invariant).
+  // test/replication/pass-on.test.ts pins it.
+  const r = runSeed({ seed: 600005688 });
+  assert.ok(r.ok, r.violation ?? '');
+});
