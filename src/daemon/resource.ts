@@ -780,6 +780,18 @@ export class Resource implements ResourceRuntime {
       if (n.kind === 'resync-started') this.startProgress(n.peer, n.bits);
       if (n.kind === 'resync-finished') this.finishProgress(n.peer);
     },
+    // Our bug: the driver fails the resource safe (Diskless, StandAlone); say which invariant.
+    invariantBroken: (b) => {
+      this.svc.log.error(
+        { invariant: b.invariant, detail: b.detail },
+        'engine invariant broken: detaching the disk and disconnecting every peer',
+      );
+      this.emitEvent('call', 'resource', undefined, {
+        note: 'invariant-broken',
+        invariant: b.invariant,
+        detail: b.detail,
+      });
+    },
     // A metadata write that failed leaves the on-disk state unknown: stop using this disk.
     diskFailed: (errno) => {
       this.svc.log.error({ errno }, 'metadata write failed; detaching');

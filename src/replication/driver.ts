@@ -13,10 +13,11 @@
 import type { Errno } from '../util/errno.js';
 import type { Timer } from '../platform/clock.js';
 import { Fifo } from '../util/fifo.js';
-import { step, type EngineState, type StepResult } from './engine.js';
+import { brokenInvariant, step, type EngineState, type StepResult } from './engine.js';
 import type {
   Action,
   BlockRange,
+  BrokenInvariant,
   EngineEvent,
   EngineNote,
   Packet,
@@ -104,6 +105,11 @@ export interface DriverHost {
   stepped?(ev: EngineEvent, actions: readonly Action[]): void;
   /** A metadata barrier starts its I/O (the simulator arms crashes inside barriers here). */
   barrierStarted?(): void;
+  /**
+   * The engine broke an invariant (our bug): the driver is failing the resource safe, by
+   * feeding the engine a detach and a disconnect of every peer. Say so loudly.
+   */
+  invariantBroken?(b: BrokenInvariant): void;
 }
 
 /**
@@ -128,6 +134,11 @@ export interface DriverOptions {
   readonly plantedBug?: DriverBug;
   /** The engine's step function; a test may script the actions instead. @default step */
   readonly step?: (s: EngineState, ev: EngineEvent) => StepResult;
+  /**
+   * The invariants checked after every step. @default brokenInvariant, or none with a scripted
+   * `step` (its state is no engine's)
+   */
+  readonly invariants?: (s: EngineState) => BrokenInvariant | null;
   /**
    * Where client writes spend their time: the driver marks what it sees of each (issued, let
    * go by a barrier, local disk done, its Data sent); the owner marks the rest.
@@ -174,6 +185,7 @@ export class Driver {
   private readonly host: DriverHost;
   private readonly bug: DriverBug | undefined;
   private readonly step: (s: EngineState, ev: EngineEvent) => StepResult;
+  private readonly invariants: ((s: EngineState) => BrokenInvariant | null) | null;
   private readonly stages: WriteStages | undefined;
   private readonly timers = new Map<number, Timer>();
   /** Barriers not yet done, oldest first; the first one runs. */
@@ -194,6 +206,10 @@ export class Driver {
   private stopped = false;
   /** Reused for a step's local data I/O, issued after the step's other actions. */
   private readonly deferredIo: LocalIo[] = [];
+  /** The invariant a step broke (the resource was failed safe then), or null. */
+  private broken: BrokenInvariant | null = null;
+  /** Admin commands the driver feeds itself (the fail-safe): negative ids, never the host's. */
+  private ownCmdId = 0;
   /** Bitmap changes made while a barrier ran, for the port once it ends (`bitmapChange`). */
   private readonly bitmapLater = new Fifo<BitmapChange>();
 
@@ -205,11 +221,17 @@ export class Driver {
     this.host = ports.host;
     this.bug = options.plantedBug;
     this.step = options.step ?? step;
+    this.invariants = options.invariants ?? (options.step === undefined ? brokenInvariant : null);
     this.stages = options.stages;
   }
 
   get engine(): EngineState | null {
     return this.state;
+  }
+
+  /** The invariant that failed this resource safe, or null. */
+  get brokenInvariant(): BrokenInvariant | null {
+    return this.broken;
   }
 
   /** The metadata barrier that failed the disk, as an errno, or null. */
@@ -240,6 +262,7 @@ export class Driver {
         const r = this.step(s, e);
         this.state = r.state;
         this.host.stepped?.(e, r.actions);
+        if (this.broken === null && this.invariants !== null) this.checkInvariants(r.state);
         this.execute(r.actions);
       }
     } finally {
@@ -274,6 +297,32 @@ export class Driver {
     }
     for (let i = base; i < deferred.length; i++) this.io(deferred[i]!);
     deferred.length = base;
+  }
+
+  /**
+   * After every step, the engine's cheap invariants (`brokenInvariant`: counters, no scans).
+   * A broken one is a bug of ours, and going on could serve or replicate wrong data: the
+   * resource fails safe instead, once. The step's actions still run (its completions must
+   * answer), then the engine detaches the disk (`failed`: even a lone Primary) and disconnects
+   * every peer: Diskless and StandAlone, every later request failing with EIO. An operator
+   * looks at the logs, then attaches and connects again (a resync follows from the bitmaps).
+   */
+  private checkInvariants(s: EngineState): void {
+    const b = this.invariants?.(s) ?? null;
+    if (b === null) return;
+    this.broken = b;
+    this.host.invariantBroken?.(b);
+    this.inbox.push({
+      type: 'admin',
+      cmdId: --this.ownCmdId,
+      command: { cmd: 'detach', failed: true },
+    });
+    for (const peer of s.peers.keys())
+      this.inbox.push({
+        type: 'admin',
+        cmdId: --this.ownCmdId,
+        command: { cmd: 'disconnect', peer },
+      });
   }
 
   /** A new disk (attach): the failure of the last one is forgotten. */

@@ -23,6 +23,7 @@ import type {
   Action,
   AdminCommand,
   AdminRefusal,
+  BrokenInvariant,
   BlockRange,
   BootState,
   ClientRequest,
@@ -3437,6 +3438,13 @@ function reconfigure(s: EngineState, cmdId: number, o: ReconfigurableOptions): v
       option: 'max-epoch-size',
       value: o.maxEpochSize,
     });
+  // Two Primaries connected stay legal only while allowed (an invariant; DRBD refuses this too).
+  if (
+    o.allowTwoPrimaries === false &&
+    s.role === 'Primary' &&
+    connected.some((p) => p.role === 'Primary')
+  )
+    return refuseAdmin(s, cmdId, { code: 'peer-primary', voted: false });
   const defined = Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined));
   s.cfg = { ...s.cfg, ...defined };
   reply(s, cmdId, 'reconfigured');
@@ -3545,51 +3553,64 @@ function ovCompare(s: EngineState, p: Peer, id: number): void {
 
 // --- invariants -----------------------------------------------------------------------------
 
-/** Asserts what must hold after every step. */
-export function checkInvariants(s: EngineState): void {
-  if (s.role === 'Primary') {
-    const syncTarget = [...s.peers.values()].some(
-      (p) => p.repl === 'SyncTarget' || p.sync?.role === 'target',
-    );
-    const catchingUp =
-      (s.disk === 'Inconsistent' && syncTarget) ||
-      ((s.disk === 'Outdated' || s.disk === 'Inconsistent') && s.attachedAsPrimary) ||
-      // pass_on: a failed local write left it stale in places until a resync repairs them.
-      (s.disk === 'Inconsistent' && s.localStale.weight > 0);
-    assert(
-      s.disk === 'UpToDate' || s.disk === 'Diskless' || catchingUp,
-      `Primary with a ${s.disk} disk`,
-    );
-  }
+/**
+ * The first invariant `s` breaks, or null. Cheap enough for every step of a production daemon
+ * (the driver runs it: a broken one fails the resource safe): a few comparisons per peer, of
+ * counters the engine keeps (a bitmap's weight, a map's size), and no allocation.
+ */
+export function brokenInvariant(s: EngineState): BrokenInvariant | null {
+  let syncTarget = false;
   for (const p of s.peers.values()) {
+    if (p.repl === 'SyncTarget' || p.sync?.role === 'target') syncTarget = true;
     const b = bm(s, p.id);
-    assert(b.weight >= 0 && b.weight <= s.blocks, 'bitmap weight in range');
-    if (p.repl === 'SyncTarget') assert(s.disk === 'Inconsistent', 'a SyncTarget is Inconsistent');
-    if (p.repl === 'SyncTarget') assert(p.rs !== null, 'a SyncTarget has resync state');
-    if (p.conn !== 'Connected')
-      assert(
-        p.repl === 'Off' && p.rs === null && p.tl.size === 0,
-        'no replication state without a connection',
-      );
+    if (b.weight < 0 || b.weight > s.blocks)
+      return { invariant: 'bitmap-weight', detail: 'bitmap weight in range' };
+    if (p.repl === 'SyncTarget' && s.disk !== 'Inconsistent')
+      return { invariant: 'sync-target-consistent', detail: 'a SyncTarget is Inconsistent' };
+    if (p.repl === 'SyncTarget' && p.rs === null)
+      return { invariant: 'sync-target-idle', detail: 'a SyncTarget has resync state' };
+    if (p.conn !== 'Connected' && (p.repl !== 'Off' || p.rs !== null || p.tl.size !== 0))
+      return {
+        invariant: 'replication-unconnected',
+        detail: 'no replication state without a connection',
+      };
     if (
       p.repl === 'Established' &&
       s.disk === 'UpToDate' &&
       p.disk === 'UpToDate' &&
-      !p.verifyMarked
+      !p.verifyMarked &&
+      b.weight !== 0
     )
-      assert(
-        b.weight === 0,
-        `UpToDate and Established with ${b.weight} out-of-sync blocks (peer ${p.id})`,
-      );
+      return {
+        invariant: 'up-to-date-out-of-sync',
+        detail: `UpToDate and Established with ${b.weight} out-of-sync blocks (peer ${p.id})`,
+      };
     if (
       p.conn === 'Connected' &&
       p.settled &&
       p.repl === 'Established' &&
       p.role === 'Primary' &&
-      s.role === 'Primary'
+      s.role === 'Primary' &&
+      !s.cfg.allowTwoPrimaries
     )
-      assert(s.cfg.allowTwoPrimaries, 'two Primaries without allow-two-primaries');
+      return { invariant: 'two-primaries', detail: 'two Primaries without allow-two-primaries' };
   }
-  assert(s.al.size <= s.cfg.alExtents, 'activity log within al-extents');
+  if (s.role === 'Primary' && s.disk !== 'UpToDate' && s.disk !== 'Diskless') {
+    const catchingUp =
+      (s.disk === 'Inconsistent' && syncTarget) ||
+      ((s.disk === 'Outdated' || s.disk === 'Inconsistent') && s.attachedAsPrimary) ||
+      // pass_on: a failed local write left it stale in places until a resync repairs them.
+      (s.disk === 'Inconsistent' && s.localStale.weight > 0);
+    if (!catchingUp) return { invariant: 'primary-disk', detail: `Primary with a ${s.disk} disk` };
+  }
+  if (s.al.size > s.cfg.alExtents)
+    return { invariant: 'al-over-extents', detail: 'activity log within al-extents' };
+  return null;
+}
+
+/** Asserts what must hold after every step (tests and the simulator: some checks scan). */
+export function checkInvariants(s: EngineState): void {
+  const broken = brokenInvariant(s);
+  assert(broken === null, broken?.detail ?? '');
   for (const [e, n] of s.alWrites) assert(n > 0 && s.al.has(e), 'writes only into hot extents');
 }

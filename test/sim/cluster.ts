@@ -662,6 +662,10 @@ export class Simulation {
             checkInvariants(state);
           },
           barrierStarted: () => this.armedCrash(n, inc),
+          // checkInvariants (in stepped) asserts everything the driver's live check covers.
+          invariantBroken: (b) => {
+            throw new Error(`simulator: the driver found a broken invariant: ${b.detail}`);
+          },
         },
       },
       this.opts.plantedBug !== undefined && isDriverBug(this.opts.plantedBug)
