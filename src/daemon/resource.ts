@@ -789,7 +789,6 @@ export class Resource implements ResourceRuntime {
       this.emitEvent('call', 'resource', undefined, {
         note: 'invariant-broken',
         invariant: b.invariant,
-        detail: b.detail,
       });
     },
     // A metadata write that failed leaves the on-disk state unknown: stop using this disk.
