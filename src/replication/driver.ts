@@ -211,7 +211,7 @@ export class Driver {
   /** Admin commands the driver feeds itself (the fail-safe): negative ids, never the host's. */
   private ownCmdId = 0;
   /** Bitmap changes made while a barrier ran, for the port once it ends (`bitmapChange`). */
-  private readonly bitmapLater = new Fifo<BitmapChange>();
+  private readonly bitmapLater = new Fifo<{ readonly disk: DiskPort; readonly a: BitmapChange }>();
 
   constructor(state: EngineState, ports: DriverPorts, options: DriverOptions = {}) {
     this.state = state;
@@ -360,7 +360,8 @@ export class Driver {
     this.timers.clear();
     this.barriers.drain();
     this.held.drain();
-    this.bitmapLater.drain();
+    // Bitmap changes a running barrier holds still reach its disk when it answers: a clean close
+    // writes the whole bitmap after a data flush, and must not lose them.
     // Idle waiters still wait for what the disk port has under way (a write landing after
     // the files close would be covered by nothing).
     return this.inbox.drain();
@@ -475,20 +476,22 @@ export class Driver {
     const d = this.disk;
     if (d === null) return;
     if (this.barrierRunning || this.bitmapLater.length > 0) {
-      this.bitmapLater.push(a);
+      this.bitmapLater.push({ disk: d, a });
       return;
     }
     if (a.type === 'bitmapSet') d.bitmapSet(a.peer, a.ranges);
     else d.bitmapClear(a.peer, a.ranges);
   }
 
-  /** The barrier ended: the bitmap changes it held reach the port, in order. */
+  /**
+   * The barrier ended (or answered after a stop): the bitmap changes it held reach the disk
+   * they were made for, in order (even one detached meanwhile: it is closed once idle, and a
+   * clean close writes its bitmap).
+   */
   private releaseBitmap(): void {
-    const d = this.disk;
-    for (let a = this.bitmapLater.shift(); a !== undefined; a = this.bitmapLater.shift()) {
-      if (d === null) continue;
-      if (a.type === 'bitmapSet') d.bitmapSet(a.peer, a.ranges);
-      else d.bitmapClear(a.peer, a.ranges);
+    for (let c = this.bitmapLater.shift(); c !== undefined; c = this.bitmapLater.shift()) {
+      if (c.a.type === 'bitmapSet') c.disk.bitmapSet(c.a.peer, c.a.ranges);
+      else c.disk.bitmapClear(c.a.peer, c.a.ranges);
     }
   }
 
@@ -597,14 +600,20 @@ export class Driver {
     this.diskBusy++;
     d.flush((errno) => {
       this.diskBusy--;
-      if (this.stopped) return this.wakeIdle();
+      if (this.stopped) return this.stoppedBarrierAnswered();
       if (errno !== null) return this.barrierDone(b, errno);
       write();
     });
   }
 
+  /** A barrier under way when the driver stopped has answered: its held bitmap changes go. */
+  private stoppedBarrierAnswered(): void {
+    this.releaseBitmap();
+    this.wakeIdle();
+  }
+
   private barrierDone(b: Barrier, errno: Errno | null): void {
-    if (this.stopped) return this.wakeIdle();
+    if (this.stopped) return this.stoppedBarrierAnswered();
     this.barriers.shift();
     this.barriersDone++;
     this.barrierRunning = false;
