@@ -327,6 +327,8 @@ export class Driver {
 
   /** A new disk (attach): the failure of the last one is forgotten. */
   attachDisk(disk: DiskPort): void {
+    // Changes still held were made for the disk before: they go to it now, not to this one.
+    this.releaseBitmap();
     this.disk = disk;
     this.failure = null;
   }
