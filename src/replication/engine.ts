@@ -2389,8 +2389,15 @@ function onPacket(s: EngineState, peerId: number, pk: Packet): void {
       if (p.disk === 'Diskless' && pk.disk !== 'Diskless' && pk.disk !== 'Failed') return;
       setPeerRole(s, p, pk.role);
       setPeerDisk(s, p, pk.disk);
-      if ((pk.disk === 'Diskless' || pk.disk === 'Failed') && p.repl !== 'Off') {
+      if (
+        (pk.disk === 'Diskless' || pk.disk === 'Failed') &&
+        (p.repl !== 'Off' || p.sync !== null)
+      ) {
         // The peer lost its disk: what it had in flight is out of sync, and so is what follows.
+        // During the bitmap exchange too (repl still Off): the resync it was to start has no
+        // disk to go to, and writes replicated meanwhile would wait in the transfer log for a
+        // BarrierAck a Diskless peer never sends (simulator seed 920002561).
+        p.sync = null;
         clearTl(s, p);
         for (const f of [...s.flushes.values()])
           if (f.barriers.delete(p.id)) maybeCompleteFlush(s, f);

@@ -1431,7 +1431,7 @@ export class Simulation {
       this.nodes
         .map((n) => {
           const v = n.view();
-          return `${n.name}{${n.engine === null ? 'down' : `${n.role}/${n.diskState} ${v.conn}/${v.repl} peer=${v.role}/${v.disk} oos=${n.engine.bitmaps.get(n.peerId)!.weight} writes=${n.engine.writes.size}`}}`;
+          return `${n.name}{${n.engine === null ? 'down' : `${n.role}/${n.diskState} ${v.conn}/${v.repl} peer=${v.role}/${v.disk} oos=${n.engine.bitmaps.get(n.peerId)!.weight} port-oos=${n.mbitmap.weight} writes=${n.engine.writes.size}`}}`;
         })
         .join(' ') + ` ops=${this.ops.size}`
     );

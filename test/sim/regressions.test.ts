@@ -153,3 +153,12 @@ test('seed 600005688: a write failing on a SyncTarget after its ResyncDone keeps
   const r = runSeed({ seed: 600005688 });
   assert.ok(r.ok, r.violation ?? '');
 });
+
+test('seed 920002561: a peer whose disk goes during the bitmap exchange gets no resync', () => {
+  // Found by the fresh run after the two fixes above (it fails on the commit before them too):
+  // the peer's State (Diskless) arrived before any resync had started and was not acted on;
+  // its Bitmap then started a resync to a Diskless peer, and a write replicated meanwhile
+  // waited for a BarrierAck forever (liveness). test/replication/disk-lost-order.test.ts.
+  const r = runSeed({ seed: 920002561 });
+  assert.ok(r.ok, r.violation ?? '');
+});
