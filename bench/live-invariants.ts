@@ -29,6 +29,7 @@ function primaryWith(peers: number): EngineState {
       cFillTargetBytes: 100 * 1024 * 1024,
       cMaxRateBytesPerSec: 100 * 1024 * 1024,
       cMinRateBytesPerSec: 250 * 1024,
+      cDelayTargetTenths: 10,
     },
     csums: false,
     verify: false,

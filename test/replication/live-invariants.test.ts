@@ -55,6 +55,7 @@ function rig() {
     clock: {
       setTimeout: () => ({ cancel: () => undefined }),
       defer: (fn) => void deferred.push(fn),
+      nowMs: () => 0,
     },
     host: {
       complete: (a) => void completions.push(a),
@@ -79,7 +80,7 @@ function rig() {
     return p;
   };
   /** An event the engine ignores: only the driver's check after the step can react. */
-  const nudge = (): void => driver.feed({ type: 'timer', timerId: 987_654 });
+  const nudge = (): void => driver.feed({ type: 'timer', timerId: 987_654, nowMs: 0 });
   return { driver, engine, peer, nudge, broken, changes, completions, disconnected, deferred };
 }
 
@@ -96,7 +97,10 @@ const idleResync = (): NonNullable<Peer['rs']> => ({
   cursor: 0,
   inflight: new Map(),
   creditBytes: 0,
-  doneBytesThisTick: 0,
+  requestedBytes: 0,
+  cameInBytes: 0,
+  lastTurnMs: null,
+  turnSoon: false,
   plan: [],
   planTotal: 0,
   finishing: false,
