@@ -141,7 +141,8 @@ test('seed 500000946: a bit cleared during a bitmap barrier waits for the next o
   // A SyncTarget's resync write completed after the bitmap barrier's data flush was issued; the
   // cleared bit went into that barrier's write, the power loss inside it kept the bit and lost
   // the cached data (the source had cleared its bit on RsWriteAck), and no bitmap marked the
-  // block: an unmarked difference. test/replication/driver.test.ts pins the rule.
+  // block: an unmarked difference. test/replication/driver.test.ts pins the rule (since main's
+  // new resync controller the seed takes another path and replays clean without it too).
   const r = runSeed({ seed: 500000946 });
   assert.ok(r.ok, r.violation ?? '');
 });
@@ -158,7 +159,8 @@ test('seed 920002561: a peer whose disk goes during the bitmap exchange gets no 
   // Found by the fresh run after the two fixes above (it fails on the commit before them too):
   // the peer's State (Diskless) arrived before any resync had started and was not acted on;
   // its Bitmap then started a resync to a Diskless peer, and a write replicated meanwhile
-  // waited for a BarrierAck forever (liveness). test/replication/disk-lost-order.test.ts.
+  // waited for a BarrierAck forever (liveness). test/replication/disk-lost-order.test.ts pins
+  // it (since main's new resync controller the seed takes another path).
   const r = runSeed({ seed: 920002561 });
   assert.ok(r.ok, r.violation ?? '');
 });
