@@ -15,6 +15,7 @@ import { endpointKey, planResource, type ResourcePlan } from './resource-config.
 import { adjuster } from './adjust-node.js';
 import { createMetrics, serveMetrics, type MetricsAddress, type MetricsServer } from './metrics.js';
 import { createTransports, interconnectEndpoints, onLocalSubnet } from './transports.js';
+import type { DiskFaultRule } from '../storage/faults.js';
 
 export interface NodeInit {
   readonly node: string;
@@ -26,6 +27,8 @@ export interface NodeInit {
   readonly configPath?: string;
   /** Serve Prometheus metrics there (`--metrics-address`); none when absent. */
   readonly metricsAddress?: MetricsAddress;
+  /** Test-only injected disk faults (src/storage/faults.ts); main.ts sets them under NODE_ENV=test. */
+  readonly diskFaults?: readonly DiskFaultRule[];
 }
 
 export interface RunningNode {
@@ -98,6 +101,7 @@ export async function startNode(init: NodeInit): Promise<RunningNode> {
       clock: systemClock,
       log: log.child({ resource: p.name }),
       emit: daemon.emit,
+      ...(init.diskFaults !== undefined ? { diskFaults: init.diskFaults } : {}),
     });
     resources.set(p.name, r);
     daemon.add(r);

@@ -41,6 +41,7 @@ import type { ControlRequest, TandemEvent } from './control-protocol.js';
 import { liveOptionsOf, type AdjustStep } from './adjust.js';
 import type { EventSink, ResourceRuntime } from './daemon.js';
 import { LocalDisk, type DiskIoCounters } from './disk.js';
+import { faultsFor, type DiskFaultRule } from '../storage/faults.js';
 import { handlerEnv, runHandler } from './handlers.js';
 import type { NbdHub } from './nbd-hub.js';
 import { engineConfig, type ResourcePlan } from './resource-config.js';
@@ -65,6 +66,8 @@ export interface NodeServices {
   readonly clock: Clock;
   readonly log: Logger;
   readonly emit: EventSink;
+  /** Test-only injected disk faults (NODE_ENV=test and TANDEM_TEST_DISK_FAULTS); never set else. */
+  readonly diskFaults?: readonly DiskFaultRule[];
 }
 
 interface PeerView {
@@ -409,6 +412,7 @@ export class Resource implements ResourceRuntime {
           clock: this.svc.clock,
         },
         this.diskCounters,
+        faultsFor(this.svc.diskFaults, this.name),
       );
     } catch (e) {
       this.setDisk('Diskless');
@@ -777,6 +781,17 @@ export class Resource implements ResourceRuntime {
       });
       if (n.kind === 'resync-started') this.startProgress(n.peer, n.bits);
       if (n.kind === 'resync-finished') this.finishProgress(n.peer);
+    },
+    // Our bug: the driver fails the resource safe (Diskless, StandAlone); say which invariant.
+    invariantBroken: (b) => {
+      this.svc.log.error(
+        { invariant: b.invariant, detail: b.detail },
+        'engine invariant broken: detaching the disk and disconnecting every peer',
+      );
+      this.emitEvent('call', 'resource', undefined, {
+        note: 'invariant-broken',
+        invariant: b.invariant,
+      });
     },
     // A metadata write that failed leaves the on-disk state unknown: stop using this disk.
     diskFailed: (errno) => {
