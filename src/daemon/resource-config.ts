@@ -8,8 +8,10 @@ import type {
   HostConfig,
   OptionMap,
   ResourceConfig,
+  TlsFiles,
   VolumeConfig,
 } from '../config/index.js';
+import { tlsFilesOf } from '../config/index.js';
 import type { ConnectionNetOptions, MultipathConnectionOptions } from '../cm/types.js';
 import { resolveFabricOptions, type FabricOptions } from '../transport/fabric/options.js';
 import type {
@@ -35,6 +37,8 @@ export interface PeerPlan {
   /** Paths to this peer, in configuration order. */
   readonly paths: readonly PathSpec[];
   readonly net: ConnectionNetOptions;
+  /** `net { tls yes; }` of this connection: the PEM files of this node's identity; null = plain TCP. */
+  readonly tls: TlsFiles | null;
   /**
    * Set when this connection runs as a multipath session: several `path {}` sections,
    * `load-balance-paths yes`, `transport "multipath"`, or an `address ssocks`.
@@ -65,6 +69,11 @@ export interface ResourcePlan {
   /** Fabric tunables when any endpoint of this resource is sdp/rdma (or ssocks may upgrade to one). */
   readonly fabric: FabricOptions;
   readonly net: OptionMap;
+  /**
+   * The resource's `net { tls yes; }` files (this node's TLS identity, also what a TLS NBD export
+   * presents); null with tls no. A connection may override it: see `PeerPlan.tls`.
+   */
+  readonly tls: TlsFiles | null;
   readonly disk: OptionMap;
   /** `handlers { }`: handler name -> shell command. */
   readonly handlers: OptionMap;
@@ -184,6 +193,7 @@ export function planResource(r: ResourceConfig, node: string): ResourcePlan {
       nodeId: nodeIdOf(r, peerHost),
       paths,
       net: cmNetOptions(c.net),
+      tls: tlsFilesOf(c.net),
       ...(multipath ? { multipath } : {}),
     });
   }
@@ -214,6 +224,7 @@ export function planResource(r: ResourceConfig, node: string): ResourcePlan {
     ssocks: [...ssocks.values()],
     fabric: checkedFabricOptions(r.name, r.sections.net),
     net: r.sections.net,
+    tls: tlsFilesOf(r.sections.net),
     disk: { ...r.sections.disk, ...volume.diskOptions },
     handlers: r.sections.handlers,
   };
