@@ -39,6 +39,8 @@ export interface PeerPlan {
   readonly net: ConnectionNetOptions;
   /** `net { tls yes; }` of this connection: the PEM files of this node's identity; null = plain TCP. */
   readonly tls: TlsFiles | null;
+  /** The name the peer's TLS certificate must carry: its `on HOST` name (a floating host: its IP). */
+  readonly tlsPeerName: string;
   /**
    * Set when this connection runs as a multipath session: several `path {}` sections,
    * `load-balance-paths yes`, `transport "multipath"`, or an `address ssocks`.
@@ -61,6 +63,11 @@ export interface ResourcePlan {
   readonly peers: readonly PeerPlan[];
   /** Where this node listens for its peers. */
   readonly listen: readonly Endpoint[];
+  /**
+   * The TLS identity each `listen` endpoint speaks, by `endpointKey`; absent = plain TCP. The
+   * configuration guarantees that the connections sharing an endpoint agree.
+   */
+  readonly listenTls: Readonly<Record<string, TlsFiles>>;
   /**
    * The `address ssocks` endpoints among `listen`: the node also listens on (and announces) its
    * interconnect addresses at the same port, so that the peer can upgrade the session.
@@ -194,15 +201,20 @@ export function planResource(r: ResourceConfig, node: string): ResourcePlan {
       paths,
       net: cmNetOptions(c.net),
       tls: tlsFilesOf(c.net),
+      tlsPeerName:
+        peerHost.floating && peerHost.address !== null ? peerHost.address.ip : peerHost.name,
       ...(multipath ? { multipath } : {}),
     });
   }
   const listen = new Map<string, Endpoint>();
   const ssocks = new Map<string, Endpoint>();
+  const listenTls: Record<string, TlsFiles> = {};
   const add = (a: Address, net: OptionMap): void => {
     const e = endpointOf(a, transportOf(net, r.name));
     const key = endpointKey(e);
     listen.set(key, e);
+    const tls = tlsFilesOf(net);
+    if (tls !== null) listenTls[key] = tls;
     if (a.family === 'ssocks') ssocks.set(key, e);
   };
   for (const c of r.connections) {
@@ -221,6 +233,7 @@ export function planResource(r: ResourceConfig, node: string): ResourcePlan {
     nbd: nbdListener(volume.device, r.name),
     peers,
     listen: [...listen.values()],
+    listenTls,
     ssocks: [...ssocks.values()],
     fabric: checkedFabricOptions(r.name, r.sections.net),
     net: r.sections.net,
