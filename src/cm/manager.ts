@@ -421,7 +421,7 @@ export class ConnectionManager {
         resource: c?.cfg.resource ?? null,
         peerNodeId: c?.cfg.peerNodeId ?? null,
         remote: where,
-        code: 'tls',
+        code: 'socket',
         byPeer: false,
         reason,
       });

@@ -131,8 +131,8 @@ export type CmEvent =
       readonly resource: string | null;
       readonly peerNodeId: number | null;
       readonly remote: string;
-      /** `tls`: a listener refused a socket before the handshake (TLS failure or mismatch). */
-      readonly code: RefuseCode | 'timeout' | 'closed' | 'tls';
+      /** `socket`: a listener refused a socket before the handshake (TLS failure or mismatch, bad setup). */
+      readonly code: RefuseCode | 'timeout' | 'closed' | 'socket';
       readonly byPeer: boolean;
       readonly reason: string;
     }
