@@ -475,6 +475,9 @@ export class TcpTransport implements Transport {
     const handshaking = new Set<Socket>();
     const handshake = (raw: Socket): void => {
       if (tlsServer === null) return;
+      // Sockets in a TLS handshake are bounded like those waiting for their stream setup.
+      if (handshaking.size >= TCP_PENDING_SOCKETS_MAX)
+        return reject(raw, 'too many sockets in a TLS handshake');
       handshaking.add(raw);
       raw.once('close', () => handshaking.delete(raw));
       tlsServer.emit('connection', raw);
