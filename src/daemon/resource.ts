@@ -435,6 +435,7 @@ export class Resource implements ResourceRuntime {
       this.setDisk('Diskless');
       throw new StateError(
         `${this.name}: cannot attach ${this.plan.diskPath}: ${(e as Error).message}`,
+        undefined,
         { cause: e },
       );
     }
@@ -762,6 +763,7 @@ export class Resource implements ResourceRuntime {
   };
 
   private readonly clockPort: ClockPort = {
+    nowMs: () => this.svc.clock.nowMs(),
     setTimeout: (fn, ms) => this.svc.clock.setTimeout(fn, ms),
     defer: (fn) => queueMicrotask(fn),
   };
@@ -781,7 +783,7 @@ export class Resource implements ResourceRuntime {
       this.admins.delete(a.cmdId);
       if (p === undefined) return;
       if (a.ok) p.resolve(a.message);
-      else p.reject(new StateError(this.explain(p.command, a.refusal)));
+      else p.reject(new StateError(this.explain(p.command, a.refusal), a.refusal.code));
     },
     stateChange: (c) => this.onStateChange(c),
     fencePeer: (peer, token) => this.fencePeer(peer, token),
@@ -1352,8 +1354,13 @@ export class Resource implements ResourceRuntime {
         return undefined;
       },
       admission: gate,
-      read: async (offsetBytes, lengthBytes) => {
-        const data = await submit({ op: 'read', offsetBytes, lengthBytes });
+      read: async (offsetBytes, lengthBytes, into) => {
+        const data = await submit({
+          op: 'read',
+          offsetBytes,
+          lengthBytes,
+          ...(into === undefined ? {} : { into }),
+        });
         if (data === undefined) throw new NbdCommandError('read returned no data', NBD_EIO);
         return Buffer.isBuffer(data)
           ? data

@@ -48,7 +48,8 @@ export function barrierFlushesData(a: MetaAction): boolean {
  * and never synchronously (the driver relies on it: an answer inside a step would reorder it).
  */
 export interface DiskPort {
-  read(offsetBytes: number, lengthBytes: number, done: IoDone): void;
+  /** `into`: the client's buffer to read into (see BlockStore.read); a port may ignore it. */
+  read(offsetBytes: number, lengthBytes: number, done: IoDone, into?: Uint8Array): void;
   /** Writes the concatenation of `data` (slices of received buffers: never modify them). */
   write(offsetBytes: number, data: readonly Uint8Array[], fua: boolean, done: IoDone): void;
   trim(offsetBytes: number, lengthBytes: number, done: IoDone): void;
@@ -79,6 +80,8 @@ export interface NetPort {
 }
 
 export interface ClockPort {
+  /** Monotonic milliseconds: the resync controller paces by real turn durations. */
+  nowMs(): number;
   setTimeout(fn: () => void, delayMs: number): Timer;
   /** Runs `fn` soon, never synchronously. */
   defer(fn: () => void): void;
@@ -362,7 +365,7 @@ export class Driver {
           id,
           this.clock.setTimeout(() => {
             this.timers.delete(id);
-            this.feed({ type: 'timer', timerId: id });
+            this.feed({ type: 'timer', timerId: id, nowMs: this.clock.nowMs() });
           }, a.afterMs),
         );
         return;
@@ -443,7 +446,7 @@ export class Driver {
     };
     switch (a.type) {
       case 'diskRead':
-        return d.read(a.offsetBytes, a.lengthBytes, done);
+        return d.read(a.offsetBytes, a.lengthBytes, done, a.into);
       case 'diskWrite':
         return d.write(a.offsetBytes, a.data, a.fua, done);
       case 'diskTrim':

@@ -51,6 +51,8 @@ export interface ResyncRateOptions {
   readonly cPlanAheadTenths: number;
   /** Resync bytes the controller keeps in flight. @default 50 KiB */
   readonly cFillTargetBytes: number;
+  /** With no fill target: keep this much time's worth of resync in flight. @default 10 (1 s) */
+  readonly cDelayTargetTenths: number;
   /** Upper bound for the controller. @default 100 MiB/s */
   readonly cMaxRateBytesPerSec: number;
   /** Resync is throttled to this rate only while application I/O is busy. @default 250 KiB/s */
@@ -146,6 +148,11 @@ export type ClientRequest =
       readonly id: number;
       readonly offsetBytes: number;
       readonly lengthBytes: number;
+      /**
+       * The client's buffer for the data (exactly lengthBytes): a local read goes into it, so
+       * the data comes back in it. Opaque to the engine, which only passes it on.
+       */
+      readonly into?: Uint8Array;
     }
   | {
       readonly op: 'write';
@@ -320,7 +327,7 @@ export type EngineEvent =
       readonly data?: Uint8Array;
     }
   | { readonly type: 'diskDone'; readonly ioId: number; readonly ok: false; readonly errno: Errno }
-  | { readonly type: 'timer'; readonly timerId: number }
+  | { readonly type: 'timer'; readonly timerId: number; readonly nowMs: number }
   | { readonly type: 'admin'; readonly cmdId: number; readonly command: AdminCommand }
   | { readonly type: 'connEstablished'; readonly peer: number }
   | { readonly type: 'connClosed'; readonly peer: number }
@@ -370,6 +377,8 @@ export type Action =
       readonly ioId: number;
       readonly offsetBytes: number;
       readonly lengthBytes: number;
+      /** Read into this buffer (a client read's `into`). */
+      readonly into?: Uint8Array;
     }
   | {
       readonly type: 'diskWrite';
@@ -479,6 +488,8 @@ export type EngineNote =
       readonly decision: string;
     }
   | { readonly kind: 'split-brain'; readonly peer: number; readonly resolved: string }
+  /** The peer sent what the protocol rules out (e.g. a range past the device's end). */
+  | { readonly kind: 'protocol-error'; readonly peer: number; readonly what: string }
   | {
       readonly kind: 'resync-started';
       readonly peer: number;
