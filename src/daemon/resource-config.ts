@@ -8,8 +8,10 @@ import type {
   HostConfig,
   OptionMap,
   ResourceConfig,
+  TlsFiles,
   VolumeConfig,
 } from '../config/index.js';
+import { tlsFilesOf } from '../config/index.js';
 import type { ConnectionNetOptions, MultipathConnectionOptions } from '../cm/types.js';
 import { resolveFabricOptions, type FabricOptions } from '../transport/fabric/options.js';
 import type {
@@ -36,6 +38,10 @@ export interface PeerPlan {
   /** Paths to this peer, in configuration order. */
   readonly paths: readonly PathSpec[];
   readonly net: ConnectionNetOptions;
+  /** `net { tls yes; }` of this connection: the PEM files of this node's identity; null = plain TCP. */
+  readonly tls: TlsFiles | null;
+  /** The name the peer's TLS certificate must carry: its `on HOST` name (a floating host: its IP). */
+  readonly tlsPeerName: string;
   /**
    * Set when this connection runs as a multipath session: several `path {}` sections,
    * `load-balance-paths yes`, `transport "multipath"`, or an `address ssocks`.
@@ -59,6 +65,11 @@ export interface ResourcePlan {
   /** Where this node listens for its peers. */
   readonly listen: readonly Endpoint[];
   /**
+   * The TLS identity each `listen` endpoint speaks, by `endpointKey`; absent = plain TCP. The
+   * configuration guarantees that the connections sharing an endpoint agree.
+   */
+  readonly listenTls: Readonly<Record<string, TlsFiles>>;
+  /**
    * The `address ssocks` endpoints among `listen`: the node also listens on (and announces) its
    * interconnect addresses at the same port, so that the peer can upgrade the session.
    */
@@ -66,6 +77,11 @@ export interface ResourcePlan {
   /** Fabric tunables when any endpoint of this resource is sdp/rdma (or ssocks may upgrade to one). */
   readonly fabric: FabricOptions;
   readonly net: OptionMap;
+  /**
+   * The resource's `net { tls yes; }` files (this node's TLS identity, also what a TLS NBD export
+   * presents); null with tls no. A connection may override it: see `PeerPlan.tls`.
+   */
+  readonly tls: TlsFiles | null;
   readonly disk: OptionMap;
   /** `handlers { }`: handler name -> shell command. */
   readonly handlers: OptionMap;
@@ -187,15 +203,21 @@ export function planResource(r: ResourceConfig, nodeName: string): ResourcePlan 
       nodeId: nodeIdOf(r, peerHost),
       paths,
       net: cmNetOptions(c.net),
+      tls: tlsFilesOf(c.net),
+      tlsPeerName:
+        peerHost.floating && peerHost.address !== null ? peerHost.address.ip : peerHost.name,
       ...(multipath ? { multipath } : {}),
     });
   }
   const listen = new Map<string, Endpoint>();
   const ssocks = new Map<string, Endpoint>();
+  const listenTls: Record<string, TlsFiles> = {};
   const add = (a: Address, net: OptionMap): void => {
     const e = endpointOf(a, transportOf(net, r.name));
     const key = endpointKey(e);
     listen.set(key, e);
+    const tls = tlsFilesOf(net);
+    if (tls !== null) listenTls[key] = tls;
     if (a.family === 'ssocks') ssocks.set(key, e);
   };
   for (const c of r.connections) {
@@ -214,9 +236,11 @@ export function planResource(r: ResourceConfig, nodeName: string): ResourcePlan 
     nbd: nbdListener(volume.device, r.name),
     peers,
     listen: [...listen.values()],
+    listenTls,
     ssocks: [...ssocks.values()],
     fabric: checkedFabricOptions(r.name, r.sections.net),
     net: r.sections.net,
+    tls: tlsFilesOf(r.sections.net),
     disk: { ...r.sections.disk, ...volume.diskOptions },
     handlers: r.sections.handlers,
   };
