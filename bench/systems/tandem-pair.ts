@@ -16,6 +16,7 @@ import { EventState, allConnected, allInSync } from '../../src/cli/event-state.j
 import type { ChildHandle } from '../children.js';
 import { measureProcesses, realProcFs } from '../proc.js';
 import type { WriteStagesStatus } from '../../src/replication/write-stages.js';
+import type { ResourceStatus } from '../../src/daemon/status.js';
 import type {
   Availability,
   RunningSystem,
@@ -25,6 +26,7 @@ import type {
 } from '../types.js';
 import { filesMatchSampled, freePort, preallocate, waitFor } from '../util.js';
 import { syncTimeoutMs, SYNC_VERIFY_SAMPLES } from './nbdkit.js';
+import { CertDir } from '../../test/support/tls-certs.js';
 
 export type Protocol = 'A' | 'B' | 'C';
 export type PairTransport = 'tcp' | 'fabric' | 'multipath';
@@ -80,21 +82,39 @@ export interface PairNode {
   readonly metaDisk: string;
 }
 
-/** The drbd.conf-syntax configuration both daemons read (each picks its `on` section). */
+/** One node's TLS identity (PEM files), for `net { tls yes; }`. */
+export interface PairTls {
+  readonly certificate: string;
+  readonly privkey: string;
+  readonly ca: string;
+}
+
+/**
+ * The drbd.conf-syntax configuration the daemons read (each picks its `on` section). With
+ * `tls`, the configuration of one node: its own certificate in `net { }` (as each machine has
+ * its own files), so each node gets a file of its own.
+ */
 export function renderPairConfig(
   protocol: Protocol,
   transport: PairTransport,
   nodes: readonly PairNode[],
   diskFlushes = true,
+  resyncDefaults = false,
+  tls: PairTls | null = null,
 ): string {
+  const tlsNet =
+    tls === null
+      ? ''
+      : ` tls yes; tls-certificate ${tls.certificate}; tls-privkey ${tls.privkey}; tls-ca ${tls.ca};`;
   const lines = [
     '# Written by the Tandem bench harness: two nodes on one loopback.',
     `resource ${RESOURCE} {`,
-    `  net { protocol ${protocol}; transport ${transport}; }`,
-    // Resync unthrottled (fixed rate at the maximum), as nbdcopy and the qsd mirror are.
+    `  net { protocol ${protocol}; transport ${transport};${tlsNet} }`,
+    // Resync unthrottled (fixed rate at the maximum), as nbdcopy and the qsd mirror are, unless
+    // the run is about the defaults a new user gets (no resync option in the file).
     // Without diskFlushes: DRBD's tuning for non-volatile write caches, no flush of the backing
     // disk at every epoch boundary (nbdkit and the qsd mirror flush only when the client asks).
-    `  disk { c-plan-ahead 0; resync-rate 8388608; c-max-rate 4194304;${diskFlushes ? '' : ' disk-flushes no; md-flushes no;'} }`,
+    `  disk {${resyncDefaults ? '' : ' c-plan-ahead 0; resync-rate 8388608; c-max-rate 4194304;'}${diskFlushes ? '' : ' disk-flushes no; md-flushes no;'} }`,
   ];
   for (const n of nodes) {
     lines.push(
@@ -196,6 +216,17 @@ async function transportInUse(controlPath: string): Promise<string> {
   return typeof name === 'string' && name !== '' ? name : 'unknown';
 }
 
+/** Whether the Primary's (first) peer connection reports a TLS session in status. */
+async function tlsInUse(controlPath: string): Promise<boolean> {
+  const status = await withTimeout(
+    'status',
+    request(controlPath, 'status', { resource: RESOURCE }),
+    REQUEST_TIMEOUT_MS,
+  );
+  const tls = (status as { peers?: { tls?: unknown }[] }[])[0]?.peers?.[0]?.tls;
+  return typeof tls === 'string' && tls.startsWith('TLS');
+}
+
 /** alpha's `writeStages` from `status --json`. */
 async function writeStagesOf(controlPath: string): Promise<WriteStagesStatus> {
   const status = await withTimeout(
@@ -228,6 +259,8 @@ async function launchPair(
   diskFlushes: boolean,
   build: Build = thisBuild,
   solo = false,
+  resyncDefaults = false,
+  tls = false,
 ): Promise<Pair> {
   const nodes: PairNode[] = [];
   for (const [i, name] of (solo ? ['alpha'] : ['alpha', 'beta']).entries()) {
@@ -247,7 +280,29 @@ async function launchPair(
     await preallocate(n.metaDisk, METADATA_FILE_BYTES, 'zero');
   }
   const config = join(ctx.runDir, 'tandem.conf');
-  await writeFile(config, renderPairConfig(protocol, transport, nodes, diskFlushes));
+  await writeFile(
+    config,
+    renderPairConfig(protocol, transport, nodes, diskFlushes, resyncDefaults),
+  );
+  // TLS: a CA and one certificate per node, made with openssl now, and a file per node.
+  const certs = tls ? await CertDir.create() : null;
+  const configOf = new Map<string, string>();
+  if (certs !== null) {
+    const ca = await certs.ca('bench-ca');
+    for (const n of nodes) {
+      const leaf = await certs.leaf(ca, n.name);
+      const file = join(ctx.runDir, `tandem.${n.name}.conf`);
+      await writeFile(
+        file,
+        renderPairConfig(protocol, transport, nodes, diskFlushes, resyncDefaults, {
+          ...leaf,
+          ca: ca.certificate,
+        }),
+      );
+      configOf.set(n.name, file);
+    }
+  }
+  const configFor = (name: string): string => configOf.get(name) ?? config;
   const daemons: ChildHandle[] = [];
   const controls: string[] = [];
   const stop = async (): Promise<void> => {
@@ -259,6 +314,7 @@ async function launchPair(
       ),
     );
     await Promise.all(daemons.map((d) => d.stop()));
+    await certs?.destroy();
   };
   try {
     // Fresh v09 metadata on each node, as an admin would: `tandem create-md RES` (drbdadm's).
@@ -266,7 +322,16 @@ async function launchPair(
       await ctx.children.run(
         `create-md ${n.name}`,
         process.execPath,
-        [build.cli, '--config', config, '--node', n.name, 'create-md', RESOURCE, '--force'],
+        [
+          build.cli,
+          '--config',
+          configFor(n.name),
+          '--node',
+          n.name,
+          'create-md',
+          RESOURCE,
+          '--force',
+        ],
         CREATE_MD_TIMEOUT_MS,
       );
     }
@@ -275,7 +340,16 @@ async function launchPair(
       const d = await ctx.children.start(
         `tandemd-${n.name}`,
         process.execPath,
-        [...ctx.nodeArgs, build.daemon, '--config', config, '--node', n.name, '--control', control],
+        [
+          ...ctx.nodeArgs,
+          build.daemon,
+          '--config',
+          configFor(n.name),
+          '--node',
+          n.name,
+          '--control',
+          control,
+        ],
         { env: { ...process.env, FI_PROVIDER: 'tcp' } },
       );
       daemons.push(d);
@@ -298,7 +372,9 @@ async function launchPair(
       CONNECT_TIMEOUT_MS,
     );
     const used = await transportInUse(controls[0] ?? '');
-    ctx.log(`${RESOURCE}: connected over ${used}`);
+    ctx.log(`${RESOURCE}: connected over ${used}${tls ? ' with TLS' : ''}`);
+    if (tls && !(await tlsInUse(controls[0] ?? '')))
+      throw new Error('tls yes is configured but the connection does not report a TLS session');
     // A daemon that accepts `transport fabric` but dials TCP must not pass off TCP's numbers.
     if (transport !== 'tcp' && used !== transport)
       throw new NotWiredError(
@@ -316,9 +392,10 @@ function pairSystem(
   transport: PairTransport,
   diskFlushes = true,
   baseline: Build | null = null,
+  tls = false,
 ): System {
   const build = baseline ?? thisBuild;
-  const id = `tandem-${protocol}${transport === 'tcp' ? '' : `-${transport}`}${diskFlushes ? '' : '-noflush'}${baseline === null ? '' : '-baseline'}`;
+  const id = `tandem-${protocol}${transport === 'tcp' ? '' : `-${transport}`}${tls ? '-tls' : ''}${diskFlushes ? '' : '-noflush'}${baseline === null ? '' : '-baseline'}`;
   const over =
     transport === 'tcp'
       ? 'the tcp transport'
@@ -329,15 +406,20 @@ function pairSystem(
     id,
     label:
       `Tandem, two nodes (tandemd alpha Primary → beta), protocol ${protocol} over ${over} on loopback` +
+      (tls ? ', TLS on both streams (net { tls yes; }, openssl-made certificates)' : '') +
       (diskFlushes ? '' : ', disk-flushes no, md-flushes no') +
       (baseline === null ? '' : `, the baseline build in $${BASELINE_ENV}`),
     kind: 'tandem',
     ...(diskFlushes ? {} : { optIn: true }),
 
-    probe: () => probeDaemon(build.daemon),
+    probe: async () => {
+      if (tls && !(await haveOpenssl()))
+        return { available: false, reason: 'needs openssl (apt-get install openssl)' };
+      return probeDaemon(build.daemon);
+    },
 
     async start(ctx: StartContext): Promise<RunningSystem> {
-      const p = await launchPair(ctx, protocol, transport, diskFlushes, build);
+      const p = await launchPair(ctx, protocol, transport, diskFlushes, build, false, false, tls);
       try {
         const alpha = p.controls[0] ?? '';
         // Like qsd-mirror's start: a full initial sync to the peer before fio (not measured
@@ -354,7 +436,7 @@ function pairSystem(
           uri: `nbd://127.0.0.1:${n?.nbdPort ?? 0}/${RESOURCE}`,
           pids: () => p.daemons.map((d) => d.pid),
           notes: [
-            `tandemd --config CONF --node alpha|beta; protocol ${protocol}; create-md; up; primary --force; wait until UpToDate/UpToDate`,
+            `tandemd --config CONF --node alpha|beta; protocol ${protocol}${tls ? '; tls yes (a CA and a certificate per node made with openssl)' : ''}; create-md; up; primary --force; wait until UpToDate/UpToDate`,
           ],
           stop: () => p.stop(),
           writeStages: () => writeStagesOf(alpha),
@@ -366,7 +448,7 @@ function pairSystem(
     },
 
     async initialSync(ctx: StartContext): Promise<SyncMeasurement> {
-      const p = await launchPair(ctx, protocol, transport, diskFlushes, build);
+      const p = await launchPair(ctx, protocol, transport, diskFlushes, build, false, false, tls);
       try {
         const alpha = p.controls[0] ?? '';
         const m = await measureProcesses(
@@ -414,6 +496,12 @@ async function forcePrimary(
     REQUEST_TIMEOUT_MS,
   );
   await waitState(control, what, until, timeoutMs);
+}
+
+function haveOpenssl(): Promise<boolean> {
+  return new Promise((resolve) => {
+    execFile('openssl', ['version'], { timeout: 5000 }, (e) => resolve(e === null));
+  });
 }
 
 /** The daemon on main may still be the stub that refuses to run; then say so. */
@@ -489,12 +577,119 @@ export const tandemSoloSystem: System = {
   },
 };
 
+/** DRBD's default c-max-rate: what a default-options resync should reach, and soon. */
+export const DEFAULT_C_MAX_RATE_BYTES = 100 * 1024 * 1024;
+/** Status samples while the default-options sync runs. */
+const RAMP_SAMPLE_MS = 250;
+/** The rate is the out-of-sync drop over this trailing window. */
+const RAMP_WINDOW_MS = 1000;
+
+/**
+ * When a sync first ran at `rateBytes` (within 5 %: sampling jitter), from samples of the
+ * source's out-of-sync bytes: the end of the first trailing window whose drop reached it.
+ */
+export function rampSeconds(
+  samples: readonly { readonly ms: number; readonly outOfSyncBytes: number }[],
+  rateBytes: number,
+  windowMs = RAMP_WINDOW_MS,
+): number | null {
+  let from = 0;
+  for (let i = 0; i < samples.length; i++) {
+    const end = samples[i];
+    if (end === undefined) continue;
+    while ((samples[from + 1]?.ms ?? Infinity) <= end.ms - windowMs) from++;
+    const start = samples[from];
+    if (start === undefined || end.ms - start.ms < windowMs) continue;
+    const rate = ((start.outOfSyncBytes - end.outOfSyncBytes) * 1000) / (end.ms - start.ms);
+    if (rate >= 0.95 * rateBytes) return end.ms / 1000;
+  }
+  return null;
+}
+
+/**
+ * Protocol C with no resync option in the file (DRBD's defaults: the c-plan-ahead controller,
+ * c-fill-target 50 KiB, c-max-rate 100 MiB/s): only the initial sync, with how long the rate
+ * took to reach c-max-rate. Issue 16 wants that within 5 s.
+ */
+export const tandemSyncDefaultsSystem: System = {
+  id: 'tandem-C-sync-defaults',
+  label: 'Tandem, two nodes, protocol C, default resync options (initial sync only)',
+  kind: 'tandem',
+  syncOnly: true,
+
+  probe: () => probeDaemon(),
+
+  start(): Promise<RunningSystem> {
+    return Promise.reject(new Error('tandem-C-sync-defaults measures the initial sync only'));
+  },
+
+  async initialSync(ctx: StartContext): Promise<SyncMeasurement> {
+    const p = await launchPair(ctx, 'C', 'tcp', true, thisBuild, false, true);
+    try {
+      const alpha = p.controls[0] ?? '';
+      const samples: { ms: number; outOfSyncBytes: number }[] = [];
+      let done = false;
+      let t0 = 0;
+      const sampler = (async (): Promise<void> => {
+        while (!done) {
+          const all = await withTimeout(
+            'status',
+            request(alpha, 'status', { resource: RESOURCE }),
+            REQUEST_TIMEOUT_MS,
+          );
+          const oos = (all as ResourceStatus[])[0]?.peers[0]?.outOfSyncBytes;
+          if (t0 > 0 && oos !== undefined)
+            samples.push({ ms: performance.now() - t0, outOfSyncBytes: oos });
+          await new Promise((r) => setTimeout(r, RAMP_SAMPLE_MS));
+        }
+      })();
+      let m: Awaited<ReturnType<typeof measureProcesses>>;
+      try {
+        m = await measureProcesses(
+          realProcFs,
+          () => p.daemons.map((d) => d.pid),
+          async () => {
+            t0 = performance.now();
+            await forcePrimary(
+              alpha,
+              'in sync',
+              (s) => allInSync(s, RESOURCE),
+              syncTimeoutMs(ctx.fileSizeBytes),
+            );
+          },
+        );
+      } finally {
+        done = true;
+        await sampler;
+      }
+      const ramp = rampSeconds(samples, DEFAULT_C_MAX_RATE_BYTES);
+      return {
+        bytes: ctx.fileSizeBytes,
+        seconds: m.seconds,
+        cpuSeconds: m.cpuSeconds,
+        peakRssBytes: m.peakRssBytes,
+        rampSeconds: ramp,
+        method:
+          'primary --force on alpha until UpToDate/UpToDate, no resync option in the file ' +
+          `(status sampled every ${RAMP_SAMPLE_MS} ms; ramp = first ${RAMP_WINDOW_MS} ms window at ≥ 95 % of 100 MiB/s)`,
+      };
+    } catch (e) {
+      throw withDaemonOutput(e, p.daemons);
+    } finally {
+      await p.stop();
+    }
+  },
+};
+
 export const tandemPairSystems: readonly System[] = [
   pairSystem('C', 'tcp'),
+  // What TLS costs: tandem-C with `net { tls yes; }`.
+  pairSystem('C', 'tcp', true, null, true),
   pairSystem('C', 'tcp', false),
   pairSystem('B', 'tcp'),
   pairSystem('A', 'tcp'),
   pairSystem('C', 'fabric'),
   pairSystem('C', 'multipath'),
+  tandemSyncDefaultsSystem,
   ...((b) => (b === null ? [] : [pairSystem('C', 'tcp', true, b)]))(baselineBuild()),
 ];

@@ -54,6 +54,12 @@ export interface LocalClusterOptions {
   readonly wrap?: (node: string) => readonly string[];
   /** More tandemd options per node, e.g. ['--metrics-address', '127.0.0.1:PORT']. */
   readonly daemonArgs?: (node: string) => readonly string[];
+  /**
+   * Gives each node a configuration file of its own, made from the shared text (as machines
+   * each have their own /etc): e.g. its own TLS certificate files, or a peer address rewritten
+   * to go through a relay. The shared file (`configPath`) is still written, unchanged.
+   */
+  readonly configFor?: (node: string, text: string) => string;
 }
 
 export interface LocalNode {
@@ -62,6 +68,8 @@ export interface LocalNode {
   /** The external metadata file, or null for internal metadata. */
   readonly metaPath: string | null;
   readonly controlPath: string;
+  /** The configuration file this node's tandemd and tandem read. */
+  readonly configPath: string;
   readonly nbdSocket: string;
   readonly nbdUri: string;
   process: ChildProcess | null;
@@ -146,6 +154,7 @@ export class LocalCluster {
         diskPath,
         metaPath,
         controlPath: join(dir, `${name}.ctl`),
+        configPath: o.configFor ? join(dir, `tandem.${name}.conf`) : c.configPath,
         nbdSocket,
         nbdUri: `nbd+unix:///${resource}?socket=${nbdSocket}`,
         process: null,
@@ -176,6 +185,9 @@ export class LocalCluster {
       '',
     ].join('\n');
     await writeFile(c.configPath, conf);
+    if (o.configFor) {
+      for (const n of c.nodes.values()) await writeFile(n.configPath, o.configFor(n.name, conf));
+    }
     return c;
   }
 
@@ -207,7 +219,7 @@ export class LocalCluster {
     return new Promise((resolve, reject) => {
       const p = spawn(
         process.execPath,
-        [CLI_JS, '-c', this.configPath, '-n', name, '--control', n.controlPath, ...args],
+        [CLI_JS, '-c', n.configPath, '-n', name, '--control', n.controlPath, ...args],
         {
           stdio: ['ignore', 'pipe', 'pipe'],
         },
@@ -230,7 +242,7 @@ export class LocalCluster {
       ...this.wrap(name),
       process.execPath,
       DAEMON_JS,
-      ...['-c', this.configPath, '-n', name, '--control', n.controlPath],
+      ...['-c', n.configPath, '-n', name, '--control', n.controlPath],
       ...this.daemonArgs(name),
     ];
     const p = spawn(cmd ?? process.execPath, pre, {

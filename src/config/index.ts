@@ -4,6 +4,7 @@ export {
   loadConfig,
   parseConfigText,
   hostForNode,
+  findHost,
   requireHostForNode,
   findResource,
   resourcesForNode,
@@ -19,3 +20,10 @@ export {
   type OptionKind,
   type OptionSchema,
 } from './options.js';
+export {
+  TLS_FILE_OPTIONS,
+  tlsEnabled,
+  tlsFilesOf,
+  type TlsFiles,
+  type TlsFileOption,
+} from './tls.js';

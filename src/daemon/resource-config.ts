@@ -8,8 +8,10 @@ import type {
   HostConfig,
   OptionMap,
   ResourceConfig,
+  TlsFiles,
   VolumeConfig,
 } from '../config/index.js';
+import { tlsFilesOf } from '../config/index.js';
 import type { ConnectionNetOptions, MultipathConnectionOptions } from '../cm/types.js';
 import { resolveFabricOptions, type FabricOptions } from '../transport/fabric/options.js';
 import type {
@@ -23,6 +25,7 @@ import type {
 import type { Endpoint, PathSpec } from '../transport/types.js';
 import type { NbdListenerSpec } from '../nbd/types.js';
 import { ConfigError } from '../util/errors.js';
+import { findHost } from '../config/load.js';
 import {
   MULTIPATH_FLAPS_PER_MINUTE_MAX,
   MULTIPATH_HOLD_DOWN_MS,
@@ -35,6 +38,10 @@ export interface PeerPlan {
   /** Paths to this peer, in configuration order. */
   readonly paths: readonly PathSpec[];
   readonly net: ConnectionNetOptions;
+  /** `net { tls yes; }` of this connection: the PEM files of this node's identity; null = plain TCP. */
+  readonly tls: TlsFiles | null;
+  /** The name the peer's TLS certificate must carry: its `on HOST` name (a floating host: its IP). */
+  readonly tlsPeerName: string;
   /**
    * Set when this connection runs as a multipath session: several `path {}` sections,
    * `load-balance-paths yes`, `transport "multipath"`, or an `address ssocks`.
@@ -58,6 +65,11 @@ export interface ResourcePlan {
   /** Where this node listens for its peers. */
   readonly listen: readonly Endpoint[];
   /**
+   * The TLS identity each `listen` endpoint speaks, by `endpointKey`; absent = plain TCP. The
+   * configuration guarantees that the connections sharing an endpoint agree.
+   */
+  readonly listenTls: Readonly<Record<string, TlsFiles>>;
+  /**
    * The `address ssocks` endpoints among `listen`: the node also listens on (and announces) its
    * interconnect addresses at the same port, so that the peer can upgrade the session.
    */
@@ -65,6 +77,11 @@ export interface ResourcePlan {
   /** Fabric tunables when any endpoint of this resource is sdp/rdma (or ssocks may upgrade to one). */
   readonly fabric: FabricOptions;
   readonly net: OptionMap;
+  /**
+   * The resource's `net { tls yes; }` files (this node's TLS identity, also what a TLS NBD export
+   * presents); null with tls no. A connection may override it: see `PeerPlan.tls`.
+   */
+  readonly tls: TlsFiles | null;
   readonly disk: OptionMap;
   /** `handlers { }`: handler name -> shell command. */
   readonly handlers: OptionMap;
@@ -127,10 +144,12 @@ function nbdListener(device: DeviceSpec, resource: string): ResourcePlan['nbd'] 
   }
 }
 
-export function planResource(r: ResourceConfig, node: string): ResourcePlan {
-  const me = r.hosts.find((h) => h.name === node);
+export function planResource(r: ResourceConfig, nodeName: string): ResourcePlan {
+  const me = findHost(r.hosts, nodeName);
   if (me === undefined)
-    throw new ConfigError(`${r.name}: no \`on ${node}\` section (this node is ${node})`);
+    throw new ConfigError(`${r.name}: no \`on ${nodeName}\` section (this node is ${nodeName})`);
+  // `on alpha beta { }` and `_this_host { }`: connections name the section by its first name.
+  const node = me.name;
   if (me.volumes.length !== 1) {
     throw new ConfigError(
       `${r.name}: ${me.volumes.length} volumes; Tandem runs one volume per resource for now`,
@@ -184,15 +203,21 @@ export function planResource(r: ResourceConfig, node: string): ResourcePlan {
       nodeId: nodeIdOf(r, peerHost),
       paths,
       net: cmNetOptions(c.net),
+      tls: tlsFilesOf(c.net),
+      tlsPeerName:
+        peerHost.floating && peerHost.address !== null ? peerHost.address.ip : peerHost.name,
       ...(multipath ? { multipath } : {}),
     });
   }
   const listen = new Map<string, Endpoint>();
   const ssocks = new Map<string, Endpoint>();
+  const listenTls: Record<string, TlsFiles> = {};
   const add = (a: Address, net: OptionMap): void => {
     const e = endpointOf(a, transportOf(net, r.name));
     const key = endpointKey(e);
     listen.set(key, e);
+    const tls = tlsFilesOf(net);
+    if (tls !== null) listenTls[key] = tls;
     if (a.family === 'ssocks') ssocks.set(key, e);
   };
   for (const c of r.connections) {
@@ -211,9 +236,11 @@ export function planResource(r: ResourceConfig, node: string): ResourcePlan {
     nbd: nbdListener(volume.device, r.name),
     peers,
     listen: [...listen.values()],
+    listenTls,
     ssocks: [...ssocks.values()],
     fabric: checkedFabricOptions(r.name, r.sections.net),
     net: r.sections.net,
+    tls: tlsFilesOf(r.sections.net),
     disk: { ...r.sections.disk, ...volume.diskOptions },
     handlers: r.sections.handlers,
   };
@@ -330,6 +357,7 @@ export function engineConfig(
       resyncRateBytesPerSec: num(disk, 'resync-rate', 250) * 1024,
       cPlanAheadTenths: num(disk, 'c-plan-ahead', 20),
       cFillTargetBytes: num(disk, 'c-fill-target', 100) * 512,
+      cDelayTargetTenths: num(disk, 'c-delay-target', 10),
       cMaxRateBytesPerSec: num(disk, 'c-max-rate', 102400) * 1024,
       cMinRateBytesPerSec: num(disk, 'c-min-rate', 250) * 1024,
     },

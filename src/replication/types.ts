@@ -51,6 +51,8 @@ export interface ResyncRateOptions {
   readonly cPlanAheadTenths: number;
   /** Resync bytes the controller keeps in flight. @default 50 KiB */
   readonly cFillTargetBytes: number;
+  /** With no fill target: keep this much time's worth of resync in flight. @default 10 (1 s) */
+  readonly cDelayTargetTenths: number;
   /** Upper bound for the controller. @default 100 MiB/s */
   readonly cMaxRateBytesPerSec: number;
   /** Resync is throttled to this rate only while application I/O is busy. @default 250 KiB/s */
@@ -146,6 +148,11 @@ export type ClientRequest =
       readonly id: number;
       readonly offsetBytes: number;
       readonly lengthBytes: number;
+      /**
+       * The client's buffer for the data (exactly lengthBytes): a local read goes into it, so
+       * the data comes back in it. Opaque to the engine, which only passes it on.
+       */
+      readonly into?: Uint8Array;
     }
   | {
       readonly op: 'write';
@@ -293,6 +300,34 @@ export type AdminRefusal =
 
 export type AdminRefusalCode = AdminRefusal['code'];
 
+/**
+ * The engine's invariants cheap enough to check after every step in production (the driver
+ * does, `brokenInvariant` in engine.ts): each names a state the engine must never reach.
+ */
+export type InvariantCode =
+  /** A Primary's disk is neither UpToDate, Diskless nor catching up (resync, pass_on stale). */
+  | 'primary-disk'
+  /** A bitmap's count of set bits is outside [0, blocks]. */
+  | 'bitmap-weight'
+  /** A SyncTarget whose disk is not Inconsistent. */
+  | 'sync-target-consistent'
+  /** A SyncTarget without resync state. */
+  | 'sync-target-idle'
+  /** Replication state, resync state or a transfer log on a peer that is not connected. */
+  | 'replication-unconnected'
+  /** An UpToDate disk, Established with an UpToDate peer, marks blocks out of sync with it. */
+  | 'up-to-date-out-of-sync'
+  /** Two Primaries connected without allow-two-primaries. */
+  | 'two-primaries'
+  /** The activity log holds more extents than al-extents. */
+  | 'al-over-extents';
+
+/** A broken invariant: which, and the numbers that broke it. */
+export interface BrokenInvariant {
+  readonly invariant: InvariantCode;
+  readonly detail: string;
+}
+
 /** The part of EngineConfig that `adjust` may change on a running engine. */
 export type ReconfigurableOptions = Partial<
   Pick<
@@ -320,7 +355,7 @@ export type EngineEvent =
       readonly data?: Uint8Array;
     }
   | { readonly type: 'diskDone'; readonly ioId: number; readonly ok: false; readonly errno: Errno }
-  | { readonly type: 'timer'; readonly timerId: number }
+  | { readonly type: 'timer'; readonly timerId: number; readonly nowMs: number }
   | { readonly type: 'admin'; readonly cmdId: number; readonly command: AdminCommand }
   | { readonly type: 'connEstablished'; readonly peer: number }
   | { readonly type: 'connClosed'; readonly peer: number }
@@ -370,6 +405,8 @@ export type Action =
       readonly ioId: number;
       readonly offsetBytes: number;
       readonly lengthBytes: number;
+      /** Read into this buffer (a client read's `into`). */
+      readonly into?: Uint8Array;
     }
   | {
       readonly type: 'diskWrite';
@@ -479,6 +516,8 @@ export type EngineNote =
       readonly decision: string;
     }
   | { readonly kind: 'split-brain'; readonly peer: number; readonly resolved: string }
+  /** The peer sent what the protocol rules out (e.g. a range past the device's end). */
+  | { readonly kind: 'protocol-error'; readonly peer: number; readonly what: string }
   | {
       readonly kind: 'resync-started';
       readonly peer: number;

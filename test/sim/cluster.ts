@@ -474,6 +474,7 @@ export class Simulation {
         resyncRateBytesPerSec: 2 * 1024 * 1024,
         cPlanAheadTenths: this.p.fixedRate ? 0 : 20,
         cFillTargetBytes: 256 * 1024,
+        cDelayTargetTenths: 10,
         cMaxRateBytesPerSec: 20 * 1024 * 1024,
         cMinRateBytesPerSec: 512 * 1024,
       },
@@ -621,6 +622,7 @@ export class Simulation {
           },
         },
         clock: {
+          nowMs: () => this.now,
           setTimeout: (fn, delayMs) => {
             let live = true;
             this.at(delayMs, () => {
@@ -662,6 +664,10 @@ export class Simulation {
             checkInvariants(state);
           },
           barrierStarted: () => this.armedCrash(n, inc),
+          // checkInvariants (in stepped) asserts everything the driver's live check covers.
+          invariantBroken: (b) => {
+            throw new Error(`simulator: the driver found a broken invariant: ${b.detail}`);
+          },
         },
       },
       this.opts.plantedBug !== undefined && isDriverBug(this.opts.plantedBug)
@@ -1427,7 +1433,7 @@ export class Simulation {
       this.nodes
         .map((n) => {
           const v = n.view();
-          return `${n.name}{${n.engine === null ? 'down' : `${n.role}/${n.diskState} ${v.conn}/${v.repl} peer=${v.role}/${v.disk} oos=${n.engine.bitmaps.get(n.peerId)!.weight} writes=${n.engine.writes.size}`}}`;
+          return `${n.name}{${n.engine === null ? 'down' : `${n.role}/${n.diskState} ${v.conn}/${v.repl} peer=${v.role}/${v.disk} oos=${n.engine.bitmaps.get(n.peerId)!.weight} port-oos=${n.mbitmap.weight} writes=${n.engine.writes.size}`}}`;
         })
         .join(' ') + ` ops=${this.ops.size}`
     );
