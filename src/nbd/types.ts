@@ -111,4 +111,11 @@ export type NbdServerEvent =
   | { readonly type: 'connect'; readonly conn: number; readonly remote: string }
   | { readonly type: 'export'; readonly conn: number; readonly exportName: string }
   | { readonly type: 'close'; readonly conn: number; readonly reason: string }
-  | { readonly type: 'protocol-error'; readonly conn: number; readonly message: string };
+  | { readonly type: 'protocol-error'; readonly conn: number; readonly message: string }
+  /** STARTTLS succeeded: `protocol` as TLS names it, `client` the certificate's subject CN. */
+  | {
+      readonly type: 'tls';
+      readonly conn: number;
+      readonly protocol: string;
+      readonly client: string;
+    };
