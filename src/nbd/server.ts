@@ -4,6 +4,7 @@
 // NBD_HANDSHAKE_TIMEOUT_MS (TLS handshake included) is dropped; close() ends every connection
 // after its in-flight work. With TLS credentials, an export added `tlsRequired` is reachable
 // only after NBD_OPT_STARTTLS and a client certificate that chains to the CA.
+import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import { unlink } from 'node:fs/promises';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import {
@@ -98,10 +99,36 @@ export class NbdServer implements ExportDirectory {
       rejectUnauthorized: true,
       minVersion: 'TLSv1.2',
     };
+    const problem = (what: string, e: unknown): ConfigError =>
+      new ConfigError(`NBD TLS credentials: ${what}: ${(e as Error).message}`);
+    let cert: X509Certificate;
+    try {
+      cert = new X509Certificate(c.certificate);
+    } catch (e) {
+      throw problem('the certificate is not a PEM x509 certificate', e);
+    }
+    let key: KeyObject;
+    try {
+      key = createPrivateKey(c.privateKey);
+    } catch (e) {
+      throw problem('the private key is not a PEM private key', e);
+    }
+    // OpenSSL quietly drops a key that does not match the certificate; every handshake would
+    // then fail with nothing said at startup.
+    if (!cert.checkPrivateKey(key)) {
+      throw new ConfigError(
+        `NBD TLS credentials: the private key does not belong to the certificate (${cert.subject.replace(/\n/g, ', ')})`,
+      );
+    }
+    try {
+      new X509Certificate(c.ca);
+    } catch (e) {
+      throw problem('the CA is not a PEM x509 certificate', e);
+    }
     try {
       createSecureContext(options);
     } catch (e) {
-      throw new ConfigError(`NBD TLS credentials are not usable: ${(e as Error).message}`);
+      throw problem('not usable', e);
     }
     this.tlsOptions = options;
   }
