@@ -54,6 +54,8 @@ export interface LocalClusterOptions {
   readonly wrap?: (node: string) => readonly string[];
   /** More tandemd options per node, e.g. ['--metrics-address', '127.0.0.1:PORT']. */
   readonly daemonArgs?: (node: string) => readonly string[];
+  /** A node's `device` URI, e.g. nbds://127.0.0.1:PORT/r0. @default nbd+unix:///R?socket=DIR/NODE.nbd */
+  readonly device?: (node: string) => string;
 }
 
 export interface LocalNode {
@@ -141,13 +143,14 @@ export class LocalCluster {
         await writeFile(metaPath, '');
         await truncate(metaPath, 1024 * 1024);
       }
+      const device = o.device?.(name) ?? `nbd+unix:///${resource}?socket=${nbdSocket}`;
       c.nodes.set(name, {
         name,
         diskPath,
         metaPath,
         controlPath: join(dir, `${name}.ctl`),
         nbdSocket,
-        nbdUri: `nbd+unix:///${resource}?socket=${nbdSocket}`,
+        nbdUri: device,
         process: null,
         log: '',
       });
@@ -158,7 +161,7 @@ export class LocalCluster {
           ...(multi
             ? []
             : [`    address ${family} ${o.ips?.host?.[name] ?? '127.0.0.1'}:${await freePort()};`]),
-          `    device "nbd+unix:///${resource}?socket=${nbdSocket}";`,
+          `    device "${device}";`,
           `    disk ${diskPath};`,
           `    meta-disk ${metaPath ?? 'internal'};`,
           `  }`,

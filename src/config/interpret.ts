@@ -740,7 +740,7 @@ class Interpreter {
       const minor = this.integer(mt, 0, CONFIG_MINOR_MAX, 'minor');
       return minor === undefined ? undefined : { kind: 'drbd', path: null, minor };
     }
-    if (/^nbd(\+[a-z]+)?:/i.test(a0.text)) {
+    if (/^nbds?(\+[a-z]+)?:/i.test(a0.text)) {
       if (s.args[1]) {
         this.error(
           s.args[1].location,
@@ -758,7 +758,7 @@ class Interpreter {
       this.error(
         a0.location,
         `device '${printable(a0.text)}' is neither a DRBD device (/dev/drbd...) nor an NBD URI`,
-        '/dev/drbdN, minor N, nbd://HOST:PORT/NAME or nbd+unix:///NAME?socket=PATH',
+        '/dev/drbdN, minor N, nbd[s]://HOST:PORT/NAME or nbd[s]+unix:///NAME?socket=PATH',
       );
       return undefined;
     }
@@ -1584,12 +1584,16 @@ export function parseAddress(
   return { ok: true, address: { family, ip, port: Number(portText) } };
 }
 
-/** Tandem's NBD device URIs: `nbd://HOST[:PORT]/NAME` and `nbd+unix:///NAME?socket=PATH`. */
+/**
+ * Tandem's NBD device URIs: `nbd://HOST[:PORT]/NAME` and `nbd+unix:///NAME?socket=PATH`, and
+ * their TLS forms `nbds://` and `nbds+unix://` (libnbd's spelling): the export then requires TLS.
+ */
 export function parseNbdUri(
   uri: string,
 ): { ok: true; device: DeviceSpec } | { ok: false; error: string; expected: string } {
-  const expected = 'nbd://HOST:PORT/NAME or nbd+unix:///NAME?socket=PATH';
-  const tcp = /^nbd:\/\/(\[[^\]]+\]|[^/:?#[\]]+)(?::([0-9]*))?(?:\/([^?#]*))?$/.exec(uri);
+  const expected = 'nbd[s]://HOST:PORT/NAME or nbd[s]+unix:///NAME?socket=PATH';
+  const tls = /^nbds[:+]/.test(uri);
+  const tcp = /^nbds?:\/\/(\[[^\]]+\]|[^/:?#[\]]+)(?::([0-9]*))?(?:\/([^?#]*))?$/.exec(uri);
   if (tcp) {
     const hostPart = tcp[1] ?? '';
     const host = hostPart.startsWith('[') ? hostPart.slice(1, -1) : hostPart;
@@ -1610,9 +1614,9 @@ export function parseNbdUri(
         error: `bad %-escape in the export name of '${printable(uri)}'`,
         expected,
       };
-    return { ok: true, device: { kind: 'nbd-tcp', uri, host, port, exportName: name } };
+    return { ok: true, device: { kind: 'nbd-tcp', uri, host, port, exportName: name, tls } };
   }
-  const unix = /^nbd\+unix:\/\/\/([^?#]*)\?(.*)$/.exec(uri);
+  const unix = /^nbds?\+unix:\/\/\/([^?#]*)\?(.*)$/.exec(uri);
   if (unix) {
     const name = decodeName(unix[1] ?? '');
     if (name === null)
@@ -1640,9 +1644,9 @@ export function parseNbdUri(
         expected: 'nbd+unix:///NAME?socket=/ABSOLUTE/PATH',
       };
     }
-    return { ok: true, device: { kind: 'nbd-unix', uri, socketPath, exportName: name } };
+    return { ok: true, device: { kind: 'nbd-unix', uri, socketPath, exportName: name, tls } };
   }
-  if (uri.startsWith('nbd+unix:'))
+  if (/^nbds?\+unix:/.test(uri))
     return {
       ok: false,
       error: `'${printable(uri)}' needs '?socket=PATH'`,

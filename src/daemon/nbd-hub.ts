@@ -1,15 +1,34 @@
 // NBD servers shared by the resources of one daemon: one server per listening address, each
-// resource an export on it (several resources may share `nbd://127.0.0.1:PORT/`).
-import { rm } from 'node:fs/promises';
+// resource an export on it (several resources may share `nbd://127.0.0.1:PORT/`). A listener
+// has one set of TLS files: `nbds://` exports sharing it must name the same ones (plain `nbd://`
+// exports may share it too, the server then runs the spec's SELECTIVETLS mode).
+import { readFile, rm } from 'node:fs/promises';
 import { NbdServer, type NbdListener } from '../nbd/server.js';
 import type { NbdExportBackend, NbdListenerSpec, NbdServerEvent } from '../nbd/types.js';
 import type { Logger } from '../platform/log.js';
+import { ConfigError } from '../util/errors.js';
+import type { NbdTlsFiles } from './resource-config.js';
 
 interface Hosted {
   readonly server: NbdServer;
   readonly listener: NbdListener;
   /** conn id -> export name, for "who holds this export open". */
   readonly sessions: Map<number, string>;
+  /** The TLS files the server's credentials came from, and its exports that require TLS. */
+  tls: { readonly key: string; loading: boolean; readonly loaded: Promise<void> } | undefined;
+  readonly tlsExports: Set<string>;
+}
+
+function tlsKeyOf(f: NbdTlsFiles): string {
+  return `tls-certificate ${f.certificate}, tls-privkey ${f.privkey}, tls-ca ${f.ca}`;
+}
+
+async function readPem(option: string, path: string): Promise<string> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (e) {
+    throw new ConfigError(`cannot read ${option} ${path}: ${(e as Error).message}`);
+  }
 }
 
 function keyOf(spec: NbdListenerSpec): string {
@@ -22,14 +41,63 @@ export class NbdHub {
 
   constructor(private readonly log: Logger) {}
 
-  async addExport(spec: NbdListenerSpec, name: string, backend: NbdExportBackend): Promise<string> {
+  /** Adds an export; with `tls` (an nbds:// device) it is served only after STARTTLS. */
+  async addExport(
+    spec: NbdListenerSpec,
+    name: string,
+    backend: NbdExportBackend,
+    tls: NbdTlsFiles | null = null,
+  ): Promise<string> {
     const h = await this.host(spec);
-    h.server.addExport(name, backend);
+    if (tls !== null) await this.useTls(h, tls);
+    h.server.addExport(name, backend, { tlsRequired: tls !== null });
+    if (tls !== null) h.tlsExports.add(name);
     return h.listener.address;
   }
 
   removeExport(spec: NbdListenerSpec, name: string): void {
-    this.hosted.get(keyOf(spec))?.server.removeExport(name);
+    const h = this.hosted.get(keyOf(spec));
+    h?.server.removeExport(name);
+    h?.tlsExports.delete(name);
+  }
+
+  /**
+   * Loads the PEM files into the listener's server. They are read again whenever no TLS export
+   * is left on it (so `down` and `up` pick up a renewed certificate); while one is, another
+   * export may only name the same files.
+   */
+  private async useTls(h: Hosted, files: NbdTlsFiles): Promise<void> {
+    const key = tlsKeyOf(files);
+    const inUse = h.tls !== undefined && (h.tlsExports.size > 0 || h.tls.loading);
+    if (inUse && h.tls?.key !== key) {
+      throw new ConfigError(
+        `NBD listener ${h.listener.address} already serves TLS with ${h.tls?.key}; ` +
+          `exports on one listener share its TLS files, this one names ${key}`,
+      );
+    }
+    if (!inUse) {
+      const tls = {
+        key,
+        loading: true,
+        loaded: (async () => {
+          const [certificate, privateKey, ca] = await Promise.all([
+            readPem('tls-certificate', files.certificate),
+            readPem('tls-privkey', files.privkey),
+            readPem('tls-ca', files.ca),
+          ]);
+          h.server.setTlsCredentials({ certificate, privateKey, ca });
+          this.log.info({ address: h.listener.address }, `NBD TLS with ${key}`);
+        })(),
+      };
+      h.tls = tls;
+      tls.loaded.then(
+        () => (tls.loading = false),
+        () => {
+          if (h.tls === tls) h.tls = undefined;
+        },
+      );
+    }
+    await h.tls?.loaded;
   }
 
   /** NBD connections that have entered this export and are still open. */
@@ -73,13 +141,15 @@ export class NbdHub {
       else if (e.type === 'close') sessions.delete(e.conn);
       else if (e.type === 'protocol-error')
         this.log.warn({ conn: e.conn }, `NBD client: ${e.message}`);
+      else if (e.type === 'tls')
+        this.log.info({ conn: e.conn }, `NBD client: ${e.protocol}, certificate ${e.client}`);
     };
     const server = new NbdServer({ onEvent });
     // A daemon that was killed leaves its socket file behind; the path is ours to reuse.
     if (spec.kind === 'unix') await rm(spec.path, { force: true });
     const listener = await server.listen(spec);
     this.log.info({ address: listener.address }, 'NBD server listening');
-    const h = { server, listener, sessions };
+    const h: Hosted = { server, listener, sessions, tls: undefined, tlsExports: new Set() };
     this.hosted.set(keyOf(spec), h);
     return h;
   }

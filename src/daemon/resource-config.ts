@@ -53,6 +53,8 @@ export interface ResourcePlan {
     readonly listener: NbdListenerSpec;
     readonly exportName: string;
     readonly uri: string;
+    /** `nbds://`: the PEM files the export's TLS uses (net { }); null for plain `nbd://`. */
+    readonly tls: NbdTlsFiles | null;
   };
   readonly peers: readonly PeerPlan[];
   /** Where this node listens for its peers. */
@@ -105,19 +107,51 @@ function transportOf(net: OptionMap, resource: string): string {
   return t;
 }
 
-function nbdListener(device: DeviceSpec, resource: string): ResourcePlan['nbd'] {
+/** PEM files of an `nbds://` export: this node's certificate, its key, the clients' CA. */
+export interface NbdTlsFiles {
+  readonly certificate: string;
+  readonly privkey: string;
+  readonly ca: string;
+}
+
+/** The net { } options an nbds:// export reads its files from (the replication TLS options). */
+const NBD_TLS_FILE_OPTIONS = ['tls-certificate', 'tls-privkey', 'tls-ca'] as const;
+
+function nbdTlsFiles(device: DeviceSpec, net: OptionMap, resource: string): NbdTlsFiles | null {
+  if (device.kind === 'drbd' || !device.tls) return null;
+  const file = (o: (typeof NBD_TLS_FILE_OPTIONS)[number]): string => str(net, o, '');
+  const missing = NBD_TLS_FILE_OPTIONS.filter((o) => file(o) === '');
+  if (missing.length > 0) {
+    throw new ConfigError(
+      `${resource}: device "${device.uri}" is NBD over TLS and needs ${missing.join(', ')} ` +
+        `in net { } (PEM files: this node's certificate, its private key, the CA that client ` +
+        `certificates must chain to)`,
+    );
+  }
+  const relative = NBD_TLS_FILE_OPTIONS.filter((o) => !file(o).startsWith('/'));
+  if (relative.length > 0) {
+    throw new ConfigError(
+      `${resource}: ${relative.map((o) => `${o} "${file(o)}"`).join(', ')} must be an absolute path`,
+    );
+  }
+  return { certificate: file('tls-certificate'), privkey: file('tls-privkey'), ca: file('tls-ca') };
+}
+
+function nbdListener(device: DeviceSpec, resource: string, net: OptionMap): ResourcePlan['nbd'] {
   switch (device.kind) {
     case 'nbd-tcp':
       return {
         listener: { kind: 'tcp', host: device.host, port: device.port },
         exportName: device.exportName,
         uri: device.uri,
+        tls: nbdTlsFiles(device, net, resource),
       };
     case 'nbd-unix':
       return {
         listener: { kind: 'unix', path: device.socketPath },
         exportName: device.exportName,
         uri: device.uri,
+        tls: nbdTlsFiles(device, net, resource),
       };
     case 'drbd':
       throw new ConfigError(
@@ -208,7 +242,7 @@ export function planResource(r: ResourceConfig, node: string): ResourcePlan {
     volume,
     diskPath: volume.disk,
     metaDisk: volume.metaDisk,
-    nbd: nbdListener(volume.device, r.name),
+    nbd: nbdListener(volume.device, r.name, r.sections.net),
     peers,
     listen: [...listen.values()],
     ssocks: [...ssocks.values()],

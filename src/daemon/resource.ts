@@ -443,6 +443,7 @@ export class Resource implements ResourceRuntime {
         this.plan.nbd.listener,
         this.plan.nbd.exportName,
         this.backend(),
+        this.plan.nbd.tls,
       );
     } else {
       await this.admin({ cmd: 'attach', boot: disk.bootState() });
@@ -1243,7 +1244,7 @@ export class Resource implements ResourceRuntime {
     const port =
       this.exportAddress === '' ? n.listener.port : Number(this.exportAddress.split(':').at(-1));
     const host = n.listener.host.includes(':') ? `[${n.listener.host}]` : n.listener.host;
-    return `nbd://${host}:${port}/${n.exportName}`;
+    return `${n.tls === null ? 'nbd' : 'nbds'}://${host}:${port}/${n.exportName}`;
   }
 
   /** Feeds one client request to the engine; resolves or rejects when it completes it. */

@@ -99,10 +99,12 @@ export type NbdListenerSpec =
   | { readonly kind: 'tcp'; readonly host: string; readonly port: number }
   | { readonly kind: 'unix'; readonly path: string };
 
-/** A parsed `nbd://HOST:PORT/NAME` or `nbd+unix:///NAME?socket=PATH` device URI. */
+/** A parsed `nbd[s]://HOST:PORT/NAME` or `nbd[s]+unix:///NAME?socket=PATH` device URI. */
 export interface NbdUri {
   readonly listener: NbdListenerSpec;
   readonly exportName: string;
+  /** `nbds`: the export requires TLS. */
+  readonly tls: boolean;
 }
 
 /** One line of the server's event stream (for logs and for tests to wait on). */
