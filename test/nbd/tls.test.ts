@@ -353,6 +353,43 @@ describe('TLS required on some exports (SELECTIVETLS)', () => {
   });
 });
 
+describe('lifecycle', () => {
+  test('a client that never starts its TLS handshake is dropped at the handshake timeout', async (t) => {
+    if (havePki(t) === undefined) return;
+    const seen: NbdServerEvent[] = [];
+    const server = new NbdServer({
+      tls: creds,
+      handshakeTimeoutMs: 300,
+      onEvent: (e) => seen.push(e),
+    });
+    server.addExport('s', storeBackend(new BufferStore(MIB)), { tlsRequired: true });
+    const l = await server.listen({ kind: 'tcp', host: '127.0.0.1', port: 0 });
+    try {
+      const s = await greeted(l);
+      assert.equal(last(await option(s, P.NBD_OPT_STARTTLS)), P.NBD_REP_ACK);
+      assert.equal((await s.rest()).length, 0, 'closed with nothing more said');
+      assert.ok(
+        seen.some((e) => e.type === 'protocol-error' && /handshake not done/.test(e.message)),
+      );
+    } finally {
+      await server.close();
+    }
+  });
+
+  test('close() does not wait for a TLS handshake in progress', async (t) => {
+    if (havePki(t) === undefined) return;
+    const server = new NbdServer({ tls: creds, closeTimeoutMs: 10_000 });
+    server.addExport('s', storeBackend(new BufferStore(MIB)), { tlsRequired: true });
+    const l = await server.listen({ kind: 'tcp', host: '127.0.0.1', port: 0 });
+    const s = await greeted(l);
+    assert.equal(last(await option(s, P.NBD_OPT_STARTTLS)), P.NBD_REP_ACK);
+    const t0 = performance.now();
+    await server.close();
+    assert.ok(performance.now() - t0 < 2_000, 'closed without waiting out closeTimeoutMs');
+    await s.rest();
+  });
+});
+
 describe('credentials', () => {
   test('without credentials STARTTLS is NBD_REP_ERR_POLICY and TLS exports are refused', async () => {
     const server = new NbdServer();
