@@ -248,9 +248,13 @@ async function roundOfSync(o: RunOptions, s: System, round: number, out: RunOutp
       cpuSeconds: m.cpuSeconds,
       cpuSecondsPerGiB: m.cpuSeconds / (m.bytes / GIB),
       peakRssBytes: m.peakRssBytes,
+      ...(m.rampSeconds === undefined ? {} : { rampSeconds: m.rampSeconds }),
     };
     o.log(
-      `round ${round}: ${s.id} sync: ${sample.mbPerSec?.toFixed(1)} MB/s in ${m.seconds.toFixed(2)} s`,
+      `round ${round}: ${s.id} sync: ${sample.mbPerSec?.toFixed(1)} MB/s in ${m.seconds.toFixed(2)} s` +
+        (m.rampSeconds === undefined
+          ? ''
+          : `, at target rate after ${m.rampSeconds === null ? 'never' : `${m.rampSeconds.toFixed(2)} s`}`),
     );
     out.samples.push(sample);
   } catch (e) {
@@ -267,7 +271,7 @@ export async function runBenchmark(systems: readonly System[], o: RunOptions): P
   for (let round = 1; round <= o.rounds; round++) {
     for (const s of systems) {
       if (o.aborted()) return out;
-      if (o.workloads.length > 0) await roundOfWorkloads(o, s, round, out);
+      if (o.workloads.length > 0 && s.syncOnly !== true) await roundOfWorkloads(o, s, round, out);
     }
     if (!o.sync) continue;
     for (const s of systems) {

@@ -52,6 +52,8 @@ export interface SyncMeasurement {
   readonly peakRssBytes: number;
   /** How this was measured (command line, job). */
   readonly method: string;
+  /** Seconds until the sync first ran at its target rate (null: never), if measured. */
+  readonly rampSeconds?: number | null;
 }
 
 export interface System {
@@ -63,6 +65,8 @@ export interface System {
   readonly kind: 'baseline' | 'tandem';
   /** Runs only when named with --systems (variants, not part of the default run). */
   readonly optIn?: boolean;
+  /** Measures only the initial sync: no fio workloads. */
+  readonly syncOnly?: boolean;
   probe(): Promise<Availability>;
   start(ctx: StartContext): Promise<RunningSystem>;
   /** The initial full sync of `fileSizeBytes` of non-zero data, if the system has one. */
@@ -132,6 +136,8 @@ export interface Sample {
   readonly fioCpuPercent?: number;
   /** Tandem daemons: the writes of this run by stage (count and p50), from the status delta. */
   readonly writeStages?: Readonly<Record<WriteStage, StageSample>>;
+  /** Initial sync: seconds until it first ran at its target rate (null: never). */
+  readonly rampSeconds?: number | null;
 }
 
 /** One stage of the writes of one run. */

@@ -16,6 +16,7 @@ import { EventState, allConnected, allInSync } from '../../src/cli/event-state.j
 import type { ChildHandle } from '../children.js';
 import { measureProcesses, realProcFs } from '../proc.js';
 import type { WriteStagesStatus } from '../../src/replication/write-stages.js';
+import type { ResourceStatus } from '../../src/daemon/status.js';
 import type {
   Availability,
   RunningSystem,
@@ -86,15 +87,17 @@ export function renderPairConfig(
   transport: PairTransport,
   nodes: readonly PairNode[],
   diskFlushes = true,
+  resyncDefaults = false,
 ): string {
   const lines = [
     '# Written by the Tandem bench harness: two nodes on one loopback.',
     `resource ${RESOURCE} {`,
     `  net { protocol ${protocol}; transport ${transport}; }`,
-    // Resync unthrottled (fixed rate at the maximum), as nbdcopy and the qsd mirror are.
+    // Resync unthrottled (fixed rate at the maximum), as nbdcopy and the qsd mirror are, unless
+    // the run is about the defaults a new user gets (no resync option in the file).
     // Without diskFlushes: DRBD's tuning for non-volatile write caches, no flush of the backing
     // disk at every epoch boundary (nbdkit and the qsd mirror flush only when the client asks).
-    `  disk { c-plan-ahead 0; resync-rate 8388608; c-max-rate 4194304;${diskFlushes ? '' : ' disk-flushes no; md-flushes no;'} }`,
+    `  disk {${resyncDefaults ? '' : ' c-plan-ahead 0; resync-rate 8388608; c-max-rate 4194304;'}${diskFlushes ? '' : ' disk-flushes no; md-flushes no;'} }`,
   ];
   for (const n of nodes) {
     lines.push(
@@ -228,6 +231,7 @@ async function launchPair(
   diskFlushes: boolean,
   build: Build = thisBuild,
   solo = false,
+  resyncDefaults = false,
 ): Promise<Pair> {
   const nodes: PairNode[] = [];
   for (const [i, name] of (solo ? ['alpha'] : ['alpha', 'beta']).entries()) {
@@ -247,7 +251,10 @@ async function launchPair(
     await preallocate(n.metaDisk, METADATA_FILE_BYTES, 'zero');
   }
   const config = join(ctx.runDir, 'tandem.conf');
-  await writeFile(config, renderPairConfig(protocol, transport, nodes, diskFlushes));
+  await writeFile(
+    config,
+    renderPairConfig(protocol, transport, nodes, diskFlushes, resyncDefaults),
+  );
   const daemons: ChildHandle[] = [];
   const controls: string[] = [];
   const stop = async (): Promise<void> => {
@@ -489,6 +496,110 @@ export const tandemSoloSystem: System = {
   },
 };
 
+/** DRBD's default c-max-rate: what a default-options resync should reach, and soon. */
+export const DEFAULT_C_MAX_RATE_BYTES = 100 * 1024 * 1024;
+/** Status samples while the default-options sync runs. */
+const RAMP_SAMPLE_MS = 250;
+/** The rate is the out-of-sync drop over this trailing window. */
+const RAMP_WINDOW_MS = 1000;
+
+/**
+ * When a sync first ran at `rateBytes` (within 5 %: sampling jitter), from samples of the
+ * source's out-of-sync bytes: the end of the first trailing window whose drop reached it.
+ */
+export function rampSeconds(
+  samples: readonly { readonly ms: number; readonly outOfSyncBytes: number }[],
+  rateBytes: number,
+  windowMs = RAMP_WINDOW_MS,
+): number | null {
+  let from = 0;
+  for (let i = 0; i < samples.length; i++) {
+    const end = samples[i];
+    if (end === undefined) continue;
+    while ((samples[from + 1]?.ms ?? Infinity) <= end.ms - windowMs) from++;
+    const start = samples[from];
+    if (start === undefined || end.ms - start.ms < windowMs) continue;
+    const rate = ((start.outOfSyncBytes - end.outOfSyncBytes) * 1000) / (end.ms - start.ms);
+    if (rate >= 0.95 * rateBytes) return end.ms / 1000;
+  }
+  return null;
+}
+
+/**
+ * Protocol C with no resync option in the file (DRBD's defaults: the c-plan-ahead controller,
+ * c-fill-target 50 KiB, c-max-rate 100 MiB/s): only the initial sync, with how long the rate
+ * took to reach c-max-rate. Issue 16 wants that within 5 s.
+ */
+export const tandemSyncDefaultsSystem: System = {
+  id: 'tandem-C-sync-defaults',
+  label: 'Tandem, two nodes, protocol C, default resync options (initial sync only)',
+  kind: 'tandem',
+  syncOnly: true,
+
+  probe: () => probeDaemon(),
+
+  start(): Promise<RunningSystem> {
+    return Promise.reject(new Error('tandem-C-sync-defaults measures the initial sync only'));
+  },
+
+  async initialSync(ctx: StartContext): Promise<SyncMeasurement> {
+    const p = await launchPair(ctx, 'C', 'tcp', true, thisBuild, false, true);
+    try {
+      const alpha = p.controls[0] ?? '';
+      const samples: { ms: number; outOfSyncBytes: number }[] = [];
+      let done = false;
+      let t0 = 0;
+      const sampler = (async (): Promise<void> => {
+        while (!done) {
+          const all = await withTimeout(
+            'status',
+            request(alpha, 'status', { resource: RESOURCE }),
+            REQUEST_TIMEOUT_MS,
+          );
+          const oos = (all as ResourceStatus[])[0]?.peers[0]?.outOfSyncBytes;
+          if (t0 > 0 && oos !== undefined)
+            samples.push({ ms: performance.now() - t0, outOfSyncBytes: oos });
+          await new Promise((r) => setTimeout(r, RAMP_SAMPLE_MS));
+        }
+      })();
+      let m: Awaited<ReturnType<typeof measureProcesses>>;
+      try {
+        m = await measureProcesses(
+          realProcFs,
+          () => p.daemons.map((d) => d.pid),
+          async () => {
+            t0 = performance.now();
+            await forcePrimary(
+              alpha,
+              'in sync',
+              (s) => allInSync(s, RESOURCE),
+              syncTimeoutMs(ctx.fileSizeBytes),
+            );
+          },
+        );
+      } finally {
+        done = true;
+        await sampler;
+      }
+      const ramp = rampSeconds(samples, DEFAULT_C_MAX_RATE_BYTES);
+      return {
+        bytes: ctx.fileSizeBytes,
+        seconds: m.seconds,
+        cpuSeconds: m.cpuSeconds,
+        peakRssBytes: m.peakRssBytes,
+        rampSeconds: ramp,
+        method:
+          'primary --force on alpha until UpToDate/UpToDate, no resync option in the file ' +
+          `(status sampled every ${RAMP_SAMPLE_MS} ms; ramp = first ${RAMP_WINDOW_MS} ms window at ≥ 95 % of 100 MiB/s)`,
+      };
+    } catch (e) {
+      throw withDaemonOutput(e, p.daemons);
+    } finally {
+      await p.stop();
+    }
+  },
+};
+
 export const tandemPairSystems: readonly System[] = [
   pairSystem('C', 'tcp'),
   pairSystem('C', 'tcp', false),
@@ -496,5 +607,6 @@ export const tandemPairSystems: readonly System[] = [
   pairSystem('A', 'tcp'),
   pairSystem('C', 'fabric'),
   pairSystem('C', 'multipath'),
+  tandemSyncDefaultsSystem,
   ...((b) => (b === null ? [] : [pairSystem('C', 'tcp', true, b)]))(baselineBuild()),
 ];

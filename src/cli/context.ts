@@ -73,6 +73,8 @@ export class CliError extends Error {
   constructor(
     message: string,
     readonly exitCode = 1,
+    /** The daemon's refusal code, when the engine refused the operation. */
+    readonly refusal?: string,
   ) {
     super(message);
   }

@@ -47,7 +47,7 @@ export async function request(
           return reject(new CliError('tandemd sent a reply that is not JSON'));
         }
         if (r.ok) resolve(r.result);
-        else reject(new CliError(r.error.message, exitCodeOf(r.error.code)));
+        else reject(new CliError(r.error.message, exitCodeOf(r.error.code), r.error.refusal));
       },
       () => reject(new CliError('reply from tandemd too long')),
     );

@@ -352,7 +352,7 @@ const DISK: OptionSchema[] = [
     S,
     'dynamic resync controller horizon (0 = fixed rate)',
   ),
-  opt('c-delay-target', num(1, 100, 10, '1', '1/10 s'), A, 'dynamic resync delay target'),
+  opt('c-delay-target', num(1, 100, 10, '1', '1/10 s'), S, 'dynamic resync delay target'),
   opt('c-fill-target', num(0, 1048576, 100, 's', 'sectors'), S, 'dynamic resync fill target'),
   opt('c-max-rate', num(0, 4194304, 102400, 'k', 'KiB/s'), S, 'resync rate ceiling'),
   opt(

@@ -41,6 +41,8 @@ export interface ControlRequest {
 export interface ControlErrorBody {
   readonly code: string;
   readonly message: string;
+  /** With TANDEM_ERR_STATE from the engine: its refusal code (e.g. "disk-not-up-to-date"). */
+  readonly refusal?: string;
 }
 
 export type ControlReply =

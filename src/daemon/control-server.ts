@@ -9,11 +9,12 @@ import {
   CONTROL_EVENTS_QUEUED_MAX,
   CONTROL_LINE_BYTES_MAX,
 } from '../limits.js';
-import { TandemError } from '../util/errors.js';
+import { StateError, TandemError } from '../util/errors.js';
 import { LineReader } from '../util/line-reader.js';
 import {
   decodeRequest,
   encodeLine,
+  type ControlErrorBody,
   type ControlReply,
   type ControlRequest,
   type TandemEvent,
@@ -132,7 +133,9 @@ export class ControlServer {
   }
 }
 
-function errorBody(e: unknown): { code: string; message: string } {
+function errorBody(e: unknown): ControlErrorBody {
+  if (e instanceof StateError && e.refusal !== undefined)
+    return { code: e.code, message: e.message, refusal: e.refusal };
   if (e instanceof TandemError) return { code: e.code, message: e.message };
   return { code: 'TANDEM_ERR_INTERNAL', message: e instanceof Error ? e.message : String(e) };
 }

@@ -364,6 +364,7 @@ export function engineConfig(
       resyncRateBytesPerSec: num(disk, 'resync-rate', 250) * 1024,
       cPlanAheadTenths: num(disk, 'c-plan-ahead', 20),
       cFillTargetBytes: num(disk, 'c-fill-target', 100) * 512,
+      cDelayTargetTenths: num(disk, 'c-delay-target', 10),
       cMaxRateBytesPerSec: num(disk, 'c-max-rate', 102400) * 1024,
       cMinRateBytesPerSec: num(disk, 'c-min-rate', 250) * 1024,
     },

@@ -414,6 +414,7 @@ export class Resource implements ResourceRuntime {
       this.setDisk('Diskless');
       throw new StateError(
         `${this.name}: cannot attach ${this.plan.diskPath}: ${(e as Error).message}`,
+        undefined,
         { cause: e },
       );
     }
@@ -742,6 +743,7 @@ export class Resource implements ResourceRuntime {
   };
 
   private readonly clockPort: ClockPort = {
+    nowMs: () => this.svc.clock.nowMs(),
     setTimeout: (fn, ms) => this.svc.clock.setTimeout(fn, ms),
     defer: (fn) => queueMicrotask(fn),
   };
@@ -761,7 +763,7 @@ export class Resource implements ResourceRuntime {
       this.admins.delete(a.cmdId);
       if (p === undefined) return;
       if (a.ok) p.resolve(a.message);
-      else p.reject(new StateError(this.explain(p.command, a.refusal)));
+      else p.reject(new StateError(this.explain(p.command, a.refusal), a.refusal.code));
     },
     stateChange: (c) => this.onStateChange(c),
     fencePeer: (peer, token) => this.fencePeer(peer, token),

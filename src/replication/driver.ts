@@ -79,6 +79,8 @@ export interface NetPort {
 }
 
 export interface ClockPort {
+  /** Monotonic milliseconds: the resync controller paces by real turn durations. */
+  nowMs(): number;
   setTimeout(fn: () => void, delayMs: number): Timer;
   /** Runs `fn` soon, never synchronously. */
   defer(fn: () => void): void;
@@ -362,7 +364,7 @@ export class Driver {
           id,
           this.clock.setTimeout(() => {
             this.timers.delete(id);
-            this.feed({ type: 'timer', timerId: id });
+            this.feed({ type: 'timer', timerId: id, nowMs: this.clock.nowMs() });
           }, a.afterMs),
         );
         return;

@@ -119,7 +119,14 @@ interface ResyncTarget {
   cursor: number;
   readonly inflight: Map<number, RsInFlight>;
   creditBytes: number;
-  doneBytesThisTick: number;
+  /** Requested bytes whose answer has not come in yet (DRBD's rs_in_flight). */
+  requestedBytes: number;
+  /** Bytes answered since the controller's last turn (DRBD's rs_sect_in). */
+  cameInBytes: number;
+  /** When the controller last ran; null before its first timed turn. */
+  lastTurnMs: number | null;
+  /** The next turn is due now: everything requested came in before the tick. */
+  turnSoon: boolean;
   readonly plan: number[];
   planTotal: number;
   finishing: boolean;
@@ -332,7 +339,10 @@ export interface EngineState {
   readonly fence: { frozen: boolean; promote: { cmdId: number; force: boolean } | null };
   /** A Primary attached a disk that is not yet UpToDate (it syncs from a peer). */
   attachedAsPrimary: boolean;
-  appIoThisTick: number;
+  /** Application I/O arrived since the resync controller's last turn. */
+  appIoSinceTurn: boolean;
+  /** When the controller last saw application I/O (null: never). */
+  lastAppIoMs: number | null;
   resize: ResizeOp | null;
   readonly jobs: Map<number, StorageJob>;
   nextJob: number;
@@ -387,7 +397,8 @@ export function createEngine(cfg: EngineConfig, boot: BootState | null): StepRes
     pendingPromote: null,
     fence: { frozen: false, promote: null },
     attachedAsPrimary: false,
-    appIoThisTick: 0,
+    appIoSinceTurn: false,
+    lastAppIoMs: null,
     resize: null,
     jobs: new Map(),
     nextJob: 1,
@@ -487,7 +498,7 @@ export function step(s: EngineState, ev: EngineEvent): StepResult {
       onDiskDone(s, ev);
       break;
     case 'timer':
-      onTimer(s, ev.timerId);
+      onTimer(s, ev.timerId, ev.nowMs);
       break;
     case 'admin':
       onAdmin(s, ev.cmdId, ev.command);
@@ -811,7 +822,7 @@ function hasGoodData(s: EngineState): boolean {
 }
 
 function startRequest(s: EngineState, req: ClientRequest): void {
-  s.appIoThisTick++;
+  s.appIoSinceTurn = true;
   if (!hasGoodData(s)) {
     s.writesNotStarted.delete(req.id);
     emit(s, { type: 'complete', reqId: req.id, ok: false, errno: 'EIO' });
@@ -2283,13 +2294,16 @@ function maybeStartResync(s: EngineState, p: Peer): void {
     cursor: 0,
     inflight: new Map(),
     creditBytes: 0,
-    doneBytesThisTick: 0,
+    requestedBytes: 0,
+    cameInBytes: 0,
+    lastTurnMs: null,
+    turnSoon: false,
     plan: new Array<number>(Math.max(1, s.cfg.resync.cPlanAheadTenths)).fill(0),
     planTotal: 0,
     finishing: false,
     timerId,
   };
-  resyncTick(s, p);
+  resyncTick(s, p, null);
 }
 
 function onClosed(s: EngineState, peerId: number, byNetwork: boolean): void {
@@ -2435,6 +2449,10 @@ function onPacket(s: EngineState, peerId: number, pk: Packet): void {
     case 'PromoteReply':
       return onPromoteReply(s, p, pk.id, pk.granted);
     case 'Data':
+      if (pastEnd(s, pk.offsetBytes, pk.lengthBytes))
+        return peerProtocolError(s, p, `Data past the device's end`, pk);
+      p.rxQueue.push(pk);
+      return pumpRx(s, p);
     case 'Barrier':
       p.rxQueue.push(pk);
       return pumpRx(s, p);
@@ -2455,6 +2473,8 @@ function onPacket(s: EngineState, peerId: number, pk: Packet): void {
       return maybeCompleteWrite(s, w);
     }
     case 'DataRequest':
+      if (pastEnd(s, pk.offsetBytes, pk.lengthBytes))
+        return peerProtocolError(s, p, `DataRequest past the device's end`, pk);
       return servePeerRead(s, p, pk);
     case 'DataReply': {
       const reqId = p.readsViaPeer.get(pk.id);
@@ -2475,8 +2495,9 @@ function onPacket(s: EngineState, peerId: number, pk: Packet): void {
       return onRsInSync(s, p, pk.id, pk.start, pk.count);
     case 'RsNegAck': {
       const f = p.rs?.inflight.get(pk.id);
-      if (f !== undefined) p.rs?.inflight.delete(pk.id);
-      return;
+      if (f === undefined) return;
+      p.rs?.inflight.delete(pk.id);
+      return rsCameIn(s, p, f.count * BLOCK);
     }
     case 'RsWriteAck':
       return markInSync(s, p.id, clampRange(s, { start: pk.start, count: pk.count }));
@@ -2565,6 +2586,36 @@ function pumpRx(s: EngineState, p: Peer): void {
       startPeerWrite(s, p, pk);
     }
   }
+}
+
+/**
+ * A peer range that leaves the device: both nodes agreed on the size in the handshake (and on
+ * every resize before either writes the new area), so only a broken or hostile peer sends
+ * one. Served, it would fail our own disk and detach it.
+ */
+function pastEnd(s: EngineState, offsetBytes: number, lengthBytes: number): boolean {
+  return offsetBytes < 0 || lengthBytes < 0 || offsetBytes + lengthBytes > s.cfg.sizeBytes;
+}
+
+/** DRBD drops a connection that breaks the protocol and reconnects; so do we, saying why. */
+function peerProtocolError(
+  s: EngineState,
+  p: Peer,
+  what: string,
+  pk: { readonly offsetBytes: number; readonly lengthBytes: number },
+): void {
+  emit(s, {
+    type: 'note',
+    note: {
+      kind: 'protocol-error',
+      peer: p.id,
+      what: `${what}: ${pk.lengthBytes} bytes at ${pk.offsetBytes}, device ${s.cfg.sizeBytes} bytes`,
+    },
+  });
+  if (p.conn !== 'Connected') return;
+  p.wantConnect = true;
+  emit(s, { type: 'disconnect', peer: p.id });
+  onClosed(s, p.id, true);
 }
 
 function startPeerWrite(s: EngineState, p: Peer, pk: Extract<Packet, { kind: 'Data' }>): void {
@@ -2807,7 +2858,7 @@ function onBarrierAck(s: EngineState, p: Peer, epoch: number, setSize: number): 
 
 // --- resync ---------------------------------------------------------------------------------
 
-function onTimer(s: EngineState, timerId: number): void {
+function onTimer(s: EngineState, timerId: number, nowMs: number): void {
   const t = s.timers.get(timerId);
   if (t === undefined) return;
   if (t.kind === 'epochFlush') {
@@ -2821,56 +2872,104 @@ function onTimer(s: EngineState, timerId: number): void {
   }
   const p = s.peers.get(t.peer);
   if (p === undefined || p.rs === null || p.rs.timerId !== timerId) return;
-  resyncTick(s, p);
+  resyncTick(s, p, nowMs);
 }
 
-/** Bytes of resync the target may request in this tick (fixed rate or DRBD's controller). */
+/** What the resync controller knows at one turn (DRBD's drbd_rs_controller inputs). */
+export interface ResyncTurn {
+  /** Requested bytes not answered yet. */
+  readonly inFlightBytes: number;
+  /** Bytes answered since the last turn. */
+  readonly cameInBytes: number;
+  /** Time since the last turn, in ms. */
+  readonly durationMs: number;
+  /** Application I/O ran within the last tick: c-min-rate applies. */
+  readonly appBusy: boolean;
+}
+
+/**
+ * Bytes of resync the target may request in this turn: a fixed rate, or DRBD's dynamic
+ * controller. Turns are not a fixed 100 ms apart: the next one runs as soon as everything
+ * requested has come in, so the controller is clocked by the round trip and the answers of
+ * a short turn are scaled to a whole tick, as DRBD does; c-max-rate bounds each turn by its
+ * real duration. That is what lets the default fill target (50 KiB) reach c-max-rate.
+ */
 export function resyncBudget(
   o: EngineConfig['resync'],
   st: { plan: number[]; planTotal: number },
-  inFlightBytes: number,
-  doneLastTickBytes: number,
-  appBusy: boolean,
+  t: ResyncTurn,
 ): number {
-  const perTick = (rate: number): number => (rate * RESYNC_TICK_MS) / 1000;
+  // A turn shorter than 1 ms is scaled as 1 ms; a long stall counts as at most 10 ticks.
+  const durationMs = Math.min(Math.max(t.durationMs, 1), 10 * RESYNC_TICK_MS);
+  const perTurn = (rate: number): number => (rate * durationMs) / 1000;
   let req: number;
-  if (o.cPlanAheadTenths <= 0) req = perTick(o.resyncRateBytesPerSec);
+  if (o.cPlanAheadTenths <= 0) req = perTurn(o.resyncRateBytesPerSec);
   else {
+    const cameIn = (t.cameInBytes * RESYNC_TICK_MS) / durationMs;
     const steps = st.plan.length;
-    const correction = o.cFillTargetBytes - inFlightBytes - st.planTotal;
+    let want: number;
+    if (t.inFlightBytes + cameIn === 0)
+      want = ((o.resyncRateBytesPerSec * RESYNC_TICK_MS) / 1000) * steps; // start of resync
+    else if (o.cFillTargetBytes > 0) want = o.cFillTargetBytes;
+    else want = (cameIn * o.cDelayTargetTenths * 100) / RESYNC_TICK_MS;
+    const correction = want - t.inFlightBytes - st.planTotal;
     const cps = correction / steps;
     for (let i = 0; i < steps; i++) st.plan[i] = (st.plan[i] ?? 0) + cps;
     st.planTotal += cps * steps;
     const curr = st.plan.shift() ?? 0;
     st.plan.push(0);
     st.planTotal -= curr;
-    req = Math.max(0, doneLastTickBytes + curr);
-    req = Math.min(req, perTick(o.cMaxRateBytesPerSec));
+    req = Math.max(0, cameIn + curr);
+    req = Math.min(req, perTurn(o.cMaxRateBytesPerSec));
   }
-  if (appBusy && o.cMinRateBytesPerSec > 0) req = Math.min(req, perTick(o.cMinRateBytesPerSec));
+  if (t.appBusy && o.cMinRateBytesPerSec > 0) req = Math.min(req, perTurn(o.cMinRateBytesPerSec));
   return req;
 }
 
-function resyncTick(s: EngineState, p: Peer): void {
+/** One turn of the resync controller; `nowMs` is null for the turn that starts the resync. */
+function resyncTick(s: EngineState, p: Peer, nowMs: number | null): void {
   const rs = p.rs;
   if (rs === null) return;
-  let inFlightBytes = 0;
-  for (const f of rs.inflight.values()) inFlightBytes += f.count * BLOCK;
-  const budget = resyncBudget(
-    s.cfg.resync,
-    rs,
-    inFlightBytes,
-    rs.doneBytesThisTick,
-    s.appIoThisTick > 0,
-  );
-  s.appIoThisTick = 0;
-  rs.doneBytesThisTick = 0;
-  // Credit never exceeds one tick's worth plus a request, so an idle period cannot burst.
+  rs.turnSoon = false;
+  // Application I/O within the last tick makes the resync yield to c-min-rate; turns can be
+  // a round trip apart, so "since the last turn" alone would almost never see it.
+  let appBusy = s.appIoSinceTurn;
+  s.appIoSinceTurn = false;
+  if (nowMs !== null) {
+    if (appBusy) s.lastAppIoMs = nowMs;
+    else if (s.lastAppIoMs !== null) appBusy = nowMs - s.lastAppIoMs < RESYNC_TICK_MS;
+  }
+  const durationMs =
+    nowMs === null || rs.lastTurnMs === null ? RESYNC_TICK_MS : nowMs - rs.lastTurnMs;
+  const budget = resyncBudget(s.cfg.resync, rs, {
+    inFlightBytes: rs.requestedBytes,
+    cameInBytes: rs.cameInBytes,
+    durationMs,
+    appBusy,
+  });
+  rs.lastTurnMs = nowMs;
+  rs.cameInBytes = 0;
+  // Credit never exceeds one turn's worth plus a request, so an idle period cannot burst.
   rs.creditBytes = Math.min(rs.creditBytes + budget, budget + RESYNC_REQUEST_BYTES_MAX);
   issueResyncRequests(s, p);
   maybeFinishResync(s, p);
-  if (p.rs !== null && !p.rs.finishing)
-    emit(s, { type: 'setTimer', timerId: rs.timerId, afterMs: RESYNC_TICK_MS });
+  if (p.rs === null || p.rs.finishing) return;
+  // The tick is the fallback; the last answer of this turn's requests brings the next turn
+  // forward (rsCameIn), so a turn that asked for nothing cannot spin.
+  emit(s, { type: 'setTimer', timerId: rs.timerId, afterMs: RESYNC_TICK_MS });
+}
+
+/** Resync answers came in: the controller's input, and an early turn when none is left out. */
+function rsCameIn(s: EngineState, p: Peer, bytes: number): void {
+  const rs = p.rs;
+  if (rs === null) return;
+  const wasOut = rs.requestedBytes > 0;
+  rs.requestedBytes = Math.max(0, rs.requestedBytes - bytes);
+  rs.cameInBytes += bytes;
+  if (wasOut && rs.requestedBytes === 0 && !rs.turnSoon && !rs.finishing) {
+    rs.turnSoon = true;
+    emit(s, { type: 'setTimer', timerId: rs.timerId, afterMs: 0 });
+  }
 }
 
 function issueResyncRequests(s: EngineState, p: Peer): void {
@@ -2903,6 +3002,7 @@ function issueResyncRequests(s: EngineState, p: Peer): void {
       count++;
     rs.cursor = start + count;
     rs.creditBytes -= count * BLOCK;
+    rs.requestedBytes += count * BLOCK;
     const id = s.nextId++;
     const f: RsInFlight = {
       start,
@@ -2999,7 +3099,7 @@ function onRsInSync(s: EngineState, p: Peer, id: number, start: number, count: n
   const f = rs?.inflight.get(id);
   if (rs === null || f === undefined) return;
   rs.inflight.delete(id);
-  rs.doneBytesThisTick += count * BLOCK;
+  rsCameIn(s, p, f.count * BLOCK);
   for (let b = start; b < start + count; b++)
     if (!f.partial.has(b)) markInSync(s, p.id, { start: b, count: 1 });
   issueResyncRequests(s, p);
@@ -3024,7 +3124,7 @@ function onRsReply(
     data.length !== count * BLOCK
   )
     return;
-  rs.doneBytesThisTick += count * BLOCK;
+  rsCameIn(s, p, count * BLOCK);
   // Never overwrite newer application data: skip blocks an application write touched.
   const runs: BlockRange[] = [];
   for (let b = start; b < start + count; b++) {

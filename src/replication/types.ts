@@ -51,6 +51,8 @@ export interface ResyncRateOptions {
   readonly cPlanAheadTenths: number;
   /** Resync bytes the controller keeps in flight. @default 50 KiB */
   readonly cFillTargetBytes: number;
+  /** With no fill target: keep this much time's worth of resync in flight. @default 10 (1 s) */
+  readonly cDelayTargetTenths: number;
   /** Upper bound for the controller. @default 100 MiB/s */
   readonly cMaxRateBytesPerSec: number;
   /** Resync is throttled to this rate only while application I/O is busy. @default 250 KiB/s */
@@ -320,7 +322,7 @@ export type EngineEvent =
       readonly data?: Uint8Array;
     }
   | { readonly type: 'diskDone'; readonly ioId: number; readonly ok: false; readonly errno: Errno }
-  | { readonly type: 'timer'; readonly timerId: number }
+  | { readonly type: 'timer'; readonly timerId: number; readonly nowMs: number }
   | { readonly type: 'admin'; readonly cmdId: number; readonly command: AdminCommand }
   | { readonly type: 'connEstablished'; readonly peer: number }
   | { readonly type: 'connClosed'; readonly peer: number }
@@ -479,6 +481,8 @@ export type EngineNote =
       readonly decision: string;
     }
   | { readonly kind: 'split-brain'; readonly peer: number; readonly resolved: string }
+  /** The peer sent what the protocol rules out (e.g. a range past the device's end). */
+  | { readonly kind: 'protocol-error'; readonly peer: number; readonly what: string }
   | {
       readonly kind: 'resync-started';
       readonly peer: number;

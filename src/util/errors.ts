@@ -56,6 +56,14 @@ export class ConnectionError extends TandemError {
 /** An operation was refused in the current state (e.g. promote an Inconsistent disk). */
 export class StateError extends TandemError {
   readonly code = 'TANDEM_ERR_STATE';
+  constructor(
+    message: string,
+    /** The engine's refusal code (AdminRefusal), for scripts: stable where the text is not. */
+    readonly refusal?: string,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
 }
 
 /** An NBD command failed with a protocol error number (NBD_EINVAL, NBD_ENOSPC, ...). */

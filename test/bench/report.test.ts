@@ -2,7 +2,13 @@
 // run, its reason instead of numbers; the JSON carries what the table was derived from.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { buildReport, fmt, renderMarkdown, type RunInfo } from '../../bench/report.js';
+import {
+  buildReport,
+  fmt,
+  renderMarkdown,
+  syncRampGoal,
+  type RunInfo,
+} from '../../bench/report.js';
 import type { Sample } from '../../bench/types.js';
 
 const run: RunInfo = {
@@ -150,4 +156,20 @@ test('tandem-solo against tandem-standalone: a goal per workload, and the stage 
   assert.match(md, /\| 4 KiB randwrite QD1 \| tandem-solo \| 11\.0 \| - \| 55\.0 \| - \| 110 \|/);
   const section = md.slice(md.indexOf("## Where a write's time goes"), md.indexOf('## Ratios'));
   assert.doesNotMatch(section, /tandem-standalone/, 'the export has no engine stages');
+});
+
+test('the default-options sync goal: median ramp over rounds, a round that never got there counts as never', () => {
+  const s = (round: number, rampSeconds: number | null): Sample => ({
+    round,
+    systemId: 'tandem-C-sync-defaults',
+    workload: 'sync',
+    ok: true,
+    rampSeconds,
+  });
+  assert.equal(syncRampGoal([]), null);
+  assert.equal(syncRampGoal([s(1, 1.5), s(2, 2.5), s(3, null)])?.status, 'met');
+  const never = syncRampGoal([s(1, 4), s(2, null), s(3, null)]);
+  assert.equal(never?.status, 'not met');
+  assert.equal(never?.value, 'never');
+  assert.equal(syncRampGoal([s(1, 6)])?.status, 'not met');
 });

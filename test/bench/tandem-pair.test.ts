@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseConfigText } from '../../src/config/load.js';
-import { renderPairConfig } from '../../bench/systems/tandem-pair.js';
+import { rampSeconds, renderPairConfig } from '../../bench/systems/tandem-pair.js';
 
 test('renderPairConfig: parsed by loadConfig as two nodes with the asked protocol', () => {
   for (const protocol of ['A', 'B', 'C'] as const) {
@@ -116,4 +116,34 @@ test('renderPairConfig: without disk flushes the loader sees disk-flushes and md
   assert.equal(off?.sections.disk['disk-flushes'], false);
   assert.equal(off?.sections.disk['md-flushes'], false);
   assert.equal(off?.sections.disk['resync-rate'], 8388608);
+});
+
+test('renderPairConfig with resync defaults writes no resync option', () => {
+  const node = (name: string, nodeId: number) => ({
+    name,
+    nodeId,
+    nbdPort: 42001 + nodeId,
+    replicationPorts: [42011 + nodeId],
+    disk: `/d/${name}.img`,
+    metaDisk: `/d/${name}.md`,
+  });
+  const text = renderPairConfig('C', 'tcp', [node('alpha', 0), node('beta', 1)], true, true);
+  const r = parseConfigText(text, 'bench.conf').config.resources[0];
+  assert.ok(r !== undefined);
+  for (const k of ['c-plan-ahead', 'resync-rate', 'c-max-rate', 'c-fill-target'])
+    assert.equal(r.sections.disk[k], undefined, k);
+});
+
+test('rampSeconds: the first trailing window whose out-of-sync drop reaches the rate', () => {
+  const MiB = 1024 * 1024;
+  // 20 MiB/s for 2 s, then 100 MiB/s: sampled every 250 ms.
+  const samples: { ms: number; outOfSyncBytes: number }[] = [];
+  let oos = 1024 * MiB;
+  for (let ms = 0; ms <= 6000; ms += 250) {
+    samples.push({ ms, outOfSyncBytes: oos });
+    oos -= (ms < 2000 ? 20 : 100) * MiB * 0.25;
+  }
+  assert.equal(rampSeconds(samples, 100 * MiB), 3);
+  assert.equal(rampSeconds(samples.slice(0, 9), 100 * MiB), null, 'never at the rate');
+  assert.equal(rampSeconds([], 100 * MiB), null);
 });

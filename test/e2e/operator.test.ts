@@ -6,6 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { CliError } from '../../src/cli/context.js';
 import { CLI_JS, type LocalCluster } from '../../src/cli/local-cluster.js';
 import { NbdClient } from '../../src/nbd/client.js';
 import {
@@ -67,6 +68,14 @@ test('refusals say what to do next, with exit codes; events --now speaks events2
     run = await cli(c, 'alice', ['primary', r]);
     assert.equal(run.code, 1);
     assert.match(run.stderr, /disk is Inconsistent and peer bob is not connected; use --force/);
+
+    // Scripts get the engine's refusal code beside the text (the text may change, the code not).
+    await assert.rejects(c.request('alice', 'primary'), (e: unknown) => {
+      assert.ok(e instanceof CliError);
+      assert.equal(e.refusal, 'disk-not-up-to-date');
+      assert.equal(e.exitCode, 1);
+      return true;
+    });
 
     run = await cli(c, 'alice', ['resize', r]);
     assert.equal(run.code, 1);

@@ -61,6 +61,7 @@ class World {
           disconnect: () => undefined,
         },
         clock: {
+          nowMs: () => 0,
           setTimeout: () => ({ cancel: () => undefined }),
           defer: (fn) => this.deferred.push(fn),
         },
@@ -101,7 +102,7 @@ class World {
 
   request(actions: Action[]): void {
     this.script = () => actions;
-    this.driver.feed({ type: 'timer', timerId: 1 });
+    this.driver.feed({ type: 'timer', timerId: 1, nowMs: 0 });
     this.script = () => [];
   }
 }

@@ -478,37 +478,97 @@ test('reads on a SyncTarget Primary come from the source for out-of-sync blocks'
   assert.equal(p.a.completions.get(r)?.data?.[0], 0x89);
 });
 
-test('resync rate: fixed rate per tick, controller fills toward c-fill-target, c-min-rate throttles when busy', () => {
+test('resync rate: fixed rate per turn, controller fills toward c-fill-target, c-min-rate throttles when busy', () => {
+  const turn = { inFlightBytes: 0, cameInBytes: 0, durationMs: 100, appBusy: false };
   const fixed = {
     resyncRateBytesPerSec: 1024 * 1024,
     cPlanAheadTenths: 0,
     cFillTargetBytes: 0,
+    cDelayTargetTenths: 10,
     cMaxRateBytesPerSec: 0,
     cMinRateBytesPerSec: 0,
   };
-  assert.equal(resyncBudget(fixed, { plan: [0], planTotal: 0 }, 0, 0, false), 104857.6);
+  assert.equal(resyncBudget(fixed, { plan: [0], planTotal: 0 }, turn), 104857.6);
+  assert.equal(
+    resyncBudget(fixed, { plan: [0], planTotal: 0 }, { ...turn, durationMs: 10 }),
+    10485.76,
+    'a short turn gets its share of the rate',
+  );
   const dyn = {
     resyncRateBytesPerSec: 0,
     cPlanAheadTenths: 10,
     cFillTargetBytes: 100_000,
+    cDelayTargetTenths: 10,
     cMaxRateBytesPerSec: 100 * 1024 * 1024,
     cMinRateBytesPerSec: 10_000,
   };
   const st = { plan: new Array<number>(10).fill(0), planTotal: 0 };
-  let inFlight = 0;
+  let inFlight = 1; // not the start of a resync
   let total = 0;
   for (let t = 0; t < 30; t++) {
-    const b = resyncBudget(dyn, st, inFlight, 0, false);
+    const b = resyncBudget(dyn, st, { ...turn, inFlightBytes: inFlight });
     total += b;
     inFlight += b; // nothing completes: in-flight must settle at the fill target
   }
   assert.ok(Math.abs(inFlight - 100_000) < 1_000, `in flight ${inFlight}`);
   assert.ok(total > 0);
   assert.equal(
-    resyncBudget(dyn, { plan: new Array<number>(10).fill(0), planTotal: 0 }, 0, 1e9, true),
+    resyncBudget(
+      dyn,
+      { plan: new Array<number>(10).fill(0), planTotal: 0 },
+      { ...turn, cameInBytes: 1e9, appBusy: true },
+    ),
     1000,
-    'busy: c-min-rate per tick',
+    'busy: c-min-rate per turn',
   );
+  assert.equal(
+    resyncBudget(
+      dyn,
+      { plan: new Array<number>(10).fill(0), planTotal: 0 },
+      { ...turn, cameInBytes: 1e9, durationMs: 2 },
+    ),
+    (100 * 1024 * 1024 * 2) / 1000,
+    'c-max-rate bounds a turn by its real duration',
+  );
+});
+
+test('resync controller: turns clocked by the round trip reach c-max-rate with the default 50 KiB fill target', () => {
+  // DRBD's defaults: c-plan-ahead 2 s, c-fill-target 100 sectors, c-max-rate 100 MiB/s. Each
+  // turn's requests come back after a 2 ms round trip plus 1 ms per MiB, and the next turn runs
+  // then (everything came in). Within 5 s of simulated time the rate must reach c-max-rate.
+  const o = {
+    resyncRateBytesPerSec: 250 * 1024,
+    cPlanAheadTenths: 20,
+    cFillTargetBytes: 100 * 512,
+    cDelayTargetTenths: 10,
+    cMaxRateBytesPerSec: 100 * 1024 * 1024,
+    cMinRateBytesPerSec: 250 * 1024,
+  };
+  const st = { plan: new Array<number>(20).fill(0), planTotal: 0 };
+  let now = 0;
+  let cameIn = 0;
+  let duration = 100;
+  let second = 0;
+  let rate = 0;
+  while (now < 5000) {
+    const req = resyncBudget(o, st, {
+      inFlightBytes: 0,
+      cameInBytes: cameIn,
+      durationMs: duration,
+      appBusy: false,
+    });
+    // Requests are whole 4 KiB blocks; an empty turn waits for the 100 ms tick.
+    const bytes = Math.floor(req / 4096) * 4096;
+    duration = bytes === 0 ? 100 : 2 + bytes / (1024 * 1024);
+    now += duration;
+    cameIn = bytes;
+    if (now >= 4000) {
+      second += duration;
+      rate += bytes;
+    }
+  }
+  const mibPerSec = rate / (1024 * 1024) / (second / 1000);
+  assert.ok(mibPerSec > 90, `rate in the 5th second: ${mibPerSec.toFixed(1)} MiB/s`);
 });
 
 test('device size is whole bitmap blocks and requests outside it fail with EINVAL', () => {

@@ -338,7 +338,11 @@ test('driver: writes held behind a metadata barrier are timed from its end; othe
         connect: () => undefined,
         disconnect: () => undefined,
       },
-      clock: { setTimeout: () => ({ cancel: () => undefined }), defer: (fn) => fn() },
+      clock: {
+        nowMs: () => 0,
+        setTimeout: () => ({ cancel: () => undefined }),
+        defer: (fn) => fn(),
+      },
       host: {
         complete: () => undefined,
         adminResult: () => undefined,
@@ -381,7 +385,7 @@ test('driver: writes held behind a metadata barrier are timed from its end; othe
   ];
   const step = (actions: Action[]): void => {
     script = actions;
-    driver.feed({ type: 'timer', timerId: 1 });
+    driver.feed({ type: 'timer', timerId: 1, nowMs: 0 });
   };
   const done = (what: string): void => {
     const i = pending.findIndex((p) => p.what === what);

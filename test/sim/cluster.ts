@@ -474,6 +474,7 @@ export class Simulation {
         resyncRateBytesPerSec: 2 * 1024 * 1024,
         cPlanAheadTenths: this.p.fixedRate ? 0 : 20,
         cFillTargetBytes: 256 * 1024,
+        cDelayTargetTenths: 10,
         cMaxRateBytesPerSec: 20 * 1024 * 1024,
         cMinRateBytesPerSec: 512 * 1024,
       },
@@ -621,6 +622,7 @@ export class Simulation {
           },
         },
         clock: {
+          nowMs: () => this.now,
           setTimeout: (fn, delayMs) => {
             let live = true;
             this.at(delayMs, () => {

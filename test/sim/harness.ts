@@ -5,7 +5,7 @@
 // fire when the test ticks. Nothing moves until the test says so (deliver one packet, complete
 // one disk I/O, settle everything), so a test can pin an exact interleaving. Metadata writes
 // are barrier I/O as in the daemon: they hold later data I/O and DATA sends until completed.
-import { BITMAP_BLOCK_BYTES } from '../../src/limits.js';
+import { BITMAP_BLOCK_BYTES, RESYNC_TICK_MS } from '../../src/limits.js';
 import { Bitmap } from '../../src/replication/bitmap.js';
 import {
   Driver,
@@ -142,6 +142,7 @@ export function baseConfig(id: number, over: Partial<EngineConfig> = {}): Engine
       resyncRateBytesPerSec: 100 * 1024 * 1024,
       cPlanAheadTenths: 0,
       cFillTargetBytes: 64 * 1024,
+      cDelayTargetTenths: 10,
       cMaxRateBytesPerSec: 100 * 1024 * 1024,
       cMinRateBytesPerSec: 0,
     },
@@ -338,6 +339,7 @@ export class Pair {
         disconnect: () => undefined,
       },
       clock: {
+        nowMs: () => this.nowMs,
         setTimeout: (fn) => {
           const id = n.nextTimer++;
           n.timers.set(id, fn);
@@ -502,8 +504,12 @@ export class Pair {
     return done;
   }
 
+  /** Virtual time: each tick() is one resync controller tick later. */
+  nowMs = 0;
+
   /** Fires every pending timer of both nodes (one controller tick). */
   tick(): void {
+    this.nowMs += RESYNC_TICK_MS;
     for (const n of [this.a, this.b])
       for (const [id, fn] of [...n.timers]) {
         // A timer fired earlier in this tick may have cancelled this one.

@@ -75,6 +75,7 @@ function formatShow(r: ResourceShow): string {
     `    resync-rate ${kib(r.resync.resyncRateBytesPerSec)};`,
     `    c-plan-ahead ${r.resync.cPlanAheadTenths};`,
     `    c-fill-target ${r.resync.cFillTargetBytes / 512}s;`,
+    `    c-delay-target ${r.resync.cDelayTargetTenths};`,
     `    c-max-rate ${kib(r.resync.cMaxRateBytesPerSec)};`,
     `    c-min-rate ${kib(r.resync.cMinRateBytesPerSec)};`,
     '  }',
