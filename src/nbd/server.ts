@@ -133,10 +133,6 @@ export class NbdServer implements ExportDirectory {
     this.tlsOptions = options;
   }
 
-  get tlsEnabled(): boolean {
-    return this.tlsOptions !== undefined;
-  }
-
   addExport(name: string, backend: NbdExportBackend, opts: NbdExportOptions = {}): void {
     if (this.exports.has(name)) throw new ConfigError(`NBD export "${name}" already exists`);
     if (Buffer.byteLength(name, 'utf8') > 4096 || name.includes('\0')) {
