@@ -55,6 +55,15 @@ export class NbdHub {
     return h.listener.address;
   }
 
+  /**
+   * Starts the listener and loads its TLS files ahead of `addExport`, so that a missing or bad
+   * file fails `up` before the disk is opened rather than after.
+   */
+  async prepare(spec: NbdListenerSpec, tls: NbdTlsFiles | null): Promise<void> {
+    const h = await this.host(spec);
+    if (tls !== null) await this.useTls(h, tls);
+  }
+
   removeExport(spec: NbdListenerSpec, name: string): void {
     const h = this.hosted.get(keyOf(spec));
     h?.server.removeExport(name);

@@ -36,7 +36,7 @@ import {
   STORE_INLINE_READ_BYTES_MAX,
   STORE_INLINE_WRITE_BYTES_MAX,
 } from '../limits.js';
-import { InvalidRequestError, NbdCommandError, StateError } from '../util/errors.js';
+import { ConfigError, InvalidRequestError, NbdCommandError, StateError } from '../util/errors.js';
 import type { ControlRequest, TandemEvent } from './control-protocol.js';
 import { liveOptionsOf, type AdjustStep } from './adjust.js';
 import type { EventSink, ResourceRuntime } from './daemon.js';
@@ -390,6 +390,18 @@ export class Resource implements ResourceRuntime {
 
   private async attach(): Promise<void> {
     if (this.diskDropping !== null) await this.diskDropping;
+    if (this.engine === null) {
+      try {
+        await this.svc.nbd.prepare(this.plan.nbd.listener, this.plan.nbd.tls);
+      } catch (e) {
+        throw new ConfigError(
+          `${this.name}: device ${this.plan.nbd.uri}: ${(e as Error).message}`,
+          {
+            cause: e,
+          },
+        );
+      }
+    }
     if (this.disk !== null) return;
     const peerIds = [...this.peers.keys()];
     const alExtents =
