@@ -8,10 +8,13 @@ import { storeBackend } from '../src/nbd/store-backend.js';
 import { openFileStore } from '../src/storage/file.js';
 import { STORE_INLINE_READ_BYTES_MAX, STORE_INLINE_WRITE_BYTES_MAX } from '../src/limits.js';
 import { systemClock } from '../src/platform/clock.js';
+import { tuneHeapForIo } from '../src/platform/heap.js';
 
 async function main(): Promise<void> {
   const [file, name = 'vol'] = process.argv.slice(2);
   if (file === undefined) throw new Error('usage: tandem-export FILE [EXPORT_NAME]');
+  // As tandemd: the standalone data path measured with the same heap tuning.
+  tuneHeapForIo();
   // As tandemd opens its disks: small writes inline while they stay fast (FileStore).
   const store = await openFileStore(file, {
     inlineWriteMaxBytes: STORE_INLINE_WRITE_BYTES_MAX,

@@ -55,6 +55,15 @@ assert(
   'inline read backoff bounds ordered',
 );
 
+// --- process ---------------------------------------------------------------------------------
+/**
+ * V8's old-generation growing factor in tandemd, as 100 × (factor - 1): the limit after a full
+ * GC is 6 × the live heap, so per-request Buffers are freed by scavenges instead of forcing
+ * back-to-back full GCs (src/platform/heap.ts, docs/PERFORMANCE.md). 300 still left 107 full
+ * GCs in 6 s of seq write; 900 cut them to 3 but cost 30 MB more RSS than 500 (6).
+ */
+export const HEAP_GROWING_PERCENT = 500;
+
 // --- nbd ---------------------------------------------------------------------------------
 /** Largest READ/WRITE payload an NBD client may send or ask for (NBD block size maximum). */
 export const NBD_PAYLOAD_BYTES_MAX = 32 * MIB;
@@ -62,6 +71,13 @@ export const NBD_PAYLOAD_BYTES_MAX = 32 * MIB;
 export const NBD_CONN_REQUESTS_IN_FLIGHT_MAX = 128;
 /** Payload bytes (write data and read replies) one NBD connection may hold at once. */
 export const NBD_CONN_IN_FLIGHT_BYTES_MAX = 64 * MIB;
+/**
+ * Reads up to this size go into a connection's own reply buffers, reused once the socket has
+ * written them: a fresh buffer per read drove V8 into a full GC every ~100 ms (PERFORMANCE.md).
+ */
+export const NBD_READ_BUFFER_BYTES = 128 * KIB;
+/** Reply buffers a connection keeps (4 MiB at most); reads beyond them allocate as before. */
+export const NBD_READ_BUFFERS_MAX = 32;
 /** Bytes of one handshake option's data; larger options are skipped with ERR_TOO_BIG. */
 export const NBD_OPTION_BYTES_MAX = 64 * KIB;
 /** Options one connection may send before it must enter transmission or be closed. */

@@ -45,7 +45,7 @@ function resourceLines(r: ResourceConfig): string[] {
       `${INDENT}}`,
     );
   }
-  for (const h of r.hosts) out.push(...hostLines(h));
+  for (const h of r.hosts) out.push(...hostLines(h, r));
   for (const c of r.connections) if (c.origin === 'connection') out.push(...connectionLines(c));
   if (r.mesh) {
     out.push(`${INDENT}connection-mesh {`, `${INDENT}${INDENT}hosts ${r.mesh.hosts.join(' ')};`);
@@ -58,20 +58,32 @@ function resourceLines(r: ResourceConfig): string[] {
   return out;
 }
 
-function hostLines(h: HostConfig): string[] {
+function hostLines(h: HostConfig, r: ResourceConfig): string[] {
   const i1 = INDENT;
   const i2 = INDENT.repeat(2);
   const i3 = INDENT.repeat(3);
   const out = [
-    h.floating && h.address ? `${i1}floating ${formatAddress(h.address)} {` : `${i1}on ${h.name} {`,
+    h.floating && h.address
+      ? `${i1}floating ${formatAddress(h.address)} {`
+      : h.name === '_this_host'
+        ? `${i1}_this_host {`
+        : `${i1}on ${(h.names ?? [h.name]).join(' ')} {`,
   ];
   if (h.nodeId !== null) out.push(`${i2}node-id ${h.nodeId};`);
   if (h.address && !h.floating) out.push(`${i2}address ${formatAddress(h.address)};`);
+  if (h.options) out.push(`${i2}options {`, ...optionLines('options', h.options, 3), `${i2}}`);
   for (const v of h.volumes) {
     out.push(`${i2}volume ${v.number} {`);
     out.push(`${i3}device ${deviceText(v.device)};`);
     out.push(`${i3}disk ${v.disk === null ? 'none' : quote(v.disk)};`);
     if (v.metaDisk) out.push(`${i3}meta-disk ${metaDiskText(v.metaDisk)};`);
+    // Disk options this host sets for the volume (beyond what the resource gives every host).
+    const inherited = { ...r.sections.disk, ...r.volumeDiskOverrides[v.number] };
+    const own = Object.fromEntries(
+      Object.entries(v.diskOptions).filter(([k, x]) => inherited[k] !== x),
+    );
+    const disk = optionLines('disk', own, 4);
+    if (disk.length > 0) out.push(`${i3}disk {`, ...disk, `${i3}}`);
     out.push(`${i2}}`);
   }
   out.push(`${i1}}`);
@@ -160,6 +172,8 @@ export function dumpConfigJson(config: TandemConfig, resources?: readonly string
         name: r.name,
         hosts: r.hosts.map((h) => ({
           name: h.name,
+          ...(h.names ? { names: h.names } : {}),
+          ...(h.options ? { options: h.options } : {}),
           nodeId: h.nodeId,
           floating: h.floating,
           address: h.address && addressJson(h.address),

@@ -4,6 +4,7 @@ export {
   loadConfig,
   parseConfigText,
   hostForNode,
+  findHost,
   requireHostForNode,
   findResource,
   resourcesForNode,

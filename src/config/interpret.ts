@@ -78,7 +78,12 @@ interface RawVolumes {
 }
 
 interface RawHost {
+  /** The first name of `on NAME...` (the host's name in connections), or a floating host's address. */
   name: string;
+  /** Every name of `on NAME...` (DRBD 8 allowed several). */
+  names: readonly string[];
+  /** Per-host `options { }` (resource options). */
+  options: MutableOptions;
   floating: boolean;
   nodeId: number | null;
   address: Address | null;
@@ -109,6 +114,8 @@ interface RawConnection {
 }
 
 const RESOURCE_KEYWORDS = [
+  'protocol',
+  'syncer',
   'device',
   'disk',
   'meta-disk',
@@ -116,6 +123,7 @@ const RESOURCE_KEYWORDS = [
   'volume',
   'on',
   'floating',
+  '_this_host',
   'connection',
   'connection-mesh',
   'net',
@@ -128,6 +136,7 @@ const RESOURCE_KEYWORDS = [
 ];
 const HOST_KEYWORDS = [
   'node-id',
+  'options',
   'address',
   'device',
   'disk',
@@ -138,7 +147,27 @@ const HOST_KEYWORDS = [
 ];
 const VOLUME_KEYWORDS = ['device', 'disk', 'meta-disk', 'flexible-meta-disk'];
 const TOP_KEYWORDS = ['global', 'common', 'resource', 'include', 'skip'];
-const COMMON_KEYWORDS = [...SECTION_NAMES];
+const COMMON_KEYWORDS = [...SECTION_NAMES, 'syncer', 'protocol'];
+/** Resource statements drbdadm parses in `common` and then drops. */
+const COMMON_IGNORED = [
+  'device',
+  'disk',
+  'meta-disk',
+  'flexible-meta-disk',
+  'volume',
+  'connection',
+  'connection-mesh',
+];
+/** DRBD 8.3 names drbdadm 9 still maps in `syncer { }` (`rate` maps to a name syncer rejects). */
+const SYNCER_ALIASES: Readonly<Record<string, string>> = {
+  rate: 'resync-rate',
+  after: 'resync-after',
+  'outdate-peer': 'fence-peer',
+};
+const SYNCER_NAMES = [
+  ...(['net', 'disk', 'options'] as const).flatMap((s) => optionNames(s)),
+  ...Object.keys(SYNCER_ALIASES),
+];
 const CONNECTION_KEYWORDS = ['host', 'path', 'net', 'disk', 'volume'];
 const MESH_KEYWORDS = ['hosts', 'net'];
 
@@ -338,11 +367,14 @@ class Interpreter {
         continue;
       }
       for (const path of matches) {
-        if (chain.includes(path)) {
-          this.error(
-            arg.location,
-            `'${printable(path)}' includes itself (through ${chain.join(' -> ')})`,
-          );
+        // As drbdadm: a file already read (this one, an includer, or an earlier include) is
+        // skipped, so `include "*.res";` may match the including file itself.
+        if (this.files.includes(path)) {
+          if (!isGlob)
+            this.warning(
+              arg.location,
+              `'${printable(path)}' is already read${chain.includes(path) ? ` (it includes itself through ${chain.join(' -> ')})` : ''}: skipped, as drbdadm does`,
+            );
           continue;
         }
         if (this.files.length >= CONFIG_FILES_MAX) {
@@ -378,16 +410,102 @@ class Interpreter {
   // ---- option sections --------------------------------------------------------------------
 
   private commonSection(body: readonly Statement[]): void {
+    const once = new Map<string, SourceLocation>();
     for (const st of body) {
       const kw = st.keyword.text;
-      if ((SECTION_NAMES as readonly string[]).includes(kw)) {
-        if (!this.expectSection(st, 0)) continue;
-        this.optionsInto(kw as SectionName, st.body ?? [], this.common[kw as SectionName]);
-      } else if (kw === 'disk' && st.body === null) {
-        this.error(st.keyword.location, "a backing 'disk' belongs in a resource, not in 'common'");
+      if (this.optionSection(st, this.common, once)) continue;
+      if (COMMON_IGNORED.includes(kw)) {
+        // drbdadm parses `common` as a resource and then inherits only its option sections.
+        this.warning(
+          st.keyword.location,
+          `'${kw}' in 'common' is ignored: drbdadm 9 parses it there but no resource inherits it; write it in each resource`,
+        );
+      } else if (kw === 'on' || kw === 'floating' || kw === '_this_host') {
+        this.error(st.keyword.location, `a host section ('${kw}') is not allowed in 'common'`);
+      } else if (kw === 'stacked-on-top-of') {
+        this.error(
+          st.keyword.location,
+          'stacked resources (stacked-on-top-of) are not supported by Tandem',
+        );
+      } else if (kw === 'proxy' || kw === 'template-file') {
+        this.warning(
+          st.keyword.location,
+          `DRBD keyword '${kw}' is accepted but not implemented by Tandem: it has no effect`,
+        );
       } else {
         this.unknown(st.keyword, COMMON_KEYWORDS, "in 'common'");
       }
+    }
+  }
+
+  /**
+   * The option sections of a resource or of `common`: `net`, `disk { }`, `options`, `startup`,
+   * `handlers`, each at most once (as drbdadm), and the older forms drbdadm still reads into
+   * them: a `protocol X;` statement (net) and DRBD 8.3's `syncer { }`, whose options go to the
+   * net, disk or options section that has them now. Returns false for any other statement.
+   */
+  private optionSection(
+    st: Statement,
+    into: MutableSections,
+    once: Map<string, SourceLocation>,
+  ): boolean {
+    const kw = st.keyword.text;
+    const isSection =
+      kw === 'net' ||
+      kw === 'options' ||
+      kw === 'startup' ||
+      kw === 'handlers' ||
+      kw === 'syncer' ||
+      (kw === 'disk' && st.body !== null);
+    if (kw === 'protocol' && st.body === null) {
+      this.optionsInto('net', [st], into.net);
+      return true;
+    }
+    if (!isSection) return false;
+    if (!this.expectSection(st, 0)) return true;
+    const first = once.get(kw);
+    if (first) {
+      this.error(
+        st.keyword.location,
+        `second '${kw}' section here (the first is at line ${first.line}); drbdadm allows one`,
+      );
+      return true;
+    }
+    once.set(kw, st.keyword.location);
+    if (kw === 'syncer') this.syncer(st.body ?? [], into);
+    else this.optionsInto(kw, st.body ?? [], into[kw]);
+    return true;
+  }
+
+  /** DRBD 8.3's `syncer { }`: each option goes where drbdadm 9 puts it (net, disk or options). */
+  private syncer(body: readonly Statement[], into: MutableSections): void {
+    for (const st of body) {
+      const written = st.keyword.text;
+      const plain = written.startsWith('no-') ? written.slice(3) : written;
+      const alias = SYNCER_ALIASES[plain];
+      const name = alias ?? plain;
+      const target = (['net', 'disk', 'options'] as const).find(
+        (s) =>
+          optionSchema(s, name)?.status !== 'tandem' &&
+          optionSchema(s, name) !== undefined &&
+          !(s === 'disk' && PEER_DEVICE_OPTIONS.includes(name)),
+      );
+      if (!target) {
+        const home = SECTION_NAMES.find((s) => optionSchema(s, name));
+        this.error(
+          st.keyword.location,
+          home
+            ? `'${written}' cannot be written in 'syncer': drbdadm 9 rejects it there; write '${name}' in the ${home} section`
+            : `unknown syncer option '${printable(written)}'`,
+          home ? `'${home} { ${name} ...; }'` : 'a net, disk or options option',
+          home ? undefined : didYouMean(written, SYNCER_NAMES),
+        );
+        continue;
+      }
+      const renamed = alias
+        ? { ...st, keyword: { ...st.keyword, text: written === plain ? name : `no-${name}` } }
+        : st;
+      this.optionsInto(target, [renamed], into[target]);
     }
   }
 
@@ -404,7 +522,9 @@ class Interpreter {
       this.seenOption.set(target, seen);
     }
     const names = only ?? optionNames(section);
-    for (const st of body) {
+    for (const written of body) {
+      const st = this.noPrefix(section, written, names);
+      if (st === null) continue;
       const name = st.keyword.text;
       const schema = optionSchema(section, name);
       if (!schema || !names.includes(name)) {
@@ -458,6 +578,42 @@ class Interpreter {
     }
   }
 
+  /**
+   * drbdadm's `no-` prefix (DRBD 8.3 style `no-disk-flushes;`, `no-tcp-cork;`): `no-NAME;` is
+   * `NAME no;`. With a value, drbdadm takes the value as written and drops the prefix
+   * (`no-disk-flushes yes;` is `disk-flushes yes;`), and so does Tandem, with a warning.
+   * Returns the statement to read, or null when it was wrong (already reported).
+   */
+  private noPrefix(
+    section: SectionName | 'global',
+    st: Statement,
+    names: readonly string[],
+  ): Statement | null {
+    const text = st.keyword.text;
+    if (section === 'global' || !text.startsWith('no-') || optionSchema(section, text)) return st;
+    const name = text.slice(3);
+    const schema = optionSchema(section, name);
+    if (!schema || !names.includes(name) || st.body !== null) return st; // reported as unknown
+    const keyword = { ...st.keyword, text: name };
+    if (st.args.length === 0) {
+      if (schema.kind.type !== 'boolean') {
+        this.error(
+          st.keyword.location,
+          `'${text}' is not a value: the no- prefix is for yes/no options, and '${name}' is not one`,
+          `'${name} VALUE;'`,
+        );
+        return null;
+      }
+      const no = { ...st.keyword, kind: 'word' as const, text: 'no' };
+      return { ...st, keyword, args: [no] };
+    }
+    this.warning(
+      st.keyword.location,
+      `'${text} ${printable(st.args[0]?.text ?? '')}' sets '${name}' to '${printable(st.args[0]?.text ?? '')}' (drbdadm ignores the no- prefix when a value is given); write '${name} ...;'`,
+    );
+    return { ...st, keyword };
+  }
+
   private optionValue(schema: OptionSchema, st: Statement): OptionValue | undefined {
     const k = schema.kind;
     const name = schema.name;
@@ -477,6 +633,8 @@ class Interpreter {
         if (!this.expectStatement(st, 1, 1, `one of ${k.values.join(' | ')}`)) return undefined;
         const a = st.args[0] as Token;
         if (k.values.includes(a.text)) return a.text;
+        const folded = k.nocase && k.values.find((v) => v.toLowerCase() === a.text.toLowerCase());
+        if (folded) return folded;
         this.error(
           a.location,
           `'${printable(a.text)}' is not a value of '${name}'`,
@@ -486,6 +644,12 @@ class Interpreter {
         return undefined;
       }
       case 'string': {
+        // DRBD 8.4's `become-primary-on alpha beta;` names several hosts (drbdadm 9 drops it).
+        // drbdadm skips any words up to the ';', none included.
+        if (name === 'become-primary-on') {
+          if (!this.expectStatement(st, 0, 64, 'host names')) return undefined;
+          return st.args.map((a) => a.text).join(' ');
+        }
         if (!this.expectStatement(st, 1, 1, 'a value')) return undefined;
         const a = st.args[0] as Token;
         if (k.maxLength !== undefined && a.text.length > k.maxLength) {
@@ -502,6 +666,11 @@ class Interpreter {
         if (!this.expectStatement(st, 1, 1, 'a number')) return undefined;
         const a = st.args[0] as Token;
         const r = parseNumericValue(a.text, k);
+        if (r.ok && r.clampedFrom !== undefined)
+          this.warning(
+            a.location,
+            `${name} ${printable(a.text)} is out of range ${k.min}..${k.max}: clamped to ${r.value}, as DRBD clamps it`,
+          );
         if (r.ok) return r.value;
         this.error(a.location, `${name}: ${r.error}`, r.expected);
         return undefined;
@@ -555,21 +724,16 @@ class Interpreter {
     const connections: RawConnection[] = [];
     let mesh: { hosts: Token[]; net: MutableOptions; location: SourceLocation } | null = null;
 
+    const once = new Map<string, SourceLocation>();
     for (const s of st.body ?? []) {
       const kw = s.keyword.text;
-      if (
-        kw === 'net' ||
-        kw === 'options' ||
-        kw === 'startup' ||
-        kw === 'handlers' ||
-        (kw === 'disk' && s.body !== null)
-      ) {
-        if (this.expectSection(s, 0)) this.optionsInto(kw, s.body ?? [], own[kw]);
+      if (this.optionSection(s, own, once)) {
+        // net, disk, options, startup, handlers, syncer, or a resource-level `protocol`
       } else if (VOLUME_KEYWORDS.includes(kw)) {
         this.volumeField(s, implicitVolume(volumes, s.keyword.location));
       } else if (kw === 'volume') {
         this.volume(s, volumes, true);
-      } else if (kw === 'on') {
+      } else if (kw === 'on' || kw === '_this_host') {
         const h = this.host(s, false);
         if (h) hosts.push(h);
       } else if (kw === 'floating') {
@@ -585,12 +749,22 @@ class Interpreter {
           continue;
         }
         mesh = { hosts: [], net: {}, location: s.keyword.location };
+        let meshNetAt: SourceLocation | null = null;
         for (const m of s.body ?? []) {
           if (m.keyword.text === 'hosts') {
             if (this.expectStatement(m, 2, 32, 'two or more host names'))
               mesh.hosts.push(...m.args);
           } else if (m.keyword.text === 'net') {
-            if (this.expectSection(m, 0)) this.optionsInto('net', m.body ?? [], mesh.net);
+            if (!this.expectSection(m, 0)) continue;
+            if (meshNetAt) {
+              this.error(
+                m.keyword.location,
+                `second 'net' section in 'connection-mesh' (the first is at line ${meshNetAt.line}); drbdadm allows one`,
+              );
+              continue;
+            }
+            meshNetAt = m.keyword.location;
+            this.optionsInto('net', m.body ?? [], mesh.net);
           } else this.unknown(m.keyword, MESH_KEYWORDS, "in 'connection-mesh'");
         }
       } else if (kw === 'stacked-on-top-of') {
@@ -778,7 +952,21 @@ class Interpreter {
         return undefined;
       }
       const minor = this.integer(mt, 0, CONFIG_MINOR_MAX, 'minor');
-      return minor === undefined ? undefined : { kind: 'drbd', path: devPath(a0.text), minor };
+      if (minor === undefined) return undefined;
+      // As drbdadm: a name with a number must carry this minor; any other name is /dev/drbd_NAME.
+      const path = devPath(a0.text);
+      const tail = path.slice('/dev/drbd'.length);
+      if (/^[0-9]+$/.test(tail) ? Number(tail) !== minor : !tail.startsWith('_')) {
+        this.error(
+          a0.location,
+          /^[0-9]+$/.test(tail)
+            ? `device '${printable(a0.text)}' does not match minor ${minor}`
+            : `device '${printable(a0.text)}' with an explicit minor must be named /dev/drbd_NAME`,
+          `'/dev/drbd${minor} minor ${minor}', '/dev/drbd_NAME minor ${minor}' or 'minor ${minor}'`,
+        );
+        return undefined;
+      }
+      return { kind: 'drbd', path, minor };
     }
     const m = /^(?:\/dev\/)?drbd([0-9]+)$/.exec(a0.text);
     if (!m) {
@@ -811,44 +999,57 @@ class Interpreter {
 
   private host(s: Statement, floating: boolean): RawHost | undefined {
     if (floating) {
-      if (s.body === null) {
-        this.error(s.end, "'floating' must be followed by a section", "'{'");
-        return undefined;
-      }
+      // `floating ADDR;` (no section) is a host with nothing of its own, as drbdadm reads it.
       const addr = this.address(s.args, s.keyword, s.keyword.location);
       if (!addr) return undefined;
-      return this.hostBody(s, formatAddress(addr).replace(/^\S+ /, ''), addr, true);
+      return this.hostBody(s, [formatAddress(addr).replace(/^\S+ /, '')], addr, true);
     }
-    if (!this.expectSection(s, 1, 'a host name')) return undefined;
-    const nameTok = s.args[0] as Token;
-    if (!/^[A-Za-z0-9_.-]+$/.test(nameTok.text)) {
-      this.error(
-        nameTok.location,
-        `'${printable(nameTok.text)}' is not a valid host name`,
-        'letters, digits, _ . -',
-      );
+    if (s.keyword.text === '_this_host') {
+      if (!this.expectSection(s, 0)) return undefined;
+      return this.hostBody(s, ['_this_host'], null, false);
+    }
+    // DRBD 8's `on alpha beta { }`: one host section for whichever of the named machines runs it.
+    if (!this.expectSection(s, s.args.length === 0 ? 1 : s.args.length, 'a host name'))
       return undefined;
+    for (const nameTok of s.args) {
+      if (!/^[A-Za-z0-9_.-]+$/.test(nameTok.text)) {
+        this.error(
+          nameTok.location,
+          `'${printable(nameTok.text)}' is not a valid host name`,
+          'letters, digits, _ . -',
+        );
+        return undefined;
+      }
     }
-    return this.hostBody(s, nameTok.text, null, false);
+    return this.hostBody(
+      s,
+      s.args.map((t) => t.text),
+      null,
+      false,
+    );
   }
 
   private hostBody(
     s: Statement,
-    name: string,
+    names: readonly string[],
     address: Address | null,
     floating: boolean,
   ): RawHost {
+    const name = names[0] as string;
     const h: RawHost = {
       badAddress: false,
       badNodeId: false,
       name,
+      names,
       floating,
       nodeId: null,
       address,
       volumes: { explicit: new Map(), implicit: null },
+      options: {},
       location: s.keyword.location,
     };
     let nodeIdSet = false;
+    let diskAt: SourceLocation | null = null;
     for (const f of s.body ?? []) {
       const kw = f.keyword.text;
       if (kw === 'node-id') {
@@ -869,17 +1070,32 @@ class Interpreter {
           );
           continue;
         }
-        if (!this.expectStatement(f, 1, 2, '[ipv4|ipv6|sdp|ssocks] ADDRESS:PORT')) continue;
+        if (!this.expectStatement(f, 1, 7, '[ipv4|ipv6|sdp|ssocks] ADDRESS:PORT')) continue;
         if (h.address) {
           this.error(f.keyword.location, `'address' is set twice for host '${name}'`);
           continue;
         }
         h.address = this.address(f.args, f.keyword, f.end) ?? null;
         h.badAddress = h.address === null;
-      } else if (VOLUME_KEYWORDS.includes(kw) && !(kw === 'disk' && f.body !== null)) {
+      } else if (kw === 'disk' && diskAt) {
+        // drbdadm allows one disk statement or `disk { }` section per host.
+        this.error(
+          f.keyword.location,
+          `'disk' is written twice for host '${name}' (the first is at line ${diskAt.line})`,
+        );
+      } else if (kw === 'disk' && f.body !== null) {
+        diskAt = f.keyword.location;
+        // Options of this host's volume 0 (drbdadm reads them into its implicit volume).
+        const v = implicitVolume(h.volumes, f.keyword.location);
+        if (this.expectSection(f, 0)) this.optionsInto('disk', f.body, v.diskOptions);
+      } else if (VOLUME_KEYWORDS.includes(kw)) {
+        if (kw === 'disk') diskAt = f.keyword.location;
         this.volumeField(f, implicitVolume(h.volumes, f.keyword.location));
       } else if (kw === 'volume') {
-        this.volume(f, h.volumes, false);
+        this.volume(f, h.volumes, true);
+      } else if (kw === 'options') {
+        // Per-host resource options (drbdadm keeps them for that host only).
+        if (this.expectSection(f, 0)) this.optionsInto('options', f.body ?? [], h.options);
       } else if (kw === 'proxy') {
         this.warning(
           f.keyword.location,
@@ -892,7 +1108,11 @@ class Interpreter {
     return h;
   }
 
-  /** `[FAMILY] IP:PORT` from the argument tokens. */
+  /**
+   * `[FAMILY] IP:PORT` from the argument tokens. drbdadm's scanner makes `[`, `]` and `:` tokens
+   * of their own, so `127.0.0.1 : 7789` and `ipv6 [ fdaa::1 ]:7789` are the same address; DRBD
+   * 8's family name `sci` is `ssocks`.
+   */
   private address(args: readonly Token[], kw: Token, end: SourceLocation): Address | undefined {
     if (args.length === 0) {
       this.error(end, `'${kw.text}' needs an address`, '[ipv4|ipv6|sdp|ssocks] ADDRESS:PORT');
@@ -901,21 +1121,37 @@ class Interpreter {
     let family: AddressFamily | null = null;
     let rest = args;
     const first = args[0] as Token;
-    if (args.length >= 2) {
-      const families: AddressFamily[] = ['ipv4', 'ipv6', 'sdp', 'ssocks'];
-      if (!(families as string[]).includes(first.text)) {
-        this.error(
-          first.location,
-          `unknown address family '${printable(first.text)}'`,
-          families.join(' | '),
-          didYouMean(first.text, families),
-        );
-        return undefined;
-      }
-      family = first.text as AddressFamily;
+    const families: AddressFamily[] = ['ipv4', 'ipv6', 'sdp', 'ssocks'];
+    if (first.text === 'sci' || (families as string[]).includes(first.text)) {
+      family = first.text === 'sci' ? 'ssocks' : (first.text as AddressFamily);
       rest = args.slice(1);
+    } else if (args.length >= 2 && /^[a-z][a-z0-9]*$/i.test(first.text)) {
+      this.error(
+        first.location,
+        `unknown address family '${printable(first.text)}'`,
+        families.join(' | '),
+        didYouMean(first.text, [...families, 'sci']),
+      );
+      return undefined;
     }
-    if (rest.length > 1) {
+    if (rest.length === 0) {
+      this.error(end, `'${kw.text}' needs an address after '${first.text}'`, 'ADDRESS:PORT');
+      return undefined;
+    }
+    const quoted = rest.find((t) => t.kind === 'string');
+    if (quoted) {
+      // drbdadm reads an address only as bare words.
+      this.error(
+        quoted.location,
+        `an address is written without quotes: '${printable(quoted.text)}'`,
+        'ADDRESS:PORT',
+      );
+      return undefined;
+    }
+    const at = rest[0] as Token;
+    const text = rest.map((t) => t.text).join('');
+    // Words that do not join into one address: most likely a missing ';'.
+    if (rest.length > 1 && !/^(\[[^\]]*\]|[^[\]:]*):[0-9]+$/.test(text)) {
       const extra = rest[1] as Token;
       this.error(
         extra.location,
@@ -924,17 +1160,16 @@ class Interpreter {
       );
       return undefined;
     }
-    const at = rest[0] as Token;
-    if (at.kind === 'string') {
-      // drbdadm reads an address only as a bare word.
+    if (family === null && text.startsWith('[')) {
+      // drbdadm reads `[` only after `ipv6` (its parser says "Do not foster people's laziness").
       this.error(
         at.location,
-        `an address is written without quotes: '${printable(at.text)}'`,
-        'ADDRESS:PORT',
+        `an IPv6 address is written with its family: 'ipv6 ${printable(text)}'`,
+        'ipv6 [ADDRESS]:PORT',
       );
       return undefined;
     }
-    const r = parseAddress(at.text, family);
+    const r = parseAddress(text, family);
     if (r.ok) return r.address;
     this.error(at.location, r.error, r.expected);
     return undefined;
@@ -962,6 +1197,7 @@ class Interpreter {
       location: s.keyword.location,
       badEndpoints: 0,
     };
+    let netAt: SourceLocation | null = null;
     for (const f of s.body) {
       const kw = f.keyword.text;
       if (kw === 'host') {
@@ -982,7 +1218,16 @@ class Interpreter {
         }
         c.paths.push({ endpoints, location: f.keyword.location });
       } else if (kw === 'net') {
-        if (this.expectSection(f, 0)) this.optionsInto('net', f.body ?? [], c.net);
+        if (!this.expectSection(f, 0)) continue;
+        if (netAt) {
+          this.error(
+            f.keyword.location,
+            `second 'net' section in this connection (the first is at line ${netAt.line}); drbdadm allows one`,
+          );
+          continue;
+        }
+        netAt = f.keyword.location;
+        this.optionsInto('net', f.body ?? [], c.net);
       } else if (kw === 'disk') {
         if (this.expectSection(f, 0))
           this.optionsInto('disk', f.body ?? [], c.disk, PEER_DEVICE_OPTIONS);
@@ -1000,9 +1245,19 @@ class Interpreter {
     return c;
   }
 
-  /** `host NAME [address [AF] IP:PORT] [port P];` */
-  private endpoint(f: Statement): RawEndpoint | undefined {
-    if (!this.expectStatement(f, 1, 4, 'a host name')) return undefined;
+  /** `host NAME [address [AF] IP:PORT] [port P] [via proxy on HOST { ... }];` */
+  private endpoint(written: Statement): RawEndpoint | undefined {
+    let f = written;
+    const via = f.args.findIndex((a) => a.text === 'via' && a.kind === 'word');
+    if (via >= 0) {
+      // DRBD Proxy between the hosts: Tandem connects directly (the proxy section is skipped).
+      this.warning(
+        f.args[via]!.location,
+        "'via proxy' is accepted but not implemented by Tandem: the hosts connect directly",
+      );
+      f = { ...f, args: f.args.slice(0, via), body: null };
+    }
+    if (!this.expectStatement(f, 1, 10, 'a host name')) return undefined;
     const hostTok = f.args[0] as Token;
     const ep: RawEndpoint = {
       host: hostTok.text,
@@ -1059,21 +1314,24 @@ class Interpreter {
     const hosts: HostConfig[] = [];
     const byName = new Map<string, HostConfig>();
     for (const h of rawHosts) {
-      if (byName.has(h.name)) {
-        this.error(h.location, `host '${h.name}' appears twice in resource '${name}'`);
+      const dup = h.names.find((n) => byName.has(n));
+      if (dup !== undefined) {
+        this.error(h.location, `host '${dup}' appears twice in resource '${name}'`);
         continue;
       }
       const host: HostConfig = {
         name: h.name,
+        ...(h.names.length > 1 ? { names: h.names } : {}),
         nodeId: h.nodeId,
         address: h.address,
         floating: h.floating,
         volumes: this.mergeVolumes(name, h, resLevel, sections.disk),
+        ...(Object.keys(h.options).length > 0 ? { options: h.options } : {}),
         location: h.location,
       };
       hosts.push(host);
       if (h.badAddress) this.badAddress.add(host);
-      byName.set(h.name, host);
+      for (const n of h.names) byName.set(n, host);
     }
     if (hosts.length === 0)
       this.error(
@@ -1108,7 +1366,7 @@ class Interpreter {
       hosts.forEach((h, i) => {
         const numbered = { ...h, nodeId: hosts.length - 1 - i };
         hosts[i] = numbered;
-        byName.set(h.name, numbered);
+        for (const n of h.names ?? [h.name]) byName.set(n, numbered);
         if (this.badAddress.has(h)) this.badAddress.add(numbered);
       });
     }

@@ -58,7 +58,35 @@ export function hostForNode(
   resourceName: string,
   node: string,
 ): HostConfig | undefined {
-  return findResource(config, resourceName)?.hosts.find((h) => h.name === node);
+  return findHost(findResource(config, resourceName)?.hosts ?? [], node);
+}
+
+/**
+ * The host section for `node`: the `on` section naming it (any of `on alpha beta`'s names), else
+ * a `_this_host` section (drbdadm's section for whichever machine reads the file).
+ */
+export function findHost(hosts: readonly HostConfig[], node: string): HostConfig | undefined {
+  const named = (same: (a: string, b: string) => boolean): HostConfig | undefined =>
+    hosts.find((h) => !h.floating && (h.names ?? [h.name]).some((n) => same(n, node)));
+  return (
+    named((a, b) => a === b) ??
+    hosts.find((h) => h.name === node) ??
+    named(hostnamesEqual) ??
+    hosts.find((h) => h.name === '_this_host' && !h.floating)
+  );
+}
+
+/**
+ * drbdadm's host name match: without case, and a short name matches a fully qualified one
+ * (`on alpha.example.com` is node `alpha`); two fully qualified names must be equal.
+ */
+function hostnamesEqual(a: string, b: string): boolean {
+  const da = a.indexOf('.');
+  const db = b.indexOf('.');
+  if (da >= 0 && db >= 0) return a.toLowerCase() === b.toLowerCase();
+  const sa = da >= 0 ? a.slice(0, da) : a;
+  const sb = db >= 0 ? b.slice(0, db) : b;
+  return sa.toLowerCase() === sb.toLowerCase();
 }
 
 /**
@@ -78,7 +106,7 @@ export function requireHostForNode(
       `no resource '${resourceName}' in ${config.files[0] ?? 'the configuration'} (it has: ${names.join(', ') || 'none'})${hint ? `; did you mean '${hint}'?` : ''}`,
     );
   }
-  const h = r.hosts.find((x) => x.name === node);
+  const h = findHost(r.hosts, node);
   if (!h) {
     const names = r.hosts.map((x) => x.name);
     const hint = didYouMean(node, names);
@@ -95,7 +123,7 @@ export function findResource(config: TandemConfig, name: string): ResourceConfig
 
 /** Resources that have an `on` section for `node`. */
 export function resourcesForNode(config: TandemConfig, node: string): ResourceConfig[] {
-  return config.resources.filter((r) => r.hosts.some((h) => h.name === node));
+  return config.resources.filter((r) => findHost(r.hosts, node) !== undefined);
 }
 
 /** The real file system, with drbdadm's glob(3) for `include`: `*`, `?` and `[...]` per path segment. */

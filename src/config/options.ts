@@ -33,6 +33,8 @@ export type OptionKind =
       readonly prefix: UnitPrefix;
       /** The native unit of the stored number, e.g. "bytes", "sectors", "KiB/s", "1/10 s", "s", "ms". */
       readonly unit: string;
+      /** Out-of-range values are clamped into min..max (drbdadm's implicit clamp: al-extents). */
+      readonly clamp?: boolean;
     }
   | {
       readonly type: 'numeric-or-symbol';
@@ -42,9 +44,15 @@ export type OptionKind =
       readonly default?: string;
     }
   | { readonly type: 'boolean'; readonly default?: boolean }
-  | { readonly type: 'enum'; readonly values: readonly string[]; readonly default?: string }
+  | {
+      readonly type: 'enum';
+      readonly values: readonly string[];
+      readonly default?: string;
+      /** drbdadm compares the value case-insensitively (protocol); stored as listed in `values`. */
+      readonly nocase?: boolean;
+    }
   | { readonly type: 'string'; readonly maxLength?: number }
-  /** A value-less flag (`wait-after-sb;`), stored as true. */
+  /** A value-less flag (`stacked-timeouts;`), stored as true. */
   | { readonly type: 'flag' };
 
 export type OptionStatus = 'supported' | 'accepted' | 'tandem';
@@ -89,7 +97,7 @@ const A = 'accepted';
 const NET: OptionSchema[] = [
   opt(
     'protocol',
-    oneOf(['A', 'B', 'C'], 'C'),
+    { type: 'enum', values: ['A', 'B', 'C'], default: 'C', nocase: true },
     S,
     'replication protocol: A async, B memory-sync, C sync',
   ),
@@ -302,7 +310,20 @@ const DISK: OptionSchema[] = [
   opt('disk-drain', bool(true), A, 'drain requests before a barrier'),
   opt('md-flushes', bool(true), A, 'flush metadata writes (Tandem always does)'),
   opt('resync-after', str(), A, 'resync after this resource (RES or RES/VOLUME) has finished'),
-  opt('al-extents', num(67, 65534, 1237, '1', 'extents'), S, 'activity log size (4 MiB extents)'),
+  opt(
+    'al-extents',
+    {
+      type: 'numeric',
+      min: 67,
+      max: 65534,
+      default: 1237,
+      prefix: '1',
+      unit: 'extents',
+      clamp: true,
+    },
+    S,
+    'activity log size (4 MiB extents)',
+  ),
   opt('al-updates', bool(true), A, 'update the activity log on disk'),
   opt('discard-zeroes-if-aligned', bool(true), A, 'treat aligned discards as zeroing'),
   opt('disable-write-same', bool(false), A, 'never send WRITE SAME'),
@@ -441,7 +462,7 @@ const STARTUP: OptionSchema[] = [
     A,
     'the same when this node was Outdated',
   ),
-  opt('wait-after-sb', { type: 'flag' }, A, 'keep waiting after a split brain'),
+  opt('wait-after-sb', bool(false), A, 'keep waiting after a split brain'),
   opt(
     'stacked-timeouts',
     { type: 'flag' },
@@ -495,9 +516,9 @@ export const GLOBAL_OPTIONS: readonly OptionSchema[] = [
   opt('dialog-refresh', num(0, 2147483647, 1, '1', 's'), A, 'drbdadm dialog refresh'),
   opt('disable-ip-verification', { type: 'flag' }, A, 'do not check that the local address exists'),
   opt('udev-always-use-vnr', { type: 'flag' }, A, 'udev names include the volume number'),
-  opt('cmd-timeout-short', num(0, 2147483647, 5, '1', 's'), A, 'drbdadm short command timeout'),
-  opt('cmd-timeout-medium', num(0, 2147483647, 121, '1', 's'), A, 'drbdadm medium command timeout'),
-  opt('cmd-timeout-long', num(0, 2147483647, 600, '1', 's'), A, 'drbdadm long command timeout'),
+  opt('cmd-timeout-short', num(0, 900, 5, '1', 's'), A, 'drbdadm short command timeout'),
+  opt('cmd-timeout-medium', num(0, 900, 121, '1', 's'), A, 'drbdadm medium command timeout'),
+  opt('cmd-timeout-long', num(0, 900, 600, '1', 's'), A, 'drbdadm long command timeout'),
 ];
 
 export const SECTION_OPTIONS: Readonly<Record<SectionName, readonly OptionSchema[]>> = {
@@ -565,7 +586,9 @@ const SUFFIX_BYTES: Readonly<Record<string, number>> = {
 export function parseNumericValue(
   word: string,
   kind: Extract<OptionKind, { type: 'numeric' }>,
-): { ok: true; value: number } | { ok: false; error: string; expected: string } {
+):
+  | { ok: true; value: number; clampedFrom?: number }
+  | { ok: false; error: string; expected: string } {
   const m = /^(-?[0-9]+)([a-zA-Z]?)$/.exec(word);
   const range = `${kind.min}..${kind.max}${kind.unit ? ` (${kind.unit})` : ''}`;
   if (!m) return { ok: false, error: `'${word}' is not a number`, expected: `a number ${range}` };
@@ -588,6 +611,8 @@ export function parseNumericValue(
       return { ok: false, error: `'${word}' is too large`, expected: `a number ${range}` };
   }
   if (value < kind.min || value > kind.max) {
+    if (kind.clamp)
+      return { ok: true, value: Math.min(kind.max, Math.max(kind.min, value)), clampedFrom: value };
     return { ok: false, error: `${word} is out of range`, expected: `a value ${range}` };
   }
   return { ok: true, value };

@@ -81,10 +81,14 @@ export type Sections = Readonly<Record<SectionName, OptionMap>>;
 export interface HostConfig {
   /** The `on NAME` name (a node name, matched by --node), or `IP:PORT` (`[IP]:PORT`) for `floating`, as drbdadm names it. */
   readonly name: string;
+  /** DRBD 8's `on alpha beta { }`: every name the section answers to (first = `name`); absent for one name. */
+  readonly names?: readonly string[];
   readonly nodeId: number | null;
   readonly address: Address | null;
   readonly floating: boolean;
   readonly volumes: readonly VolumeConfig[];
+  /** Per-host `options { }` (resource options for this host only; accepted, no effect yet). */
+  readonly options?: OptionMap;
   readonly location: SourceLocation;
 }
 

@@ -47,9 +47,9 @@ function countedStore(s: BlockStore, c: DiskIoCounters | undefined): BlockStore 
       return s.sizeBytes;
     },
     name: s.name,
-    read(offsetBytes: number, lengthBytes: number) {
+    read(offsetBytes: number, lengthBytes: number, into?: Buffer) {
       c.readBytes += lengthBytes;
-      return s.read(offsetBytes, lengthBytes);
+      return s.read(offsetBytes, lengthBytes, into);
     },
     write(offsetBytes: number, data: Uint8Array | readonly Uint8Array[], opts?: WriteOptions) {
       c.writtenBytes += totalLength(data);
@@ -195,9 +195,9 @@ export class LocalDisk {
       };
     const ok = (done: IoDone) => (): void => done(null);
     return {
-      read: (offsetBytes, lengthBytes, done) => {
+      read: (offsetBytes, lengthBytes, done, into) => {
         this.data
-          .read(offsetBytes, lengthBytes)
+          .read(offsetBytes, lengthBytes, into === undefined ? undefined : asBuffer(into))
           .then((b) => done(null, b), answer('disk read', done));
       },
       write: (offsetBytes, data, fua, done) => {
@@ -290,4 +290,9 @@ async function claimNodeId(meta: MetadataStore, nodeId: number): Promise<void> {
     );
   }
   await meta.updateSuperblock((cur) => ({ ...cur, nodeId }));
+}
+
+/** A Uint8Array as a Buffer over the same memory (no copy). */
+function asBuffer(b: Uint8Array): Buffer {
+  return Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength);
 }

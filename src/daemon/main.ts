@@ -7,6 +7,7 @@ import { resolve } from 'node:path';
 import { Command } from 'commander';
 import { loadConfig, resourcesForNode, formatDiagnostic } from '../config/index.js';
 import { defaultControlPath } from '../cli/context.js';
+import { tuneHeapForIo } from '../platform/heap.js';
 import { createLogger } from '../platform/log.js';
 import { stopHandlers } from './handlers.js';
 import { parseMetricsAddress, type MetricsAddress } from './metrics.js';
@@ -69,6 +70,7 @@ const program = new Command('tandemd')
       return;
     }
     const controlPath = o.control ?? process.env['TANDEM_CONTROL'] ?? defaultControlPath(node);
+    tuneHeapForIo();
     let stopping = false;
     const running = await startNode({
       node,

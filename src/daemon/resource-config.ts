@@ -23,6 +23,7 @@ import type {
 import type { Endpoint, PathSpec } from '../transport/types.js';
 import type { NbdListenerSpec } from '../nbd/types.js';
 import { ConfigError } from '../util/errors.js';
+import { findHost } from '../config/load.js';
 import {
   MULTIPATH_FLAPS_PER_MINUTE_MAX,
   MULTIPATH_HOLD_DOWN_MS,
@@ -161,10 +162,12 @@ function nbdListener(device: DeviceSpec, resource: string, net: OptionMap): Reso
   }
 }
 
-export function planResource(r: ResourceConfig, node: string): ResourcePlan {
-  const me = r.hosts.find((h) => h.name === node);
+export function planResource(r: ResourceConfig, nodeName: string): ResourcePlan {
+  const me = findHost(r.hosts, nodeName);
   if (me === undefined)
-    throw new ConfigError(`${r.name}: no \`on ${node}\` section (this node is ${node})`);
+    throw new ConfigError(`${r.name}: no \`on ${nodeName}\` section (this node is ${nodeName})`);
+  // `on alpha beta { }` and `_this_host { }`: connections name the section by its first name.
+  const node = me.name;
   if (me.volumes.length !== 1) {
     throw new ConfigError(
       `${r.name}: ${me.volumes.length} volumes; Tandem runs one volume per resource for now`,

@@ -1321,8 +1321,13 @@ export class Resource implements ResourceRuntime {
         return undefined;
       },
       admission: gate,
-      read: async (offsetBytes, lengthBytes) => {
-        const data = await submit({ op: 'read', offsetBytes, lengthBytes });
+      read: async (offsetBytes, lengthBytes, into) => {
+        const data = await submit({
+          op: 'read',
+          offsetBytes,
+          lengthBytes,
+          ...(into === undefined ? {} : { into }),
+        });
         if (data === undefined) throw new NbdCommandError('read returned no data', NBD_EIO);
         return Buffer.isBuffer(data)
           ? data

@@ -15,6 +15,7 @@ import { DiskIoError, InvalidRequestError, NbdCommandError } from '../util/error
 import { errnoOf as errnoFromError } from '../util/errno.js';
 import { assert } from '../util/assert.js';
 import { ByteQueue } from './byte-queue.js';
+import { ReadBuffers } from './read-buffers.js';
 import {
   BASE_ALLOCATION_CONTEXT_ID,
   Handshake,
@@ -69,7 +70,8 @@ import type { NbdExtent } from './types.js';
 
 /** The socket as this connection uses it (net.Socket and tls.TLSSocket satisfy it; tests may fake it). */
 export interface NbdWire {
-  write(b: Buffer): boolean;
+  /** `done` runs once the bytes are written to the kernel, or the write failed. */
+  write(b: Buffer, done?: (err?: Error | null) => void): boolean;
   cork(): void;
   uncork(): void;
   pause(): unknown;
@@ -120,6 +122,9 @@ export class NbdConnection {
   private inFlightBytes = 0;
   private readPaused = false;
   private replies: Buffer[] = [];
+  /** Queued replies that are this connection's read buffers: given back once written. */
+  private readonly lent = new Set<Buffer>();
+  private readonly readBuffers = new ReadBuffers();
   private flushScheduled = false;
   /** A reply went out directly in this turn of the event loop (see sendSoon). */
   private wroteThisTurn = false;
@@ -374,8 +379,10 @@ export class NbdConnection {
     this.wire.resume();
   }
 
-  private send(b: Buffer): void {
+  /** `lent`: `b` is one of readBuffers', back to them once the socket has written it. */
+  private send(b: Buffer, lent = false): void {
     if (this.closed) return;
+    if (lent) this.lent.add(b);
     this.replies.push(b);
     if (!this.flushScheduled) {
       this.flushScheduled = true;
@@ -404,7 +411,10 @@ export class NbdConnection {
     const batch = this.replies;
     this.replies = [];
     this.wire.cork();
-    for (const b of batch) this.wire.write(b);
+    for (const b of batch) {
+      if (this.lent.delete(b)) this.wire.write(b, () => this.readBuffers.give(b));
+      else this.wire.write(b);
+    }
     this.wire.uncork();
   }
 
@@ -515,10 +525,14 @@ export class NbdConnection {
     const len = req.lengthBytes;
     switch (req.type) {
       case NBD_CMD_READ: {
-        const data = await b.read(off, len);
+        // A failed read keeps its buffer out of the pool: the backend may not be done with it.
+        const into = this.readBuffers.take(len);
+        const data = await b.read(off, len, into);
         if (data.length !== len)
           throw new DiskIoError(`short read: ${data.length} of ${len}`, off, 'EIO');
-        return this.replyRead(req, data);
+        // Answered in our buffer means the read into it finished: reusable once written.
+        const lent = into !== undefined && data.buffer === into.buffer && data.byteOffset === 0;
+        return this.replyRead(req, data, lent);
       }
       case NBD_CMD_WRITE:
         await b.write(off, payload ?? [], fua);
@@ -560,7 +574,7 @@ export class NbdConnection {
     }
   }
 
-  private replyRead(req: NbdRequest, data: Buffer): void {
+  private replyRead(req: NbdRequest, data: Buffer, lent: boolean): void {
     if (this.params?.structuredReplies === true) {
       const h = encodeChunkHeader(
         NBD_REPLY_FLAG_DONE,
@@ -575,7 +589,7 @@ export class NbdConnection {
     } else {
       this.send(encodeSimpleReply(0, req.handleHi, req.handleLo));
     }
-    this.send(data);
+    this.send(data, lent);
   }
 
   private replyError(req: NbdRequest, errno: number, message: string): void {

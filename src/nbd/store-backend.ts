@@ -40,7 +40,7 @@ export function storeBackend(store: BlockStore, opts: StoreBackendOptions = {}):
       multiConn: true,
       blockStatus: true,
     },
-    read: (off, len) => store.read(off, len),
+    read: (off, len, into) => store.read(off, len, into),
     write: (off, data, fua) => store.write(off, data, { fua }),
     flush: () => store.flush(),
     async trim(off, len, fua) {

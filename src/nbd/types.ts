@@ -82,7 +82,12 @@ export interface NbdExportBackend {
   /** Backpressure, for a backend that cannot take every request the connections allow. */
   readonly admission?: NbdAdmission;
 
-  read(offsetBytes: number, lengthBytes: number): Promise<Buffer>;
+  /**
+   * `into` (exactly lengthBytes) is the connection's reply buffer: read into it and return it
+   * when you can (the connection reuses it once the socket has written it), or return another
+   * buffer. Never write into `into` after the promise settles.
+   */
+  read(offsetBytes: number, lengthBytes: number, into?: Buffer): Promise<Buffer>;
   /** `data` is the payload as received (zero-copy slices); its total length is the length. */
   write(offsetBytes: number, data: readonly Buffer[], fua: boolean): Promise<void>;
   flush(): Promise<void>;

@@ -48,7 +48,8 @@ export function barrierFlushesData(a: MetaAction): boolean {
  * and never synchronously (the driver relies on it: an answer inside a step would reorder it).
  */
 export interface DiskPort {
-  read(offsetBytes: number, lengthBytes: number, done: IoDone): void;
+  /** `into`: the client's buffer to read into (see BlockStore.read); a port may ignore it. */
+  read(offsetBytes: number, lengthBytes: number, done: IoDone, into?: Uint8Array): void;
   /** Writes the concatenation of `data` (slices of received buffers: never modify them). */
   write(offsetBytes: number, data: readonly Uint8Array[], fua: boolean, done: IoDone): void;
   trim(offsetBytes: number, lengthBytes: number, done: IoDone): void;
@@ -445,7 +446,7 @@ export class Driver {
     };
     switch (a.type) {
       case 'diskRead':
-        return d.read(a.offsetBytes, a.lengthBytes, done);
+        return d.read(a.offsetBytes, a.lengthBytes, done, a.into);
       case 'diskWrite':
         return d.write(a.offsetBytes, a.data, a.fua, done);
       case 'diskTrim':

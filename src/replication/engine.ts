@@ -830,7 +830,7 @@ function startRequest(s: EngineState, req: ClientRequest): void {
   }
   switch (req.op) {
     case 'read':
-      startRead(s, req.id, req.offsetBytes, req.lengthBytes);
+      startRead(s, req.id, req.offsetBytes, req.lengthBytes, false, req.into);
       return;
     case 'flush':
       startFlush(s, req.id);
@@ -849,6 +849,7 @@ function startRead(
   offsetBytes: number,
   lengthBytes: number,
   localFailed = false,
+  into?: Uint8Array,
 ): void {
   const r = blockRangeOf(offsetBytes, lengthBytes);
   if (!localFailed && canReadLocally(s, r)) {
@@ -857,6 +858,7 @@ function startRead(
       ioId: io(s, { kind: 'clientRead', reqId, offsetBytes, lengthBytes }),
       offsetBytes,
       lengthBytes,
+      ...(into === undefined ? {} : { into }),
     });
     return;
   }
@@ -1547,6 +1549,7 @@ function detach(s: EngineState): void {
   for (const what of abandoned) {
     switch (what.kind) {
       case 'clientRead':
+        // Without the client's buffer: the abandoned read may still land in it later.
         startRead(s, what.reqId, what.offsetBytes, what.lengthBytes);
         break;
       case 'clientFlush': {

@@ -148,6 +148,11 @@ export type ClientRequest =
       readonly id: number;
       readonly offsetBytes: number;
       readonly lengthBytes: number;
+      /**
+       * The client's buffer for the data (exactly lengthBytes): a local read goes into it, so
+       * the data comes back in it. Opaque to the engine, which only passes it on.
+       */
+      readonly into?: Uint8Array;
     }
   | {
       readonly op: 'write';
@@ -372,6 +377,8 @@ export type Action =
       readonly ioId: number;
       readonly offsetBytes: number;
       readonly lengthBytes: number;
+      /** Read into this buffer (a client read's `into`). */
+      readonly into?: Uint8Array;
     }
   | {
       readonly type: 'diskWrite';

@@ -177,10 +177,12 @@ export class FileStore implements BlockStore {
     return this.size;
   }
 
-  async read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+  async read(offsetBytes: number, lengthBytes: number, into?: Buffer): Promise<Buffer> {
     checkOpen(this.name, this.closed);
     checkRange(this.name, this.sizeBytes, offsetBytes, lengthBytes);
-    const buf = Buffer.allocUnsafe(lengthBytes);
+    // A fresh buffer per read is external memory V8 only reclaims with a full GC once the
+    // buffer has aged (docs/PERFORMANCE.md): the caller's own buffer, when it offers one.
+    const buf = into?.length === lengthBytes ? into : Buffer.allocUnsafe(lengthBytes);
     if (this.inlineReads?.allows(lengthBytes) === true) {
       this.readInline(buf, offsetBytes);
       return buf;

@@ -32,9 +32,9 @@ class SliceStore implements BlockStore {
     readonly name: string,
   ) {}
 
-  async read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+  async read(offsetBytes: number, lengthBytes: number, into?: Buffer): Promise<Buffer> {
     this.check(offsetBytes, lengthBytes);
-    return this.base.read(this.startBytes + offsetBytes, lengthBytes);
+    return this.base.read(this.startBytes + offsetBytes, lengthBytes, into);
   }
 
   async write(

@@ -31,7 +31,12 @@ export interface BlockStore {
   /** A human name for errors and logs (the path, or "memory"). */
   readonly name: string;
 
-  read(offsetBytes: number, lengthBytes: number): Promise<Buffer>;
+  /**
+   * The bytes at `offsetBytes`. With `into` (exactly `lengthBytes` long) a store may read into
+   * it and return it, so a caller that reuses its buffers does not allocate one per read; it
+   * may also return another buffer. Never reads into `into` after the promise settles.
+   */
+  read(offsetBytes: number, lengthBytes: number, into?: Buffer): Promise<Buffer>;
   /** Writes the concatenation of `data` at `offsetBytes` without concatenating it in memory. */
   write(
     offsetBytes: number,

@@ -295,7 +295,7 @@ test('cross-resource checks: duplicate minor, duplicate address:port, duplicate 
   parseConfigText(two(2, 7002), 't.res');
 });
 
-test('includes expand globs relative to the including file; a self-include is an error', async () => {
+test('includes expand globs relative to the including file; a file already read is skipped', async () => {
   const { config } = await loadConfig(join(GOOD, '22-include.res'));
   assert.deepEqual(
     config.resources.map((r) => r.name),
@@ -307,7 +307,10 @@ test('includes expand globs relative to the including file; a self-include is an
   try {
     writeFileSync(join(dir, 'a.conf'), 'include "b.conf";\n');
     writeFileSync(join(dir, 'b.conf'), 'include "a.conf";\n');
-    await assert.rejects(loadConfig(join(dir, 'a.conf')), /includes itself/);
+    // As drbdadm: a.conf is not read again through b.conf.
+    const mutual = await loadConfig(join(dir, 'a.conf'));
+    assert.deepEqual(mutual.config.files, [join(dir, 'a.conf'), join(dir, 'b.conf')]);
+    assert.match(mutual.warnings.map((w) => w.message).join('\n'), /includes itself/);
     writeFileSync(join(dir, 'empty.conf'), 'include "none.d/*.res";\n');
     const empty = await loadConfig(join(dir, 'empty.conf'));
     assert.equal(
@@ -444,4 +447,53 @@ test('three hosts without connections: a warning (drbdadm warns too) and a full 
     config.resources[0]?.connections.map((c) => c.hosts.join('-')),
     ['alpha-beta', 'alpha-gamma', 'beta-gamma'],
   );
+});
+
+test('the host section of a node: any name of `on A B`, an FQDN by its short name, else _this_host', () => {
+  const { config } = parseConfigText(
+    `resource r {
+       device /dev/drbd1; disk /dev/loop1; meta-disk internal;
+       on alpha alpha-spare { node-id 0; address 127.0.0.1:7001; }
+       on beta.example.com { node-id 1; address 127.0.0.2:7001; }
+       _this_host { node-id 2; address 127.0.0.3:7001; }
+       connection-mesh { hosts alpha beta.example.com _this_host; }
+     }`,
+    't.res',
+  );
+  assert.equal(hostForNode(config, 'r', 'alpha')?.name, 'alpha');
+  assert.equal(hostForNode(config, 'r', 'alpha-spare')?.name, 'alpha');
+  assert.deepEqual(hostForNode(config, 'r', 'alpha-spare')?.names, ['alpha', 'alpha-spare']);
+  assert.equal(hostForNode(config, 'r', 'BETA')?.name, 'beta.example.com');
+  assert.equal(hostForNode(config, 'r', 'beta.other.org')?.name, '_this_host');
+  assert.equal(hostForNode(config, 'r', 'gamma')?.name, '_this_host');
+  assert.equal(requireHostForNode(config, 'r', 'alpha-spare').address?.ip, '127.0.0.1');
+});
+
+test('older spellings read into the sections drbdadm 9 puts them in', () => {
+  const { config, warnings } = parseConfigText(
+    `common { protocol a; syncer { verify-alg sha1; } }
+     resource r {
+       syncer { al-extents 257; after r2; cpu-mask 3; no-use-rle; }
+       disk { no-disk-flushes; no-md-flushes yes; }
+       startup { become-primary-on alpha beta; wait-after-sb no; }
+       device /dev/drbd1; disk /dev/loop1; meta-disk internal;
+       on alpha { address sci 127.0.0.1 : 7001; } on beta { address sci 127.0.0.2:7001; }
+     }
+     resource r2 { device /dev/drbd2; disk /dev/loop2; meta-disk internal;
+       on alpha { address 127.0.0.1:7002; } on beta { address 127.0.0.2:7002; } }`,
+    't.res',
+  );
+  const r = config.resources[0]!;
+  assert.equal(r.sections.net['protocol'], 'A');
+  assert.equal(r.sections.net['verify-alg'], 'sha1');
+  assert.equal(r.sections.net['use-rle'], false);
+  assert.equal(r.sections.disk['al-extents'], 257);
+  assert.equal(r.sections.disk['resync-after'], 'r2');
+  assert.equal(r.sections.disk['disk-flushes'], false);
+  assert.equal(r.sections.disk['md-flushes'], true);
+  assert.equal(r.sections.options['cpu-mask'], '3');
+  assert.equal(r.sections.startup['become-primary-on'], 'alpha beta');
+  assert.equal(r.sections.startup['wait-after-sb'], false);
+  assert.deepEqual(r.hosts[0]?.address, { family: 'ssocks', ip: '127.0.0.1', port: 7001 });
+  assert.match(warnings.map((w) => w.message).join('\n'), /'no-md-flushes yes' sets 'md-flushes'/);
 });

@@ -5,7 +5,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { ConfigFileError, loadConfig, resourcesForNode } from '../../config/index.js';
+import { ConfigFileError, findHost, loadConfig, resourcesForNode } from '../../config/index.js';
 import type { ResourceConfig } from '../../config/index.js';
 import { loadFabricAddon } from '../../transport/fabric/addon.js';
 import {
@@ -62,10 +62,12 @@ export function targetsOf(resources: readonly ResourceConfig[], node: string): D
         ...(provider !== undefined ? { provider } : {}),
       });
     };
-    const host = r.hosts.find((h) => h.name === node);
+    const host = findHost(r.hosts, node);
     if (host?.address) add(host.address);
+    // Connections name this node's section by its first name (`on alpha alpha-spare`).
+    const self = host?.name ?? node;
     for (const c of r.connections) {
-      for (const p of c.paths) for (const e of p.endpoints) if (e.host === node) add(e.address);
+      for (const p of c.paths) for (const e of p.endpoints) if (e.host === self) add(e.address);
     }
   }
   return out;
