@@ -17,6 +17,7 @@ PKGS=(
   resource-agents libxml2-utils          # ocf-tester (and the xmllint it validates meta-data with)
   prometheus                             # promtool and a real server scraping tandemd --metrics-address
   systemd                                # systemd-analyze verify on contrib/systemd units
+  openssl                                # TLS replication tests and bench: CA and node certificates
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -128,6 +128,8 @@ export const TCP_SETUP_TIMEOUT_MS = 5_000;
 export const TCP_CLOSE_LINGER_MS = 5_000;
 /** Accepted sockets waiting for their partner stream, per listener. */
 export const TCP_PENDING_SOCKETS_MAX = 256;
+/** Longest reason text a STREAM_REFUSE frame carries (a TLS mismatch or certificate refusal). */
+export const TCP_REFUSE_REASON_BYTES_MAX = 240;
 
 // --- connection manager ------------------------------------------------------------------
 /** Wire protocol versions this build speaks (the hello's range). */

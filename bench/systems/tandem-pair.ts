@@ -26,6 +26,7 @@ import type {
 } from '../types.js';
 import { filesMatchSampled, freePort, preallocate, waitFor } from '../util.js';
 import { syncTimeoutMs, SYNC_VERIFY_SAMPLES } from './nbdkit.js';
+import { CertDir } from '../../test/support/tls-certs.js';
 
 export type Protocol = 'A' | 'B' | 'C';
 export type PairTransport = 'tcp' | 'fabric' | 'multipath';
@@ -81,18 +82,34 @@ export interface PairNode {
   readonly metaDisk: string;
 }
 
-/** The drbd.conf-syntax configuration both daemons read (each picks its `on` section). */
+/** One node's TLS identity (PEM files), for `net { tls yes; }`. */
+export interface PairTls {
+  readonly certificate: string;
+  readonly privkey: string;
+  readonly ca: string;
+}
+
+/**
+ * The drbd.conf-syntax configuration the daemons read (each picks its `on` section). With
+ * `tls`, the configuration of one node: its own certificate in `net { }` (as each machine has
+ * its own files), so each node gets a file of its own.
+ */
 export function renderPairConfig(
   protocol: Protocol,
   transport: PairTransport,
   nodes: readonly PairNode[],
   diskFlushes = true,
   resyncDefaults = false,
+  tls: PairTls | null = null,
 ): string {
+  const tlsNet =
+    tls === null
+      ? ''
+      : ` tls yes; tls-certificate ${tls.certificate}; tls-privkey ${tls.privkey}; tls-ca ${tls.ca};`;
   const lines = [
     '# Written by the Tandem bench harness: two nodes on one loopback.',
     `resource ${RESOURCE} {`,
-    `  net { protocol ${protocol}; transport ${transport}; }`,
+    `  net { protocol ${protocol}; transport ${transport};${tlsNet} }`,
     // Resync unthrottled (fixed rate at the maximum), as nbdcopy and the qsd mirror are, unless
     // the run is about the defaults a new user gets (no resync option in the file).
     // Without diskFlushes: DRBD's tuning for non-volatile write caches, no flush of the backing
@@ -199,6 +216,17 @@ async function transportInUse(controlPath: string): Promise<string> {
   return typeof name === 'string' && name !== '' ? name : 'unknown';
 }
 
+/** Whether the Primary's (first) peer connection reports a TLS session in status. */
+async function tlsInUse(controlPath: string): Promise<boolean> {
+  const status = await withTimeout(
+    'status',
+    request(controlPath, 'status', { resource: RESOURCE }),
+    REQUEST_TIMEOUT_MS,
+  );
+  const tls = (status as { peers?: { tls?: unknown }[] }[])[0]?.peers?.[0]?.tls;
+  return typeof tls === 'string' && tls.startsWith('TLS');
+}
+
 /** alpha's `writeStages` from `status --json`. */
 async function writeStagesOf(controlPath: string): Promise<WriteStagesStatus> {
   const status = await withTimeout(
@@ -232,6 +260,7 @@ async function launchPair(
   build: Build = thisBuild,
   solo = false,
   resyncDefaults = false,
+  tls = false,
 ): Promise<Pair> {
   const nodes: PairNode[] = [];
   for (const [i, name] of (solo ? ['alpha'] : ['alpha', 'beta']).entries()) {
@@ -255,6 +284,25 @@ async function launchPair(
     config,
     renderPairConfig(protocol, transport, nodes, diskFlushes, resyncDefaults),
   );
+  // TLS: a CA and one certificate per node, made with openssl now, and a file per node.
+  const certs = tls ? await CertDir.create() : null;
+  const configOf = new Map<string, string>();
+  if (certs !== null) {
+    const ca = await certs.ca('bench-ca');
+    for (const n of nodes) {
+      const leaf = await certs.leaf(ca, n.name);
+      const file = join(ctx.runDir, `tandem.${n.name}.conf`);
+      await writeFile(
+        file,
+        renderPairConfig(protocol, transport, nodes, diskFlushes, resyncDefaults, {
+          ...leaf,
+          ca: ca.certificate,
+        }),
+      );
+      configOf.set(n.name, file);
+    }
+  }
+  const configFor = (name: string): string => configOf.get(name) ?? config;
   const daemons: ChildHandle[] = [];
   const controls: string[] = [];
   const stop = async (): Promise<void> => {
@@ -266,6 +314,7 @@ async function launchPair(
       ),
     );
     await Promise.all(daemons.map((d) => d.stop()));
+    await certs?.destroy();
   };
   try {
     // Fresh v09 metadata on each node, as an admin would: `tandem create-md RES` (drbdadm's).
@@ -273,7 +322,16 @@ async function launchPair(
       await ctx.children.run(
         `create-md ${n.name}`,
         process.execPath,
-        [build.cli, '--config', config, '--node', n.name, 'create-md', RESOURCE, '--force'],
+        [
+          build.cli,
+          '--config',
+          configFor(n.name),
+          '--node',
+          n.name,
+          'create-md',
+          RESOURCE,
+          '--force',
+        ],
         CREATE_MD_TIMEOUT_MS,
       );
     }
@@ -282,7 +340,16 @@ async function launchPair(
       const d = await ctx.children.start(
         `tandemd-${n.name}`,
         process.execPath,
-        [...ctx.nodeArgs, build.daemon, '--config', config, '--node', n.name, '--control', control],
+        [
+          ...ctx.nodeArgs,
+          build.daemon,
+          '--config',
+          configFor(n.name),
+          '--node',
+          n.name,
+          '--control',
+          control,
+        ],
         { env: { ...process.env, FI_PROVIDER: 'tcp' } },
       );
       daemons.push(d);
@@ -305,7 +372,9 @@ async function launchPair(
       CONNECT_TIMEOUT_MS,
     );
     const used = await transportInUse(controls[0] ?? '');
-    ctx.log(`${RESOURCE}: connected over ${used}`);
+    ctx.log(`${RESOURCE}: connected over ${used}${tls ? ' with TLS' : ''}`);
+    if (tls && !(await tlsInUse(controls[0] ?? '')))
+      throw new Error('tls yes is configured but the connection does not report a TLS session');
     // A daemon that accepts `transport fabric` but dials TCP must not pass off TCP's numbers.
     if (transport !== 'tcp' && used !== transport)
       throw new NotWiredError(
@@ -323,9 +392,10 @@ function pairSystem(
   transport: PairTransport,
   diskFlushes = true,
   baseline: Build | null = null,
+  tls = false,
 ): System {
   const build = baseline ?? thisBuild;
-  const id = `tandem-${protocol}${transport === 'tcp' ? '' : `-${transport}`}${diskFlushes ? '' : '-noflush'}${baseline === null ? '' : '-baseline'}`;
+  const id = `tandem-${protocol}${transport === 'tcp' ? '' : `-${transport}`}${tls ? '-tls' : ''}${diskFlushes ? '' : '-noflush'}${baseline === null ? '' : '-baseline'}`;
   const over =
     transport === 'tcp'
       ? 'the tcp transport'
@@ -336,15 +406,20 @@ function pairSystem(
     id,
     label:
       `Tandem, two nodes (tandemd alpha Primary → beta), protocol ${protocol} over ${over} on loopback` +
+      (tls ? ', TLS on both streams (net { tls yes; }, openssl-made certificates)' : '') +
       (diskFlushes ? '' : ', disk-flushes no, md-flushes no') +
       (baseline === null ? '' : `, the baseline build in $${BASELINE_ENV}`),
     kind: 'tandem',
     ...(diskFlushes ? {} : { optIn: true }),
 
-    probe: () => probeDaemon(build.daemon),
+    probe: async () => {
+      if (tls && !(await haveOpenssl()))
+        return { available: false, reason: 'needs openssl (apt-get install openssl)' };
+      return probeDaemon(build.daemon);
+    },
 
     async start(ctx: StartContext): Promise<RunningSystem> {
-      const p = await launchPair(ctx, protocol, transport, diskFlushes, build);
+      const p = await launchPair(ctx, protocol, transport, diskFlushes, build, false, false, tls);
       try {
         const alpha = p.controls[0] ?? '';
         // Like qsd-mirror's start: a full initial sync to the peer before fio (not measured
@@ -361,7 +436,7 @@ function pairSystem(
           uri: `nbd://127.0.0.1:${n?.nbdPort ?? 0}/${RESOURCE}`,
           pids: () => p.daemons.map((d) => d.pid),
           notes: [
-            `tandemd --config CONF --node alpha|beta; protocol ${protocol}; create-md; up; primary --force; wait until UpToDate/UpToDate`,
+            `tandemd --config CONF --node alpha|beta; protocol ${protocol}${tls ? '; tls yes (a CA and a certificate per node made with openssl)' : ''}; create-md; up; primary --force; wait until UpToDate/UpToDate`,
           ],
           stop: () => p.stop(),
           writeStages: () => writeStagesOf(alpha),
@@ -373,7 +448,7 @@ function pairSystem(
     },
 
     async initialSync(ctx: StartContext): Promise<SyncMeasurement> {
-      const p = await launchPair(ctx, protocol, transport, diskFlushes, build);
+      const p = await launchPair(ctx, protocol, transport, diskFlushes, build, false, false, tls);
       try {
         const alpha = p.controls[0] ?? '';
         const m = await measureProcesses(
@@ -421,6 +496,12 @@ async function forcePrimary(
     REQUEST_TIMEOUT_MS,
   );
   await waitState(control, what, until, timeoutMs);
+}
+
+function haveOpenssl(): Promise<boolean> {
+  return new Promise((resolve) => {
+    execFile('openssl', ['version'], { timeout: 5000 }, (e) => resolve(e === null));
+  });
 }
 
 /** The daemon on main may still be the stub that refuses to run; then say so. */
@@ -602,6 +683,8 @@ export const tandemSyncDefaultsSystem: System = {
 
 export const tandemPairSystems: readonly System[] = [
   pairSystem('C', 'tcp'),
+  // What TLS costs: tandem-C with `net { tls yes; }`.
+  pairSystem('C', 'tcp', true, null, true),
   pairSystem('C', 'tcp', false),
   pairSystem('B', 'tcp'),
   pairSystem('A', 'tcp'),

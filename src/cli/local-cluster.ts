@@ -56,6 +56,12 @@ export interface LocalClusterOptions {
   readonly daemonArgs?: (node: string) => readonly string[];
   /** A node's `device` URI, e.g. nbds://127.0.0.1:PORT/r0. @default nbd+unix:///R?socket=DIR/NODE.nbd */
   readonly device?: (node: string) => string;
+  /**
+   * Gives each node a configuration file of its own, made from the shared text (as machines
+   * each have their own /etc): e.g. its own TLS certificate files, or a peer address rewritten
+   * to go through a relay. The shared file (`configPath`) is still written, unchanged.
+   */
+  readonly configFor?: (node: string, text: string) => string;
 }
 
 export interface LocalNode {
@@ -64,6 +70,8 @@ export interface LocalNode {
   /** The external metadata file, or null for internal metadata. */
   readonly metaPath: string | null;
   readonly controlPath: string;
+  /** The configuration file this node's tandemd and tandem read. */
+  readonly configPath: string;
   readonly nbdSocket: string;
   readonly nbdUri: string;
   process: ChildProcess | null;
@@ -149,6 +157,7 @@ export class LocalCluster {
         diskPath,
         metaPath,
         controlPath: join(dir, `${name}.ctl`),
+        configPath: o.configFor ? join(dir, `tandem.${name}.conf`) : c.configPath,
         nbdSocket,
         nbdUri: device,
         process: null,
@@ -179,6 +188,9 @@ export class LocalCluster {
       '',
     ].join('\n');
     await writeFile(c.configPath, conf);
+    if (o.configFor) {
+      for (const n of c.nodes.values()) await writeFile(n.configPath, o.configFor(n.name, conf));
+    }
     return c;
   }
 
@@ -210,7 +222,7 @@ export class LocalCluster {
     return new Promise((resolve, reject) => {
       const p = spawn(
         process.execPath,
-        [CLI_JS, '-c', this.configPath, '-n', name, '--control', n.controlPath, ...args],
+        [CLI_JS, '-c', n.configPath, '-n', name, '--control', n.controlPath, ...args],
         {
           stdio: ['ignore', 'pipe', 'pipe'],
         },
@@ -233,7 +245,7 @@ export class LocalCluster {
       ...this.wrap(name),
       process.execPath,
       DAEMON_JS,
-      ...['-c', this.configPath, '-n', name, '--control', n.controlPath],
+      ...['-c', n.configPath, '-n', name, '--control', n.controlPath],
       ...this.daemonArgs(name),
     ];
     const p = spawn(cmd ?? process.execPath, pre, {

@@ -19,7 +19,15 @@ import type { Timer } from '../platform/clock.js';
 import { MP_HELLO, SessionAcceptor, openSession, pathRank } from '../transport/multipath/index.js';
 import { RefusedHere } from '../transport/multipath/handshake.js';
 import type { MultipathOptions } from '../transport/multipath/types.js';
-import type { Channel, Endpoint, Listener, Message, PathSpec } from '../transport/types.js';
+import { peerNameProblem } from '../transport/tls.js';
+import type {
+  Channel,
+  Endpoint,
+  Listener,
+  Message,
+  PathSpec,
+  TlsCredentials,
+} from '../transport/types.js';
 import { AsyncQueue } from '../util/async-queue.js';
 import { ConfigError, ConnectionError } from '../util/errors.js';
 import type {
@@ -178,6 +186,11 @@ class Conn {
       alg !== undefined && secret !== undefined
         ? { alg: alg.toLowerCase(), secret: Buffer.from(secret, 'utf8') }
         : null;
+    if (cfg.tls !== undefined && cfg.multipath !== undefined) {
+      throw new ConfigError(
+        `connection ${cfg.resource}/${cfg.peerNodeId}: TLS is supported on the tcp transport only, not in a multipath session`,
+      );
+    }
     this.connectIntMs = n.connectIntMs ?? 10_000;
     this.connectIntMaxMs = n.connectIntMaxMs ?? CM_CONNECT_BACKOFF_MAX_MS;
   }
@@ -307,11 +320,17 @@ export class ConnectionManager {
     };
   }
 
-  /** Listens on `endpoint` for every resource; returns the bound endpoint. */
-  async listen(endpoint: Endpoint): Promise<Endpoint> {
+  /**
+   * Listens on `endpoint` for every resource; returns the bound endpoint. With `tls`, every
+   * socket there must speak TLS with a certificate the credentials' CA signed.
+   */
+  async listen(endpoint: Endpoint, o: { readonly tls?: TlsCredentials } = {}): Promise<Endpoint> {
     const t = this.opts.transports[endpoint.transport];
     if (t === undefined) throw new ConfigError(`no ${endpoint.transport} transport to listen on`);
-    const l = await t.listen(endpoint, (ch) => void this.accept(ch));
+    const l = await t.listen(endpoint, (ch) => void this.accept(ch), {
+      ...(o.tls ? { tls: o.tls } : {}),
+      onRefused: (remote, reason) => this.listenerRefused(remote, reason),
+    });
     this.listeners.push(l);
     this.emit({ kind: 'listening', endpoint: l.endpoint });
     return l.endpoint;
@@ -385,6 +404,47 @@ export class ConnectionManager {
   }
 
   // --- internals -----------------------------------------------------------------------------
+
+  /**
+   * A listener refused a socket before any handshake (TLS failed, or TLS on one side only). It
+   * does not know the resource yet: the connections whose peer dials from that address get it.
+   */
+  private listenerRefused(remote: { address: string; port: number }, reason: string): void {
+    const at = remote.address.startsWith('::ffff:') ? remote.address.slice(7) : remote.address;
+    const mine = [...this.conns.values()].filter((c) =>
+      c.cfg.paths.some((p) => p.peer.address === at),
+    );
+    const where = remote.address.includes(':') ? `[${at}]:${remote.port}` : `${at}:${remote.port}`;
+    for (const c of mine.length > 0 ? mine : [null]) {
+      this.emit({
+        kind: 'refused',
+        resource: c?.cfg.resource ?? null,
+        peerNodeId: c?.cfg.peerNodeId ?? null,
+        remote: where,
+        code: 'socket',
+        byPeer: false,
+        reason,
+      });
+    }
+  }
+
+  /**
+   * The TLS side of a handshake, once the hello named the connection: TLS on both ends or on
+   * neither, and a peer certificate that names the peer. Returns the refusal to send, or null.
+   */
+  private static tlsProblem(
+    c: Conn,
+    ch: Channel,
+  ): { code: 'tls-mismatch' | 'tls-identity'; reason: string } | null {
+    const want = c.cfg.tls;
+    if (want === undefined && ch.tls === undefined) return null;
+    if (want === undefined)
+      return { code: 'tls-mismatch', reason: 'TLS channel for a connection with tls no' };
+    if (ch.tls === undefined)
+      return { code: 'tls-mismatch', reason: 'plain channel for a connection with tls yes' };
+    const problem = peerNameProblem(ch.tls, want.peerName);
+    return problem === null ? null : { code: 'tls-identity', reason: problem };
+  }
   private emit(e: CmEvent): void {
     for (const s of [...this.subscribers]) s(e);
   }
@@ -447,7 +507,10 @@ export class ConnectionManager {
       this.emitPath(c, path, 'connecting');
       let ch: Channel;
       try {
-        ch = await transport.connect(path, { signal: attempt.abort.signal });
+        ch = await transport.connect(path, {
+          signal: attempt.abort.signal,
+          ...(c.cfg.tls ? { tls: c.cfg.tls.credentials } : {}),
+        });
       } catch (e) {
         this.emitPath(c, path, 'failed', (e as Error).message);
         continue;
@@ -642,6 +705,8 @@ export class ConnectionManager {
           `peer answered as ${h.resource}/node ${h.fromNodeId}`,
         );
       }
+      const tlsBad = ConnectionManager.tlsProblem(c, ch);
+      if (tlsBad !== null) throw this.refuse(ch, tlsBad.code, tlsBad.reason);
       if (c.auth && myChallenge) {
         if (h.challenge === null)
           throw this.refuse(ch, 'auth-mismatch', 'peer does not authenticate');
@@ -729,6 +794,8 @@ export class ConnectionManager {
           `resource ${h.resource} has no connection from node ${h.fromNodeId} to node ${h.toNodeId}`,
         );
       }
+      const tlsBad = ConnectionManager.tlsProblem(c, ch);
+      if (tlsBad !== null) throw this.refuse(ch, tlsBad.code, tlsBad.reason);
       if ((c.auth === null) !== (h.challenge === null)) {
         throw this.refuse(
           ch,

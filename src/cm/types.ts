@@ -9,6 +9,7 @@ import type {
   Endpoint,
   Log,
   PathSpec,
+  TlsCredentials,
   Transport,
   TransportName,
 } from '../transport/types.js';
@@ -73,6 +74,13 @@ export interface ConnectionConfig {
   /** Addresses announced to this peer; @default the endpoints this manager listens on. */
   readonly announce?: readonly AnnouncedAddress[];
   /**
+   * Speak TLS to this peer (drbd.conf `net { tls yes; }`; tcp paths only): this node's
+   * credentials, and the name the peer's certificate must carry (its `on HOST` name, or its IP
+   * for a floating host). Both sides must agree: a plain channel for a TLS connection (or the
+   * reverse) is refused with `tls-mismatch`, a certificate naming someone else with `tls-identity`.
+   */
+  readonly tls?: { readonly credentials: TlsCredentials; readonly peerName: string };
+  /**
    * Run the connection as a multipath session over all `paths` (several drbd.conf paths, or
    * ssocks). Used when both sides set it; key material comes from cram-hmac-alg/shared-secret.
    */
@@ -123,7 +131,8 @@ export type CmEvent =
       readonly resource: string | null;
       readonly peerNodeId: number | null;
       readonly remote: string;
-      readonly code: RefuseCode | 'timeout' | 'closed';
+      /** `socket`: a listener refused a socket before the handshake (TLS failure or mismatch, bad setup). */
+      readonly code: RefuseCode | 'timeout' | 'closed' | 'socket';
       readonly byPeer: boolean;
       readonly reason: string;
     }

@@ -46,7 +46,9 @@ export type RefuseCode =
   | 'already-connected'
   | 'crossed'
   | 'protocol'
-  | 'rate-limited';
+  | 'rate-limited'
+  | 'tls-mismatch'
+  | 'tls-identity';
 
 const REFUSE_CODES: readonly RefuseCode[] = [
   'incompatible-version',
@@ -58,6 +60,8 @@ const REFUSE_CODES: readonly RefuseCode[] = [
   'crossed',
   'protocol',
   'rate-limited',
+  'tls-mismatch',
+  'tls-identity',
 ];
 
 export interface Refuse {

@@ -20,3 +20,10 @@ export {
   type OptionKind,
   type OptionSchema,
 } from './options.js';
+export {
+  TLS_FILE_OPTIONS,
+  tlsEnabled,
+  tlsFilesOf,
+  type TlsFiles,
+  type TlsFileOption,
+} from './tls.js';

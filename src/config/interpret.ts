@@ -22,6 +22,7 @@ import {
   type OptionSchema,
 } from './options.js';
 import { parseStatements, type Statement } from './parser.js';
+import { tlsEnabled, tlsKey, tlsProblems } from './tls.js';
 import type {
   Address,
   AddressFamily,
@@ -1701,9 +1702,72 @@ class Interpreter {
     }
   }
 
+  /**
+   * TLS (`net { tls yes; }`): the three PEM files named, absolute; only on the plain tcp
+   * transport (multipath sessions and the fabric transport do not carry TLS, so they are refused
+   * rather than run in clear); and one listening address of a host never serves connections
+   * that disagree about TLS (its listener either speaks TLS or does not).
+   */
+  private checkTls(r: ResourceConfig): void {
+    const said = new Set<string>();
+    const once = (location: SourceLocation, message: string, expected?: string): void => {
+      const key = `${location.file}:${location.line}:${location.column}:${message}`;
+      if (said.has(key)) return;
+      said.add(key);
+      this.error(location, message, expected);
+    };
+    for (const p of tlsProblems(r.sections.net))
+      once(
+        r.location,
+        `resource '${r.name}': net: ${p}`,
+        "'tls-certificate FILE; tls-privkey FILE; tls-ca FILE;'",
+      );
+    const listening = new Map<string, { key: string; peer: string }>();
+    for (const c of r.connections) {
+      const what = `resource '${r.name}', connection ${c.hosts[0]}-${c.hosts[1]}`;
+      if (c.net !== r.sections.net) {
+        const where = c.origin === 'mesh' ? `resource '${r.name}', connection-mesh` : what;
+        for (const p of tlsProblems(c.net))
+          once(
+            c.location,
+            `${where}: net: ${p}`,
+            "'tls-certificate FILE; tls-privkey FILE; tls-ca FILE;'",
+          );
+      }
+      if (tlsEnabled(c.net)) {
+        const transport = c.net['transport'];
+        const families = new Set(c.paths.flatMap((p) => p.endpoints.map((e) => e.address.family)));
+        const refuse = (why: string): void =>
+          once(c.location, `${what}: tls yes is supported on the tcp transport only, not ${why}`);
+        if (transport === 'multipath' || transport === 'rdma' || transport === 'fabric')
+          refuse(`with transport ${transport}`);
+        if (c.paths.length > 1) refuse(`over ${c.paths.length} paths (a multipath session)`);
+        if (c.net['load-balance-paths'] === true) refuse('with load-balance-paths');
+        for (const f of ['sdp', 'ssocks'] as const)
+          if (families.has(f)) refuse(`over address ${f}`);
+      }
+      const key = tlsKey(c.net);
+      for (const p of c.paths) {
+        for (const e of p.endpoints) {
+          const at = `${e.host}\u0000${e.address.ip}\u0000${e.address.port}`;
+          const other = p.endpoints.find((x) => x !== e)?.host ?? '';
+          const prev = listening.get(at);
+          if (prev === undefined) listening.set(at, { key, peer: other });
+          else if (prev.key !== key)
+            once(
+              c.location,
+              `${what}: host '${e.host}' listens on ${formatAddress(e.address)} for '${prev.peer}' and '${other}' with different tls settings; one address either speaks TLS or not`,
+              'the same tls, tls-certificate, tls-privkey and tls-ca for both connections',
+            );
+        }
+      }
+    }
+  }
+
   /** Across resources, on each host: a DRBD minor, an NBD export, an address:port used once. */
   private checkAcrossResources(): void {
     const names = this.resources.map((r) => r.name);
+    for (const r of this.resources) this.checkTls(r);
     for (const r of this.resources) {
       const after = r.sections.disk['resync-after'];
       if (typeof after !== 'string') continue;

@@ -243,6 +243,30 @@ const NET: OptionSchema[] = [
     'how long a flapping path is held down',
   ),
   opt(
+    'tls',
+    bool(false),
+    'tandem',
+    'encrypt and mutually authenticate replication with TLS (DRBD 9.2 net { tls yes; }); needs tls-certificate, tls-privkey and tls-ca',
+  ),
+  opt(
+    'tls-certificate',
+    str(4096),
+    'tandem',
+    "PEM file with this node's certificate (chain), presented to peers (DRBD: a keyring serial)",
+  ),
+  opt(
+    'tls-privkey',
+    str(4096),
+    'tandem',
+    'PEM file with the private key of tls-certificate (DRBD: a keyring serial)',
+  ),
+  opt(
+    'tls-ca',
+    str(4096),
+    'tandem',
+    "PEM file with the CA certificate(s) a peer's certificate must chain to",
+  ),
+  opt(
     'fabric-provider',
     str(64),
     'tandem',

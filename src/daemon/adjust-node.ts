@@ -1,7 +1,7 @@
 // Carries out `tandem adjust` on a running node: reads the configuration file again, plans the
 // differences (adjust.ts) and applies them: new listen addresses, live options, reconnects,
 // new resources brought up. With dryRun it only says what it would do.
-import { formatDiagnostic, loadConfig, resourcesForNode } from '../config/index.js';
+import { formatDiagnostic, loadConfig, resourcesForNode, type TlsFiles } from '../config/index.js';
 import type { Logger } from '../platform/log.js';
 import type { Endpoint } from '../transport/types.js';
 import { ConfigError, StateError } from '../util/errors.js';
@@ -17,8 +17,8 @@ export interface AdjustContext {
   /** The file tandemd was started with; a request may name another (`tandem --config`). */
   readonly configPath: string;
   readonly log: Logger;
-  /** Listens on an endpoint for peers, unless the node already does (startNode's). */
-  readonly listen: (e: Endpoint) => Promise<void>;
+  /** Listens on an endpoint for peers (speaking TLS with `files`), unless the node already does (startNode's). */
+  readonly listen: (e: Endpoint, files?: TlsFiles) => Promise<void>;
   /** Stops listening on an endpoint. */
   readonly unlisten: (e: Endpoint) => Promise<void>;
   /** The node's resources by name; adjust adds the new ones. */
@@ -76,7 +76,7 @@ async function adjust(ctx: AdjustContext, req: ControlRequest): Promise<AdjustRe
   for (const s of plan.steps) {
     if (s.kind !== 'listen') continue;
     const p = plan.plans.get(s.resource);
-    for (const e of p?.listen ?? []) await ctx.listen(e);
+    for (const e of p?.listen ?? []) await ctx.listen(e, p?.listenTls[endpointKey(e)]);
   }
   for (const s of plan.steps) {
     if (s.kind !== 'unlisten') continue;
@@ -97,7 +97,7 @@ async function adjust(ctx: AdjustContext, req: ControlRequest): Promise<AdjustRe
     if (s.kind !== 'up') continue;
     const p = plan.plans.get(s.resource);
     if (p === undefined) continue;
-    for (const e of p.listen) await ctx.listen(e);
+    for (const e of p.listen) await ctx.listen(e, p.listenTls[endpointKey(e)]);
     const r = ctx.resources.get(p.name) ?? ctx.create(p);
     await r.run({ id: req.id, op: 'up', resource: p.name });
   }

@@ -46,7 +46,17 @@ const DISK_ENGINE = liveOptions('disk');
 /** Options of one connection (connection manager): applied by reconnecting it. */
 const NET_CONNECTION = ['connect-int', 'cram-hmac-alg', 'shared-secret'];
 /** Liveness options of the node's transport, shared by every connection: need a restart. */
-const NET_TRANSPORT = ['ping-int', 'ping-timeout', 'timeout', 'ko-count'];
+const NET_TRANSPORT = [
+  'ping-int',
+  'ping-timeout',
+  'timeout',
+  'ko-count',
+  // The node's listener speaks TLS with the identity it started with.
+  'tls',
+  'tls-certificate',
+  'tls-privkey',
+  'tls-ca',
+];
 
 export interface OptionChange {
   readonly section: 'net' | 'disk';

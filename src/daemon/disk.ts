@@ -79,6 +79,7 @@ export class LocalDisk {
     /** Extents the AL held after a crash, already marked out of sync in the bitmap. */
     readonly recoveredExtents: readonly number[],
     private readonly counters: DiskIoCounters | undefined,
+    private readonly wrapData: (s: BlockStore) => BlockStore,
   ) {}
 
   /**
@@ -93,6 +94,8 @@ export class LocalDisk {
     alExtents: number,
     storeOptions: StoreOptions = {},
     counters?: DiskIoCounters,
+    /** Test-only: wraps the data region (the daemon's injected faults, src/storage/faults.ts). */
+    wrapData: (s: BlockStore) => BlockStore = (s) => s,
   ): Promise<LocalDisk> {
     const devices = await openBackingDevices(diskPath, storageMetaDisk(metaDisk), storeOptions);
     try {
@@ -127,8 +130,8 @@ export class LocalDisk {
       const dataBytes =
         agreed > 0 ? Math.floor(agreed / BITMAP_BLOCK_BYTES) * BITMAP_BLOCK_BYTES : room;
       if (agreed === 0) await meta.setEffectiveSize(dataBytes);
-      const data = countedStore(sliceStore(devices.disk, 0, dataBytes), counters);
-      return new LocalDisk(devices, meta, data, recovered, counters);
+      const data = countedStore(wrapData(sliceStore(devices.disk, 0, dataBytes)), counters);
+      return new LocalDisk(devices, meta, data, recovered, counters, wrapData);
     } catch (e) {
       await devices.close();
       throw e;
@@ -167,7 +170,10 @@ export class LocalDisk {
         `${this.devices.disk.name}: cannot grow to ${sizeBytes} bytes: room for ${room}`,
       );
     }
-    this.data = countedStore(sliceStore(this.devices.disk, 0, sizeBytes), this.counters);
+    this.data = countedStore(
+      this.wrapData(sliceStore(this.devices.disk, 0, sizeBytes)),
+      this.counters,
+    );
     await this.meta.flushBitmap();
     await this.meta.setEffectiveSize(sizeBytes);
   }

@@ -12,6 +12,7 @@ import { createLogger } from '../platform/log.js';
 import { stopHandlers } from './handlers.js';
 import { parseMetricsAddress, type MetricsAddress } from './metrics.js';
 import { startNode } from './node.js';
+import { TEST_DISK_FAULTS_ENV, testDiskFaults, type DiskFaultRule } from '../storage/faults.js';
 
 interface DaemonOptions {
   readonly config: string;
@@ -71,6 +72,19 @@ const program = new Command('tandemd')
     }
     const controlPath = o.control ?? process.env['TANDEM_CONTROL'] ?? defaultControlPath(node);
     tuneHeapForIo();
+    let diskFaults: DiskFaultRule[] | undefined;
+    try {
+      const f = testDiskFaults(process.env);
+      if (f === 'ignored') log.warn({}, `${TEST_DISK_FAULTS_ENV} is ignored outside NODE_ENV=test`);
+      else if (f !== null) {
+        diskFaults = f;
+        log.error({ faults: f }, 'TEST ONLY: injecting disk faults into the data regions');
+      }
+    } catch (e) {
+      process.stderr.write(`tandemd: ${(e as Error).message}\n`);
+      process.exitCode = 2;
+      return;
+    }
     let stopping = false;
     const running = await startNode({
       node,
@@ -79,6 +93,7 @@ const program = new Command('tandemd')
       log,
       configPath: resolve(o.config),
       ...(metricsAddress !== undefined ? { metricsAddress } : {}),
+      ...(diskFaults !== undefined ? { diskFaults } : {}),
       onShutdownRequest: () => void stop('control'),
     });
     async function stop(why: string): Promise<void> {

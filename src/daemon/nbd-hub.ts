@@ -2,12 +2,13 @@
 // resource an export on it (several resources may share `nbd://127.0.0.1:PORT/`). A listener
 // has one set of TLS files: `nbds://` exports sharing it must name the same ones (plain `nbd://`
 // exports may share it too, the server then runs the spec's SELECTIVETLS mode).
-import { readFile, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { NbdServer, type NbdListener } from '../nbd/server.js';
 import type { NbdExportBackend, NbdListenerSpec, NbdServerEvent } from '../nbd/types.js';
 import type { Logger } from '../platform/log.js';
+import type { TlsFiles } from '../config/index.js';
 import { ConfigError } from '../util/errors.js';
-import type { NbdTlsFiles } from './resource-config.js';
+import { loadTlsCredentials } from './tls-files.js';
 
 interface Hosted {
   readonly server: NbdServer;
@@ -19,16 +20,8 @@ interface Hosted {
   readonly tlsExports: Set<string>;
 }
 
-function tlsKeyOf(f: NbdTlsFiles): string {
+function tlsKeyOf(f: TlsFiles): string {
   return `tls-certificate ${f.certificate}, tls-privkey ${f.privkey}, tls-ca ${f.ca}`;
-}
-
-async function readPem(option: string, path: string): Promise<string> {
-  try {
-    return await readFile(path, 'utf8');
-  } catch (e) {
-    throw new ConfigError(`cannot read ${option} ${path}: ${(e as Error).message}`);
-  }
 }
 
 function keyOf(spec: NbdListenerSpec): string {
@@ -46,7 +39,7 @@ export class NbdHub {
     spec: NbdListenerSpec,
     name: string,
     backend: NbdExportBackend,
-    tls: NbdTlsFiles | null = null,
+    tls: TlsFiles | null = null,
   ): Promise<string> {
     const h = await this.host(spec);
     if (tls !== null) await this.useTls(h, tls);
@@ -59,7 +52,7 @@ export class NbdHub {
    * Starts the listener and loads its TLS files ahead of `addExport`, so that a missing or bad
    * file fails `up` before the disk is opened rather than after.
    */
-  async prepare(spec: NbdListenerSpec, tls: NbdTlsFiles | null): Promise<void> {
+  async prepare(spec: NbdListenerSpec, tls: TlsFiles | null): Promise<void> {
     const h = await this.host(spec);
     if (tls !== null) await this.useTls(h, tls);
   }
@@ -75,7 +68,7 @@ export class NbdHub {
    * is left on it (so `down` and `up` pick up a renewed certificate); while one is, another
    * export may only name the same files.
    */
-  private async useTls(h: Hosted, files: NbdTlsFiles): Promise<void> {
+  private async useTls(h: Hosted, files: TlsFiles): Promise<void> {
     const key = tlsKeyOf(files);
     const inUse = h.tls !== undefined && (h.tlsExports.size > 0 || h.tls.loading);
     if (inUse && h.tls?.key !== key) {
@@ -89,12 +82,15 @@ export class NbdHub {
         key,
         loading: true,
         loaded: (async () => {
-          const [certificate, privateKey, ca] = await Promise.all([
-            readPem('tls-certificate', files.certificate),
-            readPem('tls-privkey', files.privkey),
-            readPem('tls-ca', files.ca),
-          ]);
-          h.server.setTlsCredentials({ certificate, privateKey, ca });
+          // The same loader and checks as replication TLS: errors name the option and file.
+          await Promise.resolve();
+          const { credentials, warnings } = loadTlsCredentials(files);
+          for (const w of warnings) this.log.warn({ address: h.listener.address }, `NBD TLS: ${w}`);
+          h.server.setTlsCredentials({
+            certificate: credentials.certPem,
+            privateKey: credentials.keyPem,
+            ca: credentials.caPem,
+          });
           this.log.info({ address: h.listener.address }, `NBD TLS with ${key}`);
         })(),
       };

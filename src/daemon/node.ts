@@ -1,11 +1,11 @@
 // Assembles one node: transports and the connection manager, the NBD servers, one Resource per
 // configured resource, and the control socket. stop() undoes it in reverse order.
-import type { ResourceConfig } from '../config/index.js';
+import type { ResourceConfig, TlsFiles } from '../config/index.js';
 import { ConnectionManager } from '../cm/manager.js';
 import { systemClock } from '../platform/clock.js';
 import type { Logger } from '../platform/log.js';
 import { secureBytes, secureRandom } from '../platform/random.js';
-import type { Endpoint } from '../transport/types.js';
+import type { Endpoint, TlsCredentials } from '../transport/types.js';
 import { ConfigError } from '../util/errors.js';
 import { ControlServer } from './control-server.js';
 import { Daemon } from './daemon.js';
@@ -14,7 +14,9 @@ import { Resource } from './resource.js';
 import { endpointKey, planResource, type ResourcePlan } from './resource-config.js';
 import { adjuster } from './adjust-node.js';
 import { createMetrics, serveMetrics, type MetricsAddress, type MetricsServer } from './metrics.js';
+import { loadTlsCredentials, tlsFilesKey } from './tls-files.js';
 import { createTransports, interconnectEndpoints, onLocalSubnet } from './transports.js';
+import type { DiskFaultRule } from '../storage/faults.js';
 
 export interface NodeInit {
   readonly node: string;
@@ -26,6 +28,8 @@ export interface NodeInit {
   readonly configPath?: string;
   /** Serve Prometheus metrics there (`--metrics-address`); none when absent. */
   readonly metricsAddress?: MetricsAddress;
+  /** Test-only injected disk faults (src/storage/faults.ts); main.ts sets them under NODE_ENV=test. */
+  readonly diskFaults?: readonly DiskFaultRule[];
 }
 
 export interface RunningNode {
@@ -63,13 +67,26 @@ export async function startNode(init: NodeInit): Promise<RunningNode> {
     { clock: systemClock, random: secureRandom, randomBytes: secureBytes, log },
     { nodeId: first.nodeId, transports, reachable: (a) => onLocalSubnet(a.address) },
   );
+  // TLS identities, read once per set of files: a broken file fails the start, `up` or
+  // `adjust` that first needs it (ConfigError naming it); a renewed certificate needs a restart.
+  const identities = new Map<string, TlsCredentials>();
+  const tls = (files: TlsFiles): TlsCredentials => {
+    const key = tlsFilesKey(files);
+    const known = identities.get(key);
+    if (known !== undefined) return known;
+    const loaded = loadTlsCredentials(files);
+    for (const w of loaded.warnings) log.warn({}, w);
+    identities.set(key, loaded.credentials);
+    return loaded.credentials;
+  };
   const listening = new Set<string>();
-  const listen = async (e: Endpoint, required: boolean): Promise<void> => {
+  const listen = async (e: Endpoint, required: boolean, files?: TlsFiles): Promise<void> => {
     const key = endpointKey(e);
     if (listening.has(key)) return;
+    const creds = files === undefined ? undefined : tls(files);
     listening.add(key);
     try {
-      await cm.listen(e);
+      await cm.listen(e, creds === undefined ? {} : { tls: creds });
       log.info(
         { transport: e.transport, address: `${e.address}:${e.port}` },
         'listening for peers',
@@ -82,7 +99,8 @@ export async function startNode(init: NodeInit): Promise<RunningNode> {
       );
     }
   };
-  for (const p of plans) for (const e of p.listen) await listen(e, true);
+  for (const p of plans)
+    for (const e of p.listen) await listen(e, true, p.listenTls[endpointKey(e)]);
   for (const p of plans) {
     for (const e of p.ssocks) {
       for (const ic of interconnectEndpoints(e, fabric)) await listen(ic, false);
@@ -98,6 +116,8 @@ export async function startNode(init: NodeInit): Promise<RunningNode> {
       clock: systemClock,
       log: log.child({ resource: p.name }),
       emit: daemon.emit,
+      ...(init.diskFaults !== undefined ? { diskFaults: init.diskFaults } : {}),
+      tls,
     });
     resources.set(p.name, r);
     daemon.add(r);
@@ -111,7 +131,7 @@ export async function startNode(init: NodeInit): Promise<RunningNode> {
         nodeId: first.nodeId,
         configPath: init.configPath,
         log,
-        listen: (e) => listen(e, true),
+        listen: (e, files) => listen(e, true, files),
         unlisten: async (e) => {
           listening.delete(`${e.transport}:${e.address}:${e.port}`);
           if (await cm.unlisten(e))

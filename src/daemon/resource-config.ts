@@ -8,8 +8,11 @@ import type {
   HostConfig,
   OptionMap,
   ResourceConfig,
+  TlsFileOption,
+  TlsFiles,
   VolumeConfig,
 } from '../config/index.js';
+import { TLS_FILE_OPTIONS, tlsFilesOf } from '../config/index.js';
 import type { ConnectionNetOptions, MultipathConnectionOptions } from '../cm/types.js';
 import { resolveFabricOptions, type FabricOptions } from '../transport/fabric/options.js';
 import type {
@@ -36,6 +39,10 @@ export interface PeerPlan {
   /** Paths to this peer, in configuration order. */
   readonly paths: readonly PathSpec[];
   readonly net: ConnectionNetOptions;
+  /** `net { tls yes; }` of this connection: the PEM files of this node's identity; null = plain TCP. */
+  readonly tls: TlsFiles | null;
+  /** The name the peer's TLS certificate must carry: its `on HOST` name (a floating host: its IP). */
+  readonly tlsPeerName: string;
   /**
    * Set when this connection runs as a multipath session: several `path {}` sections,
    * `load-balance-paths yes`, `transport "multipath"`, or an `address ssocks`.
@@ -55,11 +62,16 @@ export interface ResourcePlan {
     readonly exportName: string;
     readonly uri: string;
     /** `nbds://`: the PEM files the export's TLS uses (net { }); null for plain `nbd://`. */
-    readonly tls: NbdTlsFiles | null;
+    readonly tls: TlsFiles | null;
   };
   readonly peers: readonly PeerPlan[];
   /** Where this node listens for its peers. */
   readonly listen: readonly Endpoint[];
+  /**
+   * The TLS identity each `listen` endpoint speaks, by `endpointKey`; absent = plain TCP. The
+   * configuration guarantees that the connections sharing an endpoint agree.
+   */
+  readonly listenTls: Readonly<Record<string, TlsFiles>>;
   /**
    * The `address ssocks` endpoints among `listen`: the node also listens on (and announces) its
    * interconnect addresses at the same port, so that the peer can upgrade the session.
@@ -68,6 +80,11 @@ export interface ResourcePlan {
   /** Fabric tunables when any endpoint of this resource is sdp/rdma (or ssocks may upgrade to one). */
   readonly fabric: FabricOptions;
   readonly net: OptionMap;
+  /**
+   * The resource's `net { tls yes; }` files (this node's TLS identity, also what a TLS NBD export
+   * presents); null with tls no. A connection may override it: see `PeerPlan.tls`.
+   */
+  readonly tls: TlsFiles | null;
   readonly disk: OptionMap;
   /** `handlers { }`: handler name -> shell command. */
   readonly handlers: OptionMap;
@@ -108,20 +125,14 @@ function transportOf(net: OptionMap, resource: string): string {
   return t;
 }
 
-/** PEM files of an `nbds://` export: this node's certificate, its key, the clients' CA. */
-export interface NbdTlsFiles {
-  readonly certificate: string;
-  readonly privkey: string;
-  readonly ca: string;
-}
-
-/** The net { } options an nbds:// export reads its files from (the replication TLS options). */
-const NBD_TLS_FILE_OPTIONS = ['tls-certificate', 'tls-privkey', 'tls-ca'] as const;
-
-function nbdTlsFiles(device: DeviceSpec, net: OptionMap, resource: string): NbdTlsFiles | null {
+/**
+ * The PEM files of an `nbds://` export: the same net { } options replication TLS uses, read
+ * whether or not `tls yes` is set (TLS on the export does not need it on replication).
+ */
+function nbdTlsFiles(device: DeviceSpec, net: OptionMap, resource: string): TlsFiles | null {
   if (device.kind === 'drbd' || !device.tls) return null;
-  const file = (o: (typeof NBD_TLS_FILE_OPTIONS)[number]): string => str(net, o, '');
-  const missing = NBD_TLS_FILE_OPTIONS.filter((o) => file(o) === '');
+  const file = (o: TlsFileOption): string => str(net, o, '');
+  const missing = TLS_FILE_OPTIONS.filter((o) => file(o) === '');
   if (missing.length > 0) {
     throw new ConfigError(
       `${resource}: device "${device.uri}" is NBD over TLS and needs ${missing.join(', ')} ` +
@@ -129,7 +140,7 @@ function nbdTlsFiles(device: DeviceSpec, net: OptionMap, resource: string): NbdT
         `certificates must chain to)`,
     );
   }
-  const relative = NBD_TLS_FILE_OPTIONS.filter((o) => !file(o).startsWith('/'));
+  const relative = TLS_FILE_OPTIONS.filter((o) => !file(o).startsWith('/'));
   if (relative.length > 0) {
     throw new ConfigError(
       `${resource}: ${relative.map((o) => `${o} "${file(o)}"`).join(', ')} must be an absolute path`,
@@ -221,15 +232,21 @@ export function planResource(r: ResourceConfig, nodeName: string): ResourcePlan 
       nodeId: nodeIdOf(r, peerHost),
       paths,
       net: cmNetOptions(c.net),
+      tls: tlsFilesOf(c.net),
+      tlsPeerName:
+        peerHost.floating && peerHost.address !== null ? peerHost.address.ip : peerHost.name,
       ...(multipath ? { multipath } : {}),
     });
   }
   const listen = new Map<string, Endpoint>();
   const ssocks = new Map<string, Endpoint>();
+  const listenTls: Record<string, TlsFiles> = {};
   const add = (a: Address, net: OptionMap): void => {
     const e = endpointOf(a, transportOf(net, r.name));
     const key = endpointKey(e);
     listen.set(key, e);
+    const tls = tlsFilesOf(net);
+    if (tls !== null) listenTls[key] = tls;
     if (a.family === 'ssocks') ssocks.set(key, e);
   };
   for (const c of r.connections) {
@@ -248,9 +265,11 @@ export function planResource(r: ResourceConfig, nodeName: string): ResourcePlan 
     nbd: nbdListener(volume.device, r.name, r.sections.net),
     peers,
     listen: [...listen.values()],
+    listenTls,
     ssocks: [...ssocks.values()],
     fabric: checkedFabricOptions(r.name, r.sections.net),
     net: r.sections.net,
+    tls: tlsFilesOf(r.sections.net),
     disk: { ...r.sections.disk, ...volume.diskOptions },
     handlers: r.sections.handlers,
   };

@@ -22,7 +22,15 @@ import type {
   ReconfigurableOptions,
 } from '../replication/types.js';
 import { channelTransportStats } from '../transport/channel-base.js';
-import type { Channel, Message, PathEvent, PathSpec, StreamId } from '../transport/types.js';
+import type {
+  Channel,
+  Message,
+  PathEvent,
+  PathSpec,
+  StreamId,
+  TlsCredentials,
+} from '../transport/types.js';
+import type { TlsFiles } from '../config/index.js';
 import type { NbdExportBackend, NbdExtent } from '../nbd/types.js';
 import { AdmissionGate } from '../nbd/admission.js';
 import { NBD_EIO, NBD_ERROR_OF, NBD_ESHUTDOWN } from '../nbd/protocol.js';
@@ -41,6 +49,7 @@ import type { ControlRequest, TandemEvent } from './control-protocol.js';
 import { liveOptionsOf, type AdjustStep } from './adjust.js';
 import type { EventSink, ResourceRuntime } from './daemon.js';
 import { LocalDisk, type DiskIoCounters } from './disk.js';
+import { faultsFor, type DiskFaultRule } from '../storage/faults.js';
 import { handlerEnv, runHandler } from './handlers.js';
 import type { NbdHub } from './nbd-hub.js';
 import { engineConfig, type ResourcePlan } from './resource-config.js';
@@ -65,6 +74,10 @@ export interface NodeServices {
   readonly clock: Clock;
   readonly log: Logger;
   readonly emit: EventSink;
+  /** Test-only injected disk faults (NODE_ENV=test and TANDEM_TEST_DISK_FAULTS); never set else. */
+  readonly diskFaults?: readonly DiskFaultRule[];
+  /** Loads (once) and checks a TLS identity; throws a ConfigError naming the bad file. */
+  readonly tls: (files: TlsFiles) => TlsCredentials;
 }
 
 interface PeerView {
@@ -85,6 +98,10 @@ interface PeerView {
   /** Multipath sessions: times the session moved to another path, and back to a preferred one. */
   failovers: number;
   failbacks: number;
+  /** Why the last connection attempt or handshake with this peer failed; cleared once connected. */
+  lastError: string | null;
+  /** This node's TLS identity toward this peer (loaded at up), or null for plain TCP. */
+  tls: TlsCredentials | null;
   sync: {
     totalBlocks: number;
     startMs: number;
@@ -197,6 +214,8 @@ export class Resource implements ResourceRuntime {
         resyncBytes: 0,
         failovers: 0,
         failbacks: 0,
+        lastError: null,
+        tls: null,
         sync: null,
       });
     }
@@ -381,6 +400,11 @@ export class Resource implements ResourceRuntime {
 
   private async bringUp(): Promise<void> {
     if (this.up) return;
+    // The PEM files are read now, so that a missing or broken one fails `up` naming it.
+    for (const p of this.plan.peers) {
+      const view = this.peers.get(p.nodeId);
+      if (view !== undefined) view.tls = p.tls === null ? null : this.svc.tls(p.tls);
+    }
     await this.attach();
     this.up = true;
     this.emitEvent('change', 'resource', undefined, { up: true, role: this.role });
@@ -421,6 +445,7 @@ export class Resource implements ResourceRuntime {
           clock: this.svc.clock,
         },
         this.diskCounters,
+        faultsFor(this.svc.diskFaults, this.name),
       );
     } catch (e) {
       this.setDisk('Diskless');
@@ -791,6 +816,17 @@ export class Resource implements ResourceRuntime {
       if (n.kind === 'resync-started') this.startProgress(n.peer, n.bits);
       if (n.kind === 'resync-finished') this.finishProgress(n.peer);
     },
+    // Our bug: the driver fails the resource safe (Diskless, StandAlone); say which invariant.
+    invariantBroken: (b) => {
+      this.svc.log.error(
+        { invariant: b.invariant, detail: b.detail },
+        'engine invariant broken: detaching the disk and disconnecting every peer',
+      );
+      this.emitEvent('call', 'resource', undefined, {
+        note: 'invariant-broken',
+        invariant: b.invariant,
+      });
+    },
     // A metadata write that failed leaves the on-disk state unknown: stop using this disk.
     diskFailed: (errno) => {
       this.svc.log.error({ errno }, 'metadata write failed; detaching');
@@ -849,11 +885,13 @@ export class Resource implements ResourceRuntime {
   private connectPeer(peer: number): void {
     const plan = this.plan.peers.find((p) => p.nodeId === peer);
     if (plan === undefined || this.svc.cm.state(this.name, peer) !== 'StandAlone') return;
+    const tls = this.peers.get(peer)?.tls ?? null;
     this.svc.cm.addConnection({
       resource: this.name,
       peerNodeId: peer,
       paths: plan.paths,
       net: plan.net,
+      ...(tls !== null ? { tls: { credentials: tls, peerName: plan.tlsPeerName } } : {}),
       ...(plan.multipath ? { multipath: plan.multipath } : {}),
     });
   }
@@ -868,12 +906,20 @@ export class Resource implements ResourceRuntime {
 
   private onCm(e: CmEvent): void {
     if (e.kind === 'refused') {
-      if (e.resource === this.name) this.svc.log.warn({ remote: e.remote, code: e.code }, e.reason);
+      if (e.resource !== this.name) return;
+      const p = e.peerNodeId === null ? undefined : this.peers.get(e.peerNodeId);
+      const why = `${e.byPeer ? 'refused by peer' : 'refused'}: ${e.reason}`;
+      if (p !== undefined && e.peerNodeId !== null) this.noteError(e.peerNodeId, p, why);
+      else this.svc.log.warn({ remote: e.remote, code: e.code }, e.reason);
       return;
     }
     if (e.kind === 'listening' || e.resource !== this.name) return;
     const p = this.peers.get(e.peerNodeId);
     if (p === undefined) return;
+    if (e.kind === 'path' && e.state === 'failed' && e.reason !== undefined) {
+      this.noteError(e.peerNodeId, p, e.reason);
+    }
+    if (e.kind === 'state' && e.state === 'Connected') p.lastError = null;
     if (e.kind === 'path') {
       this.emitEvent('change', 'path', p.name, {
         local: e.path.local?.address ?? '',
@@ -890,6 +936,17 @@ export class Resource implements ResourceRuntime {
       this.dropChannel(p);
       this.feed({ type: 'connClosed', peer: e.peerNodeId });
     }
+  }
+
+  /**
+   * A failed connection attempt (dial, TLS, handshake) with this peer: kept for status and told
+   * to the events stream once per distinct reason, not once per retry.
+   */
+  private noteError(peer: number, p: PeerView, reason: string): void {
+    if (p.lastError === reason) return;
+    p.lastError = reason;
+    this.svc.log.warn({ peer: p.name, peerNodeId: peer }, `connection: ${reason}`);
+    this.emitEvent('change', 'connection', p.name, { 'last-error': reason });
   }
 
   private adoptChannel(peer: number, p: PeerView, ch: Channel): void {
@@ -1247,6 +1304,10 @@ export class Resource implements ResourceRuntime {
           failbacks: p.failbacks,
           paths: shown.paths,
           transport: shown.transport,
+          ...(p.lastError !== null ? { lastError: p.lastError } : {}),
+          ...(p.channel?.tls !== undefined
+            ? { tls: `${p.channel.tls.protocol} ${p.channel.tls.cipher}` }
+            : {}),
         };
       }),
     };

@@ -78,6 +78,13 @@ export interface PeerStatus {
   readonly paths: readonly PathStatus[];
   /** The transport in use and its counters (zeroCopyBytes/copiedBytes for fabric); null unless connected. */
   readonly transport: PeerTransportStatus | null;
+  /**
+   * Why the last attempt to connect failed (dial error, TLS refusal, handshake refusal), until
+   * the peer connects again.
+   */
+  readonly lastError?: string;
+  /** A TLS connection's protocol and cipher, e.g. "TLSv1.3 TLS_AES_256_GCM_SHA384". */
+  readonly tls?: string;
 }
 
 /** This node's side of the device: what reached the local disk, and requests not yet answered. */
@@ -124,7 +131,10 @@ export function formatStatus(resources: readonly ResourceStatus[]): string {
     for (const p of r.peers) {
       const role = p.connection === 'Connected' ? ` role:${p.role}` : '';
       out.push(`  ${p.name} connection:${p.connection}${role}`);
-      if (p.connection !== 'Connected') continue;
+      if (p.connection !== 'Connected') {
+        if (p.lastError !== undefined) out.push(`    last-error: ${p.lastError}`);
+        continue;
+      }
       const repl = p.replication === 'Established' ? '' : ` replication:${p.replication}`;
       out.push(`    peer-disk:${p.peerDisk}${repl} out-of-sync:${p.outOfSyncBytes}`);
       if (p.sync !== null) {
@@ -134,6 +144,7 @@ export function formatStatus(resources: readonly ResourceStatus[]): string {
         );
       }
       if (p.transport !== null) out.push(...formatTransport(p.transport, p.paths));
+      if (p.tls !== undefined) out.push(`    tls:${p.tls}`);
     }
   }
   return out.join('\n') + (out.length > 0 ? '\n' : '');

@@ -13,10 +13,11 @@
 import type { Errno } from '../util/errno.js';
 import type { Timer } from '../platform/clock.js';
 import { Fifo } from '../util/fifo.js';
-import { step, type EngineState, type StepResult } from './engine.js';
+import { brokenInvariant, step, type EngineState, type StepResult } from './engine.js';
 import type {
   Action,
   BlockRange,
+  BrokenInvariant,
   EngineEvent,
   EngineNote,
   Packet,
@@ -107,6 +108,11 @@ export interface DriverHost {
   stepped?(ev: EngineEvent, actions: readonly Action[]): void;
   /** A metadata barrier starts its I/O (the simulator arms crashes inside barriers here). */
   barrierStarted?(): void;
+  /**
+   * The engine broke an invariant (our bug): the driver is failing the resource safe, by
+   * feeding the engine a detach and a disconnect of every peer. Say so loudly.
+   */
+  invariantBroken?(b: BrokenInvariant): void;
 }
 
 /**
@@ -131,6 +137,11 @@ export interface DriverOptions {
   readonly plantedBug?: DriverBug;
   /** The engine's step function; a test may script the actions instead. @default step */
   readonly step?: (s: EngineState, ev: EngineEvent) => StepResult;
+  /**
+   * The invariants checked after every step. @default brokenInvariant, or none with a scripted
+   * `step` (its state is no engine's)
+   */
+  readonly invariants?: (s: EngineState) => BrokenInvariant | null;
   /**
    * Where client writes spend their time: the driver marks what it sees of each (issued, let
    * go by a barrier, local disk done, its Data sent); the owner marks the rest.
@@ -160,6 +171,8 @@ type Held =
       readonly conn: unknown;
     };
 
+type BitmapChange = Extract<Action, { type: 'bitmapSet' | 'bitmapClear' }>;
+
 type LocalIo = Extract<
   Action,
   { type: 'diskRead' | 'diskWrite' | 'diskTrim' | 'diskZeroes' | 'diskFlush' }
@@ -175,6 +188,7 @@ export class Driver {
   private readonly host: DriverHost;
   private readonly bug: DriverBug | undefined;
   private readonly step: (s: EngineState, ev: EngineEvent) => StepResult;
+  private readonly invariants: ((s: EngineState) => BrokenInvariant | null) | null;
   private readonly stages: WriteStages | undefined;
   private readonly timers = new Map<number, Timer>();
   /** Barriers not yet done, oldest first; the first one runs. */
@@ -195,6 +209,12 @@ export class Driver {
   private stopped = false;
   /** Reused for a step's local data I/O, issued after the step's other actions. */
   private readonly deferredIo: LocalIo[] = [];
+  /** The invariant a step broke (the resource was failed safe then), or null. */
+  private broken: BrokenInvariant | null = null;
+  /** Admin commands the driver feeds itself (the fail-safe): negative ids, never the host's. */
+  private ownCmdId = 0;
+  /** Bitmap changes made while a barrier ran, for the port once it ends (`bitmapChange`). */
+  private readonly bitmapLater = new Fifo<{ readonly disk: DiskPort; readonly a: BitmapChange }>();
 
   constructor(state: EngineState, ports: DriverPorts, options: DriverOptions = {}) {
     this.state = state;
@@ -204,11 +224,17 @@ export class Driver {
     this.host = ports.host;
     this.bug = options.plantedBug;
     this.step = options.step ?? step;
+    this.invariants = options.invariants ?? (options.step === undefined ? brokenInvariant : null);
     this.stages = options.stages;
   }
 
   get engine(): EngineState | null {
     return this.state;
+  }
+
+  /** The invariant that failed this resource safe, or null. */
+  get brokenInvariant(): BrokenInvariant | null {
+    return this.broken;
   }
 
   /** The metadata barrier that failed the disk, as an errno, or null. */
@@ -239,6 +265,7 @@ export class Driver {
         const r = this.step(s, e);
         this.state = r.state;
         this.host.stepped?.(e, r.actions);
+        if (this.broken === null && this.invariants !== null) this.checkInvariants(r.state);
         this.execute(r.actions);
       }
     } finally {
@@ -275,8 +302,36 @@ export class Driver {
     deferred.length = base;
   }
 
+  /**
+   * After every step, the engine's cheap invariants (`brokenInvariant`: counters, no scans).
+   * A broken one is a bug of ours, and going on could serve or replicate wrong data: the
+   * resource fails safe instead, once. The step's actions still run (its completions must
+   * answer), then the engine detaches the disk (`failed`: even a lone Primary) and disconnects
+   * every peer: Diskless and StandAlone, every later request failing with EIO. An operator
+   * looks at the logs, then attaches and connects again (a resync follows from the bitmaps).
+   */
+  private checkInvariants(s: EngineState): void {
+    const b = this.invariants?.(s) ?? null;
+    if (b === null) return;
+    this.broken = b;
+    this.host.invariantBroken?.(b);
+    this.inbox.push({
+      type: 'admin',
+      cmdId: --this.ownCmdId,
+      command: { cmd: 'detach', failed: true },
+    });
+    for (const peer of s.peers.keys())
+      this.inbox.push({
+        type: 'admin',
+        cmdId: --this.ownCmdId,
+        command: { cmd: 'disconnect', peer },
+      });
+  }
+
   /** A new disk (attach): the failure of the last one is forgotten. */
   attachDisk(disk: DiskPort): void {
+    // Changes still held were made for the disk before: they go to it now, not to this one.
+    this.releaseBitmap();
     this.disk = disk;
     this.failure = null;
   }
@@ -310,6 +365,8 @@ export class Driver {
     this.timers.clear();
     this.barriers.drain();
     this.held.drain();
+    // Bitmap changes a running barrier holds still reach its disk when it answers: a clean close
+    // writes the whole bitmap after a data flush, and must not lose them.
     // Idle waiters still wait for what the disk port has under way (a write landing after
     // the files close would be covered by nothing).
     return this.inbox.drain();
@@ -335,11 +392,8 @@ export class Driver {
           flushData: barrierFlushesData(a) && this.bug !== 'meta-skips-flush',
         });
       case 'bitmapSet':
-        this.disk?.bitmapSet(a.peer, a.ranges);
-        return;
       case 'bitmapClear':
-        this.disk?.bitmapClear(a.peer, a.ranges);
-        return;
+        return this.bitmapChange(a);
       case 'send':
         return this.send(a);
       case 'connect':
@@ -410,6 +464,40 @@ export class Driver {
       packet: a.packet,
       conn: this.net.connection(a.peer),
     });
+  }
+
+  /**
+   * The port's in-memory bitmap is what a metadata barrier writes, and that barrier's data
+   * flush is what makes a cleared bit true on disk: it covers the writes done before it was
+   * issued. A bit cleared later (a resync write that completed meanwhile, its data maybe still
+   * in the disk's cache) must not ride along, or a power loss keeps the cleared bit and loses
+   * the data, and nothing marks the block any more (simulator seed 500000946: a SyncTarget's
+   * resync writes). So while a barrier runs (flush, then write) the changes wait, in order, and
+   * reach the port when it ends; the next bitmap write is preceded by its own flush.
+   * (DRBD writes bitmap pages without flushing the data device first, so it has this window
+   * with a volatile cache; closing it costs nothing but the wait.)
+   */
+  private bitmapChange(a: BitmapChange): void {
+    const d = this.disk;
+    if (d === null) return;
+    if (this.barrierRunning || this.bitmapLater.length > 0) {
+      this.bitmapLater.push({ disk: d, a });
+      return;
+    }
+    if (a.type === 'bitmapSet') d.bitmapSet(a.peer, a.ranges);
+    else d.bitmapClear(a.peer, a.ranges);
+  }
+
+  /**
+   * The barrier ended (or answered after a stop): the bitmap changes it held reach the disk
+   * they were made for, in order (even one detached meanwhile: it is closed once idle, and a
+   * clean close writes its bitmap).
+   */
+  private releaseBitmap(): void {
+    for (let c = this.bitmapLater.shift(); c !== undefined; c = this.bitmapLater.shift()) {
+      if (c.a.type === 'bitmapSet') c.disk.bitmapSet(c.a.peer, c.a.ranges);
+      else c.disk.bitmapClear(c.a.peer, c.a.ranges);
+    }
   }
 
   /** Nothing is held and no barrier is pending: work may go at once. */
@@ -517,17 +605,24 @@ export class Driver {
     this.diskBusy++;
     d.flush((errno) => {
       this.diskBusy--;
-      if (this.stopped) return this.wakeIdle();
+      if (this.stopped) return this.stoppedBarrierAnswered();
       if (errno !== null) return this.barrierDone(b, errno);
       write();
     });
   }
 
+  /** A barrier under way when the driver stopped has answered: its held bitmap changes go. */
+  private stoppedBarrierAnswered(): void {
+    this.releaseBitmap();
+    this.wakeIdle();
+  }
+
   private barrierDone(b: Barrier, errno: Errno | null): void {
-    if (this.stopped) return this.wakeIdle();
+    if (this.stopped) return this.stoppedBarrierAnswered();
     this.barriers.shift();
     this.barriersDone++;
     this.barrierRunning = false;
+    this.releaseBitmap();
     if (b.kind === 'grow') {
       // A resize that failed is refused; the disk itself stays in use (its size unchanged).
       this.feed({ type: 'diskGrown', token: b.token, ok: errno === null });

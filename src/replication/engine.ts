@@ -23,6 +23,7 @@ import type {
   Action,
   AdminCommand,
   AdminRefusal,
+  BrokenInvariant,
   BlockRange,
   BootState,
   ClientRequest,
@@ -2405,8 +2406,15 @@ function onPacket(s: EngineState, peerId: number, pk: Packet): void {
       if (p.disk === 'Diskless' && pk.disk !== 'Diskless' && pk.disk !== 'Failed') return;
       setPeerRole(s, p, pk.role);
       setPeerDisk(s, p, pk.disk);
-      if ((pk.disk === 'Diskless' || pk.disk === 'Failed') && p.repl !== 'Off') {
+      if (
+        (pk.disk === 'Diskless' || pk.disk === 'Failed') &&
+        (p.repl !== 'Off' || p.sync !== null)
+      ) {
         // The peer lost its disk: what it had in flight is out of sync, and so is what follows.
+        // During the bitmap exchange too (repl still Off): the resync it was to start has no
+        // disk to go to, and writes replicated meanwhile would wait in the transfer log for a
+        // BarrierAck a Diskless peer never sends (simulator seed 920002561).
+        p.sync = null;
         clearTl(s, p);
         for (const f of [...s.flushes.values()])
           if (f.barriers.delete(p.id)) maybeCompleteFlush(s, f);
@@ -3216,6 +3224,21 @@ function onResyncDoneAck(s: EngineState, p: Peer, uuid: bigint): void {
   s.wasUpToDate = true;
   s.crashedPrimary = s.role === 'Primary';
   s.localStale.clearAll(); // its blocks were marked: the resync brought them
+  const failed = bm(s, p.id);
+  if (failed.weight > 0) {
+    // Blocks marked after our ResyncDone left (a pass_on write that failed here meanwhile;
+    // simulator seed 600005688): this disk holds the generation but not those blocks. As
+    // DRBD's resync with failed blocks, it stays Inconsistent (the source stays UpToDate) and
+    // the next connect resyncs them; reads of them go to the peer, as after any pass_on mark.
+    s.consistent = false;
+    for (const r of failed.ranges()) s.localStale.set(r);
+    emit(s, { type: 'bitmapFlush' });
+    persist(s);
+    setRepl(s, p, 'Established');
+    emit(s, { type: 'note', note: { kind: 'resync-finished', peer: p.id, role: 'target' } });
+    broadcastState(s);
+    return;
+  }
   setDisk(s, 'UpToDate');
   emit(s, { type: 'bitmapFlush' });
   persist(s);
@@ -3525,6 +3548,13 @@ function reconfigure(s: EngineState, cmdId: number, o: ReconfigurableOptions): v
       option: 'max-epoch-size',
       value: o.maxEpochSize,
     });
+  // Two Primaries connected stay legal only while allowed (an invariant; DRBD refuses this too).
+  if (
+    o.allowTwoPrimaries === false &&
+    s.role === 'Primary' &&
+    connected.some((p) => p.role === 'Primary')
+  )
+    return refuseAdmin(s, cmdId, { code: 'peer-primary', voted: false });
   const defined = Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined));
   s.cfg = { ...s.cfg, ...defined };
   reply(s, cmdId, 'reconfigured');
@@ -3633,51 +3663,64 @@ function ovCompare(s: EngineState, p: Peer, id: number): void {
 
 // --- invariants -----------------------------------------------------------------------------
 
-/** Asserts what must hold after every step. */
-export function checkInvariants(s: EngineState): void {
-  if (s.role === 'Primary') {
-    const syncTarget = [...s.peers.values()].some(
-      (p) => p.repl === 'SyncTarget' || p.sync?.role === 'target',
-    );
-    const catchingUp =
-      (s.disk === 'Inconsistent' && syncTarget) ||
-      ((s.disk === 'Outdated' || s.disk === 'Inconsistent') && s.attachedAsPrimary) ||
-      // pass_on: a failed local write left it stale in places until a resync repairs them.
-      (s.disk === 'Inconsistent' && s.localStale.weight > 0);
-    assert(
-      s.disk === 'UpToDate' || s.disk === 'Diskless' || catchingUp,
-      `Primary with a ${s.disk} disk`,
-    );
-  }
+/**
+ * The first invariant `s` breaks, or null. Cheap enough for every step of a production daemon
+ * (the driver runs it: a broken one fails the resource safe): a few comparisons per peer, of
+ * counters the engine keeps (a bitmap's weight, a map's size), and no allocation.
+ */
+export function brokenInvariant(s: EngineState): BrokenInvariant | null {
+  let syncTarget = false;
   for (const p of s.peers.values()) {
+    if (p.repl === 'SyncTarget' || p.sync?.role === 'target') syncTarget = true;
     const b = bm(s, p.id);
-    assert(b.weight >= 0 && b.weight <= s.blocks, 'bitmap weight in range');
-    if (p.repl === 'SyncTarget') assert(s.disk === 'Inconsistent', 'a SyncTarget is Inconsistent');
-    if (p.repl === 'SyncTarget') assert(p.rs !== null, 'a SyncTarget has resync state');
-    if (p.conn !== 'Connected')
-      assert(
-        p.repl === 'Off' && p.rs === null && p.tl.size === 0,
-        'no replication state without a connection',
-      );
+    if (b.weight < 0 || b.weight > s.blocks)
+      return { invariant: 'bitmap-weight', detail: 'bitmap weight in range' };
+    if (p.repl === 'SyncTarget' && s.disk !== 'Inconsistent')
+      return { invariant: 'sync-target-consistent', detail: 'a SyncTarget is Inconsistent' };
+    if (p.repl === 'SyncTarget' && p.rs === null)
+      return { invariant: 'sync-target-idle', detail: 'a SyncTarget has resync state' };
+    if (p.conn !== 'Connected' && (p.repl !== 'Off' || p.rs !== null || p.tl.size !== 0))
+      return {
+        invariant: 'replication-unconnected',
+        detail: 'no replication state without a connection',
+      };
     if (
       p.repl === 'Established' &&
       s.disk === 'UpToDate' &&
       p.disk === 'UpToDate' &&
-      !p.verifyMarked
+      !p.verifyMarked &&
+      b.weight !== 0
     )
-      assert(
-        b.weight === 0,
-        `UpToDate and Established with ${b.weight} out-of-sync blocks (peer ${p.id})`,
-      );
+      return {
+        invariant: 'up-to-date-out-of-sync',
+        detail: `UpToDate and Established with ${b.weight} out-of-sync blocks (peer ${p.id})`,
+      };
     if (
       p.conn === 'Connected' &&
       p.settled &&
       p.repl === 'Established' &&
       p.role === 'Primary' &&
-      s.role === 'Primary'
+      s.role === 'Primary' &&
+      !s.cfg.allowTwoPrimaries
     )
-      assert(s.cfg.allowTwoPrimaries, 'two Primaries without allow-two-primaries');
+      return { invariant: 'two-primaries', detail: 'two Primaries without allow-two-primaries' };
   }
-  assert(s.al.size <= s.cfg.alExtents, 'activity log within al-extents');
+  if (s.role === 'Primary' && s.disk !== 'UpToDate' && s.disk !== 'Diskless') {
+    const catchingUp =
+      (s.disk === 'Inconsistent' && syncTarget) ||
+      ((s.disk === 'Outdated' || s.disk === 'Inconsistent') && s.attachedAsPrimary) ||
+      // pass_on: a failed local write left it stale in places until a resync repairs them.
+      (s.disk === 'Inconsistent' && s.localStale.weight > 0);
+    if (!catchingUp) return { invariant: 'primary-disk', detail: `Primary with a ${s.disk} disk` };
+  }
+  if (s.al.size > s.cfg.alExtents)
+    return { invariant: 'al-over-extents', detail: 'activity log within al-extents' };
+  return null;
+}
+
+/** Asserts what must hold after every step (tests and the simulator: some checks scan). */
+export function checkInvariants(s: EngineState): void {
+  const broken = brokenInvariant(s);
+  assert(broken === null, broken?.detail ?? '');
   for (const [e, n] of s.alWrites) assert(n > 0 && s.al.has(e), 'writes only into hot extents');
 }

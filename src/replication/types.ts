@@ -300,6 +300,34 @@ export type AdminRefusal =
 
 export type AdminRefusalCode = AdminRefusal['code'];
 
+/**
+ * The engine's invariants cheap enough to check after every step in production (the driver
+ * does, `brokenInvariant` in engine.ts): each names a state the engine must never reach.
+ */
+export type InvariantCode =
+  /** A Primary's disk is neither UpToDate, Diskless nor catching up (resync, pass_on stale). */
+  | 'primary-disk'
+  /** A bitmap's count of set bits is outside [0, blocks]. */
+  | 'bitmap-weight'
+  /** A SyncTarget whose disk is not Inconsistent. */
+  | 'sync-target-consistent'
+  /** A SyncTarget without resync state. */
+  | 'sync-target-idle'
+  /** Replication state, resync state or a transfer log on a peer that is not connected. */
+  | 'replication-unconnected'
+  /** An UpToDate disk, Established with an UpToDate peer, marks blocks out of sync with it. */
+  | 'up-to-date-out-of-sync'
+  /** Two Primaries connected without allow-two-primaries. */
+  | 'two-primaries'
+  /** The activity log holds more extents than al-extents. */
+  | 'al-over-extents';
+
+/** A broken invariant: which, and the numbers that broke it. */
+export interface BrokenInvariant {
+  readonly invariant: InvariantCode;
+  readonly detail: string;
+}
+
 /** The part of EngineConfig that `adjust` may change on a running engine. */
 export type ReconfigurableOptions = Partial<
   Pick<

@@ -14,6 +14,17 @@ export const MSG_PING_ACK = 0xfff1;
 export const MSG_STREAM_SETUP = 0xfff8;
 /** The acceptor paired both sockets; sent on CONTROL. */
 export const MSG_STREAM_SETUP_ACK = 0xfff9;
+/**
+ * TLS (drbd.conf `net { tls yes; }`): the dialer's first frame on each socket, in clear, before
+ * its TLS ClientHello; the acceptor answers STARTTLS_ACK (then both speak TLS) or STREAM_REFUSE.
+ */
+export const MSG_STREAM_STARTTLS = 0xfffa;
+export const MSG_STREAM_STARTTLS_ACK = 0xfffb;
+/**
+ * Either side refuses a socket before it becomes a channel, saying why (u8 code, UTF-8 reason):
+ * in clear for a TLS mismatch, inside TLS for a certificate the sender did not accept.
+ */
+export const MSG_STREAM_REFUSE = 0xfffc;
 
 export function encodeFrameHeader(type: number, payloadBytes: number): Buffer {
   const h = Buffer.allocUnsafe(TRANSPORT_FRAME_HEADER_BYTES);

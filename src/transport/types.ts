@@ -24,6 +24,49 @@ export interface PathSpec {
   readonly peer: Endpoint;
 }
 
+/**
+ * A node's TLS identity for tcp channels (drbd.conf `net { tls yes; }`): its certificate and
+ * key, and the CAs a peer's certificate must chain to, as PEM, plus a context built from them
+ * once. Loaded and checked by the daemon (src/daemon/tls-files.ts).
+ */
+export interface TlsCredentials {
+  readonly certPem: Buffer;
+  readonly keyPem: Buffer;
+  readonly caPem: Buffer;
+  /** node:tls createSecureContext({ cert, key, ca }) of the three. */
+  readonly context: import('node:tls').SecureContext;
+  /** Where they came from, for logs and errors (the certificate's file). */
+  readonly label: string;
+}
+
+/** What a TLS channel knows about its session; the peer's chain was verified against the CA. */
+export interface ChannelTls {
+  /** e.g. TLSv1.3 */
+  readonly protocol: string;
+  /** e.g. TLS_AES_256_GCM_SHA384 */
+  readonly cipher: string;
+  /** The peer's certificate (subject, subjectaltname, validity) for the identity check. */
+  readonly peerCertificate: import('node:tls').PeerCertificate;
+}
+
+/** Options of Transport.connect. */
+export interface ConnectOptions {
+  readonly signal: AbortSignal;
+  /** Speak TLS (tcp only; other transports refuse it): mutual authentication, no fallback. */
+  readonly tls?: TlsCredentials;
+}
+
+/** Options of Transport.listen. */
+export interface ListenOptions {
+  /** Every socket of this listener speaks TLS with these credentials (tcp only). */
+  readonly tls?: TlsCredentials;
+  /**
+   * A socket refused before it became a channel (TLS handshake or certificate failures, a TLS
+   * mismatch): who it came from and why, so the layer above can show it. Logged regardless.
+   */
+  readonly onRefused?: (remote: { address: string; port: number }, reason: string) => void;
+}
+
 /** The two streams of a connection (DRBD's DATA_STREAM and CONTROL_STREAM). */
 export type StreamId = 'data' | 'control';
 
@@ -163,6 +206,8 @@ export interface Channel {
   readonly path: PathSpec;
   /** True on the side that called connect(). */
   readonly initiator: boolean;
+  /** Set when both streams run over TLS (tcp with credentials); absent for plain channels. */
+  readonly tls?: ChannelTls | undefined;
   readonly isOpen: boolean;
 
   /**
@@ -232,9 +277,9 @@ export interface Listener {
 export interface Transport {
   readonly name: TransportName;
   /** Listens on `endpoint`; every channel a peer opens is passed to `onChannel` once up. */
-  listen(endpoint: Endpoint, onChannel: AcceptHandler): Promise<Listener>;
+  listen(endpoint: Endpoint, onChannel: AcceptHandler, opts?: ListenOptions): Promise<Listener>;
   /** Opens a channel over `path`; rejects with ConnectionError (or the abort reason). */
-  connect(path: PathSpec, opts: { readonly signal: AbortSignal }): Promise<Channel>;
+  connect(path: PathSpec, opts: ConnectOptions): Promise<Channel>;
   stats(): TransportStats;
   /** Closes every listener and destroys every channel of this transport. */
   close(): Promise<void>;

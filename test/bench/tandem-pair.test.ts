@@ -3,7 +3,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseConfigText } from '../../src/config/load.js';
-import { rampSeconds, renderPairConfig } from '../../bench/systems/tandem-pair.js';
+import {
+  rampSeconds,
+  renderPairConfig,
+  tandemPairSystems,
+} from '../../bench/systems/tandem-pair.js';
+import { tlsFilesOf } from '../../src/config/index.js';
 
 test('renderPairConfig: parsed by loadConfig as two nodes with the asked protocol', () => {
   for (const protocol of ['A', 'B', 'C'] as const) {
@@ -116,6 +121,30 @@ test('renderPairConfig: without disk flushes the loader sees disk-flushes and md
   assert.equal(off?.sections.disk['disk-flushes'], false);
   assert.equal(off?.sections.disk['md-flushes'], false);
   assert.equal(off?.sections.disk['resync-rate'], 8388608);
+});
+
+test('renderPairConfig with TLS: one node file with tls yes and its own files; tandem-C-tls exists', () => {
+  const nodes = ['alpha', 'beta'].map((name, i) => ({
+    name,
+    nodeId: i,
+    nbdPort: 42001 + 2 * i,
+    replicationPorts: [42002 + 2 * i],
+    disk: `/d/${name}.img`,
+    metaDisk: `/d/${name}.md`,
+  }));
+  const tls = { certificate: '/t/alpha.pem', privkey: '/t/alpha.key', ca: '/t/ca.pem' };
+  const { config } = parseConfigText(
+    renderPairConfig('C', 'tcp', nodes, true, false, tls),
+    'b.conf',
+  );
+  const r = config.resources[0];
+  assert.ok(r !== undefined);
+  assert.deepEqual(tlsFilesOf(r.sections.net), tls);
+  const plain = parseConfigText(renderPairConfig('C', 'tcp', nodes), 'b.conf').config.resources[0];
+  assert.equal(tlsFilesOf(plain?.sections.net ?? {}), null);
+  const system = tandemPairSystems.find((s) => s.id === 'tandem-C-tls');
+  assert.ok(system !== undefined, 'the bench has tandem-C-tls');
+  assert.match(system.label, /TLS/);
 });
 
 test('renderPairConfig with resync defaults writes no resync option', () => {

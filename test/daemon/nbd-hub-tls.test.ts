@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NbdClient } from '../../src/nbd/client.js';
 import { NbdHub } from '../../src/daemon/nbd-hub.js';
-import type { NbdTlsFiles } from '../../src/daemon/resource-config.js';
+import type { TlsFiles } from '../../src/config/index.js';
 import { storeBackend } from '../../src/nbd/store-backend.js';
 import type { NbdListenerSpec } from '../../src/nbd/types.js';
 import { silentLogger } from '../../src/platform/log.js';
@@ -27,7 +27,7 @@ test('NBD hub: TLS files per listener, shared, refused when they differ, reloade
   const hub = new NbdHub(silentLogger);
   try {
     const pki = await makeTestPki(root);
-    const files: NbdTlsFiles = {
+    const files: TlsFiles = {
       certificate: join(pki.dir, 'server-cert.pem'),
       privkey: join(pki.dir, 'server-key.pem'),
       ca: join(pki.dir, 'ca-cert.pem'),
@@ -51,7 +51,7 @@ test('NBD hub: TLS files per listener, shared, refused when they differ, reloade
         ca: join(root, 'missing.pem'),
       }),
       (e: unknown) =>
-        e instanceof ConfigError && /cannot read tls-ca .*missing\.pem/.test(e.message),
+        e instanceof ConfigError && /tls-ca .*missing\.pem: cannot read it/.test(e.message),
     );
 
     // SELECTIVETLS: "plain" answers in plaintext, "a" only over TLS with a client certificate.

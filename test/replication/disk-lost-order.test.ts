@@ -213,3 +213,34 @@ test("through the harness's driver: the failed AL transaction is answered first,
   p.settle();
   reattachAndCheck(p);
 });
+
+test('a peer whose disk goes during the bitmap exchange gets no resync, and no write waits for it', () => {
+  // Simulator seed 920002561: bravo's metadata write failed right after the handshake; its
+  // State (Diskless) overtook its Bitmap, alpha took the State while no resync had started
+  // (repl still Off) and kept the sync pending; the Bitmap then made alpha SyncSource of a
+  // Diskless peer, and a write replicated meanwhile waited forever in the transfer log for a
+  // BarrierAck a Diskless node never sends.
+  const p = Pair.initialized({ protocol: 'B', onIoError: 'pass_on' }, { onIoError: 'pass_on' });
+  p.cut();
+  p.write(p.a, 5, 0x55);
+  p.settle();
+  p.adminCmd(p.a, { cmd: 'connect', peer: 2, discardMyData: false });
+  p.adminCmd(p.b, { cmd: 'connect', peer: 1, discardMyData: false });
+  p.connect();
+  while (p.deliver(1) || p.deliver(2)); // handshakes; bravo's Bitmap waits behind its barrier
+  assert.ok(p.b.pendingOf(['meta', 'meta-flush']) > 0, "bravo's metadata write is pending");
+  assert.equal(p.peerOf(p.a).repl, 'Off', 'no resync yet');
+  p.b.failNextMeta = true;
+  p.completeMeta(p.b, 1);
+  assert.equal(p.b.engine.disk, 'Diskless');
+  const w = p.write(p.a, 9, 0x99); // replicated to bravo while alpha still waits for its Bitmap
+  p.settle();
+  assert.equal(p.a.completions.get(w)?.ok, true);
+  assert.equal(p.peerOf(p.a).disk, 'Diskless');
+  assert.equal(p.peerOf(p.a).repl, 'Established', 'no resync to a Diskless peer');
+  assert.equal(p.a.engine.peers.get(2)?.tl.size, 0, 'nothing waits for a BarrierAck');
+  assert.ok(p.a.engine.bitmaps.get(2)?.test(9), 'the write is marked for bravo instead');
+  const f = p.request(p.a, { op: 'flush' });
+  p.settle();
+  assert.deepEqual(p.a.completions.get(f), { ok: true });
+});

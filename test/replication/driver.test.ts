@@ -194,6 +194,41 @@ test('a DATA send held for a connection that was replaced is dropped', () => {
   assert.deepEqual(w.log.slice(-1), ['drop Data']);
 });
 
+test('a bit cleared while a barrier runs reaches the port after it, in order with sets', () => {
+  // Simulator seed 500000946: a SyncTarget's resync write completed after the bitmap barrier's
+  // data flush was issued; its cleared bit rode along in the bitmap write, the power loss kept
+  // the bit and lost the data, and no bitmap marked the block any more.
+  const w = new World();
+  const clear: Action = { type: 'bitmapClear', peer: 2, ranges: [{ start: 7, count: 1 }] };
+  const set: Action = { type: 'bitmapSet', peer: 2, ranges: [{ start: 7, count: 1 }] };
+  w.request([clear]);
+  assert.deepEqual(w.log, ['bitmapClear'], 'with no barrier running it applies at once');
+  w.request([{ type: 'bitmapFlush' }]);
+  w.request([clear, set]);
+  assert.deepEqual(w.log.slice(1), ['issue flush'], 'they wait while the flush runs');
+  w.answer(); // the data flush
+  w.request([clear]);
+  assert.deepEqual(w.log.slice(1), ['issue flush', 'issue meta:bitmapFlush'], 'and the write');
+  w.answer(); // the bitmap write
+  assert.deepEqual(w.log.slice(3), ['bitmapClear', 'bitmapSet', 'bitmapClear']);
+});
+
+test('a bitmap change a barrier holds reaches its disk when the driver stops or detaches first', () => {
+  // A clean close (down, detach) writes the whole bitmap after the barriers under way answered;
+  // a change dropped with the stop would be missing from it, with the AL marked clean.
+  for (const leave of ['stop', 'detach'] as const) {
+    const w = new World();
+    w.request([{ type: 'bitmapFlush' }]);
+    w.request([{ type: 'bitmapSet', peer: 2, ranges: [{ start: 9, count: 1 }] }]);
+    if (leave === 'stop') w.driver.stop();
+    else w.driver.detachDisk(() => undefined);
+    assert.deepEqual(w.log, ['issue flush'], leave);
+    w.answer(); // the flush: a stopped driver writes no more metadata
+    if (leave === 'detach') w.answer(); // a detached one finishes the barrier it had begun
+    assert.equal(w.log.at(-1), 'bitmapSet', `${leave}: the change reached the disk`);
+  }
+});
+
 test('detachDisk waits for the I/O under way; new I/O gets ENODEV', () => {
   const w = new World();
   w.request([write(1)]);

@@ -151,3 +151,54 @@ test('pass_on: a resync write that fails stays marked and is asked for again', (
   assert.equal(blockOf(p.b, 30), 0x30);
   assert.ok(p.identical());
 });
+
+test('pass_on: a write failing on a SyncTarget after its ResyncDone leaves it Inconsistent, then resynced', () => {
+  // Simulator seed 600005688: the target went UpToDate at ResyncDoneAck with the failed block
+  // still marked (an invariant: UpToDate and Established with out-of-sync blocks).
+  const p = Pair.initialized({ protocol: 'C', onIoError: 'pass_on' }, { onIoError: 'pass_on' });
+  p.cut();
+  p.write(p.a, 3, 0x33);
+  p.settle();
+  p.adminCmd(p.a, { cmd: 'connect', peer: 2, discardMyData: false });
+  p.adminCmd(p.b, { cmd: 'connect', peer: 1, discardMyData: false });
+  p.connect();
+  // Run the resync until bravo (the target) sent ResyncDone; hold alpha's ResyncDoneAck.
+  const sentDone = (): boolean => p.b.sent.some((pk) => pk.kind === 'ResyncDone');
+  for (let i = 0; i < 10_000 && !sentDone(); i++) {
+    let moved = false;
+    for (const from of [1, 2])
+      for (const st of ['control', 'data'] as const) moved = p.deliver(from, st) || moved;
+    for (const n of [p.a, p.b]) moved = p.completeIo(n) || moved;
+    if (!moved) p.tick();
+  }
+  assert.ok(sentDone(), 'bravo finished its resync requests');
+  assert.equal(p.b.engine.disk, 'Inconsistent');
+  // A replicated write fails on bravo's disk before the ResyncDoneAck arrives.
+  p.b.failNextIo = true;
+  const w = p.write(p.a, 8, 0x88);
+  for (let i = 0; i < 50; i++) {
+    p.deliver(1, 'data'); // the Data, not alpha's ResyncDoneAck (control)
+    p.completeIo(p.b);
+  }
+  assert.ok(p.b.engine.bitmaps.get(1)?.test(8), 'bravo marked the block it failed');
+  p.settle();
+  assert.equal(p.a.completions.get(w)?.ok, true, 'acknowledged through alpha');
+  assert.equal(p.peerOf(p.b).repl, 'Established', 'the resync ended');
+  assert.equal(p.b.engine.disk, 'Inconsistent', 'with a failed block: not UpToDate');
+  assert.equal(p.b.meta.flags.consistent, false);
+  assert.equal(p.peerOf(p.a).disk, 'Inconsistent', 'alpha knows');
+  // (alpha's NegAck mark may be gone: the ResyncDone that crossed it clears the source's
+  // slot. The next handshake ORs both bitmaps, so bravo's mark is what counts.)
+  assert.ok(p.oos(p.b) >= 1, 'bravo keeps it marked');
+  assert.equal(blockOf(p.b, 3), 0x33, 'the resync brought the rest');
+  // As after any pass_on mark, a reconnect resyncs it.
+  p.cut();
+  p.adminCmd(p.a, { cmd: 'connect', peer: 2, discardMyData: false });
+  p.adminCmd(p.b, { cmd: 'connect', peer: 1, discardMyData: false });
+  p.connect();
+  p.settle();
+  assert.equal(p.b.engine.disk, 'UpToDate');
+  assert.equal(blockOf(p.b, 8), 0x88);
+  assert.equal(p.oos(p.a) + p.oos(p.b), 0);
+  assert.ok(p.identical());
+});

@@ -664,6 +664,10 @@ export class Simulation {
             checkInvariants(state);
           },
           barrierStarted: () => this.armedCrash(n, inc),
+          // checkInvariants (in stepped) asserts everything the driver's live check covers.
+          invariantBroken: (b) => {
+            throw new Error(`simulator: the driver found a broken invariant: ${b.detail}`);
+          },
         },
       },
       this.opts.plantedBug !== undefined && isDriverBug(this.opts.plantedBug)
@@ -1429,7 +1433,7 @@ export class Simulation {
       this.nodes
         .map((n) => {
           const v = n.view();
-          return `${n.name}{${n.engine === null ? 'down' : `${n.role}/${n.diskState} ${v.conn}/${v.repl} peer=${v.role}/${v.disk} oos=${n.engine.bitmaps.get(n.peerId)!.weight} writes=${n.engine.writes.size}`}}`;
+          return `${n.name}{${n.engine === null ? 'down' : `${n.role}/${n.diskState} ${v.conn}/${v.repl} peer=${v.role}/${v.disk} oos=${n.engine.bitmaps.get(n.peerId)!.weight} port-oos=${n.mbitmap.weight} writes=${n.engine.writes.size}`}}`;
         })
         .join(' ') + ` ops=${this.ops.size}`
     );

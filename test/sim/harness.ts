@@ -385,6 +385,10 @@ export class Pair {
         barrierStarted: () => {
           n.barrierFlushNext = true;
         },
+        // checkInvariants (in stepped) asserts everything the driver's live check covers.
+        invariantBroken: (b) => {
+          throw new Error(`${n.name}: the driver found a broken invariant: ${b.detail}`);
+        },
       },
     });
     return driver;

@@ -135,3 +135,32 @@ test('seed 385: under pass_on a resync request whose checksum read fails asks fo
   const r = runSeed({ seed: 385 });
   assert.ok(r.ok, r.violation ?? '');
 });
+
+// The fresh runs of 3,000+ seeds per start after pass_on stopped at two pass_on seeds.
+test('seed 500000946: a bit cleared during a bitmap barrier waits for the next one', () => {
+  // A SyncTarget's resync write completed after the bitmap barrier's data flush was issued; the
+  // cleared bit went into that barrier's write, the power loss inside it kept the bit and lost
+  // the cached data (the source had cleared its bit on RsWriteAck), and no bitmap marked the
+  // block: an unmarked difference. test/replication/driver.test.ts pins the rule (since main's
+  // new resync controller the seed takes another path and replays clean without it too).
+  const r = runSeed({ seed: 500000946 });
+  assert.ok(r.ok, r.violation ?? '');
+});
+
+test('seed 600005688: a write failing on a SyncTarget after its ResyncDone keeps it Inconsistent', () => {
+  // Under pass_on a replicated write failed on the target between its ResyncDone and the
+  // source's ResyncDoneAck; the target went UpToDate with the block marked (an invariant).
+  // test/replication/pass-on.test.ts pins it.
+  const r = runSeed({ seed: 600005688 });
+  assert.ok(r.ok, r.violation ?? '');
+});
+
+test('seed 920002561: a peer whose disk goes during the bitmap exchange gets no resync', () => {
+  // Found by the fresh run after the two fixes above (it fails on the commit before them too):
+  // the peer's State (Diskless) arrived before any resync had started and was not acted on;
+  // its Bitmap then started a resync to a Diskless peer, and a write replicated meanwhile
+  // waited for a BarrierAck forever (liveness). test/replication/disk-lost-order.test.ts pins
+  // it (since main's new resync controller the seed takes another path).
+  const r = runSeed({ seed: 920002561 });
+  assert.ok(r.ok, r.violation ?? '');
+});

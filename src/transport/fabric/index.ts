@@ -11,7 +11,10 @@ import {
 import type { Clock } from '../../platform/clock.js';
 import { ConnectionError, FabricUnavailableError, InvalidRequestError } from '../../util/errors.js';
 import { resolveChannelOptions, type ResolvedChannelOptions } from '../channel-base.js';
+import { tlsRefusal } from '../tls.js';
 import type {
+  ConnectOptions,
+  ListenOptions,
   AcceptHandler,
   Channel,
   Endpoint,
@@ -163,7 +166,9 @@ class FabricTransport implements FabricTransportApi {
     };
   }
 
-  listen(endpoint: Endpoint, onChannel: AcceptHandler): Promise<Listener> {
+  listen(endpoint: Endpoint, onChannel: AcceptHandler, opts?: ListenOptions): Promise<Listener> {
+    const refused = tlsRefusal('fabric', opts);
+    if (refused) return Promise.reject(refused);
     let native: NativeListener;
     try {
       native = this.addon.listen(
@@ -269,7 +274,9 @@ class FabricTransport implements FabricTransportApi {
     this.closedBytes.copied += s.copiedBytes;
   }
 
-  connect(path: PathSpec, o: { readonly signal: AbortSignal }): Promise<Channel> {
+  connect(path: PathSpec, o: ConnectOptions): Promise<Channel> {
+    const refused = tlsRefusal('fabric', o);
+    if (refused) return Promise.reject(refused);
     const { peer } = path;
     if (peer.family === 'memory') {
       return Promise.reject(

@@ -10,7 +10,10 @@ import {
   resolveChannelOptions,
   type ResolvedChannelOptions,
 } from '../channel-base.js';
+import { tlsRefusal } from '../tls.js';
 import type {
+  ConnectOptions,
+  ListenOptions,
   AcceptHandler,
   Channel,
   ChannelOptions,
@@ -97,7 +100,9 @@ class MemoryTransport implements Transport {
     readonly opts: ResolvedChannelOptions,
   ) {}
 
-  listen(endpoint: Endpoint, onChannel: AcceptHandler): Promise<Listener> {
+  listen(endpoint: Endpoint, onChannel: AcceptHandler, opts?: ListenOptions): Promise<Listener> {
+    const refused = tlsRefusal('memory', opts);
+    if (refused) return Promise.reject(refused);
     if (endpoint.family !== 'memory' || !this.network.bind(endpoint.address, this, onChannel)) {
       return Promise.reject(
         new ConnectionError(`memory: cannot listen on ${endpoint.address}: in use or not memory`),
@@ -115,7 +120,9 @@ class MemoryTransport implements Transport {
     return Promise.resolve(listener);
   }
 
-  connect(path: PathSpec, opts: { readonly signal: AbortSignal }): Promise<Channel> {
+  connect(path: PathSpec, opts: ConnectOptions): Promise<Channel> {
+    const refused = tlsRefusal('memory', opts);
+    if (refused) return Promise.reject(refused);
     const { signal } = opts;
     if (signal.aborted) return Promise.reject(signal.reason as Error);
     return new Promise<Channel>((resolve, reject) => {

@@ -11,7 +11,10 @@ import {
 } from '../../limits.js';
 import { ChannelRegistry } from '../channel-base.js';
 import { ConfigError, ConnectionError } from '../../util/errors.js';
+import { tlsRefusal } from '../tls.js';
 import type {
+  ConnectOptions,
+  ListenOptions,
   AcceptHandler,
   Channel,
   Endpoint,
@@ -264,7 +267,13 @@ export class MultipathTransport implements Transport {
   }
 
   /** Listens on `endpoint` with the transport it names (tcp, memory, fabric). */
-  async listen(endpoint: Endpoint, onChannel: AcceptHandler): Promise<Listener> {
+  async listen(
+    endpoint: Endpoint,
+    onChannel: AcceptHandler,
+    opts?: ListenOptions,
+  ): Promise<Listener> {
+    const refused = tlsRefusal('multipath', opts);
+    if (refused) throw refused;
     const t = this.deps.transports[endpoint.transport];
     if (t === undefined || endpoint.transport === 'multipath') {
       throw new ConfigError(`multipath: no ${endpoint.transport} transport to listen with`);
@@ -294,7 +303,9 @@ export class MultipathTransport implements Transport {
     return listener;
   }
 
-  connect(path: PathSpec, o: { readonly signal: AbortSignal }): Promise<Channel> {
+  connect(path: PathSpec, o: ConnectOptions): Promise<Channel> {
+    const refused = tlsRefusal('multipath', o);
+    if (refused) return Promise.reject(refused);
     return this.connectPaths([path], o);
   }
 

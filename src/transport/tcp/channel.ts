@@ -2,7 +2,8 @@
 // carrying frames. The first frame of a turn of the event loop on each stream goes out at once;
 // later CONTROL frames of that turn share one writev at the next tick, later small DATA frames
 // are gathered into a batch buffer (one writev at the next tick). Payload Buffers are
-// handed to the socket as they are, never concatenated.
+// handed to the socket as they are, never concatenated. With TLS the sockets are TLSSockets:
+// the same corked writes reach OpenSSL as one writev per turn (records, not a copy a frame).
 import type { Socket } from 'node:net';
 import type { Clock, Timer } from '../../platform/clock.js';
 import {
@@ -15,7 +16,7 @@ import {
 import { ConnectionError, ProtocolError } from '../../util/errors.js';
 import { BaseChannel, type ResolvedChannelOptions } from '../channel-base.js';
 import { FRAME_MAGIC, describeFrameError, encodeFrameHeader, type FrameDecoder } from '../frame.js';
-import type { PathSpec, StreamId } from '../types.js';
+import type { ChannelTls, PathSpec, StreamId } from '../types.js';
 import type { SlabReader } from './slab.js';
 
 export interface TcpStreamParts {
@@ -61,6 +62,8 @@ export class TcpChannel extends BaseChannel {
     opts: ResolvedChannelOptions,
     data: TcpStreamParts,
     control: TcpStreamParts,
+    /** Set when both sockets are TLS sessions with a verified peer. */
+    readonly tls?: ChannelTls,
   ) {
     super(id, 'tcp', path, initiator, clock, opts);
     this.socks = { data: data.socket, control: control.socket };
@@ -100,7 +103,10 @@ export class TcpChannel extends BaseChannel {
         new ConnectionError(`${this.id}: ${stream} socket: ${e.message}`, { cause: e }),
       );
     });
-    sock.on('close', () => {
+    sock.on('close', (hadError: boolean) => {
+      // A stream the peer ended cleanly closes once our side has ended too; the other stream
+      // may still be delivering what was sent before the close (onEnd waits for it).
+      if (this.ended[stream] && !hadError) return;
       this.fail('by-peer', new ConnectionError(`${this.id}: ${stream} socket closed by peer`));
     });
   }

@@ -3,9 +3,11 @@
 // sockets by cookie and answers STREAM_SETUP_ACK on control. IPv4 and IPv6 (IPoIB is IPv4/6
 // on the IB interface). Nothing from the network can throw here: bad bytes close the socket.
 import net, { type Socket } from 'node:net';
+import tls from 'node:tls';
 import {
   TCP_KEEPALIVE_IDLE_MS,
   TCP_PENDING_SOCKETS_MAX,
+  TCP_REFUSE_REASON_BYTES_MAX,
   TCP_SETUP_TIMEOUT_MS,
   TRANSPORT_MESSAGE_PAYLOAD_BYTES_MAX,
 } from '../../limits.js';
@@ -18,8 +20,11 @@ import {
 } from '../channel-base.js';
 import {
   FrameDecoder,
+  MSG_STREAM_REFUSE,
   MSG_STREAM_SETUP,
   MSG_STREAM_SETUP_ACK,
+  MSG_STREAM_STARTTLS,
+  MSG_STREAM_STARTTLS_ACK,
   describeFrameError,
   encodeFrameHeader,
 } from '../frame.js';
@@ -27,14 +32,27 @@ import type {
   AcceptHandler,
   Channel,
   ChannelOptions,
+  ChannelTls,
+  ConnectOptions,
   Endpoint,
   Listener,
+  ListenOptions,
   Log,
   PathSpec,
   StreamId,
   Transport,
+  TlsCredentials,
   TransportStats,
 } from '../types.js';
+import {
+  decodeStreamRefuse,
+  describeRefusal,
+  describeTlsError,
+  describeVerifyError,
+  encodeStreamRefuse,
+  hasCertificate,
+  type StreamRefusal,
+} from '../tls.js';
 import { TcpChannel, type TcpStreamParts } from './channel.js';
 import { SlabReader } from './slab.js';
 
@@ -71,6 +89,42 @@ export const tcpTransport =
 
 function familyOf(address: string): 'ipv4' | 'ipv6' {
   return net.isIPv6(address) ? 'ipv6' : 'ipv4';
+}
+
+/** The oldest TLS version a node accepts (1.3 is negotiated when both sides have it). */
+const TLS_MIN_VERSION = 'TLSv1.2';
+
+function refuseFrame(r: StreamRefusal): Buffer {
+  const payload = encodeStreamRefuse(r);
+  return Buffer.concat([encodeFrameHeader(MSG_STREAM_REFUSE, payload.length), payload]);
+}
+
+function refusedBy(where: string, payload: Buffer): ConnectionError {
+  const d = decodeStreamRefuse(payload);
+  return new ConnectionError(
+    `tcp: ${where}: ${d.ok ? describeRefusal(d.value) : `refused (${d.error})`}`,
+  );
+}
+
+function describeSocketError(e: Error): string {
+  return describeTlsError(e);
+}
+
+/** Both TLS streams show the same peer certificate (by fingerprint). */
+function sameIdentity(a: TcpStreamParts, b: TcpStreamParts): boolean {
+  const fa = (a.socket as tls.TLSSocket).getPeerCertificate().fingerprint256;
+  const fb = (b.socket as tls.TLSSocket).getPeerCertificate().fingerprint256;
+  return typeof fa === 'string' && fa === fb;
+}
+
+/** The session of a verified TLS socket, as the channel reports it. */
+function channelTls(ts: tls.TLSSocket): ChannelTls {
+  const cipher = ts.getCipher();
+  return {
+    protocol: ts.getProtocol() ?? 'TLS',
+    cipher: cipher.standardName || cipher.name,
+    peerCertificate: ts.getPeerCertificate(),
+  };
 }
 
 function setupFrame(cookie: Buffer, stream: StreamId): Buffer[] {
@@ -123,13 +177,16 @@ export class TcpTransport implements Transport {
     this.registry.track(ch);
   }
 
-  connect(path: PathSpec, o: { readonly signal: AbortSignal }): Promise<Channel> {
-    const { signal } = o;
+  connect(path: PathSpec, o: ConnectOptions): Promise<Channel> {
+    const { signal, tls: creds } = o;
     if (signal.aborted) return Promise.reject(signal.reason as Error);
     const cookie = this.deps.randomBytes(COOKIE_BYTES);
     const where = `${path.peer.address}:${path.peer.port}`;
     return new Promise<Channel>((resolve, reject) => {
+      /** Every socket made here (plain ones, and the TLS ones over them): destroyed on failure. */
       const socks: Socket[] = [];
+      /** The socket each stream's frames travel on once set up (the TLS one with credentials). */
+      const ready: Partial<Record<StreamId, Socket>> = {};
       let settled = false;
       const decoders = { data: new FrameDecoder(), control: new FrameDecoder() };
       const fail = (e: Error): void => {
@@ -151,40 +208,112 @@ export class TcpTransport implements Transport {
         this.setupTimeoutMs,
       );
       const slabs = { data: new SlabReader(), control: new SlabReader() };
-      const open = (stream: StreamId): Socket => {
-        const sock = net.connect({
-          onread: slabs[stream].onread,
+      const guard = (sock: Socket, what: string): void => {
+        socks.push(sock);
+        sock.on('error', (e) =>
+          fail(
+            new ConnectionError(`tcp: ${where}: ${what}${describeSocketError(e)}`, { cause: e }),
+          ),
+        );
+        sock.on('close', () => fail(new ConnectionError(`tcp: ${where} closed during setup`)));
+      };
+      const sendSetup = (sock: Socket, stream: StreamId): void => {
+        sock.cork();
+        for (const b of setupFrame(cookie, stream)) sock.write(b);
+        sock.uncork();
+      };
+      /** TLS: the acceptor said go ahead; the handshake, then our own check of its certificate. */
+      const startTls = (raw: Socket, stream: StreamId, c: TlsCredentials): void => {
+        const ts = tls.connect({
+          socket: raw,
+          secureContext: c.context,
+          minVersion: TLS_MIN_VERSION,
+          // Verified here, so that a refusal can tell the acceptor why; the name is checked by
+          // the connection manager once the hello says which node this is.
+          rejectUnauthorized: false,
+          checkServerIdentity: () => undefined,
+        });
+        guard(ts, 'TLS handshake failed: ');
+        ts.on('data', (chunk: Buffer) => onChunk(stream, chunk));
+        ts.on('secureConnect', () => {
+          const cert = ts.getPeerCertificate();
+          if (!ts.authorized || !hasCertificate(cert)) {
+            const why = describeVerifyError(ts.authorizationError, hasCertificate(cert));
+            // Tell the acceptor why before closing: these sockets leave `socks`, fail() must
+            // not destroy them before the refusal is out.
+            for (const x of [ts, raw]) socks.splice(socks.indexOf(x), 1);
+            ts.end(refuseFrame({ code: 'cert-rejected', reason: why }));
+            const linger = this.deps.clock.setTimeout(() => ts.destroy(), this.setupTimeoutMs);
+            ts.once('close', () => linger.cancel());
+            return fail(
+              new ConnectionError(`tcp: ${where}: TLS: the peer's certificate is refused: ${why}`),
+            );
+          }
+          ready[stream] = ts;
+          sendSetup(ts, stream);
+        });
+      };
+      const open = (stream: StreamId): void => {
+        const raw = net.connect({
+          // A TLS socket reads through OpenSSL in record-sized chunks; the slab is for clear ones.
+          ...(creds ? {} : { onread: slabs[stream].onread }),
           host: path.peer.address,
           port: path.peer.port,
           ...(path.local ? { localAddress: path.local.address } : {}),
           ...(path.local && path.local.port !== 0 ? { localPort: path.local.port } : {}),
         });
-        socks.push(sock);
-        sock.on('error', (e) =>
-          fail(new ConnectionError(`tcp: ${where}: ${e.message}`, { cause: e })),
-        );
-        sock.on('close', () => fail(new ConnectionError(`tcp: ${where} closed during setup`)));
-        sock.on('connect', () => {
-          this.tune(sock);
-          sock.cork();
-          for (const b of setupFrame(cookie, stream)) sock.write(b);
-          sock.uncork();
+        guard(raw, '');
+        raw.on('connect', () => {
+          this.tune(raw);
+          if (creds === undefined) {
+            ready[stream] = raw;
+            sendSetup(raw, stream);
+            return;
+          }
+          raw.write(encodeFrameHeader(MSG_STREAM_STARTTLS, 0));
+          const pre = new FrameDecoder(TCP_REFUSE_REASON_BYTES_MAX + 1);
+          const onPre = (chunk: Buffer): void => {
+            pre.push(chunk);
+            const r = pre.next();
+            if (!r.ok)
+              return fail(new ProtocolError(`tcp: ${where}: ${describeFrameError(r.error)}`));
+            if (r.frame === null) return;
+            if (r.frame.type === MSG_STREAM_REFUSE) return fail(refusedBy(where, r.frame.payload));
+            if (r.frame.type !== MSG_STREAM_STARTTLS_ACK || pre.bufferedBytes > 0) {
+              return fail(new ProtocolError(`tcp: ${where} answered STARTTLS with something else`));
+            }
+            raw.removeListener('data', onPre);
+            startTls(raw, stream, creds);
+          };
+          raw.on('data', onPre);
         });
-        slabs[stream].sink = (chunk: Buffer): void => {
-          decoders[stream].push(chunk);
-          if (stream === 'control') onControl();
-          else fail(new ProtocolError(`tcp: ${where} sent data before setup`));
-        };
-        return sock;
+        if (creds === undefined)
+          slabs[stream].sink = (chunk: Buffer): void => onChunk(stream, chunk);
       };
-      const data = open('data');
-      const control = open('control');
+      const onChunk = (stream: StreamId, chunk: Buffer): void => {
+        decoders[stream].push(chunk);
+        if (stream === 'control') return onControl();
+        // Nothing comes on DATA before the channel is up, but the acceptor's refusal.
+        const r = decoders.data.next();
+        if (r.ok && r.frame?.type === MSG_STREAM_REFUSE)
+          return fail(refusedBy(where, r.frame.payload));
+        if (r.ok && r.frame === null) return;
+        fail(new ProtocolError(`tcp: ${where} sent data before setup`));
+      };
+      open('data');
+      open('control');
       const onControl = (): void => {
         const r = decoders.control.next();
         if (!r.ok) return fail(new ProtocolError(`tcp: ${where}: ${describeFrameError(r.error)}`));
         if (r.frame === null) return;
+        if (r.frame.type === MSG_STREAM_REFUSE) return fail(refusedBy(where, r.frame.payload));
         if (r.frame.type !== MSG_STREAM_SETUP_ACK || !r.frame.payload.equals(cookie)) {
           return fail(new ProtocolError(`tcp: ${where} answered setup with something else`));
+        }
+        const data = ready.data;
+        const control = ready.control;
+        if (data === undefined || control === undefined) {
+          return fail(new ProtocolError(`tcp: ${where} acknowledged setup before both streams`));
         }
         settled = true;
         timer.cancel();
@@ -198,8 +327,9 @@ export class TcpTransport implements Transport {
           true,
           this.deps.clock,
           this.chOpts,
-          { socket: data, decoder: decoders.data, slab: slabs.data },
-          { socket: control, decoder: decoders.control, slab: slabs.control },
+          { socket: data, decoder: decoders.data, ...(creds ? {} : { slab: slabs.data }) },
+          { socket: control, decoder: decoders.control, ...(creds ? {} : { slab: slabs.control }) },
+          creds ? channelTls(control as tls.TLSSocket) : undefined,
         );
         this.track(ch);
         resolve(ch);
@@ -208,33 +338,49 @@ export class TcpTransport implements Transport {
     });
   }
 
-  async listen(endpoint: Endpoint, onChannel: AcceptHandler): Promise<Listener> {
+  async listen(
+    endpoint: Endpoint,
+    onChannel: AcceptHandler,
+    opts: ListenOptions = {},
+  ): Promise<Listener> {
     const pending = new Map<string, PendingPair>();
     /** Accepted sockets that have not finished their stream setup. */
     const settingUp = new Set<Socket>();
     const server = net.createServer({ noDelay: true, pauseOnConnect: false });
     const log = this.deps.log;
-    const reject = (sock: Socket, why: string): void => {
-      log?.warn(
-        { remote: `${sock.remoteAddress}:${sock.remotePort}` },
-        `tcp: refused socket: ${why}`,
-      );
-      sock.destroy();
+    const creds = opts.tls;
+    const refused = (sock: Socket, why: string): void => {
+      const remote = { address: sock.remoteAddress ?? '', port: sock.remotePort ?? 0 };
+      log?.warn({ remote: `${remote.address}:${remote.port}` }, `tcp: refused socket: ${why}`);
+      opts.onRefused?.(remote, why);
     };
-    server.on('connection', (sock: Socket) => {
-      sock.on('error', () => {}); // a reset during setup is handled by 'close'
+    const reject = (sock: Socket, why: string, tell?: StreamRefusal): void => {
+      refused(sock, why);
+      if (tell === undefined) {
+        sock.destroy();
+        return;
+      }
+      // The peer learns why before the socket closes; destroyed if it does not close in time.
+      sock.end(refuseFrame(tell));
+      const t = this.deps.clock.setTimeout(() => sock.destroy(), this.setupTimeoutMs);
+      sock.once('close', () => t.cancel());
+    };
+    /**
+     * The first frames of one socket (clear, or inside TLS): a stream setup, paired by cookie;
+     * with TLS also the dialer's refusal of our certificate.
+     */
+    const setup = (sock: Socket, secure: boolean): void => {
       if (settingUp.size >= TCP_PENDING_SOCKETS_MAX)
         return reject(sock, 'too many pending sockets');
       settingUp.add(sock);
-      this.tune(sock);
-      const dec = new FrameDecoder(SETUP_PAYLOAD_BYTES);
+      const dec = new FrameDecoder(TCP_REFUSE_REASON_BYTES_MAX + 1);
       let done = false;
       const finish = (): void => {
         if (done) return;
         done = true;
         settingUp.delete(sock);
         timer.cancel();
-        sock.removeAllListeners('data');
+        sock.removeListener('data', onData);
         sock.removeAllListeners('close');
       };
       const timer = this.deps.clock.setTimeout(() => {
@@ -242,7 +388,7 @@ export class TcpTransport implements Transport {
         reject(sock, 'no stream setup in time');
       }, this.setupTimeoutMs);
       sock.on('close', () => finish());
-      sock.on('data', (chunk: Buffer) => {
+      const onData = (chunk: Buffer): void => {
         dec.push(chunk);
         const r = dec.next();
         if (!r.ok) {
@@ -251,7 +397,44 @@ export class TcpTransport implements Transport {
         }
         if (r.frame === null) return;
         const { type, payload } = r.frame;
+        if (type === MSG_STREAM_STARTTLS && !secure) {
+          finish();
+          if (creds === undefined) {
+            return reject(
+              sock,
+              'the peer wants TLS (net { tls yes; } there) but this node has tls no',
+              {
+                code: 'tls-unsupported',
+                reason: 'tls no on the acceptor',
+              },
+            );
+          }
+          if (dec.bufferedBytes > 0) return reject(sock, 'bytes after STARTTLS');
+          sock.write(encodeFrameHeader(MSG_STREAM_STARTTLS_ACK, 0));
+          return handshake(sock);
+        }
+        if (type === MSG_STREAM_REFUSE && secure) {
+          finish();
+          const d = decodeStreamRefuse(payload);
+          return reject(
+            sock,
+            d.ok && d.value.code === 'cert-rejected'
+              ? `TLS: the peer rejected this node's certificate: ${d.value.reason} (check tls-certificate here and tls-ca there)`
+              : 'bad stream refusal',
+          );
+        }
         const role = payload[COOKIE_BYTES];
+        if (type === MSG_STREAM_SETUP && creds !== undefined && !secure) {
+          finish();
+          return reject(
+            sock,
+            'the peer connects without TLS but this node requires it (net { tls yes; })',
+            {
+              code: 'tls-required',
+              reason: 'tls yes on the acceptor',
+            },
+          );
+        }
         if (
           type !== MSG_STREAM_SETUP ||
           payload.length !== SETUP_PAYLOAD_BYTES ||
@@ -272,7 +455,53 @@ export class TcpTransport implements Transport {
           endpoint,
           onChannel,
         );
-      });
+      };
+      sock.on('data', onData);
+    };
+    // TLS: a tls.Server that never listens; sockets that asked for STARTTLS are handed to it.
+    const tlsServer =
+      creds === undefined
+        ? null
+        : tls.createServer({
+            cert: creds.certPem,
+            key: creds.keyPem,
+            ca: creds.caPem,
+            minVersion: TLS_MIN_VERSION,
+            requestCert: true,
+            // Verified in 'secureConnection', so that the refusal can tell the dialer why.
+            rejectUnauthorized: false,
+            handshakeTimeout: this.setupTimeoutMs,
+          });
+    const handshaking = new Set<Socket>();
+    const handshake = (raw: Socket): void => {
+      if (tlsServer === null) return;
+      // Sockets in a TLS handshake are bounded like those waiting for their stream setup.
+      if (handshaking.size >= TCP_PENDING_SOCKETS_MAX)
+        return reject(raw, 'too many sockets in a TLS handshake');
+      handshaking.add(raw);
+      raw.once('close', () => handshaking.delete(raw));
+      tlsServer.emit('connection', raw);
+    };
+    tlsServer?.on('secureConnection', (ts: tls.TLSSocket) => {
+      ts.on('error', () => {}); // a reset during setup is handled by 'close'
+      const cert = ts.getPeerCertificate();
+      if (!ts.authorized || !hasCertificate(cert)) {
+        const why = describeVerifyError(ts.authorizationError, hasCertificate(cert));
+        return reject(ts, `TLS: the peer's certificate is refused: ${why}`, {
+          code: 'cert-rejected',
+          reason: why,
+        });
+      }
+      setup(ts, true);
+    });
+    tlsServer?.on('tlsClientError', (e: Error, ts: tls.TLSSocket) => {
+      refused(ts, `TLS handshake failed: ${describeTlsError(e)}`);
+      ts.destroy();
+    });
+    server.on('connection', (sock: Socket) => {
+      sock.on('error', () => {}); // a reset during setup is handled by 'close'
+      this.tune(sock);
+      setup(sock, false);
     });
     await new Promise<void>((resolve, rejectListen) => {
       server.once('error', (e) =>
@@ -304,6 +533,8 @@ export class TcpTransport implements Transport {
           for (const p of pending.values()) p.drop();
           for (const sock of settingUp) sock.destroy();
           settingUp.clear();
+          for (const sock of handshaking) sock.destroy();
+          handshaking.clear();
           pending.clear();
           // Stops accepting at once; net.Server's callback would also wait for every channel
           // this listener accepted to end, and those stay open (the Listener contract).
@@ -347,6 +578,20 @@ export class TcpTransport implements Transport {
     if (data === undefined || control === undefined) return;
     p.settle();
     pending.delete(key);
+    const secure = control.socket instanceof tls.TLSSocket;
+    if (
+      secure !== data.socket instanceof tls.TLSSocket ||
+      (secure && !sameIdentity(data, control))
+    ) {
+      // Both streams of one connection come from one authenticated peer, or neither is used.
+      this.deps.log?.warn(
+        { remote: control.socket.remoteAddress },
+        'tcp: streams of one cookie disagree on TLS identity',
+      );
+      data.socket.destroy();
+      control.socket.destroy();
+      return;
+    }
     const remote = control.socket.remoteAddress ?? '';
     const ch = new TcpChannel(
       this.newId(false),
@@ -364,6 +609,7 @@ export class TcpTransport implements Transport {
       this.chOpts,
       data,
       control,
+      secure ? channelTls(control.socket) : undefined,
     );
     control.socket.write(encodeFrameHeader(MSG_STREAM_SETUP_ACK, COOKIE_BYTES));
     control.socket.write(cookie);
