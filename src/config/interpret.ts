@@ -22,7 +22,7 @@ import {
   type OptionSchema,
 } from './options.js';
 import { parseStatements, type Statement } from './parser.js';
-import { tlsEnabled, tlsKey, tlsProblems } from './tls.js';
+import { TLS_FILE_OPTIONS, tlsEnabled, tlsKey, tlsProblems } from './tls.js';
 import type {
   Address,
   AddressFamily,
@@ -1722,6 +1722,21 @@ class Interpreter {
         `resource '${r.name}': net: ${p}`,
         "'tls-certificate FILE; tls-privkey FILE; tls-ca FILE;'",
       );
+    // An nbds:// export presents tls-certificate and checks clients against tls-ca, with or
+    // without `tls yes` for replication.
+    for (const h of r.hosts) {
+      for (const v of h.volumes) {
+        if (v.device.kind === 'drbd' || !v.device.tls) continue;
+        const net = r.sections.net;
+        const missing = TLS_FILE_OPTIONS.filter((o) => typeof net[o] !== 'string' || net[o] === '');
+        if (missing.length > 0)
+          once(
+            h.location,
+            `resource '${r.name}', on ${h.name}: device "${v.device.uri}" is NBD over TLS and needs ${missing.join(', ')} in net { }`,
+            "'tls-certificate FILE; tls-privkey FILE; tls-ca FILE;'",
+          );
+      }
+    }
     const listening = new Map<string, { key: string; peer: string }>();
     for (const c of r.connections) {
       const what = `resource '${r.name}', connection ${c.hosts[0]}-${c.hosts[1]}`;

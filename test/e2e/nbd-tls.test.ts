@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LocalCluster, freePort } from '../../src/cli/local-cluster.js';
@@ -132,11 +132,23 @@ test('an nbds:// device without tls-ca is refused, naming what is missing', asyn
         '',
       ].join('\n'),
     );
+    // Refused when the file is read, located at the host, naming what is missing.
+    await assert.rejects(
+      loadConfig(conf),
+      /on alice: device "nbds:\/\/127\.0\.0\.1:10900\/r0" is NBD over TLS and needs tls-ca in net/,
+    );
+    // planResource says the same for a model built some other way (tls-ca dropped).
+    await writeFile(
+      conf,
+      (await readFile(conf, 'utf8')).replace('tls-privkey', 'tls-ca /ca.pem; tls-privkey'),
+    );
     const { config } = await loadConfig(conf);
     const r0 = config.resources[0];
     assert.ok(r0 !== undefined);
+    const net = { ...r0.sections.net };
+    delete net['tls-ca'];
     assert.throws(
-      () => planResource(r0, 'alice'),
+      () => planResource({ ...r0, sections: { ...r0.sections, net } }, 'alice'),
       /r0: device "nbds:\/\/127\.0\.0\.1:10900\/r0" is NBD over TLS and needs tls-ca in net/,
     );
   } finally {
