@@ -4,7 +4,8 @@
 set -euo pipefail
 PKGS=(
   drbd-utils util-linux xxd              # drbdadm/drbdmeta oracles, losetup
-  nbdkit libnbd-bin qemu-utils fio       # NBD peers: nbdinfo nbdcopy nbdfuse, qemu-io/qemu-img, fio
+  nbdkit libnbd-bin qemu-utils fio       # NBD peers: nbdinfo nbdcopy nbdfuse, qemu-io/qemu-img, fio (gnutls: nbds://, tls-creds)
+  openssl                                # test x509 PKIs (test/support/openssl-pki.ts)
   fuse3 e2fsprogs                        # nbdfuse -> loop -> ext4
   iproute2 nftables iptables iperf3      # namespaces, fault injection, transport baseline
   libfabric-dev libfabric-bin            # fabric transport addon (native/), fi_info/fi_pingpong

@@ -54,6 +54,8 @@ export interface LocalClusterOptions {
   readonly wrap?: (node: string) => readonly string[];
   /** More tandemd options per node, e.g. ['--metrics-address', '127.0.0.1:PORT']. */
   readonly daemonArgs?: (node: string) => readonly string[];
+  /** A node's `device` URI, e.g. nbds://127.0.0.1:PORT/r0. @default nbd+unix:///R?socket=DIR/NODE.nbd */
+  readonly device?: (node: string) => string;
   /**
    * Gives each node a configuration file of its own, made from the shared text (as machines
    * each have their own /etc): e.g. its own TLS certificate files, or a peer address rewritten
@@ -149,6 +151,7 @@ export class LocalCluster {
         await writeFile(metaPath, '');
         await truncate(metaPath, 1024 * 1024);
       }
+      const device = o.device?.(name) ?? `nbd+unix:///${resource}?socket=${nbdSocket}`;
       c.nodes.set(name, {
         name,
         diskPath,
@@ -156,7 +159,7 @@ export class LocalCluster {
         controlPath: join(dir, `${name}.ctl`),
         configPath: o.configFor ? join(dir, `tandem.${name}.conf`) : c.configPath,
         nbdSocket,
-        nbdUri: `nbd+unix:///${resource}?socket=${nbdSocket}`,
+        nbdUri: device,
         process: null,
         log: '',
       });
@@ -167,7 +170,7 @@ export class LocalCluster {
           ...(multi
             ? []
             : [`    address ${family} ${o.ips?.host?.[name] ?? '127.0.0.1'}:${await freePort()};`]),
-          `    device "nbd+unix:///${resource}?socket=${nbdSocket}";`,
+          `    device "${device}";`,
           `    disk ${diskPath};`,
           `    meta-disk ${metaPath ?? 'internal'};`,
           `  }`,

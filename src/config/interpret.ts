@@ -22,7 +22,7 @@ import {
   type OptionSchema,
 } from './options.js';
 import { parseStatements, type Statement } from './parser.js';
-import { tlsEnabled, tlsKey, tlsProblems } from './tls.js';
+import { TLS_FILE_OPTIONS, tlsEnabled, tlsKey, tlsProblems } from './tls.js';
 import type {
   Address,
   AddressFamily,
@@ -915,7 +915,7 @@ class Interpreter {
       const minor = this.integer(mt, 0, CONFIG_MINOR_MAX, 'minor');
       return minor === undefined ? undefined : { kind: 'drbd', path: null, minor };
     }
-    if (/^nbd(\+[a-z]+)?:/i.test(a0.text)) {
+    if (/^nbds?(\+[a-z]+)?:/i.test(a0.text)) {
       if (s.args[1]) {
         this.error(
           s.args[1].location,
@@ -933,7 +933,7 @@ class Interpreter {
       this.error(
         a0.location,
         `device '${printable(a0.text)}' is neither a DRBD device (/dev/drbd...) nor an NBD URI`,
-        '/dev/drbdN, minor N, nbd://HOST:PORT/NAME or nbd+unix:///NAME?socket=PATH',
+        '/dev/drbdN, minor N, nbd[s]://HOST:PORT/NAME or nbd[s]+unix:///NAME?socket=PATH',
       );
       return undefined;
     }
@@ -1722,6 +1722,21 @@ class Interpreter {
         `resource '${r.name}': net: ${p}`,
         "'tls-certificate FILE; tls-privkey FILE; tls-ca FILE;'",
       );
+    // An nbds:// export presents tls-certificate and checks clients against tls-ca, with or
+    // without `tls yes` for replication.
+    for (const h of r.hosts) {
+      for (const v of h.volumes) {
+        if (v.device.kind === 'drbd' || !v.device.tls) continue;
+        const net = r.sections.net;
+        const missing = TLS_FILE_OPTIONS.filter((o) => typeof net[o] !== 'string' || net[o] === '');
+        if (missing.length > 0)
+          once(
+            h.location,
+            `resource '${r.name}', on ${h.name}: device "${v.device.uri}" is NBD over TLS and needs ${missing.join(', ')} in net { }`,
+            "'tls-certificate FILE; tls-privkey FILE; tls-ca FILE;'",
+          );
+      }
+    }
     const listening = new Map<string, { key: string; peer: string }>();
     for (const c of r.connections) {
       const what = `resource '${r.name}', connection ${c.hosts[0]}-${c.hosts[1]}`;
@@ -1906,12 +1921,16 @@ export function parseAddress(
   return { ok: true, address: { family, ip, port: Number(portText) } };
 }
 
-/** Tandem's NBD device URIs: `nbd://HOST[:PORT]/NAME` and `nbd+unix:///NAME?socket=PATH`. */
+/**
+ * Tandem's NBD device URIs: `nbd://HOST[:PORT]/NAME` and `nbd+unix:///NAME?socket=PATH`, and
+ * their TLS forms `nbds://` and `nbds+unix://` (libnbd's spelling): the export then requires TLS.
+ */
 export function parseNbdUri(
   uri: string,
 ): { ok: true; device: DeviceSpec } | { ok: false; error: string; expected: string } {
-  const expected = 'nbd://HOST:PORT/NAME or nbd+unix:///NAME?socket=PATH';
-  const tcp = /^nbd:\/\/(\[[^\]]+\]|[^/:?#[\]]+)(?::([0-9]*))?(?:\/([^?#]*))?$/.exec(uri);
+  const expected = 'nbd[s]://HOST:PORT/NAME or nbd[s]+unix:///NAME?socket=PATH';
+  const tls = /^nbds[:+]/.test(uri);
+  const tcp = /^nbds?:\/\/(\[[^\]]+\]|[^/:?#[\]]+)(?::([0-9]*))?(?:\/([^?#]*))?$/.exec(uri);
   if (tcp) {
     const hostPart = tcp[1] ?? '';
     const host = hostPart.startsWith('[') ? hostPart.slice(1, -1) : hostPart;
@@ -1932,9 +1951,9 @@ export function parseNbdUri(
         error: `bad %-escape in the export name of '${printable(uri)}'`,
         expected,
       };
-    return { ok: true, device: { kind: 'nbd-tcp', uri, host, port, exportName: name } };
+    return { ok: true, device: { kind: 'nbd-tcp', uri, host, port, exportName: name, tls } };
   }
-  const unix = /^nbd\+unix:\/\/\/([^?#]*)\?(.*)$/.exec(uri);
+  const unix = /^nbds?\+unix:\/\/\/([^?#]*)\?(.*)$/.exec(uri);
   if (unix) {
     const name = decodeName(unix[1] ?? '');
     if (name === null)
@@ -1962,9 +1981,9 @@ export function parseNbdUri(
         expected: 'nbd+unix:///NAME?socket=/ABSOLUTE/PATH',
       };
     }
-    return { ok: true, device: { kind: 'nbd-unix', uri, socketPath, exportName: name } };
+    return { ok: true, device: { kind: 'nbd-unix', uri, socketPath, exportName: name, tls } };
   }
-  if (uri.startsWith('nbd+unix:'))
+  if (/^nbds?\+unix:/.test(uri))
     return {
       ok: false,
       error: `'${printable(uri)}' needs '?socket=PATH'`,

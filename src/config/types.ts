@@ -33,7 +33,7 @@ export interface Address {
 
 /**
  * A volume's device. DRBD's `/dev/drbdN` / `minor N` forms, or Tandem's NBD export URIs:
- * `nbd://HOST:PORT/NAME` (TCP) and `nbd+unix:///NAME?socket=PATH` (Unix socket).
+ * `nbd://HOST:PORT/NAME` (TCP) and `nbd+unix:///NAME?socket=PATH` (Unix socket); `nbds` for TLS.
  */
 export type DeviceSpec =
   | { readonly kind: 'drbd'; readonly path: string | null; readonly minor: number }
@@ -43,12 +43,16 @@ export type DeviceSpec =
       readonly host: string;
       readonly port: number;
       readonly exportName: string;
+      /** `nbds://`: the export is served only over TLS (NBD_OPT_STARTTLS). */
+      readonly tls: boolean;
     }
   | {
       readonly kind: 'nbd-unix';
       readonly uri: string;
       readonly socketPath: string;
       readonly exportName: string;
+      /** `nbds+unix://`: the export is served only over TLS. */
+      readonly tls: boolean;
     };
 
 /** `meta-disk internal | PATH [INDEX]` or `flexible-meta-disk PATH` / `meta-disk PATH` (flexible). */

@@ -8,10 +8,11 @@ import type {
   HostConfig,
   OptionMap,
   ResourceConfig,
+  TlsFileOption,
   TlsFiles,
   VolumeConfig,
 } from '../config/index.js';
-import { tlsFilesOf } from '../config/index.js';
+import { TLS_FILE_OPTIONS, tlsFilesOf } from '../config/index.js';
 import type { ConnectionNetOptions, MultipathConnectionOptions } from '../cm/types.js';
 import { resolveFabricOptions, type FabricOptions } from '../transport/fabric/options.js';
 import type {
@@ -60,6 +61,8 @@ export interface ResourcePlan {
     readonly listener: NbdListenerSpec;
     readonly exportName: string;
     readonly uri: string;
+    /** `nbds://`: the PEM files the export's TLS uses (net { }); null for plain `nbd://`. */
+    readonly tls: TlsFiles | null;
   };
   readonly peers: readonly PeerPlan[];
   /** Where this node listens for its peers. */
@@ -122,19 +125,45 @@ function transportOf(net: OptionMap, resource: string): string {
   return t;
 }
 
-function nbdListener(device: DeviceSpec, resource: string): ResourcePlan['nbd'] {
+/**
+ * The PEM files of an `nbds://` export: the same net { } options replication TLS uses, read
+ * whether or not `tls yes` is set (TLS on the export does not need it on replication).
+ */
+function nbdTlsFiles(device: DeviceSpec, net: OptionMap, resource: string): TlsFiles | null {
+  if (device.kind === 'drbd' || !device.tls) return null;
+  const file = (o: TlsFileOption): string => str(net, o, '');
+  const missing = TLS_FILE_OPTIONS.filter((o) => file(o) === '');
+  if (missing.length > 0) {
+    throw new ConfigError(
+      `${resource}: device "${device.uri}" is NBD over TLS and needs ${missing.join(', ')} ` +
+        `in net { } (PEM files: this node's certificate, its private key, the CA that client ` +
+        `certificates must chain to)`,
+    );
+  }
+  const relative = TLS_FILE_OPTIONS.filter((o) => !file(o).startsWith('/'));
+  if (relative.length > 0) {
+    throw new ConfigError(
+      `${resource}: ${relative.map((o) => `${o} "${file(o)}"`).join(', ')} must be an absolute path`,
+    );
+  }
+  return { certificate: file('tls-certificate'), privkey: file('tls-privkey'), ca: file('tls-ca') };
+}
+
+function nbdListener(device: DeviceSpec, resource: string, net: OptionMap): ResourcePlan['nbd'] {
   switch (device.kind) {
     case 'nbd-tcp':
       return {
         listener: { kind: 'tcp', host: device.host, port: device.port },
         exportName: device.exportName,
         uri: device.uri,
+        tls: nbdTlsFiles(device, net, resource),
       };
     case 'nbd-unix':
       return {
         listener: { kind: 'unix', path: device.socketPath },
         exportName: device.exportName,
         uri: device.uri,
+        tls: nbdTlsFiles(device, net, resource),
       };
     case 'drbd':
       throw new ConfigError(
@@ -233,7 +262,7 @@ export function planResource(r: ResourceConfig, nodeName: string): ResourcePlan 
     volume,
     diskPath: volume.disk,
     metaDisk: volume.metaDisk,
-    nbd: nbdListener(volume.device, r.name),
+    nbd: nbdListener(volume.device, r.name, r.sections.net),
     peers,
     listen: [...listen.values()],
     listenTls,

@@ -44,7 +44,7 @@ import {
   STORE_INLINE_READ_BYTES_MAX,
   STORE_INLINE_WRITE_BYTES_MAX,
 } from '../limits.js';
-import { InvalidRequestError, NbdCommandError, StateError } from '../util/errors.js';
+import { ConfigError, InvalidRequestError, NbdCommandError, StateError } from '../util/errors.js';
 import type { ControlRequest, TandemEvent } from './control-protocol.js';
 import { liveOptionsOf, type AdjustStep } from './adjust.js';
 import type { EventSink, ResourceRuntime } from './daemon.js';
@@ -414,6 +414,18 @@ export class Resource implements ResourceRuntime {
 
   private async attach(): Promise<void> {
     if (this.diskDropping !== null) await this.diskDropping;
+    if (this.engine === null) {
+      try {
+        await this.svc.nbd.prepare(this.plan.nbd.listener, this.plan.nbd.tls);
+      } catch (e) {
+        throw new ConfigError(
+          `${this.name}: device ${this.plan.nbd.uri}: ${(e as Error).message}`,
+          {
+            cause: e,
+          },
+        );
+      }
+    }
     if (this.disk !== null) return;
     const peerIds = [...this.peers.keys()];
     const alExtents =
@@ -469,6 +481,7 @@ export class Resource implements ResourceRuntime {
         this.plan.nbd.listener,
         this.plan.nbd.exportName,
         this.backend(),
+        this.plan.nbd.tls,
       );
     } else {
       await this.admin({ cmd: 'attach', boot: disk.bootState() });
@@ -1306,7 +1319,7 @@ export class Resource implements ResourceRuntime {
     const port =
       this.exportAddress === '' ? n.listener.port : Number(this.exportAddress.split(':').at(-1));
     const host = n.listener.host.includes(':') ? `[${n.listener.host}]` : n.listener.host;
-    return `nbd://${host}:${port}/${n.exportName}`;
+    return `${n.tls === null ? 'nbd' : 'nbds'}://${host}:${port}/${n.exportName}`;
   }
 
   /** Feeds one client request to the engine; resolves or rejects when it completes it. */

@@ -1,8 +1,9 @@
-// A small NBD client (fixed newstyle, OPT_GO, simple and structured replies, pipelined
+// A small NBD client (fixed newstyle, STARTTLS, OPT_GO, simple and structured replies, pipelined
 // commands) that the demo, the end-to-end tests and the benchmarks use to drive exports.
 // Invariant: every issued command settles exactly once: by its reply, or by the connection's
 // end (ConnectionError), or by a protocol violation from the server (ProtocolError).
 import { connect as netConnect, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { ConnectionError, NbdCommandError, ProtocolError } from '../util/errors.js';
 import { ByteQueue } from './byte-queue.js';
 import {
@@ -34,6 +35,7 @@ import {
   NBD_OPT_GO,
   NBD_OPT_LIST,
   NBD_OPT_SET_META_CONTEXT,
+  NBD_OPT_STARTTLS,
   NBD_OPT_STRUCTURED_REPLY,
   NBD_REP_ACK,
   NBD_REP_INFO,
@@ -61,7 +63,18 @@ export interface NbdClientOptions {
   readonly structuredReplies?: boolean;
   /** Select base:allocation (needs structured replies). @default true */
   readonly baseAllocation?: boolean;
+  /** Upgrade to TLS first (NBD_OPT_STARTTLS); any refusal fails the connect. @default plaintext */
+  readonly tls?: NbdClientTls;
   readonly signal?: AbortSignal;
+}
+
+/** PEM credentials of a TLS client. The server's certificate must name the listener's host. */
+export interface NbdClientTls {
+  /** The CA(s) the server's certificate must chain to. */
+  readonly ca: string | Buffer;
+  /** This client's certificate and key, for servers that check clients (Tandem's do). */
+  readonly certificate?: string | Buffer;
+  readonly privateKey?: string | Buffer;
 }
 
 export interface NbdExportListing {
@@ -154,6 +167,42 @@ async function greet(r: Reader, s: Socket): Promise<void> {
   s.write(b);
 }
 
+/**
+ * STARTTLS, then the TLS handshake on the same socket; the reader is fed from the TLS socket
+ * from then on. A server that does not ACK, or whose certificate does not verify, fails it.
+ */
+async function startTls(
+  s: Socket,
+  r: Reader,
+  o: NbdClientTls,
+  spec: NbdListenerSpec,
+): Promise<Socket> {
+  s.write(encodeOption(NBD_OPT_STARTTLS));
+  const rep = await optionReply(r, NBD_OPT_STARTTLS);
+  if (rep.type !== NBD_REP_ACK) throw optionError('NBD_OPT_STARTTLS', rep);
+  if (r.queue.length > 0) throw new ProtocolError('server sent data behind its STARTTLS reply');
+  s.removeAllListeners('data');
+  s.removeAllListeners('close');
+  const t = tlsConnect({
+    socket: s,
+    host: spec.kind === 'tcp' ? spec.host : 'localhost',
+    ca: o.ca,
+    ...(o.certificate !== undefined ? { cert: o.certificate } : {}),
+    ...(o.privateKey !== undefined ? { key: o.privateKey } : {}),
+  });
+  t.on('error', () => undefined);
+  await new Promise<void>((resolve, reject) => {
+    t.once('secureConnect', resolve);
+    t.once('error', (e: Error) =>
+      reject(new ConnectionError(`TLS with the NBD server failed: ${e.message}`, { cause: e })),
+    );
+    t.once('close', () => reject(new ConnectionError('server closed during the TLS handshake')));
+  });
+  t.removeAllListeners('close');
+  t.on('data', (b: Buffer) => r.push(b));
+  return t;
+}
+
 interface OptionReply {
   readonly type: number;
   readonly data: Buffer;
@@ -221,14 +270,22 @@ export class NbdClient {
   }
 
   /** Lists the server's exports (NBD_OPT_LIST), then aborts the handshake. */
-  static async list(listener: NbdListenerSpec, signal?: AbortSignal): Promise<NbdExportListing[]> {
-    const s = await openSocket(listener, signal);
+  static async list(
+    listener: NbdListenerSpec,
+    signal?: AbortSignal,
+    tls?: NbdClientTls,
+  ): Promise<NbdExportListing[]> {
+    let s = await openSocket(listener, signal);
     const r = new Reader();
     s.on('data', (b: Buffer) => r.push(b));
     s.on('close', () => r.fail(new ConnectionError('server closed the connection')));
     s.on('error', () => undefined);
     try {
       await greet(r, s);
+      if (tls !== undefined) {
+        s = await startTls(s, r, tls, listener);
+        s.on('close', () => r.fail(new ConnectionError('server closed the connection')));
+      }
       s.write(encodeOption(NBD_OPT_LIST));
       const out: NbdExportListing[] = [];
       for (;;) {
@@ -249,7 +306,7 @@ export class NbdClient {
   }
 
   static async connect(opts: NbdClientOptions): Promise<NbdClient> {
-    const s = await openSocket(opts.listener, opts.signal);
+    let s = await openSocket(opts.listener, opts.signal);
     const r = new Reader();
     s.on('data', (b: Buffer) => r.push(b));
     const onClose = (): void =>
@@ -258,6 +315,10 @@ export class NbdClient {
     s.on('error', () => undefined);
     try {
       await greet(r, s);
+      if (opts.tls !== undefined) {
+        s = await startTls(s, r, opts.tls, opts.listener);
+        s.on('close', onClose);
+      }
       const name = opts.exportName ?? '';
       let structured = false;
       if (opts.structuredReplies ?? true) {

@@ -2,7 +2,9 @@
 // order. Invariants: at most NBD_CONN_REQUESTS_IN_FLIGHT_MAX requests and
 // NBD_CONN_IN_FLIGHT_BYTES_MAX payload bytes are held (reading pauses beyond that); every
 // request but DISC gets exactly one reply (one simple reply or chunks ending in DONE); bad
-// input gets the spec's error or closes this connection only, never throws out of here.
+// input gets the spec's error or closes this connection only, never throws out of here. After
+// STARTTLS the owner swaps the wire for the TLS socket; nothing read in plaintext after the
+// STARTTLS option is ever used.
 import {
   NBD_BLOCK_STATUS_EXTENTS_MAX,
   NBD_CONN_IN_FLIGHT_BYTES_MAX,
@@ -11,12 +13,14 @@ import {
 } from '../limits.js';
 import { DiskIoError, InvalidRequestError, NbdCommandError } from '../util/errors.js';
 import { errnoOf as errnoFromError } from '../util/errno.js';
+import { assert } from '../util/assert.js';
 import { ByteQueue } from './byte-queue.js';
 import { ReadBuffers } from './read-buffers.js';
 import {
   BASE_ALLOCATION_CONTEXT_ID,
   Handshake,
   type ExportDirectory,
+  type TlsMode,
   type TransmissionParams,
 } from './handshake.js';
 import {
@@ -64,7 +68,7 @@ import {
 } from './protocol.js';
 import type { NbdExtent } from './types.js';
 
-/** The socket as this connection uses it (net.Socket satisfies it; tests may fake it). */
+/** The socket as this connection uses it (net.Socket and tls.TLSSocket satisfy it; tests may fake it). */
 export interface NbdWire {
   /** `done` runs once the bytes are written to the kernel, or the write failed. */
   write(b: Buffer, done?: (err?: Error | null) => void): boolean;
@@ -86,6 +90,12 @@ export interface ConnectionHooks {
   ending(): void;
   /** Runs fn on a later turn of the loop (setImmediate); injected for reply coalescing. */
   defer(fn: () => void): void;
+  /**
+   * STARTTLS was acknowledged and the ACK written: upgrade the socket (stop delivering its
+   * plaintext bytes here), then call `tlsEstablished` with the TLS socket. Needed unless the
+   * connection's TLS mode is `off`.
+   */
+  startTls?(): void;
 }
 
 type ReadState =
@@ -123,22 +133,57 @@ export class NbdConnection {
   private shuttingDown = false;
 
   constructor(
-    private readonly wire: NbdWire,
+    private wire: NbdWire,
     exports: ExportDirectory,
     private readonly hooks: ConnectionHooks,
+    tlsMode: TlsMode = 'off',
   ) {
-    this.handshake = new Handshake(this.queue, exports, {
-      send: (b) => this.send(b),
-      close: (reason, isProtocolError) => {
-        if (isProtocolError) this.hooks.protocolError(reason);
-        this.finish(reason);
+    this.handshake = new Handshake(
+      this.queue,
+      exports,
+      {
+        send: (b) => this.send(b),
+        close: (reason, isProtocolError) => {
+          if (isProtocolError) this.hooks.protocolError(reason);
+          this.finish(reason);
+        },
+        transmit: (p) => {
+          this.params = p;
+          this.state = { kind: 'header' };
+          this.hooks.entered(p.exportName);
+        },
+        startTls: () => this.startTls(),
       },
-      transmit: (p) => {
-        this.params = p;
-        this.state = { kind: 'header' };
-        this.hooks.entered(p.exportName);
-      },
-    });
+      tlsMode,
+    );
+  }
+
+  private startTls(): void {
+    assert(this.hooks.startTls !== undefined, 'a TLS mode without a startTls hook');
+    // The ACK is the last plaintext we send; it must leave before the TLS handshake does.
+    this.flushReplies();
+    if (this.queue.length > 0) {
+      // Bytes behind STARTTLS, sent before its reply, came in plaintext: honouring them would
+      // let anyone on the path inject options into the TLS session (the STARTTLS injection bug).
+      this.hooks.protocolError('data after NBD_OPT_STARTTLS before its reply');
+      this.queue.clear();
+      return this.finish('data after NBD_OPT_STARTTLS');
+    }
+    this.tlsPending = true;
+    this.hooks.startTls();
+  }
+
+  /** STARTTLS asked the owner to upgrade; the plaintext socket must not deliver here. */
+  private tlsPending = false;
+
+  /** The TLS session is up on `wire`: every later byte in or out goes through it. */
+  tlsEstablished(wire: NbdWire): void {
+    if (this.closed || this.closing) return;
+    assert(this.tlsPending, 'tlsEstablished() without STARTTLS');
+    this.tlsPending = false;
+    this.wire = wire;
+    this.handshake.tlsReady();
+    this.pump();
   }
 
   get inTransmission(): boolean {
@@ -151,6 +196,8 @@ export class NbdConnection {
 
   onData(chunk: Buffer): void {
     if (this.closed || this.state.kind === 'stopped') return;
+    // The owner stops plaintext delivery at STARTTLS; should a chunk slip through, drop it.
+    if (this.tlsPending) return;
     this.queue.push(chunk);
     this.pump();
   }
@@ -320,6 +367,11 @@ export class NbdConnection {
     this.closing = true;
     this.endReason = reason;
     this.state = { kind: 'stopped' };
+    if (this.tlsPending) {
+      // Mid TLS handshake there is no clean way to say goodbye: the owner's socket goes.
+      this.wire.destroy();
+      return;
+    }
     this.flushReplies();
     this.wire.end();
     this.hooks.ending();

@@ -1,7 +1,9 @@
 // The fixed-newstyle handshake as a pure state machine: bytes in (through a ByteQueue), option
 // replies out, ending in transmission or a close. No sockets or timers, so it is fuzzed
-// directly. Invariant: every option but EXPORT_NAME gets a reply; unknown ones ERR_UNSUP.
+// directly. Invariants: every option but EXPORT_NAME gets a reply; unknown ones ERR_UNSUP; a
+// TLS-only export is never named, described or entered before STARTTLS has succeeded.
 import { NBD_OPTION_BYTES_MAX, NBD_OPTIONS_PER_CONN_MAX, NBD_STRING_BYTES_MAX } from '../limits.js';
+import { assert } from '../util/assert.js';
 import type { ByteQueue } from './byte-queue.js';
 import {
   BASE_ALLOCATION,
@@ -32,10 +34,13 @@ import {
   NBD_OPT_LIST,
   NBD_OPT_LIST_META_CONTEXT,
   NBD_OPT_SET_META_CONTEXT,
+  NBD_OPT_STARTTLS,
   NBD_OPT_STRUCTURED_REPLY,
   NBD_OPTION_HEADER_BYTES,
   NBD_REP_ACK,
   NBD_REP_ERR_INVALID,
+  NBD_REP_ERR_POLICY,
+  NBD_REP_ERR_TLS_REQD,
   NBD_REP_ERR_TOO_BIG,
   NBD_REP_ERR_UNKNOWN,
   NBD_REP_ERR_UNSUP,
@@ -54,7 +59,17 @@ export const BASE_ALLOCATION_CONTEXT_ID = 1;
 export interface ExportDirectory {
   lookup(name: string): NbdExportBackend | undefined;
   names(): readonly string[];
+  /** The export (resolved as lookup does) may only be used over TLS. @default never */
+  tlsOnly?(name: string): boolean;
 }
+
+/**
+ * The spec's server modes, fixed for a connection's lifetime. `off`: STARTTLS is refused
+ * (NBD_REP_ERR_POLICY). `forced`: before TLS every option but STARTTLS and ABORT gets
+ * NBD_REP_ERR_TLS_REQD and EXPORT_NAME closes. `selective`: plaintext options work, but a
+ * TLS-only export is left out of LIST and refused with NBD_REP_ERR_TLS_REQD until TLS is up.
+ */
+export type TlsMode = 'off' | 'forced' | 'selective';
 
 /** What the handshake agreed on; the transmission phase runs by it. */
 export interface TransmissionParams {
@@ -72,6 +87,12 @@ export interface HandshakeIo {
   close(reason: string, protocolError: boolean): void;
   /** Handshake done; the queue's remaining bytes belong to the transmission phase. */
   transmit(params: TransmissionParams): void;
+  /**
+   * STARTTLS was acknowledged (the ACK is the last thing sent in plaintext): the owner upgrades
+   * the socket and calls `tlsReady()` once the TLS session is up. Bytes already queued were sent
+   * in plaintext after STARTTLS and must not be trusted: the owner closes instead.
+   */
+  startTls(): void;
 }
 
 export function transmissionFlagsFor(b: NbdExportBackend, structured: boolean): number {
@@ -104,6 +125,7 @@ type Phase =
   | { kind: 'option-header' }
   | { kind: 'option-data'; option: number; lengthBytes: number }
   | { kind: 'skip'; option: number; leftBytes: number }
+  | { kind: 'tls-wait' }
   | { kind: 'done' };
 
 const KNOWN_CLIENT_FLAGS = NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES;
@@ -115,15 +137,24 @@ export class Handshake {
   private options = 0;
   /** The export SET_META_CONTEXT selected base:allocation for, if any. */
   private metaExport: string | undefined;
+  /** STARTTLS was acknowledged: everything after it travels inside TLS. */
+  private tls = false;
 
   constructor(
     private readonly queue: ByteQueue,
     private readonly exports: ExportDirectory,
     private readonly io: HandshakeIo,
+    private readonly tlsMode: TlsMode = 'off',
   ) {}
 
   get finished(): boolean {
     return this.phase.kind === 'done';
+  }
+
+  /** The owner finished the TLS handshake that `io.startTls` asked for; pump() goes on. */
+  tlsReady(): void {
+    assert(this.phase.kind === 'tls-wait', 'tlsReady() without an acknowledged STARTTLS');
+    this.phase = { kind: 'option-header' };
   }
 
   /** Consumes as much of the queue as forms whole handshake messages. */
@@ -132,6 +163,7 @@ export class Handshake {
       const p = this.phase;
       switch (p.kind) {
         case 'done':
+        case 'tls-wait':
           return;
         case 'client-flags': {
           if (this.queue.length < 4) return;
@@ -169,11 +201,13 @@ export class Handshake {
             return;
           }
           this.phase = { kind: 'option-header' };
-          this.reply(
-            p.option,
-            NBD_REP_ERR_TOO_BIG,
-            `option data over ${NBD_OPTION_BYTES_MAX} bytes (NBD_OPTION_BYTES_MAX)`,
-          );
+          if (this.tlsFirst(p.option)) this.replyTlsRequired(p.option);
+          else
+            this.reply(
+              p.option,
+              NBD_REP_ERR_TOO_BIG,
+              `option data over ${NBD_OPTION_BYTES_MAX} bytes (NBD_OPTION_BYTES_MAX)`,
+            );
           break;
         }
         case 'option-data': {
@@ -201,8 +235,34 @@ export class Handshake {
     this.io.send(encodeOptionReply(option, type, data));
   }
 
+  /** In FORCEDTLS mode, before TLS, this option is answered NBD_REP_ERR_TLS_REQD. */
+  private tlsFirst(option: number): boolean {
+    return (
+      this.tlsMode === 'forced' &&
+      !this.tls &&
+      option !== NBD_OPT_STARTTLS &&
+      option !== NBD_OPT_ABORT
+    );
+  }
+
+  /** A TLS-only export named before TLS is up (SELECTIVETLS; FORCEDTLS never gets here). */
+  private needsTls(name: string): boolean {
+    return !this.tls && this.tlsMode !== 'off' && this.exports.tlsOnly?.(name) === true;
+  }
+
+  private replyTlsRequired(option: number): void {
+    this.reply(option, NBD_REP_ERR_TLS_REQD, 'TLS is required: send NBD_OPT_STARTTLS first');
+  }
+
   private option(option: number, data: Buffer): void {
+    if (this.tlsFirst(option)) {
+      // EXPORT_NAME cannot be answered with an error: the spec says close.
+      if (option === NBD_OPT_EXPORT_NAME) return this.fail('EXPORT_NAME before STARTTLS');
+      return this.replyTlsRequired(option);
+    }
     switch (option) {
+      case NBD_OPT_STARTTLS:
+        return this.startTls(data);
       case NBD_OPT_EXPORT_NAME:
         return this.exportName(data);
       case NBD_OPT_ABORT:
@@ -225,12 +285,30 @@ export class Handshake {
     }
   }
 
+  private startTls(data: Buffer): void {
+    if (this.tlsMode === 'off') {
+      return this.reply(NBD_OPT_STARTTLS, NBD_REP_ERR_POLICY, 'TLS is not configured here');
+    }
+    if (this.tls) return this.reply(NBD_OPT_STARTTLS, NBD_REP_ERR_INVALID, 'TLS is already up');
+    if (data.length !== 0) {
+      return this.reply(NBD_OPT_STARTTLS, NBD_REP_ERR_INVALID, 'expected no data');
+    }
+    this.reply(NBD_OPT_STARTTLS, NBD_REP_ACK);
+    // The spec: nothing negotiated in plaintext survives STARTTLS (a MitM could have sent it).
+    this.structured = false;
+    this.metaExport = undefined;
+    this.tls = true;
+    this.phase = { kind: 'tls-wait' };
+    this.io.startTls();
+  }
+
   private exportName(data: Buffer): void {
     const name = new OptionReader(data).string(data.length, NBD_STRING_BYTES_MAX);
     const backend = name === undefined ? undefined : this.exports.lookup(name);
     // EXPORT_NAME cannot answer with an error: the spec says close.
     if (name === undefined || backend === undefined)
       return this.fail('EXPORT_NAME: unknown export');
+    if (this.needsTls(name)) return this.fail('EXPORT_NAME of a TLS-only export before STARTTLS');
     const why = backend.unavailable?.();
     if (why !== undefined) return this.fail(`EXPORT_NAME: ${why}`);
     const flags = transmissionFlagsFor(backend, this.structured);
@@ -255,6 +333,8 @@ export class Handshake {
   private list(data: Buffer): void {
     if (data.length !== 0) return this.reply(NBD_OPT_LIST, NBD_REP_ERR_INVALID, 'expected no data');
     for (const name of this.exports.names()) {
+      // SELECTIVETLS: a TLS-only export is not even named to a plaintext client.
+      if (this.needsTls(name)) continue;
       const desc = this.exports.lookup(name)?.description ?? '';
       const n = Buffer.from(name, 'utf8');
       const d = Buffer.from(desc, 'utf8');
@@ -281,6 +361,7 @@ export class Handshake {
     if (backend === undefined) {
       return this.reply(option, NBD_REP_ERR_UNKNOWN, `no export named "${name}"`);
     }
+    if (this.needsTls(name)) return this.replyTlsRequired(option);
     const why = option === NBD_OPT_GO ? backend.unavailable?.() : undefined;
     if (why !== undefined) return this.reply(option, NBD_REP_ERR_UNKNOWN, why);
     const flags = transmissionFlagsFor(backend, this.structured);
@@ -340,6 +421,7 @@ export class Handshake {
     if (this.exports.lookup(name) === undefined) {
       return this.reply(option, NBD_REP_ERR_UNKNOWN, `no export named "${name}"`);
     }
+    if (this.needsTls(name)) return this.replyTlsRequired(option);
     const list = option === NBD_OPT_LIST_META_CONTEXT;
     // LIST with no query, or the bare namespace, means every context we have.
     const selected =

@@ -104,10 +104,12 @@ export type NbdListenerSpec =
   | { readonly kind: 'tcp'; readonly host: string; readonly port: number }
   | { readonly kind: 'unix'; readonly path: string };
 
-/** A parsed `nbd://HOST:PORT/NAME` or `nbd+unix:///NAME?socket=PATH` device URI. */
+/** A parsed `nbd[s]://HOST:PORT/NAME` or `nbd[s]+unix:///NAME?socket=PATH` device URI. */
 export interface NbdUri {
   readonly listener: NbdListenerSpec;
   readonly exportName: string;
+  /** `nbds`: the export requires TLS. */
+  readonly tls: boolean;
 }
 
 /** One line of the server's event stream (for logs and for tests to wait on). */
@@ -116,4 +118,11 @@ export type NbdServerEvent =
   | { readonly type: 'connect'; readonly conn: number; readonly remote: string }
   | { readonly type: 'export'; readonly conn: number; readonly exportName: string }
   | { readonly type: 'close'; readonly conn: number; readonly reason: string }
-  | { readonly type: 'protocol-error'; readonly conn: number; readonly message: string };
+  | { readonly type: 'protocol-error'; readonly conn: number; readonly message: string }
+  /** STARTTLS succeeded: `protocol` as TLS names it, `client` the certificate's subject CN. */
+  | {
+      readonly type: 'tls';
+      readonly conn: number;
+      readonly protocol: string;
+      readonly client: string;
+    };

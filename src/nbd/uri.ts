@@ -1,4 +1,4 @@
-// NBD device URIs (`nbd://HOST[:PORT]/NAME`, `nbd+unix:///NAME?socket=PATH`): parsing is the
+// NBD device URIs (`nbd[s]://HOST[:PORT]/NAME`, `nbd[s]+unix:///NAME?socket=PATH`): parsing is the
 // config layer's (one grammar for drbd.conf and the CLI); this maps its DeviceSpec onto a
 // listener, and formats URIs back for clients (nbdinfo, qemu, nbdfuse).
 import { parseNbdUri as parseDeviceUri } from '../config/interpret.js';
@@ -10,9 +10,17 @@ import type { NbdListenerSpec, NbdUri } from './types.js';
 export function nbdUriFromDevice(d: DeviceSpec): NbdUri | undefined {
   switch (d.kind) {
     case 'nbd-tcp':
-      return { listener: { kind: 'tcp', host: d.host, port: d.port }, exportName: d.exportName };
+      return {
+        listener: { kind: 'tcp', host: d.host, port: d.port },
+        exportName: d.exportName,
+        tls: d.tls,
+      };
     case 'nbd-unix':
-      return { listener: { kind: 'unix', path: d.socketPath }, exportName: d.exportName };
+      return {
+        listener: { kind: 'unix', path: d.socketPath },
+        exportName: d.exportName,
+        tls: d.tls,
+      };
     case 'drbd':
       return undefined;
     default: {
@@ -32,12 +40,14 @@ export function parseNbdUri(text: string): Result<NbdUri, string> {
     : { ok: true, value: u };
 }
 
-/** The URI a client uses to reach `exportName` on a bound listener. */
-export function formatNbdUri(listener: NbdListenerSpec, exportName: string): string {
+/** The URI a client uses to reach `exportName` on a bound listener (`nbds` when TLS is required). */
+export function formatNbdUri(listener: NbdListenerSpec, exportName: string, tls = false): string {
   const name = encodeURIComponent(exportName);
-  if (listener.kind === 'unix') return `nbd+unix:///${name}?socket=${encodePath(listener.path)}`;
+  const scheme = tls ? 'nbds' : 'nbd';
+  if (listener.kind === 'unix')
+    return `${scheme}+unix:///${name}?socket=${encodePath(listener.path)}`;
   const host = listener.host.includes(':') ? `[${listener.host}]` : listener.host;
-  return `nbd://${host}:${listener.port}/${name}`;
+  return `${scheme}://${host}:${listener.port}/${name}`;
 }
 
 /** Percent-encodes what a query value cannot hold, keeping "/" readable for libnbd and QEMU. */

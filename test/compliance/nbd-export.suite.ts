@@ -3,11 +3,11 @@
 // what a client may rely on: reads return what was written, FUA and FLUSH make writes stable,
 // a FLUSH on one connection covers writes completed on every connection (CAN_MULTI_CONN),
 // zeroes read as zeroes, bad requests get the spec's error, structured replies work, and
-// libnbd's nbdinfo and qemu-io agree.
+// libnbd's nbdinfo and qemu-io agree. With `tls` in the fixture all of it runs over TLS.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { NbdClient } from '../../src/nbd/client.js';
+import { NbdClient, type NbdClientTls } from '../../src/nbd/client.js';
 import {
   NBD_CMD_FLUSH,
   NBD_CMD_READ,
@@ -35,6 +35,28 @@ export interface NbdExportFixture {
    */
   stable(offsetBytes: number, lengthBytes: number): Promise<Buffer>;
   close(): Promise<void>;
+  /** The export requires TLS: our client's credentials, and the dir libnbd and QEMU read. */
+  readonly tls?: { readonly client: NbdClientTls; readonly dir: string };
+}
+
+/** nbdinfo's URI and qemu-io's arguments for the fixture's export (TLS or not). */
+function realClients(f: NbdExportFixture): { uri: string; qemu: string[] } {
+  const plain = formatNbdUri(f.listener, f.exportName, f.tls !== undefined);
+  if (f.tls === undefined) return { uri: plain, qemu: ['-f', 'raw', plain] };
+  const l = f.listener;
+  const server =
+    l.kind === 'tcp'
+      ? `server.type=inet,server.host=${l.host},server.port=${l.port}`
+      : `server.type=unix,server.path=${l.path},tls-hostname=localhost`;
+  return {
+    uri: `${plain}${l.kind === 'tcp' ? '?' : '&'}tls-certificates=${f.tls.dir}`,
+    qemu: [
+      '--object',
+      `tls-creds-x509,id=tls0,dir=${f.tls.dir},endpoint=client`,
+      '--image-opts',
+      `driver=nbd,${server},export=${f.exportName},tls-creds=tls0`,
+    ],
+  };
 }
 
 const KIB = 1024;
@@ -80,6 +102,7 @@ export function nbdExportSuite(name: string, make: () => Promise<NbdExportFixtur
         listener: f.listener,
         exportName: f.exportName,
         structuredReplies,
+        ...(f.tls !== undefined ? { tls: f.tls.client } : {}),
       });
       clients.push(c);
       return c;
@@ -237,7 +260,7 @@ export function nbdExportSuite(name: string, make: () => Promise<NbdExportFixtur
     });
 
     test('libnbd and qemu agree: nbdinfo flags, qemu-io patterns', async () => {
-      const uri = formatNbdUri(f.listener, f.exportName);
+      const { uri, qemu } = realClients(f);
       if (optionalPeer('libnbd-bin', 'nbdinfo')) {
         const info = JSON.parse(await exec('nbdinfo', ['--json', uri])) as {
           exports: Record<string, unknown>[];
@@ -251,9 +274,7 @@ export function nbdExportSuite(name: string, make: () => Promise<NbdExportFixtur
       if (optionalPeer('qemu-utils', 'qemu-io')) {
         const at = region();
         const out = await exec('qemu-io', [
-          '-f',
-          'raw',
-          uri,
+          ...qemu,
           '-c',
           `write -P 0x5a ${at} 128k`,
           '-c',

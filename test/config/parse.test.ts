@@ -199,6 +199,18 @@ test('Tandem device URIs parse into typed NBD endpoints', () => {
       host: '127.0.0.1',
       port: 10999,
       exportName: 'r0',
+      tls: false,
+    },
+  });
+  assert.deepEqual(parseNbdUri('nbds://127.0.0.1:10999/r0'), {
+    ok: true,
+    device: {
+      kind: 'nbd-tcp',
+      uri: 'nbds://127.0.0.1:10999/r0',
+      host: '127.0.0.1',
+      port: 10999,
+      exportName: 'r0',
+      tls: true,
     },
   });
   assert.deepEqual(parseNbdUri('nbd://[::1]:10999/a%20b'), {
@@ -209,6 +221,7 @@ test('Tandem device URIs parse into typed NBD endpoints', () => {
       host: '::1',
       port: 10999,
       exportName: 'a b',
+      tls: false,
     },
   });
   assert.deepEqual(parseNbdUri('nbd+unix:///r0?socket=/run/tandem/r0.sock'), {
@@ -218,6 +231,7 @@ test('Tandem device URIs parse into typed NBD endpoints', () => {
       uri: 'nbd+unix:///r0?socket=/run/tandem/r0.sock',
       socketPath: '/run/tandem/r0.sock',
       exportName: 'r0',
+      tls: false,
     },
   });
   for (const bad of [
@@ -400,6 +414,7 @@ test("Tandem's own configuration: NBD device URIs per host, multipath transport,
     uri: 'nbd+unix:///r0?socket=/run/tandem/alpha-r0.sock',
     socketPath: '/run/tandem/alpha-r0.sock',
     exportName: 'r0',
+    tls: false,
   });
   assert.equal(requireHostForNode(config, 'r0', 'beta').volumes[0]?.device.kind, 'nbd-tcp');
   const r0 = config.resources[0];

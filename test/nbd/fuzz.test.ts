@@ -1,5 +1,7 @@
 // Property tests of the handshake and the request decoder, in process: 10,000 generated inputs
-// each, cut at random points (requests also against a backend behind an AdmissionGate of one,
+// each, cut at random points (the handshake also with TLS required on every export, and on
+// some: nothing but STARTTLS/ABORT is served before TLS, no TLS-only export is named, entered
+// or described before it, STARTTLS twice is NBD_REP_ERR_INVALID) (requests also against a backend behind an AdmissionGate of one,
 // so the connection stops and resumes reading). Properties: nothing throws; output is well-formed; feeding bytes
 // split or whole gives the same result; every well-formed request gets exactly one reply with
 // an error the spec allows; in-flight work drains to zero (no leak).
@@ -8,13 +10,19 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { ByteQueue } from '../../src/nbd/byte-queue.js';
 import { NbdConnection, type NbdWire } from '../../src/nbd/connection.js';
-import { Handshake, type ExportDirectory } from '../../src/nbd/handshake.js';
+import { Handshake, type ExportDirectory, type TlsMode } from '../../src/nbd/handshake.js';
 import * as P from '../../src/nbd/protocol.js';
 import { storeBackend } from '../../src/nbd/store-backend.js';
 import { AdmissionGate } from '../../src/nbd/admission.js';
 import type { NbdExportBackend } from '../../src/nbd/types.js';
 import { BufferStore } from './support/buffer-store.js';
-import { handshakeBytes, requestStream, split, splitPoints } from './support/gen.js';
+import {
+  handshakeBytes,
+  requestStream,
+  split,
+  splitPoints,
+  tlsHandshakeBytes,
+} from './support/gen.js';
 import { parseReplies, preface } from './support/replies.js';
 
 const RUNS = 10_000;
@@ -36,44 +44,80 @@ function gated(inner: NbdExportBackend): NbdExportBackend {
   };
 }
 
-function directory(): ExportDirectory {
+/** r0, ro and gated; `tlsOnly` names the exports that need TLS. */
+function directory(tlsOnly: readonly string[] = []): ExportDirectory {
   const m = new Map([
     ['r0', storeBackend(new BufferStore(MIB))],
     ['ro', storeBackend(new BufferStore(MIB), { readOnly: true })],
     ['gated', gated(storeBackend(new BufferStore(MIB)))],
   ]);
-  return { lookup: (n) => m.get(n), names: () => [...m.keys()] };
+  return {
+    lookup: (n) => m.get(n),
+    names: () => [...m.keys()],
+    tlsOnly: (n) => tlsOnly.includes(n),
+  };
 }
 
 interface HandshakeRun {
   sent: Buffer[];
   outcome: string;
+  /** Index in `sent` of the STARTTLS ACK (what follows went inside TLS), or -1. */
+  tlsAt: number;
 }
 
-function runHandshake(dir: ExportDirectory, pieces: Buffer[]): HandshakeRun {
+/**
+ * Feeds the pieces to a Handshake. When STARTTLS is acknowledged the "TLS session" comes up at
+ * once and the bytes after it stand for what the client sent inside TLS (the connection, not
+ * the handshake, is what refuses plaintext queued behind STARTTLS; see tls.test.ts).
+ */
+function runHandshake(dir: ExportDirectory, pieces: Buffer[], mode: TlsMode = 'off'): HandshakeRun {
   const q = new ByteQueue();
   const sent: Buffer[] = [];
   let outcome = 'waiting';
-  const hs = new Handshake(q, dir, {
-    send: (b) => {
-      assert.equal(outcome, 'waiting', 'nothing is sent after the handshake ended');
-      sent.push(Buffer.from(b));
+  let tlsAt = -1;
+  const hs: Handshake = new Handshake(
+    q,
+    dir,
+    {
+      send: (b) => {
+        assert.equal(outcome, 'waiting', 'nothing is sent after the handshake ended');
+        sent.push(Buffer.from(b));
+      },
+      close: (reason) => {
+        assert.equal(outcome, 'waiting');
+        outcome = `close:${reason}`;
+      },
+      transmit: (p) => {
+        assert.equal(outcome, 'waiting');
+        outcome = `transmit:${p.exportName}:${p.transmissionFlags}:${p.structuredReplies}:${p.baseAllocation}`;
+      },
+      startTls: () => {
+        assert.notEqual(mode, 'off', 'no STARTTLS without TLS');
+        assert.equal(tlsAt, -1, 'STARTTLS is acknowledged once');
+        tlsAt = sent.length - 1;
+        hs.tlsReady();
+      },
     },
-    close: (reason) => {
-      assert.equal(outcome, 'waiting');
-      outcome = `close:${reason}`;
-    },
-    transmit: (p) => {
-      assert.equal(outcome, 'waiting');
-      outcome = `transmit:${p.exportName}:${p.transmissionFlags}:${p.structuredReplies}:${p.baseAllocation}`;
-    },
-  });
+    mode,
+  );
   for (const piece of pieces) {
     q.push(piece);
     hs.pump();
   }
   assert.equal(hs.finished, outcome !== 'waiting');
-  return { sent, outcome };
+  return { sent, outcome, tlsAt };
+}
+
+/** The option replies in `sent` (the EXPORT_NAME answer has no option-reply header). */
+function optionReplies(
+  sent: Buffer[],
+): { i: number; option: number; type: number; data: Buffer }[] {
+  const out = [];
+  for (const [i, b] of sent.entries()) {
+    if (b.length < 20 || b.readBigUInt64BE(0) !== P.NBD_MAGIC_OPTION_REPLY) continue;
+    out.push({ i, option: b.readUInt32BE(8), type: b.readUInt32BE(12), data: b.subarray(20) });
+  }
+  return out;
 }
 
 test(`handshake: ${RUNS} generated inputs, split anywhere, never throw and answer well-formed`, () => {
@@ -103,6 +147,77 @@ test(`handshake: ${RUNS} generated inputs, split anywhere, never throw and answe
           assert.ok(b.length === 10 || b.length === 134);
         }
       }
+    }),
+    { numRuns: RUNS },
+  );
+});
+
+/** Whole or split, the same replies and outcome; returns the whole run. */
+function sameSplitOrWhole(
+  dir: ExportDirectory,
+  bytes: Buffer,
+  cuts: number[],
+  mode: TlsMode,
+): HandshakeRun {
+  const whole = runHandshake(dir, [bytes], mode);
+  const pieces = runHandshake(dir, split(bytes, cuts), mode);
+  assert.deepEqual(Buffer.concat(pieces.sent), Buffer.concat(whole.sent));
+  assert.equal(pieces.outcome, whole.outcome);
+  assert.equal(pieces.tlsAt, whole.tlsAt);
+  return whole;
+}
+
+test(`handshake, TLS required on every export (FORCEDTLS): ${RUNS} generated inputs`, () => {
+  const dir = directory(['r0', 'ro', 'gated']);
+  let reachedTls = 0;
+  fc.assert(
+    fc.property(tlsHandshakeBytes, splitPoints(), (bytes, cuts) => {
+      const run = sameSplitOrWhole(dir, bytes, cuts, 'forced');
+      const tlsAt = run.tlsAt;
+      if (tlsAt >= 0) reachedTls++;
+      for (const r of optionReplies(run.sent)) {
+        const before = tlsAt < 0 || r.i < tlsAt;
+        if (r.i === tlsAt) {
+          assert.equal(r.option, P.NBD_OPT_STARTTLS);
+          assert.equal(r.type, P.NBD_REP_ACK);
+        } else if (before && r.option !== P.NBD_OPT_STARTTLS && r.option !== P.NBD_OPT_ABORT) {
+          assert.equal(r.type, P.NBD_REP_ERR_TLS_REQD, `option ${r.option} before TLS`);
+        } else if (!before) {
+          assert.notEqual(r.type, P.NBD_REP_ERR_TLS_REQD, 'never TLS_REQD inside TLS');
+          if (r.option === P.NBD_OPT_STARTTLS)
+            assert.ok(
+              r.type === P.NBD_REP_ERR_INVALID || r.type === P.NBD_REP_ERR_TOO_BIG,
+              'STARTTLS inside TLS is invalid',
+            );
+        }
+      }
+      if (run.outcome.startsWith('transmit:')) assert.ok(tlsAt >= 0, 'no export before TLS');
+    }),
+    { numRuns: RUNS },
+  );
+  assert.ok(reachedTls > RUNS / 10, `TLS came up in ${reachedTls} runs: the generator reaches it`);
+});
+
+test(`handshake, TLS required on one export (SELECTIVETLS): ${RUNS} generated inputs`, () => {
+  const dir = directory(['r0']);
+  // NBD_REP_SERVER and NBD_INFO_NAME are the replies that carry an export's name.
+  const namesR0 = (type: number, b: Buffer): boolean =>
+    (type === P.NBD_REP_SERVER && b.subarray(4, 4 + b.readUInt32BE(0)).toString() === 'r0') ||
+    (type === P.NBD_REP_INFO &&
+      b.readUInt16BE(0) === P.NBD_INFO_NAME &&
+      b.subarray(2).toString() === 'r0');
+  fc.assert(
+    fc.property(tlsHandshakeBytes, splitPoints(), (bytes, cuts) => {
+      const run = sameSplitOrWhole(dir, bytes, cuts, 'selective');
+      const tlsAt = run.tlsAt;
+      for (const r of optionReplies(run.sent)) {
+        const before = tlsAt < 0 || r.i < tlsAt;
+        if (!before && r.i !== tlsAt) {
+          assert.notEqual(r.type, P.NBD_REP_ERR_TLS_REQD, 'never TLS_REQD inside TLS');
+        }
+        if (before) assert.ok(!namesR0(r.type, r.data), 'r0 is not named before TLS');
+      }
+      if (run.outcome.startsWith('transmit:r0:')) assert.ok(tlsAt >= 0, 'r0 only over TLS');
     }),
     { numRuns: RUNS },
   );

@@ -73,6 +73,17 @@ const clientFlags = fc
     return b;
   });
 
+/** Options of a client that tries TLS: many well-formed STARTTLS (first, again, late). */
+const tlsOption = fc.oneof(
+  { weight: 3, arbitrary: fc.constant(P.encodeOption(P.NBD_OPT_STARTTLS)) },
+  { weight: 7, arbitrary: option },
+);
+
+/** Like handshakeBytes, but STARTTLS is common enough to reach every TLS state. */
+export const tlsHandshakeBytes = fc
+  .tuple(clientFlags, fc.array(tlsOption, { maxLength: 10 }))
+  .map(([f, os]) => Buffer.concat([f, ...os]));
+
 /** What a client might send from the first byte: flags, then options. */
 export const handshakeBytes = fc.oneof(
   {
