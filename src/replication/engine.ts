@@ -2404,6 +2404,19 @@ function onPacket(s: EngineState, peerId: number, pk: Packet): void {
       // ('Failed' is also our own guess after a NegAck: a pass_on peer keeps its disk and
       // says Inconsistent next, so only a Diskless peer is held to this.)
       if (p.disk === 'Diskless' && pk.disk !== 'Diskless' && pk.disk !== 'Failed') return;
+      // A pass_on peer that failed one of our writes (its NegAck marked the blocks and made us
+      // guess 'Failed') cannot be UpToDate again before a resync clears them: an UpToDate
+      // State now is one it sent before the failure, overtaken by the NegAck on the other
+      // stream (simulator seed 2544748736). Its next State says Inconsistent.
+      if (
+        p.disk === 'Failed' &&
+        pk.disk === 'UpToDate' &&
+        p.repl === 'Established' &&
+        bm(s, p.id).weight > 0
+      ) {
+        setPeerRole(s, p, pk.role);
+        return;
+      }
       setPeerRole(s, p, pk.role);
       setPeerDisk(s, p, pk.disk);
       if (

@@ -164,3 +164,12 @@ test('seed 920002561: a peer whose disk goes during the bitmap exchange gets no 
   const r = runSeed({ seed: 920002561 });
   assert.ok(r.ok, r.violation ?? '');
 });
+
+test('seed 2544748736: a stale UpToDate State after a NegAck does not clear what the NegAck taught', () => {
+  // pass_on, verify on. The SyncTarget became UpToDate and sent its State on the DATA stream;
+  // the next replicated write failed on its disk and its NegAck (CONTROL stream) overtook that
+  // State. The source marked the blocks and guessed 'Failed', then took the stale State as
+  // UpToDate: Established and UpToDate with 2 blocks out of sync (the invariant).
+  const r = runSeed({ seed: 2544748736 });
+  assert.ok(r.ok, r.violation ?? '');
+});
