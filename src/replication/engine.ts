@@ -2146,6 +2146,21 @@ function onHandshake(s: EngineState, p: Peer, h: HandshakePacket): void {
       note: { kind: 'split-brain', peer: p.id, resolved: `${v.splitBrain}: ${decision}` },
     });
   p.discardMyData = false;
+  if (
+    s.role === 'Primary' &&
+    h.role === 'Primary' &&
+    !(s.cfg.allowTwoPrimaries && h.allowTwoPrimaries) &&
+    !(v.splitBrain?.includes('violently') ?? false)
+  ) {
+    // Two Primaries (one promoted while the other was out of reach) whose UUIDs show no split
+    // brain, e.g. a Primary that re-attached its disk Inconsistent: connecting would make two
+    // Primaries (DRBD's SS_TWO_PRIMARIES). Refused until one is demoted (sim seed 2600003032).
+    emit(s, {
+      type: 'note',
+      note: { kind: 'handshake', peer: p.id, rule: 'two-primaries', decision: 'disconnect' },
+    });
+    return goStandAlone(s, p);
+  }
   switch (result) {
     case 0:
       if (s.disk === 'Outdated' && h.disk === 'UpToDate') setDisk(s, 'UpToDate');

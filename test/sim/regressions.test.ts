@@ -173,3 +173,12 @@ test('seed 2544748736: a stale UpToDate State after a NegAck does not clear what
   const r = runSeed({ seed: 2544748736 });
   assert.ok(r.ok, r.violation ?? '');
 });
+
+test('seed 2600003032: two Primaries whose UUIDs show no split brain are not connected', () => {
+  // n2 was promoted while n1, Primary, was out of reach; n1 re-attached its disk Inconsistent.
+  // At reconnect the UUIDs said "resync n2 -> n1", and the two Primaries connected and synced:
+  // two Primaries without allow-two-primaries (the invariant). The handshake now refuses it
+  // (two-primaries) until one is demoted, as DRBD's state check does.
+  const r = runSeed({ seed: 2600003032 });
+  assert.ok(r.ok, r.violation ?? '');
+});
