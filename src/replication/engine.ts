@@ -1949,9 +1949,14 @@ function attach(s: EngineState, cmdId: number, boot: BootState): void {
     return refuseAdmin(s, cmdId, { code: 'primary-needs-up-to-date-peer', action: 'attach' });
   setDisk(s, 'Attaching');
   loadBoot(s, boot);
-  if (s.disk === 'UpToDate') setDisk(s, 'Outdated'); // it missed writes while away; peers decide
-  // After loadBoot: passing through UpToDate (metadata still saying so, as when the write that
-  // recorded the detach failed with the disk) clears the flag.
+  if (s.disk === 'UpToDate') {
+    setDisk(s, 'Outdated'); // it missed writes while away; peers decide
+    // And says so on disk: metadata still claiming UpToDate (the detach's own write failed with
+    // the disk) would bring a crashed node back UpToDate and promotable without a peer, missing
+    // what was written meanwhile (simulator seed 2700006952).
+    s.wasUpToDate = false;
+  }
+  // After loadBoot: passing through UpToDate clears attachedAsPrimary (setDisk).
   s.attachedAsPrimary = s.role === 'Primary';
   persist(s);
   for (const p of s.peers.values()) {

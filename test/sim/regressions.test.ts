@@ -182,3 +182,11 @@ test('seed 2600003032: two Primaries whose UUIDs show no split brain are not con
   const r = runSeed({ seed: 2600003032 });
   assert.ok(r.ok, r.violation ?? '');
 });
+
+test('seed 2700006952: a disk attached while its peer wrote alone comes back Outdated after a crash', () => {
+  // n2's disk failed and detached (the metadata write recording it failed too); n1 wrote
+  // alone; n2 re-attached Outdated in memory but persisted wasUpToDate; a power loss, n2
+  // restarted alone, booted UpToDate and was promoted without --force, serving stale blocks.
+  const r = runSeed({ seed: 2700006952 });
+  assert.ok(r.ok, r.violation ?? '');
+});
