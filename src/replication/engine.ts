@@ -1487,6 +1487,20 @@ function markLocallyStale(s: EngineState, ranges: readonly BlockRange[]): void {
   for (const r of ranges) {
     for (const id of s.bitmaps.keys()) markOutOfSync(s, id, r);
     if (s.disk === 'UpToDate' || (s.localStale.weight > 0 && syncTarget)) s.localStale.set(r);
+    // A resync request in flight over these blocks would clear them when it retires, taking
+    // this failed write for a newer one that landed ('touched'): keep them marked and fetch
+    // them again (simulator seed 2700059960: a replicated write failed on a SyncTarget over
+    // blocks a reply skipped as touched, and the retiring request cleared them).
+    for (const p of s.peers.values()) {
+      if (p.rs === null) continue;
+      for (const f of p.rs.inflight.values())
+        for (
+          let b = Math.max(r.start, f.start);
+          b < Math.min(r.start + r.count, f.start + f.count);
+          b++
+        )
+          f.partial.add(b);
+    }
   }
   if (s.disk === 'UpToDate') {
     s.consistent = false;

@@ -190,3 +190,12 @@ test('seed 2700006952: a disk attached while its peer wrote alone comes back Out
   const r = runSeed({ seed: 2700006952 });
   assert.ok(r.ok, r.violation ?? '');
 });
+
+test('seed 2700059960: a replicated write failing on a SyncTarget keeps its blocks out of a retiring resync request', () => {
+  // pass_on. A resync reply skipped blocks 23-24 as touched by a replicated write in flight;
+  // that write then failed on the SyncTarget's disk, and the request, retiring when its other
+  // block landed, cleared 23-24 as if the newer write had landed. A later FLUSH found the old
+  // data there. Blocks marked locally stale now stay partial in any request in flight.
+  const r = runSeed({ seed: 2700059960 });
+  assert.ok(r.ok, r.violation ?? '');
+});
