@@ -170,7 +170,7 @@ test('a sync-only system runs no fio workload; its sync sample carries the ramp 
   );
 });
 
-test('end to end: default resync options, a verified 256 MiB initial sync with its ramp time measured', async (t) => {
+test('end to end: default resync options, a verified 256 MiB initial sync; its ramp time, if reached, lies within the sync', async (t) => {
   const sys = tandemPairSystems.find((s) => s.id === 'tandem-C-sync-defaults');
   assert.ok(sys?.syncOnly === true);
   const o = options(t, { rounds: 1, sync: true, syncSizeBytes: 256 * 2 ** 20 });
@@ -181,5 +181,12 @@ test('end to end: default resync options, a verified 256 MiB initial sync with i
   // Timing on a shared CI machine is not asserted (the bench reports it); that a ramp was
   // measured at all says the status sampling saw the out-of-sync count fall.
   assert.ok(sync.rampSeconds !== undefined, 'the sample carries the ramp measurement');
+  // Whether 100 MiB/s is reached on a shared machine is the bench's to report; a ramp time
+  // that is reached must fall inside the sync it was measured on.
+  if (sync.rampSeconds !== null)
+    assert.ok(
+      sync.rampSeconds > 0 && sync.rampSeconds <= (sync.seconds ?? 0) + 1,
+      `ramp ${sync.rampSeconds} s in a ${sync.seconds} s sync`,
+    );
   assert.deepEqual(o.children.pids(), [], 'every child stopped');
 });
